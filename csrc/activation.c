@@ -1,0 +1,73 @@
+/* activation.c - element-wise ReLU and sigmoid, forward and backward.
+ * Every buffer is (n). Backward kernels take the forward output y. */
+#include <math.h>
+
+#include "fastcnn.h"
+
+void relu_forward_ref(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] < 0.0f ? 0.0f : x[i];  /* NaN passes through, as in torch */
+}
+
+void relu_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void sigmoid_forward_ref(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (float)(1.0 / (1.0 + exp(-(double)x[i])));
+}
+
+void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
+
+void relu_forward(float *y, const float *x, int64_t n, int nthreads)
+{
+    int nt = fastcnn_threads_for(n, nthreads);
+    /* each i written once */
+    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
+{
+    int nt = fastcnn_threads_for(n, nthreads);
+    /* each i written once */
+    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* Stable for large |x|: exp of a non-positive number only. */
+static inline float sigmoid1(float x)
+{
+    float e = expf(-fabsf(x));
+    float s = 1.0f / (1.0f + e);
+    return x >= 0.0f ? s : e * s;
+}
+
+void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
+{
+    int nt = fastcnn_threads_for(n * 16, nthreads);
+    /* each i written once */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = sigmoid1(x[i]);
+}
+
+void sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
+{
+    int nt = fastcnn_threads_for(n, nthreads);
+    /* each i written once */
+    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}

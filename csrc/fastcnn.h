@@ -1,0 +1,176 @@
+/* fastcnn.h - the C API of every fastcnn kernel.
+ *
+ * Dimension letters, used in every shape comment:
+ *   N  batch               C  input channels       H, W  input height, width
+ *   K  output channels     R, S  window (kernel) height, width
+ *   P, Q  output height, width
+ *   sh, sw  stride         ph, pw  zero padding (each side)
+ *   F  input features, O  output features (linear)
+ *   L  classes (loss)      n  number of elements (element-wise kernels)
+ *
+ * Layout: activations NCHW, conv weights KCRS, linear weights (O, F); every
+ * buffer float32 and C-contiguous, as in PyTorch.
+ *
+ * Argument order (llm.c): outputs first, then cached activations, then
+ * const inputs and weights, then sizes and hyper-parameters, then nthreads.
+ * Backward kernels write (=) the input gradient and accumulate (+=) into the
+ * parameter gradients, which the caller zeroes. Pointers documented as
+ * "may be NULL" skip that output or input.
+ *
+ * Every kernel is callable without the GIL. Kernels that allocate scratch
+ * memory return FASTCNN_OK or FASTCNN_ENOMEM and never abort. Each fast
+ * kernel has a plain reference twin (suffix _ref): the fallback and the
+ * test oracle.
+ *
+ * Callers (the Cython bindings) validate every size before calling: all
+ * sizes are >= 1 and consistent, so kernels do not re-check them.
+ */
+#ifndef FASTCNN_H
+#define FASTCNN_H
+
+#include <stdint.h>
+
+#define FASTCNN_OK 0
+#define FASTCNN_ENOMEM 1
+
+/* threads.c ---------------------------------------------------------------- */
+
+/* Threads to use for `work` units of work (flops or elements): 1 below a
+ * size threshold (a parallel region costs microseconds), else nthreads. */
+int fastcnn_threads_for(int64_t work, int nthreads);
+/* 1 if built with OpenMP, else 0. */
+int fastcnn_openmp_enabled(void);
+/* Aligned (64-byte) allocation for scratch buffers; NULL on failure. */
+void *fastcnn_alloc(int64_t bytes);
+void fastcnn_free(void *p);
+
+/* cpu.c -------------------------------------------------------------------- */
+
+enum fastcnn_isa { FASTCNN_ISA_GENERIC = 0, FASTCNN_ISA_AVX2 = 1, FASTCNN_ISA_AVX512 = 2 };
+/* The best instruction set this CPU supports and this build compiled,
+ * lowered by the environment variable FASTCNN_ISA=avx512|avx2|generic.
+ * Resolved once, on first call. */
+int fastcnn_isa(void);
+/* Its name: "avx512", "avx2" or "generic". */
+const char *fastcnn_isa_name(int isa);
+/* Best ISA the CPU supports, ignoring FASTCNN_ISA. */
+int fastcnn_cpu_isa(void);
+
+/* activation.c --------------------------------------------------------------- */
+
+/* y, x, dx, dy: (n) */
+void relu_forward(float *y, const float *x, int64_t n, int nthreads);
+void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads);
+void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads);
+void sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads);
+void relu_forward_ref(float *y, const float *x, int64_t n);
+void relu_backward_ref(float *dx, const float *dy, const float *y, int64_t n);
+void sigmoid_forward_ref(float *y, const float *x, int64_t n);
+void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n);
+
+/* conv2d.c ------------------------------------------------------------------- */
+
+/* Sizes of one 2-d convolution; P and Q follow from the others:
+ * P = (H + 2 ph - R) / sh + 1, Q = (W + 2 pw - S) / sw + 1. */
+typedef struct {
+    int64_t N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q;
+} conv2d_shape;
+
+/* y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C,R,S)) + b (K); b may be NULL. */
+int conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                   const conv2d_shape *s, int nthreads);
+/* dx (N,C,H,W) = gradient of the input from dy (N,K,P,Q) and w (K,C,R,S). */
+int conv2d_backward_data(float *dx, const float *dy, const float *w,
+                         const conv2d_shape *s, int nthreads);
+/* dw (K,C,R,S) += gradient of the weights from dy (N,K,P,Q) and x (N,C,H,W);
+ * db (K) += sum of dy over N, P, Q; db may be NULL. */
+int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
+                           const conv2d_shape *s, int nthreads);
+void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                        const conv2d_shape *s);
+void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,
+                              const conv2d_shape *s);
+void conv2d_backward_weight_ref(float *dw, float *db, const float *dy, const float *x,
+                                const conv2d_shape *s);
+
+/* pool2d.c ------------------------------------------------------------------- */
+
+/* Sizes of one 2-d pooling (window R x S, floor mode); the channels of all
+ * images are N*C independent planes. P = (H + 2 ph - R) / sh + 1, Q likewise. */
+typedef struct {
+    int64_t N, C, H, W, R, S, sh, sw, ph, pw, P, Q;
+} pool2d_shape;
+
+/* y (N,C,P,Q) = max over each window of x (N,C,H,W); argmax (N,C,P,Q) gets the
+ * flat index h*W + w of the maximum within its plane (PyTorch's indices). */
+void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
+                       const pool2d_shape *s, int nthreads);
+/* dx (N,C,H,W) = dy (N,C,P,Q) scattered to argmax (N,C,P,Q). */
+void maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
+                        const pool2d_shape *s, int nthreads);
+/* y (N,C,P,Q) = mean over each window of x (N,C,H,W); the divisor counts the
+ * padding when count_include_pad is non-zero (PyTorch's default). */
+void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
+                       int count_include_pad, int nthreads);
+/* dx (N,C,H,W) = gradient of avgpool2d_forward from dy (N,C,P,Q). */
+void avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
+                        int count_include_pad, int nthreads);
+void maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x, const pool2d_shape *s);
+void maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                            const pool2d_shape *s);
+void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s,
+                           int count_include_pad);
+void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,
+                            int count_include_pad);
+
+/* linear.c ------------------------------------------------------------------- */
+
+/* y (N,O) = x (N,F) w^T (O,F) + b (O); b may be NULL. */
+int linear_forward(float *y, const float *x, const float *w, const float *b,
+                   int64_t N, int64_t F, int64_t O, int nthreads);
+/* dx (N,F) = dy (N,O) w (O,F)   (skipped if dx is NULL);
+ * dw (O,F) += dy^T x;  db (O) += sum of dy over N (skipped if db is NULL). */
+int linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                    const float *w, int64_t N, int64_t F, int64_t O, int nthreads);
+void linear_forward_ref(float *y, const float *x, const float *w, const float *b,
+                        int64_t N, int64_t F, int64_t O);
+void linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                         const float *w, int64_t N, int64_t F, int64_t O);
+
+/* loss.c --------------------------------------------------------------------- */
+
+/* Softmax cross-entropy over integer labels, mean over the batch.
+ * probs (N,L) = softmax(logits (N,L)), kept for the backward pass;
+ * returns mean over N of -log probs[i, labels[i]], computed stably
+ * (log-sum-exp), labels (N) in [0, L). */
+double cross_entropy_forward(float *probs, const float *logits, const int64_t *labels,
+                             int64_t N, int64_t L, int nthreads);
+/* dlogits (N,L) = grad_loss * (probs - onehot(labels)) / N. */
+void cross_entropy_backward(float *dlogits, const float *probs, const int64_t *labels,
+                            int64_t N, int64_t L, float grad_loss, int nthreads);
+double cross_entropy_forward_ref(float *probs, const float *logits, const int64_t *labels,
+                                 int64_t N, int64_t L);
+void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_t *labels,
+                                int64_t N, int64_t L, float grad_loss);
+
+/* optim.c -------------------------------------------------------------------- */
+
+/* One torch.optim.SGD step on param, grad, buf: (n), in place. buf (the
+ * momentum buffer) is used only when momentum != 0; on the first step
+ * (first_step != 0) it is set to the gradient, as torch does. */
+void sgd_step(float *param, float *buf, const float *grad, int64_t n, float lr,
+              float momentum, float dampening, float weight_decay, int nesterov,
+              int first_step, int nthreads);
+/* One torch.optim.Adam step (decoupled == 0) or AdamW step (decoupled != 0)
+ * on param, exp_avg, exp_avg_sq, grad: (n), in place; step counts from 1. */
+void adam_step(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
+               int64_t n, float lr, float beta1, float beta2, float eps,
+               float weight_decay, int decoupled, int64_t step, int nthreads);
+void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, float lr,
+                  float momentum, float dampening, float weight_decay, int nesterov,
+                  int first_step);
+void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
+                   int64_t n, float lr, float beta1, float beta2, float eps,
+                   float weight_decay, int decoupled, int64_t step);
+
+#endif /* FASTCNN_H */

@@ -1,0 +1,25 @@
+/* gemm.h - fastcnn's single-precision matrix multiply (the engine under
+ * convolution and linear layers).
+ *
+ * Row-major. C (M,N) = alpha * op(A) op(B) + beta * C, where op(A) is (M,K)
+ * and op(B) is (K,N). A is stored (M,K) with row stride lda, or (K,M) if
+ * transa; B is stored (K,N) with row stride ldb, or (N,K) if transb.
+ * C has row stride ldc. beta == 0 means C is not read (NaN in C is
+ * overwritten), as in BLAS.
+ */
+#ifndef FASTCNN_GEMM_H
+#define FASTCNN_GEMM_H
+
+#include <stdint.h>
+
+/* Returns FASTCNN_OK, or FASTCNN_ENOMEM if packing buffers cannot be had. */
+int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
+          const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+          float *C, int64_t ldc, int nthreads);
+
+/* Plain triple loop with a double accumulator: the oracle. */
+void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+               float *C, int64_t ldc);
+
+#endif /* FASTCNN_GEMM_H */

@@ -1,0 +1,106 @@
+# Declarations of csrc/fastcnn.h and csrc/gemm/gemm.h for the Cython bindings.
+from libc.stdint cimport int32_t, int64_t
+cimport numpy as cnp
+
+cdef extern from "fastcnn.h" nogil:
+    int FASTCNN_OK
+    int FASTCNN_ENOMEM
+
+    int fastcnn_threads_for(int64_t work, int nthreads)
+    int fastcnn_openmp_enabled()
+    int fastcnn_isa()
+    int fastcnn_cpu_isa()
+    const char *fastcnn_isa_name(int isa)
+
+    void relu_forward(float *y, const float *x, int64_t n, int nthreads)
+    void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
+    void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
+    void sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
+    void relu_forward_ref(float *y, const float *x, int64_t n)
+    void relu_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
+    void sigmoid_forward_ref(float *y, const float *x, int64_t n)
+    void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
+
+    ctypedef struct conv2d_shape:
+        int64_t N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q
+    int conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                       const conv2d_shape *s, int nthreads)
+    int conv2d_backward_data(float *dx, const float *dy, const float *w,
+                             const conv2d_shape *s, int nthreads)
+    int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
+                               const conv2d_shape *s, int nthreads)
+    void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                            const conv2d_shape *s)
+    void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,
+                                  const conv2d_shape *s)
+    void conv2d_backward_weight_ref(float *dw, float *db, const float *dy, const float *x,
+                                    const conv2d_shape *s)
+
+    ctypedef struct pool2d_shape:
+        int64_t N, C, H, W, R, S, sh, sw, ph, pw, P, Q
+    void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
+                           const pool2d_shape *s, int nthreads)
+    void maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
+                            const pool2d_shape *s, int nthreads)
+    void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
+                           int count_include_pad, int nthreads)
+    void avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
+                            int count_include_pad, int nthreads)
+    void maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x, const pool2d_shape *s)
+    void maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                                const pool2d_shape *s)
+    void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s,
+                               int count_include_pad)
+    void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,
+                                int count_include_pad)
+
+    int linear_forward(float *y, const float *x, const float *w, const float *b,
+                       int64_t N, int64_t F, int64_t O, int nthreads)
+    int linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, int64_t N, int64_t F, int64_t O, int nthreads)
+    void linear_forward_ref(float *y, const float *x, const float *w, const float *b,
+                            int64_t N, int64_t F, int64_t O)
+    void linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                             const float *w, int64_t N, int64_t F, int64_t O)
+
+    double cross_entropy_forward(float *probs, const float *logits, const int64_t *labels,
+                                 int64_t N, int64_t L, int nthreads)
+    void cross_entropy_backward(float *dlogits, const float *probs, const int64_t *labels,
+                                int64_t N, int64_t L, float grad_loss, int nthreads)
+    double cross_entropy_forward_ref(float *probs, const float *logits, const int64_t *labels,
+                                     int64_t N, int64_t L)
+    void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_t *labels,
+                                    int64_t N, int64_t L, float grad_loss)
+
+    void sgd_step(float *param, float *buf, const float *grad, int64_t n, float lr,
+                  float momentum, float dampening, float weight_decay, int nesterov,
+                  int first_step, int nthreads)
+    void adam_step(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
+                   int64_t n, float lr, float beta1, float beta2, float eps,
+                   float weight_decay, int decoupled, int64_t step, int nthreads)
+    void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, float lr,
+                      float momentum, float dampening, float weight_decay, int nesterov,
+                      int first_step)
+    void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
+                       int64_t n, float lr, float beta1, float beta2, float eps,
+                       float weight_decay, int decoupled, int64_t step)
+
+cdef extern from "gemm.h" nogil:
+    int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+              float *C, int64_t ldc, int nthreads)
+    void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                   float *C, int64_t ldc)
+
+
+# Data pointers of numpy arrays the binding has already validated (dtype,
+# contiguity); take them with the GIL held, before `with nogil`.
+cdef inline float *fptr(object a):
+    return <float *> cnp.PyArray_DATA(<cnp.ndarray> a)
+
+cdef inline int32_t *iptr(object a):
+    return <int32_t *> cnp.PyArray_DATA(<cnp.ndarray> a)
+
+cdef inline int64_t *lptr(object a):
+    return <int64_t *> cnp.PyArray_DATA(<cnp.ndarray> a)

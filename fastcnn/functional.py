@@ -1,0 +1,7 @@
+"""Stateless numpy-in, numpy-out operations, with the meaning of torch.nn.functional.
+
+Inputs are NCHW; any real dtype or memory order is converted once to
+C-contiguous float32. Each forward function has a ``*_backward`` twin that
+returns the gradients of its inputs (and parameters).
+"""
+from ._activation import relu, relu_backward, sigmoid, sigmoid_backward
