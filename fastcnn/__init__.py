@@ -1,7 +1,16 @@
 """fastcnn: convolutional networks on the CPU, with native C/OpenMP kernels."""
 from ._config import get_num_threads, set_num_threads
 from . import functional
+from . import datasets, losses, optim
+from .layers import (AvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Parameter, ReLU,
+                     Sigmoid, manual_seed)
+from .losses import CrossEntropyLoss, MSELoss
+from .model import History, Sequential, load
+from .optim import SGD, Adam, AdamW
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "get_num_threads", "set_num_threads", "__version__"]
+__all__ = ["functional", "datasets", "losses", "optim", "get_num_threads", "set_num_threads",
+           "manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid",
+           "MaxPool2d", "AvgPool2d", "Flatten", "Sequential", "History", "load",
+           "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW", "__version__"]
