@@ -104,3 +104,36 @@ def load_idx(path):
                          f"{expected} bytes, the file has {len(raw)}")
     data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
+
+
+def random_shift(x, max_shift, rng=None):
+    """Data augmentation: each image moved by a random whole number of pixels,
+    in [-max_shift, max_shift] along each axis, the uncovered border zero-filled.
+
+    Args:
+        x: images (N, C, H, W).
+        max_shift: the largest shift in pixels (0 returns x unchanged).
+        rng: a ``numpy.random.Generator`` (default: a fresh unseeded one).
+
+    Returns:
+        float32 array (N, C, H, W).
+
+    Example:
+        >>> model.fit(x, y, augment=lambda x, rng: fastcnn.datasets.random_shift(x, 2, rng))
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be 4-dimensional (N, C, H, W). Received: x.shape={x.shape}")
+    m = int(max_shift)
+    if m < 0:
+        raise ValueError(f"max_shift must be non-negative. Received: max_shift={max_shift!r}")
+    if m == 0:
+        return x
+    rng = np.random.default_rng() if rng is None else rng
+    n, c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (m, m), (m, m)))
+    rows = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(h)
+    cols = rng.integers(0, 2 * m + 1, n)[:, None] + np.arange(w)
+    out = padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
+    return np.ascontiguousarray(out, dtype=np.float32)

@@ -150,7 +150,7 @@ class Sequential(Layer):
     # training -----------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, optimizer=None, loss=None,
             validation_data=None, shuffle=True, seed=None, verbose=1, lr_scheduler=None,
-            initial_epoch=0):
+            augment=None):
         """Train the model on ``(x, y)``.
 
         Args:
@@ -168,9 +168,10 @@ class Sequential(Layer):
             verbose: 0 silent, 1 live progress bar on a terminal (a line per
                 epoch otherwise), 2 a line per epoch.
             lr_scheduler: an LRScheduler of the optimizer, stepped after each epoch.
-            initial_epoch: epochs already done (Keras' meaning): trains epochs
-                ``initial_epoch + 1 .. epochs``, numbered so in the progress display
-                and the history. Default 0.
+            augment: data augmentation, a function ``augment(x, rng)`` called at
+                the start of each epoch with the training inputs and fit's numpy
+                Generator, returning new inputs of the same shape for that epoch
+                (e.g. :func:`fastcnn.datasets.random_shift`). Default None.
 
         Returns:
             :class:`History`, per-epoch ``loss``, ``accuracy``,
@@ -189,7 +190,9 @@ class Sequential(Layer):
             >>> history.history["val_accuracy"][-1]
         """
         epochs = _nonnegative_int(epochs, "epochs")
-        initial_epoch = _nonnegative_int(initial_epoch, "initial_epoch")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be a function (x, rng) -> x. "
+                            f"Received: {type(augment).__name__}")
         batch_size = _positive_int(batch_size, "batch_size")
         verbose = as_int(verbose, "verbose")
         if verbose not in (0, 1, 2):
@@ -221,7 +224,8 @@ class Sequential(Layer):
         progress = Progress(epochs, steps, verbose)
         self.train()
         try:
-            for epoch in range(initial_epoch + 1, epochs + 1):
+            for epoch in range(1, epochs + 1):
+                x_epoch = x if augment is None else _augmented(augment, x, rng)
                 order = rng.permutation(n) if shuffle else np.arange(n)
                 progress.start_epoch(epoch)
                 start = time.perf_counter()
@@ -229,7 +233,7 @@ class Sequential(Layer):
                 for step in range(steps):
                     idx = order[step * batch_size:(step + 1) * batch_size]
                     xb, yb = xb_buf[:len(idx)], yb_buf[:len(idx)]
-                    np.take(x, idx, axis=0, out=xb, mode="clip")
+                    np.take(x_epoch, idx, axis=0, out=xb, mode="clip")
                     np.take(y, idx, axis=0, out=yb, mode="clip")
                     out = self.forward(xb)
                     batch_loss = loss_fn(out, yb)
@@ -547,6 +551,14 @@ def _check_data(x, y, loss_fn):
     else:
         y = as_float32(y, "y")
     return x, y
+
+
+def _augmented(augment, x, rng):
+    out = as_float32(augment(x, rng), "augment(x, rng)")
+    if out.shape != x.shape:
+        raise ValueError(f"augment must return an array of the input's shape {x.shape}. "
+                         f"Received: shape {out.shape}")
+    return out
 
 
 def _positive_int(value, name):

@@ -1,0 +1,70 @@
+"""The command line (fastcnn/cli.py): `python -m fastcnn info` and `demo`."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastcnn
+from fastcnn import _cpu, cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file__)))
+
+
+def run(*args, threads=None):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.run([sys.executable, "-m", "fastcnn", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_info_reports_version_isa_openmp_and_threads():
+    result = run("info", threads=1)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"fastcnn {fastcnn.__version__}" in out
+    assert f"kernels: {_cpu.isa()}" in out
+    assert f"OpenMP: {'on' if _cpu.openmp_enabled() else 'off'}" in out
+    assert "threads: 1" in out
+
+
+def test_info_follows_the_isa_override():
+    env = dict(os.environ, PYTHONPATH=ROOT, FASTCNN_ISA="generic")
+    result = subprocess.run([sys.executable, "-m", "fastcnn", "info"], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert "kernels: generic" in result.stdout
+
+
+def test_demo_runs_and_reports_accuracy_and_throughput():
+    # A short run (the default settings are checked by test_model's end-to-end test).
+    result = run("demo", "--epochs", "2", "--batch-size", "64", "--threads", "2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "LeNet-5" in out and "2 threads" in out
+    lines = out.splitlines()
+    assert sum(line.startswith("Epoch ") for line in lines) == 2    # not a TTY: one per epoch
+    acc_line = next(line for line in lines if line.startswith("Test accuracy:"))
+    accuracy = float(acc_line.split()[2].rstrip("%"))
+    assert accuracy > 80.0, out                   # two epochs: far above chance
+    assert "images/s" in out and "total wall time" in out
+
+
+def test_demo_quiet_prints_no_epoch_lines():
+    result = run("demo", "--epochs", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "Epoch" not in result.stdout and "Test accuracy" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["demo", "--epochs", "0"], "--epochs must be positive"),
+    (["demo", "--threads", "0"], "--threads must be positive"),
+    (["demo", "--lr", "-1"], "--lr > 0"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_bad_command_lines_exit_with_a_message(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
