@@ -135,7 +135,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
         >>> w = np.ones(3, np.float32); m = np.zeros_like(w); v = np.zeros_like(w)
         >>> adam_update(w, np.ones(3), m, v, step=1, lr=0.1)
         >>> w
-        array([0.9, 0.9, 0.9], dtype=float32)
+        array([0.90000004, 0.90000004, 0.90000004], dtype=float32)
     """
     _check_param(param)
     m = _state(exp_avg, "exp_avg", param)
