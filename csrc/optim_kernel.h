@@ -36,7 +36,7 @@ static inline void sgd_plain_loop(float *restrict param, const float *restrict g
 {
     const sgd_coefs k = *c;
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float g = k.maximize ? -grad[i] : grad[i];
         float d = k.has_wd ? fmaf(param[i], k.wd, g) : g;
@@ -51,7 +51,7 @@ static inline void sgd_momentum_loop(float *restrict param, float *restrict buf,
 {
     const sgd_coefs k = *c;
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float g = k.maximize ? -grad[i] : grad[i];
         float d = k.has_wd ? fmaf(param[i], k.wd, g) : g;
