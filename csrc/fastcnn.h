@@ -155,22 +155,32 @@ void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_
 
 /* optim.c -------------------------------------------------------------------- */
 
-/* One torch.optim.SGD step on param, grad, buf: (n), in place. buf (the
- * momentum buffer) is used only when momentum != 0; on the first step
- * (first_step != 0) it is set to the gradient, as torch does. */
-void sgd_step(float *param, float *buf, const float *grad, int64_t n, float lr,
-              float momentum, float dampening, float weight_decay, int nesterov,
-              int first_step, int nthreads);
-/* One torch.optim.Adam step (decoupled == 0) or AdamW step (decoupled != 0)
- * on param, exp_avg, exp_avg_sq, grad: (n), in place; step counts from 1. */
-void adam_step(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
-               int64_t n, float lr, float beta1, float beta2, float eps,
-               float weight_decay, int decoupled, int64_t step, int nthreads);
-void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, float lr,
-                  float momentum, float dampening, float weight_decay, int nesterov,
-                  int first_step);
-void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
-                   int64_t n, float lr, float beta1, float beta2, float eps,
-                   float weight_decay, int decoupled, int64_t step);
+/* Fused torch.optim updates, one pass over the elements, in place. The
+ * hyper-parameters are double: torch derives its float32 coefficients from
+ * Python floats (e.g. (float)(1 - beta2)), and so do these kernels. The
+ * fast kernels use the per-ISA loops of optim_avx2.c / optim_avx512.c. */
+
+/* One torch.optim.SGD step. param, buf, grad: (n). buf (the momentum buffer)
+ * is read and written only when momentum != 0 (else it may be NULL); on the
+ * first step (first_step != 0) it is set to the gradient, as torch does.
+ * maximize != 0 ascends (uses -grad). grad is not modified. */
+void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
+              double momentum, double dampening, double weight_decay, int nesterov,
+              int maximize, int first_step, int nthreads);
+/* One torch.optim.Adam step (decoupled == 0: L2 weight decay) or AdamW step
+ * (decoupled != 0). param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad: (n);
+ * max_exp_avg_sq is AMSGrad's state, NULL for plain Adam. step counts from 1.
+ * grad is not modified. */
+void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
+               const float *grad, int64_t n, double lr, double beta1, double beta2,
+               double eps, double weight_decay, int decoupled, int maximize, int64_t step,
+               int nthreads);
+void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, double lr,
+                  double momentum, double dampening, double weight_decay, int nesterov,
+                  int maximize, int first_step);
+void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
+                   const float *grad, int64_t n, double lr, double beta1, double beta2,
+                   double eps, double weight_decay, int decoupled, int maximize,
+                   int64_t step);
 
 #endif /* FASTCNN_H */
