@@ -5,3 +5,5 @@ C-contiguous float32. Each forward function has a ``*_backward`` twin that
 returns the gradients of its inputs (and parameters).
 """
 from ._activation import relu, relu_backward, sigmoid, sigmoid_backward
+from ._linear import linear, linear_backward
+from ._loss import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
