@@ -53,7 +53,8 @@ def as_labels(labels, n, classes, name="labels"):
     bad = np.flatnonzero((arr < 0) | (arr >= classes))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{name} must be in [0, {classes}). Received: {name}[{i}]={arr[i].item()!r}")
+        raise ValueError(f"{name} must be in [0, {classes}). "
+                         f"Received: {name}[{i}]={arr[i].item()!r}")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 

@@ -177,7 +177,8 @@ X = np.ones((2, 4), np.float32)
     (dict(x=np.ones((2, 5))), ValueError,
      r"x.shape\[-1\] must equal weight.shape\[1\] .* Received: x.shape=\(2, 5\), "
      r"weight.shape=\(3, 4\)"),
-    (dict(bias=np.ones(2)), ValueError, r"bias must have shape \(3,\)\. Received: bias.shape=\(2,\)"),
+    (dict(bias=np.ones(2)), ValueError,
+     r"bias must have shape \(3,\)\. Received: bias.shape=\(2,\)"),
     (dict(bias=np.ones((1, 3))), ValueError, r"Received: bias.shape=\(1, 3\)"),
     (dict(x=np.ones((0, 4))), ValueError, r"x must not be empty\. Received: x.shape=\(0, 4\)"),
     (dict(weight=np.ones((0, 4))), ValueError, r"weight must not be empty"),

@@ -163,7 +163,8 @@ Z = np.zeros((3, 4), np.float32)
     (np.zeros(4), [0], ValueError,
      r"logits must be 2-dimensional \(N, L\)\. Received: logits.shape=\(4,\)"),
     (np.zeros((2, 3, 4)), [0, 1], ValueError, r"Received: logits.shape=\(2, 3, 4\)"),
-    (np.zeros((0, 4)), [], ValueError, r"logits must not be empty\. Received: logits.shape=\(0, 4\)"),
+    (np.zeros((0, 4)), [], ValueError,
+     r"logits must not be empty\. Received: logits.shape=\(0, 4\)"),
     (np.zeros((3, 0)), [0, 0, 0], ValueError, r"logits must not be empty"),
     ([["a"]], [0], TypeError, r"logits must be an array of real numbers"),
     (Z, [0, 1], ValueError,
@@ -180,7 +181,8 @@ Z = np.zeros((3, 4), np.float32)
     (Z, ["a", "b", "c"], TypeError, r"labels must be integers .* Received: labels with dtype=<U1"),
     (Z, [True, False, True], TypeError, r"labels with dtype=bool"),
 ])
-@pytest.mark.parametrize("fn", ["cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad"])
+@pytest.mark.parametrize("fn", ["cross_entropy", "cross_entropy_backward",
+                                "cross_entropy_with_grad"])
 def test_rejects_bad_input(fn, logits, labels, error, match):
     with pytest.raises(error, match=match):
         getattr(F, fn)(logits, labels)
