@@ -142,10 +142,13 @@ void linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const
 /* Softmax cross-entropy over integer labels, mean over the batch.
  * probs (N,L) = softmax(logits (N,L)), kept for the backward pass;
  * returns mean over N of -log probs[i, labels[i]], computed stably
- * (log-sum-exp), labels (N) in [0, L). */
+ * (log-sum-exp), labels (N) in [0, L). A NaN logit makes its row and the
+ * loss NaN, as in PyTorch. The fast kernel's loss is the same bits for any
+ * nthreads. */
 double cross_entropy_forward(float *probs, const float *logits, const int64_t *labels,
                              int64_t N, int64_t L, int nthreads);
-/* dlogits (N,L) = grad_loss * (probs - onehot(labels)) / N. */
+/* dlogits (N,L) = grad_loss * (probs - onehot(labels)) / N; dlogits may be
+ * probs itself (in place). */
 void cross_entropy_backward(float *dlogits, const float *probs, const int64_t *labels,
                             int64_t N, int64_t L, float grad_loss, int nthreads);
 double cross_entropy_forward_ref(float *probs, const float *logits, const int64_t *labels,

@@ -6,3 +6,5 @@ returns the gradients of its inputs (and parameters).
 """
 from ._activation import relu, relu_backward, sigmoid, sigmoid_backward
 from ._optim import adam_update, sgd_update
+from ._linear import linear, linear_backward
+from ._loss import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
