@@ -5,3 +5,4 @@ C-contiguous float32. Each forward function has a ``*_backward`` twin that
 returns the gradients of its inputs (and parameters).
 """
 from ._activation import relu, relu_backward, sigmoid, sigmoid_backward
+from ._conv2d import conv2d, conv2d_backward
