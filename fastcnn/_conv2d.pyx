@@ -8,9 +8,9 @@ from ._config import get_num_threads
 
 # Largest element count of any buffer the kernels index (including the
 # per-thread im2col scratch, at most N*C*R*S*P*Q) and largest multiply-add
-# count: products stay far from int64 overflow inside C.
+# count: products stay clear of int64 overflow inside C.
 MAX_ELEMENTS = 2**56
-MAX_MACS = 2**62
+MAX_MACS = 2**61  # image_threads() computes 2 * MACs in int64
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, *, reference=False):

@@ -283,6 +283,9 @@ BAD_FORWARD = [
     (dict(padding=2**31 - 1), ValueError,
      r"the convolution is too large: its output would have \d+ elements"),
     (dict(padding=2**40), ValueError, r"padding must be at most 2147483647"),
+    (dict(x=np.zeros((1, 64, 1, 1), np.float32), weight=np.zeros((64, 64, 1, 1), np.float32),
+          bias=None, padding=12_000_000), ValueError,
+     r"the convolution is too large: \d+ multiply-adds"),
 ]
 
 
