@@ -70,8 +70,12 @@ void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
 
 /* conv2d.c ------------------------------------------------------------------- */
 
-/* Sizes of one 2-d convolution; P and Q follow from the others:
- * P = (H + 2 ph - R) / sh + 1, Q = (W + 2 pw - S) / sw + 1. */
+/* Sizes of one 2-d convolution. ph, pw are the TOP/LEFT zero padding; the
+ * caller gives P and Q, which fix the bottom/right padding implicitly
+ * (symmetric: P = (H + 2 ph - R) / sh + 1; PyTorch's 'same' with an even
+ * kernel pads one more at the bottom/right). Output (p, q) reads input
+ * (p sh - ph + r, q sw - pw + t); positions outside [0,H) x [0,W) read as
+ * zero. All sizes >= 1, ph, pw >= 0. */
 typedef struct {
     int64_t N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q;
 } conv2d_shape;

@@ -8,3 +8,4 @@ from ._activation import relu, relu_backward, sigmoid, sigmoid_backward
 from ._optim import adam_update, sgd_update
 from ._linear import linear, linear_backward
 from ._loss import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
+from ._conv2d import conv2d, conv2d_backward
