@@ -4,7 +4,7 @@
  *   N  batch               C  input channels       H, W  input height, width
  *   K  output channels     R, S  window (kernel) height, width
  *   P, Q  output height, width
- *   sh, sw  stride         ph, pw  zero padding (each side)
+ *   sh, sw  stride         ph, pw  zero padding (top/left; bottom/right follow from P, Q)
  *   F  input features, O  output features (linear)
  *   L  classes (loss)      n  number of elements (element-wise kernels)
  *

@@ -204,6 +204,7 @@ TORCH_CASES = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 @pytest.mark.parametrize("case", TORCH_CASES, ids=case_id)
 def test_matches_torch(case, torch, num_threads, rng):
     x, w, b, stride, padding = make(case, rng)
