@@ -16,6 +16,13 @@
 
 #include "fastcnn.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+static inline int thread_num(void) { return omp_get_thread_num(); }
+#else
+static inline int thread_num(void) { return 0; }
+#endif
+
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /* ---- windows ------------------------------------------------------------ */
@@ -199,6 +206,52 @@ ALWAYS_INLINE void max_cols(float *restrict y, int32_t *restrict am, const float
     }
 }
 
+/* Interior columns per block of max_cols_s2 (its stack buffers). */
+#define S2_BLOCK 256
+
+/* max_cols for stride 2 and S <= 3: each input row's block is first split
+ * into its even and odd columns, so the window loop reads with unit stride
+ * (and vectorizes well); same scan order as max_window. */
+ALWAYS_INLINE void max_cols_s2(float *restrict y, int32_t *restrict am, const float *restrict x,
+                               int64_t W, int64_t h0, int64_t h1, int64_t qa, int64_t qb,
+                               int S, int64_t pw)
+{
+    float even[S2_BLOCK + 1], odd[S2_BLOCK + 1];
+    for (int64_t q0 = qa; q0 < qb; q0 += S2_BLOCK) {
+        int n = (int)(qb - q0 < S2_BLOCK ? qb - q0 : S2_BLOCK);
+        int ne = n + (S - 1) / 2, no = n + (S - 2) / 2; /* columns the windows reach */
+        float *yb = y + q0;
+        int32_t *ab = am + q0;
+        int32_t first = (int32_t)(h0 * W + 2 * q0 - pw);
+        for (int k = 0; k < n; k++) {
+            yb[k] = -INFINITY;
+            ab[k] = first + 2 * k;
+        }
+        for (int64_t h = h0; h < h1; h++) {
+            const float *row = x + h * W + 2 * q0 - pw;
+            int32_t base = (int32_t)(h * W + 2 * q0 - pw);
+            for (int k = 0; k < no; k++) {
+                even[k] = row[2 * k];
+                odd[k] = row[2 * k + 1];
+            }
+            if (ne > no)
+                even[no] = row[2 * no];
+            for (int k = 0; k < n; k++) {
+                float m = yb[k];
+                int32_t i = ab[k];
+                for (int j = 0; j < S; j++) {
+                    float v = (j & 1) ? odd[k + j / 2] : even[k + j / 2];
+                    int take = (v > m) | (v != v);
+                    m = take ? v : m;
+                    i = take ? base + 2 * k + j : i;
+                }
+                yb[k] = m;
+                ab[k] = i;
+            }
+        }
+    }
+}
+
 /* Running sum y (Q) of interior columns [qa, qb) over rows [h0, h1), in
  * sum_window's order, then divided by n. */
 ALWAYS_INLINE void sum_cols(float *restrict y, const float *restrict x, int64_t W, int64_t h0,
@@ -220,24 +273,30 @@ ALWAYS_INLINE void sum_cols(float *restrict y, const float *restrict x, int64_t 
         y[q] /= n;
 }
 
-/* Rows [h0, h1) of the plane dx (H, W) += g (qb - qa) spread over the
- * windows of interior columns [qa, qb). Column j of every window at a time
- * when windows overlap, so the writes of one pass are distinct. */
-ALWAYS_INLINE void spread_cols(float *restrict dx, const float *restrict g, int64_t W, int64_t h0,
-                               int64_t h1, int64_t qa, int64_t qb, int64_t S, int64_t sw,
-                               int64_t pw)
+/* c ((Q - 1) sw + S) = the row g (Q) of window gradients spread along one
+ * row of the padded image: c[w] = sum of g[q] over the windows q covering
+ * column w, q ascending (the two common cases without a read-modify-write
+ * chain, so they vectorize). */
+static void spread_row(float *restrict c, const float *restrict g, int64_t Q, int64_t S, int64_t sw)
 {
-    for (int64_t h = h0; h < h1; h++) {
-        float *row = dx + h * W - pw;
-        if (sw >= S) {
-            for (int64_t q = qa; q < qb; q++)
-                for (int64_t j = 0; j < S; j++)
-                    row[q * sw + j] += g[q - qa];
-        } else {
-            for (int64_t j = 0; j < S; j++)
-                for (int64_t q = qa; q < qb; q++)
-                    row[q * sw + j] += g[q - qa];
+    if (S == 2 && sw == 2) {
+        for (int64_t q = 0; q < Q; q++) {
+            c[2 * q] = g[q];
+            c[2 * q + 1] = g[q];
         }
+    } else if (S == 3 && sw == 2) {
+        c[0] = g[0];
+        for (int64_t q = 0; q + 1 < Q; q++) {
+            c[2 * q + 1] = g[q];
+            c[2 * q + 2] = g[q] + g[q + 1];
+        }
+        c[2 * Q - 1] = g[Q - 1];
+        c[2 * Q] = g[Q - 1];
+    } else {
+        memset(c, 0, (size_t)((Q - 1) * sw + S) * sizeof(float));
+        for (int64_t q = 0; q < Q; q++)
+            for (int64_t j = 0; j < S; j++)
+                c[q * sw + j] += g[q];
     }
 }
 
@@ -260,9 +319,9 @@ static void max_plane(float *y, int32_t *am, const float *x, const pool2d_shape 
                            win_hi(q, s->sw, s->pw, s->S, s->W));
         }
         if (s->S == 2 && s->sw == 2)
-            max_cols(yr, ar, x, s->W, h0, h1, qa, qb, 2, 2, s->pw);
+            max_cols_s2(yr, ar, x, s->W, h0, h1, qa, qb, 2, s->pw);
         else if (s->S == 3 && s->sw == 2)
-            max_cols(yr, ar, x, s->W, h0, h1, qa, qb, 3, 2, s->pw);
+            max_cols_s2(yr, ar, x, s->W, h0, h1, qa, qb, 3, s->pw);
         else
             max_cols(yr, ar, x, s->W, h0, h1, qa, qb, s->S, s->sw, s->pw);
     }
@@ -296,43 +355,88 @@ static void avg_plane(float *y, const float *x, const pool2d_shape *s, int count
     }
 }
 
-/* Interior columns per chunk of avg_plane_backward (its stack buffer). */
-#define SPREAD_CHUNK 256
-
-/* dx (H, W) = gradient of avg_plane from dy (P, Q). */
+/* dx (H, W) = gradient of avg_plane from dy (P, Q): per output row, its
+ * window gradients g (Q) are spread along a row c ((Q - 1) sw + S), which is
+ * added to each input row the windows cover. cols (Q): each window's width
+ * in the divisor. */
 static void avg_plane_backward(float *dx, const float *dy, const pool2d_shape *s,
-                               int count_include_pad)
+                               const float *cols, float *g, float *c, int count_include_pad)
 {
-    float g[SPREAD_CHUNK];
-    int64_t qa, qb;
-    interior_cols(s, &qa, &qb);
-    memset(dx, 0, (size_t)(s->H * s->W) * sizeof(float));
+    int64_t W = s->W, pw = s->pw;
+    int64_t wn = (s->Q - 1) * s->sw + s->S - pw; /* columns the windows reach */
+    if (wn > W)
+        wn = W;
+    memset(dx, 0, (size_t)(s->H * W) * sizeof(float));
     for (int64_t p = 0; p < s->P; p++) {
-        int64_t h0 = win_lo(p, s->sh, s->ph), h1 = win_hi(p, s->sh, s->ph, s->R, s->H);
-        int64_t rows = win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad);
+        float rows = (float)win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad);
         const float *dyr = dy + p * s->Q;
-        for (int64_t q = 0; q < s->Q; q++) {
-            if (q == qa)
-                q = qb;
-            if (q < s->Q) {
-                int64_t n = rows * win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
-                add_window(dx, dyr[q] / (float)n, s->W, h0, h1, win_lo(q, s->sw, s->pw),
-                           win_hi(q, s->sw, s->pw, s->S, s->W));
+        for (int64_t q = 0; q < s->Q; q++)
+            g[q] = dyr[q] / (rows * cols[q]);
+        spread_row(c, g, s->Q, s->S, s->sw);
+        for (int64_t h = win_lo(p, s->sh, s->ph); h < win_hi(p, s->sh, s->ph, s->R, s->H); h++)
+            for (int64_t w = 0; w < wn; w++)
+                dx[h * W + w] += c[w + pw];
+    }
+}
+
+/* dx (H, W) = dy (P, Q) scattered (added) to am (P, Q), skipping indices
+ * outside [0, H W); returns their number. */
+static int64_t scatter_plane(float *dx, const float *dy, const int32_t *am, int64_t HW, int64_t PQ)
+{
+    int64_t bad = 0;
+    memset(dx, 0, (size_t)HW * sizeof(float));
+    for (int64_t k = 0; k < PQ; k++) {
+        if ((uint64_t)(int64_t)am[k] < (uint64_t)HW)
+            dx[am[k]] += dy[k];
+        else
+            bad++;
+    }
+    return bad;
+}
+
+/* dx (P th, Q tw) from dy, am (P, Q) when the windows are the th x tw tiles
+ * of the plane: each position gets its tile's gradient if it is the tile's
+ * argmax, else 0 (write-only, no scatter). Returns 0 if an index was not in
+ * its tile, leaving dx to be redone. tw is a constant at each call site. */
+ALWAYS_INLINE int route_tiles(float *restrict dx, const float *restrict dy,
+                              const int32_t *restrict am, int64_t P, int64_t Q, int64_t th,
+                              int64_t tw)
+{
+    int64_t W = Q * tw, hits = 0;
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t r = 0; r < th; r++) {
+            int64_t h = p * th + r;
+            float *row = dx + h * W;
+            const float *g = dy + p * Q;
+            const int32_t *a = am + p * Q;
+            int32_t base = (int32_t)(h * W);
+            for (int64_t q = 0; q < Q; q++) {
+                float gq = g[q] + 0.0f; /* -0 -> +0, as torch's 0 + dy */
+                for (int64_t j = 0; j < tw; j++) {
+                    int hit = a[q] == base + (int32_t)(q * tw + j);
+                    row[q * tw + j] = hit ? gq : 0.0f;
+                    hits += hit;
+                }
             }
         }
-        float n = (float)(rows * s->S);
-        for (int64_t q0 = qa; q0 < qb; q0 += SPREAD_CHUNK) {
-            int64_t q1 = q0 + SPREAD_CHUNK < qb ? q0 + SPREAD_CHUNK : qb;
-            for (int64_t q = q0; q < q1; q++)
-                g[q - q0] = dyr[q] / n;
-            if (s->S == 2 && s->sw == 2)
-                spread_cols(dx, g, s->W, h0, h1, q0, q1, 2, 2, s->pw);
-            else if (s->S == 3 && s->sw == 2)
-                spread_cols(dx, g, s->W, h0, h1, q0, q1, 3, 2, s->pw);
-            else
-                spread_cols(dx, g, s->W, h0, h1, q0, q1, s->S, s->sw, s->pw);
-        }
+    return hits == P * Q;
+}
+
+/* dx (H, W) = gradient of max pooling from dy, am (P, Q); returns the number
+ * of indices outside the plane. When P and Q divide H and W, the windows
+ * are most likely the tiles (2x2 stride 2 on even sizes...): routed without
+ * a scatter if every index lies in its tile, else scattered. */
+static int64_t max_plane_backward(float *dx, const float *dy, const int32_t *am,
+                                  const pool2d_shape *s)
+{
+    int64_t th = s->H / s->P, tw = s->W / s->Q;
+    if (th * s->P == s->H && tw * s->Q == s->W) {
+        int routed = tw == 2 ? route_tiles(dx, dy, am, s->P, s->Q, th, 2)
+                             : route_tiles(dx, dy, am, s->P, s->Q, th, tw);
+        if (routed)
+            return 0;
     }
+    return scatter_plane(dx, dy, am, s->H * s->W, s->P * s->Q);
 }
 
 /* ---- fast kernels ---------------------------------------------------------- */
@@ -358,18 +462,8 @@ int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
     int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
     /* each plane nc writes only its own dx plane */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(+ : bad)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
-        float *d = dx + nc * HW;
-        const float *g = dy + nc * PQ;
-        const int32_t *am = argmax + nc * PQ;
-        memset(d, 0, (size_t)HW * sizeof(float));
-        for (int64_t k = 0; k < PQ; k++) {
-            if ((uint64_t)(int64_t)am[k] < (uint64_t)HW)
-                d[am[k]] += g[k];
-            else
-                bad++;
-        }
-    }
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        bad += max_plane_backward(dx + nc * HW, dy + nc * PQ, argmax + nc * PQ, s);
     return bad;
 }
 
@@ -385,14 +479,24 @@ void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int coun
         avg_plane(y + nc * PQ, x + nc * HW, s, count_include_pad);
 }
 
-/* dx (N,C,H,W); dy (N,C,P,Q) */
-void avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int count_include_pad,
-                        int nthreads)
+/* dx (N,C,H,W); dy (N,C,P,Q). Returns FASTCNN_OK or FASTCNN_ENOMEM. */
+int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int count_include_pad,
+                       int nthreads)
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int64_t per_thread = s->Q + (s->Q - 1) * s->sw + s->S; /* g and c */
     int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
-    /* each plane nc writes only its own dx plane */
+    float *cols = fastcnn_alloc((s->Q + nt * per_thread) * (int64_t)sizeof(float));
+    if (cols == NULL)
+        return FASTCNN_ENOMEM;
+    for (int64_t q = 0; q < s->Q; q++)
+        cols[q] = (float)win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
+    /* each plane nc writes only its own dx plane and its thread's g and c */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        avg_plane_backward(dx + nc * HW, dy + nc * PQ, s, count_include_pad);
+    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
+        float *g = cols + s->Q + thread_num() * per_thread;
+        avg_plane_backward(dx + nc * HW, dy + nc * PQ, s, cols, g, g + s->Q, count_include_pad);
+    }
+    fastcnn_free(cols);
+    return FASTCNN_OK;
 }

@@ -197,6 +197,7 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
         ValueError: input_shape not 4 positive integers or H * W >= 2**31, bad
             pooling sizes (as avg_pool2d), or grad_y not of the output shape.
         TypeError: non-numeric grad_y, non-integer sizes.
+        MemoryError: no memory for the scratch rows (about W floats per thread).
 
     Example:
         >>> y = fastcnn.functional.avg_pool2d(x, 2)
@@ -212,11 +213,14 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
     cdef const float *pdy = fptr(dy)
     cdef int nt = get_num_threads()
     cdef bint ref = reference
+    cdef int status = c.FASTCNN_OK
     with nogil:
         if ref:
             c.avgpool2d_backward_ref(pdx, pdy, &s, incl)
         else:
-            c.avgpool2d_backward(pdx, pdy, &s, incl, nt)
+            status = c.avgpool2d_backward(pdx, pdy, &s, incl, nt)
+    if status == c.FASTCNN_ENOMEM:
+        raise MemoryError("avg_pool2d_backward: out of memory for its scratch rows")
     return dx
 
 

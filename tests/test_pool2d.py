@@ -381,3 +381,27 @@ def test_bad_indices_raise(reference):
         wrong[0, 0, 0, 0] = bad
         with pytest.raises(ValueError, match=rf"Received: an index {bad}"):
             F.max_pool2d_backward(dy, wrong, X.shape, reference=reference)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+@pytest.mark.parametrize("shape,out", [((2, 3, 8, 6), (4, 3)), ((2, 3, 9, 6), (4, 3)), ((1, 2, 6, 9), (2, 3))],
+                         ids=["tiles_2x2", "no_tiles", "tiles_3x3"])
+def test_max_backward_scatters_any_index_in_the_plane(shape, out, reference, num_threads, rng):
+    """Indices need not lie in their window (torch scatters them anywhere in
+    the plane): the tiled fast path must notice and fall back."""
+    N, C, H, W = shape
+    dy = rng.standard_normal((N, C) + out).astype(np.float32)
+    for idx in (np.zeros(dy.shape, np.int64), rng.integers(0, H * W, dy.shape)):
+        if shape == (2, 3, 8, 6):  # one stray index among window-true ones
+            _, idx = F.max_pool2d(distinct(shape, rng), 2, return_indices=True)
+            idx[1, 2, 3, 1] = 0
+        dx = F.max_pool2d_backward(dy, idx.astype(np.int32), shape, reference=reference)
+        np.testing.assert_allclose(dx, max_pool_backward64(dy, idx, shape), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+def test_negative_zero_gradient_gives_positive_zero_like_torch(reference, rng):
+    x = distinct((1, 2, 4, 6), rng)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    dx = F.max_pool2d_backward(np.full(y.shape, -0.0, np.float32), idx, x.shape, reference=reference)
+    assert np.all(dx == 0) and not np.any(np.signbit(dx))
