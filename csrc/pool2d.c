@@ -484,9 +484,11 @@ int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int co
                        int nthreads)
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    int64_t per_thread = s->Q + (s->Q - 1) * s->sw + s->S; /* g and c */
+    /* cols, then each thread's g and c, each on its own cache lines */
+    int64_t lead = (s->Q + 15) / 16 * 16;
+    int64_t per_thread = (s->Q + (s->Q - 1) * s->sw + s->S + 15) / 16 * 16;
     int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
-    float *cols = fastcnn_alloc((s->Q + nt * per_thread) * (int64_t)sizeof(float));
+    float *cols = fastcnn_alloc((lead + nt * per_thread) * (int64_t)sizeof(float));
     if (cols == NULL)
         return FASTCNN_ENOMEM;
     for (int64_t q = 0; q < s->Q; q++)
@@ -494,7 +496,7 @@ int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int co
     /* each plane nc writes only its own dx plane and its thread's g and c */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t nc = 0; nc < s->N * s->C; nc++) {
-        float *g = cols + s->Q + thread_num() * per_thread;
+        float *g = cols + lead + thread_num() * per_thread;
         avg_plane_backward(dx + nc * HW, dy + nc * PQ, s, cols, g, g + s->Q, count_include_pad);
     }
     fastcnn_free(cols);
