@@ -6,10 +6,14 @@
  * (count_include_pad) or within the image.
  *
  * The N*C planes are independent: the fast kernels run them in parallel.
- * Within a plane they go output row by output row; the columns whose window
- * lies inside the image (the interior) run through a loop with a fixed
- * window width and stride that the compiler vectorizes, the few border
- * columns through the plain per-window code the reference kernels use. */
+ * Forward, within a plane, they go output row by output row; the columns
+ * whose window lies inside the image (the interior) run through a loop with
+ * a fixed window width and stride that the compiler vectorizes (stride 2 via
+ * an even/odd split of the input row), the few border columns through the
+ * plain per-window code the reference kernels use. The average's backward
+ * spreads each output row along one row, then adds it to the input rows it
+ * covers; the max's backward writes tiled planes (2x2 stride 2 ...) without
+ * a scatter and scatters otherwise. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
