@@ -109,19 +109,22 @@ typedef struct {
  * flat index h*W + w of the maximum within its plane (PyTorch's indices). */
 void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
                        const pool2d_shape *s, int nthreads);
-/* dx (N,C,H,W) = dy (N,C,P,Q) scattered to argmax (N,C,P,Q). */
-void maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
-                        const pool2d_shape *s, int nthreads);
+/* dx (N,C,H,W) = dy (N,C,P,Q) scattered (added) to argmax (N,C,P,Q). An index
+ * outside [0, H*W) is skipped; returns the number of those (0 when valid).
+ * Uses only N, C, H, W, P, Q of s: the window geometry is not needed. */
+int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
+                           const pool2d_shape *s, int nthreads);
 /* y (N,C,P,Q) = mean over each window of x (N,C,H,W); the divisor counts the
  * padding when count_include_pad is non-zero (PyTorch's default). */
 void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
                        int count_include_pad, int nthreads);
-/* dx (N,C,H,W) = gradient of avgpool2d_forward from dy (N,C,P,Q). */
-void avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
-                        int count_include_pad, int nthreads);
+/* dx (N,C,H,W) = gradient of avgpool2d_forward from dy (N,C,P,Q). Returns
+ * FASTCNN_OK or FASTCNN_ENOMEM (scratch of about W floats per thread). */
+int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
+                       int count_include_pad, int nthreads);
 void maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x, const pool2d_shape *s);
-void maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
-                            const pool2d_shape *s);
+int64_t maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                               const pool2d_shape *s);
 void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s,
                            int count_include_pad);
 void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,

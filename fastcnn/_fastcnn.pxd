@@ -40,15 +40,15 @@ cdef extern from "fastcnn.h" nogil:
         int64_t N, C, H, W, R, S, sh, sw, ph, pw, P, Q
     void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
                            const pool2d_shape *s, int nthreads)
-    void maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
-                            const pool2d_shape *s, int nthreads)
+    int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
+                               const pool2d_shape *s, int nthreads)
     void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
                            int count_include_pad, int nthreads)
-    void avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
-                            int count_include_pad, int nthreads)
+    int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
+                           int count_include_pad, int nthreads)
     void maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x, const pool2d_shape *s)
-    void maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
-                                const pool2d_shape *s)
+    int64_t maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                                   const pool2d_shape *s)
     void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s,
                                int count_include_pad)
     void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,
