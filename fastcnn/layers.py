@@ -487,7 +487,7 @@ class Flatten(Layer):
             raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) "
                              f"does not fit the input. Received: x.shape={x.shape}")
         self._input_shape = x.shape
-        merged = int(np.prod(x.shape[start:end + 1], dtype=np.int64))
+        merged = math.prod(x.shape[start:end + 1])
         return x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1:])
 
     def backward(self, grad_y, *, need_grad_input=True):
