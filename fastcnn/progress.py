@@ -70,7 +70,7 @@ class Progress:
         width = len(str(self.steps))
         self._write(f"\rEpoch {self._epoch}/{self.epochs} [{bar}] {step:{width}d}/{self.steps}"
                     f" - loss: {loss:.4f} - {images / elapsed:,.0f} img/s"
-                    f" - ETA {_duration(left)} ")
+                    f" - ETA {_duration(left)}\033[K")
         self._drawn = True
 
     def end_epoch(self, seconds, logs):
