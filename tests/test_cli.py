@@ -60,6 +60,7 @@ def test_demo_quiet_prints_no_epoch_lines():
     (["demo", "--epochs", "0"], "--epochs must be positive"),
     (["demo", "--threads", "0"], "--threads must be positive"),
     (["demo", "--lr", "-1"], "--lr > 0"),
+    (["demo", "--weight-decay", "-1"], "--weight-decay must be >= 0"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
 ])
