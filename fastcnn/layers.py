@@ -12,6 +12,7 @@ drawn from fastcnn's global generator (seed it with
 :func:`fastcnn.manual_seed`) or from the ``rng`` given to
 ``reset_parameters``; :class:`fastcnn.Sequential` takes a ``seed`` too.
 """
+import inspect
 import math
 
 import numpy as np
@@ -139,8 +140,17 @@ class Layer:
         return {}
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+        """The constructor call: required arguments positionally, others only
+        when they differ from their defaults, e.g. ``Conv2d(1, 6, 5, padding=2)``."""
+        params = inspect.signature(type(self).__init__).parameters
+        args = []
+        for key, value in self.get_config().items():
+            default = params[key].default if key in params else inspect.Parameter.empty
+            if default is inspect.Parameter.empty:
+                args.append(repr(value))
+            elif value != default:
+                args.append(f"{key}={value!r}")
+        return f"{type(self).__name__}({', '.join(args)})"
 
     def _cached(self, value, what="backward"):
         if value is None:
@@ -161,12 +171,12 @@ def _padding_config(padding, name="padding"):
                              f"Received: {name}={padding!r}")
         return padding
     pair = nonnegative_pair(padding, name)
-    return pair[0] if pair[0] == pair[1] else list(pair)
+    return pair[0] if pair[0] == pair[1] else pair
 
 
 def _pair_config(value, name, check=positive_pair):
     pair = check(value, name)
-    return pair[0] if pair[0] == pair[1] else list(pair)
+    return pair[0] if pair[0] == pair[1] else pair
 
 
 class Conv2d(Layer):
