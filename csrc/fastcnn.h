@@ -173,4 +173,17 @@ void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, const float 
                    int64_t n, float lr, float beta1, float beta2, float eps,
                    float weight_decay, int decoupled, int64_t step);
 
+/* peak.c --------------------------------------------------------------------- */
+
+/* Measured FP32 throughput in GFLOP/s (an FMA counts 2 flops) of nthreads
+ * threads each running a register-only FMA loop of the ISA in use
+ * (fastcnn_isa()): best of 10 runs of about 10 ms. *threads_run gets the number
+ * of threads that ran (1 without OpenMP). */
+double fastcnn_fma_peak_gflops(int nthreads, int *threads_run);
+/* The loops: iters rounds of independent multiply-add chains, returning their
+ * sum so the work cannot be optimised away. */
+float fastcnn_peak_loop_avx512(int64_t iters);   /* 16 chains x 16 lanes, FMA */
+float fastcnn_peak_loop_avx2(int64_t iters);     /* 12 chains x 8 lanes, FMA */
+float fastcnn_peak_loop_generic(int64_t iters);  /* 48 lanes, multiply + add */
+
 #endif /* FASTCNN_H */

@@ -85,6 +85,9 @@ cdef extern from "fastcnn.h" nogil:
                        int64_t n, float lr, float beta1, float beta2, float eps,
                        float weight_decay, int decoupled, int64_t step)
 
+    # peak.c (the benchmarks' peak probe)
+    double fastcnn_fma_peak_gflops(int nthreads, int *threads_run)
+
 cdef extern from "gemm.h" nogil:
     int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
