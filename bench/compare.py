@@ -48,8 +48,10 @@ MODULES = [bench_conv2d, bench_pool2d, bench_gemm, bench_models, bench_activatio
 CASES = [case for module in MODULES for case in module.CASES]
 
 SETTINGS = {   # harness.measure arguments
-    "quick": dict(warmup=1, min_rounds=3, max_rounds=7, budget=0.5, min_sample=2e-3),
-    "full": dict(warmup=2, min_rounds=7, max_rounds=31, budget=4.0, min_sample=5e-3),
+    "quick": dict(warmup=1, min_rounds=3, max_rounds=7, budget=0.4, min_sample=2e-3,
+                  floor_rounds=3),
+    "full": dict(warmup=2, min_rounds=7, max_rounds=31, budget=4.0, min_sample=5e-3,
+                 floor_rounds=5),
 }
 # Summary groups, in report order, with what BENCHMARKS.md asks of them.
 GROUPS = {
@@ -100,27 +102,27 @@ def run_isolated(cases, thread_counts, mode):
         out = os.path.join(tmp, "child.json")
         cmd = [sys.executable, os.path.abspath(__file__), "--child", out,
                "--threads", ",".join(map(str, thread_counts)),
-               "--names", json.dumps([c.name for c in cases])]
+               "--names", json.dumps([c.key for c in cases])]
         if mode == "quick":
             cmd.append("--quick")
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0 or not os.path.exists(out):
             reason = f"child process failed: {done.stderr.strip()[-400:]}"
-            return {(c.name, t): {"status": "failed", "reason": reason}
+            return {(c.key, t): {"status": "failed", "reason": reason}
                     for c in cases for t in thread_counts}, None
         with open(out) as f:
             data = json.load(f)
-    results = {(r["name"], r["threads"]): r["result"] for r in data["results"]}
+    results = {(r["key"], r["threads"]): r["result"] for r in data["results"]}
     return results, data["blas"]
 
 
 def child_main(args):
-    names = json.loads(args.names)
+    keys = json.loads(args.names)
     results = []
     for case in CASES:
-        if case.name in names:
+        if case.key in keys:
             for t in args.threads:
-                results.append({"name": case.name, "threads": t,
+                results.append({"key": case.key, "threads": t,
                                 "result": run_case(case, t, SETTINGS[args.mode])})
     with open(args.child, "w") as f:
         json.dump({"results": results, "blas": blas_info()}, f)
@@ -239,7 +241,7 @@ def row_cells(case, r, peak):
 def speedup_cell(case, results, thread_counts):
     if len(thread_counts) < 2 or case.group == "memory":
         return ""
-    a, b = (results.get((case.name, t)) for t in (thread_counts[0], thread_counts[-1]))
+    a, b = (results.get((case.key, t)) for t in (thread_counts[0], thread_counts[-1]))
     if not a or not b or a["status"] != "ok" or b["status"] != "ok":
         return ""
     s = a["fastcnn"] / b["fastcnn"]
@@ -258,7 +260,7 @@ def group_table(group, cases, results, thread_counts, peaks):
     for case in cases:
         cells = [case.name, case.peer]
         for t in thread_counts:
-            cells += row_cells(case, results.get((case.name, t)), peaks[t])
+            cells += row_cells(case, results.get((case.key, t)), peaks[t])
         if len(thread_counts) > 1:
             cells.append(speedup_cell(case, results, thread_counts))
         lines.append("| " + " | ".join(cells) + " |")
@@ -274,7 +276,7 @@ def summary_lines(groups, results, thread_counts):
         for t in thread_counts:
             ratios = []
             for case in cases:
-                r = results.get((case.name, t))
+                r = results.get((case.key, t))
                 if r and r["status"] == "ok":
                     ratio = r["peer"] / r["fastcnn"]
                     ratios.append(ratio)
@@ -294,20 +296,21 @@ def summary_lines(groups, results, thread_counts):
 def not_ok_lines(results, cases):
     by_reason = {}
     for case in cases:
-        for (name, t), r in results.items():
-            if name == case.name and r["status"] != "ok":
-                key = (r["status"], r["reason"])
-                by_reason.setdefault(key, [])
-                if name not in by_reason[key]:
-                    by_reason[key].append(name)
+        for (key, t), r in results.items():
+            if key == case.key and r["status"] != "ok":
+                reason = (r["status"], r["reason"])
+                by_reason.setdefault(reason, [])
+                if key not in by_reason[reason]:
+                    by_reason[reason].append(key)
     lines = []
     for (status, reason), names in by_reason.items():
         lines.append(f"- **{status}**: {reason} — {len(names)} row(s): {', '.join(names)}")
     return lines
 
 
-def report(args, results, peaks, blas_child, elapsed, memory_case):
+def report(args, results, machine, blas_child, elapsed, memory_case):
     thread_counts = args.threads
+    peaks = {t: max(machine["peaks_start"][t], machine["peaks_end"][t]) for t in thread_counts}
     cases = [c for c in selected(args)] + ([memory_case] if memory_case else [])
     groups = {}
     for g in GROUPS:
@@ -323,14 +326,27 @@ def report(args, results, peaks, blas_child, elapsed, memory_case):
     ]
     if args.note:
         out += [f"> **Note:** {args.note}", ""]
+    busy = machine["load_start"][0] >= 1.0 or (
+        len(thread_counts) > 1 and peaks[thread_counts[-1]]
+        < 0.9 * peaks[thread_counts[0]] * thread_counts[-1] / thread_counts[0])
+    if busy:
+        out += ["> **Warning:** the machine was busy (see the load average and the peak probes "
+                "below): absolute times, percent of peak and multi-thread rows are unreliable; "
+                "ratios of interleaved runs less so, but rerun on an idle machine to quote them.",
+                ""]
     out += [
         "| machine and software | |", "|---|---|",
         f"| CPU | {cpu_model()}, {os.cpu_count()} logical CPUs ({platform.machine()}) |",
         f"| ISA in use | {_cpu_isa()} |",
         f"| thread counts | {', '.join(map(str, thread_counts))} (fastcnn.set_num_threads, "
         f"torch.set_num_threads, onnxruntime intra_op_num_threads, threadpoolctl for numpy) |",
-        "| measured FP32 peak (fastcnn._peak) | "
-        + ", ".join(f"{peaks[t]:.0f} GFLOP/s at {t}T" for t in thread_counts) + " |",
+        "| measured FP32 peak (fastcnn._peak, best of the probes at the start and the end; "
+        "% of peak uses it) | " + "; ".join(
+            f"{t}T: {peaks[t]:.0f} GFLOP/s (start {machine['peaks_start'][t]:.0f}, end "
+            f"{machine['peaks_end'][t]:.0f})" for t in thread_counts) + " |",
+        "| load average (1, 5, 15 min) | start " + ", ".join(
+            f"{x:.1f}" for x in machine["load_start"]) + "; end " + ", ".join(
+            f"{x:.1f}" for x in machine["load_end"]) + f" (on {os.cpu_count()} CPUs) |",
         f"| fastcnn | {fastcnn.__version__} (git {git_describe()}; {os.path.dirname(fastcnn.__file__)}) |",
         f"| numpy | {harness.peer_version('numpy')}; BLAS in this process: {blas_info()} |",
         f"| numpy in the GEMM rows | child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE "
@@ -397,14 +413,19 @@ def parse_args(argv):
     return args
 
 
+def measure_peaks(thread_counts):
+    """{threads: GFLOP/s}: the best of 3 probes each (others' work only lowers it)."""
+    from fastcnn._peak import fma_peak_gflops
+    return {t: max(fma_peak_gflops(t) for _ in range(3)) for t in thread_counts}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.child:
         return child_main(args)
     start = time.perf_counter()
-    from fastcnn._peak import fma_peak_gflops
-    peaks = {t: fma_peak_gflops(t) for t in args.threads}
+    machine = {"load_start": os.getloadavg(), "peaks_start": measure_peaks(args.threads)}
     cases = selected(args)
     results, blas_child = {}, None
     isolated = [c for c in cases if c.isolate]
@@ -417,22 +438,30 @@ def main(argv=None):
         if case.isolate:
             continue
         for t in args.threads:
-            r = run_case(case, t, SETTINGS[args.mode])
-            results[(case.name, t)] = r
-            print(f"{case.group:>12} | {case.name:<40} {t}T  {_short(r)}", file=sys.stderr)
+            t0 = time.perf_counter()
+            results[(case.key, t)] = r = run_case(case, t, SETTINGS[args.mode])
+            _progress(case, t, r, time.perf_counter() - t0)
     memory_case = None
     if not args.only or re.search(args.only, "memory: CIFAR-net"):
         memory_case = harness.Case("memory", f"CIFAR-net {MEMORY_STEPS} train steps, peak RSS",
                                    "torch", None, target=1.0)
-        for t in args.threads:
-            results[(memory_case.name, t)] = memory_result(t)
-            print(f"{'memory':>12} | {memory_case.name:<40} {t}T  "
-                  f"{_short(results[(memory_case.name, t)])}", file=sys.stderr)
-    text = report(args, results, peaks, blas_child, time.perf_counter() - start, memory_case)
+        # Quick mode: the largest thread count only (memory hardly depends on it).
+        for t in args.threads[-1:] if args.quick else args.threads:
+            t0 = time.perf_counter()
+            results[(memory_case.key, t)] = r = memory_result(t)
+            _progress(memory_case, t, r, time.perf_counter() - t0)
+    machine["load_end"] = os.getloadavg()
+    machine["peaks_end"] = measure_peaks(args.threads)
+    text = report(args, results, machine, blas_child, time.perf_counter() - start, memory_case)
     print(text)
     with open(args.out, "w") as f:
         f.write(text)
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _progress(case, t, r, seconds):
+    print(f"{case.group:>12} | {case.key:<48} {t}T  {_short(r)}  [{seconds:.1f} s]",
+          file=sys.stderr)
 
 
 def _short(r):

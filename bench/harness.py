@@ -69,6 +69,11 @@ class Case:
     quick: bool = True
     isolate: tuple = field(default_factory=tuple)
 
+    @property
+    def key(self):
+        """Unique per row: the same work may be timed against two peers."""
+        return f"{self.name} vs {self.peer}"
+
 
 # --- availability -------------------------------------------------------------
 
@@ -134,17 +139,24 @@ def _maybe(name):
 
 # --- correctness ------------------------------------------------------------------
 
-def assert_close(ours, theirs, name, tol=1e-3):
-    """Max abs difference, relative to the peer's largest magnitude, within tol."""
+def assert_close(ours, theirs, name, tol=1e-3, mean=False):
+    """Max abs difference, relative to the peer's largest magnitude, within tol;
+    with ``mean``, the mean abs difference relative to the peer's mean magnitude
+    (for Adam, whose update has the size of lr even where the gradient is only
+    rounding noise, so single entries may differ by ~lr)."""
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     if ours.shape != theirs.shape:
         raise AssertionError(f"{name}: shape {ours.shape} != peer's {theirs.shape}")
     if not np.all(np.isfinite(ours)):
         raise AssertionError(f"{name}: fastcnn's result is not finite")
-    scale = max(float(np.max(np.abs(theirs))) if theirs.size else 0.0, 1e-6)
-    err = float(np.max(np.abs(ours - theirs))) / scale if ours.size else 0.0
+    if not ours.size:
+        return
+    reduce, what = (np.mean, "mean") if mean else (np.max, "max")
+    scale = max(float(reduce(np.abs(theirs))), 1e-6)
+    err = float(reduce(np.abs(ours - theirs))) / scale
     if err > tol:
-        raise AssertionError(f"{name}: max |fastcnn - peer| / max |peer| = {err:.2e} > {tol:.0e}")
+        raise AssertionError(f"{name}: {what} |fastcnn - peer| / {what} |peer| = {err:.2e} "
+                             f"> {tol:.0e}")
 
 
 def rng(seed=0):
@@ -174,20 +186,21 @@ def _time_calls(fn, n):
     return (time.perf_counter() - t0) / n
 
 
-def measure(pair, *, warmup=2, min_rounds=5, max_rounds=21, budget=4.0, min_sample=2e-3):
+def measure(pair, *, warmup=2, min_rounds=5, max_rounds=21, budget=4.0, min_sample=2e-3,
+            floor_rounds=3):
     """Median time per call of each side, runs interleaved A B A B ... after warm-up.
 
     A sample repeats a call enough times to last about ``min_sample`` seconds
     (so microsecond calls are not timer noise). Rounds stop after
     ``max_rounds``, or once ``min_rounds`` are done and ``budget`` seconds
     have passed; rows so slow that ``min_rounds`` would overrun the budget
-    get fewer rounds (the report shows how many).
+    get fewer, but never below ``floor_rounds`` (the report shows how many).
     """
     fa = fb = 0.0
     for _ in range(warmup):
         fa = _time_calls(pair.fastcnn, 1)
         fb = _time_calls(pair.peer, 1)
-    min_rounds = max(1, min(min_rounds, int(budget / max(fa + fb, 1e-9))))
+    min_rounds = max(floor_rounds, min(min_rounds, int(budget / max(fa + fb, 1e-9))))
     na = max(1, math.ceil(min_sample / max(fa, 1e-9)))
     nb = max(1, math.ceil(min_sample / max(fb, 1e-9)))
     a, b = [], []

@@ -3,22 +3,23 @@ SGD with momentum) in fastcnn or torch, then print peak resident memory.
 
     python bench/memory_run.py fastcnn|torch THREADS [STEPS]
 
-Prints JSON: peak RSS of the whole process (ru_maxrss) and the RSS after
-imports and model construction, before the first step, in MiB."""
+Prints JSON: peak RSS of the whole process (VmHWM: ru_maxrss would include
+the parent's RSS at fork) and the RSS after imports and model construction,
+before the first step, in MiB."""
 import json
-import resource
 import sys
 
 import _path  # noqa: F401  (this checkout's in-place build first)
 import models
 
 
-def rss_mib():
+def status_mib(field):
+    """A memory field of /proc/self/status (Linux), in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    return float("nan")
+    raise OSError(f"{field} not in /proc/self/status")
 
 
 def main():
@@ -31,7 +32,7 @@ def main():
         tm = models.torch_model("CIFAR-net", torch)
         topt = torch.optim.SGD(tm.parameters(), **models.OPTIMIZERS["SGD-momentum"][2])
         tx, tlabels = torch.from_numpy(x), torch.from_numpy(labels)
-        before = rss_mib()
+        before = status_mib("VmRSS")
         for _ in range(steps):
             models.torch_train_step(tm, topt, torch, tx, tlabels)
     else:
@@ -40,10 +41,10 @@ def main():
         fm = models.fastcnn_model("CIFAR-net")
         fopt = fastcnn.SGD(fm.parameters(), **models.OPTIMIZERS["SGD-momentum"][2])
         loss_fn = fastcnn.CrossEntropyLoss()
-        before = rss_mib()
+        before = status_mib("VmRSS")
         for _ in range(steps):
             models.fastcnn_train_step(fm, fopt, loss_fn, x, labels)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_mib("VmHWM")
     print(json.dumps({"peak_mib": peak, "before_mib": before, "steps": steps}))
 
 
