@@ -54,12 +54,12 @@ def openmp_flags():
     if os.environ.get("FASTCNN_USE_OPENMP", "1") == "0":
         print("fastcnn: FASTCNN_USE_OPENMP=0, building without OpenMP (kernels run serially)",
               file=sys.stderr)
-        return []
+        return ["-Wno-unknown-pragmas"]
     if compiler_takes_openmp():
         return ["-fopenmp"]
     print("fastcnn: NOTICE: the C compiler does not support -fopenmp; building without "
           "OpenMP, so every kernel runs on one thread", file=sys.stderr)
-    return []
+    return ["-Wno-unknown-pragmas"]
 
 
 ISA_SUFFIXES = tuple("_" + isa + ".c" for isa in ISA_FLAGS)

@@ -32,7 +32,7 @@ void relu_forward(float *y, const float *x, int64_t n, int nthreads)
 {
     int nt = fastcnn_threads_for(n, nthreads);
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
     for (int64_t i = 0; i < n; i++)
         y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
@@ -41,7 +41,7 @@ void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nt
 {
     int nt = fastcnn_threads_for(n, nthreads);
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
     for (int64_t i = 0; i < n; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
@@ -67,7 +67,7 @@ void sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n, int
 {
     int nt = fastcnn_threads_for(n, nthreads);
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
     for (int64_t i = 0; i < n; i++)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }

@@ -4,7 +4,7 @@
  *   N  batch               C  input channels       H, W  input height, width
  *   K  output channels     R, S  window (kernel) height, width
  *   P, Q  output height, width
- *   sh, sw  stride         ph, pw  zero padding (each side)
+ *   sh, sw  stride         ph, pw  zero padding (top/left; bottom/right follow from P, Q)
  *   F  input features, O  output features (linear)
  *   L  classes (loss)      n  number of elements (element-wise kernels)
  *
@@ -70,8 +70,12 @@ void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
 
 /* conv2d.c ------------------------------------------------------------------- */
 
-/* Sizes of one 2-d convolution; P and Q follow from the others:
- * P = (H + 2 ph - R) / sh + 1, Q = (W + 2 pw - S) / sw + 1. */
+/* Sizes of one 2-d convolution. ph, pw are the TOP/LEFT zero padding; the
+ * caller gives P and Q, which fix the bottom/right padding implicitly
+ * (symmetric: P = (H + 2 ph - R) / sh + 1; PyTorch's 'same' with an even
+ * kernel pads one more at the bottom/right). Output (p, q) reads input
+ * (p sh - ph + r, q sw - pw + t); positions outside [0,H) x [0,W) read as
+ * zero. All sizes >= 1, ph, pw >= 0. */
 typedef struct {
     int64_t N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q;
 } conv2d_shape;
@@ -105,19 +109,22 @@ typedef struct {
  * flat index h*W + w of the maximum within its plane (PyTorch's indices). */
 void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
                        const pool2d_shape *s, int nthreads);
-/* dx (N,C,H,W) = dy (N,C,P,Q) scattered to argmax (N,C,P,Q). */
-void maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
-                        const pool2d_shape *s, int nthreads);
+/* dx (N,C,H,W) = dy (N,C,P,Q) scattered (added) to argmax (N,C,P,Q). An index
+ * outside [0, H*W) is skipped; returns the number of those (0 when valid).
+ * Uses only N, C, H, W, P, Q of s: the window geometry is not needed. */
+int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
+                           const pool2d_shape *s, int nthreads);
 /* y (N,C,P,Q) = mean over each window of x (N,C,H,W); the divisor counts the
  * padding when count_include_pad is non-zero (PyTorch's default). */
 void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
                        int count_include_pad, int nthreads);
-/* dx (N,C,H,W) = gradient of avgpool2d_forward from dy (N,C,P,Q). */
-void avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
-                        int count_include_pad, int nthreads);
+/* dx (N,C,H,W) = gradient of avgpool2d_forward from dy (N,C,P,Q). Returns
+ * FASTCNN_OK or FASTCNN_ENOMEM (scratch of about W floats per thread). */
+int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
+                       int count_include_pad, int nthreads);
 void maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x, const pool2d_shape *s);
-void maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
-                            const pool2d_shape *s);
+int64_t maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                               const pool2d_shape *s);
 void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s,
                            int count_include_pad);
 void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,
@@ -142,10 +149,13 @@ void linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const
 /* Softmax cross-entropy over integer labels, mean over the batch.
  * probs (N,L) = softmax(logits (N,L)), kept for the backward pass;
  * returns mean over N of -log probs[i, labels[i]], computed stably
- * (log-sum-exp), labels (N) in [0, L). */
+ * (log-sum-exp), labels (N) in [0, L). A NaN logit makes its row and the
+ * loss NaN, as in PyTorch. The fast kernel's loss is the same bits for any
+ * nthreads. */
 double cross_entropy_forward(float *probs, const float *logits, const int64_t *labels,
                              int64_t N, int64_t L, int nthreads);
-/* dlogits (N,L) = grad_loss * (probs - onehot(labels)) / N. */
+/* dlogits (N,L) = grad_loss * (probs - onehot(labels)) / N; dlogits may be
+ * probs itself (in place). */
 void cross_entropy_backward(float *dlogits, const float *probs, const int64_t *labels,
                             int64_t N, int64_t L, float grad_loss, int nthreads);
 double cross_entropy_forward_ref(float *probs, const float *logits, const int64_t *labels,
@@ -155,23 +165,33 @@ void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_
 
 /* optim.c -------------------------------------------------------------------- */
 
-/* One torch.optim.SGD step on param, grad, buf: (n), in place. buf (the
- * momentum buffer) is used only when momentum != 0; on the first step
- * (first_step != 0) it is set to the gradient, as torch does. */
-void sgd_step(float *param, float *buf, const float *grad, int64_t n, float lr,
-              float momentum, float dampening, float weight_decay, int nesterov,
-              int first_step, int nthreads);
-/* One torch.optim.Adam step (decoupled == 0) or AdamW step (decoupled != 0)
- * on param, exp_avg, exp_avg_sq, grad: (n), in place; step counts from 1. */
-void adam_step(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
-               int64_t n, float lr, float beta1, float beta2, float eps,
-               float weight_decay, int decoupled, int64_t step, int nthreads);
-void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, float lr,
-                  float momentum, float dampening, float weight_decay, int nesterov,
-                  int first_step);
-void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
-                   int64_t n, float lr, float beta1, float beta2, float eps,
-                   float weight_decay, int decoupled, int64_t step);
+/* Fused torch.optim updates, one pass over the elements, in place. The
+ * hyper-parameters are double: torch derives its float32 coefficients from
+ * Python floats (e.g. (float)(1 - beta2)), and so do these kernels. The
+ * fast kernels use the per-ISA loops of optim_avx2.c / optim_avx512.c. */
+
+/* One torch.optim.SGD step. param, buf, grad: (n). buf (the momentum buffer)
+ * is read and written only when momentum != 0 (else it may be NULL); on the
+ * first step (first_step != 0) it is set to the gradient, as torch does.
+ * maximize != 0 ascends (uses -grad). grad is not modified. */
+void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
+              double momentum, double dampening, double weight_decay, int nesterov,
+              int maximize, int first_step, int nthreads);
+/* One torch.optim.Adam step (decoupled == 0: L2 weight decay) or AdamW step
+ * (decoupled != 0). param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad: (n);
+ * max_exp_avg_sq is AMSGrad's state, NULL for plain Adam. step counts from 1.
+ * grad is not modified. */
+void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
+               const float *grad, int64_t n, double lr, double beta1, double beta2,
+               double eps, double weight_decay, int decoupled, int maximize, int64_t step,
+               int nthreads);
+void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, double lr,
+                  double momentum, double dampening, double weight_decay, int nesterov,
+                  int maximize, int first_step);
+void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
+                   const float *grad, int64_t n, double lr, double beta1, double beta2,
+                   double eps, double weight_decay, int decoupled, int maximize,
+                   int64_t step);
 
 /* peak.c --------------------------------------------------------------------- */
 

@@ -31,21 +31,30 @@ def as_float32(x, name, ndim=None):
 
 
 def as_labels(labels, n, classes, name="labels"):
-    """``labels`` as a C-contiguous int64 vector of length n with values in [0, classes)."""
+    """``labels`` as a C-contiguous int64 vector of length n with values in [0, classes).
+
+    Floats are accepted when every value is a whole number. Raises TypeError
+    for other dtypes or fractional values and ValueError for a wrong shape or
+    a label out of range, naming the first bad one.
+    """
     arr = np.asarray(labels)
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and arr.size and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
-            raise TypeError(f"{name} must be integers (class indices). "
-                            f"Received: {name} with dtype={arr.dtype}")
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be integers (class indices). "
+                        f"Received: {name} with dtype={arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},), one class index per row. "
                          f"Received: {name}.shape={arr.shape}")
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= classes:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"{name} must be in [0, {classes}). Received: a label {bad}")
+    if arr.dtype.kind == "f":
+        fractional = np.flatnonzero(arr != np.round(arr))
+        if fractional.size:
+            i = int(fractional[0])
+            raise TypeError(f"{name} must be integers (class indices). "
+                            f"Received: {name}[{i}]={arr[i].item()!r} with dtype={arr.dtype}")
+    bad = np.flatnonzero((arr < 0) | (arr >= classes))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name} must be in [0, {classes}). "
+                         f"Received: {name}[{i}]={arr[i].item()!r}")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 

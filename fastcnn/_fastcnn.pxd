@@ -40,15 +40,15 @@ cdef extern from "fastcnn.h" nogil:
         int64_t N, C, H, W, R, S, sh, sw, ph, pw, P, Q
     void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
                            const pool2d_shape *s, int nthreads)
-    void maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
-                            const pool2d_shape *s, int nthreads)
+    int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
+                               const pool2d_shape *s, int nthreads)
     void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
                            int count_include_pad, int nthreads)
-    void avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
-                            int count_include_pad, int nthreads)
+    int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
+                           int count_include_pad, int nthreads)
     void maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x, const pool2d_shape *s)
-    void maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
-                                const pool2d_shape *s)
+    int64_t maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                                   const pool2d_shape *s)
     void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s,
                                int count_include_pad)
     void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,
@@ -72,18 +72,20 @@ cdef extern from "fastcnn.h" nogil:
     void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_t *labels,
                                     int64_t N, int64_t L, float grad_loss)
 
-    void sgd_step(float *param, float *buf, const float *grad, int64_t n, float lr,
-                  float momentum, float dampening, float weight_decay, int nesterov,
-                  int first_step, int nthreads)
-    void adam_step(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
-                   int64_t n, float lr, float beta1, float beta2, float eps,
-                   float weight_decay, int decoupled, int64_t step, int nthreads)
-    void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, float lr,
-                      float momentum, float dampening, float weight_decay, int nesterov,
-                      int first_step)
-    void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, const float *grad,
-                       int64_t n, float lr, float beta1, float beta2, float eps,
-                       float weight_decay, int decoupled, int64_t step)
+    void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
+                  double momentum, double dampening, double weight_decay, int nesterov,
+                  int maximize, int first_step, int nthreads)
+    void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
+                   const float *grad, int64_t n, double lr, double beta1, double beta2,
+                   double eps, double weight_decay, int decoupled, int maximize, int64_t step,
+                   int nthreads)
+    void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, double lr,
+                      double momentum, double dampening, double weight_decay, int nesterov,
+                      int maximize, int first_step)
+    void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
+                       const float *grad, int64_t n, double lr, double beta1, double beta2,
+                       double eps, double weight_decay, int decoupled, int maximize,
+                       int64_t step)
 
     # peak.c (the benchmarks' peak probe)
     double fastcnn_fma_peak_gflops(int nthreads, int *threads_run)

@@ -14,7 +14,9 @@ def relu64(x):
 
 
 def sigmoid64(x):
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    x = x.astype(np.float64)
+    e = np.exp(-np.abs(x))  # never overflows
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 @pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])

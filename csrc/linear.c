@@ -1,0 +1,110 @@
+/* linear.c - fully connected layer, forward and backward.
+ *
+ * x (N,F), w (O,F) as in PyTorch, b (O), y (N,O). The matrix products go to
+ * sgemm (row-major); only the bias add and the bias gradient live here. */
+#include "fastcnn.h"
+#include "gemm.h"
+
+/* Columns of dy summed together by one thread in linear_backward: a block
+ * of accumulators that stays in registers / L1 while the rows stream by. */
+#define DB_BLOCK 64
+
+void linear_forward_ref(float *y, const float *x, const float *w, const float *b,
+                        int64_t N, int64_t F, int64_t O)
+{
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t o = 0; o < O; o++) {
+            double acc = b ? (double)b[o] : 0.0;
+            for (int64_t f = 0; f < F; f++)
+                acc += (double)x[i * F + f] * w[o * F + f];
+            y[i * O + o] = (float)acc;
+        }
+}
+
+void linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                         const float *w, int64_t N, int64_t F, int64_t O)
+{
+    if (dx)
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t f = 0; f < F; f++) {
+                double acc = 0.0;
+                for (int64_t o = 0; o < O; o++)
+                    acc += (double)dy[i * O + o] * w[o * F + f];
+                dx[i * F + f] = (float)acc;
+            }
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t f = 0; f < F; f++) {
+            double acc = 0.0;
+            for (int64_t i = 0; i < N; i++)
+                acc += (double)dy[i * O + o] * x[i * F + f];
+            dw[o * F + f] += (float)acc;
+        }
+    if (db)
+        for (int64_t o = 0; o < O; o++) {
+            double acc = 0.0;
+            for (int64_t i = 0; i < N; i++)
+                acc += dy[i * O + o];
+            db[o] += (float)acc;
+        }
+}
+
+/* y (N,O) += b (O) on every row. */
+static void add_bias(float *y, const float *b, int64_t N, int64_t O, int nthreads)
+{
+    int nt = fastcnn_threads_for(N * O, nthreads);
+    /* each row of y is written by one iteration */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        float *yi = y + i * O;
+        #pragma omp simd
+        for (int64_t o = 0; o < O; o++)
+            yi[o] += b[o];
+    }
+}
+
+/* db (O) += sum over rows of dy (N,O), with double accumulators. */
+static void sum_columns(float *db, const float *dy, int64_t N, int64_t O, int nthreads)
+{
+    int64_t nblocks = (O + DB_BLOCK - 1) / DB_BLOCK;
+    int nt = fastcnn_threads_for(N * O, nthreads);
+    /* each block of columns (and its slice of db) belongs to one iteration */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        int64_t o0 = blk * DB_BLOCK;
+        int64_t m = O - o0 < DB_BLOCK ? O - o0 : DB_BLOCK;
+        double acc[DB_BLOCK] = {0.0};
+        for (int64_t i = 0; i < N; i++) {
+            const float *row = dy + i * O + o0;
+            #pragma omp simd
+            for (int64_t j = 0; j < m; j++)
+                acc[j] += row[j];
+        }
+        for (int64_t j = 0; j < m; j++)
+            db[o0 + j] += (float)acc[j];
+    }
+}
+
+int linear_forward(float *y, const float *x, const float *w, const float *b,
+                   int64_t N, int64_t F, int64_t O, int nthreads)
+{
+    /* y = x w^T: A = x (N,F), B = w stored (O,F), transposed */
+    int rc = sgemm(0, 1, N, O, F, 1.0f, x, F, w, F, 0.0f, y, O, nthreads);
+    if (rc == FASTCNN_OK && b)
+        add_bias(y, b, N, O, nthreads);
+    return rc;
+}
+
+int linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                    const float *w, int64_t N, int64_t F, int64_t O, int nthreads)
+{
+    int rc = FASTCNN_OK;
+    /* dx (N,F) = dy (N,O) w (O,F) */
+    if (dx)
+        rc = sgemm(0, 0, N, F, O, 1.0f, dy, O, w, F, 0.0f, dx, F, nthreads);
+    /* dw (O,F) += dy^T x: A = dy stored (N,O), transposed */
+    if (rc == FASTCNN_OK)
+        rc = sgemm(1, 0, O, F, N, 1.0f, dy, O, x, F, 1.0f, dw, F, nthreads);
+    if (rc == FASTCNN_OK && db)
+        sum_columns(db, dy, N, O, nthreads);
+    return rc;
+}

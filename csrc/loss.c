@@ -1,0 +1,112 @@
+/* loss.c - softmax cross-entropy over integer labels, mean over the batch.
+ *
+ * logits, probs, dlogits (N,L); labels (N). Row i's loss is
+ *   log(sum_j exp(z_j - m)) - (z_y - m),   m = max_j z_j, y = labels[i],
+ * so exp never sees a positive argument (no overflow) and a huge gap between
+ * logits costs no precision. A NaN logit makes its row's probabilities, its
+ * row's gradient and the mean loss NaN (as in PyTorch); other rows are exact.
+ *
+ * Callers validate labels; a label outside [0, L) still never indexes out of
+ * bounds here: its row's loss is NaN and its gradient has no one-hot term. */
+#include <math.h>
+
+#include "fastcnn.h"
+
+/* The fast forward sums row losses in at most MAX_CHUNKS chunks of
+ * consecutive rows whose boundaries depend only on N, then adds the chunk
+ * sums in order: the result is the same bits for any thread count. */
+#define MAX_CHUNKS 64
+#define MIN_CHUNK_ROWS 64
+
+static inline int valid_label(int64_t y, int64_t L)
+{
+    return y >= 0 && y < L;
+}
+
+double cross_entropy_forward_ref(float *probs, const float *logits, const int64_t *labels,
+                                 int64_t N, int64_t L)
+{
+    double total = 0.0;
+    for (int64_t i = 0; i < N; i++) {
+        const float *z = logits + i * L;
+        double m = z[0], s = 0.0;
+        for (int64_t j = 1; j < L; j++)
+            m = z[j] > m ? z[j] : m;
+        for (int64_t j = 0; j < L; j++)
+            s += exp(z[j] - m);
+        for (int64_t j = 0; j < L; j++)
+            probs[i * L + j] = (float)(exp(z[j] - m) / s);
+        total += valid_label(labels[i], L) ? log(s) - (z[labels[i]] - m) : NAN;
+    }
+    return total / (double)N;
+}
+
+void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_t *labels,
+                                int64_t N, int64_t L, float grad_loss)
+{
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < L; j++) {
+            double onehot = j == labels[i] ? 1.0 : 0.0;
+            dlogits[i * L + j] = (float)((double)grad_loss * (probs[i * L + j] - onehot) / N);
+        }
+}
+
+/* One row: p (L) = softmax(z (L)); returns -log p[y] in double. */
+static double softmax_row(float *p, const float *z, int64_t y, int64_t L)
+{
+    float m = z[0];
+    for (int64_t j = 1; j < L; j++)
+        m = z[j] > m ? z[j] : m;
+    float s = 0.0f;
+    #pragma omp simd reduction(+:s)
+    for (int64_t j = 0; j < L; j++) {
+        p[j] = expf(z[j] - m);
+        s += p[j];
+    }
+    float inv = 1.0f / s;
+    #pragma omp simd
+    for (int64_t j = 0; j < L; j++)
+        p[j] *= inv;
+    return valid_label(y, L) ? log((double)s) - ((double)z[y] - m) : NAN;
+}
+
+double cross_entropy_forward(float *probs, const float *logits, const int64_t *labels,
+                             int64_t N, int64_t L, int nthreads)
+{
+    int64_t rows = (N + MAX_CHUNKS - 1) / MAX_CHUNKS;
+    rows = rows < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : rows;
+    int64_t nchunks = (N + rows - 1) / rows;
+    double partial[MAX_CHUNKS];
+    int nt = fastcnn_threads_for(N * L * 8, nthreads);
+    /* each chunk writes its own rows of probs and its own partial[c] */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t end = (c + 1) * rows < N ? (c + 1) * rows : N;
+        double acc = 0.0;
+        for (int64_t i = c * rows; i < end; i++)
+            acc += softmax_row(probs + i * L, logits + i * L, labels[i], L);
+        partial[c] = acc;
+    }
+    double total = 0.0;
+    for (int64_t c = 0; c < nchunks; c++)
+        total += partial[c];
+    return total / (double)N;
+}
+
+void cross_entropy_backward(float *dlogits, const float *probs, const int64_t *labels,
+                            int64_t N, int64_t L, float grad_loss, int nthreads)
+{
+    float scale = (float)((double)grad_loss / (double)N);
+    int nt = fastcnn_threads_for(N * L, nthreads);
+    /* each row of dlogits is written by one iteration; reading probs at the
+     * same index first makes dlogits == probs (in place) safe */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *p = probs + i * L;
+        float *d = dlogits + i * L;
+        int64_t y = labels[i];
+        #pragma omp simd
+        for (int64_t j = 0; j < L; j++)
+            d[j] = (p[j] - (j == y ? 1.0f : 0.0f)) * scale;
+    }
+}

@@ -1,0 +1,150 @@
+/* optim.c - fused torch.optim SGD and Adam/AdamW steps, in place.
+ * Every buffer is (n). The float32 coefficients are derived here once per
+ * step, in double, as torch derives them from Python floats; the element
+ * loops live in optim_kernel.h (compiled per ISA). The _ref twins are plain
+ * loops that follow torch's single-tensor code op by op. */
+#include <math.h>
+
+#include "fastcnn.h"
+#include "optim_kernel.h"
+
+static sgd_coefs make_sgd_coefs(double lr, double momentum, double dampening,
+                                double weight_decay, int nesterov, int maximize, int first_step)
+{
+    sgd_coefs k;
+    k.neg_lr = (float)(-lr);
+    k.wd = (float)weight_decay;
+    k.momentum = (float)momentum;
+    k.one_minus_dampening = (float)(1.0 - dampening);
+    k.has_wd = weight_decay != 0.0;
+    k.nesterov = nesterov != 0;
+    k.first_step = first_step != 0;
+    k.maximize = maximize != 0;
+    return k;
+}
+
+/* torch: bias_correction = 1 - beta**step, step_size = lr / bias_correction1,
+ * bias_correction2_sqrt = bias_correction2**0.5, all in double. */
+static adam_coefs make_adam_coefs(double lr, double beta1, double beta2, double eps,
+                                  double weight_decay, int decoupled, int maximize, int64_t step)
+{
+    adam_coefs k;
+    double bc1 = 1.0 - pow(beta1, (double)step);
+    double bc2 = 1.0 - pow(beta2, (double)step);
+    k.wd = (float)weight_decay;
+    k.decay = weight_decay != 0.0 && decoupled ? (float)(1.0 - lr * weight_decay) : 1.0f;
+    k.l2 = weight_decay != 0.0 && !decoupled;
+    k.w1 = (float)(1.0 - beta1);
+    k.one_minus_w1 = 1.0f - k.w1;
+    k.small_w1 = fabsf(k.w1) < 0.5f;
+    k.beta2 = (float)beta2;
+    k.one_minus_beta2 = (float)(1.0 - beta2);
+    k.bc2_sqrt = (float)pow(bc2, 0.5);
+    k.eps = (float)eps;
+    k.neg_step_size = (float)(-(lr / bc1));
+    k.sign = maximize ? -1.0f : 1.0f;
+    return k;
+}
+
+void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
+              double momentum, double dampening, double weight_decay, int nesterov,
+              int maximize, int first_step, int nthreads)
+{
+    sgd_coefs k = make_sgd_coefs(lr, momentum, dampening, weight_decay, nesterov, maximize,
+                                 first_step);
+    int nt = fastcnn_threads_for(n, nthreads);
+    int isa = fastcnn_isa();
+#ifdef FASTCNN_X86_KERNELS
+    if (isa == FASTCNN_ISA_AVX512 && momentum == 0.0)
+        sgd_plain_loop_avx512(param, grad, n, &k, nt);
+    else if (isa == FASTCNN_ISA_AVX512)
+        sgd_momentum_loop_avx512(param, buf, grad, n, &k, nt);
+    else if (isa == FASTCNN_ISA_AVX2 && momentum == 0.0)
+        sgd_plain_loop_avx2(param, grad, n, &k, nt);
+    else if (isa == FASTCNN_ISA_AVX2)
+        sgd_momentum_loop_avx2(param, buf, grad, n, &k, nt);
+    else
+#endif
+    if (momentum == 0.0)
+        sgd_plain_loop(param, grad, n, &k, nt);
+    else
+        sgd_momentum_loop(param, buf, grad, n, &k, nt);
+    (void)isa;
+}
+
+void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
+               const float *grad, int64_t n, double lr, double beta1, double beta2,
+               double eps, double weight_decay, int decoupled, int maximize, int64_t step,
+               int nthreads)
+{
+    adam_coefs k = make_adam_coefs(lr, beta1, beta2, eps, weight_decay, decoupled, maximize,
+                                   step);
+    int nt = fastcnn_threads_for(n, nthreads);
+    int isa = fastcnn_isa();
+#ifdef FASTCNN_X86_KERNELS
+    if (isa == FASTCNN_ISA_AVX512)
+        adam_loop_avx512(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, n, &k, nt);
+    else if (isa == FASTCNN_ISA_AVX2)
+        adam_loop_avx2(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, n, &k, nt);
+    else
+#endif
+    adam_loop(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, n, &k, nt);
+    (void)isa;
+}
+
+void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, double lr,
+                  double momentum, double dampening, double weight_decay, int nesterov,
+                  int maximize, int first_step)
+{
+    sgd_coefs k = make_sgd_coefs(lr, momentum, dampening, weight_decay, nesterov, maximize,
+                                 first_step);
+    for (int64_t i = 0; i < n; i++) {
+        float d = maximize ? -grad[i] : grad[i];
+        if (weight_decay != 0.0)
+            d = fmaf(param[i], k.wd, d);                  /* grad.add(param, alpha=wd) */
+        if (momentum != 0.0) {
+            if (first_step) {
+                buf[i] = d;                               /* buf = grad.clone() */
+            } else {
+                float b = buf[i] * k.momentum;            /* buf.mul_(momentum) */
+                buf[i] = fmaf(d, k.one_minus_dampening, b);  /* .add_(grad, alpha=1-damp) */
+            }
+            d = nesterov ? fmaf(buf[i], k.momentum, d) : buf[i];
+        }
+        param[i] = fmaf(d, k.neg_lr, param[i]);           /* param.add_(grad, alpha=-lr) */
+    }
+}
+
+void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
+                   const float *grad, int64_t n, double lr, double beta1, double beta2,
+                   double eps, double weight_decay, int decoupled, int maximize,
+                   int64_t step)
+{
+    adam_coefs k = make_adam_coefs(lr, beta1, beta2, eps, weight_decay, decoupled, maximize,
+                                   step);
+    for (int64_t i = 0; i < n; i++) {
+        float g = maximize ? -grad[i] : grad[i];
+        if (weight_decay != 0.0) {
+            if (decoupled)
+                param[i] *= k.decay;                      /* param.mul_(1 - lr*wd) */
+            else
+                g = fmaf(param[i], k.wd, g);              /* grad.add(param, alpha=wd) */
+        }
+        float diff = g - exp_avg[i];                      /* exp_avg.lerp_(grad, 1-beta1) */
+        if (k.small_w1)
+            exp_avg[i] = fmaf(k.w1, diff, exp_avg[i]);
+        else
+            exp_avg[i] = fmaf(-k.one_minus_w1, diff, g);
+        float v = exp_avg_sq[i] * k.beta2;                /* exp_avg_sq.mul_(beta2) */
+        v = fmaf(k.one_minus_beta2 * g, g, v);            /* .addcmul_(g, g, value=1-beta2) */
+        exp_avg_sq[i] = v;
+        if (max_exp_avg_sq != NULL) {                     /* torch.maximum(max, v, out=max) */
+            float x = max_exp_avg_sq[i];
+            if (!(x >= v || isnan(x)))
+                max_exp_avg_sq[i] = v;
+            v = max_exp_avg_sq[i];
+        }
+        float denom = sqrtf(v) / k.bc2_sqrt + k.eps;      /* (v.sqrt() / bc2_sqrt).add_(eps) */
+        param[i] = param[i] + (k.neg_step_size * exp_avg[i]) / denom;  /* addcdiv_ */
+    }
+}

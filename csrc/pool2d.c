@@ -1,0 +1,508 @@
+/* pool2d.c - max and average 2-d pooling, forward and backward, with
+ * PyTorch's semantics: floor mode; windows are clipped to the image, so
+ * padding never wins a max; the first maximum wins a tie and the last NaN in
+ * a window wins over everything (torch's `v > max || isnan(v)` scan, row by
+ * row); the average divides by the window size within the padded image
+ * (count_include_pad) or within the image.
+ *
+ * The N*C planes are independent: the fast kernels run them in parallel.
+ * Forward, within a plane, they go output row by output row; the columns
+ * whose window lies inside the image (the interior) run through a loop with
+ * a fixed window width and stride that the compiler vectorizes (stride 2 via
+ * an even/odd split of the input row), the few border columns through the
+ * plain per-window code the reference kernels use. The average's backward
+ * spreads each output row along one row, then adds it to the input rows it
+ * covers; the max's backward writes tiled planes (2x2 stride 2 ...) without
+ * a scatter and scatters otherwise. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fastcnn.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+static inline int thread_num(void) { return omp_get_thread_num(); }
+#else
+static inline int thread_num(void) { return 0; }
+#endif
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* ---- windows ------------------------------------------------------------ */
+
+/* First input coordinate of output coordinate o's window, clipped to 0. */
+static inline int64_t win_lo(int64_t o, int64_t stride, int64_t pad)
+{
+    int64_t a = o * stride - pad;
+    return a < 0 ? 0 : a;
+}
+
+/* One past the last input coordinate of o's window, clipped to n. */
+static inline int64_t win_hi(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t n)
+{
+    int64_t b = o * stride - pad + k;
+    return b > n ? n : b;
+}
+
+/* Window length along one axis that the average divides by: k with
+ * count_include_pad (in floor mode a window never passes the padded extent),
+ * else the length of its part inside [0, n). */
+static inline int64_t win_count(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t n,
+                                int count_include_pad)
+{
+    if (count_include_pad)
+        return k;
+    return win_hi(o, stride, pad, k, n) - win_lo(o, stride, pad);
+}
+
+/* Output columns [*qa, *qb) whose windows lie inside [0, W): the interior. */
+static void interior_cols(const pool2d_shape *s, int64_t *qa, int64_t *qb)
+{
+    int64_t a = (s->pw + s->sw - 1) / s->sw;
+    int64_t last = s->W + s->pw - s->S; /* q sw must not exceed this */
+    int64_t b = last < 0 ? 0 : last / s->sw + 1;
+    if (a > s->Q)
+        a = s->Q;
+    if (b > s->Q)
+        b = s->Q;
+    *qa = a;
+    *qb = b < a ? a : b;
+}
+
+/* ---- one window (reference kernels and border columns) ------------------ */
+
+/* y, am = max and its flat index over rows [h0,h1), columns [w0,w1) of the
+ * plane x (H, W), scanned as torch does. */
+static void max_window(float *y, int32_t *am, const float *x, int64_t W,
+                       int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+{
+    float m = -INFINITY;
+    int64_t i = h0 * W + w0;
+    for (int64_t h = h0; h < h1; h++)
+        for (int64_t w = w0; w < w1; w++) {
+            float v = x[h * W + w];
+            if (v > m || isnan(v)) {
+                m = v;
+                i = h * W + w;
+            }
+        }
+    *y = m;
+    *am = (int32_t)i;
+}
+
+/* Sum over rows [h0,h1), columns [w0,w1) of the plane x (H, W), in float and
+ * in torch's order. */
+static float sum_window(const float *x, int64_t W, int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+{
+    float acc = 0.0f;
+    for (int64_t h = h0; h < h1; h++)
+        for (int64_t w = w0; w < w1; w++)
+            acc += x[h * W + w];
+    return acc;
+}
+
+/* dx (H, W) plane += g over rows [h0,h1), columns [w0,w1). */
+static void add_window(float *dx, float g, int64_t W, int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+{
+    for (int64_t h = h0; h < h1; h++)
+        for (int64_t w = w0; w < w1; w++)
+            dx[h * W + w] += g;
+}
+
+/* ---- reference kernels --------------------------------------------------- */
+
+/* y, argmax (N,C,P,Q); x (N,C,H,W) */
+void maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x, const pool2d_shape *s)
+{
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t p = 0; p < s->P; p++)
+            for (int64_t q = 0; q < s->Q; q++) {
+                int64_t o = (nc * s->P + p) * s->Q + q;
+                max_window(&y[o], &argmax[o], x + nc * s->H * s->W, s->W,
+                           win_lo(p, s->sh, s->ph), win_hi(p, s->sh, s->ph, s->R, s->H),
+                           win_lo(q, s->sw, s->pw), win_hi(q, s->sw, s->pw, s->S, s->W));
+            }
+}
+
+/* dx (N,C,H,W); dy, argmax (N,C,P,Q). Indices outside [0, H*W) are skipped
+ * and counted: returns their number. */
+int64_t maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                               const pool2d_shape *s)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
+    for (int64_t i = 0; i < s->N * s->C * HW; i++)
+        dx[i] = 0.0f;
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t k = 0; k < PQ; k++) {
+            int64_t i = argmax[nc * PQ + k];
+            if (i < 0 || i >= HW)
+                bad++;
+            else
+                dx[nc * HW + i] += dy[nc * PQ + k];
+        }
+    return bad;
+}
+
+/* y (N,C,P,Q); x (N,C,H,W). Sums in double. */
+void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s, int count_include_pad)
+{
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t p = 0; p < s->P; p++)
+            for (int64_t q = 0; q < s->Q; q++) {
+                const float *plane = x + nc * s->H * s->W;
+                double acc = 0.0;
+                for (int64_t h = win_lo(p, s->sh, s->ph); h < win_hi(p, s->sh, s->ph, s->R, s->H); h++)
+                    for (int64_t w = win_lo(q, s->sw, s->pw); w < win_hi(q, s->sw, s->pw, s->S, s->W); w++)
+                        acc += plane[h * s->W + w];
+                int64_t n = win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad)
+                          * win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
+                y[(nc * s->P + p) * s->Q + q] = (float)(acc / (double)n);
+            }
+}
+
+/* dx (N,C,H,W); dy (N,C,P,Q) */
+void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s, int count_include_pad)
+{
+    int64_t HW = s->H * s->W;
+    for (int64_t i = 0; i < s->N * s->C * HW; i++)
+        dx[i] = 0.0f;
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t p = 0; p < s->P; p++)
+            for (int64_t q = 0; q < s->Q; q++) {
+                int64_t n = win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad)
+                          * win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
+                add_window(dx + nc * HW, dy[(nc * s->P + p) * s->Q + q] / (float)n, s->W,
+                           win_lo(p, s->sh, s->ph), win_hi(p, s->sh, s->ph, s->R, s->H),
+                           win_lo(q, s->sw, s->pw), win_hi(q, s->sw, s->pw, s->S, s->W));
+            }
+}
+
+/* ---- fast kernels: one output row's interior columns ----------------------- */
+
+/* Running max y and argmax am (Q) of interior columns [qa, qb) over rows
+ * [h0, h1) of the plane x (H, W); S and sw are constants at each call site,
+ * so the column loop vectorizes. Same scan order as max_window. */
+ALWAYS_INLINE void max_cols(float *restrict y, int32_t *restrict am, const float *restrict x,
+                            int64_t W, int64_t h0, int64_t h1, int64_t qa, int64_t qb,
+                            int64_t S, int64_t sw, int64_t pw)
+{
+    int32_t first = (int32_t)(h0 * W - pw);
+    for (int64_t q = qa; q < qb; q++) {
+        y[q] = -INFINITY;
+        am[q] = first + (int32_t)(q * sw);
+    }
+    for (int64_t h = h0; h < h1; h++) {
+        const float *row = x + h * W - pw;
+        int32_t base = (int32_t)(h * W - pw);
+        for (int64_t q = qa; q < qb; q++) {
+            float m = y[q];
+            int32_t i = am[q];
+            for (int64_t j = 0; j < S; j++) {
+                float v = row[q * sw + j];
+                int take = (v > m) | (v != v);
+                m = take ? v : m;
+                i = take ? base + (int32_t)(q * sw + j) : i;
+            }
+            y[q] = m;
+            am[q] = i;
+        }
+    }
+}
+
+/* Interior columns per block of max_cols_s2 (its stack buffers). */
+#define S2_BLOCK 256
+
+/* max_cols for stride 2 and S <= 3: each input row's block is first split
+ * into its even and odd columns, so the window loop reads with unit stride
+ * (and vectorizes well); same scan order as max_window. */
+ALWAYS_INLINE void max_cols_s2(float *restrict y, int32_t *restrict am, const float *restrict x,
+                               int64_t W, int64_t h0, int64_t h1, int64_t qa, int64_t qb,
+                               int S, int64_t pw)
+{
+    float even[S2_BLOCK + 1], odd[S2_BLOCK + 1];
+    for (int64_t q0 = qa; q0 < qb; q0 += S2_BLOCK) {
+        int n = (int)(qb - q0 < S2_BLOCK ? qb - q0 : S2_BLOCK);
+        int ne = n + (S - 1) / 2, no = n + (S - 2) / 2; /* columns the windows reach */
+        float *yb = y + q0;
+        int32_t *ab = am + q0;
+        int32_t first = (int32_t)(h0 * W + 2 * q0 - pw);
+        for (int k = 0; k < n; k++) {
+            yb[k] = -INFINITY;
+            ab[k] = first + 2 * k;
+        }
+        for (int64_t h = h0; h < h1; h++) {
+            const float *row = x + h * W + 2 * q0 - pw;
+            int32_t base = (int32_t)(h * W + 2 * q0 - pw);
+            for (int k = 0; k < no; k++) {
+                even[k] = row[2 * k];
+                odd[k] = row[2 * k + 1];
+            }
+            if (ne > no)
+                even[no] = row[2 * no];
+            for (int k = 0; k < n; k++) {
+                float m = yb[k];
+                int32_t i = ab[k];
+                for (int j = 0; j < S; j++) {
+                    float v = (j & 1) ? odd[k + j / 2] : even[k + j / 2];
+                    int take = (v > m) | (v != v);
+                    m = take ? v : m;
+                    i = take ? base + 2 * k + j : i;
+                }
+                yb[k] = m;
+                ab[k] = i;
+            }
+        }
+    }
+}
+
+/* Running sum y (Q) of interior columns [qa, qb) over rows [h0, h1), in
+ * sum_window's order, then divided by n. */
+ALWAYS_INLINE void sum_cols(float *restrict y, const float *restrict x, int64_t W, int64_t h0,
+                            int64_t h1, int64_t qa, int64_t qb, int64_t S, int64_t sw, int64_t pw,
+                            float n)
+{
+    for (int64_t q = qa; q < qb; q++)
+        y[q] = 0.0f;
+    for (int64_t h = h0; h < h1; h++) {
+        const float *row = x + h * W - pw;
+        for (int64_t q = qa; q < qb; q++) {
+            float acc = y[q];
+            for (int64_t j = 0; j < S; j++)
+                acc += row[q * sw + j];
+            y[q] = acc;
+        }
+    }
+    for (int64_t q = qa; q < qb; q++)
+        y[q] /= n;
+}
+
+/* c ((Q - 1) sw + S) = the row g (Q) of window gradients spread along one
+ * row of the padded image: c[w] = sum of g[q] over the windows q covering
+ * column w, q ascending (the two common cases without a read-modify-write
+ * chain, so they vectorize). */
+static void spread_row(float *restrict c, const float *restrict g, int64_t Q, int64_t S, int64_t sw)
+{
+    if (S == 2 && sw == 2) {
+        for (int64_t q = 0; q < Q; q++) {
+            c[2 * q] = g[q];
+            c[2 * q + 1] = g[q];
+        }
+    } else if (S == 3 && sw == 2) {
+        c[0] = g[0];
+        for (int64_t q = 0; q + 1 < Q; q++) {
+            c[2 * q + 1] = g[q];
+            c[2 * q + 2] = g[q] + g[q + 1];
+        }
+        c[2 * Q - 1] = g[Q - 1];
+        c[2 * Q] = g[Q - 1];
+    } else {
+        memset(c, 0, (size_t)((Q - 1) * sw + S) * sizeof(float));
+        for (int64_t q = 0; q < Q; q++)
+            for (int64_t j = 0; j < S; j++)
+                c[q * sw + j] += g[q];
+    }
+}
+
+/* ---- fast kernels: one plane ---------------------------------------------- */
+
+/* y, am (P, Q) = max pooling of the plane x (H, W). */
+static void max_plane(float *y, int32_t *am, const float *x, const pool2d_shape *s)
+{
+    int64_t qa, qb;
+    interior_cols(s, &qa, &qb);
+    for (int64_t p = 0; p < s->P; p++) {
+        int64_t h0 = win_lo(p, s->sh, s->ph), h1 = win_hi(p, s->sh, s->ph, s->R, s->H);
+        float *yr = y + p * s->Q;
+        int32_t *ar = am + p * s->Q;
+        for (int64_t q = 0; q < s->Q; q++) {
+            if (q == qa)
+                q = qb;
+            if (q < s->Q)
+                max_window(&yr[q], &ar[q], x, s->W, h0, h1, win_lo(q, s->sw, s->pw),
+                           win_hi(q, s->sw, s->pw, s->S, s->W));
+        }
+        if (s->S == 2 && s->sw == 2)
+            max_cols_s2(yr, ar, x, s->W, h0, h1, qa, qb, 2, s->pw);
+        else if (s->S == 3 && s->sw == 2)
+            max_cols_s2(yr, ar, x, s->W, h0, h1, qa, qb, 3, s->pw);
+        else
+            max_cols(yr, ar, x, s->W, h0, h1, qa, qb, s->S, s->sw, s->pw);
+    }
+}
+
+/* y (P, Q) = average pooling of the plane x (H, W). */
+static void avg_plane(float *y, const float *x, const pool2d_shape *s, int count_include_pad)
+{
+    int64_t qa, qb;
+    interior_cols(s, &qa, &qb);
+    for (int64_t p = 0; p < s->P; p++) {
+        int64_t h0 = win_lo(p, s->sh, s->ph), h1 = win_hi(p, s->sh, s->ph, s->R, s->H);
+        int64_t rows = win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad);
+        float *yr = y + p * s->Q;
+        for (int64_t q = 0; q < s->Q; q++) {
+            if (q == qa)
+                q = qb;
+            if (q < s->Q) {
+                int64_t n = rows * win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
+                yr[q] = sum_window(x, s->W, h0, h1, win_lo(q, s->sw, s->pw),
+                                   win_hi(q, s->sw, s->pw, s->S, s->W)) / (float)n;
+            }
+        }
+        float n = (float)(rows * s->S);
+        if (s->S == 2 && s->sw == 2)
+            sum_cols(yr, x, s->W, h0, h1, qa, qb, 2, 2, s->pw, n);
+        else if (s->S == 3 && s->sw == 2)
+            sum_cols(yr, x, s->W, h0, h1, qa, qb, 3, 2, s->pw, n);
+        else
+            sum_cols(yr, x, s->W, h0, h1, qa, qb, s->S, s->sw, s->pw, n);
+    }
+}
+
+/* dx (H, W) = gradient of avg_plane from dy (P, Q): per output row, its
+ * window gradients g (Q) are spread along a row c ((Q - 1) sw + S), which is
+ * added to each input row the windows cover. cols (Q): each window's width
+ * in the divisor. */
+static void avg_plane_backward(float *dx, const float *dy, const pool2d_shape *s,
+                               const float *cols, float *g, float *c, int count_include_pad)
+{
+    int64_t W = s->W, pw = s->pw;
+    int64_t wn = (s->Q - 1) * s->sw + s->S - pw; /* columns the windows reach */
+    if (wn > W)
+        wn = W;
+    memset(dx, 0, (size_t)(s->H * W) * sizeof(float));
+    for (int64_t p = 0; p < s->P; p++) {
+        float rows = (float)win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad);
+        const float *dyr = dy + p * s->Q;
+        for (int64_t q = 0; q < s->Q; q++)
+            g[q] = dyr[q] / (rows * cols[q]);
+        spread_row(c, g, s->Q, s->S, s->sw);
+        for (int64_t h = win_lo(p, s->sh, s->ph); h < win_hi(p, s->sh, s->ph, s->R, s->H); h++)
+            for (int64_t w = 0; w < wn; w++)
+                dx[h * W + w] += c[w + pw];
+    }
+}
+
+/* dx (H, W) = dy (P, Q) scattered (added) to am (P, Q), skipping indices
+ * outside [0, H W); returns their number. */
+static int64_t scatter_plane(float *dx, const float *dy, const int32_t *am, int64_t HW, int64_t PQ)
+{
+    int64_t bad = 0;
+    memset(dx, 0, (size_t)HW * sizeof(float));
+    for (int64_t k = 0; k < PQ; k++) {
+        if ((uint64_t)(int64_t)am[k] < (uint64_t)HW)
+            dx[am[k]] += dy[k];
+        else
+            bad++;
+    }
+    return bad;
+}
+
+/* dx (P th, Q tw) from dy, am (P, Q) when the windows are the th x tw tiles
+ * of the plane: each position gets its tile's gradient if it is the tile's
+ * argmax, else 0 (write-only, no scatter). Returns 0 if an index was not in
+ * its tile, leaving dx to be redone. tw is a constant at each call site. */
+ALWAYS_INLINE int route_tiles(float *restrict dx, const float *restrict dy,
+                              const int32_t *restrict am, int64_t P, int64_t Q, int64_t th,
+                              int64_t tw)
+{
+    int64_t W = Q * tw, hits = 0;
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t r = 0; r < th; r++) {
+            int64_t h = p * th + r;
+            float *row = dx + h * W;
+            const float *g = dy + p * Q;
+            const int32_t *a = am + p * Q;
+            int32_t base = (int32_t)(h * W);
+            for (int64_t q = 0; q < Q; q++) {
+                float gq = g[q] + 0.0f; /* -0 -> +0, as torch's 0 + dy */
+                for (int64_t j = 0; j < tw; j++) {
+                    int hit = a[q] == base + (int32_t)(q * tw + j);
+                    row[q * tw + j] = hit ? gq : 0.0f;
+                    hits += hit;
+                }
+            }
+        }
+    return hits == P * Q;
+}
+
+/* dx (H, W) = gradient of max pooling from dy, am (P, Q); returns the number
+ * of indices outside the plane. When P and Q divide H and W, the windows
+ * are most likely the tiles (2x2 stride 2 on even sizes...): routed without
+ * a scatter if every index lies in its tile, else scattered. */
+static int64_t max_plane_backward(float *dx, const float *dy, const int32_t *am,
+                                  const pool2d_shape *s)
+{
+    int64_t th = s->H / s->P, tw = s->W / s->Q;
+    if (th * s->P == s->H && tw * s->Q == s->W) {
+        int routed = tw == 2 ? route_tiles(dx, dy, am, s->P, s->Q, th, 2)
+                             : route_tiles(dx, dy, am, s->P, s->Q, th, tw);
+        if (routed)
+            return 0;
+    }
+    return scatter_plane(dx, dy, am, s->H * s->W, s->P * s->Q);
+}
+
+/* ---- fast kernels ---------------------------------------------------------- */
+
+/* y, argmax (N,C,P,Q); x (N,C,H,W) */
+void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_shape *s,
+                       int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    /* each plane nc writes only its own y and argmax plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
+}
+
+/* dx (N,C,H,W); dy, argmax (N,C,P,Q). Indices outside [0, H*W) are skipped
+ * and counted: returns their number. */
+int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
+                           const pool2d_shape *s, int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
+    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    /* each plane nc writes only its own dx plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(+ : bad)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        bad += max_plane_backward(dx + nc * HW, dy + nc * PQ, argmax + nc * PQ, s);
+    return bad;
+}
+
+/* y (N,C,P,Q); x (N,C,H,W) */
+void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int count_include_pad,
+                       int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    /* each plane nc writes only its own y plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        avg_plane(y + nc * PQ, x + nc * HW, s, count_include_pad);
+}
+
+/* dx (N,C,H,W); dy (N,C,P,Q). Returns FASTCNN_OK or FASTCNN_ENOMEM. */
+int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int count_include_pad,
+                       int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    /* cols, then each thread's g and c, each on its own cache lines */
+    int64_t lead = (s->Q + 15) / 16 * 16;
+    int64_t per_thread = (s->Q + (s->Q - 1) * s->sw + s->S + 15) / 16 * 16;
+    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    float *cols = fastcnn_alloc((lead + nt * per_thread) * (int64_t)sizeof(float));
+    if (cols == NULL)
+        return FASTCNN_ENOMEM;
+    for (int64_t q = 0; q < s->Q; q++)
+        cols[q] = (float)win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
+    /* each plane nc writes only its own dx plane and its thread's g and c */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
+        float *g = cols + lead + thread_num() * per_thread;
+        avg_plane_backward(dx + nc * HW, dy + nc * PQ, s, cols, g, g + s->Q, count_include_pad);
+    }
+    fastcnn_free(cols);
+    return FASTCNN_OK;
+}

@@ -1,0 +1,216 @@
+"""Bindings of csrc/conv2d.c: 2-d convolution, forward and backward."""
+import numpy as np
+
+from . cimport _fastcnn as c
+from ._fastcnn cimport fptr
+from ._checks import INT32_MAX, as_float32, as_pair, check_shape, out_buffer, positive_pair
+from ._config import get_num_threads
+
+# Largest element count of any buffer the kernels index (including the
+# per-thread im2col scratch, at most N*C*R*S*P*Q) and largest multiply-add
+# count: products stay clear of int64 overflow inside C.
+MAX_ELEMENTS = 2**56
+MAX_MACS = 2**61  # image_threads() computes 2 * MACs in int64
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, *, reference=False):
+    """2-d convolution (cross-correlation), as torch.nn.functional.conv2d.
+
+    Args:
+        x: input, (N, C, H, W), any real dtype (converted to float32).
+        weight: filters, (K, C, R, S).
+        bias: (K,) or None.
+        stride: int or (sh, sw), each >= 1.
+        padding: zero padding: int or (ph, pw) on each side; 'valid' (none);
+            or 'same' (stride 1 only): output as large as the input, total
+            padding R-1 (S-1) split as PyTorch does, the extra one of an even
+            kernel at the bottom/right.
+        reference: use the plain reference kernel (the test oracle).
+
+    Input shape:
+        x (N, C, H, W), weight (K, C, R, S), bias (K,).
+
+    Output shape:
+        (N, K, P, Q), P = (H + ph_top + ph_bottom - R) // sh + 1, Q likewise.
+
+    Returns:
+        float32 array y, C-contiguous.
+
+    Raises:
+        TypeError: non-numeric arrays, non-integer stride or padding.
+        ValueError: wrong ndim, empty arrays, channel or bias-length mismatch,
+            stride < 1, negative padding, unknown padding string, 'same'
+            with stride > 1, a kernel larger than the padded input, or sizes
+            too large to index.
+        MemoryError: scratch memory could not be allocated.
+
+    Example:
+        >>> x = np.ones((1, 1, 4, 4), np.float32)
+        >>> fastcnn.functional.conv2d(x, np.ones((2, 1, 3, 3)), padding=1).shape
+        (1, 2, 4, 4)
+    """
+    xa = _array4(x, "x", "(N, C, H, W)")
+    wa = _array4(weight, "weight", "(K, C, R, S)")
+    geo = _geometry(xa.shape, wa.shape, stride, padding)
+    ba = None
+    if bias is not None:
+        ba = as_float32(bias, "bias")
+        if ba.ndim != 1 or ba.shape[0] != wa.shape[0]:
+            raise ValueError(f"bias must have shape ({wa.shape[0]},), one value per output "
+                             f"channel. Received: bias.shape={ba.shape}")
+    N, K, P, Q = geo[0], geo[4], geo[11], geo[12]
+    y = np.empty((N, K, P, Q), dtype=np.float32)
+    cdef c.conv2d_shape s = _shape(geo)
+    cdef float *py = fptr(y)
+    cdef const float *px = fptr(xa)
+    cdef const float *pw = fptr(wa)
+    cdef const float *pb = fptr(ba) if ba is not None else NULL
+    cdef int nt = get_num_threads()
+    cdef int err = c.FASTCNN_OK
+    cdef bint ref = reference
+    with nogil:
+        if ref:
+            c.conv2d_forward_ref(py, px, pw, pb, &s)
+        else:
+            err = c.conv2d_forward(py, px, pw, pb, &s, nt)
+    if err != c.FASTCNN_OK:
+        raise MemoryError("conv2d: out of memory for the im2col scratch buffer")
+    return y
+
+
+def conv2d_backward(grad_y, x, weight, stride=1, padding=0, *, has_bias=True,
+                    need_grad_input=True, grad_weight=None, grad_bias=None,
+                    reference=False):
+    """Gradients of conv2d with respect to its input, weight and bias.
+
+    Args:
+        grad_y: gradient of the loss with respect to conv2d's output (N, K, P, Q).
+        x: conv2d's input (N, C, H, W).
+        weight: conv2d's weight (K, C, R, S).
+        stride, padding: as given to conv2d.
+        has_bias: whether the convolution had a bias (compute its gradient).
+        need_grad_input: compute the input gradient (False for a first layer).
+        grad_weight: None, or a writeable C-contiguous float32 (K, C, R, S)
+            array the weight gradient is ADDED to, in place (layers pass .grad).
+        grad_bias: None, or a (K,) float32 array, likewise; only with has_bias.
+        reference: use the plain reference kernels (the test oracle).
+
+    Input shape:
+        grad_y (N, K, P, Q), x (N, C, H, W), weight (K, C, R, S).
+
+    Output shape:
+        grad_x (N, C, H, W), grad_w (K, C, R, S), grad_b (K,).
+
+    Returns:
+        (grad_x or None, grad_w, grad_b or None), float32. grad_w and grad_b
+        are the given accumulators when passed, else fresh arrays.
+
+    Raises:
+        TypeError, ValueError: as conv2d, plus a grad_y whose shape is not
+            the output shape, or an accumulator of the wrong type or shape.
+        MemoryError: scratch memory could not be allocated.
+
+    Example:
+        >>> x = np.ones((1, 1, 4, 4), np.float32); w = np.ones((2, 1, 3, 3), np.float32)
+        >>> gx, gw, gb = fastcnn.functional.conv2d_backward(np.ones((1, 2, 2, 2)), x, w)
+        >>> gb
+        array([4., 4.], dtype=float32)
+    """
+    xa = _array4(x, "x", "(N, C, H, W)")
+    wa = _array4(weight, "weight", "(K, C, R, S)")
+    geo = _geometry(xa.shape, wa.shape, stride, padding)
+    dya = _array4(grad_y, "grad_y", "(N, K, P, Q)")
+    check_shape(dya, (geo[0], geo[4], geo[11], geo[12]), "grad_y")
+    if not has_bias and grad_bias is not None:
+        raise ValueError("grad_bias was given but has_bias=False. Received: grad_bias of shape "
+                         f"{np.shape(grad_bias)}")
+    gw = out_buffer(grad_weight, wa.shape, "grad_weight")
+    gb = out_buffer(grad_bias, (wa.shape[0],), "grad_bias") if has_bias else None
+    gx = np.empty_like(xa) if need_grad_input else None
+    cdef c.conv2d_shape s = _shape(geo)
+    cdef float *pgx = fptr(gx) if gx is not None else NULL
+    cdef float *pgw = fptr(gw)
+    cdef float *pgb = fptr(gb) if gb is not None else NULL
+    cdef const float *pdy = fptr(dya)
+    cdef const float *px = fptr(xa)
+    cdef const float *pw = fptr(wa)
+    cdef int nt = get_num_threads()
+    cdef int err = c.FASTCNN_OK
+    cdef bint ref = reference
+    with nogil:
+        if ref:
+            if pgx != NULL:
+                c.conv2d_backward_data_ref(pgx, pdy, pw, &s)
+            c.conv2d_backward_weight_ref(pgw, pgb, pdy, px, &s)
+        else:
+            if pgx != NULL:
+                err = c.conv2d_backward_data(pgx, pdy, pw, &s, nt)
+            if err == c.FASTCNN_OK:
+                err = c.conv2d_backward_weight(pgw, pgb, pdy, px, &s, nt)
+    if err != c.FASTCNN_OK:
+        raise MemoryError("conv2d_backward: out of memory for the im2col scratch buffer")
+    return gx, gw, gb
+
+
+def _array4(a, name, letters):
+    arr = as_float32(a, name)
+    if arr.ndim != 4:
+        raise ValueError(f"{name} must be 4-dimensional {letters}. "
+                         f"Received: {name}.shape={arr.shape}")
+    return arr
+
+
+def _padding(padding, R, S, stride):
+    """(top, bottom, left, right) zero padding."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError("padding='same' requires stride 1. "
+                                 f"Received: stride={stride}")
+            return (R - 1) // 2, R // 2, (S - 1) // 2, S // 2
+        raise ValueError("padding must be an int, a pair of ints, 'same' or 'valid'. "
+                         f"Received: padding={padding!r}")
+    ph, pw = as_pair(padding, "padding")
+    if min(ph, pw) < 0:
+        raise ValueError(f"padding must be non-negative. Received: padding={padding!r}")
+    if max(ph, pw) > INT32_MAX:
+        raise ValueError(f"padding must be at most {INT32_MAX}. Received: padding={padding!r}")
+    return ph, ph, pw, pw
+
+
+def _geometry(xshape, wshape, stride, padding):
+    """(N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q) after validating the shapes."""
+    N, C, H, W = xshape
+    K, Cw, R, S = wshape
+    if Cw != C:
+        raise ValueError(f"weight must have {C} input channels, as x has. "
+                         f"Received: x.shape={xshape}, weight.shape={wshape}")
+    sh, sw = positive_pair(stride, "stride")
+    if max(sh, sw) > INT32_MAX:
+        raise ValueError(f"stride must be at most {INT32_MAX}. Received: stride={stride!r}")
+    top, bottom, left, right = _padding(padding, R, S, (sh, sw))
+    if R > H + top + bottom or S > W + left + right:
+        raise ValueError(f"kernel ({R}, {S}) is larger than the padded input "
+                         f"({H + top + bottom}, {W + left + right}). Received: "
+                         f"x.shape={xshape}, weight.shape={wshape}, padding={padding!r}")
+    P = (H + top + bottom - R) // sh + 1
+    Q = (W + left + right - S) // sw + 1
+    for what, n in (("output", N * K * P * Q), ("im2col scratch", N * C * R * S * P * Q)):
+        if n > MAX_ELEMENTS:
+            raise ValueError(f"the convolution is too large: its {what} would have {n} "
+                             f"elements (limit {MAX_ELEMENTS}). Received: x.shape={xshape}, "
+                             f"weight.shape={wshape}, stride={stride!r}, padding={padding!r}")
+    if N * K * C * R * S * P * Q > MAX_MACS:
+        raise ValueError(f"the convolution is too large: {N * K * C * R * S * P * Q} "
+                         f"multiply-adds (limit {MAX_MACS}). Received: x.shape={xshape}, "
+                         f"weight.shape={wshape}")
+    return N, C, H, W, K, R, S, sh, sw, top, left, P, Q
+
+
+cdef c.conv2d_shape _shape(tuple g):
+    cdef c.conv2d_shape s
+    s.N, s.C, s.H, s.W, s.K, s.R, s.S = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
+    s.sh, s.sw, s.ph, s.pw, s.P, s.Q = g[7], g[8], g[9], g[10], g[11], g[12]
+    return s

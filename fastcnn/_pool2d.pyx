@@ -1,0 +1,299 @@
+"""Bindings of csrc/pool2d.c: max and average 2-d pooling, forward and backward."""
+import numpy as np
+from libc.stdint cimport int32_t, int64_t
+
+from . cimport _fastcnn as c
+from ._fastcnn cimport fptr, iptr
+from ._checks import (INT32_MAX, as_float32, as_int, check_shape, nonnegative_pair,
+                      positive_pair)
+from ._config import get_num_threads
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False,
+               reference=False):
+    """2-d max pooling over the planes of a batch of images (torch.nn.functional.max_pool2d).
+
+    Windows are clipped to the image, so padding never wins (PyTorch treats it
+    as -inf); the first maximum wins a tie; a NaN in a window is its maximum
+    (the last NaN's index is returned), as in PyTorch. Floor mode, no dilation.
+
+    Args:
+        x: array (N, C, H, W), any real dtype (converted once to float32).
+        kernel_size: window size, int or (kh, kw), each >= 1.
+        stride: step between windows, int or pair, each >= 1; default kernel_size.
+        padding: implicit padding on each side, int or pair, each at most
+            half the kernel size.
+        return_indices: also return the argmax indices (for max_pool2d_backward).
+        reference: use the plain reference kernel (the test oracle).
+
+    Input shape:
+        (N, C, H, W).
+
+    Output shape:
+        (N, C, P, Q) with P = (H + 2 ph - kh) // sh + 1, Q = (W + 2 pw - kw) // sw + 1.
+
+    Returns:
+        float32 array y, or (y, indices) when return_indices: indices is int32
+        (N, C, P, Q), the flat position h * W + w of each maximum within its
+        plane (PyTorch's indices).
+
+    Raises:
+        ValueError: x not 4-dimensional or empty, H * W >= 2**31, a kernel_size
+            or stride < 1, a negative padding or one above half the kernel, or
+            a kernel larger than the padded input.
+        TypeError: non-numeric x, or non-integer sizes.
+
+    Example:
+        >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+        >>> y, idx = fastcnn.functional.max_pool2d(x, 2, return_indices=True)
+        >>> y[0, 0], idx[0, 0]
+        (array([[ 5.,  7.], [13., 15.]], dtype=float32), array([[ 5,  7], [13, 15]], dtype=int32))
+    """
+    xa = _as_input(x)
+    cdef c.pool2d_shape s = _shape(xa.shape, kernel_size, stride, padding)
+    y = np.empty((s.N, s.C, s.P, s.Q), dtype=np.float32)
+    idx = np.empty((s.N, s.C, s.P, s.Q), dtype=np.int32)
+    cdef float *py = fptr(y)
+    cdef int32_t *pi = iptr(idx)
+    cdef const float *px = fptr(xa)
+    cdef int nt = get_num_threads()
+    cdef bint ref = reference
+    with nogil:
+        if ref:
+            c.maxpool2d_forward_ref(py, pi, px, &s)
+        else:
+            c.maxpool2d_forward(py, pi, px, &s, nt)
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d_backward(grad_y, indices, input_shape, *, reference=False):
+    """Gradient of max_pool2d: each grad_y element added at its argmax in the input.
+
+    Overlapping windows that share a maximum accumulate, as in PyTorch.
+
+    Args:
+        grad_y: gradient of the loss with respect to max_pool2d's output, (N, C, P, Q).
+        indices: the indices max_pool2d returned (integers in [0, H * W)), same shape.
+        input_shape: the shape (N, C, H, W) of max_pool2d's input.
+        reference: use the plain reference kernel (the test oracle).
+
+    Input shape:
+        grad_y and indices (N, C, P, Q).
+
+    Output shape:
+        input_shape (N, C, H, W).
+
+    Returns:
+        float32 array: the gradient with respect to max_pool2d's input.
+
+    Raises:
+        ValueError: input_shape not 4 positive integers or H * W >= 2**31;
+            grad_y not (N, C, *, *) matching it; indices of another shape, or an
+            index outside [0, H * W).
+        TypeError: non-numeric grad_y, non-integer indices.
+
+    Example:
+        >>> y, idx = fastcnn.functional.max_pool2d(x, 2, return_indices=True)
+        >>> dx = fastcnn.functional.max_pool2d_backward(np.ones_like(y), idx, x.shape)
+    """
+    N, C, H, W = _as_input_shape(input_shape)
+    dy = as_float32(grad_y, "grad_y")
+    if dy.ndim != 4 or dy.shape[:2] != (N, C):
+        raise ValueError(f"grad_y must have shape ({N}, {C}, P, Q) to match "
+                         f"input_shape={tuple(input_shape)}. Received: grad_y.shape={dy.shape}")
+    am = _as_indices(indices, dy.shape, H * W)
+    cdef c.pool2d_shape s
+    s.N, s.C, s.H, s.W = N, C, H, W
+    s.P, s.Q = dy.shape[2], dy.shape[3]
+    s.R = s.S = s.sh = s.sw = 1
+    s.ph = s.pw = 0
+    dx = np.empty((N, C, H, W), dtype=np.float32)
+    cdef float *pdx = fptr(dx)
+    cdef const float *pdy = fptr(dy)
+    cdef const int32_t *pi = iptr(am)
+    cdef int nt = get_num_threads()
+    cdef bint ref = reference
+    cdef int64_t bad
+    with nogil:
+        if ref:
+            bad = c.maxpool2d_backward_ref(pdx, pdy, pi, &s)
+        else:
+            bad = c.maxpool2d_backward(pdx, pdy, pi, &s, nt)
+    if bad:
+        _raise_bad_index(am, H * W)
+    return dx
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *,
+               reference=False):
+    """2-d average pooling over the planes of a batch of images (torch.nn.functional.avg_pool2d).
+
+    Args:
+        x: array (N, C, H, W), any real dtype (converted once to float32).
+        kernel_size: window size, int or (kh, kw), each >= 1.
+        stride: step between windows, int or pair, each >= 1; default kernel_size.
+        padding: implicit zero padding on each side, int or pair, each at most
+            half the kernel size.
+        count_include_pad: divide by the window's size within the padded
+            image (True, PyTorch's default) or within the image only (False).
+        reference: use the plain reference kernel (the test oracle).
+
+    Input shape:
+        (N, C, H, W).
+
+    Output shape:
+        (N, C, P, Q) with P = (H + 2 ph - kh) // sh + 1, Q = (W + 2 pw - kw) // sw + 1.
+
+    Returns:
+        float32 array: the window means.
+
+    Raises:
+        ValueError: x not 4-dimensional or empty, H * W >= 2**31, a kernel_size
+            or stride < 1, a negative padding or one above half the kernel, or
+            a kernel larger than the padded input.
+        TypeError: non-numeric x, non-integer sizes, non-bool count_include_pad.
+
+    Example:
+        >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+        >>> fastcnn.functional.avg_pool2d(x, 2)[0, 0]
+        array([[ 2.5,  4.5], [10.5, 12.5]], dtype=float32)
+    """
+    xa = _as_input(x)
+    cdef c.pool2d_shape s = _shape(xa.shape, kernel_size, stride, padding)
+    cdef int incl = _as_flag(count_include_pad)
+    y = np.empty((s.N, s.C, s.P, s.Q), dtype=np.float32)
+    cdef float *py = fptr(y)
+    cdef const float *px = fptr(xa)
+    cdef int nt = get_num_threads()
+    cdef bint ref = reference
+    with nogil:
+        if ref:
+            c.avgpool2d_forward_ref(py, px, &s, incl)
+        else:
+            c.avgpool2d_forward(py, px, &s, incl, nt)
+    return y
+
+
+def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0,
+                        count_include_pad=True, *, reference=False):
+    """Gradient of avg_pool2d: each grad_y element spread evenly over its window.
+
+    Args:
+        grad_y: gradient of the loss with respect to avg_pool2d's output.
+        input_shape: the shape (N, C, H, W) of avg_pool2d's input.
+        kernel_size, stride, padding, count_include_pad: as given to avg_pool2d.
+        reference: use the plain reference kernel (the test oracle).
+
+    Input shape:
+        grad_y (N, C, P, Q), the shape avg_pool2d produced.
+
+    Output shape:
+        input_shape (N, C, H, W).
+
+    Returns:
+        float32 array: the gradient with respect to avg_pool2d's input.
+
+    Raises:
+        ValueError: input_shape not 4 positive integers or H * W >= 2**31, bad
+            pooling sizes (as avg_pool2d), or grad_y not of the output shape.
+        TypeError: non-numeric grad_y, non-integer sizes.
+        MemoryError: no memory for the scratch rows (about W floats per thread).
+
+    Example:
+        >>> y = fastcnn.functional.avg_pool2d(x, 2)
+        >>> dx = fastcnn.functional.avg_pool2d_backward(np.ones_like(y), x.shape, 2)
+    """
+    shape = _as_input_shape(input_shape)
+    cdef c.pool2d_shape s = _shape(shape, kernel_size, stride, padding)
+    cdef int incl = _as_flag(count_include_pad)
+    dy = as_float32(grad_y, "grad_y")
+    check_shape(dy, (s.N, s.C, s.P, s.Q), "grad_y")
+    dx = np.empty(shape, dtype=np.float32)
+    cdef float *pdx = fptr(dx)
+    cdef const float *pdy = fptr(dy)
+    cdef int nt = get_num_threads()
+    cdef bint ref = reference
+    cdef int status = c.FASTCNN_OK
+    with nogil:
+        if ref:
+            c.avgpool2d_backward_ref(pdx, pdy, &s, incl)
+        else:
+            status = c.avgpool2d_backward(pdx, pdy, &s, incl, nt)
+    if status == c.FASTCNN_ENOMEM:
+        raise MemoryError("avg_pool2d_backward: out of memory for its scratch rows")
+    return dx
+
+
+# ---- validation -------------------------------------------------------------
+
+def _check_plane(shape, name):
+    """Raise unless H * W fits the int32 indices."""
+    if shape[2] * shape[3] > INT32_MAX:
+        raise ValueError(f"H * W must be below 2**31 (indices are int32). "
+                         f"Received: {name}={tuple(shape)}")
+
+
+def _as_input(x):
+    """x as C-contiguous float32 (N, C, H, W), the plane size checked before any copy."""
+    arr = np.asarray(x)
+    if arr.ndim != 4:
+        raise ValueError(f"x must be 4-dimensional (N, C, H, W). Received: x.shape={arr.shape}")
+    _check_plane(arr.shape, "x.shape")
+    return as_float32(arr, "x")
+
+
+def _as_input_shape(input_shape):
+    """input_shape as a tuple of 4 positive ints with H * W < 2**31."""
+    try:
+        shape = tuple(as_int(v, "input_shape") for v in input_shape)
+    except TypeError:
+        raise TypeError(f"input_shape must be 4 positive integers (N, C, H, W). "
+                        f"Received: input_shape={input_shape!r}") from None
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"input_shape must be 4 positive integers (N, C, H, W). "
+                         f"Received: input_shape={input_shape!r}")
+    _check_plane(shape, "input_shape")
+    return shape
+
+
+def _as_flag(value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"count_include_pad must be a bool. Received: count_include_pad={value!r}")
+    return 1 if value else 0
+
+
+def _shape(shape, kernel_size, stride, padding):
+    """The pool2d_shape of pooling an input of `shape` (N, C, H, W), validated."""
+    N, C, H, W = shape
+    R, S = positive_pair(kernel_size, "kernel_size")
+    sh, sw = positive_pair(kernel_size if stride is None else stride, "stride")
+    ph, pw = nonnegative_pair(padding, "padding")
+    if 2 * ph > R or 2 * pw > S:
+        raise ValueError(f"padding must be at most half of kernel_size. "
+                         f"Received: padding={padding!r} with kernel_size={kernel_size!r}")
+    if H + 2 * ph < R or W + 2 * pw < S:
+        raise ValueError(f"kernel_size must fit in the padded input (H + 2 * padding, "
+                         f"W + 2 * padding) = ({H + 2 * ph}, {W + 2 * pw}). "
+                         f"Received: kernel_size={kernel_size!r} for input shape {tuple(shape)}")
+    return {"N": N, "C": C, "H": H, "W": W, "R": R, "S": S, "sh": sh, "sw": sw,
+            "ph": ph, "pw": pw, "P": (H + 2 * ph - R) // sh + 1, "Q": (W + 2 * pw - S) // sw + 1}
+
+
+def _as_indices(indices, shape, int64_t plane):
+    """indices as C-contiguous int32 of `shape`; values are checked in C (int32)
+    or here (other integer dtypes, which must fit int32 first)."""
+    arr = np.asarray(indices)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"indices must be integers (max_pool2d's indices). "
+                        f"Received: indices with dtype={arr.dtype}")
+    check_shape(arr, shape, "indices")
+    if arr.dtype != np.int32:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= plane:
+            _raise_bad_index(arr, plane)
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def _raise_bad_index(arr, int64_t plane):
+    bad = arr[(arr < 0) | (arr >= plane)].flat[0]
+    raise ValueError(f"indices must be in [0, H * W) = [0, {plane}). Received: an index {bad}")

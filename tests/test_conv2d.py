@@ -1,0 +1,322 @@
+"""2-d convolution (csrc/conv2d.c) against float64 numpy, finite differences and torch."""
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+import fastcnn.functional as F
+from gradcheck import check_directional
+
+# (N, C, H, W, K, R, S, stride, padding)
+EDGE_CASES = [
+    (1, 1, 5, 5, 1, 3, 3, 1, 0),              # N = C = K = 1
+    (2, 3, 7, 5, 4, 3, 2, 1, 1),              # non-square image and kernel
+    (3, 2, 9, 11, 5, 2, 3, (2, 1), (1, 0)),   # asymmetric stride and padding
+    (2, 2, 6, 7, 3, 2, 2, 3, 0),              # stride larger than the kernel
+    (1, 1, 3, 3, 1, 2, 2, 5, 0),              # stride larger than the input
+    (2, 2, 5, 4, 3, 3, 2, 1, (2, 1)),         # maximal padding, pad = kernel - 1
+    (2, 2, 3, 4, 2, 2, 2, (1, 2), 3),         # padding larger than the kernel
+    (2, 3, 4, 5, 2, 6, 7, 1, 1),              # kernel == padded input: P = Q = 1
+    (2, 3, 4, 5, 2, 4, 5, 1, 0),              # kernel == input
+    (2, 3, 8, 7, 4, 4, 2, 1, "same"),         # 'same', even kernels
+    (1, 2, 7, 6, 3, 3, 5, 1, "same"),         # 'same', odd kernels
+    (2, 3, 7, 7, 2, 3, 3, 1, "valid"),
+    (3, 4, 5, 6, 5, 1, 1, 1, 0),              # pointwise: direct GEMM
+    (2, 3, 5, 5, 2, 1, 1, 2, 0),              # 1x1 with stride
+    (2, 3, 5, 4, 2, 1, 1, 1, 1),              # 1x1 with padding
+    (4, 8, 12, 12, 16, 3, 3, 1, 1),           # threads split the images
+    (3, 8, 10, 9, 8, 3, 3, 2, 1),             # an uneven split of 3 images
+    (1, 16, 20, 18, 16, 3, 3, 1, 1),          # batch 1: threads inside the GEMM
+    (1, 32, 9, 9, 24, 1, 1, 1, 0),            # batch 1, pointwise
+]
+
+
+def random_cases(count, seed=20240607):
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        N, C, K = rng.integers(1, 5), rng.integers(1, 6), rng.integers(1, 7)
+        H, W = rng.integers(1, 13), rng.integers(1, 13)
+        R, S = rng.integers(1, 6), rng.integers(1, 6)
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        padding = (int(rng.integers(0, R + 1)), int(rng.integers(0, S + 1)))
+        if R <= H + 2 * padding[0] and S <= W + 2 * padding[1]:
+            cases.append((int(N), int(C), int(H), int(W), int(K), int(R), int(S),
+                          stride, padding))
+    return cases
+
+
+CASES = EDGE_CASES + random_cases(16)
+
+
+def case_id(case):
+    N, C, H, W, K, R, S, stride, padding = case
+    return f"{N}x{C}x{H}x{W}-k{K}x{R}x{S}-s{stride}-p{padding}".replace(" ", "")
+
+
+def pads(H, W, R, S, stride, padding):
+    """(top, bottom, left, right), PyTorch's meaning of padding."""
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        return (R - 1) // 2, R // 2, (S - 1) // 2, S // 2
+    ph, pw = (padding, padding) if np.isscalar(padding) else padding
+    return ph, ph, pw, pw
+
+
+def pair(v):
+    return (v, v) if np.isscalar(v) else tuple(v)
+
+
+def windows(x, R, S, stride, pad):
+    """(N, C, P, Q, R, S) float64 view of every receptive field of the padded x."""
+    top, bottom, left, right = pad
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
+    sh, sw = pair(stride)
+    return sliding_window_view(xp, (R, S), axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def conv64(x, w, b, stride, pad):
+    y = np.einsum("ncpqrs,kcrs->nkpq", windows(x, w.shape[2], w.shape[3], stride, pad),
+                  w.astype(np.float64))
+    return y if b is None else y + b.astype(np.float64)[None, :, None, None]
+
+
+def conv64_backward(dy, x, w, stride, pad):
+    """(grad_x, grad_w, grad_b) in float64."""
+    K, C, R, S = w.shape
+    top, bottom, left, right = pad
+    sh, sw = pair(stride)
+    dy = dy.astype(np.float64)
+    P, Q = dy.shape[2:]
+    gw = np.einsum("nkpq,ncpqrs->kcrs", dy, windows(x, R, S, stride, pad))
+    gxp = np.zeros((x.shape[0], C, x.shape[2] + top + bottom, x.shape[3] + left + right))
+    for r in range(R):
+        for s in range(S):
+            gxp[:, :, r:r + sh * (P - 1) + 1:sh, s:s + sw * (Q - 1) + 1:sw] += \
+                np.einsum("nkpq,kc->ncpq", dy, w[:, :, r, s].astype(np.float64))
+    gx = gxp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
+    return gx, gw, dy.sum(axis=(0, 2, 3))
+
+
+def make(case, rng):
+    N, C, H, W, K, R, S, stride, padding = case
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, R, S)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    return x, w, b, stride, padding
+
+
+def close(actual, expected, length, rtol=1e-4):
+    """float32 sums of `length` O(1) terms: relative error 1e-4 of their typical size."""
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=3e-5 * np.sqrt(length))
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_matches_numpy(case, reference, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    pad = pads(H, W, R, S, stride, padding)
+    expected = conv64(x, w, b, stride, pad)
+    y = F.conv2d(x, w, b, stride, padding, reference=reference)
+    assert y.dtype == np.float32 and y.shape == expected.shape and y.flags.c_contiguous
+    close(y, expected, C * R * S)
+
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding, reference=reference)
+    ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
+    P, Q = y.shape[2:]
+    close(gx, ex, K * R * S)
+    close(gw, ew, N * P * Q)
+    close(gb, eb, N * P * Q)
+    assert gx.dtype == gw.dtype == gb.dtype == np.float32
+
+
+def test_output_shape_follows_pytorch_formula():
+    x = np.zeros((2, 3, 11, 8), np.float32)
+    w = np.zeros((5, 3, 3, 2), np.float32)
+    assert F.conv2d(x, w, stride=(2, 3), padding=(1, 2)).shape == (2, 5, 6, 4)
+    assert F.conv2d(x, w, padding="same").shape == (2, 5, 11, 8)
+    assert F.conv2d(x, w, padding="valid").shape == (2, 5, 9, 7)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+def test_without_bias_and_without_grad_input(reference, num_threads, rng):
+    x, w, b, stride, padding = make((3, 4, 9, 8, 5, 3, 3, 2, 1), rng)
+    pad = pads(9, 8, 3, 3, stride, padding)
+    y = F.conv2d(x, w, None, stride, padding, reference=reference)
+    close(y, conv64(x, w, None, stride, pad), 36)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding, has_bias=False,
+                                   need_grad_input=False, reference=reference)
+    assert gx is None and gb is None
+    close(gw, conv64_backward(dy, x, w, stride, pad)[1], dy[0, 0].size * 3)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+def test_accumulates_into_given_buffers(reference, num_threads, rng):
+    x, w, b, stride, padding = make((4, 3, 10, 10, 6, 3, 3, 1, 1), rng)
+    dy = rng.standard_normal((4, 6, 10, 10)).astype(np.float32)
+    gw0 = rng.standard_normal(w.shape).astype(np.float32)
+    gb0 = rng.standard_normal(6).astype(np.float32)
+    gw, gb = gw0.copy(), gb0.copy()
+    _, fresh_w, fresh_b = F.conv2d_backward(dy, x, w, stride, padding, reference=reference)
+    _, out_w, out_b = F.conv2d_backward(dy, x, w, stride, padding, grad_weight=gw,
+                                        grad_bias=gb, reference=reference)
+    assert out_w is gw and out_b is gb
+    np.testing.assert_allclose(gw, gw0 + fresh_w, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(gb, gb0 + fresh_b, rtol=1e-5, atol=1e-4)
+
+
+def test_converts_other_dtypes_and_layouts(rng):
+    x = rng.standard_normal((2, 3, 6, 7))
+    w = rng.standard_normal((4, 3, 3, 3))
+    xt = np.asfortranarray(x)
+    expected = conv64(x.astype(np.float32), w.astype(np.float32), None, 1, (1, 1, 1, 1))
+    close(F.conv2d(xt, w, padding=1), expected, 27)
+    close(F.conv2d(x.astype(np.int32), w.astype(np.int64), padding=1),
+          conv64(x.astype(np.int32), w.astype(np.int64), None, 1, (1, 1, 1, 1)), 27)
+
+
+GRAD_CASES = [(2, 3, 7, 6, 4, 3, 2, (2, 1), 1), (2, 2, 6, 6, 3, 4, 4, 1, "same"),
+              (1, 4, 5, 5, 3, 1, 1, 1, 0)]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=case_id)
+def test_backward_matches_finite_differences(case, rng):
+    x, w, b, stride, padding = make(case, rng)
+    y = F.conv2d(x, w, b, stride, padding)
+    u = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = F.conv2d_backward(u, x, w, stride, padding)
+    check_directional(lambda t: F.conv2d(t, w, b, stride, padding), x, u, gx, rng)
+    check_directional(lambda t: F.conv2d(x, t, b, stride, padding), w, u, gw, rng)
+    check_directional(lambda t: F.conv2d(x, w, t, stride, padding), b, u, gb, rng)
+
+
+TORCH_CASES = [
+    (4, 3, 12, 10, 8, 3, 3, 1, 1),
+    (3, 5, 11, 9, 6, 4, 2, 1, "same"),       # even kernel: asymmetric padding
+    (2, 4, 13, 12, 5, 3, 5, (2, 3), (1, 2)),
+    (2, 6, 7, 7, 4, 1, 1, 1, 0),
+    (1, 16, 14, 14, 32, 3, 3, 2, 1),
+    (8, 1, 28, 28, 6, 5, 5, 1, 2),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+@pytest.mark.parametrize("case", TORCH_CASES, ids=case_id)
+def test_matches_torch(case, torch, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=stride, padding=padding)
+    dy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.tensor(dy))
+    y = F.conv2d(x, w, b, stride, padding)
+    gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding)
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    P, Q = y.shape[2:]
+    close(y, ty.detach().numpy(), C * R * S)
+    close(gx, tx.grad.numpy(), K * R * S)
+    close(gw, tw.grad.numpy(), N * P * Q)
+    close(gb, tb.grad.numpy(), N * P * Q)
+
+
+def test_one_and_two_threads_agree(rng):
+    import fastcnn
+    x, w, b, stride, padding = make((6, 16, 16, 16, 16, 3, 3, 1, 1), rng)
+    dy = rng.standard_normal((6, 16, 16, 16)).astype(np.float32)
+    old = fastcnn.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2):
+            fastcnn.set_num_threads(n)
+            out.append((F.conv2d(x, w, b, stride, padding),)
+                       + F.conv2d_backward(dy, x, w, stride, padding))
+    finally:
+        fastcnn.set_num_threads(old)
+    for one, two in zip(*out):
+        np.testing.assert_allclose(one, two, rtol=1e-5, atol=1e-4)
+
+
+X = np.zeros((2, 3, 5, 5), np.float32)
+Wt = np.zeros((4, 3, 3, 3), np.float32)
+DY = np.zeros((2, 4, 3, 3), np.float32)
+
+BAD_FORWARD = [
+    (dict(x=np.zeros((3, 5, 5), np.float32)), ValueError,
+     r"x must be 4-dimensional \(N, C, H, W\). Received: x.shape=\(3, 5, 5\)"),
+    (dict(weight=np.zeros((4, 3, 3), np.float32)), ValueError,
+     r"weight must be 4-dimensional \(K, C, R, S\). Received: weight.shape=\(4, 3, 3\)"),
+    (dict(bias=np.zeros((4, 1), np.float32)), ValueError,
+     r"bias must have shape \(4,\).*Received: bias.shape=\(4, 1\)"),
+    (dict(bias=np.zeros(5, np.float32)), ValueError,
+     r"bias must have shape \(4,\).*Received: bias.shape=\(5,\)"),
+    (dict(weight=np.zeros((4, 2, 3, 3), np.float32)), ValueError,
+     r"weight must have 3 input channels.*weight.shape=\(4, 2, 3, 3\)"),
+    (dict(weight=np.zeros((4, 3, 6, 3), np.float32)), ValueError,
+     r"kernel \(6, 3\) is larger than the padded input \(5, 5\)"),
+    (dict(weight=np.zeros((4, 3, 8, 3), np.float32), padding=1), ValueError,
+     r"kernel \(8, 3\) is larger than the padded input \(7, 7\)"),
+    (dict(stride=0), ValueError, r"stride must be positive. Received: stride=0"),
+    (dict(stride=(1, -1)), ValueError, r"stride must be positive. Received: stride=\(1, -1\)"),
+    (dict(stride=(1, 2, 3)), ValueError, r"stride must be an int or a pair of ints"),
+    (dict(stride=1.5), TypeError, r"stride must be an integer. Received: stride=1.5"),
+    (dict(stride=2**40), ValueError, r"stride must be at most 2147483647"),
+    (dict(padding=-1), ValueError, r"padding must be non-negative. Received: padding=-1"),
+    (dict(padding=(0, -2)), ValueError, r"padding must be non-negative"),
+    (dict(padding=1.5), TypeError, r"padding must be an integer. Received: padding=1.5"),
+    (dict(padding="full"), ValueError,
+     r"padding must be an int, a pair of ints, 'same' or 'valid'. Received: padding='full'"),
+    (dict(padding="same", stride=2), ValueError,
+     r"padding='same' requires stride 1. Received: stride=\(2, 2\)"),
+    (dict(x=np.zeros((0, 3, 5, 5), np.float32)), ValueError,
+     r"x must not be empty. Received: x.shape=\(0, 3, 5, 5\)"),
+    (dict(x=np.zeros((2, 3, 0, 5), np.float32)), ValueError, r"x must not be empty"),
+    (dict(weight=np.zeros((0, 3, 3, 3), np.float32)), ValueError,
+     r"weight must not be empty. Received: weight.shape=\(0, 3, 3, 3\)"),
+    (dict(bias=np.zeros(0, np.float32)), ValueError, r"bias must not be empty"),
+    (dict(x=np.full((2, 3, 5, 5), "a")), TypeError,
+     r"x must be an array of real numbers. Received: x with dtype=<U1"),
+    (dict(weight=np.zeros((4, 3, 3, 3), complex)), TypeError,
+     r"weight must be an array of real numbers"),
+    (dict(padding=2**31 - 1), ValueError,
+     r"the convolution is too large: its output would have \d+ elements"),
+    (dict(padding=2**40), ValueError, r"padding must be at most 2147483647"),
+    (dict(x=np.zeros((1, 64, 1, 1), np.float32), weight=np.zeros((64, 64, 1, 1), np.float32),
+          bias=None, padding=12_000_000), ValueError,
+     r"the convolution is too large: \d+ multiply-adds"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, match", BAD_FORWARD)
+def test_forward_rejects_bad_input(kwargs, error, match):
+    args = dict(x=X, weight=Wt, bias=np.zeros(4, np.float32), stride=1, padding=0)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        F.conv2d(**args)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(grad_y=np.zeros((2, 4, 9), np.float32)), ValueError,
+     r"grad_y must be 4-dimensional \(N, K, P, Q\). Received: grad_y.shape=\(2, 4, 9\)"),
+    (dict(grad_y=np.zeros((2, 4, 5, 5), np.float32)), ValueError,
+     r"grad_y must have shape \(2, 4, 3, 3\). Received: grad_y.shape=\(2, 4, 5, 5\)"),
+    (dict(weight=np.zeros((4, 2, 3, 3), np.float32)), ValueError,
+     r"weight must have 3 input channels"),
+    (dict(padding="same", stride=(1, 2)), ValueError, r"padding='same' requires stride 1"),
+    (dict(grad_weight=np.zeros((4, 3, 3, 3))), TypeError,
+     r"grad_weight must be a writeable C-contiguous float32 numpy array.*dtype=float64"),
+    (dict(grad_weight=np.zeros((4, 3, 3, 2), np.float32)), ValueError,
+     r"grad_weight must have shape \(4, 3, 3, 3\)"),
+    (dict(grad_bias=np.zeros(3, np.float32)), ValueError, r"grad_bias must have shape \(4,\)"),
+    (dict(grad_bias=np.zeros(4, np.float32), has_bias=False), ValueError,
+     r"grad_bias was given but has_bias=False"),
+    (dict(grad_y=[["a"]]), TypeError, r"grad_y must be an array of real numbers"),
+])
+def test_backward_rejects_bad_input(kwargs, error, match):
+    args = dict(grad_y=DY, x=X, weight=Wt, stride=1, padding=0)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        F.conv2d_backward(**args)

@@ -1,0 +1,407 @@
+"""Max and average 2-d pooling (csrc/pool2d.c) against float64 numpy, finite
+differences and torch."""
+import numpy as np
+import pytest
+
+import fastcnn
+import fastcnn.functional as F
+from gradcheck import check_directional
+
+# (N, C, H, W, kernel_size, stride, padding): N=1, C=1, non-square, odd sizes,
+# stride > kernel, stride < kernel (overlapping windows), maximal padding,
+# rows wider than the backward chunk (256), and sizes above the threading threshold.
+CASES = [
+    (1, 1, 1, 1, 1, 1, 0),
+    (1, 1, 4, 4, 2, 2, 0),
+    (1, 1, 5, 7, 2, 2, 0),
+    (2, 3, 7, 9, 3, 2, 1),
+    (2, 3, 8, 8, 3, 2, 0),
+    (1, 2, 6, 5, (2, 3), (3, 1), (1, 1)),
+    (2, 2, 9, 11, 2, 3, 0),
+    (1, 3, 8, 8, 3, 1, 1),
+    (2, 1, 7, 6, 5, 1, 2),
+    (1, 2, 9, 10, (4, 5), (2, 3), (2, 2)),
+    (3, 2, 3, 3, 3, 3, 1),
+    (1, 1, 2, 2, 2, 1, 1),
+    (1, 1, 3, 601, 2, 2, 0),
+    (1, 1, 4, 1100, 3, 1, 1),
+    (4, 8, 32, 33, 3, 2, 1),
+    (4, 8, 32, 34, 2, 2, 0),
+]
+
+
+def random_cases(count, seed=7):
+    """A seeded grid of random shapes and pooling geometries."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(count):
+        R, S = (int(v) for v in rng.integers(1, 6, 2))
+        sh, sw = (int(v) for v in rng.integers(1, 5, 2))
+        ph, pw = int(rng.integers(0, R // 2 + 1)), int(rng.integers(0, S // 2 + 1))
+        H = int(rng.integers(max(1, R - 2 * ph), 20))
+        W = int(rng.integers(max(1, S - 2 * pw), 20))
+        N, C = (int(v) for v in rng.integers(1, 4, 2))
+        cases.append((N, C, H, W, (R, S), (sh, sw), (ph, pw)))
+    return cases
+
+
+ALL_CASES = CASES + random_cases(24)
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, tuple) else (v, v)
+
+
+def windows(H, W, k, stride, pad):
+    """Every output (p, q) with its clipped window and the window's sizes
+    within the padded image and within the image, in float64-reference form."""
+    (R, S), (sh, sw), (ph, pw) = pair(k), pair(stride), pair(pad)
+    P, Q = (H + 2 * ph - R) // sh + 1, (W + 2 * pw - S) // sw + 1
+    for p in range(P):
+        for q in range(Q):
+            a, b = p * sh - ph, q * sw - pw
+            h0, h1, w0, w1 = max(a, 0), min(a + R, H), max(b, 0), min(b + S, W)
+            padded = (min(a + R, H + ph) - a) * (min(b + S, W + pw) - b)
+            yield p, q, P, Q, (h0, h1, w0, w1), padded, (h1 - h0) * (w1 - w0)
+
+
+def max_pool64(x, k, stride, pad):
+    """y and indices; for tie-free inputs the first maximum is the only one."""
+    N, C, H, W = x.shape
+    x64 = x.astype(np.float64)
+    out = idx = None
+    for p, q, P, Q, (h0, h1, w0, w1), _, _ in windows(H, W, k, stride, pad):
+        if out is None:
+            out, idx = np.empty((N, C, P, Q)), np.empty((N, C, P, Q), np.int64)
+        win = x64[:, :, h0:h1, w0:w1].reshape(N, C, -1)
+        local = np.argmax(win, axis=2)
+        out[:, :, p, q] = np.max(win, axis=2)
+        idx[:, :, p, q] = (h0 + local // (w1 - w0)) * W + w0 + local % (w1 - w0)
+    return out, idx
+
+
+def max_pool_backward64(dy, idx, shape):
+    N, C, H, W = shape
+    dx = np.zeros((N * C, H * W))
+    rows = np.repeat(np.arange(N * C), dy[0, 0].size)
+    np.add.at(dx, (rows, idx.reshape(-1)), dy.astype(np.float64).reshape(-1))
+    return dx.reshape(shape)
+
+
+def avg_pool64(x, k, stride, pad, count_include_pad):
+    N, C, H, W = x.shape
+    x64 = x.astype(np.float64)
+    out = None
+    for p, q, P, Q, (h0, h1, w0, w1), padded, inside in windows(H, W, k, stride, pad):
+        if out is None:
+            out = np.empty((N, C, P, Q))
+        div = padded if count_include_pad else inside
+        out[:, :, p, q] = x64[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / div
+    return out
+
+
+def avg_pool_backward64(dy, shape, k, stride, pad, count_include_pad):
+    N, C, H, W = shape
+    dx = np.zeros(shape)
+    for p, q, P, Q, (h0, h1, w0, w1), padded, inside in windows(H, W, k, stride, pad):
+        div = padded if count_include_pad else inside
+        dx[:, :, h0:h1, w0:w1] += dy[:, :, p, q, None, None].astype(np.float64) / div
+    return dx
+
+
+def distinct(shape, rng):
+    """float32 values without ties, far apart (0.1) so small steps keep every argmax."""
+    n = int(np.prod(shape))
+    return (0.1 * rng.permutation(n) - 0.05 * n).astype(np.float32).reshape(shape)
+
+
+# ---- forward and backward against float64 numpy ------------------------------
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+@pytest.mark.parametrize("case", ALL_CASES, ids=str)
+def test_max_pool_matches_numpy(case, reference, num_threads, rng):
+    N, C, H, W, k, s, p = case
+    x = distinct((N, C, H, W), rng)
+    y, idx = F.max_pool2d(x, k, s, p, return_indices=True, reference=reference)
+    want, want_idx = max_pool64(x, k, s, p)
+    assert y.dtype == np.float32 and idx.dtype == np.int32
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+    np.testing.assert_array_equal(idx, want_idx)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = F.max_pool2d_backward(dy, idx, x.shape, reference=reference)
+    assert dx.dtype == np.float32 and dx.shape == x.shape
+    np.testing.assert_allclose(dx, max_pool_backward64(dy, want_idx, x.shape), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False], ids=["incl_pad", "excl_pad"])
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+@pytest.mark.parametrize("case", ALL_CASES, ids=str)
+def test_avg_pool_matches_numpy(case, reference, count_include_pad, num_threads, rng):
+    N, C, H, W, k, s, p = case
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    y = F.avg_pool2d(x, k, s, p, count_include_pad, reference=reference)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, avg_pool64(x, k, s, p, count_include_pad), rtol=1e-5, atol=1e-6)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad, reference=reference)
+    assert dx.dtype == np.float32 and dx.shape == x.shape
+    np.testing.assert_allclose(dx, avg_pool_backward64(dy, x.shape, k, s, p, count_include_pad),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_stride_defaults_to_kernel_size(rng):
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    np.testing.assert_array_equal(F.max_pool2d(x, (3, 2)), F.max_pool2d(x, (3, 2), (3, 2)))
+    np.testing.assert_array_equal(F.avg_pool2d(x, 3), F.avg_pool2d(x, 3, 3))
+    y = F.avg_pool2d(x, 3)
+    np.testing.assert_array_equal(F.avg_pool2d_backward(y, x.shape, 3),
+                                  F.avg_pool2d_backward(y, x.shape, 3, 3))
+
+
+def test_other_dtypes_and_orders_are_converted(rng):
+    x = rng.standard_normal((2, 3, 8, 10))
+    xf = np.asfortranarray(x)
+    np.testing.assert_array_equal(F.max_pool2d(xf, 2), F.max_pool2d(x.astype(np.float32), 2))
+    np.testing.assert_allclose(F.avg_pool2d(xf, 3, 2, 1), avg_pool64(x.astype(np.float32), 3, 2, 1, True),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_one_and_two_threads_agree(rng):
+    x = rng.standard_normal((8, 32, 30, 29)).astype(np.float32)
+    runs = []
+    old = fastcnn.get_num_threads()
+    try:
+        for n in (1, 2):
+            fastcnn.set_num_threads(n)
+            y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+            a = F.avg_pool2d(x, 3, 2, 1)
+            runs.append((y, idx, F.max_pool2d_backward(y, idx, x.shape), a,
+                         F.avg_pool2d_backward(a, x.shape, 3, 2, 1)))
+    finally:
+        fastcnn.set_num_threads(old)
+    for one, two in zip(*runs):
+        np.testing.assert_array_equal(one, two)
+
+
+# ---- finite differences ------------------------------------------------------
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("case", [(2, 3, 7, 9, 3, 2, 1), (1, 2, 6, 5, (2, 3), (1, 2), (1, 1))], ids=str)
+def test_avg_pool_backward_matches_finite_differences(case, count_include_pad, rng):
+    N, C, H, W, k, s, p = case
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    f = lambda z: F.avg_pool2d(z, k, s, p, count_include_pad)
+    u = rng.standard_normal(f(x).shape).astype(np.float32)
+    grad = F.avg_pool2d_backward(u, x.shape, k, s, p, count_include_pad)
+    check_directional(f, x, u, grad, rng, eps=1e-2)
+
+
+@pytest.mark.parametrize("case", [(2, 3, 7, 9, 3, 2, 1), (1, 2, 8, 8, 3, 1, 1), (2, 2, 6, 8, 2, 2, 0)], ids=str)
+def test_max_pool_backward_matches_finite_differences(case, rng):
+    N, C, H, W, k, s, p = case
+    x = distinct((N, C, H, W), rng)
+    y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
+    u = rng.standard_normal(y.shape).astype(np.float32)
+    grad = F.max_pool2d_backward(u, idx, x.shape)
+    # steps of 1e-3 * N(0, 1) cannot reorder values 0.1 apart: argmax stays put
+    check_directional(lambda z: F.max_pool2d(z, k, s, p), x, u, grad, rng, eps=1e-3)
+
+
+# ---- PyTorch parity ------------------------------------------------------------
+
+TORCH_CASES = [(2, 3, 7, 9, 3, 2, 1), (3, 4, 16, 15, 2, 2, 0), (2, 2, 9, 11, (3, 2), (1, 3), (1, 1)),
+               (1, 3, 8, 8, 3, 1, 1), (4, 8, 32, 33, 3, 2, 1), (2, 5, 13, 12, 5, 2, 2)]
+
+
+@pytest.mark.parametrize("case", TORCH_CASES, ids=str)
+def test_max_pool_matches_torch(case, torch, num_threads, rng):
+    N, C, H, W, k, s, p = case
+    # rounded values make ties, exercising torch's first-maximum rule
+    x = np.round(rng.standard_normal((N, C, H, W)), 1).astype(np.float32)
+    dy = None
+    xt = torch.tensor(x, requires_grad=True)
+    yt, it = torch.nn.functional.max_pool2d(xt, k, s, p, return_indices=True)
+    y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(idx, it.numpy())
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.tensor(dy))
+    dx = F.max_pool2d_backward(dy, idx, x.shape)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7)
+    # torch's own int64 indices are accepted too
+    np.testing.assert_array_equal(F.max_pool2d_backward(dy, it.numpy(), x.shape), dx)
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("case", TORCH_CASES, ids=str)
+def test_avg_pool_matches_torch(case, count_include_pad, torch, num_threads, rng):
+    N, C, H, W, k, s, p = case
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.avg_pool2d(xt, k, s, p, count_include_pad=count_include_pad)
+    y = F.avg_pool2d(x, k, s, p, count_include_pad)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-6, atol=1e-7)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.tensor(dy))
+    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+def test_ties_nan_and_inf_like_torch(reference, torch):
+    nan, inf = np.nan, np.inf
+    x = np.array([[[[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]],
+                   [[1, nan, 2, 3], [nan, 1, 3, nan], [0, 0, 5, 5], [0, nan, 5, 5]],
+                   [[-inf] * 4] * 4]], np.float32)
+    for k, s, p in [(2, 2, 0), (3, 1, 1), (3, 2, 1), (2, 1, 0)]:
+        y, idx = F.max_pool2d(x, k, s, p, return_indices=True, reference=reference)
+        yt, it = torch.nn.functional.max_pool2d(torch.tensor(x), k, s, p, return_indices=True)
+        np.testing.assert_array_equal(y, yt.numpy())  # NaN compares equal to NaN here
+        np.testing.assert_array_equal(idx, it.numpy())
+    # the stated rules, spelled out: first maximum, last NaN, first clipped position
+    y, idx = F.max_pool2d(x, 2, return_indices=True, reference=reference)
+    assert idx[0, 0, 0, 0] == 0
+    assert np.isnan(y[0, 1, 0, 0]) and idx[0, 1, 0, 0] == 4
+    assert y[0, 1, 1, 1] == 5 and idx[0, 1, 1, 1] == 10
+    assert y[0, 2, 0, 0] == -inf and idx[0, 2, 0, 0] == 0
+    _, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True, reference=reference)
+    assert idx[0, 2, 1, 1] == 5
+
+
+def test_padding_never_wins(rng):
+    x = -1.0 - rng.random((1, 2, 5, 5)).astype(np.float32)  # all below the zero padding
+    y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert np.all(y < 0)
+    want, want_idx = max_pool64(x, 3, 2, 1)
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+    np.testing.assert_array_equal(idx, want_idx)
+
+
+def test_return_indices_false_returns_only_y(rng):
+    x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    y = F.max_pool2d(x, 2)
+    assert isinstance(y, np.ndarray) and y.shape == (1, 1, 2, 2)
+
+
+def test_docstring_examples():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    np.testing.assert_array_equal(y[0, 0], [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(idx[0, 0], [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(F.avg_pool2d(x, 2)[0, 0], [[2.5, 4.5], [10.5, 12.5]])
+
+
+# ---- bad inputs -------------------------------------------------------------------
+
+X = np.zeros((2, 3, 8, 8), np.float32)
+BAD_FORWARD = [
+    (dict(x=np.zeros((3, 8, 8), np.float32)), ValueError, r"x must be 4-dimensional.*x.shape=\(3, 8, 8\)"),
+    (dict(x=np.zeros((0, 3, 8, 8), np.float32)), ValueError, r"x must not be empty.*\(0, 3, 8, 8\)"),
+    (dict(x=np.array([[[["a"]]]])), TypeError, r"x must be an array of real numbers.*dtype=<U1"),
+    (dict(kernel_size=0), ValueError, r"kernel_size must be positive. Received: kernel_size=0"),
+    (dict(kernel_size=(2, -1)), ValueError, r"kernel_size must be positive. Received: kernel_size=\(2, -1\)"),
+    (dict(kernel_size=2.5), TypeError, r"kernel_size must be an integer. Received: kernel_size=2.5"),
+    (dict(kernel_size=(2, 2, 2)), ValueError, r"kernel_size must be an int or a pair.*\(2, 2, 2\)"),
+    (dict(stride=0), ValueError, r"stride must be positive. Received: stride=0"),
+    (dict(padding=-1), ValueError, r"padding must be non-negative. Received: padding=-1"),
+    (dict(kernel_size=3, padding=2), ValueError,
+     r"padding must be at most half of kernel_size. Received: padding=2 with kernel_size=3"),
+    (dict(kernel_size=(2, 4), padding=(1, 3)), ValueError, r"at most half.*padding=\(1, 3\)"),
+    (dict(kernel_size=11, padding=1), ValueError,
+     r"kernel_size must fit in the padded input.*\(10, 10\). Received: kernel_size=11"),
+    (dict(x=np.broadcast_to(np.float32(0), (1, 1, 46341, 46341))), ValueError,
+     r"H \* W must be below 2\*\*31.*x.shape=\(1, 1, 46341, 46341\)"),
+]
+
+
+@pytest.mark.parametrize("fn", ["max", "avg"])
+@pytest.mark.parametrize("bad,error,match", BAD_FORWARD, ids=lambda v: str(v)[:40])
+def test_bad_forward_arguments_raise(fn, bad, error, match):
+    args = dict(x=X, kernel_size=2, stride=None, padding=0)
+    args.update(bad)
+    with pytest.raises(error, match=match):
+        if fn == "max":
+            F.max_pool2d(**args)
+        else:
+            F.avg_pool2d(**args)
+    if fn == "avg" and "x" not in bad:  # the backward checks its sizes the same way
+        shape = args.pop("x").shape
+        with pytest.raises(error, match=match):
+            F.avg_pool2d_backward(np.zeros((2, 3, 4, 4), np.float32), shape, **args)
+
+
+def test_count_include_pad_must_be_bool():
+    with pytest.raises(TypeError, match=r"count_include_pad must be a bool. Received: count_include_pad='no'"):
+        F.avg_pool2d(X, 2, count_include_pad="no")
+    with pytest.raises(TypeError, match=r"count_include_pad must be a bool"):
+        F.avg_pool2d_backward(np.zeros((2, 3, 4, 4), np.float32), X.shape, 2, count_include_pad=None)
+
+
+@pytest.mark.parametrize("input_shape,error,match", [
+    ((2, 3, 8), ValueError, r"input_shape must be 4 positive integers.*\(2, 3, 8\)"),
+    ((2, 0, 8, 8), ValueError, r"input_shape must be 4 positive integers.*\(2, 0, 8, 8\)"),
+    ((2, 3, 8.5, 8), TypeError, r"input_shape must be 4 positive integers.*8.5"),
+    (5, TypeError, r"input_shape must be 4 positive integers.*input_shape=5"),
+    ((1, 1, 65536, 65536), ValueError, r"H \* W must be below 2\*\*31.*\(1, 1, 65536, 65536\)"),
+])
+def test_bad_input_shape_raises(input_shape, error, match):
+    dy = np.zeros((2, 3, 4, 4), np.float32)
+    with pytest.raises(error, match=match):
+        F.max_pool2d_backward(dy, np.zeros(dy.shape, np.int32), input_shape)
+    with pytest.raises(error, match=match):
+        F.avg_pool2d_backward(dy, input_shape, 2)
+
+
+def test_bad_grad_y_raises():
+    with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, 4, 4\). Received: grad_y.shape=\(2, 3, 4, 5\)"):
+        F.avg_pool2d_backward(np.zeros((2, 3, 4, 5), np.float32), X.shape, 2)
+    with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, P, Q\).*grad_y.shape=\(2, 4, 4, 4\)"):
+        F.max_pool2d_backward(np.zeros((2, 4, 4, 4), np.float32), np.zeros((2, 4, 4, 4), np.int32), X.shape)
+    with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, P, Q\).*grad_y.shape=\(6, 4, 4\)"):
+        F.max_pool2d_backward(np.zeros((6, 4, 4), np.float32), np.zeros((6, 4, 4), np.int32), X.shape)
+    with pytest.raises(TypeError, match=r"grad_y must be an array of real numbers"):
+        F.max_pool2d_backward(np.full((2, 3, 4, 4), None), np.zeros((2, 3, 4, 4), np.int32), X.shape)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+def test_bad_indices_raise(reference):
+    dy = np.ones((2, 3, 4, 4), np.float32)
+    idx = np.zeros(dy.shape, np.int32)
+    with pytest.raises(ValueError, match=r"indices must have shape \(2, 3, 4, 4\). Received: indices.shape=\(2, 3, 4\)"):
+        F.max_pool2d_backward(dy, idx[..., 0], X.shape, reference=reference)
+    with pytest.raises(TypeError, match=r"indices must be integers.*dtype=float32"):
+        F.max_pool2d_backward(dy, idx.astype(np.float32), X.shape, reference=reference)
+    for bad in (64, -1, 2**31 - 1, -2**31):
+        wrong = idx.copy()
+        wrong[1, 2, 3, 3] = bad
+        with pytest.raises(ValueError, match=rf"indices must be in \[0, H \* W\) = \[0, 64\). Received: an index {bad}"):
+            F.max_pool2d_backward(dy, wrong, X.shape, reference=reference)
+    for bad in (2**40, -2**40, 64):  # int64 values are checked before the int32 conversion
+        wrong = idx.astype(np.int64)
+        wrong[0, 0, 0, 0] = bad
+        with pytest.raises(ValueError, match=rf"Received: an index {bad}"):
+            F.max_pool2d_backward(dy, wrong, X.shape, reference=reference)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+@pytest.mark.parametrize("shape,out", [((2, 3, 8, 6), (4, 3)), ((2, 3, 9, 6), (4, 3)), ((1, 2, 6, 9), (2, 3))],
+                         ids=["tiles_2x2", "no_tiles", "tiles_3x3"])
+def test_max_backward_scatters_any_index_in_the_plane(shape, out, reference, num_threads, rng):
+    """Indices need not lie in their window (torch scatters them anywhere in
+    the plane): the tiled fast path must notice and fall back."""
+    N, C, H, W = shape
+    dy = rng.standard_normal((N, C) + out).astype(np.float32)
+    for idx in (np.zeros(dy.shape, np.int64), rng.integers(0, H * W, dy.shape)):
+        if shape == (2, 3, 8, 6):  # one stray index among window-true ones
+            _, idx = F.max_pool2d(distinct(shape, rng), 2, return_indices=True)
+            idx[1, 2, 3, 1] = 0
+        dx = F.max_pool2d_backward(dy, idx.astype(np.int32), shape, reference=reference)
+        np.testing.assert_allclose(dx, max_pool_backward64(dy, idx, shape), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+def test_negative_zero_gradient_gives_positive_zero_like_torch(reference, rng):
+    x = distinct((1, 2, 4, 6), rng)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    dx = F.max_pool2d_backward(np.full(y.shape, -0.0, np.float32), idx, x.shape, reference=reference)
+    assert np.all(dx == 0) and not np.any(np.signbit(dx))
