@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -135,18 +136,17 @@ def memory_result(threads):
         done = subprocess.run([sys.executable, os.path.join(HERE, "memory_run.py"), lib,
                                str(threads), str(MEMORY_STEPS)], capture_output=True, text=True)
         try:
-            peaks[lib] = json.loads(done.stdout.strip().splitlines()[-1])
+            peaks[lib] = side = json.loads(done.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            peaks[lib] = {"error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
-    ours, theirs = peaks["fastcnn"], peaks["torch"]
-    for side, name in ((ours, "fastcnn"), (theirs, "torch")):
+            side = {"error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
         if "error" in side:
             status = "failed"
             if side["error"].startswith("Pending"):
                 status = "pending"
-            elif side["error"].startswith(("MissingPeer", "ModuleNotFoundError")) and name == "torch":
+            elif lib == "torch" and side["error"].startswith("ModuleNotFoundError"):
                 status = "missing"
             return {"status": status, "reason": side["error"].split(": ", 1)[-1]}
+    ours, theirs = peaks["fastcnn"], peaks["torch"]
     return {"status": "ok", "fastcnn": ours["peak_mib"], "peer": theirs["peak_mib"], "rounds": 1,
             "before": [ours["before_mib"], theirs["before_mib"]]}
 
@@ -273,6 +273,7 @@ def summary_lines(groups, results, thread_counts):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group, cases in groups.items():
         cells, worst, measured = [group], None, 0
+        attempted = sum((case.key, t) in results for case in cases for t in thread_counts)
         for t in thread_counts:
             ratios = []
             for case in cases:
@@ -287,7 +288,7 @@ def summary_lines(groups, results, thread_counts):
             g = geomean(ratios)
             cells.append(f"{g:.2f}" if g else "-")
         cells.append(f"{worst[1]}: {worst[0]:.2f}" if worst else "-")
-        cells.append(f"{measured} / {len(cases) * len(thread_counts)}")
+        cells.append(f"{measured} / {attempted}")
         cells.append(GROUPS.get(group, "-"))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -370,7 +371,7 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
     if problems:
         out += ["", "## Pending, missing and failed rows", ""] + problems
     out += ["", "## How the rows are measured", "",
-            *[f"- `{os.path.basename(m.__file__)}`: {m.__doc__.strip().splitlines()[0]}"
+            *[f"- `{os.path.basename(m.__file__)}`: {' '.join(m.__doc__.split())}"
               for m in MODULES],
             "- Memory: `bench/memory_run.py`, one process per library and thread count, "
             f"{MEMORY_STEPS} CIFAR-net train steps (batch 64, SGD with momentum); peak RSS "
@@ -409,7 +410,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     args.threads = [int(t) for t in args.threads.split(",")]
     args.mode = "quick" if args.quick else "full"
-    args.command = "python bench/compare.py" + ("".join(" " + a for a in argv) if argv else "")
+    args.command = " ".join(["python bench/compare.py", shlex.join(argv)]).strip()
     return args
 
 
