@@ -1,7 +1,11 @@
-"""Optimizer steps (csrc/optim.c, through fastcnn.SGD / fastcnn.Adam) against
-torch.optim with its CPU defaults, on the parameters of CIFAR-net (1.1 M
-floats) with fixed gradients. Each call is one step(); both sides update
-their parameters in place every call, so the work per call is equal."""
+"""Optimizer steps (csrc/optim.c) against torch.optim with its CPU defaults,
+with fixed gradients: the kernels (functional.sgd_update / adam_update) on
+one flat CIFAR-net-sized parameter (1.1 M floats) against torch.optim on one
+tensor of that size, and the optimizer classes (fastcnn.SGD / fastcnn.Adam)
+on CIFAR-net's 12 parameters against torch.optim on the same list. Each call
+is one step; both sides update their parameters and state in place every
+call, so the work per call is equal."""
+import numpy as np
 import pytest
 
 import harness
@@ -43,10 +47,53 @@ def step_case(opt_name):
         _, opt, _, topt = pair()
         return Pair(opt.step, topt.step, check)
 
-    return Case("optimizer", f"{opt_name} step, CIFAR-net params", "torch", build)
+    return Case("optimizer", f"{opt_name} step(), CIFAR-net's 12 params", "torch", build)
 
 
-CASES = [step_case(o) for o in models.OPTIMIZERS]
+FLAT = sum(int(np.prod(s)) for s in PARAM_SHAPES)
+
+
+def kernel_case(opt_name):
+    def build(threads):
+        torch = harness.peer_module("torch")
+        sgd_update = harness.fastcnn_attr("functional.sgd_update", "optim family")
+        adam_update = harness.fastcnn_attr("functional.adam_update", "optim family")
+        _, theirs_cls, kwargs = models.OPTIMIZERS[opt_name]
+        r = harness.rng(0)
+        data, grad = randn(r, FLAT, scale=0.1), randn(r, FLAT, scale=0.01)
+
+        def pair():
+            param, state = data.copy(), [np.zeros_like(data), np.zeros_like(data)]
+            steps = [0]
+            if opt_name == "Adam":
+                def ours():
+                    steps[0] += 1
+                    adam_update(param, grad, state[0], state[1], step=steps[0], **kwargs)
+            else:
+                def ours():
+                    steps[0] += 1
+                    sgd_update(param, grad, state[0], first_step=steps[0] == 1, **kwargs)
+            tparam = torch.from_numpy(data.copy()).requires_grad_()
+            tparam.grad = torch.from_numpy(grad)
+            return param, ours, tparam, getattr(torch.optim, theirs_cls)([tparam], **kwargs).step
+
+        def check():
+            param, ours, tparam, peer = pair()
+            for _ in range(3):
+                ours()
+                peer()
+            assert_close(param, tparam.detach().numpy(), "param after 3 steps", tol=1e-5)
+
+        _, ours, _, peer = pair()
+        return Pair(ours, peer, check)
+
+    name = "sgd_update" if opt_name != "Adam" else "adam_update"
+    return Case("optimizer", f"{name} ({opt_name}), 1 tensor of {FLAT / 1e6:.1f}M", "torch",
+                build)
+
+
+CASES = ([kernel_case(o) for o in models.OPTIMIZERS]
+         + [step_case(o) for o in models.OPTIMIZERS])
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
