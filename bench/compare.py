@@ -49,7 +49,7 @@ MODULES = [bench_conv2d, bench_pool2d, bench_gemm, bench_models, bench_activatio
 CASES = [case for module in MODULES for case in module.CASES]
 
 SETTINGS = {   # harness.measure arguments
-    "quick": dict(warmup=1, min_rounds=3, max_rounds=7, budget=0.4, min_sample=2e-3,
+    "quick": dict(warmup=0, min_rounds=3, max_rounds=7, budget=0.4, min_sample=2e-3,
                   floor_rounds=3),
     "full": dict(warmup=2, min_rounds=7, max_rounds=31, budget=4.0, min_sample=5e-3,
                  floor_rounds=5),
@@ -246,7 +246,13 @@ def speedup_cell(case, results, thread_counts):
         return ""
     s = a["fastcnn"] / b["fastcnn"]
     miss = case.large and thread_counts[-1] == 2 * thread_counts[0] and s < LARGE_SPEEDUP
-    return f"{s:.2f}" + (" (miss)" if miss else "")
+    text = f"{s:.2f}" + (" (miss)" if miss else "")
+    # More threads should never be much slower: if they are, others' work got in the way.
+    slow = [side if side == "fastcnn" else case.peer for side in ("fastcnn", "peer")
+            if b[side] > 2 * a[side]]
+    if slow:
+        text += f" ({', '.join(slow)} >2x slower with more threads: disturbed?)"
+    return text
 
 
 def group_table(group, cases, results, thread_counts, peaks):
@@ -256,13 +262,18 @@ def group_table(group, cases, results, thread_counts, peaks):
                  "peak RSS" if group == "memory" else f"{t}T rate"]
     if len(thread_counts) > 1:
         head.append(f"{thread_counts[-1]}T/{thread_counts[0]}T")
+    head.append("rounds")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in cases:
         cells = [case.name, case.peer]
+        rounds = []
         for t in thread_counts:
-            cells += row_cells(case, results.get((case.key, t)), peaks[t])
+            r = results.get((case.key, t))
+            cells += row_cells(case, r, peaks[t])
+            rounds.append(str(r["rounds"]) if r and r["status"] == "ok" else "-")
         if len(thread_counts) > 1:
             cells.append(speedup_cell(case, results, thread_counts))
+        cells.append("/".join(rounds))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -358,8 +369,10 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
         f"| Python | {platform.python_version()} |", "",
         "Ratio = peer time / fastcnn time: above 1 means fastcnn is faster (memory: peer RSS / "
         "fastcnn RSS). \"(miss)\" marks a row below its BENCHMARKS.md target. Times are medians "
-        "of interleaved rounds (A B A B ... after a warm-up, each sample at least "
-        f"{SETTINGS[args.mode]['min_sample'] * 1e3:.0f} ms of repeated calls); rate is fastcnn's "
+        "of interleaved rounds (A B A B ... after the correctness check and "
+        f"{SETTINGS[args.mode]['warmup']} more warm-up call(s) per side; each sample after the "
+        f"first at least {SETTINGS[args.mode]['min_sample'] * 1e3:.0f} ms of repeated calls; "
+        "\"rounds\" gives their number per thread count); rate is fastcnn's "
         "GFLOP/s and its percent of the measured peak at that thread count, or images per second "
         "for model rows. 2T/1T is fastcnn's speedup from 1 to 2 threads.", "",
         "## Summary", "",

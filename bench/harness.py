@@ -190,26 +190,26 @@ def measure(pair, *, warmup=2, min_rounds=5, max_rounds=21, budget=4.0, min_samp
             floor_rounds=3):
     """Median time per call of each side, runs interleaved A B A B ... after warm-up.
 
-    A sample repeats a call enough times to last about ``min_sample`` seconds
-    (so microsecond calls are not timer noise). Rounds stop after
-    ``max_rounds``, or once ``min_rounds`` are done and ``budget`` seconds
-    have passed; rows so slow that ``min_rounds`` would overrun the budget
-    get fewer, but never below ``floor_rounds`` (the report shows how many).
+    Call pair.check() first: it runs each side at least once, so it is a
+    warm-up too; ``warmup`` more untimed calls per side follow. A sample
+    repeats a call enough times to last about ``min_sample`` seconds (so
+    microsecond calls are not timer noise); the first round has one call per
+    side and sizes the others. Rounds stop after ``max_rounds``, or once
+    ``min_rounds`` are done and ``budget`` seconds have passed; rows so slow
+    that ``min_rounds`` would overrun the budget get fewer, but never below
+    ``floor_rounds`` (the report shows how many).
     """
-    fa = fb = 0.0
     for _ in range(warmup):
-        fa = _time_calls(pair.fastcnn, 1)
-        fb = _time_calls(pair.peer, 1)
-    min_rounds = max(floor_rounds, min(min_rounds, int(budget / max(fa + fb, 1e-9))))
-    na = max(1, math.ceil(min_sample / max(fa, 1e-9)))
-    nb = max(1, math.ceil(min_sample / max(fb, 1e-9)))
-    a, b = [], []
+        pair.fastcnn()
+        pair.peer()
+    a, b = [_time_calls(pair.fastcnn, 1)], [_time_calls(pair.peer, 1)]
+    min_rounds = max(floor_rounds, min(min_rounds, int(budget / max(a[0] + b[0], 1e-9))))
+    na = max(1, math.ceil(min_sample / max(a[0], 1e-9)))
+    nb = max(1, math.ceil(min_sample / max(b[0], 1e-9)))
     start = time.perf_counter()
-    while len(a) < max_rounds:
+    while len(a) < max_rounds and (len(a) < min_rounds or time.perf_counter() - start < budget):
         a.append(_time_calls(pair.fastcnn, na))
         b.append(_time_calls(pair.peer, nb))
-        if len(a) >= min_rounds and time.perf_counter() - start > budget:
-            break
     return Timing(statistics.median(a), statistics.median(b), len(a))
 
 
