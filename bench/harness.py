@@ -54,7 +54,6 @@ class Case:
     items: images per call (model rows: shown as images per second).
     target: the ratio (peer time / fastcnn time) BENCHMARKS.md asks for.
     large: a large shape, where 2 threads must be >= 1.85x one thread.
-    quick: part of ``compare.py --quick``.
     isolate: environment variables to unset for this row's process (the
         report then runs the row in a child process).
     """
@@ -66,7 +65,6 @@ class Case:
     items: Optional[int] = None
     target: Optional[float] = None
     large: bool = False
-    quick: bool = True
     isolate: tuple = field(default_factory=tuple)
 
     @property
