@@ -280,10 +280,10 @@ def group_table(group, cases, results, thread_counts, peaks):
 
 def summary_lines(groups, results, thread_counts):
     head = ["group"] + [f"geomean ratio {t}T" for t in thread_counts] + [
-        "worst row", "rows measured", "target"]
+        "worst row", "rows measured", "below target", "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group, cases in groups.items():
-        cells, worst, measured = [group], None, 0
+        cells, worst, measured, below = [group], None, 0, 0
         attempted = sum((case.key, t) in results for case in cases for t in thread_counts)
         for t in thread_counts:
             ratios = []
@@ -292,6 +292,7 @@ def summary_lines(groups, results, thread_counts):
                 if r and r["status"] == "ok":
                     ratio = r["peer"] / r["fastcnn"]
                     ratios.append(ratio)
+                    below += case.target is not None and ratio < case.target
                     if worst is None or ratio < worst[0]:
                         worst = (ratio, f"{case.name}"
                                  f"{'' if case.peer == 'torch' else ' vs ' + case.peer} {t}T")
@@ -300,6 +301,7 @@ def summary_lines(groups, results, thread_counts):
             cells.append(f"{g:.2f}" if g else "-")
         cells.append(f"{worst[1]}: {worst[0]:.2f}" if worst else "-")
         cells.append(f"{measured} / {attempted}")
+        cells.append(str(below) if any(c.target is not None for c in cases) else "-")
         cells.append(GROUPS.get(group, "-"))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -369,8 +371,9 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
         f"| Python | {platform.python_version()} |", "",
         "Ratio = peer time / fastcnn time: above 1 means fastcnn is faster (memory: peer RSS / "
         "fastcnn RSS). \"(miss)\" marks a row below its BENCHMARKS.md target. Times are medians "
-        "of interleaved rounds (A B A B ... after the correctness check and "
-        f"{SETTINGS[args.mode]['warmup']} more warm-up call(s) per side; each sample after the "
+        "of interleaved rounds (A B A B ... after the correctness check, which runs each side at "
+        f"least once, and {SETTINGS[args.mode]['warmup']} further warm-up call(s) per side; each "
+        "sample after the "
         f"first at least {SETTINGS[args.mode]['min_sample'] * 1e3:.0f} ms of repeated calls; "
         "\"rounds\" gives their number per thread count); rate is fastcnn's "
         "GFLOP/s and its percent of the measured peak at that thread count, or images per second "
