@@ -13,9 +13,11 @@ same thread count. Rows whose fastcnn side is not built yet are listed as
 pending, rows whose peer is not installed as missing, rows that raise or
 disagree with the peer as failed: nothing is hidden or faked.
 
-The numpy GEMM rows run in a child process with OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE unset (they slow OpenBLAS on this project's machines). The
-memory rows run each library's 20-step training in its own process.
+The rows run in a child process, so that a crash is reported on its row
+(and the run goes on) instead of ending the report; the numpy GEMM rows run
+in their own child with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they
+slow OpenBLAS on this project's machines). The memory rows run each
+library's 20-step training in its own process.
 """
 import argparse
 import datetime
@@ -94,39 +96,70 @@ def run_case(case, threads, settings):
     return {"status": "ok", "fastcnn": t.fastcnn, "peer": t.peer, "rounds": t.rounds}
 
 
-def run_isolated(cases, thread_counts, mode):
-    """Run ``cases`` in a child process without the environment variables they
-    name; returns {(name, threads): result} and the child's BLAS description."""
-    drop = sorted({v for c in cases for v in c.isolate})
+def run_children(cases, args, drop=()):
+    """Run the rows of ``cases`` in a child process (without the environment
+    variables ``drop``), which streams its results back as JSON lines. A
+    crash (a fastcnn bug must not take the report down with it) is reported
+    on the row that was running, and a fresh child resumes after that row.
+    Returns {(key, threads): result} and the child's BLAS description."""
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "child.json")
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", out,
-               "--threads", ",".join(map(str, thread_counts)),
-               "--names", json.dumps([c.key for c in cases])]
-        if mode == "quick":
-            cmd.append("--quick")
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if done.returncode != 0 or not os.path.exists(out):
-            reason = f"child process failed: {done.stderr.strip()[-400:]}"
-            return {(c.key, t): {"status": "failed", "reason": reason}
-                    for c in cases for t in thread_counts}, None
-        with open(out) as f:
-            data = json.load(f)
-    results = {(r["key"], r["threads"]): r["result"] for r in data["results"]}
-    return results, data["blas"]
+    todo = [(c.key, t) for c in cases for t in args.threads]
+    results, blas = {}, None
+    while todo:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "rows.jsonl")
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", out,
+                   "--rows", json.dumps(todo)] + (["--quick"] if args.quick else [])
+            child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+            tail = []
+            for line in child.stderr:       # relay everything, keep the last non-progress lines
+                sys.stderr.write(line)
+                if not PROGRESS_LINE.search(line):
+                    tail = (tail + [line.strip()])[-5:]
+            child.wait()
+            running = None
+            if os.path.exists(out):
+                with open(out) as f:
+                    for line in f:
+                        rec = json.loads(line)
+                        row = tuple(rec.get("row", ()))
+                        if rec["event"] == "blas":
+                            blas = rec["blas"]
+                        elif rec["event"] == "start":
+                            running = row
+                        else:
+                            results[row] = rec["result"]
+                            running = None
+        todo = [row for row in todo if row not in results]
+        if child.returncode == 0:
+            break
+        died = (f"signal {-child.returncode}" if child.returncode < 0
+                else f"exit status {child.returncode}")
+        reason = f"the benchmark process died ({died}): {' / '.join(tail)[-300:]}"
+        if running is None:             # died outside a row: nothing to resume from
+            results.update({row: {"status": "failed", "reason": reason} for row in todo})
+            break
+        results[running] = {"status": "failed", "reason": reason}
+        todo.remove(running)
+    return results, blas
 
 
 def child_main(args):
-    keys = json.loads(args.names)
-    results = []
-    for case in CASES:
-        if case.key in keys:
-            for t in args.threads:
-                results.append({"key": case.key, "threads": t,
-                                "result": run_case(case, t, SETTINGS[args.mode])})
-    with open(args.child, "w") as f:
-        json.dump({"results": results, "blas": blas_info()}, f)
+    """Run the given rows, appending one JSON line per event to args.child."""
+    rows = [tuple(r) for r in json.loads(args.rows)]
+    by_key = {c.key: c for c in CASES}
+    with open(args.child, "a") as f:
+        def emit(**rec):
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+        emit(event="blas", blas=blas_info())
+        for key, t in rows:
+            emit(event="start", row=[key, t])
+            t0 = time.perf_counter()
+            r = run_case(by_key[key], t, SETTINGS[args.mode])
+            emit(event="result", row=[key, t], result=r)
+            _progress(by_key[key], t, r, time.perf_counter() - t0)
 
 
 def memory_result(threads):
@@ -422,7 +455,7 @@ def parse_args(argv):
     p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="markdown file to write")
     p.add_argument("--note", help="a note for the report's header (e.g. machine busy)")
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--names", help=argparse.SUPPRESS)
+    p.add_argument("--rows", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.threads = [int(t) for t in args.threads.split(",")]
     args.mode = "quick" if args.quick else "full"
@@ -447,17 +480,13 @@ def main(argv=None):
     results, blas_child = {}, None
     isolated = [c for c in cases if c.isolate]
     if isolated:
-        print(f"running {len(isolated)} row(s) in a child process without "
-              f"{', '.join(sorted({v for c in isolated for v in c.isolate}))} ...", file=sys.stderr)
-        child, blas_child = run_isolated(isolated, args.threads, args.mode)
+        drop = sorted({v for c in isolated for v in c.isolate})
+        print(f"running {len(isolated)} row(s) in a child process without {', '.join(drop)}",
+              file=sys.stderr)
+        child, blas_child = run_children(isolated, args, drop)
         results.update(child)
-    for case in cases:
-        if case.isolate:
-            continue
-        for t in args.threads:
-            t0 = time.perf_counter()
-            results[(case.key, t)] = r = run_case(case, t, SETTINGS[args.mode])
-            _progress(case, t, r, time.perf_counter() - t0)
+    child, _ = run_children([c for c in cases if not c.isolate], args)
+    results.update(child)
     memory_case = None
     if not args.only or re.search(args.only, "memory: CIFAR-net"):
         memory_case = harness.Case("memory", f"CIFAR-net {MEMORY_STEPS} train steps, peak RSS",
@@ -474,6 +503,9 @@ def main(argv=None):
     with open(args.out, "w") as f:
         f.write(text)
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+PROGRESS_LINE = re.compile(r"\[\d+\.\d s\]$")
 
 
 def _progress(case, t, r, seconds):
