@@ -334,7 +334,8 @@ def summary_lines(groups, results, thread_counts):
             cells.append(f"{g:.2f}" if g else "-")
         cells.append(f"{worst[1]}: {worst[0]:.2f}" if worst else "-")
         cells.append(f"{measured} / {attempted}")
-        cells.append(str(below) if any(c.target is not None for c in cases) else "-")
+        cells.append(str(below) if measured and any(c.target is not None for c in cases)
+                     else "-")
         cells.append(GROUPS.get(group, "-"))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
