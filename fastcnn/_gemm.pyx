@@ -1,4 +1,6 @@
 """Binding of csrc/gemm: the sgemm engine, for tests and benchmarks."""
+import math
+
 import numpy as np
 from libc.stdint cimport int64_t
 
@@ -16,6 +18,16 @@ def _operand(x, name):
             and _rows_contiguous(x):
         return x
     return as_float32(x, name, ndim=2)
+
+
+def _scalar(x, name):
+    """as_float, with a fast path for plain finite Python numbers (tiny
+    products are dominated by call overhead)."""
+    if type(x) is float or type(x) is int:
+        v = float(x)
+        if math.isfinite(v):
+            return v
+    return as_float(x, name)
 
 
 def _rows_contiguous(x):
@@ -68,8 +80,8 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     """
     aa = _operand(a, "a")
     bb = _operand(b, "b")
-    fa = as_float(alpha, "alpha")
-    fb = as_float(beta, "beta")
+    fa = _scalar(alpha, "alpha")
+    fb = _scalar(beta, "beta")
     cdef int ta = bool(trans_a), tb = bool(trans_b)
     cdef int64_t M = aa.shape[1] if ta else aa.shape[0]
     cdef int64_t K = aa.shape[0] if ta else aa.shape[1]

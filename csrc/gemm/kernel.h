@@ -21,15 +21,36 @@
 typedef void (*gemm_ukernel)(int64_t kc, const float *a, const float *b, int64_t ldb,
                              float *c, int64_t ldc, float alpha, float beta, int mr, int nr);
 
+/* Transposing copy used to pack the operand stored across the panel (A when
+ * not transposed, B when transposed):
+ *   dst[c*ldd + r] = src[r*lds + c]   for r < rows (rows <= ldd), c < cols. */
+typedef void (*gemm_transpose)(float *dst, int64_t ldd, const float *src, int64_t lds,
+                               int64_t rows, int64_t cols);
+
 /* A micro-kernel and the cache blocking that suits it. */
 typedef struct {
     const char *name;
     int mr, nr;     /* register tile */
-    int kc;         /* depth of a block: a kc x NR panel of B stays in L1 */
+    int kc;         /* depth of a block */
     int mc;         /* rows of a packed mc x kc block of A, kept in L2 */
     int nc;         /* columns of a packed kc x nc panel of B, kept in L3 */
     gemm_ukernel ukernel;
+    gemm_transpose transpose;
 } gemm_kernel;
+
+/* The portable transposing copy, 16 columns at a time so that each source
+ * cache line is used whole while it is in L1 (a header inline, so that the
+ * per-ISA files can use it without calling into another file). */
+static inline void gemm_transpose_scalar(float *dst, int64_t ldd, const float *src, int64_t lds,
+                                         int64_t rows, int64_t cols)
+{
+    for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+        int64_t cn = cols - c0 < 16 ? cols - c0 : 16;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cn; c++)
+                dst[(c0 + c) * ldd + r] = src[r * lds + c0 + c];
+    }
+}
 
 extern const gemm_kernel gemm_kernel_generic;
 #ifdef FASTCNN_X86_KERNELS

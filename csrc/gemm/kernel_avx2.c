@@ -81,4 +81,5 @@ static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, flo
     }
 }
 
-const gemm_kernel gemm_kernel_avx2 = {"avx2", MR, NR, 256, 168, 4096, ukernel};
+const gemm_kernel gemm_kernel_avx2 = {"avx2", MR, NR, 256, 168, 4096, ukernel,
+                                      gemm_transpose_scalar};

@@ -32,4 +32,5 @@ static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, flo
         }
 }
 
-const gemm_kernel gemm_kernel_generic = {"generic", MR, NR, 256, 128, 4096, ukernel};
+const gemm_kernel gemm_kernel_generic = {"generic", MR, NR, 256, 128, 4096, ukernel,
+                                         gemm_transpose_scalar};

@@ -98,10 +98,7 @@ static void pack_a_panel(float *dst, const gemm_plan *p, int64_t i0, int64_t m,
             for (int64_t i = m; i < mr; i++) d[i] = 0.0f;
         }
     } else {
-        for (int64_t i = 0; i < m; i++) {
-            const float *src = p->A + (i0 + i) * p->lda + p0;
-            for (int64_t k = 0; k < kc; k++) dst[k * mr + i] = src[k];
-        }
+        p->kr->transpose(dst, mr, p->A + i0 * p->lda + p0, p->lda, m, kc);
         for (int64_t i = m; i < mr; i++)
             for (int64_t k = 0; k < kc; k++) dst[k * mr + i] = 0.0f;
     }
@@ -113,16 +110,14 @@ static void pack_b_panel(float *dst, const gemm_plan *p, int64_t p0, int64_t kc,
                          int64_t j0, int64_t n)
 {
     const int nr = p->kr->nr;
-    for (int64_t k = 0; k < kc; k++) {
-        float *d = dst + k * nr;
-        if (p->transb) {                /* B is (N,K) */
-            const float *src = p->B + j0 * p->ldb + p0 + k;
-            for (int64_t j = 0; j < n; j++) d[j] = src[j * p->ldb];
-        } else {
-            memcpy(d, p->B + (p0 + k) * p->ldb + j0, (size_t)n * sizeof(float));
-        }
-        for (int64_t j = n; j < nr; j++) d[j] = 0.0f;
+    if (p->transb) {                    /* B is (N,K) */
+        p->kr->transpose(dst, nr, p->B + j0 * p->ldb + p0, p->ldb, n, kc);
+    } else {
+        for (int64_t k = 0; k < kc; k++)
+            memcpy(dst + k * nr, p->B + (p0 + k) * p->ldb + j0, (size_t)n * sizeof(float));
     }
+    for (int64_t k = 0; k < kc && n < nr; k++)
+        for (int64_t j = n; j < nr; j++) dst[k * nr + j] = 0.0f;
 }
 
 /* Pack the A rows i0..i0+m (MR panels number first..last-1 of the block). */
@@ -305,13 +300,17 @@ int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
         return FASTCNN_ENOMEM;
     float *sbuf = buf, *pbuf = buf + shared, *ebuf = pbuf + nt * priv;
 
-    /* threads write disjoint row (split M) or column (split N) ranges of C */
-    #pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        if (split_n)
-            run_split_n(&p, sbuf, pbuf, ebuf, priv, edge, nt);
-        else
-            run_split_m(&p, sbuf, pbuf, ebuf, priv, edge, nt);
+    if (nt == 1) {          /* no parallel region: it costs ~1 us on tiny products */
+        run_split_m(&p, sbuf, pbuf, ebuf, priv, edge, 1);
+    } else {
+        /* threads write disjoint row (split M) or column (split N) ranges of C */
+        #pragma omp parallel num_threads(nt)
+        {
+            if (split_n)
+                run_split_n(&p, sbuf, pbuf, ebuf, priv, edge, nt);
+            else
+                run_split_m(&p, sbuf, pbuf, ebuf, priv, edge, nt);
+        }
     }
     fastcnn_free(buf);
     return FASTCNN_OK;
