@@ -163,12 +163,25 @@ static void macro_kernel(const gemm_plan *p, const float *ap, const float *bp, f
     }
 }
 
-/* Thread t of nt: its share [lo, hi) of `total`, split in whole units. */
-static void share(int64_t total, int64_t unit, int t, int nt, int64_t *lo, int64_t *hi)
+/* Block b of nb: its share [lo, hi) of `total`, split in whole units. */
+static void share(int64_t total, int64_t unit, int64_t b, int64_t nb, int64_t *lo, int64_t *hi)
 {
     int64_t units = ceil_div(total, unit);
-    *lo = min64(total, units * t / nt * unit);
-    *hi = min64(total, units * (t + 1) / nt * unit);
+    *lo = min64(total, units * b / nb * unit);
+    *hi = min64(total, units * (b + 1) / nb * unit);
+}
+
+/* The most rows (or columns) share() gives one of nb blocks. */
+static int64_t share_max(int64_t total, int64_t unit, int64_t nb)
+{
+    return ceil_div(ceil_div(total, unit), nb) * unit;
+}
+
+/* Blocks to cut a dimension of `units` tiles into: at least ceil(total /
+ * block), a multiple of nt (so they share out evenly), at most `units`. */
+static int64_t block_count(int64_t total, int64_t block, int64_t units, int nt)
+{
+    return min64(units, round_up(ceil_div(total, block), nt));
 }
 
 static inline int thread_id(void)
@@ -180,18 +193,17 @@ static inline int thread_id(void)
 #endif
 }
 
-/* Split along M: thread t owns rows [m0, m1) of C and its A buffer; the B
- * panel (bshared) is packed by all threads together. Runs inside a parallel
- * region of nt threads (or serially, nt = 1). */
-static void run_split_m(const gemm_plan *p, float *bshared, float *abuf, float *edge,
-                        int64_t astride, int64_t estride, int nt)
+/* Split along M: nb row blocks of C are handed out dynamically (a thread
+ * that is descheduled on a busy machine does not hold the others up for
+ * long); each thread packs A into its own buffer, and all share the B panel
+ * (bshared), packed together. Runs inside a parallel region of nt threads,
+ * or outside any (nt = 1), where the omp for loops run serially. */
+static void run_split_m(const gemm_plan *p, int64_t nb, float *bshared, float *abuf,
+                        float *edge, int64_t astride, int64_t estride)
 {
     const int t = thread_id();
     const int nr = p->kr->nr;
-    int64_t m0, m1;
-    share(p->M, p->kr->mr, t, nt, &m0, &m1);
     float *ap = abuf + t * astride, *ep = edge + t * estride;
-    int64_t mc = m1 > m0 ? even_chunk(m1 - m0, p->mc, p->kr->mr) : 0;
     for (int64_t j0 = 0; j0 < p->N; j0 += p->nc) {
         int64_t n = min64(p->nc, p->N - j0);
         for (int64_t p0 = 0; p0 < p->K; p0 += p->kc) {
@@ -200,34 +212,33 @@ static void run_split_m(const gemm_plan *p, float *bshared, float *abuf, float *
             if (!p->direct_b) {
                 int64_t panels = ceil_div(n, nr);
                 /* each thread packs whole, disjoint NR-column panels of B */
-                #pragma omp for schedule(static)
+                #pragma omp for schedule(dynamic, 4)
                 for (int64_t jp = 0; jp < panels; jp++)
                     pack_b_panel(bshared + jp * nr * kc, p, p0, kc, j0 + jp * nr,
                                  min64(nr, n - jp * nr));
             }
-            for (int64_t i0 = m0; i0 < m1; i0 += mc) {
-                int64_t m = min64(mc, m1 - i0);
-                pack_a_block(ap, p, i0, m, p0, kc);
-                macro_kernel(p, ap, bshared, ep, i0, m, j0, n, p0, kc, beta);
-            }
-            if (!p->direct_b) {
-                #pragma omp barrier
+            /* each block writes its own rows of C; the implicit barrier keeps
+             * bshared until every block is done with it */
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t b = 0; b < nb; b++) {
+                int64_t i0, i1;
+                share(p->M, p->kr->mr, b, nb, &i0, &i1);
+                pack_a_block(ap, p, i0, i1 - i0, p0, kc);
+                macro_kernel(p, ap, bshared, ep, i0, i1 - i0, j0, n, p0, kc, beta);
             }
         }
     }
 }
 
-/* Split along N: thread t owns columns [n0, n1) of C and its B buffer; the
- * A block (ashared) is packed by all threads together. */
-static void run_split_n(const gemm_plan *p, float *ashared, float *bbuf, float *edge,
-                        int64_t bstride, int64_t estride, int nt)
+/* Split along N: nb column blocks of C are handed out dynamically; each
+ * thread packs B into its own buffer, and all share the A block (ashared),
+ * packed together. */
+static void run_split_n(const gemm_plan *p, int64_t nb, float *ashared, float *bbuf,
+                        float *edge, int64_t bstride, int64_t estride)
 {
     const int t = thread_id();
     const int mr = p->kr->mr;
-    int64_t n0, n1;
-    share(p->N, p->kr->nr, t, nt, &n0, &n1);
     float *bp = bbuf + t * bstride, *ep = edge + t * estride;
-    int64_t nc = n1 > n0 ? even_chunk(n1 - n0, p->nc, p->kr->nr) : 0;
     for (int64_t p0 = 0; p0 < p->K; p0 += p->kc) {
         int64_t kc = min64(p->kc, p->K - p0);
         float beta = p0 == 0 ? p->beta : 1.0f;
@@ -235,17 +246,20 @@ static void run_split_n(const gemm_plan *p, float *ashared, float *bbuf, float *
             int64_t m = min64(p->mc, p->M - i0);
             int64_t panels = ceil_div(m, mr);
             /* each thread packs whole, disjoint MR-row panels of A */
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(dynamic, 4)
             for (int64_t ip = 0; ip < panels; ip++)
                 pack_a_panel(ashared + ip * mr * kc, p, i0 + ip * mr, min64(mr, m - ip * mr),
                              p0, kc);
-            for (int64_t j0 = n0; j0 < n1; j0 += nc) {
-                int64_t n = min64(nc, n1 - j0);
+            /* each block writes its own columns of C; the implicit barrier
+             * keeps ashared until every block is done with it */
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t b = 0; b < nb; b++) {
+                int64_t j0, j1;
+                share(p->N, p->kr->nr, b, nb, &j0, &j1);
                 if (!p->direct_b)
-                    pack_b_block(bp, p, p0, kc, j0, n);
-                macro_kernel(p, ashared, bp, ep, i0, m, j0, n, p0, kc, beta);
+                    pack_b_block(bp, p, p0, kc, j0, j1 - j0);
+                macro_kernel(p, ashared, bp, ep, i0, m, j0, j1 - j0, p0, kc, beta);
             }
-            #pragma omp barrier
         }
     }
 }
@@ -287,11 +301,12 @@ int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
         nt = (int)(tm * tn);
     /* split the dimension that shares out more evenly; ties go to M */
     int split_n = nt > 1 && tiles_per_thread(tn, nt) * tm < tiles_per_thread(tm, nt) * tn;
+    int64_t nb = split_n ? block_count(N, p.nc, tn, nt) : block_count(M, p.mc, tm, nt);
 
     /* shared block, then per-thread blocks, then per-thread edge panels */
     int64_t shared = split_n ? p.mc * p.kc : (p.direct_b ? 0 : p.nc * p.kc);
-    int64_t priv = split_n ? (p.direct_b ? 0 : min64(p.nc, tiles_per_thread(tn, nt) * kr->nr) * p.kc)
-                           : p.mc * p.kc;
+    int64_t priv = split_n ? (p.direct_b ? 0 : share_max(N, kr->nr, nb) * p.kc)
+                           : share_max(M, kr->mr, nb) * p.kc;
     int64_t edge = round_up(p.kc * kr->nr, 16);
     shared = round_up(shared, 16);
     priv = round_up(priv, 16);
@@ -301,15 +316,15 @@ int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
     float *sbuf = buf, *pbuf = buf + shared, *ebuf = pbuf + nt * priv;
 
     if (nt == 1) {          /* no parallel region: it costs ~1 us on tiny products */
-        run_split_m(&p, sbuf, pbuf, ebuf, priv, edge, 1);
+        run_split_m(&p, nb, sbuf, pbuf, ebuf, priv, edge);
     } else {
-        /* threads write disjoint row (split M) or column (split N) ranges of C */
+        /* threads write disjoint row (split M) or column (split N) blocks of C */
         #pragma omp parallel num_threads(nt)
         {
             if (split_n)
-                run_split_n(&p, sbuf, pbuf, ebuf, priv, edge, nt);
+                run_split_n(&p, nb, sbuf, pbuf, ebuf, priv, edge);
             else
-                run_split_m(&p, sbuf, pbuf, ebuf, priv, edge, nt);
+                run_split_m(&p, nb, sbuf, pbuf, ebuf, priv, edge);
         }
     }
     fastcnn_free(buf);
