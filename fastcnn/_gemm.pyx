@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+cimport numpy as cnp
 from libc.stdint cimport int64_t
 
 from . cimport _fastcnn as capi  # not `c`: that is the output argument
@@ -10,33 +11,37 @@ from ._checks import as_float, as_float32
 from ._config import get_num_threads
 
 
-def _operand(x, name):
+cdef object _operand(object x, str name):
     """x as a 2-D float32 array whose rows are contiguous (a row-slice view of a
     C-contiguous array is used in place, its row stride passed as the leading
     dimension); anything else is converted once."""
-    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.size \
-            and _rows_contiguous(x):
+    if type(x) is np.ndarray and (<cnp.ndarray> x).descr.type_num == cnp.NPY_FLOAT32 \
+            and _rows_contiguous(<cnp.ndarray> x) and cnp.PyArray_SIZE(<cnp.ndarray> x) > 0:
         return x
     return as_float32(x, name, ndim=2)
 
 
-def _scalar(x, name):
+cdef bint _rows_contiguous(cnp.ndarray x):
+    if cnp.PyArray_NDIM(x) != 2:
+        return False
+    cdef cnp.npy_intp *st = cnp.PyArray_STRIDES(x)
+    return st[1] == 4 and st[0] >= 4 * cnp.PyArray_DIMS(x)[1] and st[0] % 4 == 0
+
+
+cdef int64_t _ld(cnp.ndarray x):
+    """Leading dimension (row stride in elements) of a rows-contiguous array."""
+    return cnp.PyArray_STRIDES(x)[0] // 4 if cnp.PyArray_DIMS(x)[0] > 1 else cnp.PyArray_DIMS(x)[1]
+
+
+cdef double _scalar(object x, str name) except? -1.0:
     """as_float, with a fast path for plain finite Python numbers (tiny
     products are dominated by call overhead)."""
+    cdef double v
     if type(x) is float or type(x) is int:
         v = float(x)
         if math.isfinite(v):
             return v
     return as_float(x, name)
-
-
-def _rows_contiguous(x):
-    return x.strides[1] == 4 and x.strides[0] >= 4 * x.shape[1] and x.strides[0] % 4 == 0
-
-
-def _ld(x):
-    """Leading dimension (row stride in elements) of a rows-contiguous array."""
-    return x.strides[0] // 4 if x.shape[0] > 1 else x.shape[1]
 
 
 def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
@@ -97,7 +102,7 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     else:
         out = c
         if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim != 2 \
-                or not out.flags.writeable or not out.size or not _rows_contiguous(out):
+                or not out.flags.writeable or not out.size or not _rows_contiguous(<cnp.ndarray> out):
             raise TypeError(
                 "c must be a writeable 2-D float32 numpy array with contiguous rows. Received: c "
                 + (f"with dtype={out.dtype}, shape={out.shape}, strides={out.strides}"
@@ -110,7 +115,7 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     cdef const float *pa = fptr(aa)
     cdef const float *pb = fptr(bb)
     cdef float *pc = fptr(out)
-    cdef int64_t lda = _ld(aa), ldb = _ld(bb), ldc = _ld(out)
+    cdef int64_t lda = _ld(<cnp.ndarray> aa), ldb = _ld(<cnp.ndarray> bb), ldc = _ld(<cnp.ndarray> out)
     cdef float al = fa, be = fb
     cdef int nt = get_num_threads()
     cdef int rc = capi.FASTCNN_OK
