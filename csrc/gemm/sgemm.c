@@ -19,6 +19,11 @@
 #include <stddef.h>
 #include <string.h>
 
+#include <stdatomic.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -184,6 +189,46 @@ static int64_t block_count(int64_t total, int64_t block, int64_t units, int nt)
     return min64(units, round_up(ceil_div(total, block), nt));
 }
 
+/* The threads of one call hand out blocks with an atomic counter and wait
+ * for each other in wait_all(), which yields the core (sched_yield) while
+ * waiting instead of spinning as OpenMP's barrier does: on a machine with
+ * more runnable threads than cores, a spinning waiter keeps its partner (often
+ * queued on the same core) from running, and each step then costs a time
+ * slice. Uncontended, sched_yield returns at once. */
+typedef struct {
+    atomic_llong next;      /* next block of the current step */
+    atomic_llong arrived;   /* threads at the end of the current step */
+    atomic_llong gen;       /* steps completed */
+} gemm_sync;
+
+static inline void yield_core(void)
+{
+#if defined(__unix__) || defined(__APPLE__)
+    sched_yield();
+#endif
+}
+
+static inline int64_t grab(gemm_sync *s)
+{
+    return atomic_fetch_add_explicit(&s->next, 1, memory_order_relaxed);
+}
+
+/* End of a step: returns when all nt threads have called it, with the
+ * block counter reset (every thread has stopped grabbing by then) and every
+ * thread's writes visible. */
+static void wait_all(gemm_sync *s, int nt)
+{
+    long long gen = atomic_load_explicit(&s->gen, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&s->arrived, 1, memory_order_acq_rel) + 1 == nt) {
+        atomic_store_explicit(&s->next, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->gen, gen + 1, memory_order_release);
+    } else {
+        while (atomic_load_explicit(&s->gen, memory_order_acquire) == gen)
+            yield_core();
+    }
+}
+
 static inline int thread_id(void)
 {
 #ifdef _OPENMP
@@ -194,12 +239,12 @@ static inline int thread_id(void)
 }
 
 /* Split along M: nb row blocks of C are handed out dynamically (a thread
- * that is descheduled on a busy machine does not hold the others up for
- * long); each thread packs A into its own buffer, and all share the B panel
- * (bshared), packed together. Runs inside a parallel region of nt threads,
- * or outside any (nt = 1), where the omp for loops run serially. */
-static void run_split_m(const gemm_plan *p, int64_t nb, float *bshared, float *abuf,
-                        float *edge, int64_t astride, int64_t estride)
+ * that is descheduled on a busy machine holds the others up less); each
+ * thread packs A into its own buffer, and all share the B panel (bshared),
+ * packed together. Runs on each of nt threads (nt = 1: serially). */
+static void run_split_m(const gemm_plan *p, gemm_sync *sync, int nt, int64_t nb,
+                        float *bshared, float *abuf, float *edge, int64_t astride,
+                        int64_t estride)
 {
     const int t = thread_id();
     const int nr = p->kr->nr;
@@ -209,23 +254,21 @@ static void run_split_m(const gemm_plan *p, int64_t nb, float *bshared, float *a
         for (int64_t p0 = 0; p0 < p->K; p0 += p->kc) {
             int64_t kc = min64(p->kc, p->K - p0);
             float beta = p0 == 0 ? p->beta : 1.0f;
-            if (!p->direct_b) {
+            if (!p->direct_b) {     /* each thread packs whole, disjoint panels of B */
                 int64_t panels = ceil_div(n, nr);
-                /* each thread packs whole, disjoint NR-column panels of B */
-                #pragma omp for schedule(dynamic, 4)
-                for (int64_t jp = 0; jp < panels; jp++)
+                for (int64_t jp = grab(sync); jp < panels; jp = grab(sync))
                     pack_b_panel(bshared + jp * nr * kc, p, p0, kc, j0 + jp * nr,
                                  min64(nr, n - jp * nr));
+                wait_all(sync, nt);
             }
-            /* each block writes its own rows of C; the implicit barrier keeps
-             * bshared until every block is done with it */
-            #pragma omp for schedule(dynamic, 1)
-            for (int64_t b = 0; b < nb; b++) {
+            /* each block writes its own rows of C */
+            for (int64_t b = grab(sync); b < nb; b = grab(sync)) {
                 int64_t i0, i1;
                 share(p->M, p->kr->mr, b, nb, &i0, &i1);
                 pack_a_block(ap, p, i0, i1 - i0, p0, kc);
                 macro_kernel(p, ap, bshared, ep, i0, i1 - i0, j0, n, p0, kc, beta);
             }
+            wait_all(sync, nt);     /* bshared is repacked next */
         }
     }
 }
@@ -233,8 +276,9 @@ static void run_split_m(const gemm_plan *p, int64_t nb, float *bshared, float *a
 /* Split along N: nb column blocks of C are handed out dynamically; each
  * thread packs B into its own buffer, and all share the A block (ashared),
  * packed together. */
-static void run_split_n(const gemm_plan *p, int64_t nb, float *ashared, float *bbuf,
-                        float *edge, int64_t bstride, int64_t estride)
+static void run_split_n(const gemm_plan *p, gemm_sync *sync, int nt, int64_t nb,
+                        float *ashared, float *bbuf, float *edge, int64_t bstride,
+                        int64_t estride)
 {
     const int t = thread_id();
     const int mr = p->kr->mr;
@@ -246,20 +290,19 @@ static void run_split_n(const gemm_plan *p, int64_t nb, float *ashared, float *b
             int64_t m = min64(p->mc, p->M - i0);
             int64_t panels = ceil_div(m, mr);
             /* each thread packs whole, disjoint MR-row panels of A */
-            #pragma omp for schedule(dynamic, 4)
-            for (int64_t ip = 0; ip < panels; ip++)
+            for (int64_t ip = grab(sync); ip < panels; ip = grab(sync))
                 pack_a_panel(ashared + ip * mr * kc, p, i0 + ip * mr, min64(mr, m - ip * mr),
                              p0, kc);
-            /* each block writes its own columns of C; the implicit barrier
-             * keeps ashared until every block is done with it */
-            #pragma omp for schedule(dynamic, 1)
-            for (int64_t b = 0; b < nb; b++) {
+            wait_all(sync, nt);
+            /* each block writes its own columns of C */
+            for (int64_t b = grab(sync); b < nb; b = grab(sync)) {
                 int64_t j0, j1;
                 share(p->N, p->kr->nr, b, nb, &j0, &j1);
                 if (!p->direct_b)
                     pack_b_block(bp, p, p0, kc, j0, j1 - j0);
                 macro_kernel(p, ashared, bp, ep, i0, m, j0, j1 - j0, p0, kc, beta);
             }
+            wait_all(sync, nt);     /* ashared is repacked next */
         }
     }
 }
@@ -315,16 +358,20 @@ int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
         return FASTCNN_ENOMEM;
     float *sbuf = buf, *pbuf = buf + shared, *ebuf = pbuf + nt * priv;
 
+    gemm_sync sync;
+    atomic_init(&sync.next, 0);
+    atomic_init(&sync.arrived, 0);
+    atomic_init(&sync.gen, 0);
     if (nt == 1) {          /* no parallel region: it costs ~1 us on tiny products */
-        run_split_m(&p, nb, sbuf, pbuf, ebuf, priv, edge);
+        run_split_m(&p, &sync, 1, nb, sbuf, pbuf, ebuf, priv, edge);
     } else {
         /* threads write disjoint row (split M) or column (split N) blocks of C */
         #pragma omp parallel num_threads(nt)
         {
             if (split_n)
-                run_split_n(&p, nb, sbuf, pbuf, ebuf, priv, edge);
+                run_split_n(&p, &sync, nt, nb, sbuf, pbuf, ebuf, priv, edge);
             else
-                run_split_m(&p, nb, sbuf, pbuf, ebuf, priv, edge);
+                run_split_m(&p, &sync, nt, nb, sbuf, pbuf, ebuf, priv, edge);
         }
     }
     fastcnn_free(buf);
