@@ -1,7 +1,9 @@
 """sgemm (csrc/gemm) against float64 numpy: every transpose pair, sizes that
 straddle the micro-tile and cache-block boundaries, alpha/beta, leading
 dimensions, threads, and every instruction-set path this CPU supports."""
+import ctypes
 import itertools
+import mmap
 import os
 import subprocess
 import sys
@@ -117,6 +119,39 @@ def test_leading_dimensions_larger_than_rows(M, N, K, ta, tb, num_threads, rng):
     np.testing.assert_array_equal(c_big[outside], guard[outside])
 
 
+def guarded(rows, cols, rng, keep):
+    """A float32 (rows, cols) array that ends exactly where an inaccessible
+    page begins: reading or writing one element past it faults."""
+    page = mmap.PAGESIZE
+    nbytes = rows * cols * 4
+    pages = -(-nbytes // page)
+    mm = mmap.mmap(-1, (pages + 1) * page)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(addr + pages * page, page, 0) == 0
+    keep.append(mm)
+    arr = np.frombuffer(mm, np.float32, rows * cols, pages * page - nbytes).reshape(rows, cols)
+    arr[:] = rng.standard_normal((rows, cols))
+    return arr
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mprotect"), reason="needs mprotect")
+@pytest.mark.parametrize("ta,tb", TRANS, ids=TRANS_IDS)
+def test_guard_page_no_access_past_the_end(ta, tb, num_threads, rng):
+    """A, B and C each end at an inaccessible page: the edge tiles, the
+    in-place B panels and the masked SIMD packing must stay inside."""
+    keep = []
+    for M, N, K in [(1, 1, 1), (13, 31, 15), (15, 33, 17), (50, 47, 513), (300, 70, 9)]:
+        a = guarded(*((K, M) if ta else (M, K)), rng, keep)
+        b = guarded(*((N, K) if tb else (K, N)), rng, keep)
+        c = guarded(M, N, rng, keep)
+        c0 = c.copy()
+        _gemm.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=1.0, beta=0.5)
+        want, tol = expected(a, b, c0, ta, tb, 1.0, 0.5)
+        assert np.all(np.abs(c - want) <= tol)
+
+
 def test_non_contiguous_and_other_dtypes_are_converted(rng):
     a64 = rng.standard_normal((30, 20))                          # float64
     b = rng.standard_normal((40, 20)).astype(np.float32).T      # (20, 40), Fortran order
@@ -224,7 +259,7 @@ def test_every_isa_path_in_a_subprocess(isa):
     env = dict(os.environ, FASTCNN_ISA=isa)
     # the best path already ran in this process: there, only check the report
     select = ("forced" if isa == _cpu.cpu_isa()
-              else "(matches or leading) and 2threads or agree or forced or nan")
+              else "(matches or leading or guard) and 2threads or agree or forced or nan")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", select],
         env=env, capture_output=True, text=True, timeout=600,
