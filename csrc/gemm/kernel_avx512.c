@@ -7,8 +7,9 @@
  * 2 512-bit FMAs per cycle at 4 cycles latency, so >= 8 independent
  * accumulator chains keep both pipes busy (28 >> 8), and 16 loads per 14
  * cycles stay under its 2 loads per cycle. Rows beyond mr are never
- * computed (the tile is specialised for each mr); columns beyond nr are
- * masked off when C is read and written.
+ * computed (the tile is specialised for each mr, and for edges of at most
+ * 16 columns, e.g. N = 784 = 24 x 32 + 16); columns beyond nr are masked
+ * off when C is read and written.
  *
  * Blocking (48 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3), measured
  * against kc in {256, 384, 512, 768, 1024} x mc in {84, 168, 336, 504}:
@@ -34,15 +35,16 @@
 #define NV 2            /* zmm vectors per row of the tile */
 #define NR (16 * NV)
 
+/* The tile's first m rows and first nv vectors (nv * 16 >= nr columns). */
 static inline __attribute__((always_inline)) void
-tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
+tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
      int64_t ldc, float alpha, float beta, int nr)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 16
     for (int i = 0; i < m; i++)
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
+        for (int v = 0; v < nv; v++)
             acc[i][v] = _mm512_setzero_ps();
     /* C is touched only after the k loop: fetch its lines meanwhile
      * (prefetches never fault, so the full NR width is safe) */
@@ -59,13 +61,13 @@ tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float
         _mm_prefetch((const char *)(b + 8 * ldb + 16), _MM_HINT_T0);
         _mm_prefetch((const char *)(a + 16 * MR), _MM_HINT_T0);
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
+        for (int v = 0; v < nv; v++)
             bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 16
         for (int i = 0; i < m; i++) {
             __m512 ai = _mm512_set1_ps(a[i]);
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++)
+            for (int v = 0; v < nv; v++)
                 acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
         a += MR;
@@ -74,7 +76,7 @@ tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __mmask16 mask[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) {
+    for (int v = 0; v < nv; v++) {
         int rem = nr - 16 * v;
         mask[v] = rem >= 16 ? (__mmask16)0xFFFF : rem <= 0 ? 0 : (__mmask16)((1u << rem) - 1);
     }
@@ -82,7 +84,7 @@ tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float
     for (int i = 0; i < m; i++) {
         float *ci = c + i * ldc;
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < nv; v++) {
             __m512 r = _mm512_mul_ps(acc[i][v], va);
             if (beta != 0.0f)
                 r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], ci + 16 * v), r);
@@ -91,7 +93,13 @@ tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float
     }
 }
 
-#define TILE_CASE(m) case m: tile(m, kc, a, b, ldb, c, ldc, alpha, beta, nr); break;
+#define TILE_CASE(m)                                                        \
+    case m:                                                                 \
+        if (nr > 16)                                                        \
+            tile(m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr);             \
+        else        /* an edge of at most 16 columns: half the FMAs */      \
+            tile(m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr);             \
+        break;
 
 static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
                     int64_t ldc, float alpha, float beta, int mr, int nr)
