@@ -49,23 +49,23 @@ CONV = [
 ]
 
 
-def timer(fn, target):
+def timer(fn, target, clock):
     """A sample: fn repeated so that one sample takes about `target` seconds."""
     fn()
-    t = time.perf_counter()
+    t = clock()
     fn()
-    once = max(time.perf_counter() - t, 1e-7)
+    once = max(clock() - t, 1e-7)
     reps = max(1, int(target / once))
 
     def sample():
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(reps):
             fn()
-        return (time.perf_counter() - t0) / reps
+        return (clock() - t0) / reps
     return sample
 
 
-def measure(M, N, K, ta, tb, threads, samples, target, rng):
+def measure(M, N, K, ta, tb, threads, samples, target, rng, clock):
     a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
     b = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
     c_ours = np.empty((M, N), np.float32)
@@ -80,7 +80,7 @@ def measure(M, N, K, ta, tb, threads, samples, target, rng):
 
     fastcnn.set_num_threads(threads)
     with threadpool_limits(limits=threads, user_api="blas"):
-        s_ours, s_np = timer(ours, target), timer(theirs, target)
+        s_ours, s_np = timer(ours, target, clock), timer(theirs, target, clock)
         t_ours, t_np = [], []
         for _ in range(samples):           # interleaved: A B A B ...
             t_ours.append(s_ours())
@@ -98,8 +98,13 @@ def main():
     ap.add_argument("--peak", type=float, default=269.0, help="FP32 peak GFLOP/s per core")
     ap.add_argument("--only", default="", help="run the rows whose name contains this")
     ap.add_argument("--no-conv", action="store_true", help="square sizes only")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: perf_counter (default); cpu: the process's CPU time, which "
+                         "ignores time slices lost to other processes on a busy machine "
+                         "(meaningful at 1 thread only: at more it also counts waiting)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     rows = SQUARE + ([] if args.no_conv else CONV)
     rows = [r for r in rows if args.only in r[0]]
     blas = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})"
@@ -107,13 +112,16 @@ def main():
     print(f"# sgemm vs numpy, {datetime.date.today()}, {platform.node()}, "
           f"{platform.processor() or platform.machine()}, fastcnn isa={_cpu.isa()}, "
           f"numpy {np.__version__} with {', '.join(blas)}")
-    print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}\n")
+    print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
+    print(f"# clock: {args.clock}; medians of {args.samples} interleaved samples; load average "
+          f"before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
     print("| shape | M | N | K | op | threads | fastcnn GFLOP/s | numpy GFLOP/s "
           "| ratio | % of peak |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for threads in [int(t) for t in args.threads.split(",")]:
         for name, M, N, K, ta, tb in rows:
-            t_ours, t_np = measure(M, N, K, ta, tb, threads, args.samples, args.target, rng)
+            t_ours, t_np = measure(M, N, K, ta, tb, threads, args.samples, args.target, rng,
+                                   clock)
             flops = 2.0 * M * N * K
             op = ("T" if ta else "N") + ("T" if tb else "N")
             print(f"| {name} | {M} | {N} | {K} | {op} | {threads} | {flops / t_ours / 1e9:.1f} "

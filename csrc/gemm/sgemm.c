@@ -5,16 +5,21 @@
  *   jc over N in nc columns    B panel (kc x nc) packed, kept in L3
  *    pc over K in kc steps
  *     ic over M in mc rows     A block (mc x kc) packed, kept in L2
- *      jr over nc in NR        B micro-panel (kc x NR) in L1
+ *      jr over nc in NR        B micro-panel (kc x NR), L1 / L2
  *       ir over mc in MR       micro-kernel: MR x NR tile of C in registers
- * The micro-kernel (and its MR, NR, kc, mc, nc) is chosen once per process
- * from fastcnn_isa(). Packed buffers come from fastcnn_alloc once per call.
+ * The micro-kernel (and its MR, NR, kc, mc, nc and transposing copy) is
+ * chosen once per process from fastcnn_isa(). Packed buffers come from one
+ * fastcnn_alloc per call, before any thread starts (so ENOMEM leaves C
+ * untouched).
  *
- * Threads: C is split between the threads along M (each thread packs its own
- * A blocks, all share one packed B panel, packed cooperatively) or, when N
- * has more MR x NR tiles to share out evenly, along N (all share one packed
- * A block). Small M: B is not packed; its full NR-wide panels are read in
- * place (packing B costs one copy per 2M flops, too much when M is small).
+ * Threads: C is cut along M (each thread packs A for the row blocks it
+ * takes; all share one B panel, packed together) or, when N has more
+ * MR x NR tiles to share out evenly, along N (each thread packs B for its
+ * column blocks; all share one A block). Blocks, a multiple of the thread
+ * count, are handed out dynamically, and threads wait for each other
+ * yielding the core (see gemm_sync). Small M: B is not packed; its full
+ * NR-wide panels are read in place (packing B costs one copy per 2M flops,
+ * too much when M is small).
  */
 #include <stddef.h>
 #include <string.h>
@@ -238,6 +243,16 @@ static inline int thread_id(void)
 #endif
 }
 
+/* Threads that actually run the parallel region (wait_all counts them). */
+static inline int team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 /* Split along M: nb row blocks of C are handed out dynamically (a thread
  * that is descheduled on a busy machine holds the others up less); each
  * thread packs A into its own buffer, and all share the B panel (bshared),
@@ -368,10 +383,11 @@ int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
         /* threads write disjoint row (split M) or column (split N) blocks of C */
         #pragma omp parallel num_threads(nt)
         {
+            int team = team_size();     /* may be fewer than nt (nested, limits) */
             if (split_n)
-                run_split_n(&p, &sync, nt, nb, sbuf, pbuf, ebuf, priv, edge);
+                run_split_n(&p, &sync, team, nb, sbuf, pbuf, ebuf, priv, edge);
             else
-                run_split_m(&p, &sync, nt, nb, sbuf, pbuf, ebuf, priv, edge);
+                run_split_m(&p, &sync, team, nb, sbuf, pbuf, ebuf, priv, edge);
         }
     }
     fastcnn_free(buf);
