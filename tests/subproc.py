@@ -15,7 +15,12 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file_
 
 def run_python(code, cwd, timeout=120, **env_overrides):
     """Run `code` with env_overrides set; returns the CompletedProcess (text mode)."""
+    return run_python_args(["-c", code], cwd, timeout, **env_overrides)
+
+
+def run_python_args(args, cwd, timeout=120, **env_overrides):
+    """Run `python *args` with env_overrides set; returns the CompletedProcess."""
     env = dict(os.environ, **env_overrides)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)

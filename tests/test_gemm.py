@@ -5,8 +5,6 @@ import ctypes
 import itertools
 import mmap
 import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 
 import fastcnn
 from fastcnn import _cpu, _gemm
+from subproc import run_python_args
 
 TRANS = list(itertools.product([False, True], repeat=2))
 TRANS_IDS = ["NN", "NT", "TN", "TT"]
@@ -251,18 +250,15 @@ def test_isa_is_the_forced_one():
 @pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
                     reason="already inside a forced-ISA run")
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
-def test_every_isa_path_in_a_subprocess(isa):
+def test_every_isa_path_in_a_subprocess(isa, tmp_path):
     """FASTCNN_ISA is resolved once per process, so each path runs this file's
     numeric tests in its own pytest process."""
     if isa not in supported_isas():
         pytest.skip(f"this CPU does not support {isa}")
-    env = dict(os.environ, FASTCNN_ISA=isa)
     # the best path already ran in this process: there, only check the report
     select = ("forced" if isa == _cpu.cpu_isa()
               else "(matches or leading or guard) and 2threads or agree or forced or nan")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", select],
-        env=env, capture_output=True, text=True, timeout=600,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = run_python_args(["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", select],
+                           cwd=tmp_path, timeout=600, FASTCNN_ISA=isa)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and " failed" not in done.stdout

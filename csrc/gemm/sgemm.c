@@ -257,11 +257,10 @@ static inline int team_size(void)
  * that is descheduled on a busy machine holds the others up less); each
  * thread packs A into its own buffer, and all share the B panel (bshared),
  * packed together. Runs on each of nt threads (nt = 1: serially). */
-static void run_split_m(const gemm_plan *p, gemm_sync *sync, int nt, int64_t nb,
+static void run_split_m(const gemm_plan *p, gemm_sync *sync, int t, int nt, int64_t nb,
                         float *bshared, float *abuf, float *edge, int64_t astride,
                         int64_t estride)
 {
-    const int t = thread_id();
     const int nr = p->kr->nr;
     float *ap = abuf + t * astride, *ep = edge + t * estride;
     for (int64_t j0 = 0; j0 < p->N; j0 += p->nc) {
@@ -291,11 +290,10 @@ static void run_split_m(const gemm_plan *p, gemm_sync *sync, int nt, int64_t nb,
 /* Split along N: nb column blocks of C are handed out dynamically; each
  * thread packs B into its own buffer, and all share the A block (ashared),
  * packed together. */
-static void run_split_n(const gemm_plan *p, gemm_sync *sync, int nt, int64_t nb,
+static void run_split_n(const gemm_plan *p, gemm_sync *sync, int t, int nt, int64_t nb,
                         float *ashared, float *bbuf, float *edge, int64_t bstride,
                         int64_t estride)
 {
-    const int t = thread_id();
     const int mr = p->kr->mr;
     float *bp = bbuf + t * bstride, *ep = edge + t * estride;
     for (int64_t p0 = 0; p0 < p->K; p0 += p->kc) {
@@ -378,16 +376,17 @@ int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
     atomic_init(&sync.arrived, 0);
     atomic_init(&sync.gen, 0);
     if (nt == 1) {          /* no parallel region: it costs ~1 us on tiny products */
-        run_split_m(&p, &sync, 1, nb, sbuf, pbuf, ebuf, priv, edge);
+        /* thread 0's buffers, even when called from a caller's parallel region */
+        run_split_m(&p, &sync, 0, 1, nb, sbuf, pbuf, ebuf, priv, edge);
     } else {
         /* threads write disjoint row (split M) or column (split N) blocks of C */
         #pragma omp parallel num_threads(nt)
         {
-            int team = team_size();     /* may be fewer than nt (nested, limits) */
+            int t = thread_id(), team = team_size();  /* team may be < nt (nested, limits) */
             if (split_n)
-                run_split_n(&p, &sync, team, nb, sbuf, pbuf, ebuf, priv, edge);
+                run_split_n(&p, &sync, t, team, nb, sbuf, pbuf, ebuf, priv, edge);
             else
-                run_split_m(&p, &sync, team, nb, sbuf, pbuf, ebuf, priv, edge);
+                run_split_m(&p, &sync, t, team, nb, sbuf, pbuf, ebuf, priv, edge);
         }
     }
     fastcnn_free(buf);
