@@ -1,0 +1,113 @@
+"""Binding of csrc/gemm: the sgemm engine, for tests and benchmarks."""
+import numpy as np
+from libc.stdint cimport int64_t
+
+from . cimport _fastcnn as capi  # not `c`: that is the output argument
+from ._fastcnn cimport fptr
+from ._checks import as_float, as_float32
+from ._config import get_num_threads
+
+
+def _operand(x, name):
+    """x as a 2-D float32 array whose rows are contiguous (a row-slice view of a
+    C-contiguous array is used in place, its row stride passed as the leading
+    dimension); anything else is converted once."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.size \
+            and _rows_contiguous(x):
+        return x
+    return as_float32(x, name, ndim=2)
+
+
+def _rows_contiguous(x):
+    return x.strides[1] == 4 and x.strides[0] >= 4 * x.shape[1] and x.strides[0] % 4 == 0
+
+
+def _ld(x):
+    """Leading dimension (row stride in elements) of a rows-contiguous array."""
+    return x.strides[0] // 4 if x.shape[0] > 1 else x.shape[1]
+
+
+def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
+          reference=False):
+    """General matrix multiply ``C = alpha * op(a) @ op(b) + beta * C`` in float32.
+
+    ``op(x)`` is ``x.T`` when the matching ``trans_*`` flag is set, else ``x``.
+
+    Args:
+        a: 2-D array, (M, K), or (K, M) with ``trans_a``.
+        b: 2-D array, (K, N), or (N, K) with ``trans_b``.
+        c: optional float32 (M, N) array updated in place: C-contiguous, or a
+            row-slice view of one (unit column stride; its row stride is
+            passed as the leading dimension). When omitted a new array is
+            returned (and ``beta`` multiplies zeros).
+        trans_a, trans_b: use the transpose of a / b.
+        alpha, beta: finite real scalars. With ``beta == 0`` the old C is not
+            read (NaN in C is overwritten), as in BLAS.
+        reference: use the plain reference kernel (the test oracle).
+
+    Input shape:
+        a (M, K) or (K, M); b (K, N) or (N, K); c (M, N).
+
+    Output shape:
+        (M, N).
+
+    Returns:
+        c (the same object when given), float32.
+
+    Raises:
+        ValueError: wrong dimensionality, empty or incompatible shapes, or a
+            ``c`` that overlaps ``a`` or ``b``.
+        TypeError: non-numeric inputs, or a ``c`` that is not a writeable
+            float32 array with contiguous rows.
+        MemoryError: when packing buffers cannot be allocated.
+
+    Example:
+        >>> sgemm(np.eye(2), np.ones((2, 3)))
+        array([[1., 1., 1.],
+               [1., 1., 1.]], dtype=float32)
+    """
+    aa = _operand(a, "a")
+    bb = _operand(b, "b")
+    fa = as_float(alpha, "alpha")
+    fb = as_float(beta, "beta")
+    cdef int ta = bool(trans_a), tb = bool(trans_b)
+    cdef int64_t M = aa.shape[1] if ta else aa.shape[0]
+    cdef int64_t K = aa.shape[0] if ta else aa.shape[1]
+    cdef int64_t Kb = bb.shape[1] if tb else bb.shape[0]
+    cdef int64_t N = bb.shape[0] if tb else bb.shape[1]
+    if K != Kb:
+        raise ValueError(
+            f"op(a) and op(b) must have matching inner dimensions, op(a) (M, K) and op(b) "
+            f"(K, N). Received: a.shape={aa.shape} (trans_a={bool(ta)}), "
+            f"b.shape={bb.shape} (trans_b={bool(tb)})")
+    if c is None:
+        out = np.empty((M, N), np.float32) if fb == 0.0 else np.zeros((M, N), np.float32)
+    else:
+        out = c
+        if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim != 2 \
+                or not out.flags.writeable or not out.size or not _rows_contiguous(out):
+            raise TypeError(
+                "c must be a writeable 2-D float32 numpy array with contiguous rows. Received: c "
+                + (f"with dtype={out.dtype}, shape={out.shape}, strides={out.strides}"
+                   if isinstance(out, np.ndarray) else f"of type {type(out).__name__}"))
+        if out.shape != (M, N):
+            raise ValueError(f"c must have shape {(M, N)}. Received: c.shape={out.shape}")
+        if np.may_share_memory(out, aa) or np.may_share_memory(out, bb):
+            raise ValueError("c must not overlap a or b. Received: c sharing memory with "
+                             + ("a" if np.may_share_memory(out, aa) else "b"))
+    cdef const float *pa = fptr(aa)
+    cdef const float *pb = fptr(bb)
+    cdef float *pc = fptr(out)
+    cdef int64_t lda = _ld(aa), ldb = _ld(bb), ldc = _ld(out)
+    cdef float al = fa, be = fb
+    cdef int nt = get_num_threads()
+    cdef int rc = capi.FASTCNN_OK
+    cdef bint ref = reference
+    with nogil:
+        if ref:
+            capi.sgemm_ref(ta, tb, M, N, K, al, pa, lda, pb, ldb, be, pc, ldc)
+        else:
+            rc = capi.sgemm(ta, tb, M, N, K, al, pa, lda, pb, ldb, be, pc, ldc, nt)
+    if rc != capi.FASTCNN_OK:
+        raise MemoryError(f"sgemm could not allocate its packing buffers (M={M}, N={N}, K={K})")
+    return out
