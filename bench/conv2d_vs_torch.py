@@ -1,7 +1,10 @@
 """conv2d: fastcnn against PyTorch, same process, same inputs, same threads.
 
 Each repeat runs torch and fastcnn back to back (alternating which goes
-first); the table gives wall-clock medians over the repeats, the ratio
+first); the table gives medians over the repeats (1 thread: CPU time of
+the calling thread, which both libraries compute on, so time slices lost
+to other processes on a shared machine do not count; 2 threads: wall
+clock), the ratio
 torch / fastcnn (higher is better for fastcnn), and fastcnn's GFLOP/s with
 its share of the peak (269 GFLOP/s per core AVX-512, BENCHMARKS.md).
 fwd+bwd computes the gradients of the input, the weight and the bias.
@@ -79,18 +82,18 @@ def runners(shape, mode):
     return torch_fwdbwd, ours_fwdbwd, flops
 
 
-def timed(fn):
-    t0 = time.perf_counter()
+def timed(fn, clock):
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
-def measure(shape, mode, repeats, min_time=0.02):
+def measure(shape, mode, repeats, clock, min_time=0.02):
     tf, of, flops = runners(shape, mode)
     for _ in range(2):
         tf(), of()
     # several calls per sample for very short ops, so each sample is >= min_time/4
-    one = max(1e-6, min(timed(tf), timed(of)))
+    one = max(1e-6, min(timed(tf, clock), timed(of, clock)))
     inner = max(1, int(min_time / 4 / one))
     ts, os_ = [], []
     for i in range(repeats):
@@ -98,10 +101,10 @@ def measure(shape, mode, repeats, min_time=0.02):
         if i % 2:
             pair.reverse()
         for fn, acc in pair:
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 fn()
-            acc.append((time.perf_counter() - t0) / inner)
+            acc.append((clock() - t0) / inner)
     return statistics.median(ts), statistics.median(os_), flops
 
 
@@ -122,7 +125,8 @@ def main():
         fastcnn.set_num_threads(nt)
         for name in a.shapes:
             for mode in a.modes:
-                tt, ot, flops = measure(SHAPES[name], mode, a.repeats)
+                clock = time.thread_time if nt == 1 else time.perf_counter
+                tt, ot, flops = measure(SHAPES[name], mode, a.repeats, clock)
                 r = tt / ot
                 ratios.append(r)
                 gf = flops / ot / 1e9

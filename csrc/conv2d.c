@@ -239,27 +239,35 @@ static int64_t split_point(int64_t n, int64_t i, int64_t parts)
 
 /* ---- im2col / col2im (a group of images side by side) --------------------- */
 
-/* out (P, Q) = the input plane xc (H, W) seen through kernel tap (r, t). */
-static void im2col_plane(float *restrict out, const float *restrict xc, int64_t r, int64_t t,
-                         const conv2d_shape *s)
+/* out (P, Q), image i at out + i ostride, = the input plane xc (H, W) of
+ * image i (at xc + i xstride) seen through kernel tap (r, t), for i < cnt.
+ * (No memcpy/memset calls for rows of a few floats: plain loops are faster.) */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void im2col_row(float *restrict out, const float *restrict xc, int64_t cnt,
+                       int64_t ostride, int64_t xstride, int64_t r, int64_t t,
+                       const conv2d_shape *s)
 {
     span ps = valid_span(r - s->ph, s->sh, s->H, s->P);
     span qs = valid_span(t - s->pw, s->sw, s->W, s->Q);
     if (qs.lo == qs.hi)
         ps.hi = ps.lo;  /* no tap column inside the input: the whole plane is zero */
-    memset(out, 0, (size_t)(ps.lo * s->Q) * sizeof(float));
-    for (int64_t p = ps.lo; p < ps.hi; p++) {
-        float *restrict o = out + p * s->Q;
-        const float *restrict xr = xc + (p * s->sh - s->ph + r) * s->W
-                                 + (qs.lo * s->sw - s->pw + t) - qs.lo * s->sw;
-        for (int64_t q = 0; q < qs.lo; q++) o[q] = 0.0f;
-        if (s->sw == 1)
-            for (int64_t q = qs.lo; q < qs.hi; q++) o[q] = xr[q];
-        else
-            for (int64_t q = qs.lo; q < qs.hi; q++) o[q] = xr[q * s->sw];
-        for (int64_t q = qs.hi; q < s->Q; q++) o[q] = 0.0f;
+    int64_t PQ = s->P * s->Q, sw = s->sw;
+    for (int64_t i = 0; i < cnt; i++) {
+        float *restrict o = out + i * ostride;
+        for (int64_t j = 0; j < ps.lo * s->Q; j++) o[j] = 0.0f;
+        for (int64_t p = ps.lo; p < ps.hi; p++) {
+            float *restrict op = o + p * s->Q;
+            const float *restrict xr = xc + i * xstride + (p * s->sh - s->ph + r) * s->W
+                                     + t - s->pw;
+            for (int64_t q = 0; q < qs.lo; q++) op[q] = 0.0f;
+            if (sw == 1)
+                for (int64_t q = qs.lo; q < qs.hi; q++) op[q] = xr[q];
+            else
+                for (int64_t q = qs.lo; q < qs.hi; q++) op[q] = xr[q * sw];
+            for (int64_t q = qs.hi; q < s->Q; q++) op[q] = 0.0f;
+        }
+        for (int64_t j = ps.hi * s->Q; j < PQ; j++) o[j] = 0.0f;
     }
-    memset(out + ps.hi * s->Q, 0, (size_t)((s->P - ps.hi) * s->Q) * sizeof(float));
 }
 
 /* col (CRS, cnt PQ) = the im2col matrices of cnt images x (cnt, C, H, W),
@@ -268,33 +276,38 @@ static void im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *
                    int nthreads)
 {
     int64_t rows = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
+    int64_t CHW = s->C * s->H * s->W;
     int nt = fastcnn_threads_for(rows * cols, nthreads);
-    /* each (row, image) block of col is written by one iteration */
+    /* each row (c, r, t) of col is written by one iteration */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t it = 0; it < rows * cnt; it++) {
-        int64_t row = it / cnt, i = it % cnt;
+    for (int64_t row = 0; row < rows; row++) {
         int64_t c = row / (s->R * s->S), r = row / s->S % s->R, t = row % s->S;
-        im2col_plane(col + row * cols + i * PQ, x + (i * s->C + c) * s->H * s->W, r, t, s);
+        im2col_row(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r, t, s);
     }
 }
 
-/* dxc (H, W) += the plane in (P, Q) scattered back through kernel tap (r, t). */
-static void col2im_plane(float *restrict dxc, const float *restrict in, int64_t r, int64_t t,
-                         const conv2d_shape *s)
+/* For i < cnt: the plane dxc + i xstride (H, W) += the plane in + i istride
+ * (P, Q) scattered back through kernel tap (r, t). */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void col2im_row(float *restrict dxc, const float *restrict in, int64_t cnt,
+                       int64_t xstride, int64_t istride, int64_t r, int64_t t,
+                       const conv2d_shape *s)
 {
     span ps = valid_span(r - s->ph, s->sh, s->H, s->P);
     span qs = valid_span(t - s->pw, s->sw, s->W, s->Q);
     if (qs.lo == qs.hi)
         return;
-    for (int64_t p = ps.lo; p < ps.hi; p++) {
-        const float *restrict i = in + p * s->Q;
-        float *restrict dr = dxc + (p * s->sh - s->ph + r) * s->W
-                           + (qs.lo * s->sw - s->pw + t) - qs.lo * s->sw;
-        if (s->sw == 1)
-            for (int64_t q = qs.lo; q < qs.hi; q++) dr[q] += i[q];
-        else
-            for (int64_t q = qs.lo; q < qs.hi; q++) dr[q * s->sw] += i[q];
-    }
+    int64_t sw = s->sw;
+    for (int64_t i = 0; i < cnt; i++)
+        for (int64_t p = ps.lo; p < ps.hi; p++) {
+            const float *restrict ip = in + i * istride + p * s->Q;
+            float *restrict dr = dxc + i * xstride + (p * s->sh - s->ph + r) * s->W
+                               + t - s->pw;
+            if (sw == 1)
+                for (int64_t q = qs.lo; q < qs.hi; q++) dr[q] += ip[q];
+            else
+                for (int64_t q = qs.lo; q < qs.hi; q++) dr[q * sw] += ip[q];
+        }
 }
 
 /* dx (cnt, C, H, W) = col2im of col (CRS, cnt PQ), laid out as im2col's. */
@@ -302,15 +315,16 @@ static void col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape 
                    int nthreads)
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q, RS = s->R * s->S, cols = cnt * PQ;
+    int64_t CHW = s->C * HW;
     int nt = fastcnn_threads_for(cnt * s->C * RS * PQ, nthreads);
-    /* (image, channel) owns its plane of dx and reads only its own blocks of col */
+    /* channel c owns its planes of dx (in every image) and reads only its rows of col */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t it = 0; it < cnt * s->C; it++) {
-        int64_t i = it / s->C, c = it % s->C;
-        float *dxc = dx + it * HW;
-        memset(dxc, 0, (size_t)HW * sizeof(float));
+    for (int64_t c = 0; c < s->C; c++) {
+        for (int64_t i = 0; i < cnt; i++)
+            memset(dx + i * CHW + c * HW, 0, (size_t)HW * sizeof(float));
         for (int64_t rt = 0; rt < RS; rt++)
-            col2im_plane(dxc, col + (c * RS + rt) * cols + i * PQ, rt / s->S, rt % s->S, s);
+            col2im_row(dx + c * HW, col + (c * RS + rt) * cols, cnt, CHW, PQ, rt / s->S,
+                       rt % s->S, s);
     }
 }
 
