@@ -7,14 +7,18 @@
  * kernel). Any input position outside [0,H) x [0,W) reads as zero; every
  * read of x is bounds-checked, never padded in memory.
  *
- * Fast path (per image, CRS = C R S, PQ = P Q):
- *   forward          y (K, PQ)   = w (K, CRS) col (CRS, PQ) + b
- *   backward data    col         = w^T dy (K, PQ), then dx = col2im(col)
- *   backward weight  dw (K, CRS) += dy col^T,  db += row sums of dy
- * where col = im2col(x); a 1x1, stride-1, unpadded convolution uses x (C, HW)
- * itself as col. With at least as many images as threads, threads take
- * whole images (own scratch, sgemm on one thread); otherwise images run one
- * after another and sgemm uses every thread.
+ * Fast path: images are taken in groups whose im2col matrices sit side by
+ * side, col (CRS, cnt PQ), so one GEMM spans cnt PQ columns (CRS = C R S,
+ * PQ = P Q):
+ *   forward          y (K, cnt PQ)  = w (K, CRS) col, scattered to NCHW + b
+ *   backward data    col            = w^T dy (K, cnt PQ), dx = col2im(col)
+ *   backward weight  dw (K, CRS)   += dy (K, cnt PQ) col^T,  db += sums of dy
+ * where dy is gathered into (K, cnt PQ) for groups of more than one image,
+ * and a 1x1, stride-1, unpadded single image uses x (C, HW) itself as col.
+ * With at least as many images as threads, threads take contiguous ranges
+ * of images (own scratch, GEMMs on one thread); otherwise groups run one
+ * after another and the GEMM and copies use every thread. Scratch comes
+ * from a one-slot cache, so repeated calls do not page-fault it afresh.
  */
 #include <string.h>
 
