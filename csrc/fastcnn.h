@@ -90,6 +90,9 @@ int conv2d_backward_data(float *dx, const float *dy, const float *w,
  * db (K) += sum of dy over N, P, Q; db may be NULL. */
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            const conv2d_shape *s, int nthreads);
+/* Tuning and test hook: images are grouped so that one GEMM spans about
+ * `columns` output positions (<= 0: the default). Returns the old value. */
+int64_t conv2d_set_group_columns(int64_t columns);
 void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s);
 void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,
