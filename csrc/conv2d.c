@@ -7,14 +7,18 @@
  * kernel). Any input position outside [0,H) x [0,W) reads as zero; every
  * read of x is bounds-checked, never padded in memory.
  *
- * Fast path (per image, CRS = C R S, PQ = P Q):
- *   forward          y (K, PQ)   = w (K, CRS) col (CRS, PQ) + b
- *   backward data    col         = w^T dy (K, PQ), then dx = col2im(col)
- *   backward weight  dw (K, CRS) += dy col^T,  db += row sums of dy
- * where col = im2col(x); a 1x1, stride-1, unpadded convolution uses x (C, HW)
- * itself as col. With at least as many images as threads, threads take
- * whole images (own scratch, sgemm on one thread); otherwise images run one
- * after another and sgemm uses every thread.
+ * Fast path: images are taken in groups whose im2col matrices sit side by
+ * side, col (CRS, cnt PQ), so one GEMM spans cnt PQ columns (CRS = C R S,
+ * PQ = P Q):
+ *   forward          y (K, cnt PQ)  = w (K, CRS) col, scattered to NCHW + b
+ *   backward data    col            = w^T dy (K, cnt PQ), dx = col2im(col)
+ *   backward weight  dw (K, CRS)   += dy (K, cnt PQ) col^T,  db += sums of dy
+ * where dy is gathered into (K, cnt PQ) for groups of more than one image,
+ * and a 1x1, stride-1, unpadded single image uses x (C, HW) itself as col.
+ * With at least as many images as threads, threads take contiguous ranges
+ * of images (own scratch, GEMMs on one thread); otherwise groups run one
+ * after another and the GEMM and copies use every thread. Scratch comes
+ * from a one-slot cache, so repeated calls do not page-fault it afresh.
  */
 #include <string.h>
 
@@ -122,194 +126,341 @@ void conv2d_backward_weight_ref(float *dw, float *db, const float *dy, const flo
     }
 }
 
-/* ---- im2col / col2im ------------------------------------------------------ */
+/* ---- scratch: one cached buffer ------------------------------------------ */
 
-/* out (P, Q) = the input plane xc (H, W) seen through kernel tap (r, t). */
-static void im2col_row(float *out, const float *xc, int64_t r, int64_t t,
+/* Scratch (im2col, gathered gradients) would be page-faulted afresh by every
+ * call; instead the last buffer given back is kept for the next call (at
+ * most one, at most SCRATCH_CACHE_MAX bytes; freed at exit). Concurrent
+ * callers each take their own: the slot is swapped atomically. */
+#define SCRATCH_CACHE_MAX ((int64_t)64 << 20)
+#define SCRATCH_HEADER 64
+
+static char *cached_scratch;
+
+static int64_t *scratch_size(char *block)
+{
+    return (int64_t *)block;
+}
+
+/* A buffer of at least `floats` floats (64-byte aligned), or NULL. */
+static float *scratch_take(int64_t floats)
+{
+    int64_t bytes = (floats > 0 ? floats : 1) * (int64_t)sizeof(float);
+    char *block = __atomic_exchange_n(&cached_scratch, NULL, __ATOMIC_ACQ_REL);
+    if (block && *scratch_size(block) < bytes) {
+        fastcnn_free(block);
+        block = NULL;
+    }
+    if (!block) {
+        block = fastcnn_alloc(bytes + SCRATCH_HEADER);
+        if (!block)
+            return NULL;
+        *scratch_size(block) = bytes;
+    }
+    return (float *)(block + SCRATCH_HEADER);
+}
+
+/* Return a buffer from scratch_take: it becomes the cached one. */
+static void scratch_give(float *p)
+{
+    char *block = (char *)p - SCRATCH_HEADER;
+    if (*scratch_size(block) > SCRATCH_CACHE_MAX) {
+        fastcnn_free(block);
+        return;
+    }
+    fastcnn_free(__atomic_exchange_n(&cached_scratch, block, __ATOMIC_ACQ_REL));
+}
+
+__attribute__((destructor)) static void scratch_release(void)
+{
+    fastcnn_free(__atomic_exchange_n(&cached_scratch, NULL, __ATOMIC_ACQ_REL));
+}
+
+/* ---- image groups ----------------------------------------------------------- */
+
+/* Images are processed in groups: the im2col matrices of a group's images
+ * sit side by side, so one GEMM has N = images * PQ columns (small images
+ * alone make GEMMs too thin to run fast, and A is packed once per group).
+ * A group is sized to reach about group_columns columns. */
+#define GROUP_COLUMNS 2048
+#define GROUP_COL_MAX_FLOATS ((int64_t)4 << 20)    /* 16 MiB of im2col per group */
+
+static int64_t group_columns = GROUP_COLUMNS;
+
+int64_t conv2d_set_group_columns(int64_t columns)
+{
+    int64_t old = group_columns;
+    group_columns = columns > 0 ? columns : GROUP_COLUMNS;
+    return old;
+}
+
+/* How a call is split: `outer` threads take contiguous ranges of images
+ * (each running GEMMs on one thread), or outer = 1 and the GEMM and the
+ * copies inside a group use `inner` threads. Groups hold at most nb images. */
+typedef struct {
+    int outer, inner;
+    int64_t nb;
+} conv_plan;
+
+static conv_plan make_plan(const conv2d_shape *s, int nthreads)
+{
+    int64_t PQ = s->P * s->Q, CRS = s->C * s->R * s->S;
+    int64_t work = 2 * s->N * s->K * CRS * PQ;
+    int nt = fastcnn_threads_for(work, nthreads);
+    conv_plan pl = {1, nt, 1};
+    if (nt > 1 && s->N >= nt) {
+        pl.outer = nt;
+        pl.inner = 1;
+    }
+    int64_t per_thread = (s->N + pl.outer - 1) / pl.outer;
+    int64_t nb = group_columns / PQ;
+    if (nb * CRS * PQ > GROUP_COL_MAX_FLOATS)
+        nb = GROUP_COL_MAX_FLOATS / (CRS * PQ);
+    pl.nb = nb < 1 ? 1 : nb > per_thread ? per_thread : nb;
+    return pl;
+}
+
+/* Scratch floats for one thread: a group's im2col (CRS, nb PQ) unless the
+ * input itself serves, then a group's gathered output or gradient (K, nb PQ)
+ * unless groups are single images. */
+static int64_t scratch_floats(const conv2d_shape *s, const conv_plan *pl)
+{
+    int64_t cols = pl->nb * s->P * s->Q;
+    int64_t col = pointwise(s) && pl->nb == 1 ? 0 : s->C * s->R * s->S * cols;
+    return col + (pl->nb > 1 ? s->K * cols : 0);
+}
+
+static int64_t col_part(const conv2d_shape *s, const conv_plan *pl)
+{
+    return scratch_floats(s, pl) - (pl->nb > 1 ? s->K * pl->nb * s->P * s->Q : 0);
+}
+
+/* First image of part i when n images are split into parts even parts. */
+static int64_t split_point(int64_t n, int64_t i, int64_t parts)
+{
+    return n * i / parts;
+}
+
+/* ---- im2col / col2im (a group of images side by side) --------------------- */
+
+/* out (P, Q), image i at out + i ostride, = the input plane xc (H, W) of
+ * image i (at xc + i xstride) seen through kernel tap (r, t), for i < cnt.
+ * (No memcpy/memset calls for rows of a few floats: plain loops are faster.) */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void im2col_row(float *restrict out, const float *restrict xc, int64_t cnt,
+                       int64_t ostride, int64_t xstride, int64_t r, int64_t t,
                        const conv2d_shape *s)
 {
     span ps = valid_span(r - s->ph, s->sh, s->H, s->P);
     span qs = valid_span(t - s->pw, s->sw, s->W, s->Q);
     if (qs.lo == qs.hi)
         ps.hi = ps.lo;  /* no tap column inside the input: the whole plane is zero */
-    memset(out, 0, (size_t)(ps.lo * s->Q) * sizeof(float));
-    for (int64_t p = ps.lo; p < ps.hi; p++) {
-        float *o = out + p * s->Q;
-        const float *xr = xc + (p * s->sh - s->ph + r) * s->W;
-        int64_t v0 = qs.lo * s->sw - s->pw + t;
-        for (int64_t q = 0; q < qs.lo; q++) o[q] = 0.0f;
-        if (s->sw == 1)
-            memcpy(o + qs.lo, xr + v0, (size_t)(qs.hi - qs.lo) * sizeof(float));
-        else
-            for (int64_t q = qs.lo; q < qs.hi; q++) o[q] = xr[v0 + (q - qs.lo) * s->sw];
-        for (int64_t q = qs.hi; q < s->Q; q++) o[q] = 0.0f;
+    int64_t PQ = s->P * s->Q, sw = s->sw;
+    for (int64_t i = 0; i < cnt; i++) {
+        float *restrict o = out + i * ostride;
+        for (int64_t j = 0; j < ps.lo * s->Q; j++) o[j] = 0.0f;
+        for (int64_t p = ps.lo; p < ps.hi; p++) {
+            float *restrict op = o + p * s->Q;
+            const float *restrict xr = xc + i * xstride + (p * s->sh - s->ph + r) * s->W
+                                     + t - s->pw;
+            for (int64_t q = 0; q < qs.lo; q++) op[q] = 0.0f;
+            if (sw == 1)
+                for (int64_t q = qs.lo; q < qs.hi; q++) op[q] = xr[q];
+            else
+                for (int64_t q = qs.lo; q < qs.hi; q++) op[q] = xr[q * sw];
+            for (int64_t q = qs.hi; q < s->Q; q++) op[q] = 0.0f;
+        }
+        for (int64_t j = ps.hi * s->Q; j < PQ; j++) o[j] = 0.0f;
     }
-    memset(out + ps.hi * s->Q, 0, (size_t)((s->P - ps.hi) * s->Q) * sizeof(float));
 }
 
-/* col (CRS, PQ) = im2col of one image x (C, H, W). */
-static void im2col(float *col, const float *x, const conv2d_shape *s, int nthreads)
+/* col (CRS, cnt PQ) = the im2col matrices of cnt images x (cnt, C, H, W),
+ * image i in columns [i PQ, (i+1) PQ). */
+static void im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *s,
+                   int nthreads)
 {
-    int64_t rows = s->C * s->R * s->S, PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(rows * PQ, nthreads);
+    int64_t rows = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
+    int64_t CHW = s->C * s->H * s->W;
+    int nt = fastcnn_threads_for(rows * cols, nthreads);
     /* each row (c, r, t) of col is written by one iteration */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t row = 0; row < rows; row++) {
         int64_t c = row / (s->R * s->S), r = row / s->S % s->R, t = row % s->S;
-        im2col_row(col + row * PQ, x + c * s->H * s->W, r, t, s);
+        im2col_row(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r, t, s);
     }
 }
 
-/* dxc (H, W) += the plane in (P, Q) scattered back through kernel tap (r, t). */
-static void col2im_row(float *dxc, const float *in, int64_t r, int64_t t,
+/* For i < cnt: the plane dxc + i xstride (H, W) += the plane in + i istride
+ * (P, Q) scattered back through kernel tap (r, t). */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void col2im_row(float *restrict dxc, const float *restrict in, int64_t cnt,
+                       int64_t xstride, int64_t istride, int64_t r, int64_t t,
                        const conv2d_shape *s)
 {
     span ps = valid_span(r - s->ph, s->sh, s->H, s->P);
     span qs = valid_span(t - s->pw, s->sw, s->W, s->Q);
     if (qs.lo == qs.hi)
         return;
-    for (int64_t p = ps.lo; p < ps.hi; p++) {
-        const float *i = in + p * s->Q;
-        float *dr = dxc + (p * s->sh - s->ph + r) * s->W;
-        int64_t v0 = qs.lo * s->sw - s->pw + t;
-        for (int64_t q = qs.lo; q < qs.hi; q++) dr[v0 + (q - qs.lo) * s->sw] += i[q];
-    }
+    int64_t sw = s->sw;
+    for (int64_t i = 0; i < cnt; i++)
+        for (int64_t p = ps.lo; p < ps.hi; p++) {
+            const float *restrict ip = in + i * istride + p * s->Q;
+            float *restrict dr = dxc + i * xstride + (p * s->sh - s->ph + r) * s->W
+                               + t - s->pw;
+            if (sw == 1)
+                for (int64_t q = qs.lo; q < qs.hi; q++) dr[q] += ip[q];
+            else
+                for (int64_t q = qs.lo; q < qs.hi; q++) dr[q * sw] += ip[q];
+        }
 }
 
-/* dx (C, H, W) = col2im of col (CRS, PQ), one image (overwrites dx). */
-static void col2im(float *dx, const float *col, const conv2d_shape *s, int nthreads)
+/* dx (cnt, C, H, W) = col2im of col (CRS, cnt PQ), laid out as im2col's. */
+static void col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape *s,
+                   int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q, RS = s->R * s->S;
-    int nt = fastcnn_threads_for(s->C * RS * PQ, nthreads);
-    /* channel c owns its plane of dx and reads only its own rows of col */
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q, RS = s->R * s->S, cols = cnt * PQ;
+    int64_t CHW = s->C * HW;
+    int nt = fastcnn_threads_for(cnt * s->C * RS * PQ, nthreads);
+    /* channel c owns its planes of dx (in every image) and reads only its rows of col */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t c = 0; c < s->C; c++) {
-        float *dxc = dx + c * HW;
-        memset(dxc, 0, (size_t)HW * sizeof(float));
+        for (int64_t i = 0; i < cnt; i++)
+            memset(dx + i * CHW + c * HW, 0, (size_t)HW * sizeof(float));
         for (int64_t rt = 0; rt < RS; rt++)
-            col2im_row(dxc, col + (c * RS + rt) * PQ, rt / s->S, rt % s->S, s);
+            col2im_row(dx + c * HW, col + (c * RS + rt) * cols, cnt, CHW, PQ, rt / s->S,
+                       rt % s->S, s);
     }
 }
 
-/* ---- one image ------------------------------------------------------------ */
-
-/* y (K, PQ) = w (K, CRS) im2col(x (C, H, W)) + b; col: scratch (CRS, PQ). */
-static int forward_image(float *y, const float *x, const float *w, const float *b,
-                         float *col, const conv2d_shape *s, int nthreads)
+/* cols (K, cnt PQ) = the stack of cnt images (cnt, K, PQ) side by side. */
+static void gather_columns(float *cols, const float *stack, int64_t cnt,
+                           const conv2d_shape *s, int nthreads)
 {
-    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
+    int64_t PQ = s->P * s->Q, width = cnt * PQ;
+    int nt = fastcnn_threads_for(cnt * s->K * PQ, nthreads);
+    /* each (image, k) row is copied by one iteration */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t it = 0; it < cnt * s->K; it++) {
+        const float *restrict src = stack + it * PQ;
+        float *restrict dst = cols + it % s->K * width + it / s->K * PQ;
+        for (int64_t j = 0; j < PQ; j++) dst[j] = src[j];
+    }
+}
+
+/* stack (cnt, K, PQ) = cols (K, cnt PQ) split into images, plus b (K) if given. */
+static void scatter_columns(float *stack, const float *cols, const float *b, int64_t cnt,
+                            const conv2d_shape *s, int nthreads)
+{
+    int64_t PQ = s->P * s->Q, width = cnt * PQ;
+    int nt = fastcnn_threads_for(cnt * s->K * PQ, nthreads);
+    /* each (image, k) row is written by one iteration */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t it = 0; it < cnt * s->K; it++) {
+        float *restrict dst = stack + it * PQ;
+        const float *restrict src = cols + it % s->K * width + it / s->K * PQ;
+        float add = b ? b[it % s->K] : 0.0f;
+        for (int64_t j = 0; j < PQ; j++) dst[j] = src[j] + add;
+    }
+}
+
+/* ---- one group of cnt images ---------------------------------------------- */
+
+/* y (cnt, K, PQ) = w (K, CRS) im2col(x (cnt, C, H, W)) + b. */
+static int forward_group(float *y, const float *x, const float *w, const float *b,
+                         int64_t cnt, float *scratch, const conv2d_shape *s,
+                         const conv_plan *pl, int nthreads)
+{
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
     const float *B = x;
-    float beta = 0.0f;
-    if (!pointwise(s)) {
-        im2col(col, x, s, nthreads);
-        B = col;
+    if (!(pointwise(s) && cnt == 1)) {
+        im2col(scratch, x, cnt, s, nthreads);
+        B = scratch;
     }
-    if (b) {
-        for (int64_t k = 0; k < s->K; k++)
-            for (int64_t i = 0; i < PQ; i++) y[k * PQ + i] = b[k];
-        beta = 1.0f;
+    if (cnt == 1) {
+        float beta = 0.0f;
+        if (b) {
+            for (int64_t k = 0; k < s->K; k++)
+                for (int64_t i = 0; i < PQ; i++) y[k * PQ + i] = b[k];
+            beta = 1.0f;
+        }
+        return sgemm(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, beta, y, PQ, nthreads);
     }
-    return sgemm(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, beta, y, PQ, nthreads);
+    float *out = scratch + col_part(s, pl);
+    int err = sgemm(0, 0, s->K, cols, CRS, 1.0f, w, CRS, B, cols, 0.0f, out, cols, nthreads);
+    if (!err)
+        scatter_columns(y, out, b, cnt, s, nthreads);
+    return err;
 }
 
-/* dx (C, H, W) = col2im(w^T (CRS, K) dy (K, PQ)); col: scratch (CRS, PQ). */
-static int backward_data_image(float *dx, const float *dy, const float *w, float *col,
-                               const conv2d_shape *s, int nthreads)
+/* dx (cnt, C, H, W) = col2im(w^T (CRS, K) dy (K, cnt PQ)). */
+static int backward_data_group(float *dx, const float *dy, const float *w, int64_t cnt,
+                               float *scratch, const conv2d_shape *s, const conv_plan *pl,
+                               int nthreads)
 {
-    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
-    if (pointwise(s))
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
+    if (pointwise(s) && cnt == 1)
         return sgemm(1, 0, s->C, PQ, s->K, 1.0f, w, CRS, dy, PQ, 0.0f, dx, PQ, nthreads);
-    int err = sgemm(1, 0, CRS, PQ, s->K, 1.0f, w, CRS, dy, PQ, 0.0f, col, PQ, nthreads);
-    if (err)
-        return err;
-    col2im(dx, col, s, nthreads);
-    return FASTCNN_OK;
+    const float *B = dy;
+    if (cnt > 1) {
+        gather_columns(scratch + col_part(s, pl), dy, cnt, s, nthreads);
+        B = scratch + col_part(s, pl);
+    }
+    int err = sgemm(1, 0, CRS, cols, s->K, 1.0f, w, CRS, B, cols, 0.0f, scratch, cols, nthreads);
+    if (!err)
+        col2im(dx, scratch, cnt, s, nthreads);
+    return err;
 }
 
-/* dw (K, CRS) += dy (K, PQ) im2col(x)^T (PQ, CRS); col: scratch (CRS, PQ). */
-static int backward_weight_image(float *dw, const float *dy, const float *x, float *col,
-                                 const conv2d_shape *s, int nthreads)
+/* dw (K, CRS) += dy (K, cnt PQ) im2col(x)^T (cnt PQ, CRS). */
+static int backward_weight_group(float *dw, const float *dy, const float *x, int64_t cnt,
+                                 float *scratch, const conv2d_shape *s, const conv_plan *pl,
+                                 int nthreads)
 {
-    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
-    const float *B = x;
-    if (!pointwise(s)) {
-        im2col(col, x, s, nthreads);
-        B = col;
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
+    const float *A = dy, *B = x;
+    if (!(pointwise(s) && cnt == 1)) {
+        im2col(scratch, x, cnt, s, nthreads);
+        B = scratch;
     }
-    return sgemm(0, 1, s->K, CRS, PQ, 1.0f, dy, PQ, B, PQ, 1.0f, dw, CRS, nthreads);
+    if (cnt > 1) {
+        gather_columns(scratch + col_part(s, pl), dy, cnt, s, nthreads);
+        A = scratch + col_part(s, pl);
+    }
+    return sgemm(0, 1, s->K, CRS, cols, 1.0f, A, cols, B, cols, 1.0f, dw, CRS, nthreads);
 }
 
 /* ---- fast kernels ------------------------------------------------------------ */
 
-/* Threads that take whole images: nthreads when every one gets an image and
- * the work is worth it, else 1 (the GEMM inside then uses the threads). */
-static int image_threads(const conv2d_shape *s, int nthreads)
-{
-    int64_t work = 2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q;
-    int nt = fastcnn_threads_for(work, nthreads);
-    return nt > 1 && s->N >= nt ? nt : 1;
-}
+enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
 
-/* im2col scratch per thread, in floats (none for a pointwise convolution). */
-static int64_t col_floats(const conv2d_shape *s)
-{
-    return pointwise(s) ? 0 : s->C * s->R * s->S * s->P * s->Q;
-}
+typedef struct {
+    int op;
+    float *out;             /* y, dx, or dw (thread 0's; others use partial sums) */
+    const float *x, *w, *b;
+    const float *dy;
+} conv_call;
 
-/* First image of thread t's contiguous share when nt threads split N images. */
-static int64_t first_image(int64_t N, int t, int nt)
+/* Run the groups of images [lo, hi) of one thread (or of the whole call). */
+static int run_images(const conv_call *cc, float *dw, int64_t lo, int64_t hi, float *scratch,
+                      const conv2d_shape *s, const conv_plan *pl, int nthreads)
 {
-    return N * t / nt;
-}
-
-int conv2d_forward(float *y, const float *x, const float *w, const float *b,
-                   const conv2d_shape *s, int nthreads)
-{
-    int nt = image_threads(s, nthreads), inner = nt > 1 ? 1 : nthreads, err = 0;
-    int64_t colsz = col_floats(s), xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
-    float *scratch = fastcnn_alloc(nt * colsz * (int64_t)sizeof(float));
-    if (!scratch)
-        return FASTCNN_ENOMEM;
-    /* thread t owns images [first_image(t), first_image(t+1)) of y and its scratch */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(|:err)
-    for (int t = 0; t < nt; t++)
-        for (int64_t n = first_image(s->N, t, nt); n < first_image(s->N, t + 1, nt); n++)
-            err |= forward_image(y + n * ysz, x + n * xsz, w, b, scratch + t * colsz, s, inner);
-    fastcnn_free(scratch);
-    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
-}
-
-int conv2d_backward_data(float *dx, const float *dy, const float *w,
-                         const conv2d_shape *s, int nthreads)
-{
-    int nt = image_threads(s, nthreads), inner = nt > 1 ? 1 : nthreads, err = 0;
-    int64_t colsz = col_floats(s), xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
-    float *scratch = fastcnn_alloc(nt * colsz * (int64_t)sizeof(float));
-    if (!scratch)
-        return FASTCNN_ENOMEM;
-    /* thread t owns images [first_image(t), first_image(t+1)) of dx and its scratch */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(|:err)
-    for (int t = 0; t < nt; t++)
-        for (int64_t n = first_image(s->N, t, nt); n < first_image(s->N, t + 1, nt); n++)
-            err |= backward_data_image(dx + n * xsz, dy + n * ysz, w, scratch + t * colsz, s,
-                                       inner);
-    fastcnn_free(scratch);
-    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
-}
-
-/* db (K) += sum of dy (N, K, PQ) over N and PQ. */
-static void bias_grad(float *db, const float *dy, const conv2d_shape *s, int nthreads)
-{
-    int64_t PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(s->N * s->K * PQ, nthreads);
-    /* each k writes only db[k] */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t k = 0; k < s->K; k++) {
-        double acc = 0.0;
-        for (int64_t n = 0; n < s->N; n++)
-            for (int64_t i = 0; i < PQ; i++) acc += dy[(n * s->K + k) * PQ + i];
-        db[k] += (float)acc;
+    int64_t xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    int64_t groups = (hi - lo + pl->nb - 1) / pl->nb;
+    int err = 0;
+    for (int64_t g = 0; g < groups && !err; g++) {
+        int64_t n = lo + split_point(hi - lo, g, groups);
+        int64_t cnt = lo + split_point(hi - lo, g + 1, groups) - n;
+        if (cc->op == FORWARD)
+            err = forward_group(cc->out + n * ysz, cc->x + n * xsz, cc->w, cc->b, cnt, scratch,
+                                s, pl, nthreads);
+        else if (cc->op == BACKWARD_DATA)
+            err = backward_data_group(cc->out + n * xsz, cc->dy + n * ysz, cc->w, cnt, scratch,
+                                      s, pl, nthreads);
+        else
+            err = backward_weight_group(dw, cc->dy + n * ysz, cc->x + n * xsz, cnt, scratch,
+                                        s, pl, nthreads);
     }
+    return err;
 }
 
 /* dw (n) += the nparts partial sums stacked in parts (nparts, n). */
@@ -323,31 +474,83 @@ static void reduce_partials(float *dw, const float *parts, int nparts, int64_t n
         for (int j = 0; j < nparts; j++) dw[i] += parts[j * n + i];
 }
 
+/* Split the images by the plan and run cc; backward weight: threads t >= 1
+ * accumulate into zeroed partial sums, added to dw at the end. */
+static int run(const conv_call *cc, const conv2d_shape *s, int nthreads)
+{
+    conv_plan pl = make_plan(s, nthreads);
+    int64_t per = scratch_floats(s, &pl), wsz = s->K * s->C * s->R * s->S;
+    int64_t parts = cc->op == BACKWARD_WEIGHT ? (pl.outer - 1) * wsz : 0;
+    float *scratch = scratch_take(pl.outer * per + parts);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    float *partial = scratch + pl.outer * per;
+    int err = 0;
+    /* thread t owns images [split_point(t), split_point(t+1)) of the output,
+     * its scratch, and (backward weight) its own dw: dw itself or a partial */
+    #pragma omp parallel for num_threads(pl.outer) if (pl.outer > 1) schedule(static) \
+        reduction(|:err)
+    for (int t = 0; t < pl.outer; t++) {
+        float *dw = t == 0 ? cc->out : partial + (t - 1) * wsz;
+        if (cc->op == BACKWARD_WEIGHT && t > 0)
+            memset(dw, 0, (size_t)wsz * sizeof(float));
+        err |= run_images(cc, dw, split_point(s->N, t, pl.outer),
+                          split_point(s->N, t + 1, pl.outer), scratch + t * per, s, &pl,
+                          pl.inner);
+    }
+    if (!err && parts)
+        reduce_partials(cc->out, partial, pl.outer - 1, wsz, nthreads);
+    scratch_give(scratch);
+    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
+}
+
+int conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                   const conv2d_shape *s, int nthreads)
+{
+    conv_call cc = {FORWARD, y, x, w, b, NULL};
+    return run(&cc, s, nthreads);
+}
+
+int conv2d_backward_data(float *dx, const float *dy, const float *w,
+                         const conv2d_shape *s, int nthreads)
+{
+    conv_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy};
+    return run(&cc, s, nthreads);
+}
+
+/* Sum of v (n) in float lanes (vectorizable), finished in double. */
+static double row_sum(const float *v, int64_t n)
+{
+    float lane[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) lane[j] += v[i + j];
+    double acc = 0.0;
+    for (int j = 0; j < 16; j++) acc += lane[j];
+    for (; i < n; i++) acc += v[i];
+    return acc;
+}
+
+/* db (K) += sum of dy (N, K, PQ) over N and PQ. */
+static void bias_grad(float *db, const float *dy, const conv2d_shape *s, int nthreads)
+{
+    int64_t PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->K * PQ, nthreads);
+    /* each k writes only db[k] */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t k = 0; k < s->K; k++) {
+        double acc = 0.0;
+        for (int64_t n = 0; n < s->N; n++) acc += row_sum(dy + (n * s->K + k) * PQ, PQ);
+        db[k] += (float)acc;
+    }
+}
+
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            const conv2d_shape *s, int nthreads)
 {
-    int nt = image_threads(s, nthreads), inner = nt > 1 ? 1 : nthreads, err = 0;
-    int64_t colsz = col_floats(s), xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
-    int64_t wsz = s->K * s->C * s->R * s->S;
-    /* per thread: an im2col buffer; threads t >= 1 also a partial dw */
-    float *scratch = fastcnn_alloc((nt * colsz + (nt - 1) * wsz) * (int64_t)sizeof(float));
-    if (!scratch)
-        return FASTCNN_ENOMEM;
-    float *parts = scratch + nt * colsz;
-    /* thread t reads its images, writes its scratch and its own dw (0: dw itself) */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(|:err)
-    for (int t = 0; t < nt; t++) {
-        float *mine = t == 0 ? dw : parts + (t - 1) * wsz;
-        if (t > 0)
-            memset(mine, 0, (size_t)wsz * sizeof(float));
-        for (int64_t n = first_image(s->N, t, nt); n < first_image(s->N, t + 1, nt); n++)
-            err |= backward_weight_image(mine, dy + n * ysz, x + n * xsz,
-                                         scratch + t * colsz, s, inner);
-    }
-    if (!err && nt > 1)
-        reduce_partials(dw, parts, nt - 1, wsz, nthreads);
-    fastcnn_free(scratch);
+    conv_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy};
+    int err = run(&cc, s, nthreads);
     if (!err && db)
         bias_grad(db, dy, s, nthreads);
-    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
+    return err;
 }

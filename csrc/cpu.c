@@ -1,4 +1,5 @@
 /* cpu.c - pick the instruction set of the hot kernels once, at run time. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,13 +41,15 @@ static int requested_isa(void)
 
 int fastcnn_isa(void)
 {
-    static int resolved = -1;
-    if (resolved < 0) {
-        int isa = fastcnn_cpu_isa();
+    /* atomic: several threads may resolve it at once (they agree on the value) */
+    static atomic_int resolved = -1;
+    int isa = atomic_load_explicit(&resolved, memory_order_relaxed);
+    if (isa < 0) {
+        isa = fastcnn_cpu_isa();
         int asked = requested_isa();
         if (asked >= 0 && asked < isa)
             isa = asked;
-        resolved = isa;
+        atomic_store_explicit(&resolved, isa, memory_order_relaxed);
     }
-    return resolved;
+    return isa;
 }

@@ -90,6 +90,9 @@ int conv2d_backward_data(float *dx, const float *dy, const float *w,
  * db (K) += sum of dy over N, P, Q; db may be NULL. */
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            const conv2d_shape *s, int nthreads);
+/* Tuning and test hook: images are grouped so that one GEMM spans about
+ * `columns` output positions (<= 0: the default). Returns the old value. */
+int64_t conv2d_set_group_columns(int64_t columns);
 void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s);
 void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,
@@ -192,5 +195,18 @@ void adam_step_ref(float *param, float *exp_avg, float *exp_avg_sq, float *max_e
                    const float *grad, int64_t n, double lr, double beta1, double beta2,
                    double eps, double weight_decay, int decoupled, int maximize,
                    int64_t step);
+
+/* peak.c --------------------------------------------------------------------- */
+
+/* Measured FP32 throughput in GFLOP/s (an FMA counts 2 flops) of nthreads
+ * threads each running a register-only FMA loop of the ISA in use
+ * (fastcnn_isa()): best of 10 runs of about 10 ms. *threads_run gets the number
+ * of threads that ran (1 without OpenMP). */
+double fastcnn_fma_peak_gflops(int nthreads, int *threads_run);
+/* The loops: iters rounds of independent multiply-add chains, returning their
+ * sum so the work cannot be optimised away. */
+float fastcnn_peak_loop_avx512(int64_t iters);   /* 16 chains x 16 lanes, FMA */
+float fastcnn_peak_loop_avx2(int64_t iters);     /* 12 chains x 8 lanes, FMA */
+float fastcnn_peak_loop_generic(int64_t iters);  /* 48 lanes, multiply + add */
 
 #endif /* FASTCNN_H */

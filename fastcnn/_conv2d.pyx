@@ -214,3 +214,9 @@ cdef c.conv2d_shape _shape(tuple g):
     s.N, s.C, s.H, s.W, s.K, s.R, s.S = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
     s.sh, s.sw, s.ph, s.pw, s.P, s.Q = g[7], g[8], g[9], g[10], g[11], g[12]
     return s
+
+
+def _set_group_columns(columns):
+    """Test and tuning hook: group images so one GEMM spans about `columns`
+    output positions (<= 0 restores the default). Returns the old value."""
+    return c.conv2d_set_group_columns(int(columns))

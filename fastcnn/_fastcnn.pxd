@@ -29,6 +29,7 @@ cdef extern from "fastcnn.h" nogil:
                              const conv2d_shape *s, int nthreads)
     int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                                const conv2d_shape *s, int nthreads)
+    int64_t conv2d_set_group_columns(int64_t columns)
     void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                             const conv2d_shape *s)
     void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,
@@ -86,6 +87,9 @@ cdef extern from "fastcnn.h" nogil:
                        const float *grad, int64_t n, double lr, double beta1, double beta2,
                        double eps, double weight_decay, int decoupled, int maximize,
                        int64_t step)
+
+    # peak.c (the benchmarks' peak probe)
+    double fastcnn_fma_peak_gflops(int nthreads, int *threads_run)
 
 cdef extern from "gemm.h" nogil:
     int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,

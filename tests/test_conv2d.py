@@ -320,3 +320,46 @@ def test_backward_rejects_bad_input(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         F.conv2d_backward(**args)
+
+
+# Image grouping: 1 = one image per GEMM, 10**9 = every image of a thread in one GEMM.
+GROUP_CASES = [
+    (5, 3, 7, 6, 4, 3, 3, 1, 1),
+    (7, 2, 9, 5, 3, 2, 3, (2, 1), (1, 2)),
+    (3, 4, 6, 6, 5, 1, 1, 1, 0),      # pointwise: gathered input
+    (4, 3, 5, 7, 2, 1, 1, 2, 0),      # 1x1 with stride
+    (3, 1, 11, 10, 6, 5, 5, 1, 2),    # one input channel
+]
+
+
+@pytest.fixture(params=[1, 150, 10**9], ids=["single", "some", "all"])
+def group_columns(request):
+    from fastcnn import _conv2d
+    old = _conv2d._set_group_columns(request.param)
+    yield request.param
+    _conv2d._set_group_columns(old)
+
+
+@pytest.mark.parametrize("case", GROUP_CASES, ids=case_id)
+def test_image_groups_match_numpy(case, group_columns, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    pad = pads(H, W, R, S, stride, padding)
+    y = F.conv2d(x, w, b, stride, padding)
+    close(y, conv64(x, w, b, stride, pad), C * R * S)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding)
+    ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
+    close(gx, ex, K * R * S)
+    close(gw, ew, N * y.shape[2] * y.shape[3])
+    close(gb, eb, N * y.shape[2] * y.shape[3])
+
+
+def test_repeated_calls_reuse_scratch_and_agree(rng):
+    """The cached scratch buffer is reused across shapes without stale data."""
+    big = make((2, 8, 20, 20, 8, 3, 3, 1, 1), rng)
+    small = make((3, 2, 5, 6, 3, 3, 3, 1, 1), rng)
+    first = F.conv2d(*small)
+    F.conv2d(*big)
+    np.testing.assert_array_equal(F.conv2d(*small), first)

@@ -1,13 +1,11 @@
 """Fused SGD and Adam/AdamW steps (csrc/optim.c) against float64 numpy, torch.optim,
 the reference kernels, and every bad input."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import fastcnn.functional as F
+from subproc import run_python
 
 SHAPES = [(1,), (7,), (3, 5), (4, 3, 3, 3), (100003,)]
 SGD_CONFIGS = [
@@ -188,7 +186,7 @@ def test_adam_fast_equals_ref(cfg, num_threads, rng):
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])
-def test_every_isa_equals_ref(isa):
+def test_every_isa_equals_ref(isa, tmp_path):
     """The portable and AVX2 builds of the loops give the reference's bits too."""
     code = (
         "import numpy as np, fastcnn.functional as F\n"
@@ -208,10 +206,7 @@ def test_every_isa_equals_ref(isa):
         "    out[ref] = (a, b, c, m, v, vm)\n"
         "assert all(np.array_equal(x, y) for x, y in zip(out[False], out[True]))\n"
         "print('ok', _cpu.isa())\n")
-    env = dict(os.environ, FASTCNN_ISA=isa)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=120)
+    done = run_python(code, cwd=tmp_path, FASTCNN_ISA=isa)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ok", isa]
 

@@ -1,11 +1,44 @@
-/* sgemm.c - row-major single-precision GEMM (see gemm.h).
- * Interim engine: rows of C split across threads, inner loop over a
- * contiguous row of B so it vectorizes. The packed, register-blocked
- * engine replaces the body of sgemm() without changing its contract. */
+/* sgemm.c - row-major single-precision GEMM (see gemm.h): the portable
+ * driver of the BLIS / GotoBLAS algorithm.
+ *
+ * Five loops around a register-blocked micro-kernel (kernel.h):
+ *   jc over N in nc columns    B panel (kc x nc) packed, kept in L3
+ *    pc over K in kc steps
+ *     ic over M in mc rows     A block (mc x kc) packed, kept in L2
+ *      jr over nc in NR        B micro-panel (kc x NR), L1 / L2
+ *       ir over mc in MR       micro-kernel: MR x NR tile of C in registers
+ * The micro-kernel (and its MR, NR, kc, mc, nc and transposing copy) is
+ * chosen once per process from fastcnn_isa(). Packed buffers come from one
+ * fastcnn_alloc per call, before any thread starts (so ENOMEM leaves C
+ * untouched).
+ *
+ * Threads: C is cut along M (each thread packs A for the row blocks it
+ * takes; all share one B panel, packed together) or, when N has more
+ * MR x NR tiles to share out evenly, along N (each thread packs B for its
+ * column blocks; all share one A block). Blocks, a multiple of the thread
+ * count, are handed out dynamically, and threads wait for each other
+ * yielding the core (see gemm_sync). Small M: B is not packed; its full
+ * NR-wide panels are read in place (packing B costs one copy per 2M flops,
+ * too much when M is small).
+ */
 #include <stddef.h>
+#include <string.h>
+
+#include <stdatomic.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "fastcnn.h"
 #include "gemm.h"
+#include "kernel.h"
+
+/* Up to this many rows of C, B is used in place rather than packed. */
+#define DIRECT_B_MAX_ROWS 64
 
 static inline float at(const float *X, int trans, int64_t ld, int64_t r, int64_t c)
 {
@@ -26,32 +59,336 @@ void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float al
         }
 }
 
-/* One row of C: c (N) = alpha * a_row (K) op(B) + beta * c. */
-static void gemm_row(int transa, int transb, int64_t i, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                     float *c)
+static const gemm_kernel *select_kernel(void)
 {
-    if (beta == 0.0f)
-        for (int64_t j = 0; j < N; j++) c[j] = 0.0f;
-    else if (beta != 1.0f)
-        for (int64_t j = 0; j < N; j++) c[j] *= beta;
-    for (int64_t k = 0; k < K; k++) {
-        float a = alpha * at(A, transa, lda, i, k);
-        if (transb)
-            for (int64_t j = 0; j < N; j++) c[j] += a * B[j * ldb + k];
-        else
-            for (int64_t j = 0; j < N; j++) c[j] += a * B[k * ldb + j];
+#ifdef FASTCNN_X86_KERNELS
+    switch (fastcnn_isa()) {
+    case FASTCNN_ISA_AVX512: return &gemm_kernel_avx512;
+    case FASTCNN_ISA_AVX2: return &gemm_kernel_avx2;
+    default: break;
     }
+#endif
+    return &gemm_kernel_generic;
+}
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+/* The chunk (a multiple of unit, at most max(block, unit)) that splits n into
+ * the fewest, most even pieces. */
+static int64_t even_chunk(int64_t n, int64_t block, int64_t unit)
+{
+    int64_t pieces = ceil_div(n, block);
+    return round_up(ceil_div(n, pieces), unit);
+}
+
+/* One call's operands, kernel and block sizes. */
+typedef struct {
+    const gemm_kernel *kr;
+    int transa, transb, direct_b;
+    int64_t M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int64_t kc, mc, nc;     /* block sizes for this call */
+} gemm_plan;
+
+/* One MR-row micro-panel of op(A): rows i0..i0+m, depth p0..p0+kc, as
+ * dst[k*MR + i]; rows m..MR-1 zero. */
+static void pack_a_panel(float *dst, const gemm_plan *p, int64_t i0, int64_t m,
+                         int64_t p0, int64_t kc)
+{
+    const int mr = p->kr->mr;
+    if (p->transa) {                    /* A is (K,M): rows of op(A) are contiguous in k */
+        for (int64_t k = 0; k < kc; k++) {
+            const float *src = p->A + (p0 + k) * p->lda + i0;
+            float *d = dst + k * mr;
+            for (int64_t i = 0; i < m; i++) d[i] = src[i];
+            for (int64_t i = m; i < mr; i++) d[i] = 0.0f;
+        }
+    } else {
+        p->kr->transpose(dst, mr, p->A + i0 * p->lda + p0, p->lda, m, kc);
+        for (int64_t i = m; i < mr; i++)
+            for (int64_t k = 0; k < kc; k++) dst[k * mr + i] = 0.0f;
+    }
+}
+
+/* One NR-column micro-panel of op(B): depth p0..p0+kc, columns j0..j0+n, as
+ * dst[k*NR + j]; columns n..NR-1 zero. */
+static void pack_b_panel(float *dst, const gemm_plan *p, int64_t p0, int64_t kc,
+                         int64_t j0, int64_t n)
+{
+    const int nr = p->kr->nr;
+    if (p->transb) {                    /* B is (N,K) */
+        p->kr->transpose(dst, nr, p->B + j0 * p->ldb + p0, p->ldb, n, kc);
+    } else {
+        for (int64_t k = 0; k < kc; k++)
+            memcpy(dst + k * nr, p->B + (p0 + k) * p->ldb + j0, (size_t)n * sizeof(float));
+    }
+    for (int64_t k = 0; k < kc && n < nr; k++)
+        for (int64_t j = n; j < nr; j++) dst[k * nr + j] = 0.0f;
+}
+
+/* Pack the A rows i0..i0+m (MR panels number first..last-1 of the block). */
+static void pack_a_block(float *dst, const gemm_plan *p, int64_t i0, int64_t m,
+                         int64_t p0, int64_t kc)
+{
+    const int mr = p->kr->mr;
+    for (int64_t ip = 0; ip < m; ip += mr)
+        pack_a_panel(dst + ip * kc, p, i0 + ip, min64(mr, m - ip), p0, kc);
+}
+
+/* Pack the op(B) columns j0..j0+n, depth p0..p0+kc. */
+static void pack_b_block(float *dst, const gemm_plan *p, int64_t p0, int64_t kc,
+                         int64_t j0, int64_t n)
+{
+    const int nr = p->kr->nr;
+    for (int64_t jp = 0; jp < n; jp += nr)
+        pack_b_panel(dst + jp * kc, p, p0, kc, j0 + jp, min64(nr, n - jp));
+}
+
+/* C[i0:i0+m, j0:j0+n] (+)= packed A block (m x kc) times the B block
+ * (kc x n): packed in bp, or used in place when p->direct_b (then its
+ * partial last panel is packed into edge, kc x NR). */
+static void macro_kernel(const gemm_plan *p, const float *ap, const float *bp, float *edge,
+                         int64_t i0, int64_t m, int64_t j0, int64_t n, int64_t p0,
+                         int64_t kc, float beta)
+{
+    const int mr = p->kr->mr, nr = p->kr->nr;
+    for (int64_t jr = 0; jr < n; jr += nr) {
+        int nb = (int)min64(nr, n - jr);
+        const float *b = bp + jr * kc;
+        int64_t ldb = nr;
+        if (p->direct_b && nb == nr) {
+            b = p->B + p0 * p->ldb + j0 + jr;
+            ldb = p->ldb;
+        } else if (p->direct_b) {
+            pack_b_panel(edge, p, p0, kc, j0 + jr, nb);
+            b = edge;
+        }
+        for (int64_t ir = 0; ir < m; ir += mr)
+            p->kr->ukernel(kc, ap + ir * kc, b, ldb, p->C + (i0 + ir) * p->ldc + j0 + jr,
+                           p->ldc, p->alpha, beta, (int)min64(mr, m - ir), nb);
+    }
+}
+
+/* Block b of nb: its share [lo, hi) of `total`, split in whole units. */
+static void share(int64_t total, int64_t unit, int64_t b, int64_t nb, int64_t *lo, int64_t *hi)
+{
+    int64_t units = ceil_div(total, unit);
+    *lo = min64(total, units * b / nb * unit);
+    *hi = min64(total, units * (b + 1) / nb * unit);
+}
+
+/* The most rows (or columns) share() gives one of nb blocks. */
+static int64_t share_max(int64_t total, int64_t unit, int64_t nb)
+{
+    return ceil_div(ceil_div(total, unit), nb) * unit;
+}
+
+/* Blocks to cut a dimension of `units` tiles into: at least ceil(total /
+ * block), a multiple of nt (so they share out evenly), at most `units`. */
+static int64_t block_count(int64_t total, int64_t block, int64_t units, int nt)
+{
+    return min64(units, round_up(ceil_div(total, block), nt));
+}
+
+/* The threads of one call hand out blocks with an atomic counter and wait
+ * for each other in wait_all(), which yields the core (sched_yield) while
+ * waiting instead of spinning as OpenMP's barrier does: on a machine with
+ * more runnable threads than cores, a spinning waiter keeps its partner (often
+ * queued on the same core) from running, and each step then costs a time
+ * slice. Uncontended, sched_yield returns at once. */
+typedef struct {
+    atomic_llong next;      /* next block of the current step */
+    atomic_llong arrived;   /* threads at the end of the current step */
+    atomic_llong gen;       /* steps completed */
+} gemm_sync;
+
+static inline void yield_core(void)
+{
+#if defined(__unix__) || defined(__APPLE__)
+    sched_yield();
+#endif
+}
+
+static inline int64_t grab(gemm_sync *s)
+{
+    return atomic_fetch_add_explicit(&s->next, 1, memory_order_relaxed);
+}
+
+/* End of a step: returns when all nt threads have called it, with the
+ * block counter reset (every thread has stopped grabbing by then) and every
+ * thread's writes visible. */
+static void wait_all(gemm_sync *s, int nt)
+{
+    long long gen = atomic_load_explicit(&s->gen, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&s->arrived, 1, memory_order_acq_rel) + 1 == nt) {
+        atomic_store_explicit(&s->next, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->gen, gen + 1, memory_order_release);
+    } else {
+        while (atomic_load_explicit(&s->gen, memory_order_acquire) == gen)
+            yield_core();
+    }
+}
+
+static inline int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* Threads that actually run the parallel region (wait_all counts them). */
+static inline int team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Split along M: nb row blocks of C are handed out dynamically (a thread
+ * that is descheduled on a busy machine holds the others up less); each
+ * thread packs A into its own buffer, and all share the B panel (bshared),
+ * packed together. Runs on each of nt threads (nt = 1: serially). */
+static void run_split_m(const gemm_plan *p, gemm_sync *sync, int t, int nt, int64_t nb,
+                        float *bshared, float *abuf, float *edge, int64_t astride,
+                        int64_t estride)
+{
+    const int nr = p->kr->nr;
+    float *ap = abuf + t * astride, *ep = edge + t * estride;
+    for (int64_t j0 = 0; j0 < p->N; j0 += p->nc) {
+        int64_t n = min64(p->nc, p->N - j0);
+        for (int64_t p0 = 0; p0 < p->K; p0 += p->kc) {
+            int64_t kc = min64(p->kc, p->K - p0);
+            float beta = p0 == 0 ? p->beta : 1.0f;
+            if (!p->direct_b) {     /* each thread packs whole, disjoint panels of B */
+                int64_t panels = ceil_div(n, nr);
+                for (int64_t jp = grab(sync); jp < panels; jp = grab(sync))
+                    pack_b_panel(bshared + jp * nr * kc, p, p0, kc, j0 + jp * nr,
+                                 min64(nr, n - jp * nr));
+                wait_all(sync, nt);
+            }
+            /* each block writes its own rows of C */
+            for (int64_t b = grab(sync); b < nb; b = grab(sync)) {
+                int64_t i0, i1;
+                share(p->M, p->kr->mr, b, nb, &i0, &i1);
+                pack_a_block(ap, p, i0, i1 - i0, p0, kc);
+                macro_kernel(p, ap, bshared, ep, i0, i1 - i0, j0, n, p0, kc, beta);
+            }
+            wait_all(sync, nt);     /* bshared is repacked next */
+        }
+    }
+}
+
+/* Split along N: nb column blocks of C are handed out dynamically; each
+ * thread packs B into its own buffer, and all share the A block (ashared),
+ * packed together. */
+static void run_split_n(const gemm_plan *p, gemm_sync *sync, int t, int nt, int64_t nb,
+                        float *ashared, float *bbuf, float *edge, int64_t bstride,
+                        int64_t estride)
+{
+    const int mr = p->kr->mr;
+    float *bp = bbuf + t * bstride, *ep = edge + t * estride;
+    for (int64_t p0 = 0; p0 < p->K; p0 += p->kc) {
+        int64_t kc = min64(p->kc, p->K - p0);
+        float beta = p0 == 0 ? p->beta : 1.0f;
+        for (int64_t i0 = 0; i0 < p->M; i0 += p->mc) {
+            int64_t m = min64(p->mc, p->M - i0);
+            int64_t panels = ceil_div(m, mr);
+            /* each thread packs whole, disjoint MR-row panels of A */
+            for (int64_t ip = grab(sync); ip < panels; ip = grab(sync))
+                pack_a_panel(ashared + ip * mr * kc, p, i0 + ip * mr, min64(mr, m - ip * mr),
+                             p0, kc);
+            wait_all(sync, nt);
+            /* each block writes its own columns of C */
+            for (int64_t b = grab(sync); b < nb; b = grab(sync)) {
+                int64_t j0, j1;
+                share(p->N, p->kr->nr, b, nb, &j0, &j1);
+                if (!p->direct_b)
+                    pack_b_block(bp, p, p0, kc, j0, j1 - j0);
+                macro_kernel(p, ashared, bp, ep, i0, m, j0, j1 - j0, p0, kc, beta);
+            }
+            wait_all(sync, nt);     /* ashared is repacked next */
+        }
+    }
+}
+
+/* C = beta * C (beta == 0: C is not read). */
+static void scale_c(float *C, int64_t M, int64_t N, int64_t ldc, float beta)
+{
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++)
+            C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+}
+
+/* Max-per-thread tiles when nt threads split `tiles` whole tiles. */
+static int64_t tiles_per_thread(int64_t tiles, int nt)
+{
+    return ceil_div(tiles, nt);
 }
 
 int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
           float *C, int64_t ldc, int nthreads)
 {
-    int nt = fastcnn_threads_for(M * N * K, nthreads);
-    /* rows of C are disjoint */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < M; i++)
-        gemm_row(transa, transb, i, N, K, alpha, A, lda, B, ldb, beta, C + i * ldc);
+    if (M <= 0 || N <= 0)
+        return FASTCNN_OK;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(C, M, N, ldc, beta);
+        return FASTCNN_OK;
+    }
+    const gemm_kernel *kr = select_kernel();
+    gemm_plan p = {kr, transa, transb, !transb && M <= DIRECT_B_MAX_ROWS, M, N, K, lda, ldb,
+                   ldc, alpha, beta, A, B, C, 0, 0, 0};
+    p.kc = even_chunk(K, kr->kc, 1);
+    p.mc = even_chunk(M, kr->mc, kr->mr);
+    p.nc = even_chunk(N, kr->nc, kr->nr);
+
+    int64_t tm = ceil_div(M, kr->mr), tn = ceil_div(N, kr->nr);
+    int nt = fastcnn_threads_for(M * N * K / 64, nthreads);
+    if (nt > tm * tn)
+        nt = (int)(tm * tn);
+    /* split the dimension that shares out more evenly; ties go to M */
+    int split_n = nt > 1 && tiles_per_thread(tn, nt) * tm < tiles_per_thread(tm, nt) * tn;
+    int64_t nb = split_n ? block_count(N, p.nc, tn, nt) : block_count(M, p.mc, tm, nt);
+
+    /* shared block, then per-thread blocks, then per-thread edge panels */
+    int64_t shared = split_n ? p.mc * p.kc : (p.direct_b ? 0 : p.nc * p.kc);
+    int64_t priv = split_n ? (p.direct_b ? 0 : share_max(N, kr->nr, nb) * p.kc)
+                           : share_max(M, kr->mr, nb) * p.kc;
+    int64_t edge = round_up(p.kc * kr->nr, 16);
+    shared = round_up(shared, 16);
+    priv = round_up(priv, 16);
+    float *buf = fastcnn_alloc((shared + nt * (priv + edge)) * (int64_t)sizeof(float));
+    if (buf == NULL)
+        return FASTCNN_ENOMEM;
+    float *sbuf = buf, *pbuf = buf + shared, *ebuf = pbuf + nt * priv;
+
+    gemm_sync sync;
+    atomic_init(&sync.next, 0);
+    atomic_init(&sync.arrived, 0);
+    atomic_init(&sync.gen, 0);
+    if (nt == 1) {          /* no parallel region: it costs ~1 us on tiny products */
+        /* thread 0's buffers, even when called from a caller's parallel region */
+        run_split_m(&p, &sync, 0, 1, nb, sbuf, pbuf, ebuf, priv, edge);
+    } else {
+        /* threads write disjoint row (split M) or column (split N) blocks of C */
+        #pragma omp parallel num_threads(nt)
+        {
+            int t = thread_id(), team = team_size();  /* team may be < nt (nested, limits) */
+            if (split_n)
+                run_split_n(&p, &sync, t, team, nb, sbuf, pbuf, ebuf, priv, edge);
+            else
+                run_split_m(&p, &sync, t, team, nb, sbuf, pbuf, ebuf, priv, edge);
+        }
+    }
+    fastcnn_free(buf);
     return FASTCNN_OK;
 }

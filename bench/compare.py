@@ -1,0 +1,524 @@
+"""Run the benchmark suite and report fastcnn against its peers, side by side.
+
+    python bench/compare.py            # full run (under 20 minutes), writes bench/RESULTS.md
+    python bench/compare.py --quick    # under 3 minutes
+    python bench/compare.py --only conv --out /tmp/conv.md
+
+One row per benchmark (the cases of bench/bench_*.py): fastcnn's median time,
+the peer's, the ratio peer / fastcnn (above 1: fastcnn is faster), GFLOP/s
+and percent of the measured peak (fastcnn._peak) for compute-bound rows, at 1
+and 2 threads. Each row is checked against the peer first, then the two sides
+run interleaved (A B A B ...) after a warm-up, with the same inputs and the
+same thread count. Rows whose fastcnn side is not built yet are listed as
+pending, rows whose peer is not installed as missing, rows that raise or
+disagree with the peer as failed: nothing is hidden or faked.
+
+The rows run in a child process, so that a crash is reported on its row
+(and the run goes on) instead of ending the report; the numpy GEMM rows run
+in their own child with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they
+slow OpenBLAS on this project's machines). The memory rows run each
+library's 20-step training in its own process.
+"""
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import _path  # noqa: F401  (this checkout's in-place build first)
+import fastcnn
+import harness
+import bench_activation
+import bench_conv2d
+import bench_gemm
+import bench_linear
+import bench_loss
+import bench_models
+import bench_optim
+import bench_pool2d
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODULES = [bench_conv2d, bench_pool2d, bench_gemm, bench_models, bench_activation,
+           bench_linear, bench_loss, bench_optim]
+CASES = [case for module in MODULES for case in module.CASES]
+
+SETTINGS = {   # harness.measure arguments
+    "quick": dict(warmup=0, min_rounds=3, max_rounds=7, budget=0.4, min_sample=2e-3,
+                  floor_rounds=3),
+    "full": dict(warmup=2, min_rounds=7, max_rounds=31, budget=4.0, min_sample=5e-3,
+                 floor_rounds=5),
+}
+# Summary groups, in report order, with what BENCHMARKS.md asks of them.
+GROUPS = {
+    "conv fwd": "each >= 1.0, geomean >= 1.3; large shapes >= 85% of peak",
+    "conv fwd+bwd": "each >= 1.0, geomean >= 1.3; large shapes >= 85% of peak",
+    "pooling": "each >= 5",
+    "gemm": "each >= 1.0",
+    "train step": "LeNet-5 >= 3, CIFAR-net >= 1.5",
+    "inference": "vs onnxruntime >= 1.0",
+    "memory": "fastcnn peak RSS <= torch's (ratio >= 1)",
+    "activation": "-",
+    "linear": "-",
+    "loss": "-",
+    "optimizer": "-",
+}
+LARGE_PEAK = 0.85       # large conv shapes: fraction of peak
+LARGE_SPEEDUP = 1.85    # large shapes: 2 threads over 1
+MEMORY_STEPS = 20
+
+
+# --- running ---------------------------------------------------------------------
+
+def run_case(case, threads, settings):
+    """Build, check and time one case at one thread count -> result dict."""
+    with harness.use_threads(threads):
+        try:
+            pair = case.build(threads)
+            pair.check()
+            t = harness.measure(pair, **settings)
+        except harness.Pending as e:
+            return {"status": "pending", "reason": str(e)}
+        except harness.MissingPeer as e:
+            return {"status": "missing", "reason": str(e)}
+        except Exception as e:   # reported as a failed row, never hidden
+            return {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+        finally:
+            pair = None
+            gc.collect()
+    return {"status": "ok", "fastcnn": t.fastcnn, "peer": t.peer, "rounds": t.rounds}
+
+
+def run_children(cases, args, drop=()):
+    """Run the rows of ``cases`` in a child process (without the environment
+    variables ``drop``), which streams its results back as JSON lines. A
+    crash (a fastcnn bug must not take the report down with it) is reported
+    on the row that was running, and a fresh child resumes after that row.
+    Returns {(key, threads): result} and the child's BLAS description."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    todo = [(c.key, t) for c in cases for t in args.threads]
+    results, blas = {}, None
+    while todo:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "rows.jsonl")
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", out,
+                   "--rows", json.dumps(todo)] + (["--quick"] if args.quick else [])
+            child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+            tail = []
+            for line in child.stderr:       # relay everything, keep the last non-progress lines
+                sys.stderr.write(line)
+                if not PROGRESS_LINE.search(line):
+                    tail = (tail + [line.strip()])[-5:]
+            child.wait()
+            running = None
+            if os.path.exists(out):
+                with open(out) as f:
+                    for line in f:
+                        rec = json.loads(line)
+                        row = tuple(rec.get("row", ()))
+                        if rec["event"] == "blas":
+                            blas = rec["blas"]
+                        elif rec["event"] == "start":
+                            running = row
+                        else:
+                            results[row] = rec["result"]
+                            running = None
+        todo = [row for row in todo if row not in results]
+        if child.returncode == 0:
+            break
+        died = (f"signal {-child.returncode}" if child.returncode < 0
+                else f"exit status {child.returncode}")
+        reason = f"the benchmark process died ({died}): {' / '.join(tail)[-300:]}"
+        if running is None:             # died outside a row: nothing to resume from
+            results.update({row: {"status": "failed", "reason": reason} for row in todo})
+            break
+        results[running] = {"status": "failed", "reason": reason}
+        todo.remove(running)
+    return results, blas
+
+
+def child_main(args):
+    """Run the given rows, appending one JSON line per event to args.child."""
+    rows = [tuple(r) for r in json.loads(args.rows)]
+    by_key = {c.key: c for c in CASES}
+    with open(args.child, "a") as f:
+        def emit(**rec):
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+        emit(event="blas", blas=blas_info())
+        for key, t in rows:
+            emit(event="start", row=[key, t])
+            t0 = time.perf_counter()
+            r = run_case(by_key[key], t, SETTINGS[args.mode])
+            emit(event="result", row=[key, t], result=r)
+            _progress(by_key[key], t, r, time.perf_counter() - t0)
+
+
+def memory_result(threads):
+    """Peak RSS of MEMORY_STEPS CIFAR-net training steps, each library in its own process."""
+    peaks = {}
+    for lib in ("fastcnn", "torch"):
+        done = subprocess.run([sys.executable, os.path.join(HERE, "memory_run.py"), lib,
+                               str(threads), str(MEMORY_STEPS)], capture_output=True, text=True)
+        try:
+            peaks[lib] = side = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            side = {"error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+        if "error" in side:
+            status = "failed"
+            if side["error"].startswith("Pending"):
+                status = "pending"
+            elif lib == "torch" and side["error"].startswith("ModuleNotFoundError"):
+                status = "missing"
+            return {"status": status, "reason": side["error"].split(": ", 1)[-1]}
+    ours, theirs = peaks["fastcnn"], peaks["torch"]
+    return {"status": "ok", "fastcnn": ours["peak_mib"], "peer": theirs["peak_mib"], "rounds": 1,
+            "before": [ours["before_mib"], theirs["before_mib"]]}
+
+
+# --- the machine ----------------------------------------------------------------
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_info():
+    try:
+        import threadpoolctl
+        for info in threadpoolctl.threadpool_info():
+            if info.get("user_api") == "blas":
+                return f"{info.get('internal_api')} {info.get('version')} ({info.get('architecture')})"
+    except ImportError:
+        pass
+    return "unknown (threadpoolctl not installed)"
+
+
+def git_describe():
+    try:
+        rev = subprocess.run(["git", "-C", os.path.dirname(HERE), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", os.path.dirname(HERE), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True).stdout
+        return rev + (" + uncommitted changes" if dirty.strip() else "") if rev else "unknown"
+    except OSError:
+        return "unknown"
+
+
+# --- formatting ------------------------------------------------------------------
+
+def fmt_time(s):
+    if s >= 1.0:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} µs"
+
+
+def fmt_count(x):
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= size:
+            return f"{x / size:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def ratio_cell(r, target):
+    text = f"{r['peer'] / r['fastcnn']:.2f}"
+    return text + " (miss)" if target is not None and r["peer"] / r["fastcnn"] < target else text
+
+
+def rate_cell(case, r, peak):
+    if case.group == "memory":
+        return f"{r['fastcnn']:.0f} / {r['peer']:.0f} MiB"
+    if case.flops:
+        gflops = case.flops / r["fastcnn"] / 1e9
+        pct = 100 * gflops / peak
+        miss = case.large and case.group.startswith("conv") and pct < 100 * LARGE_PEAK
+        return f"{gflops:.1f} GFLOP/s, {pct:.0f}%" + (" (miss)" if miss else "")
+    if case.items:
+        return f"{fmt_count(case.items / r['fastcnn'])} img/s"
+    return ""
+
+
+def row_cells(case, r, peak):
+    if r is None:
+        return ["not run"] + [""] * 3
+    if r["status"] != "ok":
+        return [r["status"], "", "", ""]
+    if case.group == "memory":
+        return [f"{r['fastcnn']:.0f} MiB", f"{r['peer']:.0f} MiB",
+                ratio_cell(r, case.target), f"before training: {r['before'][0]:.0f} / "
+                f"{r['before'][1]:.0f} MiB"]
+    return [fmt_time(r["fastcnn"]), fmt_time(r["peer"]), ratio_cell(r, case.target),
+            rate_cell(case, r, peak)]
+
+
+def speedup_cell(case, results, thread_counts):
+    if len(thread_counts) < 2 or case.group == "memory":
+        return ""
+    a, b = (results.get((case.key, t)) for t in (thread_counts[0], thread_counts[-1]))
+    if not a or not b or a["status"] != "ok" or b["status"] != "ok":
+        return ""
+    s = a["fastcnn"] / b["fastcnn"]
+    miss = case.large and thread_counts[-1] == 2 * thread_counts[0] and s < LARGE_SPEEDUP
+    text = f"{s:.2f}" + (" (miss)" if miss else "")
+    # More threads should never be much slower: if they are, others' work got in the way.
+    slow = [side if side == "fastcnn" else case.peer for side in ("fastcnn", "peer")
+            if b[side] > 2 * a[side]]
+    if slow:
+        text += f" ({', '.join(slow)} >2x slower with more threads: disturbed?)"
+    return text
+
+
+def group_table(group, cases, results, thread_counts, peaks):
+    head = ["benchmark", "peer"]
+    for t in thread_counts:
+        head += [f"{t}T fastcnn", f"{t}T peer", f"{t}T ratio",
+                 "peak RSS" if group == "memory" else f"{t}T rate"]
+    if len(thread_counts) > 1:
+        head.append(f"{thread_counts[-1]}T/{thread_counts[0]}T")
+    head.append("rounds")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in cases:
+        cells = [case.name, case.peer]
+        rounds = []
+        for t in thread_counts:
+            r = results.get((case.key, t))
+            cells += row_cells(case, r, peaks[t])
+            rounds.append(str(r["rounds"]) if r and r["status"] == "ok" else "-")
+        if len(thread_counts) > 1:
+            cells.append(speedup_cell(case, results, thread_counts))
+        cells.append("/".join(rounds))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_lines(groups, results, thread_counts):
+    head = ["group"] + [f"geomean ratio {t}T" for t in thread_counts] + [
+        "worst row", "rows measured", "below target", "target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group, cases in groups.items():
+        cells, worst, measured, below = [group], None, 0, 0
+        attempted = sum((case.key, t) in results for case in cases for t in thread_counts)
+        for t in thread_counts:
+            ratios = []
+            for case in cases:
+                r = results.get((case.key, t))
+                if r and r["status"] == "ok":
+                    ratio = r["peer"] / r["fastcnn"]
+                    ratios.append(ratio)
+                    below += case.target is not None and ratio < case.target
+                    if worst is None or ratio < worst[0]:
+                        worst = (ratio, f"{case.name}"
+                                 f"{'' if case.peer == 'torch' else ' vs ' + case.peer} {t}T")
+            measured += len(ratios)
+            g = geomean(ratios)
+            cells.append(f"{g:.2f}" if g else "-")
+        cells.append(f"{worst[1]}: {worst[0]:.2f}" if worst else "-")
+        cells.append(f"{measured} / {attempted}")
+        cells.append(str(below) if measured and any(c.target is not None for c in cases)
+                     else "-")
+        cells.append(GROUPS.get(group, "-"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def not_ok_lines(results, cases):
+    by_reason = {}
+    for case in cases:
+        for (key, t), r in results.items():
+            if key == case.key and r["status"] != "ok":
+                reason = (r["status"], r["reason"])
+                by_reason.setdefault(reason, [])
+                if key not in by_reason[reason]:
+                    by_reason[reason].append(key)
+    lines = []
+    for (status, reason), names in by_reason.items():
+        lines.append(f"- **{status}**: {reason} — {len(names)} row(s): {', '.join(names)}")
+    return lines
+
+
+def report(args, results, machine, blas_child, elapsed, memory_case):
+    thread_counts = args.threads
+    peaks = {t: max(machine["peaks_start"][t], machine["peaks_end"][t]) for t in thread_counts}
+    cases = [c for c in selected(args)] + ([memory_case] if memory_case else [])
+    groups = {}
+    for g in GROUPS:
+        members = [c for c in cases if c.group == g]
+        if members:
+            groups[g] = members
+    now = datetime.datetime.now().astimezone()
+    torch_v = harness.peer_version("torch")
+    out = [
+        "# fastcnn benchmark results", "",
+        f"Produced by `{args.command}` on {now:%Y-%m-%d %H:%M %Z} "
+        f"({args.mode} mode, {elapsed / 60:.1f} minutes).", "",
+    ]
+    if args.note:
+        out += [f"> **Note:** {args.note}", ""]
+    busy = machine["load_start"][0] >= 1.0 or (
+        len(thread_counts) > 1 and peaks[thread_counts[-1]]
+        < 0.9 * peaks[thread_counts[0]] * thread_counts[-1] / thread_counts[0])
+    if busy:
+        out += ["> **Warning:** the machine was busy (see the load average and the peak probes "
+                "below): absolute times, percent of peak and multi-thread rows are unreliable; "
+                "ratios of interleaved runs less so, but rerun on an idle machine to quote them.",
+                ""]
+    out += [
+        "| machine and software | |", "|---|---|",
+        f"| CPU | {cpu_model()}, {os.cpu_count()} logical CPUs ({platform.machine()}) |",
+        f"| ISA in use | {_cpu_isa()} |",
+        f"| thread counts | {', '.join(map(str, thread_counts))} (fastcnn.set_num_threads, "
+        f"torch.set_num_threads, onnxruntime intra_op_num_threads, threadpoolctl for numpy) |",
+        "| measured FP32 peak (fastcnn._peak, best of the probes at the start and the end; "
+        "% of peak uses it) | " + "; ".join(
+            f"{t}T: {peaks[t]:.0f} GFLOP/s (start {machine['peaks_start'][t]:.0f}, end "
+            f"{machine['peaks_end'][t]:.0f})" for t in thread_counts) + " |",
+        "| load average (1, 5, 15 min) | start " + ", ".join(
+            f"{x:.1f}" for x in machine["load_start"]) + "; end " + ", ".join(
+            f"{x:.1f}" for x in machine["load_end"]) + f" (on {os.cpu_count()} CPUs) |",
+        f"| fastcnn | {fastcnn.__version__} (git {git_describe()}; {os.path.dirname(fastcnn.__file__)}) |",
+        f"| numpy | {harness.peer_version('numpy')}; BLAS in this process: {blas_info()} |",
+        f"| numpy in the GEMM rows | child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE "
+        f"unset; BLAS there: {blas_child or 'not run'} |",
+        f"| torch | {torch_v} |",
+        f"| onnxruntime | {harness.peer_version('onnxruntime')} |",
+        f"| onnx | {harness.peer_version('onnx')} |",
+        f"| Python | {platform.python_version()} |", "",
+        "Ratio = peer time / fastcnn time: above 1 means fastcnn is faster (memory: peer RSS / "
+        "fastcnn RSS). \"(miss)\" marks a row below its BENCHMARKS.md target. Times are medians "
+        "of interleaved rounds (A B A B ... after the correctness check, which runs each side at "
+        f"least once, and {SETTINGS[args.mode]['warmup']} further warm-up call(s) per side; each "
+        "sample after the "
+        f"first at least {SETTINGS[args.mode]['min_sample'] * 1e3:.0f} ms of repeated calls; "
+        "\"rounds\" gives their number per thread count); rate is fastcnn's "
+        "GFLOP/s and its percent of the measured peak at that thread count, or images per second "
+        "for model rows. 2T/1T is fastcnn's speedup from 1 to 2 threads.", "",
+        "## Summary", "",
+    ]
+    out += summary_lines(groups, results, thread_counts)
+    for group, members in groups.items():
+        out += ["", f"## {group}", ""] + group_table(group, members, results, thread_counts, peaks)
+    problems = not_ok_lines(results, cases)
+    if problems:
+        out += ["", "## Pending, missing and failed rows", ""] + problems
+    out += ["", "## How the rows are measured", "",
+            *[f"- `{os.path.basename(m.__file__)}`: {' '.join(m.__doc__.split())}"
+              for m in MODULES],
+            "- Memory: `bench/memory_run.py`, one process per library and thread count, "
+            f"{MEMORY_STEPS} CIFAR-net train steps (batch 64, SGD with momentum); peak RSS "
+            "(ru_maxrss) of the whole process, imports included; the RSS before the first step is "
+            "shown beside it.",
+            "- fastcnn and torch each bring their own OpenMP runtime into the one process; their "
+            "idle threads spin briefly after each parallel region, which can slow the other side's "
+            "next call a little. Samples of many calls keep this small; it affects both sides.", ""]
+    return "\n".join(out)
+
+
+def _cpu_isa():
+    try:
+        from fastcnn import _cpu
+        omp = "OpenMP on" if _cpu.openmp_enabled() else "no OpenMP (serial)"
+        return f"{_cpu.isa()} (CPU supports {_cpu.cpu_isa()}; FASTCNN_ISA={os.environ.get('FASTCNN_ISA', 'unset')}), {omp}"
+    except ImportError:
+        return "unknown"
+
+
+def selected(args):
+    if not args.only:
+        return CASES
+    return [c for c in CASES if re.search(args.only, f"{c.group}: {c.name}")]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer, shorter rounds (under 3 minutes)")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--only", help="regular expression on 'group: name' of the rows to run")
+    p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="markdown file to write")
+    p.add_argument("--note", help="a note for the report's header (e.g. machine busy)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--rows", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.threads = [int(t) for t in args.threads.split(",")]
+    args.mode = "quick" if args.quick else "full"
+    args.command = " ".join(["python bench/compare.py", shlex.join(argv)]).strip()
+    return args
+
+
+def measure_peaks(thread_counts):
+    """{threads: GFLOP/s}: the best of 3 probes each (others' work only lowers it)."""
+    from fastcnn._peak import fma_peak_gflops
+    return {t: max(fma_peak_gflops(t) for _ in range(3)) for t in thread_counts}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args)
+    start = time.perf_counter()
+    machine = {"load_start": os.getloadavg(), "peaks_start": measure_peaks(args.threads)}
+    cases = selected(args)
+    results, blas_child = {}, None
+    isolated = [c for c in cases if c.isolate]
+    if isolated:
+        drop = sorted({v for c in isolated for v in c.isolate})
+        print(f"running {len(isolated)} row(s) in a child process without {', '.join(drop)}",
+              file=sys.stderr)
+        child, blas_child = run_children(isolated, args, drop)
+        results.update(child)
+    child, _ = run_children([c for c in cases if not c.isolate], args)
+    results.update(child)
+    memory_case = None
+    if not args.only or re.search(args.only, "memory: CIFAR-net"):
+        memory_case = harness.Case("memory", f"CIFAR-net {MEMORY_STEPS} train steps, peak RSS",
+                                   "torch", None, target=1.0)
+        # Quick mode: the largest thread count only (memory hardly depends on it).
+        for t in args.threads[-1:] if args.quick else args.threads:
+            t0 = time.perf_counter()
+            results[(memory_case.key, t)] = r = memory_result(t)
+            _progress(memory_case, t, r, time.perf_counter() - t0)
+    machine["load_end"] = os.getloadavg()
+    machine["peaks_end"] = measure_peaks(args.threads)
+    text = report(args, results, machine, blas_child, time.perf_counter() - start, memory_case)
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+PROGRESS_LINE = re.compile(r"\[\d+\.\d s\]$")
+
+
+def _progress(case, t, r, seconds):
+    print(f"{case.group:>12} | {case.key:<48} {t}T  {_short(r)}  [{seconds:.1f} s]",
+          file=sys.stderr)
+
+
+def _short(r):
+    if r["status"] == "ok":
+        return f"ratio {r['peer'] / r['fastcnn']:.2f}  ({r['rounds']} rounds)"
+    return f"{r['status']}: {r['reason'][:100]}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The two models of BENCHMARKS.md, built the same way in fastcnn and torch
+(PyTorch's state_dict keys, so weights move across), and a fixed batch."""
+import numpy as np
+
+# Layer specs: ("conv", in, out, kernel, stride, pad), ("relu",), ("maxpool", k),
+# ("flatten",), ("linear", in, out).
+SPECS = {
+    "LeNet-5": [
+        ("conv", 1, 6, 5, 1, 2), ("relu",), ("maxpool", 2),
+        ("conv", 6, 16, 5, 1, 0), ("relu",), ("maxpool", 2), ("flatten",),
+        ("linear", 400, 120), ("relu",), ("linear", 120, 84), ("relu",), ("linear", 84, 10),
+    ],
+    "CIFAR-net": [
+        ("conv", 3, 32, 3, 1, 1), ("relu",), ("conv", 32, 32, 3, 1, 1), ("relu",), ("maxpool", 2),
+        ("conv", 32, 64, 3, 1, 1), ("relu",), ("conv", 64, 64, 3, 1, 1), ("relu",), ("maxpool", 2),
+        ("flatten",), ("linear", 4096, 256), ("relu",), ("linear", 256, 10),
+    ],
+}
+INPUT = {"LeNet-5": (1, 28, 28), "CIFAR-net": (3, 32, 32)}
+CLASSES = 10
+
+
+def batch(model, n, seed=0):
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((n,) + INPUT[model]).astype(np.float32)
+    return x, r.integers(0, CLASSES, n).astype(np.int64)
+
+
+def torch_model(model, torch, seed=0):
+    nn = torch.nn
+    make = {
+        "conv": lambda i, o, k, s, p: nn.Conv2d(i, o, k, stride=s, padding=p),
+        "relu": nn.ReLU,
+        "maxpool": nn.MaxPool2d,
+        "flatten": nn.Flatten,
+        "linear": nn.Linear,
+    }
+    torch.manual_seed(seed)
+    return nn.Sequential(*[make[kind](*args) for kind, *args in SPECS[model]])
+
+
+def fastcnn_model(model):
+    """The fastcnn twin (Pending until the model API is in this build)."""
+    import harness   # imports fastcnn: kept out of torch-only processes (memory_run.py)
+    what = "model API, issue 3"
+    make = {
+        "conv": lambda i, o, k, s, p: harness.fastcnn_attr("Conv2d", what)(
+            i, o, k, stride=s, padding=p),
+        "relu": lambda: harness.fastcnn_attr("ReLU", what)(),
+        "maxpool": lambda k: harness.fastcnn_attr("MaxPool2d", what)(k),
+        "flatten": lambda: harness.fastcnn_attr("Flatten", what)(),
+        "linear": lambda i, o: harness.fastcnn_attr("Linear", what)(i, o),
+    }
+    layers = [make[kind](*args) for kind, *args in SPECS[model]]
+    return harness.fastcnn_attr("Sequential", what)(*layers)
+
+
+def twins(model, torch, seed=0):
+    """(fastcnn model, torch model) with the same weights."""
+    tm = torch_model(model, torch, seed)
+    fm = fastcnn_model(model)
+    fm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    return fm, tm
+
+
+OPTIMIZERS = {   # name -> (fastcnn class, torch class, keyword arguments)
+    "SGD-momentum": ("SGD", "SGD", {"lr": 0.01, "momentum": 0.9}),
+    "Adam": ("Adam", "Adam", {"lr": 1e-3}),
+}
+
+
+def optimizers(name, fm, tm, torch):
+    import harness
+    ours, theirs, kwargs = OPTIMIZERS[name]
+    fopt = harness.fastcnn_attr(ours, "model API, issue 3")(fm.parameters(), **kwargs)
+    return fopt, getattr(torch.optim, theirs)(tm.parameters(), **kwargs)
+
+
+def fastcnn_train_step(fm, fopt, loss_fn, x, labels):
+    """One step: zero_grad, forward, loss, backward (no input gradient: the
+    input needs none, as in torch), optimizer step. Returns the loss."""
+    fopt.zero_grad()
+    loss = loss_fn(fm(x), labels)
+    fm.backward(loss_fn.backward(), need_grad_input=False)
+    fopt.step()
+    return loss
+
+
+def torch_train_step(tm, topt, torch, tx, tlabels):
+    topt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(tm(tx), tlabels)
+    loss.backward()
+    topt.step()
+    return loss

@@ -1,0 +1,85 @@
+/* kernel_avx2.c - AVX2 + FMA sgemm micro-kernel: a 6 x 16 tile of C.
+ *
+ * Why 6 x 16: with 16 ymm registers, 12 hold the tile (two 8-float vectors
+ * per row), 2 hold B's row k and 1 the broadcast A(i,k): the classic
+ * Haswell-era shape; 12 independent FMA chains cover 2 pipes x 4 cycles.
+ * Rows beyond mr are never computed; columns beyond nr are masked off.
+ *
+ * Blocking: kc = 256 (the kc x 16 B micro-panel, 16 KiB, stays in L1),
+ * mc = 168 (the mc x kc A block, 168 KiB, in L2), nc = 4096 (a 4 MiB B
+ * panel in L3).
+ *
+ * Compiled with -mavx2 -mfma; calls nothing outside this file.
+ */
+#include <immintrin.h>
+
+#include "kernel.h"
+
+#define MR 6
+#define NV 2            /* ymm vectors per row of the tile */
+#define NR (8 * NV)
+
+static inline __attribute__((always_inline)) void
+tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
+     int64_t ldc, float alpha, float beta, int nr)
+{
+    __m256 acc[MR][NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            bv[v] = _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 8
+        for (int i = 0; i < m; i++) {
+            __m256 ai = _mm256_broadcast_ss(a + i);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+        a += MR;
+        b += ldb;
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i mask[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++)
+        mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8 * v), lane);
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            __m256 r = _mm256_mul_ps(acc[i][v], va);
+            if (nr == NR) {
+                if (beta != 0.0f)
+                    r = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8 * v), r);
+                _mm256_storeu_ps(ci + 8 * v, r);
+            } else {
+                if (beta != 0.0f)
+                    r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci + 8 * v, mask[v]), r);
+                _mm256_maskstore_ps(ci + 8 * v, mask[v], r);
+            }
+        }
+    }
+}
+
+#define TILE_CASE(m) case m: tile(m, kc, a, b, ldb, c, ldc, alpha, beta, nr); break;
+
+static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
+                    int64_t ldc, float alpha, float beta, int mr, int nr)
+{
+    switch (mr) {
+    TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
+    default: break;
+    }
+}
+
+const gemm_kernel gemm_kernel_avx2 = {"avx2", MR, NR, 256, 168, 4096, ukernel,
+                                      gemm_transpose_scalar};

@@ -1,0 +1,26 @@
+"""Run Python code in a fresh interpreter that imports the same fastcnn as the tests.
+
+The instruction set is resolved once per process, so tests of a forced
+FASTCNN_ISA run in a subprocess. That process must import the fastcnn under
+test (installed, or built in place), never a source tree without extensions.
+"""
+import os
+import subprocess
+import sys
+
+import fastcnn
+
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file__)))
+
+
+def run_python(code, cwd, timeout=120, **env_overrides):
+    """Run `code` with env_overrides set; returns the CompletedProcess (text mode)."""
+    return run_python_args(["-c", code], cwd, timeout, **env_overrides)
+
+
+def run_python_args(args, cwd, timeout=120, **env_overrides):
+    """Run `python *args` with env_overrides set; returns the CompletedProcess."""
+    env = dict(os.environ, **env_overrides)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)

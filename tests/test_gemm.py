@@ -1,0 +1,264 @@
+"""sgemm (csrc/gemm) against float64 numpy: every transpose pair, sizes that
+straddle the micro-tile and cache-block boundaries, alpha/beta, leading
+dimensions, threads, and every instruction-set path this CPU supports."""
+import ctypes
+import itertools
+import mmap
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import _cpu, _gemm
+from subproc import run_python_args
+
+TRANS = list(itertools.product([False, True], repeat=2))
+TRANS_IDS = ["NN", "NT", "TN", "TT"]
+# Micro-tiles are 14x32 (AVX-512), 6x16 (AVX2), 4x16 (generic); kc = 256,
+# mc = 336/168/128, nc = 4096; B is used in place up to 64 rows.
+SMALL = [1, 2, 7, 15, 16, 17, 31, 33]
+LARGE = [(255, 257, 1000), (1000, 31, 255), (257, 1000, 17), (2, 1000, 257),
+         (1000, 2, 33), (17, 255, 1000), (65, 33, 513), (337, 100, 300),
+         (64, 4100, 9), (300, 4100, 20), (700, 90, 16)]
+
+
+def operands(rng, M, N, K, ta, tb):
+    a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
+    b = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
+    return a, b
+
+
+def expected(a, b, c0, ta, tb, alpha, beta):
+    """float64 alpha op(a) op(b) + beta c0, and an error bound for float32."""
+    a64 = a.astype(np.float64).T if ta else a.astype(np.float64)
+    b64 = b.astype(np.float64).T if tb else b.astype(np.float64)
+    want = alpha * (a64 @ b64)
+    scale = abs(alpha) * (np.abs(a64) @ np.abs(b64))
+    if beta != 0:
+        want += beta * c0.astype(np.float64)
+        scale += abs(beta) * np.abs(c0.astype(np.float64))
+    return want, 1e-5 * scale + 1e-30
+
+
+def check(rng, M, N, K, ta, tb, alpha=1.0, beta=0.0, reference=False):
+    a, b = operands(rng, M, N, K, ta, tb)
+    c0 = rng.standard_normal((M, N)).astype(np.float32)
+    c = c0.copy()
+    if beta == 0:
+        c[:] = np.nan                   # must not be read
+    out = _gemm.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta,
+                      reference=reference)
+    assert out is c and out.shape == (M, N) and out.dtype == np.float32
+    want, tol = expected(a, b, c0, ta, tb, alpha, beta)
+    err = np.abs(c - want)
+    assert np.all(err <= tol), (f"M={M} N={N} K={K} ta={ta} tb={tb} alpha={alpha} "
+                                f"beta={beta}: max err {err.max()} at {np.unravel_index(err.argmax(), err.shape)}")
+
+
+@pytest.mark.parametrize("ta,tb", TRANS, ids=TRANS_IDS)
+def test_sgemm_matches_float64_small_grid(ta, tb, num_threads, rng):
+    coeffs = itertools.cycle([(1.0, 0.0), (-0.75, 1.0), (1.0, 1.0), (2.5, -0.5), (0.5, 0.0)])
+    for (M, N, K), (alpha, beta) in zip(itertools.product(SMALL, repeat=3), coeffs):
+        check(rng, M, N, K, ta, tb, alpha, beta)
+
+
+@pytest.mark.parametrize("ta,tb", TRANS, ids=TRANS_IDS)
+@pytest.mark.parametrize("M,N,K", LARGE, ids=[f"{m}x{n}x{k}" for m, n, k in LARGE])
+def test_sgemm_matches_float64_block_edges(M, N, K, ta, tb, num_threads, rng):
+    check(rng, M, N, K, ta, tb, alpha=1.0, beta=0.0)
+    check(rng, M, N, K, ta, tb, alpha=-1.5, beta=0.25)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -2.0])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("M,N,K", [(3, 5, 2), (40, 70, 300), (129, 33, 17)])
+def test_sgemm_matches_float64_alpha_beta(M, N, K, alpha, beta, num_threads, rng):
+    for ta, tb in TRANS:
+        check(rng, M, N, K, ta, tb, alpha, beta)
+
+
+@pytest.mark.parametrize("ta,tb", TRANS, ids=TRANS_IDS)
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (7, 16, 33), (17, 31, 2), (33, 15, 40)])
+def test_reference_matches_float64(M, N, K, ta, tb, rng):
+    check(rng, M, N, K, ta, tb, alpha=1.0, beta=0.0, reference=True)
+    check(rng, M, N, K, ta, tb, alpha=0.5, beta=-1.0, reference=True)
+
+
+def test_beta_zero_overwrites_nan_even_with_alpha_zero(num_threads):
+    a = np.full((20, 30), np.nan, np.float32)
+    b = np.ones((30, 40), np.float32)
+    c = np.full((20, 40), np.nan, np.float32)
+    _gemm.sgemm(a, b, c, alpha=0.0, beta=0.0)   # BLAS: alpha == 0 does not read A, B
+    np.testing.assert_array_equal(c, 0.0)
+    c[:] = 2.0
+    _gemm.sgemm(a, b, c, alpha=0.0, beta=1.5)
+    np.testing.assert_array_equal(c, 3.0)
+
+
+@pytest.mark.parametrize("ta,tb", TRANS, ids=TRANS_IDS)
+@pytest.mark.parametrize("M,N,K", [(5, 9, 3), (70, 45, 300), (300, 100, 64), (40, 700, 20)])
+def test_leading_dimensions_larger_than_rows(M, N, K, ta, tb, num_threads, rng):
+    """Row-slice views pass their row stride as lda/ldb/ldc; C outside the
+    view must be untouched (no out-of-bounds writes at the tile edges)."""
+    pad = 13
+    a_big, b_big = operands(rng, M + pad, N + pad, K + pad, ta, tb)
+    a = a_big[1:, 2:][: (K if ta else M), : (M if ta else K)]
+    b = b_big[3:, :][: (N if tb else K), : (K if tb else N)]
+    c_big = rng.standard_normal((M + 2, N + pad)).astype(np.float32)
+    guard = c_big.copy()
+    c = c_big[1:1 + M, 5:5 + N]
+    c0 = c.copy()
+    _gemm.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=0.5, beta=2.0)
+    want, tol = expected(np.ascontiguousarray(a), np.ascontiguousarray(b), c0, ta, tb, 0.5, 2.0)
+    assert np.all(np.abs(c - want) <= tol)
+    outside = np.ones(c_big.shape, bool)
+    outside[1:1 + M, 5:5 + N] = False
+    np.testing.assert_array_equal(c_big[outside], guard[outside])
+
+
+def guarded(rows, cols, rng, keep):
+    """A float32 (rows, cols) array that ends exactly where an inaccessible
+    page begins: reading or writing one element past it faults."""
+    page = mmap.PAGESIZE
+    nbytes = rows * cols * 4
+    pages = -(-nbytes // page)
+    mm = mmap.mmap(-1, (pages + 1) * page)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(addr + pages * page, page, 0) == 0
+    keep.append(mm)
+    arr = np.frombuffer(mm, np.float32, rows * cols, pages * page - nbytes).reshape(rows, cols)
+    arr[:] = rng.standard_normal((rows, cols))
+    return arr
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mprotect"), reason="needs mprotect")
+@pytest.mark.parametrize("ta,tb", TRANS, ids=TRANS_IDS)
+def test_guard_page_no_access_past_the_end(ta, tb, num_threads, rng):
+    """A, B and C each end at an inaccessible page: the edge tiles, the
+    in-place B panels and the masked SIMD packing must stay inside."""
+    keep = []
+    for M, N, K in [(1, 1, 1), (13, 31, 15), (15, 33, 17), (50, 47, 513), (300, 70, 9)]:
+        a = guarded(*((K, M) if ta else (M, K)), rng, keep)
+        b = guarded(*((N, K) if tb else (K, N)), rng, keep)
+        c = guarded(M, N, rng, keep)
+        c0 = c.copy()
+        _gemm.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=1.0, beta=0.5)
+        want, tol = expected(a, b, c0, ta, tb, 1.0, 0.5)
+        assert np.all(np.abs(c - want) <= tol)
+
+
+def test_non_contiguous_and_other_dtypes_are_converted(rng):
+    a64 = rng.standard_normal((30, 20))                          # float64
+    b = rng.standard_normal((40, 20)).astype(np.float32).T      # (20, 40), Fortran order
+    want, tol = expected(a64.astype(np.float32), np.ascontiguousarray(b), np.zeros(1),
+                         False, False, 1.0, 0.0)
+    for got in (_gemm.sgemm(a64, b), _gemm.sgemm(a64.T, b, trans_a=True),
+                _gemm.sgemm(a64, b.T, trans_b=True), _gemm.sgemm(a64[::-1][::-1], b[:, ::1])):
+        assert got.shape == (30, 40) and np.all(np.abs(got - want) <= tol)
+    ints = _gemm.sgemm(np.arange(6).reshape(2, 3), np.ones((3, 2), np.int64))
+    np.testing.assert_array_equal(ints, [[3, 3], [12, 12]])
+
+
+def test_without_c_returns_new_array_and_beta_scales_zeros(rng):
+    a, b = operands(rng, 9, 11, 13, False, False)
+    out = _gemm.sgemm(a, b, beta=3.0)
+    want, tol = expected(a, b, np.zeros((9, 11)), False, False, 1.0, 0.0)
+    assert np.all(np.abs(out - want) <= tol)
+
+
+def test_one_and_two_threads_agree_bitwise(rng):
+    old = fastcnn.get_num_threads()
+    try:
+        for (M, N, K), (ta, tb) in itertools.product(
+                [(600, 500, 300), (40, 3000, 75), (3000, 40, 200), (128, 784, 1152)], TRANS):
+            a, b = operands(rng, M, N, K, ta, tb)
+            fastcnn.set_num_threads(1)
+            one = _gemm.sgemm(a, b, trans_a=ta, trans_b=tb)
+            fastcnn.set_num_threads(2)
+            two = _gemm.sgemm(a, b, trans_a=ta, trans_b=tb)
+            np.testing.assert_array_equal(one, two)
+    finally:
+        fastcnn.set_num_threads(old)
+
+
+def test_concurrent_python_threads(num_threads, rng):
+    """Several Python threads calling sgemm at once (the GIL is released)."""
+    jobs = [operands(rng, 150 + 7 * i, 200 - 5 * i, 90 + 11 * i, i % 2 == 1, i % 3 == 0)
+            + (i % 2 == 1, i % 3 == 0) for i in range(8)]
+
+    def run(job):
+        a, b, ta, tb = job
+        return _gemm.sgemm(a, b, trans_a=ta, trans_b=tb)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, jobs * 3))
+    for (a, b, ta, tb), got in zip(jobs * 3, results):
+        want, tol = expected(a, b, np.zeros(1), ta, tb, 1.0, 0.0)
+        assert np.all(np.abs(got - want) <= tol)
+
+
+def test_errors():
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"a must be 2-dimensional. Received: a.shape=\(12,\)"):
+        _gemm.sgemm(a.ravel(), b)
+    with pytest.raises(ValueError, match=r"b must not be empty. Received: b.shape=\(4, 0\)"):
+        _gemm.sgemm(a, np.ones((4, 0), np.float32))
+    with pytest.raises(ValueError, match=r"matching inner dimensions.*a.shape=\(3, 4\) "
+                                         r"\(trans_a=False\), b.shape=\(4, 5\) \(trans_b=True\)"):
+        _gemm.sgemm(a, b, trans_b=True)
+    with pytest.raises(TypeError, match=r"a must be an array of real numbers. Received: a with dtype=<U1"):
+        _gemm.sgemm(np.array([["x"]]), b)
+    with pytest.raises(ValueError, match=r"c must have shape \(3, 5\). Received: c.shape=\(5, 3\)"):
+        _gemm.sgemm(a, b, np.zeros((5, 3), np.float32))
+    with pytest.raises(TypeError, match=r"c must be a writeable 2-D float32.*dtype=float64"):
+        _gemm.sgemm(a, b, np.zeros((3, 5)))
+    with pytest.raises(TypeError, match=r"c must be a writeable 2-D float32.*of type list"):
+        _gemm.sgemm(a, b, [[0.0] * 5] * 3)
+    with pytest.raises(TypeError, match=r"c must be a writeable 2-D float32.*strides=\(4, 12\)"):
+        _gemm.sgemm(a, b, np.zeros((5, 3), np.float32).T)
+    frozen = np.zeros((3, 5), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(TypeError, match=r"c must be a writeable"):
+        _gemm.sgemm(a, b, frozen)
+    sq = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"c must not overlap a or b. Received: c sharing memory with a"):
+        _gemm.sgemm(sq, sq.copy(), sq)
+    with pytest.raises(ValueError, match=r"alpha must be finite. Received: alpha=nan"):
+        _gemm.sgemm(a, b, alpha=float("nan"))
+    with pytest.raises(TypeError, match=r"beta must be a real number. Received: beta='1'"):
+        _gemm.sgemm(a, b, beta="1")
+
+
+def supported_isas():
+    order = ["generic", "avx2", "avx512"]
+    return order[: order.index(_cpu.cpu_isa()) + 1]
+
+
+def test_isa_is_the_forced_one():
+    forced = os.environ.get("FASTCNN_ISA")
+    if forced:
+        assert _cpu.isa() == forced
+    else:
+        assert _cpu.isa() == _cpu.cpu_isa()
+
+
+@pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
+                    reason="already inside a forced-ISA run")
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_isa_path_in_a_subprocess(isa, tmp_path):
+    """FASTCNN_ISA is resolved once per process, so each path runs this file's
+    numeric tests in its own pytest process."""
+    if isa not in supported_isas():
+        pytest.skip(f"this CPU does not support {isa}")
+    # the best path already ran in this process: there, only check the report
+    select = ("forced" if isa == _cpu.cpu_isa()
+              else "(matches or leading or guard) and 2threads or agree or forced or nan")
+    done = run_python_args(["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", select],
+                           cwd=tmp_path, timeout=600, FASTCNN_ISA=isa)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout

@@ -1,0 +1,32 @@
+"""The peak probe (csrc/peak.c): a finite positive figure, and its argument checks."""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fastcnn._peak import fma_peak_gflops
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_peak_is_positive_and_finite(threads):
+    gflops = fma_peak_gflops(threads)
+    assert isinstance(gflops, float)
+    assert math.isfinite(gflops) and gflops > 0.0
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
+def test_every_isa_loop_runs(isa):
+    # FASTCNN_ISA is read once per process, so each ISA runs in a child.
+    code = "from fastcnn._peak import fma_peak_gflops; print(fma_peak_gflops(1))"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "FASTCNN_ISA": isa},
+                         capture_output=True, text=True, check=True)
+    assert float(out.stdout) > 0.0
+
+
+def test_bad_threads():
+    with pytest.raises(ValueError, match=r"threads must be positive. Received: threads=0"):
+        fma_peak_gflops(0)
+    with pytest.raises(TypeError, match=r"threads must be an integer"):
+        fma_peak_gflops(1.5)
