@@ -466,8 +466,11 @@ def load(path):
     """
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile) or _ARCH_KEY not in archive.files:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):      # a plain .npy array
+            raise _NotOurs()
+        with archive:
+            if _ARCH_KEY not in archive.files:
                 raise _NotOurs()
             arch = json.loads(bytes(archive[_ARCH_KEY]).decode("utf-8"))
             arrays = {k: archive[k] for k in archive.files if k != _ARCH_KEY}
@@ -477,10 +480,11 @@ def load(path):
         raise ValueError(f"{path!r} is not a fastcnn model file (no architecture record "
                          f"{_ARCH_KEY!r}); save models with model.save(path)") from None
     except Exception as exc:  # zip, npy, json and unicode errors of damaged files
-        if isinstance(exc, AttributeError):  # np.load returned a plain array (.npy)
-            raise ValueError(f"{path!r} is not a fastcnn model file") from None
+        # numpy reports any file that is neither zip nor npy as "pickled data".
+        detail = ("not a numpy archive" if "pickle" in str(exc)
+                  else f"{type(exc).__name__}: {exc}")
         raise ValueError(f"{path!r} is not a readable fastcnn model file (corrupt, truncated "
-                         f"or foreign): {type(exc).__name__}: {exc}") from None
+                         f"or foreign): {detail}") from None
     if not isinstance(arch, dict) or arch.get("format") != _FORMAT:
         raise ValueError(f"{path!r} is not a fastcnn model file (unknown format record)")
     if arch.get("version") != _FORMAT_VERSION:
