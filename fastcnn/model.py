@@ -205,6 +205,10 @@ class Sequential(Layer):
         if optimizer is None:
             optimizer = self.optimizer if self.optimizer is not None else "adam"
         optimizer = get_optimizer(optimizer, params)
+        ours = {id(p) for p in params}
+        if not any(id(p) in ours for p in optimizer.params):
+            raise ValueError("the optimizer holds none of this model's parameters: build it "
+                             "with model.parameters()")
         self.optimizer = optimizer
         if lr_scheduler is not None and not isinstance(lr_scheduler, LRScheduler):
             raise TypeError(f"lr_scheduler must be a fastcnn LRScheduler. "

@@ -453,6 +453,8 @@ def test_fit_rejects_bad_arguments(rng):
     for kwargs, exc, match in cases:
         with pytest.raises(exc, match=match):
             model.fit(x, y, **{"verbose": 0, **kwargs})
+    with pytest.raises(ValueError, match=r"the optimizer holds none of this model's parameters"):
+        model.fit(x, y, optimizer=fastcnn.SGD(tiny().parameters(), lr=0.1), verbose=0)
     with pytest.raises(ValueError, match=r"x and y must have the same number of examples. "
                                          r"Received: x.shape=\(50, 1, 8, 8\), y.shape=\(49,\)"):
         model.fit(x, y[:49], verbose=0)
