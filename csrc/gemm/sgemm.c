@@ -59,21 +59,35 @@ void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float al
         }
 }
 
-static const gemm_kernel *select_kernel(void)
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+/* Multiply-adds a kernel's tiles compute for an M x N product, padding
+ * included. */
+static int64_t padded_work(const gemm_kernel *kr, int64_t M, int64_t N)
+{
+    return round_up(M, kr->mr) * round_up(N, kr->nr);
+}
+
+/* The instruction set's kernel (for AVX-512, of two tile shapes the one
+ * that computes fewer padding rows and columns for this M x N). */
+static const gemm_kernel *select_kernel(int64_t M, int64_t N)
 {
 #ifdef FASTCNN_X86_KERNELS
     switch (fastcnn_isa()) {
-    case FASTCNN_ISA_AVX512: return &gemm_kernel_avx512;
+    case FASTCNN_ISA_AVX512:
+        if (padded_work(&gemm_kernel_avx512_8x48, M, N) < padded_work(&gemm_kernel_avx512, M, N))
+            return &gemm_kernel_avx512_8x48;
+        return &gemm_kernel_avx512;
     case FASTCNN_ISA_AVX2: return &gemm_kernel_avx2;
     default: break;
     }
 #endif
+    (void)M;
+    (void)N;
     return &gemm_kernel_generic;
 }
-
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 /* The chunk (a multiple of unit, at most max(block, unit)) that splits n into
  * the fewest, most even pieces. */
@@ -344,7 +358,7 @@ int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
         scale_c(C, M, N, ldc, beta);
         return FASTCNN_OK;
     }
-    const gemm_kernel *kr = select_kernel();
+    const gemm_kernel *kr = select_kernel(M, N);
     gemm_plan p = {kr, transa, transb, !transb && M <= DIRECT_B_MAX_ROWS, M, N, K, lda, ldb,
                    ldc, alpha, beta, A, B, C, 0, 0, 0};
     p.kc = even_chunk(K, kr->kc, 1);
