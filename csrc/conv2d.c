@@ -25,6 +25,10 @@
 #include "fastcnn.h"
 #include "gemm.h"
 
+#define DIRECT_VBYTES 16        /* the portable build of conv2d_direct.h */
+#define DIRECT_ACC 12
+#include "conv2d_direct.h"
+
 /* Indices i in [0, n) with 0 <= i * stride + off < size, as [lo, hi). */
 typedef struct {
     int64_t lo, hi;
@@ -429,6 +433,101 @@ static int backward_weight_group(float *dw, const float *dy, const float *x, int
     return sgemm(0, 1, s->K, CRS, cols, 1.0f, A, cols, B, cols, 1.0f, dw, CRS, nthreads);
 }
 
+/* ---- direct forward for first layers (conv2d_direct.h) -------------------- */
+
+/* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM. */
+#define DIRECT_MAX_CRS 75
+
+static int direct_mode = 0;     /* 0: by shape, 1: always when stride 1, -1: never */
+
+int conv2d_set_direct(int mode)
+{
+    int old = direct_mode;
+    direct_mode = mode;
+    return old;
+}
+
+static int use_direct(const conv2d_shape *s)
+{
+    if (s->sh != 1 || s->sw != 1 || direct_mode < 0)
+        return 0;
+    return direct_mode > 0 || s->C * s->R * s->S <= DIRECT_MAX_CRS;
+}
+
+typedef void (*direct_block_fn)(float *, const float *, const float *, const float *,
+                                int64_t, int64_t, const direct_geom *);
+
+void conv2d_direct_block_generic(float *y, const float *xpad, const float *w, const float *b,
+                                 int64_t k0, int64_t kn, const direct_geom *g)
+{
+    direct_block(y, xpad, w, b, k0, kn, g);
+}
+
+/* The instruction set's block kernel and its channels per block. */
+static direct_block_fn direct_kernel(int64_t *kb)
+{
+#ifdef FASTCNN_X86_KERNELS
+    switch (fastcnn_isa()) {
+    case FASTCNN_ISA_AVX512: *kb = DIRECT_KB_AVX512; return conv2d_direct_block_avx512;
+    case FASTCNN_ISA_AVX2: *kb = DIRECT_KB_AVX2; return conv2d_direct_block_avx2;
+    default: break;
+    }
+#endif
+    *kb = DIRECT_KB_GENERIC;
+    return conv2d_direct_block_generic;
+}
+
+/* xpad (C, Hp, Wp) = image x (C, H, W) shifted by the top/left padding,
+ * zero elsewhere (rows and columns past the image are cut at Hp, Wp). */
+static void pad_image(float *xpad, const float *x, const conv2d_shape *s, const direct_geom *g)
+{
+    for (int64_t c = 0; c < s->C; c++)
+        for (int64_t hp = 0; hp < g->Hp; hp++) {
+            float *row = xpad + (c * g->Hp + hp) * g->Wp;
+            int64_t h = hp - s->ph;
+            memset(row, 0, (size_t)g->Wp * sizeof(float));
+            if (h < 0 || h >= s->H)
+                continue;
+            int64_t n = s->W + s->pw > g->Wp ? g->Wp - s->pw : s->W;
+            if (n > 0)
+                memcpy(row + s->pw, x + (c * s->H + h) * s->W, (size_t)n * sizeof(float));
+        }
+}
+
+/* y (N, K, P, Q) = conv(x, w) + b by the direct kernel (stride 1). */
+static int direct_forward(float *y, const float *x, const float *w, const float *b,
+                          const conv2d_shape *s, int nthreads)
+{
+    int64_t kb;
+    direct_block_fn fn = direct_kernel(&kb);
+    direct_geom g = {s->C, s->K, s->R, s->S, s->P, s->Q, s->P + s->R - 1,
+                     (s->Q + DIRECT_WP_ALIGN - 1) / DIRECT_WP_ALIGN * DIRECT_WP_ALIGN + s->S - 1};
+    int64_t blocks = (s->K + kb - 1) / kb, items = s->N * blocks;
+    int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
+    if (nt > items)
+        nt = (int)items;
+    float *scratch = scratch_take(nt * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
+     * their output planes, and its own padded image */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        float *xpad = scratch + t * per;
+        int64_t padded = -1;
+        for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
+            int64_t n = it / blocks, k0 = it % blocks * kb;
+            if (n != padded)
+                pad_image(xpad, x + n * xsz, s, &g);
+            padded = n;
+            fn(y + n * ysz, xpad, w, b, k0, s->K - k0 < kb ? s->K - k0 : kb, &g);
+        }
+    }
+    scratch_give(scratch);
+    return FASTCNN_OK;
+}
+
 /* ---- fast kernels ------------------------------------------------------------ */
 
 enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
@@ -507,6 +606,8 @@ static int run(const conv_call *cc, const conv2d_shape *s, int nthreads)
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    const conv2d_shape *s, int nthreads)
 {
+    if (use_direct(s))
+        return direct_forward(y, x, w, b, s, nthreads);
     conv_call cc = {FORWARD, y, x, w, b, NULL};
     return run(&cc, s, nthreads);
 }

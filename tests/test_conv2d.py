@@ -3,8 +3,12 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
+import os
+
 import fastcnn.functional as F
+from fastcnn import _conv2d, _cpu
 from gradcheck import check_directional
+from subproc import run_python_args
 
 # (N, C, H, W, K, R, S, stride, padding)
 EDGE_CASES = [
@@ -363,3 +367,71 @@ def test_repeated_calls_reuse_scratch_and_agree(rng):
     first = F.conv2d(*small)
     F.conv2d(*big)
     np.testing.assert_array_equal(F.conv2d(*small), first)
+
+
+# The forward's direct kernel (stride 1, few input channels; forced on here
+# for every stride-1 case): channel blocks of 8 (AVX-512) or 4, row segments
+# of up to 3 vectors, a zero-padded copy of each image.
+DIRECT_CASES = [
+    (3, 1, 28, 28, 6, 5, 5, 1, 2),            # lenet_c1
+    (2, 1, 9, 13, 11, 3, 3, 1, 1),            # K = 11: a full and a partial block
+    (2, 3, 33, 50, 9, 3, 3, 1, 1),            # Q = 50: more than one row segment
+    (1, 4, 5, 3, 2, 2, 4, 1, "same"),         # even kernel, bottom/right padding
+    (2, 2, 7, 6, 3, 1, 1, 1, 0),              # 1x1
+    (2, 1, 4, 4, 3, 5, 5, 1, 3),              # padding wider than the image
+    (1, 3, 6, 40, 17, 3, 3, 1, (0, 2)),       # K = 17, Q = 42
+    (2, 6, 14, 14, 16, 5, 5, 1, 0),           # lenet_c2: C R S = 150
+    (2, 2, 5, 9, 3, 2, 7, 1, (1, 3)),         # S = 7: the generic tap loop
+    (3, 1, 1, 1, 5, 1, 1, 1, 0),              # 1x1 image
+]
+
+
+@pytest.fixture(params=[0, 1], ids=["by-shape", "forced"])
+def direct_mode(request):
+    old = _conv2d._set_direct(request.param)
+    yield request.param
+    _conv2d._set_direct(old)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=case_id)
+def test_direct_forward_matches_numpy(case, bias, direct_mode, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    b = b if bias else None
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    y = F.conv2d(x, w, b, stride, padding)
+    close(y, conv64(x, w, b, stride, pads(H, W, R, S, stride, padding)), C * R * S)
+
+
+def test_direct_and_gemm_forward_agree(rng):
+    """The direct kernel and im2col + GEMM give the same outputs (up to rounding)."""
+    x, w, b, stride, padding = make((4, 3, 17, 19, 10, 3, 3, 1, 1), rng)
+    old = _conv2d._set_direct(1)
+    try:
+        direct = F.conv2d(x, w, b, stride, padding)
+        _conv2d._set_direct(-1)
+        gemm = F.conv2d(x, w, b, stride, padding)
+    finally:
+        _conv2d._set_direct(old)
+    np.testing.assert_allclose(direct, gemm, rtol=1e-5, atol=1e-5)
+
+
+def supported_isas():
+    order = ["generic", "avx2", "avx512"]
+    return order[: order.index(_cpu.cpu_isa()) + 1]
+
+
+@pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
+                    reason="already inside a forced-ISA run")
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_every_isa_path_in_a_subprocess(isa, tmp_path):
+    """FASTCNN_ISA is resolved once per process: the numeric tests of this file
+    (the best path already ran here) run again on each lower path."""
+    if isa not in supported_isas():
+        pytest.skip(f"this CPU does not support {isa}")
+    done = run_python_args(["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                            "matches_numpy or agree"], cwd=tmp_path, timeout=600,
+                           FASTCNN_ISA=isa)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
