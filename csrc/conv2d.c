@@ -27,22 +27,7 @@
 
 #define DIRECT_VBYTES 16        /* the portable build of conv2d_direct.h */
 #define DIRECT_ACC 12
-#include "conv2d_direct.h"
-
-/* Indices i in [0, n) with 0 <= i * stride + off < size, as [lo, hi). */
-typedef struct {
-    int64_t lo, hi;
-} span;
-
-static span valid_span(int64_t off, int64_t stride, int64_t size, int64_t n)
-{
-    span v;
-    v.lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
-    v.hi = size - off <= 0 ? 0 : (size - off - 1) / stride + 1;
-    if (v.hi > n) v.hi = n;
-    if (v.lo > v.hi) v.lo = v.hi;
-    return v;
-}
+#include "conv2d_kernel.h"
 
 /* 1x1, stride 1, no padding, output as large as the input: col is x itself. */
 static int pointwise(const conv2d_shape *s)
@@ -278,6 +263,22 @@ static void im2col_row(float *restrict out, const float *restrict xc, int64_t cn
     }
 }
 
+typedef void (*im2col_tap_fn)(float *, const float *, int64_t, int64_t, int64_t, int64_t,
+                              int64_t, const conv2d_shape *);
+
+/* The instruction set's im2col of one tap (masked vector copies; stride 1). */
+static im2col_tap_fn im2col_kernel(const conv2d_shape *s)
+{
+#ifdef FASTCNN_X86_KERNELS
+    if (s->sw == 1 && fastcnn_isa() == FASTCNN_ISA_AVX512)
+        return conv2d_im2col_tap_avx512;
+    if (s->sw == 1 && fastcnn_isa() == FASTCNN_ISA_AVX2)
+        return conv2d_im2col_tap_avx2;
+#endif
+    (void)s;
+    return im2col_row;
+}
+
 /* col (CRS, cnt PQ) = the im2col matrices of cnt images x (cnt, C, H, W),
  * image i in columns [i PQ, (i+1) PQ). */
 static void im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *s,
@@ -285,12 +286,13 @@ static void im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *
 {
     int64_t rows = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
     int64_t CHW = s->C * s->H * s->W;
+    im2col_tap_fn tap = im2col_kernel(s);
     int nt = fastcnn_threads_for(rows * cols, nthreads);
     /* each row (c, r, t) of col is written by one iteration */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t row = 0; row < rows; row++) {
         int64_t c = row / (s->R * s->S), r = row / s->S % s->R, t = row % s->S;
-        im2col_row(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r, t, s);
+        tap(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r, t, s);
     }
 }
 
@@ -479,16 +481,17 @@ static direct_block_fn direct_kernel(int64_t *kb)
 
 /* xpad (C, Hp, Wp) = image x (C, H, W) shifted by the top/left padding,
  * zero elsewhere (rows and columns past the image are cut at Hp, Wp). */
-static void pad_image(float *xpad, const float *x, const conv2d_shape *s, const direct_geom *g)
+static void pad_image(float *xpad, const float *x, const conv2d_shape *s, int64_t Hp,
+                      int64_t Wp)
 {
     for (int64_t c = 0; c < s->C; c++)
-        for (int64_t hp = 0; hp < g->Hp; hp++) {
-            float *row = xpad + (c * g->Hp + hp) * g->Wp;
+        for (int64_t hp = 0; hp < Hp; hp++) {
+            float *row = xpad + (c * Hp + hp) * Wp;
             int64_t h = hp - s->ph;
-            memset(row, 0, (size_t)g->Wp * sizeof(float));
+            memset(row, 0, (size_t)Wp * sizeof(float));
             if (h < 0 || h >= s->H)
                 continue;
-            int64_t n = s->W + s->pw > g->Wp ? g->Wp - s->pw : s->W;
+            int64_t n = s->W + s->pw > Wp ? Wp - s->pw : s->W;
             if (n > 0)
                 memcpy(row + s->pw, x + (c * s->H + h) * s->W, (size_t)n * sizeof(float));
         }
@@ -519,9 +522,93 @@ static int direct_forward(float *y, const float *x, const float *w, const float 
         for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
             int64_t n = it / blocks, k0 = it % blocks * kb;
             if (n != padded)
-                pad_image(xpad, x + n * xsz, s, &g);
+                pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
             padded = n;
             fn(y + n * ysz, xpad, w, b, k0, s->K - k0 < kb ? s->K - k0 : kb, &g);
+        }
+    }
+    scratch_give(scratch);
+    return FASTCNN_OK;
+}
+
+/* ---- channel-vector direct forward (conv2d_kernel.h) -------------------- */
+
+static int kvec_mode = 0;       /* 0: by shape, 1: whenever K fits the vectors, -1: never */
+
+int conv2d_set_kvec(int mode)
+{
+    int old = kvec_mode;
+    kvec_mode = mode;
+    return old;
+}
+
+typedef void (*kvec_block_fn)(float *, const float *, const float *, const float *, int64_t,
+                              int, const kvec_geom *);
+
+void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wT, const float *b,
+                               int64_t k0, int kv, const kvec_geom *g)
+{
+    kvec_block(y, xpad, wT, b, k0, kv, g);
+}
+
+/* The instruction set's block kernel and its vector length. */
+static kvec_block_fn kvec_kernel(int64_t *vl)
+{
+#ifdef FASTCNN_X86_KERNELS
+    switch (fastcnn_isa()) {
+    case FASTCNN_ISA_AVX512: *vl = 16; return conv2d_kvec_block_avx512;
+    case FASTCNN_ISA_AVX2: *vl = 8; return conv2d_kvec_block_avx2;
+    default: break;
+    }
+#endif
+    *vl = DIRECT_VL;
+    return conv2d_kvec_block_generic;
+}
+
+/* By shape: K a multiple of the vector length and a kernel wider than 1x1
+ * (a pointwise convolution is a plain GEMM, which the engine does faster). */
+static int use_kvec(const conv2d_shape *s)
+{
+    int64_t vl;
+    kvec_kernel(&vl);
+    if (kvec_mode < 0 || s->K % vl)
+        return 0;
+    return kvec_mode > 0 || s->R * s->S > 1;
+}
+
+/* y (N, K, P, Q) = conv(x, w) + b by the channel-vector kernel (K % VL == 0). */
+static int kvec_forward(float *y, const float *x, const float *w, const float *b,
+                        const conv2d_shape *s, int nthreads)
+{
+    int64_t vl;
+    kvec_block_fn fn = kvec_kernel(&vl);
+    kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
+                   (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S};
+    int64_t vecs = s->K / vl;
+    int kv = vecs % 2 == 0 ? 2 : 1;
+    int64_t blocks = vecs / kv, items = s->N * blocks, CRS = s->C * s->R * s->S;
+    int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * s->P * s->Q, nthreads);
+    if (nt > items)
+        nt = (int)items;
+    float *scratch = scratch_take(CRS * s->K + nt * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    float *wT = scratch + nt * per;
+    for (int64_t k = 0; k < s->K; k++)
+        for (int64_t i = 0; i < CRS; i++) wT[i * s->K + k] = w[k * CRS + i];
+    /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
+     * their output planes, and its own padded image */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        float *xpad = scratch + t * per;
+        int64_t padded = -1;
+        for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
+            int64_t n = it / blocks, k0 = it % blocks * kv * vl;
+            if (n != padded)
+                pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
+            padded = n;
+            fn(y + n * ysz, xpad, wT, b, k0, kv, &g);
         }
     }
     scratch_give(scratch);
@@ -608,6 +695,8 @@ int conv2d_forward(float *y, const float *x, const float *w, const float *b,
 {
     if (use_direct(s))
         return direct_forward(y, x, w, b, s, nthreads);
+    if (use_kvec(s))
+        return kvec_forward(y, x, w, b, s, nthreads);
     conv_call cc = {FORWARD, y, x, w, b, NULL};
     return run(&cc, s, nthreads);
 }

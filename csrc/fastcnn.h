@@ -97,6 +97,9 @@ int64_t conv2d_set_group_columns(int64_t columns);
  * by shape (mode 0), whenever the stride is 1 (1), or never (-1). Returns
  * the old mode. */
 int conv2d_set_direct(int mode);
+/* Test hook: the forward's channel-vector direct kernel (K a multiple of the
+ * vector length) is used by shape (0), whenever K fits (1), or never (-1). */
+int conv2d_set_kvec(int mode);
 void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s);
 void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,

@@ -226,3 +226,10 @@ def _set_direct(mode):
     """Test hook: the forward's direct first-layer kernel is used by shape
     (0), whenever the stride is 1 (1), or never (-1). Returns the old mode."""
     return c.conv2d_set_direct(int(mode))
+
+
+def _set_kvec(mode):
+    """Test hook: the forward's channel-vector direct kernel is used by shape
+    (0), whenever K is a multiple of the vector length (1), or never (-1).
+    Returns the old mode."""
+    return c.conv2d_set_kvec(int(mode))

@@ -386,7 +386,7 @@ DIRECT_CASES = [
 ]
 
 
-@pytest.fixture(params=[0, 1], ids=["by-shape", "forced"])
+@pytest.fixture(params=[0, 1, -1], ids=["by-shape", "forced", "never"])
 def direct_mode(request):
     old = _conv2d._set_direct(request.param)
     yield request.param
@@ -407,14 +407,66 @@ def test_direct_forward_matches_numpy(case, bias, direct_mode, num_threads, rng)
 def test_direct_and_gemm_forward_agree(rng):
     """The direct kernel and im2col + GEMM give the same outputs (up to rounding)."""
     x, w, b, stride, padding = make((4, 3, 17, 19, 10, 3, 3, 1, 1), rng)
-    old = _conv2d._set_direct(1)
+    old, old_kvec = _conv2d._set_direct(1), _conv2d._set_kvec(-1)
     try:
         direct = F.conv2d(x, w, b, stride, padding)
         _conv2d._set_direct(-1)
         gemm = F.conv2d(x, w, b, stride, padding)
     finally:
         _conv2d._set_direct(old)
+        _conv2d._set_kvec(old_kvec)
     np.testing.assert_allclose(direct, gemm, rtol=1e-5, atol=1e-5)
+
+
+# The forward's channel-vector kernel (K a multiple of the vector length:
+# 16, 8 or 4 floats): tiles of up to 14 positions of a row (or two rows when
+# K is one vector) x 1 or 2 channel vectors; strides 1, 2 compiled in, others
+# at run time.
+KVEC_CASES = [
+    (2, 6, 14, 14, 16, 5, 5, 1, 0),           # lenet_c2: one vector, two rows a tile
+    (2, 3, 9, 11, 32, 3, 3, 1, 1),            # two vectors
+    (1, 2, 30, 31, 48, 3, 3, 1, 1),           # three vectors; Q = 31: tiles of 11, 10, 10
+    (2, 4, 11, 13, 16, 3, 3, 2, 1),           # stride 2
+    (2, 3, 13, 12, 32, 3, 2, 3, (1, 2)),      # stride 3 (run-time stride)
+    (1, 5, 7, 6, 16, 1, 1, 1, 0),             # pointwise (forced only)
+    (2, 2, 5, 4, 16, 2, 3, 1, "same"),        # even kernel, bottom/right padding
+    (3, 1, 1, 1, 32, 1, 1, 1, 0),             # 1x1 image
+    (1, 2, 7, 30, 16, 4, 4, (2, 1), 3),       # odd rows: a single-row tile at the end
+    (2, 3, 6, 5, 64, 3, 3, 1, 2),             # padding = kernel - 1
+]
+
+
+@pytest.fixture(params=[0, 1, -1], ids=["by-shape", "forced", "never"])
+def kvec_mode(request):
+    old = _conv2d._set_kvec(request.param)
+    old_direct = _conv2d._set_direct(-1 if request.param == 1 else 0)
+    yield request.param
+    _conv2d._set_kvec(old)
+    _conv2d._set_direct(old_direct)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", KVEC_CASES, ids=case_id)
+def test_kvec_forward_matches_numpy(case, bias, kvec_mode, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    b = b if bias else None
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    y = F.conv2d(x, w, b, stride, padding)
+    close(y, conv64(x, w, b, stride, pads(H, W, R, S, stride, padding)), C * R * S)
+
+
+def test_kvec_and_gemm_forward_agree(rng):
+    """The channel-vector kernel and im2col + GEMM give the same outputs."""
+    x, w, b, stride, padding = make((3, 5, 15, 17, 32, 3, 3, 1, 1), rng)
+    old = _conv2d._set_kvec(1)
+    try:
+        kvec = F.conv2d(x, w, b, stride, padding)
+        _conv2d._set_kvec(-1)
+        gemm = F.conv2d(x, w, b, stride, padding)
+    finally:
+        _conv2d._set_kvec(old)
+    np.testing.assert_allclose(kvec, gemm, rtol=1e-5, atol=1e-5)
 
 
 def supported_isas():
