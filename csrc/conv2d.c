@@ -615,6 +615,35 @@ static int kvec_forward(float *y, const float *x, const float *w, const float *b
     return FASTCNN_OK;
 }
 
+/* Backward data as a forward convolution (stride 1, padding below the
+ * kernel size): dx is dy, padded by R-1-ph on top and S-1-pw on the left,
+ * convolved with the kernel flipped in both axes, channels swapped. */
+static int kvec_backward_data_fits(const conv2d_shape *s)
+{
+    int64_t vl;
+    kvec_kernel(&vl);
+    return kvec_mode >= 0 && s->sh == 1 && s->sw == 1 && s->ph < s->R && s->pw < s->S
+        && s->C % vl == 0 && s->R * s->S > 1;
+}
+
+static int kvec_backward_data(float *dx, const float *dy, const float *w,
+                              const conv2d_shape *s, int nthreads)
+{
+    conv2d_shape t = {s->N, s->K, s->P, s->Q, s->C, s->R, s->S, 1, 1,
+                      s->R - 1 - s->ph, s->S - 1 - s->pw, s->H, s->W};
+    int64_t RS = s->R * s->S;
+    float *wf = fastcnn_alloc(s->K * s->C * RS * (int64_t)sizeof(float));
+    if (!wf)
+        return FASTCNN_ENOMEM;
+    for (int64_t k = 0; k < s->K; k++)      /* wf (C, K, R, S) = w (K, C, R, S) flipped */
+        for (int64_t c = 0; c < s->C; c++)
+            for (int64_t rt = 0; rt < RS; rt++)
+                wf[(c * s->K + k) * RS + rt] = w[(k * s->C + c) * RS + RS - 1 - rt];
+    int err = kvec_forward(dx, dy, wf, NULL, &t, nthreads);
+    fastcnn_free(wf);
+    return err;
+}
+
 /* ---- fast kernels ------------------------------------------------------------ */
 
 enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
@@ -704,6 +733,8 @@ int conv2d_forward(float *y, const float *x, const float *w, const float *b,
 int conv2d_backward_data(float *dx, const float *dy, const float *w,
                          const conv2d_shape *s, int nthreads)
 {
+    if (kvec_backward_data_fits(s))
+        return kvec_backward_data(dx, dy, w, s, nthreads);
     conv_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy};
     return run(&cc, s, nthreads);
 }
