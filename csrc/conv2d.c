@@ -644,6 +644,91 @@ static int kvec_backward_data(float *dx, const float *dy, const float *w,
     return err;
 }
 
+/* ---- channel-vector weight gradient (conv2d_kernel.h) --------------------- */
+
+typedef void (*wgrad_image_fn)(float *, const float *, const float *, const kvec_geom *);
+
+void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
+                                const kvec_geom *g)
+{
+    wgrad_image(dwT, xpad, dyT, g);
+}
+
+static wgrad_image_fn wgrad_kernel(void)
+{
+#ifdef FASTCNN_X86_KERNELS
+    switch (fastcnn_isa()) {
+    case FASTCNN_ISA_AVX512: return conv2d_wgrad_image_avx512;
+    case FASTCNN_ISA_AVX2: return conv2d_wgrad_image_avx2;
+    default: break;
+    }
+#endif
+    return conv2d_wgrad_image_generic;
+}
+
+/* K a multiple of the vector length, S = 3 or 5, and an image per thread
+ * (threads split the images; with fewer, the GEMM path splits its product). */
+static int wgrad_fits(const conv2d_shape *s, int nthreads)
+{
+    int64_t vl;
+    kvec_kernel(&vl);
+    int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
+    return kvec_mode >= 0 && s->K % vl == 0 && (s->S == 3 || s->S == 5) && s->N >= nt;
+}
+
+/* dyT (PQ, K) = dy (K, PQ) of one image, in 16 x 16 blocks. */
+static void transpose_plane(float *restrict dyT, const float *restrict dy, int64_t K,
+                            int64_t PQ)
+{
+    for (int64_t k0 = 0; k0 < K; k0 += 16)
+        for (int64_t j0 = 0; j0 < PQ; j0 += 16) {
+            int64_t kn = K - k0 < 16 ? K - k0 : 16, jn = PQ - j0 < 16 ? PQ - j0 : 16;
+            for (int64_t k = k0; k < k0 + kn; k++)
+                for (int64_t j = j0; j < j0 + jn; j++) dyT[j * K + k] = dy[k * PQ + j];
+        }
+}
+
+/* dw (K, C, R, S) += the weight gradient, by the channel-vector kernel:
+ * threads take contiguous ranges of images, each summing into its own
+ * dwT (CRS, K), added to dw at the end. */
+static int wgrad_backward_weight(float *dw, const float *dy, const float *x,
+                                 const conv2d_shape *s, int nthreads)
+{
+    wgrad_image_fn fn = wgrad_kernel();
+    kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
+                   (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S};
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, wsz = CRS * s->K;
+    int64_t xsz = s->C * s->H * s->W, ysz = s->K * PQ;
+    int64_t per = s->C * g.Hp * g.Wp + PQ * s->K + wsz;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * PQ, nthreads);
+    if (nt > s->N)
+        nt = (int)s->N;
+    float *scratch = scratch_take(nt * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    /* thread t owns images [split_point(t), split_point(t+1)) and its scratch */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        float *xpad = scratch + t * per, *dyT = xpad + s->C * g.Hp * g.Wp, *dwT = dyT + PQ * s->K;
+        memset(dwT, 0, (size_t)wsz * sizeof(float));
+        for (int64_t n = split_point(s->N, t, nt); n < split_point(s->N, t + 1, nt); n++) {
+            pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
+            transpose_plane(dyT, dy + n * ysz, s->K, PQ);
+            fn(dwT, xpad, dyT, &g);
+        }
+    }
+    int ntr = fastcnn_threads_for(wsz * nt, nthreads);
+    /* each k writes its own row of dw */
+    #pragma omp parallel for num_threads(ntr) if (ntr > 1) schedule(static)
+    for (int64_t k = 0; k < s->K; k++)
+        for (int t = 0; t < nt; t++) {
+            const float *dwT = scratch + t * per + s->C * g.Hp * g.Wp + PQ * s->K;
+            for (int64_t i = 0; i < CRS; i++) dw[k * CRS + i] += dwT[i * s->K + k];
+        }
+    scratch_give(scratch);
+    return FASTCNN_OK;
+}
+
 /* ---- fast kernels ------------------------------------------------------------ */
 
 enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
@@ -770,7 +855,8 @@ int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x
                            const conv2d_shape *s, int nthreads)
 {
     conv_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy};
-    int err = run(&cc, s, nthreads);
+    int err = wgrad_fits(s, nthreads) ? wgrad_backward_weight(dw, dy, x, s, nthreads)
+                            : run(&cc, s, nthreads);
     if (!err && db)
         bias_grad(db, dy, s, nthreads);
     return err;

@@ -38,3 +38,9 @@ void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wT, const 
 {
     kvec_block(y, xpad, wT, b, k0, kv, g);
 }
+
+void conv2d_wgrad_image_avx2(float *dwT, const float *xpad, const float *dyT,
+                               const kvec_geom *g)
+{
+    wgrad_image(dwT, xpad, dyT, g);
+}

@@ -36,3 +36,9 @@ void conv2d_kvec_block_avx512(float *y, const float *xpad, const float *wT, cons
 {
     kvec_block(y, xpad, wT, b, k0, kv, g);
 }
+
+void conv2d_wgrad_image_avx512(float *dwT, const float *xpad, const float *dyT,
+                               const kvec_geom *g)
+{
+    wgrad_image(dwT, xpad, dyT, g);
+}

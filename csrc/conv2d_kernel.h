@@ -73,6 +73,19 @@ void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wT, const 
 void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wT, const float *b,
                                int64_t k0, int kv, const kvec_geom *g);
 
+/* Channel-vector weight gradient of one image (K a multiple of the vector
+ * length, S = 3 or 5): dwT (C R S, K) += sum over the positions (p, q) of
+ * xpad (c, p sh + r, q sw + t) dyT (p Q + q, K), with xpad the padded image
+ * as above and dyT (P Q, K) the image's output gradient transposed. A tile
+ * keeps up to KVEC_MP taps (whole kernel rows) x kv channel vectors in
+ * registers and runs over every position. */
+void conv2d_wgrad_image_avx512(float *dwT, const float *xpad, const float *dyT,
+                               const kvec_geom *g);
+void conv2d_wgrad_image_avx2(float *dwT, const float *xpad, const float *dyT,
+                             const kvec_geom *g);
+void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
+                                const kvec_geom *g);
+
 /* im2col of kernel tap (r, t) for cnt images, column stride 1: out (P, Q),
  * image i at out + i ostride, from the input plane xc (H, W), image i at
  * xc + i xstride (s->sw == 1 only; any s->sh). */
@@ -305,6 +318,85 @@ static inline KVEC_OPT void kvec_block(float *y, const float *xpad, const float 
         }
         p += nr;
     }
+}
+
+/* ---- channel-vector weight gradient ---- */
+
+/* dwT rows of taps (c, r0 .. r0 + nr, 0 .. S), channels k0 .. k0 + kv VL,
+ * += this image's sum over positions. */
+static inline __attribute__((always_inline)) KVEC_OPT void
+wgrad_tile(const int kv, const int nr, const int S, float *dwT, const float *xpad,
+           const float *dyT, int64_t c, int64_t r0, int64_t k0, const kvec_geom *g)
+{
+    const int64_t HW = g->Hp * g->Wp, K = g->K;
+    float *d = dwT + ((c * g->R + r0) * S) * K + k0;
+    dvec acc[KVEC_MP][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < nr * S; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < kv; v++)
+            acc[i][v] = *(const dvec *)(d + i * K + v * DIRECT_VL);
+    const float *dq = dyT + k0;
+    for (int64_t p = 0; p < g->P; p++) {
+        const float *xr = xpad + c * HW + (p * g->sh + r0) * g->Wp;
+        for (int64_t q = 0; q < g->Q; q++, dq += K, xr += g->sw) {
+            dvec wv[2];
+#pragma GCC unroll 2
+            for (int v = 0; v < kv; v++)
+                wv[v] = *(const dvec *)(dq + v * DIRECT_VL);
+#pragma GCC unroll 4
+            for (int o = 0; o < nr; o++)
+#pragma GCC unroll 8
+                for (int t = 0; t < S; t++) {
+                    float xi = xr[o * g->Wp + t];
+#pragma GCC unroll 2
+                    for (int v = 0; v < kv; v++)
+                        acc[o * S + t][v] += xi * wv[v];
+                }
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < nr * S; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < kv; v++)
+            *(dvec *)(d + i * K + v * DIRECT_VL) = acc[i][v];
+}
+
+/* Kernel rows per tile for S taps a row. */
+#define WGRAD_ROWS(S) (KVEC_MP / (S) < 4 ? KVEC_MP / (S) : 4)
+
+#define WGRAD_NR(kv, S)                                                             \
+    {                                                                               \
+        int nr = (int)(g->R - r0 < WGRAD_ROWS(S) ? g->R - r0 : WGRAD_ROWS(S));      \
+        if (nr == 4 && WGRAD_ROWS(S) >= 4)                                          \
+            wgrad_tile(kv, WGRAD_ROWS(S) >= 4 ? 4 : 1, S, dwT, xpad, dyT, c, r0, k0, g); \
+        else if (nr == 3 && WGRAD_ROWS(S) >= 3)                                     \
+            wgrad_tile(kv, WGRAD_ROWS(S) >= 3 ? 3 : 1, S, dwT, xpad, dyT, c, r0, k0, g); \
+        else if (nr == 2 && WGRAD_ROWS(S) >= 2)                                     \
+            wgrad_tile(kv, WGRAD_ROWS(S) >= 2 ? 2 : 1, S, dwT, xpad, dyT, c, r0, k0, g); \
+        else                                                                        \
+            wgrad_tile(kv, 1, S, dwT, xpad, dyT, c, r0, k0, g);                     \
+        r0 += nr;                                                                   \
+    }
+
+/* conv2d_wgrad_image_* (above), for S = 3 or 5. */
+static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const float *dyT,
+                                        const kvec_geom *g)
+{
+    int64_t vecs = g->K / DIRECT_VL;
+    int kv = vecs % 2 == 0 ? 2 : 1;
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t k0 = 0; k0 < g->K; k0 += kv * DIRECT_VL)
+            for (int64_t r0 = 0; r0 < g->R;) {
+                if (kv == 2 && g->S == 3)
+                    WGRAD_NR(2, 3)
+                else if (kv == 2)
+                    WGRAD_NR(2, 5)
+                else if (g->S == 3)
+                    WGRAD_NR(1, 3)
+                else
+                    WGRAD_NR(1, 5)
+            }
 }
 
 #ifdef DIRECT_LOAD_RANGE

@@ -433,6 +433,13 @@ KVEC_CASES = [
     (3, 1, 1, 1, 32, 1, 1, 1, 0),             # 1x1 image
     (1, 2, 7, 30, 16, 4, 4, (2, 1), 3),       # odd rows: a single-row tile at the end
     (2, 3, 6, 5, 64, 3, 3, 1, 2),             # padding = kernel - 1
+    # backward data too: C a multiple of the vector length, stride 1
+    (2, 16, 9, 11, 32, 3, 3, 1, 1),
+    (1, 32, 7, 30, 16, 5, 5, 1, 2),
+    (2, 48, 6, 5, 16, 3, 2, 1, (0, 1)),
+    (2, 16, 5, 6, 48, 3, 3, 1, 0),            # 'valid': flipped padding R - 1
+    (1, 16, 6, 7, 16, 4, 4, 1, "same"),       # even kernel: unequal flipped padding
+    (3, 16, 5, 5, 32, 3, 5, 1, (2, 4)),       # padding = kernel - 1
 ]
 
 
@@ -447,13 +454,22 @@ def kvec_mode(request):
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("case", KVEC_CASES, ids=case_id)
-def test_kvec_forward_matches_numpy(case, bias, kvec_mode, num_threads, rng):
+def test_kvec_matches_numpy(case, bias, kvec_mode, num_threads, rng):
+    """Forward, and backward (data through the flipped kernel, weights through
+    the channel-vector gradient kernel where K fits and S is 3 or 5)."""
     x, w, b, stride, padding = make(case, rng)
     b = b if bias else None
     N, C, H, W = x.shape
     K, _, R, S = w.shape
+    pad = pads(H, W, R, S, stride, padding)
     y = F.conv2d(x, w, b, stride, padding)
-    close(y, conv64(x, w, b, stride, pads(H, W, R, S, stride, padding)), C * R * S)
+    close(y, conv64(x, w, b, stride, pad), C * R * S)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding)
+    ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
+    close(gx, ex, K * R * S)
+    close(gw, ew, N * y.shape[2] * y.shape[3])
+    close(gb, eb, N * y.shape[2] * y.shape[3])
 
 
 def test_kvec_and_gemm_forward_agree(rng):
