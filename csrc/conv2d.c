@@ -202,7 +202,8 @@ static conv_plan make_plan(const conv2d_shape *s, int nthreads)
         pl.inner = 1;
     }
     int64_t per_thread = (s->N + pl.outer - 1) / pl.outer;
-    int64_t nb = group_columns / PQ;
+    /* a pointwise image is its own im2col: alone, it needs no copies in or out */
+    int64_t nb = pointwise(s) && group_columns == GROUP_COLUMNS ? 1 : group_columns / PQ;
     if (nb * CRS * PQ > GROUP_COL_MAX_FLOATS)
         nb = GROUP_COL_MAX_FLOATS / (CRS * PQ);
     pl.nb = nb < 1 ? 1 : nb > per_thread ? per_thread : nb;
@@ -382,15 +383,8 @@ static int forward_group(float *y, const float *x, const float *w, const float *
         im2col(scratch, x, cnt, s, nthreads);
         B = scratch;
     }
-    if (cnt == 1) {
-        float beta = 0.0f;
-        if (b) {
-            for (int64_t k = 0; k < s->K; k++)
-                for (int64_t i = 0; i < PQ; i++) y[k * PQ + i] = b[k];
-            beta = 1.0f;
-        }
-        return sgemm(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, beta, y, PQ, nthreads);
-    }
+    if (cnt == 1)
+        return sgemm_bias(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, 0.0f, y, PQ, b, nthreads);
     float *out = scratch + col_part(s, pl);
     int err = sgemm(0, 0, s->K, cols, CRS, 1.0f, w, CRS, B, cols, 0.0f, out, cols, nthreads);
     if (!err)
