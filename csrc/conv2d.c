@@ -4,17 +4,33 @@
  * Geometry: output (p, q) reads input (p sh - ph + r, q sw - pw + t) for
  * r < R, t < S; ph, pw are the top/left padding and P, Q come from the
  * caller, so bottom/right padding may differ (PyTorch's 'same' with an even
- * kernel). Any input position outside [0,H) x [0,W) reads as zero; every
- * read of x is bounds-checked, never padded in memory.
+ * kernel). Any input position outside [0,H) x [0,W) reads as zero: the
+ * GEMM path bounds-checks every read of x, the direct kernels read a
+ * zero-padded copy of one image at a time.
  *
- * Fast path: images are taken in groups whose im2col matrices sit side by
+ * Fast paths, chosen by shape (inner loops in conv2d_kernel.h, compiled once
+ * per instruction set):
+ *   forward, stride 1 and C R S <= 75 (first layers): the direct kernel,
+ *     output channels x row vectors in registers (direct_forward);
+ *   forward, K a multiple of the vector length and a kernel wider than 1x1:
+ *     the channel-vector kernel, positions x channel vectors in registers
+ *     (kvec_forward); backward data too, as the forward convolution of dy
+ *     with the flipped kernel, when the stride is 1, the padding smaller
+ *     than the kernel and C fits the vectors (kvec_backward_data);
+ *   backward weight, K a multiple of the vector length, S = 3 or 5, at
+ *     least an image per thread: the channel-vector weight gradient
+ *     (wgrad_backward_weight);
+ *   otherwise im2col + GEMM, below.
+ *
+ * GEMM path: images are taken in groups whose im2col matrices sit side by
  * side, col (CRS, cnt PQ), so one GEMM spans cnt PQ columns (CRS = C R S,
  * PQ = P Q):
  *   forward          y (K, cnt PQ)  = w (K, CRS) col, scattered to NCHW + b
  *   backward data    col            = w^T dy (K, cnt PQ), dx = col2im(col)
  *   backward weight  dw (K, CRS)   += dy (K, cnt PQ) col^T,  db += sums of dy
  * where dy is gathered into (K, cnt PQ) for groups of more than one image,
- * and a 1x1, stride-1, unpadded single image uses x (C, HW) itself as col.
+ * and a 1x1, stride-1, unpadded image (alone in its group) uses x (C, HW)
+ * itself as col. Single images take the bias in the GEMM (sgemm_bias).
  * With at least as many images as threads, threads take contiguous ranges
  * of images (own scratch, GEMMs on one thread); otherwise groups run one
  * after another and the GEMM and copies use every thread. Scratch comes
@@ -25,7 +41,7 @@
 #include "fastcnn.h"
 #include "gemm.h"
 
-#define DIRECT_VBYTES 16        /* the portable build of conv2d_direct.h */
+#define DIRECT_VBYTES 16        /* the portable build of conv2d_kernel.h */
 #define DIRECT_ACC 12
 #include "conv2d_kernel.h"
 
