@@ -445,7 +445,7 @@ static int backward_weight_group(float *dw, const float *dy, const float *x, int
     return sgemm(0, 1, s->K, CRS, cols, 1.0f, A, cols, B, cols, 1.0f, dw, CRS, nthreads);
 }
 
-/* ---- direct forward for first layers (conv2d_direct.h) -------------------- */
+/* ---- direct forward for first layers (conv2d_kernel.h) -------------------- */
 
 /* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM. */
 #define DIRECT_MAX_CRS 75

@@ -485,6 +485,16 @@ def test_kvec_and_gemm_forward_agree(rng):
     np.testing.assert_allclose(kvec, gemm, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", [(3, 96, 5, 7, 24, 1, 1, 1, 0), (2, 80, 4, 4, 33, 1, 1, 1, 0)],
+                         ids=case_id)
+def test_pointwise_gemm_with_fused_bias(case, num_threads, rng):
+    """C R S > 75: a pointwise convolution runs one GEMM per image with the
+    bias added to each finished tile (sgemm_bias)."""
+    x, w, b, stride, padding = make(case, rng)
+    close(F.conv2d(x, w, b, stride, padding), conv64(x, w, b, stride, (0, 0, 0, 0)),
+          x.shape[1])
+
+
 def supported_isas():
     order = ["generic", "avx2", "avx512"]
     return order[: order.index(_cpu.cpu_isa()) + 1]
