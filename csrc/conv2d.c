@@ -4,17 +4,33 @@
  * Geometry: output (p, q) reads input (p sh - ph + r, q sw - pw + t) for
  * r < R, t < S; ph, pw are the top/left padding and P, Q come from the
  * caller, so bottom/right padding may differ (PyTorch's 'same' with an even
- * kernel). Any input position outside [0,H) x [0,W) reads as zero; every
- * read of x is bounds-checked, never padded in memory.
+ * kernel). Any input position outside [0,H) x [0,W) reads as zero: the
+ * GEMM path bounds-checks every read of x, the direct kernels read a
+ * zero-padded copy of one image at a time.
  *
- * Fast path: images are taken in groups whose im2col matrices sit side by
+ * Fast paths, chosen by shape (inner loops in conv2d_kernel.h, compiled once
+ * per instruction set):
+ *   forward, stride 1 and C R S <= 75 (first layers): the direct kernel,
+ *     output channels x row vectors in registers (direct_forward);
+ *   forward, K a multiple of the vector length and a kernel wider than 1x1:
+ *     the channel-vector kernel, positions x channel vectors in registers
+ *     (kvec_forward); backward data too, as the forward convolution of dy
+ *     with the flipped kernel, when the stride is 1, the padding smaller
+ *     than the kernel and C fits the vectors (kvec_backward_data);
+ *   backward weight, K a multiple of the vector length, S = 3 or 5, at
+ *     least an image per thread: the channel-vector weight gradient
+ *     (wgrad_backward_weight);
+ *   otherwise im2col + GEMM, below.
+ *
+ * GEMM path: images are taken in groups whose im2col matrices sit side by
  * side, col (CRS, cnt PQ), so one GEMM spans cnt PQ columns (CRS = C R S,
  * PQ = P Q):
  *   forward          y (K, cnt PQ)  = w (K, CRS) col, scattered to NCHW + b
  *   backward data    col            = w^T dy (K, cnt PQ), dx = col2im(col)
  *   backward weight  dw (K, CRS)   += dy (K, cnt PQ) col^T,  db += sums of dy
  * where dy is gathered into (K, cnt PQ) for groups of more than one image,
- * and a 1x1, stride-1, unpadded single image uses x (C, HW) itself as col.
+ * and a 1x1, stride-1, unpadded image (alone in its group) uses x (C, HW)
+ * itself as col. Single images take the bias in the GEMM (sgemm_bias).
  * With at least as many images as threads, threads take contiguous ranges
  * of images (own scratch, GEMMs on one thread); otherwise groups run one
  * after another and the GEMM and copies use every thread. Scratch comes
@@ -25,20 +41,9 @@
 #include "fastcnn.h"
 #include "gemm.h"
 
-/* Indices i in [0, n) with 0 <= i * stride + off < size, as [lo, hi). */
-typedef struct {
-    int64_t lo, hi;
-} span;
-
-static span valid_span(int64_t off, int64_t stride, int64_t size, int64_t n)
-{
-    span v;
-    v.lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
-    v.hi = size - off <= 0 ? 0 : (size - off - 1) / stride + 1;
-    if (v.hi > n) v.hi = n;
-    if (v.lo > v.hi) v.lo = v.hi;
-    return v;
-}
+#define DIRECT_VBYTES 16        /* the portable build of conv2d_kernel.h */
+#define DIRECT_ACC 12
+#include "conv2d_kernel.h"
 
 /* 1x1, stride 1, no padding, output as large as the input: col is x itself. */
 static int pointwise(const conv2d_shape *s)
@@ -213,7 +218,8 @@ static conv_plan make_plan(const conv2d_shape *s, int nthreads)
         pl.inner = 1;
     }
     int64_t per_thread = (s->N + pl.outer - 1) / pl.outer;
-    int64_t nb = group_columns / PQ;
+    /* a pointwise image is its own im2col: alone, it needs no copies in or out */
+    int64_t nb = pointwise(s) && group_columns == GROUP_COLUMNS ? 1 : group_columns / PQ;
     if (nb * CRS * PQ > GROUP_COL_MAX_FLOATS)
         nb = GROUP_COL_MAX_FLOATS / (CRS * PQ);
     pl.nb = nb < 1 ? 1 : nb > per_thread ? per_thread : nb;
@@ -274,6 +280,22 @@ static void im2col_row(float *restrict out, const float *restrict xc, int64_t cn
     }
 }
 
+typedef void (*im2col_tap_fn)(float *, const float *, int64_t, int64_t, int64_t, int64_t,
+                              int64_t, const conv2d_shape *);
+
+/* The instruction set's im2col of one tap (masked vector copies; stride 1). */
+static im2col_tap_fn im2col_kernel(const conv2d_shape *s)
+{
+#ifdef FASTCNN_X86_KERNELS
+    if (s->sw == 1 && fastcnn_isa() == FASTCNN_ISA_AVX512)
+        return conv2d_im2col_tap_avx512;
+    if (s->sw == 1 && fastcnn_isa() == FASTCNN_ISA_AVX2)
+        return conv2d_im2col_tap_avx2;
+#endif
+    (void)s;
+    return im2col_row;
+}
+
 /* col (CRS, cnt PQ) = the im2col matrices of cnt images x (cnt, C, H, W),
  * image i in columns [i PQ, (i+1) PQ). */
 static void im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *s,
@@ -281,12 +303,13 @@ static void im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *
 {
     int64_t rows = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
     int64_t CHW = s->C * s->H * s->W;
+    im2col_tap_fn tap = im2col_kernel(s);
     int nt = fastcnn_threads_for(rows * cols, nthreads);
     /* each row (c, r, t) of col is written by one iteration */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t row = 0; row < rows; row++) {
         int64_t c = row / (s->R * s->S), r = row / s->S % s->R, t = row % s->S;
-        im2col_row(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r, t, s);
+        tap(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r, t, s);
     }
 }
 
@@ -376,15 +399,8 @@ static int forward_group(float *y, const float *x, const float *w, const float *
         im2col(scratch, x, cnt, s, nthreads);
         B = scratch;
     }
-    if (cnt == 1) {
-        float beta = 0.0f;
-        if (b) {
-            for (int64_t k = 0; k < s->K; k++)
-                for (int64_t i = 0; i < PQ; i++) y[k * PQ + i] = b[k];
-            beta = 1.0f;
-        }
-        return sgemm(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, beta, y, PQ, nthreads);
-    }
+    if (cnt == 1)
+        return sgemm_bias(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, 0.0f, y, PQ, b, nthreads);
     float *out = scratch + col_part(s, pl);
     int err = sgemm(0, 0, s->K, cols, CRS, 1.0f, w, CRS, B, cols, 0.0f, out, cols, nthreads);
     if (!err)
@@ -427,6 +443,300 @@ static int backward_weight_group(float *dw, const float *dy, const float *x, int
         A = scratch + col_part(s, pl);
     }
     return sgemm(0, 1, s->K, CRS, cols, 1.0f, A, cols, B, cols, 1.0f, dw, CRS, nthreads);
+}
+
+/* ---- direct forward for first layers (conv2d_kernel.h) -------------------- */
+
+/* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM. */
+#define DIRECT_MAX_CRS 75
+
+static int direct_mode = 0;     /* 0: by shape, 1: always when stride 1, -1: never */
+
+int conv2d_set_direct(int mode)
+{
+    int old = direct_mode;
+    direct_mode = mode;
+    return old;
+}
+
+static int use_direct(const conv2d_shape *s)
+{
+    if (s->sh != 1 || s->sw != 1 || direct_mode < 0)
+        return 0;
+    return direct_mode > 0 || s->C * s->R * s->S <= DIRECT_MAX_CRS;
+}
+
+typedef void (*direct_block_fn)(float *, const float *, const float *, const float *,
+                                int64_t, int64_t, const direct_geom *);
+
+void conv2d_direct_block_generic(float *y, const float *xpad, const float *w, const float *b,
+                                 int64_t k0, int64_t kn, const direct_geom *g)
+{
+    direct_block(y, xpad, w, b, k0, kn, g);
+}
+
+/* The instruction set's block kernel and its channels per block. */
+static direct_block_fn direct_kernel(int64_t *kb)
+{
+#ifdef FASTCNN_X86_KERNELS
+    switch (fastcnn_isa()) {
+    case FASTCNN_ISA_AVX512: *kb = DIRECT_KB_AVX512; return conv2d_direct_block_avx512;
+    case FASTCNN_ISA_AVX2: *kb = DIRECT_KB_AVX2; return conv2d_direct_block_avx2;
+    default: break;
+    }
+#endif
+    *kb = DIRECT_KB_GENERIC;
+    return conv2d_direct_block_generic;
+}
+
+/* xpad (C, Hp, Wp) = image x (C, H, W) shifted by the top/left padding,
+ * zero elsewhere (rows and columns past the image are cut at Hp, Wp). */
+static void pad_image(float *xpad, const float *x, const conv2d_shape *s, int64_t Hp,
+                      int64_t Wp)
+{
+    for (int64_t c = 0; c < s->C; c++)
+        for (int64_t hp = 0; hp < Hp; hp++) {
+            float *row = xpad + (c * Hp + hp) * Wp;
+            int64_t h = hp - s->ph;
+            memset(row, 0, (size_t)Wp * sizeof(float));
+            if (h < 0 || h >= s->H)
+                continue;
+            int64_t n = s->W + s->pw > Wp ? Wp - s->pw : s->W;
+            if (n > 0)
+                memcpy(row + s->pw, x + (c * s->H + h) * s->W, (size_t)n * sizeof(float));
+        }
+}
+
+/* y (N, K, P, Q) = conv(x, w) + b by the direct kernel (stride 1). */
+static int direct_forward(float *y, const float *x, const float *w, const float *b,
+                          const conv2d_shape *s, int nthreads)
+{
+    int64_t kb;
+    direct_block_fn fn = direct_kernel(&kb);
+    direct_geom g = {s->C, s->K, s->R, s->S, s->P, s->Q, s->P + s->R - 1,
+                     (s->Q + DIRECT_WP_ALIGN - 1) / DIRECT_WP_ALIGN * DIRECT_WP_ALIGN + s->S - 1};
+    int64_t blocks = (s->K + kb - 1) / kb, items = s->N * blocks;
+    int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
+    if (nt > items)
+        nt = (int)items;
+    float *scratch = scratch_take(nt * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
+     * their output planes, and its own padded image */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        float *xpad = scratch + t * per;
+        int64_t padded = -1;
+        for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
+            int64_t n = it / blocks, k0 = it % blocks * kb;
+            if (n != padded)
+                pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
+            padded = n;
+            fn(y + n * ysz, xpad, w, b, k0, s->K - k0 < kb ? s->K - k0 : kb, &g);
+        }
+    }
+    scratch_give(scratch);
+    return FASTCNN_OK;
+}
+
+/* ---- channel-vector direct forward (conv2d_kernel.h) -------------------- */
+
+static int kvec_mode = 0;       /* 0: by shape, 1: whenever K fits the vectors, -1: never */
+
+int conv2d_set_kvec(int mode)
+{
+    int old = kvec_mode;
+    kvec_mode = mode;
+    return old;
+}
+
+typedef void (*kvec_block_fn)(float *, const float *, const float *, const float *, int64_t,
+                              int, const kvec_geom *);
+
+void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wT, const float *b,
+                               int64_t k0, int kv, const kvec_geom *g)
+{
+    kvec_block(y, xpad, wT, b, k0, kv, g);
+}
+
+/* The instruction set's block kernel and its vector length. */
+static kvec_block_fn kvec_kernel(int64_t *vl)
+{
+#ifdef FASTCNN_X86_KERNELS
+    switch (fastcnn_isa()) {
+    case FASTCNN_ISA_AVX512: *vl = 16; return conv2d_kvec_block_avx512;
+    case FASTCNN_ISA_AVX2: *vl = 8; return conv2d_kvec_block_avx2;
+    default: break;
+    }
+#endif
+    *vl = DIRECT_VL;
+    return conv2d_kvec_block_generic;
+}
+
+/* By shape: K a multiple of the vector length and a kernel wider than 1x1
+ * (a pointwise convolution is a plain GEMM, which the engine does faster). */
+static int use_kvec(const conv2d_shape *s)
+{
+    int64_t vl;
+    kvec_kernel(&vl);
+    if (kvec_mode < 0 || s->K % vl)
+        return 0;
+    return kvec_mode > 0 || s->R * s->S > 1;
+}
+
+/* y (N, K, P, Q) = conv(x, w) + b by the channel-vector kernel (K % VL == 0). */
+static int kvec_forward(float *y, const float *x, const float *w, const float *b,
+                        const conv2d_shape *s, int nthreads)
+{
+    int64_t vl;
+    kvec_block_fn fn = kvec_kernel(&vl);
+    kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
+                   (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S};
+    int64_t vecs = s->K / vl;
+    int kv = vecs % 2 == 0 ? 2 : 1;
+    int64_t blocks = vecs / kv, items = s->N * blocks, CRS = s->C * s->R * s->S;
+    int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * s->P * s->Q, nthreads);
+    if (nt > items)
+        nt = (int)items;
+    float *scratch = scratch_take(CRS * s->K + nt * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    float *wT = scratch + nt * per;
+    for (int64_t k = 0; k < s->K; k++)
+        for (int64_t i = 0; i < CRS; i++) wT[i * s->K + k] = w[k * CRS + i];
+    /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
+     * their output planes, and its own padded image */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        float *xpad = scratch + t * per;
+        int64_t padded = -1;
+        for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
+            int64_t n = it / blocks, k0 = it % blocks * kv * vl;
+            if (n != padded)
+                pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
+            padded = n;
+            fn(y + n * ysz, xpad, wT, b, k0, kv, &g);
+        }
+    }
+    scratch_give(scratch);
+    return FASTCNN_OK;
+}
+
+/* Backward data as a forward convolution (stride 1, padding below the
+ * kernel size): dx is dy, padded by R-1-ph on top and S-1-pw on the left,
+ * convolved with the kernel flipped in both axes, channels swapped. */
+static int kvec_backward_data_fits(const conv2d_shape *s)
+{
+    int64_t vl;
+    kvec_kernel(&vl);
+    return kvec_mode >= 0 && s->sh == 1 && s->sw == 1 && s->ph < s->R && s->pw < s->S
+        && s->C % vl == 0 && s->R * s->S > 1;
+}
+
+static int kvec_backward_data(float *dx, const float *dy, const float *w,
+                              const conv2d_shape *s, int nthreads)
+{
+    conv2d_shape t = {s->N, s->K, s->P, s->Q, s->C, s->R, s->S, 1, 1,
+                      s->R - 1 - s->ph, s->S - 1 - s->pw, s->H, s->W};
+    int64_t RS = s->R * s->S;
+    float *wf = fastcnn_alloc(s->K * s->C * RS * (int64_t)sizeof(float));
+    if (!wf)
+        return FASTCNN_ENOMEM;
+    for (int64_t k = 0; k < s->K; k++)      /* wf (C, K, R, S) = w (K, C, R, S) flipped */
+        for (int64_t c = 0; c < s->C; c++)
+            for (int64_t rt = 0; rt < RS; rt++)
+                wf[(c * s->K + k) * RS + rt] = w[(k * s->C + c) * RS + RS - 1 - rt];
+    int err = kvec_forward(dx, dy, wf, NULL, &t, nthreads);
+    fastcnn_free(wf);
+    return err;
+}
+
+/* ---- channel-vector weight gradient (conv2d_kernel.h) --------------------- */
+
+typedef void (*wgrad_image_fn)(float *, const float *, const float *, const kvec_geom *);
+
+void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
+                                const kvec_geom *g)
+{
+    wgrad_image(dwT, xpad, dyT, g);
+}
+
+static wgrad_image_fn wgrad_kernel(void)
+{
+#ifdef FASTCNN_X86_KERNELS
+    switch (fastcnn_isa()) {
+    case FASTCNN_ISA_AVX512: return conv2d_wgrad_image_avx512;
+    case FASTCNN_ISA_AVX2: return conv2d_wgrad_image_avx2;
+    default: break;
+    }
+#endif
+    return conv2d_wgrad_image_generic;
+}
+
+/* K a multiple of the vector length, S = 3 or 5, and an image per thread
+ * (threads split the images; with fewer, the GEMM path splits its product). */
+static int wgrad_fits(const conv2d_shape *s, int nthreads)
+{
+    int64_t vl;
+    kvec_kernel(&vl);
+    int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
+    return kvec_mode >= 0 && s->K % vl == 0 && (s->S == 3 || s->S == 5) && s->N >= nt;
+}
+
+/* dyT (PQ, K) = dy (K, PQ) of one image, in 16 x 16 blocks. */
+static void transpose_plane(float *restrict dyT, const float *restrict dy, int64_t K,
+                            int64_t PQ)
+{
+    for (int64_t k0 = 0; k0 < K; k0 += 16)
+        for (int64_t j0 = 0; j0 < PQ; j0 += 16) {
+            int64_t kn = K - k0 < 16 ? K - k0 : 16, jn = PQ - j0 < 16 ? PQ - j0 : 16;
+            for (int64_t k = k0; k < k0 + kn; k++)
+                for (int64_t j = j0; j < j0 + jn; j++) dyT[j * K + k] = dy[k * PQ + j];
+        }
+}
+
+/* dw (K, C, R, S) += the weight gradient, by the channel-vector kernel:
+ * threads take contiguous ranges of images, each summing into its own
+ * dwT (CRS, K), added to dw at the end. */
+static int wgrad_backward_weight(float *dw, const float *dy, const float *x,
+                                 const conv2d_shape *s, int nthreads)
+{
+    wgrad_image_fn fn = wgrad_kernel();
+    kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
+                   (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S};
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, wsz = CRS * s->K;
+    int64_t xsz = s->C * s->H * s->W, ysz = s->K * PQ;
+    int64_t per = s->C * g.Hp * g.Wp + PQ * s->K + wsz;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * PQ, nthreads);
+    if (nt > s->N)
+        nt = (int)s->N;
+    float *scratch = scratch_take(nt * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    /* thread t owns images [split_point(t), split_point(t+1)) and its scratch */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        float *xpad = scratch + t * per, *dyT = xpad + s->C * g.Hp * g.Wp, *dwT = dyT + PQ * s->K;
+        memset(dwT, 0, (size_t)wsz * sizeof(float));
+        for (int64_t n = split_point(s->N, t, nt); n < split_point(s->N, t + 1, nt); n++) {
+            pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
+            transpose_plane(dyT, dy + n * ysz, s->K, PQ);
+            fn(dwT, xpad, dyT, &g);
+        }
+    }
+    int ntr = fastcnn_threads_for(wsz * nt, nthreads);
+    /* each k writes its own row of dw */
+    #pragma omp parallel for num_threads(ntr) if (ntr > 1) schedule(static)
+    for (int64_t k = 0; k < s->K; k++)
+        for (int t = 0; t < nt; t++) {
+            const float *dwT = scratch + t * per + s->C * g.Hp * g.Wp + PQ * s->K;
+            for (int64_t i = 0; i < CRS; i++) dw[k * CRS + i] += dwT[i * s->K + k];
+        }
+    scratch_give(scratch);
+    return FASTCNN_OK;
 }
 
 /* ---- fast kernels ------------------------------------------------------------ */
@@ -507,6 +817,10 @@ static int run(const conv_call *cc, const conv2d_shape *s, int nthreads)
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    const conv2d_shape *s, int nthreads)
 {
+    if (use_direct(s))
+        return direct_forward(y, x, w, b, s, nthreads);
+    if (use_kvec(s))
+        return kvec_forward(y, x, w, b, s, nthreads);
     conv_call cc = {FORWARD, y, x, w, b, NULL};
     return run(&cc, s, nthreads);
 }
@@ -514,6 +828,8 @@ int conv2d_forward(float *y, const float *x, const float *w, const float *b,
 int conv2d_backward_data(float *dx, const float *dy, const float *w,
                          const conv2d_shape *s, int nthreads)
 {
+    if (kvec_backward_data_fits(s))
+        return kvec_backward_data(dx, dy, w, s, nthreads);
     conv_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy};
     return run(&cc, s, nthreads);
 }
@@ -549,7 +865,8 @@ int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x
                            const conv2d_shape *s, int nthreads)
 {
     conv_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy};
-    int err = run(&cc, s, nthreads);
+    int err = wgrad_fits(s, nthreads) ? wgrad_backward_weight(dw, dy, x, s, nthreads)
+                            : run(&cc, s, nthreads);
     if (!err && db)
         bias_grad(db, dy, s, nthreads);
     return err;

@@ -93,6 +93,13 @@ int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x
 /* Tuning and test hook: images are grouped so that one GEMM spans about
  * `columns` output positions (<= 0: the default). Returns the old value. */
 int64_t conv2d_set_group_columns(int64_t columns);
+/* Test hook: the forward's direct kernel for first layers (stride 1) is used
+ * by shape (mode 0), whenever the stride is 1 (1), or never (-1). Returns
+ * the old mode. */
+int conv2d_set_direct(int mode);
+/* Test hook: the forward's channel-vector direct kernel (K a multiple of the
+ * vector length) is used by shape (0), whenever K fits (1), or never (-1). */
+int conv2d_set_kvec(int mode);
 void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s);
 void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,

@@ -220,3 +220,16 @@ def _set_group_columns(columns):
     """Test and tuning hook: group images so one GEMM spans about `columns`
     output positions (<= 0 restores the default). Returns the old value."""
     return c.conv2d_set_group_columns(int(columns))
+
+
+def _set_direct(mode):
+    """Test hook: the forward's direct first-layer kernel is used by shape
+    (0), whenever the stride is 1 (1), or never (-1). Returns the old mode."""
+    return c.conv2d_set_direct(int(mode))
+
+
+def _set_kvec(mode):
+    """Test hook: the forward's channel-vector direct kernel is used by shape
+    (0), whenever K is a multiple of the vector length (1), or never (-1).
+    Returns the old mode."""
+    return c.conv2d_set_kvec(int(mode))

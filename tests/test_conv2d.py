@@ -3,8 +3,12 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
+import os
+
 import fastcnn.functional as F
+from fastcnn import _conv2d, _cpu
 from gradcheck import check_directional
+from subproc import run_python_args
 
 # (N, C, H, W, K, R, S, stride, padding)
 EDGE_CASES = [
@@ -363,3 +367,149 @@ def test_repeated_calls_reuse_scratch_and_agree(rng):
     first = F.conv2d(*small)
     F.conv2d(*big)
     np.testing.assert_array_equal(F.conv2d(*small), first)
+
+
+# The forward's direct kernel (stride 1, few input channels; forced on here
+# for every stride-1 case): channel blocks of 8 (AVX-512) or 4, row segments
+# of up to 3 vectors, a zero-padded copy of each image.
+DIRECT_CASES = [
+    (3, 1, 28, 28, 6, 5, 5, 1, 2),            # lenet_c1
+    (2, 1, 9, 13, 11, 3, 3, 1, 1),            # K = 11: a full and a partial block
+    (2, 3, 33, 50, 9, 3, 3, 1, 1),            # Q = 50: more than one row segment
+    (1, 4, 5, 3, 2, 2, 4, 1, "same"),         # even kernel, bottom/right padding
+    (2, 2, 7, 6, 3, 1, 1, 1, 0),              # 1x1
+    (2, 1, 4, 4, 3, 5, 5, 1, 3),              # padding wider than the image
+    (1, 3, 6, 40, 17, 3, 3, 1, (0, 2)),       # K = 17, Q = 42
+    (2, 6, 14, 14, 16, 5, 5, 1, 0),           # lenet_c2: C R S = 150
+    (2, 2, 5, 9, 3, 2, 7, 1, (1, 3)),         # S = 7: the generic tap loop
+    (3, 1, 1, 1, 5, 1, 1, 1, 0),              # 1x1 image
+]
+
+
+@pytest.fixture(params=[0, 1, -1], ids=["by-shape", "forced", "never"])
+def direct_mode(request):
+    old = _conv2d._set_direct(request.param)
+    yield request.param
+    _conv2d._set_direct(old)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=case_id)
+def test_direct_forward_matches_numpy(case, bias, direct_mode, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    b = b if bias else None
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    y = F.conv2d(x, w, b, stride, padding)
+    close(y, conv64(x, w, b, stride, pads(H, W, R, S, stride, padding)), C * R * S)
+
+
+def test_direct_and_gemm_forward_agree(rng):
+    """The direct kernel and im2col + GEMM give the same outputs (up to rounding)."""
+    x, w, b, stride, padding = make((4, 3, 17, 19, 10, 3, 3, 1, 1), rng)
+    old, old_kvec = _conv2d._set_direct(1), _conv2d._set_kvec(-1)
+    try:
+        direct = F.conv2d(x, w, b, stride, padding)
+        _conv2d._set_direct(-1)
+        gemm = F.conv2d(x, w, b, stride, padding)
+    finally:
+        _conv2d._set_direct(old)
+        _conv2d._set_kvec(old_kvec)
+    np.testing.assert_allclose(direct, gemm, rtol=1e-5, atol=1e-5)
+
+
+# The forward's channel-vector kernel (K a multiple of the vector length:
+# 16, 8 or 4 floats): tiles of up to 14 positions of a row (or two rows when
+# K is one vector) x 1 or 2 channel vectors; strides 1, 2 compiled in, others
+# at run time.
+KVEC_CASES = [
+    (2, 6, 14, 14, 16, 5, 5, 1, 0),           # lenet_c2: one vector, two rows a tile
+    (2, 3, 9, 11, 32, 3, 3, 1, 1),            # two vectors
+    (1, 2, 30, 31, 48, 3, 3, 1, 1),           # three vectors; Q = 31: tiles of 11, 10, 10
+    (2, 4, 11, 13, 16, 3, 3, 2, 1),           # stride 2
+    (2, 3, 13, 12, 32, 3, 2, 3, (1, 2)),      # stride 3 (run-time stride)
+    (1, 5, 7, 6, 16, 1, 1, 1, 0),             # pointwise (forced only)
+    (2, 2, 5, 4, 16, 2, 3, 1, "same"),        # even kernel, bottom/right padding
+    (3, 1, 1, 1, 32, 1, 1, 1, 0),             # 1x1 image
+    (1, 2, 7, 30, 16, 4, 4, (2, 1), 3),       # odd rows: a single-row tile at the end
+    (2, 3, 6, 5, 64, 3, 3, 1, 2),             # padding = kernel - 1
+    # backward data too: C a multiple of the vector length, stride 1
+    (2, 16, 9, 11, 32, 3, 3, 1, 1),
+    (1, 32, 7, 30, 16, 5, 5, 1, 2),
+    (2, 48, 6, 5, 16, 3, 2, 1, (0, 1)),
+    (2, 16, 5, 6, 48, 3, 3, 1, 0),            # 'valid': flipped padding R - 1
+    (1, 16, 6, 7, 16, 4, 4, 1, "same"),       # even kernel: unequal flipped padding
+    (3, 16, 5, 5, 32, 3, 5, 1, (2, 4)),       # padding = kernel - 1
+]
+
+
+@pytest.fixture(params=[0, 1, -1], ids=["by-shape", "forced", "never"])
+def kvec_mode(request):
+    old = _conv2d._set_kvec(request.param)
+    old_direct = _conv2d._set_direct(-1 if request.param == 1 else 0)
+    yield request.param
+    _conv2d._set_kvec(old)
+    _conv2d._set_direct(old_direct)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", KVEC_CASES, ids=case_id)
+def test_kvec_matches_numpy(case, bias, kvec_mode, num_threads, rng):
+    """Forward, and backward (data through the flipped kernel, weights through
+    the channel-vector gradient kernel where K fits and S is 3 or 5)."""
+    x, w, b, stride, padding = make(case, rng)
+    b = b if bias else None
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    pad = pads(H, W, R, S, stride, padding)
+    y = F.conv2d(x, w, b, stride, padding)
+    close(y, conv64(x, w, b, stride, pad), C * R * S)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding)
+    ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
+    close(gx, ex, K * R * S)
+    close(gw, ew, N * y.shape[2] * y.shape[3])
+    close(gb, eb, N * y.shape[2] * y.shape[3])
+
+
+def test_kvec_and_gemm_forward_agree(rng):
+    """The channel-vector kernel and im2col + GEMM give the same outputs."""
+    x, w, b, stride, padding = make((3, 5, 15, 17, 32, 3, 3, 1, 1), rng)
+    old = _conv2d._set_kvec(1)
+    try:
+        kvec = F.conv2d(x, w, b, stride, padding)
+        _conv2d._set_kvec(-1)
+        gemm = F.conv2d(x, w, b, stride, padding)
+    finally:
+        _conv2d._set_kvec(old)
+    np.testing.assert_allclose(kvec, gemm, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", [(3, 96, 5, 7, 24, 1, 1, 1, 0), (2, 80, 4, 4, 33, 1, 1, 1, 0)],
+                         ids=case_id)
+def test_pointwise_gemm_with_fused_bias(case, num_threads, rng):
+    """C R S > 75: a pointwise convolution runs one GEMM per image with the
+    bias added to each finished tile (sgemm_bias)."""
+    x, w, b, stride, padding = make(case, rng)
+    close(F.conv2d(x, w, b, stride, padding), conv64(x, w, b, stride, (0, 0, 0, 0)),
+          x.shape[1])
+
+
+def supported_isas():
+    order = ["generic", "avx2", "avx512"]
+    return order[: order.index(_cpu.cpu_isa()) + 1]
+
+
+@pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
+                    reason="already inside a forced-ISA run")
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_every_isa_path_in_a_subprocess(isa, tmp_path):
+    """FASTCNN_ISA is resolved once per process: the numeric tests of this file
+    (the best path already ran here) run again on each lower path."""
+    if isa not in supported_isas():
+        pytest.skip(f"this CPU does not support {isa}")
+    done = run_python_args(["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                            "matches_numpy or agree"], cwd=tmp_path, timeout=600,
+                           FASTCNN_ISA=isa)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout

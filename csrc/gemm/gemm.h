@@ -17,6 +17,12 @@ int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
           float *C, int64_t ldc, int nthreads);
 
+/* sgemm, then C[i, j] += bias[i] (bias (M), or NULL), added to each tile of C
+ * as it is finished, while it is in cache. */
+int sgemm_bias(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+               float *C, int64_t ldc, const float *bias, int nthreads);
+
 /* Plain triple loop with a double accumulator: the oracle. */
 void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
                const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

@@ -56,6 +56,7 @@ extern const gemm_kernel gemm_kernel_generic;
 #ifdef FASTCNN_X86_KERNELS
 extern const gemm_kernel gemm_kernel_avx2;
 extern const gemm_kernel gemm_kernel_avx512;
+extern const gemm_kernel gemm_kernel_avx512_8x48;
 #endif
 
 #endif /* FASTCNN_GEMM_KERNEL_H */

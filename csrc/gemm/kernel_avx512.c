@@ -31,16 +31,20 @@
 
 #include "kernel.h"
 
-#define MR 14
-#define NV 2            /* zmm vectors per row of the tile */
-#define NR (16 * NV)
+#define MR 14           /* the 14 x 32 tile */
+#define NR 32
+#define MR8 8           /* the 8 x 48 tile */
+#define NR8 48
+#define ACC_ROWS 14     /* accumulator array bounds covering both tiles */
+#define ACC_VECS 3
 
-/* The tile's first m rows and first nv vectors (nv * 16 >= nr columns). */
+/* The tile's first m rows and first nv vectors (nv * 16 >= nr columns) of a
+ * tile with mr_pack rows per packed k step of a. */
 static inline __attribute__((always_inline)) void
-tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-     int64_t ldc, float alpha, float beta, int nr)
+tile(const int mr_pack, const int m, const int nv, int64_t kc, const float *a, const float *b,
+     int64_t ldb, float *c, int64_t ldc, float alpha, float beta, int nr)
 {
-    __m512 acc[MR][NV];
+    __m512 acc[ACC_ROWS][ACC_VECS];
 #pragma GCC unroll 16
     for (int i = 0; i < m; i++)
 #pragma GCC unroll 4
@@ -51,15 +55,16 @@ tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int6
 #pragma GCC unroll 16
     for (int i = 0; i < m; i++) {
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 16 * nv - 1), _MM_HINT_T0);
     }
 #pragma GCC unroll 1    /* measured: unrolling by 2 or 4 is 2-5% slower in place */
     for (int64_t k = 0; k < kc; k++) {
-        __m512 bv[NV];
+        __m512 bv[ACC_VECS];
         /* B rows stream from L2 (a 512 x 32 panel is 64 KiB), A from L2 */
-        _mm_prefetch((const char *)(b + 8 * ldb), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 8 * ldb + 16), _MM_HINT_T0);
-        _mm_prefetch((const char *)(a + 16 * MR), _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            _mm_prefetch((const char *)(b + 8 * ldb + 16 * v), _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + 16 * mr_pack), _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
             bv[v] = _mm512_loadu_ps(b + 16 * v);
@@ -70,11 +75,11 @@ tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int6
             for (int v = 0; v < nv; v++)
                 acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
-        a += MR;
+        a += mr_pack;
         b += ldb;
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    __mmask16 mask[NV];
+    __mmask16 mask[ACC_VECS];
 #pragma GCC unroll 4
     for (int v = 0; v < nv; v++) {
         int rem = nr - 16 * v;
@@ -96,9 +101,19 @@ tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int6
 #define TILE_CASE(m)                                                        \
     case m:                                                                 \
         if (nr > 16)                                                        \
-            tile(m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr);             \
+            tile(MR, m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr);         \
         else        /* an edge of at most 16 columns: half the FMAs */      \
-            tile(m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr);             \
+            tile(MR, m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr);         \
+        break;
+
+#define TILE8_CASE(m)                                                       \
+    case m:                                                                 \
+        if (nr > 32)                                                        \
+            tile(MR8, m, 3, kc, a, b, ldb, c, ldc, alpha, beta, nr);        \
+        else if (nr > 16)                                                   \
+            tile(MR8, m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr);        \
+        else                                                                \
+            tile(MR8, m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr);        \
         break;
 
 static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
@@ -108,6 +123,19 @@ static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, flo
     TILE_CASE(14) TILE_CASE(13) TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9)
     TILE_CASE(8) TILE_CASE(7) TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3)
     TILE_CASE(2) TILE_CASE(1)
+    default: break;
+    }
+}
+
+/* The 8 x 48 tile: 24 accumulators, 3 B vectors and a broadcast per k step;
+ * used when M is a multiple of 8 but not of 14 (out-channel counts 16, 64,
+ * 128), where the 14-row tile would compute padding rows. */
+static void ukernel8(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
+                     int64_t ldc, float alpha, float beta, int mr, int nr)
+{
+    switch (mr) {
+    TILE8_CASE(8) TILE8_CASE(7) TILE8_CASE(6) TILE8_CASE(5) TILE8_CASE(4) TILE8_CASE(3)
+    TILE8_CASE(2) TILE8_CASE(1)
     default: break;
     }
 }
@@ -164,3 +192,5 @@ static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, in
 
 const gemm_kernel gemm_kernel_avx512 = {"avx512", MR, NR, 512, 168, 4096, ukernel,
                                         transpose};
+const gemm_kernel gemm_kernel_avx512_8x48 = {"avx512_8x48", MR8, NR8, 512, 168, 4080, ukernel8,
+                                             transpose};

@@ -59,21 +59,35 @@ void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float al
         }
 }
 
-static const gemm_kernel *select_kernel(void)
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+/* Multiply-adds a kernel's tiles compute for an M x N product, padding
+ * included. */
+static int64_t padded_work(const gemm_kernel *kr, int64_t M, int64_t N)
+{
+    return round_up(M, kr->mr) * round_up(N, kr->nr);
+}
+
+/* The instruction set's kernel (for AVX-512, of two tile shapes the one
+ * that computes fewer padding rows and columns for this M x N). */
+static const gemm_kernel *select_kernel(int64_t M, int64_t N)
 {
 #ifdef FASTCNN_X86_KERNELS
     switch (fastcnn_isa()) {
-    case FASTCNN_ISA_AVX512: return &gemm_kernel_avx512;
+    case FASTCNN_ISA_AVX512:
+        if (padded_work(&gemm_kernel_avx512_8x48, M, N) < padded_work(&gemm_kernel_avx512, M, N))
+            return &gemm_kernel_avx512_8x48;
+        return &gemm_kernel_avx512;
     case FASTCNN_ISA_AVX2: return &gemm_kernel_avx2;
     default: break;
     }
 #endif
+    (void)M;
+    (void)N;
     return &gemm_kernel_generic;
 }
-
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 /* The chunk (a multiple of unit, at most max(block, unit)) that splits n into
  * the fewest, most even pieces. */
@@ -91,6 +105,7 @@ typedef struct {
     float alpha, beta;
     const float *A, *B;
     float *C;
+    const float *bias;      /* per row of C, added after the last k block; or NULL */
     int64_t kc, mc, nc;     /* block sizes for this call */
 } gemm_plan;
 
@@ -148,6 +163,13 @@ static void pack_b_block(float *dst, const gemm_plan *p, int64_t p0, int64_t kc,
         pack_b_panel(dst + jp * kc, p, p0, kc, j0 + jp, min64(nr, n - jp));
 }
 
+/* c (m, n) with row stride ldc += bias[i] on row i. */
+static void add_row_bias(float *c, int64_t ldc, const float *bias, int m, int n)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) c[i * ldc + j] += bias[i];
+}
+
 /* C[i0:i0+m, j0:j0+n] (+)= packed A block (m x kc) times the B block
  * (kc x n): packed in bp, or used in place when p->direct_b (then its
  * partial last panel is packed into edge, kc x NR). */
@@ -167,9 +189,13 @@ static void macro_kernel(const gemm_plan *p, const float *ap, const float *bp, f
             pack_b_panel(edge, p, p0, kc, j0 + jr, nb);
             b = edge;
         }
-        for (int64_t ir = 0; ir < m; ir += mr)
-            p->kr->ukernel(kc, ap + ir * kc, b, ldb, p->C + (i0 + ir) * p->ldc + j0 + jr,
-                           p->ldc, p->alpha, beta, (int)min64(mr, m - ir), nb);
+        for (int64_t ir = 0; ir < m; ir += mr) {
+            float *c = p->C + (i0 + ir) * p->ldc + j0 + jr;
+            int mb = (int)min64(mr, m - ir);
+            p->kr->ukernel(kc, ap + ir * kc, b, ldb, c, p->ldc, p->alpha, beta, mb, nb);
+            if (p->bias && p0 + kc == p->K)     /* the tile is final and still in L1 */
+                add_row_bias(c, p->ldc, p->bias + i0 + ir, mb, nb);
+        }
     }
 }
 
@@ -328,6 +354,13 @@ static void scale_c(float *C, int64_t M, int64_t N, int64_t ldc, float beta)
             C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
+/* C (M, N) += bias[i] on row i. */
+static void add_row_bias_all(float *C, int64_t ldc, const float *bias, int64_t M, int64_t N)
+{
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) C[i * ldc + j] += bias[i];
+}
+
 /* Max-per-thread tiles when nt threads split `tiles` whole tiles. */
 static int64_t tiles_per_thread(int64_t tiles, int nt)
 {
@@ -338,15 +371,25 @@ int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
           float *C, int64_t ldc, int nthreads)
 {
+    return sgemm_bias(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL,
+                      nthreads);
+}
+
+int sgemm_bias(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+               float *C, int64_t ldc, const float *bias, int nthreads)
+{
     if (M <= 0 || N <= 0)
         return FASTCNN_OK;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(C, M, N, ldc, beta);
+        if (bias)
+            add_row_bias_all(C, ldc, bias, M, N);
         return FASTCNN_OK;
     }
-    const gemm_kernel *kr = select_kernel();
+    const gemm_kernel *kr = select_kernel(M, N);
     gemm_plan p = {kr, transa, transb, !transb && M <= DIRECT_B_MAX_ROWS, M, N, K, lda, ldb,
-                   ldc, alpha, beta, A, B, C, 0, 0, 0};
+                   ldc, alpha, beta, A, B, C, bias, 0, 0, 0};
     p.kc = even_chunk(K, kr->kc, 1);
     p.mc = even_chunk(M, kr->mc, kr->mr);
     p.nc = even_chunk(N, kr->nc, kr->nr);

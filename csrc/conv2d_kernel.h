@@ -1,0 +1,441 @@
+/* conv2d_kernel.h - inner loops of the conv2d family that are compiled once
+ * per instruction set, private to the family: the direct forward
+ * convolution for first layers (few input channels, stride 1) and the
+ * stride-1 im2col of one kernel tap. Included by conv2d.c (portable build)
+ * and by conv2d_avx2.c / conv2d_avx512.c, each of which defines
+ * DIRECT_VBYTES (vector width in bytes) and DIRECT_ACC (accumulator
+ * registers of a tile) first, so each compiles the same loops with its own
+ * instruction set (GCC vector extensions); only inline code here.
+ *
+ * Direct convolution, why: with C R S = 9..75 a GEMM over im2col has a depth of 9..75, so its
+ * tiles write C after a few steps and the im2col copy costs as much as the
+ * product. Here a tile keeps kn output channels x nv vectors of one output
+ * row in registers (kn nv accumulators), loads each input row segment once
+ * per tap (nv vector loads from a zero-padded copy of the image, so no
+ * bounds tests) and multiplies it by kn broadcast weights:
+ *   y (kn, row p, columns q0..) += w (kn, c, r, t) * xpad (c, p + r, q0 + t ..)
+ */
+#ifndef FASTCNN_CONV2D_KERNEL_H
+#define FASTCNN_CONV2D_KERNEL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "fastcnn.h"
+
+/* Indices i in [0, n) with 0 <= i * stride + off < size, as [lo, hi). */
+typedef struct {
+    int64_t lo, hi;
+} span;
+
+static inline span valid_span(int64_t off, int64_t stride, int64_t size, int64_t n)
+{
+    span v;
+    v.lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    v.hi = size - off <= 0 ? 0 : (size - off - 1) / stride + 1;
+    if (v.hi > n) v.hi = n;
+    if (v.lo > v.hi) v.lo = v.hi;
+    return v;
+}
+
+/* One image's direct convolution, stride 1:
+ *   xpad (C, Hp, Wp): the image with its padding, Hp = P + R - 1 rows and
+ *       Wp = round_up(Q, VL) + S - 1 columns (VL = floats per vector of the
+ *       widest instruction set, 16), zeros outside the image;
+ *   y (K, P, Q) channels k0..k0+kn of this image; w (K, C, R, S); b (K) or NULL. */
+typedef struct {
+    int64_t C, K, R, S, P, Q, Hp, Wp;
+} direct_geom;
+
+#define DIRECT_WP_ALIGN 16
+
+void conv2d_direct_block_avx512(float *y, const float *xpad, const float *w, const float *b,
+                                int64_t k0, int64_t kn, const direct_geom *g);
+void conv2d_direct_block_avx2(float *y, const float *xpad, const float *w, const float *b,
+                              int64_t k0, int64_t kn, const direct_geom *g);
+void conv2d_direct_block_generic(float *y, const float *xpad, const float *w, const float *b,
+                                 int64_t k0, int64_t kn, const direct_geom *g);
+
+/* Channel-vector direct convolution (any stride; K a multiple of the
+ * vector length): a tile keeps np output positions of one or two rows x kv
+ * vectors of output channels in registers; per tap (c, r, t) it loads kv vectors of
+ * the transposed weights wT (C R S, K) and broadcasts np input values from
+ * the zero-padded image xpad (C, Hp, Wp), Hp = (P-1) sh + R,
+ * Wp = (Q-1) sw + S. y (K, P, Q) of one image, channels k0 .. k0 + kv VL. */
+typedef struct {
+    int64_t C, K, R, S, sh, sw, P, Q, Hp, Wp;
+} kvec_geom;
+
+void conv2d_kvec_block_avx512(float *y, const float *xpad, const float *wT, const float *b,
+                              int64_t k0, int kv, const kvec_geom *g);
+void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wT, const float *b,
+                            int64_t k0, int kv, const kvec_geom *g);
+void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wT, const float *b,
+                               int64_t k0, int kv, const kvec_geom *g);
+
+/* Channel-vector weight gradient of one image (K a multiple of the vector
+ * length, S = 3 or 5): dwT (C R S, K) += sum over the positions (p, q) of
+ * xpad (c, p sh + r, q sw + t) dyT (p Q + q, K), with xpad the padded image
+ * as above and dyT (P Q, K) the image's output gradient transposed. A tile
+ * keeps up to KVEC_MP taps (whole kernel rows) x kv channel vectors in
+ * registers and runs over every position. */
+void conv2d_wgrad_image_avx512(float *dwT, const float *xpad, const float *dyT,
+                               const kvec_geom *g);
+void conv2d_wgrad_image_avx2(float *dwT, const float *xpad, const float *dyT,
+                             const kvec_geom *g);
+void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
+                                const kvec_geom *g);
+
+/* im2col of kernel tap (r, t) for cnt images, column stride 1: out (P, Q),
+ * image i at out + i ostride, from the input plane xc (H, W), image i at
+ * xc + i xstride (s->sw == 1 only; any s->sh). */
+void conv2d_im2col_tap_avx512(float *out, const float *xc, int64_t cnt, int64_t ostride,
+                              int64_t xstride, int64_t r, int64_t t, const conv2d_shape *s);
+void conv2d_im2col_tap_avx2(float *out, const float *xc, int64_t cnt, int64_t ostride,
+                            int64_t xstride, int64_t r, int64_t t, const conv2d_shape *s);
+
+/* Output channels per block (the largest kn a tile takes) for an instruction set. */
+#define DIRECT_KB_AVX512 8
+#define DIRECT_KB_AVX2 4
+#define DIRECT_KB_GENERIC 4
+
+#ifdef DIRECT_VBYTES
+
+#define DIRECT_VL (DIRECT_VBYTES / 4)
+#define DIRECT_NVMAX 3                  /* vectors of a row segment per tile */
+#define DIRECT_KB (DIRECT_ACC / DIRECT_NVMAX)
+
+typedef float dvec __attribute__((vector_size(DIRECT_VBYTES), aligned(4), may_alias));
+
+/* DIRECT_STORE_PART(dst, vec, n): store the first n (< VL) floats of vec;
+ * an including file may define a masked store, else a plain loop. */
+#ifndef DIRECT_STORE_PART
+#define DIRECT_STORE_PART(dst, vec, n) direct_store_part(dst, vec, n)
+static inline void direct_store_part(float *dst, dvec vec, int n)
+{
+    float tmp[DIRECT_VL];
+    memcpy(tmp, &vec, sizeof tmp);
+    for (int j = 0; j < n; j++) dst[j] = tmp[j];
+}
+#endif
+
+/* y rows p of channels k0..k0+kn, columns q0..q0+min(Q - q0, nv VL);
+ * taps: S when known at compile time (unrolled), else 0. */
+static inline __attribute__((always_inline)) void
+direct_tile(const int kn, const int nv, const int taps, float *y, const float *xpad, const float *w,
+            const float *b, int64_t k0, int64_t p, int64_t q0, const direct_geom *g)
+{
+    const int64_t CRS = g->C * g->R * g->S, PQ = g->P * g->Q;
+    dvec acc[DIRECT_KB][DIRECT_NVMAX];
+#pragma GCC unroll 16
+    for (int k = 0; k < kn; k++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            acc[k][v] = (dvec){0} + (b ? b[k0 + k] : 0.0f);
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t r = 0; r < g->R; r++) {
+            const float *xr = xpad + (c * g->Hp + p + r) * g->Wp + q0;
+            const float *wr = w + k0 * CRS + (c * g->R + r) * g->S;
+            const int64_t S = taps ? taps : g->S;
+#pragma GCC unroll 8
+            for (int64_t t = 0; t < S; t++) {
+                dvec xv[DIRECT_NVMAX];
+#pragma GCC unroll 4
+                for (int v = 0; v < nv; v++)
+                    xv[v] = *(const dvec *)(xr + t + v * DIRECT_VL);
+#pragma GCC unroll 16
+                for (int k = 0; k < kn; k++) {
+                    float wk = wr[k * CRS + t];
+#pragma GCC unroll 4
+                    for (int v = 0; v < nv; v++)
+                        acc[k][v] += wk * xv[v];
+                }
+            }
+        }
+    int64_t width = g->Q - q0;
+#pragma GCC unroll 16
+    for (int k = 0; k < kn; k++) {
+        float *yr = y + (k0 + k) * PQ + p * g->Q + q0;
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            int64_t left = width - v * DIRECT_VL;
+            if (left >= DIRECT_VL) {
+                *(dvec *)(yr + v * DIRECT_VL) = acc[k][v];
+            } else {
+                DIRECT_STORE_PART(yr + v * DIRECT_VL, acc[k][v], (int)left);
+            }
+        }
+    }
+}
+
+#define DIRECT_TAPS(kn, nv)                                                         \
+    if (g->S == 3)                                                                  \
+        direct_tile(kn, nv, 3, y, xpad, w, b, k0, p, q0, g);                        \
+    else if (g->S == 5)                                                             \
+        direct_tile(kn, nv, 5, y, xpad, w, b, k0, p, q0, g);                        \
+    else                                                                            \
+        direct_tile(kn, nv, 0, y, xpad, w, b, k0, p, q0, g);
+
+#define DIRECT_NV_CASES(kn)                                                         \
+    case kn:                                                                        \
+        if (nv == 3) {                                                              \
+            DIRECT_TAPS(kn, 3)                                                      \
+        } else if (nv == 2) {                                                       \
+            DIRECT_TAPS(kn, 2)                                                      \
+        } else {                                                                    \
+            DIRECT_TAPS(kn, 1)                                                      \
+        }                                                                           \
+        break;
+
+/* Channels k0..k0+kn (kn <= DIRECT_KB) of one image, every row and column. */
+static inline void direct_block(float *y, const float *xpad, const float *w, const float *b,
+                                int64_t k0, int64_t kn, const direct_geom *g)
+{
+    for (int64_t p = 0; p < g->P; p++)
+        for (int64_t q0 = 0; q0 < g->Q; q0 += DIRECT_NVMAX * DIRECT_VL) {
+            int64_t rest = (g->Q - q0 + DIRECT_VL - 1) / DIRECT_VL;
+            int nv = rest < DIRECT_NVMAX ? (int)rest : DIRECT_NVMAX;
+            switch (kn) {
+#if DIRECT_KB >= 8
+            DIRECT_NV_CASES(8) DIRECT_NV_CASES(7) DIRECT_NV_CASES(6) DIRECT_NV_CASES(5)
+#endif
+            DIRECT_NV_CASES(4) DIRECT_NV_CASES(3) DIRECT_NV_CASES(2) DIRECT_NV_CASES(1)
+            default: break;
+            }
+        }
+}
+
+/* ---- channel-vector direct convolution ---- */
+
+/* Accumulators of a tile (the including file may set more); a tile holds
+ * up to KVEC_MP output positions of one row for 2 channel vectors. */
+#ifndef KVEC_ACC
+#define KVEC_ACC DIRECT_ACC
+#endif
+#define KVEC_MP (KVEC_ACC / 2)
+
+/* (Predictive commoning would carry the input of position i + 1, tap t
+ * into tap t + 1 of position i, spilling the accumulators: off.) */
+#define KVEC_OPT __attribute__((optimize("no-predictive-commoning")))
+
+/* y (channels k0 .. k0 + kv VL, rows p .. p + nr, columns q0 .. q0 + np) of
+ * one image (kv nr <= 2). sw: the column stride when known at compile time
+ * (1 or 2), else 0: then the input of position i is xr[i g->sw + t]
+ * through a runtime multiply. */
+static inline __attribute__((always_inline)) KVEC_OPT void
+kvec_tile(const int kv, const int nr, const int np, const int sw, float *y, const float *xpad,
+          const float *wT, const float *b, int64_t k0, int64_t p, int64_t q0,
+          const kvec_geom *g)
+{
+    const int64_t PQ = g->P * g->Q, HW = g->Hp * g->Wp, SW = sw ? sw : g->sw;
+    const int64_t down = g->sh * g->Wp;     /* from row p to row p + 1 of the input */
+    dvec acc[2][KVEC_MP][2];
+#pragma GCC unroll 2
+    for (int o = 0; o < nr; o++)
+#pragma GCC unroll 32
+        for (int i = 0; i < np; i++)
+#pragma GCC unroll 2
+            for (int v = 0; v < kv; v++)
+                acc[o][i][v] = (dvec){0};
+    const float *wrow = wT + k0;
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t r = 0; r < g->R; r++) {
+            const float *xr = xpad + c * HW + (p * g->sh + r) * g->Wp + q0 * SW;
+            for (int64_t t = 0; t < g->S; t++, wrow += g->K) {
+                dvec wv[2];
+#pragma GCC unroll 2
+                for (int v = 0; v < kv; v++)
+                    wv[v] = *(const dvec *)(wrow + v * DIRECT_VL);
+#pragma GCC unroll 2
+                for (int o = 0; o < nr; o++)
+#pragma GCC unroll 32
+                    for (int i = 0; i < np; i++) {
+                        float xi = xr[o * down + i * SW + t];
+#pragma GCC unroll 2
+                        for (int v = 0; v < kv; v++)
+                            acc[o][i][v] += xi * wv[v];
+                    }
+            }
+        }
+#pragma GCC unroll 2
+    for (int o = 0; o < nr; o++) {
+        float *yp = y + (p + o) * g->Q + q0;
+#pragma GCC unroll 2
+        for (int v = 0; v < kv; v++) {
+            float lanes[KVEC_MP][DIRECT_VL];
+            for (int i = 0; i < np; i++) memcpy(lanes[i], &acc[o][i][v], sizeof lanes[i]);
+            for (int l = 0; l < DIRECT_VL; l++) {
+                int64_t k = k0 + v * DIRECT_VL + l;
+                float bk = b ? b[k] : 0.0f;
+                for (int i = 0; i < np; i++) yp[k * PQ + i] = lanes[i][l] + bk;
+            }
+        }
+    }
+}
+
+#define KVEC_SW(kv, nr, np)                                                         \
+    {                                                                               \
+        if (g->sw == 1)                                                             \
+            kvec_tile(kv, nr, np, 1, y, xpad, wT, b, k0, p, q0, g);                 \
+        else if (g->sw == 2)                                                        \
+            kvec_tile(kv, nr, np, 2, y, xpad, wT, b, k0, p, q0, g);                 \
+        else                                                                        \
+            kvec_tile(kv, nr, np, 0, y, xpad, wT, b, k0, p, q0, g);                 \
+    }
+
+#define KVEC_NP_CASE(np)                                                            \
+    case np:                                                                        \
+        if (kv == 2)                                                                \
+            KVEC_SW(2, 1, np)                                                       \
+        else if (nr == 2)                                                           \
+            KVEC_SW(1, 2, np)                                                       \
+        else                                                                        \
+            KVEC_SW(1, 1, np)                                                       \
+        break;
+
+/* All positions of one image for channels k0 .. k0 + kv VL (kv 1 or 2):
+ * each row in the fewest tiles of at most KVEC_MP positions, evened out;
+ * with one channel vector, two rows per tile. */
+static inline KVEC_OPT void kvec_block(float *y, const float *xpad, const float *wT,
+                                       const float *b, int64_t k0, int kv,
+                                       const kvec_geom *g)
+{
+    int64_t tiles = (g->Q + KVEC_MP - 1) / KVEC_MP;
+    int64_t width = (g->Q + tiles - 1) / tiles;
+    for (int64_t p = 0; p < g->P;) {
+        int nr = kv == 1 && p + 1 < g->P ? 2 : 1;
+        for (int64_t q0 = 0; q0 < g->Q; q0 += width) {
+            int np = (int)(g->Q - q0 < width ? g->Q - q0 : width);
+            switch (np) {
+#if KVEC_MP >= 14
+            KVEC_NP_CASE(14) KVEC_NP_CASE(13) KVEC_NP_CASE(12) KVEC_NP_CASE(11)
+            KVEC_NP_CASE(10) KVEC_NP_CASE(9) KVEC_NP_CASE(8) KVEC_NP_CASE(7)
+#endif
+            KVEC_NP_CASE(6) KVEC_NP_CASE(5) KVEC_NP_CASE(4) KVEC_NP_CASE(3)
+            KVEC_NP_CASE(2) KVEC_NP_CASE(1)
+            default: break;
+            }
+        }
+        p += nr;
+    }
+}
+
+/* ---- channel-vector weight gradient ---- */
+
+/* dwT rows of taps (c, r0 .. r0 + nr, 0 .. S), channels k0 .. k0 + kv VL,
+ * += this image's sum over positions. */
+static inline __attribute__((always_inline)) KVEC_OPT void
+wgrad_tile(const int kv, const int nr, const int S, float *dwT, const float *xpad,
+           const float *dyT, int64_t c, int64_t r0, int64_t k0, const kvec_geom *g)
+{
+    const int64_t HW = g->Hp * g->Wp, K = g->K;
+    float *d = dwT + ((c * g->R + r0) * S) * K + k0;
+    dvec acc[KVEC_MP][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < nr * S; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < kv; v++)
+            acc[i][v] = *(const dvec *)(d + i * K + v * DIRECT_VL);
+    const float *dq = dyT + k0;
+    for (int64_t p = 0; p < g->P; p++) {
+        const float *xr = xpad + c * HW + (p * g->sh + r0) * g->Wp;
+        for (int64_t q = 0; q < g->Q; q++, dq += K, xr += g->sw) {
+            dvec wv[2];
+#pragma GCC unroll 2
+            for (int v = 0; v < kv; v++)
+                wv[v] = *(const dvec *)(dq + v * DIRECT_VL);
+#pragma GCC unroll 4
+            for (int o = 0; o < nr; o++)
+#pragma GCC unroll 8
+                for (int t = 0; t < S; t++) {
+                    float xi = xr[o * g->Wp + t];
+#pragma GCC unroll 2
+                    for (int v = 0; v < kv; v++)
+                        acc[o * S + t][v] += xi * wv[v];
+                }
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < nr * S; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < kv; v++)
+            *(dvec *)(d + i * K + v * DIRECT_VL) = acc[i][v];
+}
+
+/* Kernel rows per tile for S taps a row. */
+#define WGRAD_ROWS(S) (KVEC_MP / (S) < 4 ? KVEC_MP / (S) : 4)
+
+#define WGRAD_NR(kv, S)                                                             \
+    {                                                                               \
+        int nr = (int)(g->R - r0 < WGRAD_ROWS(S) ? g->R - r0 : WGRAD_ROWS(S));      \
+        if (nr == 4 && WGRAD_ROWS(S) >= 4)                                          \
+            wgrad_tile(kv, WGRAD_ROWS(S) >= 4 ? 4 : 1, S, dwT, xpad, dyT, c, r0, k0, g); \
+        else if (nr == 3 && WGRAD_ROWS(S) >= 3)                                     \
+            wgrad_tile(kv, WGRAD_ROWS(S) >= 3 ? 3 : 1, S, dwT, xpad, dyT, c, r0, k0, g); \
+        else if (nr == 2 && WGRAD_ROWS(S) >= 2)                                     \
+            wgrad_tile(kv, WGRAD_ROWS(S) >= 2 ? 2 : 1, S, dwT, xpad, dyT, c, r0, k0, g); \
+        else                                                                        \
+            wgrad_tile(kv, 1, S, dwT, xpad, dyT, c, r0, k0, g);                     \
+        r0 += nr;                                                                   \
+    }
+
+/* conv2d_wgrad_image_* (above), for S = 3 or 5. */
+static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const float *dyT,
+                                        const kvec_geom *g)
+{
+    int64_t vecs = g->K / DIRECT_VL;
+    int kv = vecs % 2 == 0 ? 2 : 1;
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t k0 = 0; k0 < g->K; k0 += kv * DIRECT_VL)
+            for (int64_t r0 = 0; r0 < g->R;) {
+                if (kv == 2 && g->S == 3)
+                    WGRAD_NR(2, 3)
+                else if (kv == 2)
+                    WGRAD_NR(2, 5)
+                else if (g->S == 3)
+                    WGRAD_NR(1, 3)
+                else
+                    WGRAD_NR(1, 5)
+            }
+}
+
+#ifdef DIRECT_LOAD_RANGE
+/* conv2d_im2col_tap_* (above). DIRECT_LOAD_RANGE(src, lo, hi): a vector
+ * whose lanes j in [lo, hi) come from src[j] (no other lane is read), the
+ * rest zero; defined by the including file (masked loads). */
+static inline void im2col_tap(float *restrict out, const float *restrict xc, int64_t cnt,
+                              int64_t ostride, int64_t xstride, int64_t r, int64_t t,
+                              const conv2d_shape *s)
+{
+    span ps = valid_span(r - s->ph, s->sh, s->H, s->P);
+    span qs = valid_span(t - s->pw, 1, s->W, s->Q);
+    if (qs.lo == qs.hi)
+        ps.hi = ps.lo;      /* no tap column inside the input: the whole plane is zero */
+    const int64_t Q = s->Q, PQ = s->P * s->Q;
+    const dvec zero = {0};
+    for (int64_t i = 0; i < cnt; i++) {
+        float *restrict o = out + i * ostride;
+        int64_t j = 0;
+        for (; j + DIRECT_VL <= ps.lo * Q; j += DIRECT_VL) *(dvec *)(o + j) = zero;
+        for (; j < ps.lo * Q; j++) o[j] = 0.0f;
+        for (int64_t p = ps.lo; p < ps.hi; p++) {
+            /* xr[q] is input (p sh - ph + r, q - pw + t), inside for q in [qs.lo, qs.hi) */
+            const float *xr = xc + i * xstride + (p * s->sh - s->ph + r) * s->W + t - s->pw;
+            float *op = o + p * Q;
+            int64_t q0 = 0;
+            for (; q0 + DIRECT_VL <= Q; q0 += DIRECT_VL)
+                *(dvec *)(op + q0) = DIRECT_LOAD_RANGE(xr + q0, qs.lo - q0, qs.hi - q0);
+            if (q0 < Q)
+                DIRECT_STORE_PART(op + q0, DIRECT_LOAD_RANGE(xr + q0, qs.lo - q0, qs.hi - q0),
+                                  (int)(Q - q0));
+        }
+        j = ps.hi * Q;
+        for (; j < PQ && (j & (DIRECT_VL - 1)); j++) o[j] = 0.0f;
+        for (; j + DIRECT_VL <= PQ; j += DIRECT_VL) *(dvec *)(o + j) = zero;
+        for (; j < PQ; j++) o[j] = 0.0f;
+    }
+}
+#endif /* DIRECT_LOAD_RANGE */
+
+#endif /* DIRECT_VBYTES */
+#endif /* FASTCNN_CONV2D_KERNEL_H */
