@@ -1,22 +1,20 @@
 """The command line (fastcnn/cli.py): `python -m fastcnn info` and `demo`."""
-import os
-import subprocess
-import sys
+import tempfile
 
 import pytest
 
 import fastcnn
 from fastcnn import _cpu, cli
+from subproc import run_python_args
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file__)))
 
-
-def run(*args, threads=None):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def run(*args, threads=None, **env):
+    """`python -m fastcnn *args` in a scratch directory (so the source tree is
+    never imported in its place), on the fastcnn under test."""
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    return subprocess.run([sys.executable, "-m", "fastcnn", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+    with tempfile.TemporaryDirectory() as scratch:
+        return run_python_args(["-m", "fastcnn", *args], cwd=scratch, timeout=300, **env)
 
 
 def test_info_reports_version_isa_openmp_and_threads():
@@ -30,9 +28,7 @@ def test_info_reports_version_isa_openmp_and_threads():
 
 
 def test_info_follows_the_isa_override():
-    env = dict(os.environ, PYTHONPATH=ROOT, FASTCNN_ISA="generic")
-    result = subprocess.run([sys.executable, "-m", "fastcnn", "info"], capture_output=True,
-                            text=True, env=env, timeout=120)
+    result = run("info", FASTCNN_ISA="generic")
     assert "kernels: generic" in result.stdout
 
 

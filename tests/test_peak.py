@@ -1,12 +1,10 @@
 """The peak probe (csrc/peak.c): a finite positive figure, and its argument checks."""
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
 from fastcnn._peak import fma_peak_gflops
+from subproc import run_python
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -17,11 +15,11 @@ def test_peak_is_positive_and_finite(threads):
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
-def test_every_isa_loop_runs(isa):
+def test_every_isa_loop_runs(isa, tmp_path):
     # FASTCNN_ISA is read once per process, so each ISA runs in a child.
     code = "from fastcnn._peak import fma_peak_gflops; print(fma_peak_gflops(1))"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "FASTCNN_ISA": isa},
-                         capture_output=True, text=True, check=True)
+    out = run_python(code, cwd=tmp_path, FASTCNN_ISA=isa)
+    assert out.returncode == 0, out.stderr
     assert float(out.stdout) > 0.0
 
 
