@@ -144,6 +144,15 @@ int64_t maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax
     return bad;
 }
 
+/* dx (N,C,H,W); dy, argmax (N,C,P,Q); y (N,C,H,W): maxpool2d_relu_backward's twin. */
+int64_t maxpool2d_relu_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                                    const float *y, const pool2d_shape *s)
+{
+    int64_t bad = maxpool2d_backward_ref(dx, dy, argmax, s);
+    relu_backward_ref(dx, dx, y, s->N * s->C * s->H * s->W);
+    return bad;
+}
+
 /* y (N,C,P,Q); x (N,C,H,W). Sums in double. */
 void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s, int count_include_pad)
 {
@@ -468,6 +477,27 @@ int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(+ : bad)
     for (int64_t nc = 0; nc < s->N * s->C; nc++)
         bad += max_plane_backward(dx + nc * HW, dy + nc * PQ, argmax + nc * PQ, s);
+    return bad;
+}
+
+/* dx (N,C,H,W) = relu_backward(maxpool2d_backward(dy), y): the gradient at the
+ * input of a ReLU whose output y (N,C,H,W) was the pooling's input; dy, argmax
+ * (N,C,P,Q). Each plane is masked while it is still in cache. Returns the
+ * number of skipped indices, as maxpool2d_backward. */
+int64_t maxpool2d_relu_backward(float *dx, const float *dy, const int32_t *argmax, const float *y,
+                                const pool2d_shape *s, int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
+    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    /* each plane nc writes only its own dx plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(+ : bad)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
+        float *d = dx + nc * HW;
+        const float *m = y + nc * HW;
+        bad += max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
+        for (int64_t i = 0; i < HW; i++)
+            d[i] = m[i] > 0.0f ? d[i] : 0.0f;
+    }
     return bad;
 }
 
