@@ -481,11 +481,10 @@ static int64_t tiles_backward(float *dx, const float *dy, const int32_t *am, con
 }
 
 /* 2x2 windows at stride 2 without padding: the tiles of the plane (floor mode
- * drops an odd last row or column). exact: they cover the plane. */
-static int is_tiles(const pool2d_shape *s, int exact)
+ * drops an odd last row or column). */
+static int is_tiles(const pool2d_shape *s)
 {
-    return s->R == 2 && s->S == 2 && s->sh == 2 && s->sw == 2 && s->ph == 0 && s->pw == 0
-           && (!exact || (s->H == 2 * s->P && s->W == 2 * s->Q));
+    return s->R == 2 && s->S == 2 && s->sh == 2 && s->sw == 2 && s->ph == 0 && s->pw == 0;
 }
 
 /* ---- fast kernels ---------------------------------------------------------- */
@@ -496,7 +495,7 @@ void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_s
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q;
     int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
-    int tiles = is_tiles(s, 0), isa = fastcnn_isa();
+    int tiles = is_tiles(s), isa = fastcnn_isa();
     /* each plane nc writes only its own y and argmax plane */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t nc = 0; nc < s->N * s->C; nc++) {
@@ -515,7 +514,9 @@ static int64_t max_backward(float *dx, const float *dy, const int32_t *argmax, c
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
     int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
-    int tiles = is_tiles(s, 1), isa = fastcnn_isa();
+    /* the gradient of 2x2 tiles (whatever the windows were: an index outside
+     * its tile sends the plane to the general path) */
+    int tiles = s->H == 2 * s->P && s->W == 2 * s->Q, isa = fastcnn_isa();
     /* each plane nc writes only its own dx plane */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(+ : bad)
     for (int64_t nc = 0; nc < s->N * s->C; nc++) {
