@@ -4,6 +4,7 @@
  * sgemm (row-major); only the bias add and the bias gradient live here. */
 #include "fastcnn.h"
 #include "gemm.h"
+#include "linear_kernel.h"
 
 /* Columns of dy summed together by one thread in linear_backward: a block
  * of accumulators that stays in registers / L1 while the rows stream by. */
@@ -84,9 +85,39 @@ static void sum_columns(float *db, const float *dy, int64_t N, int64_t O, int nt
     }
 }
 
+/* Outputs per block of linear_few_rows: a block's weight rows stream once. */
+#define FEW_ROWS_BLOCK 16
+
+/* linear_forward for N <= LINEAR_FEW_ROWS: dot products, no packing. */
+static void linear_few_rows(float *y, const float *x, const float *w, const float *b,
+                            int64_t N, int64_t F, int64_t O, int nthreads)
+{
+    int64_t nblocks = (O + FEW_ROWS_BLOCK - 1) / FEW_ROWS_BLOCK;
+    int nt = fastcnn_threads_for(N * O * F / 4, nthreads);
+    int isa = fastcnn_isa();
+    /* each block of outputs (columns of y) is written by one iteration */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        int64_t o0 = blk * FEW_ROWS_BLOCK, o1 = o0 + FEW_ROWS_BLOCK < O ? o0 + FEW_ROWS_BLOCK : O;
+#ifdef FASTCNN_X86_KERNELS
+        if (isa == FASTCNN_ISA_AVX512)
+            linear_rows_avx512(y, x, w, b, N, F, O, o0, o1);
+        else if (isa == FASTCNN_ISA_AVX2)
+            linear_rows_avx2(y, x, w, b, N, F, O, o0, o1);
+        else
+#endif
+            linear_rows(y, x, w, b, N, F, O, o0, o1);
+    }
+    (void)isa;
+}
+
 int linear_forward(float *y, const float *x, const float *w, const float *b,
                    int64_t N, int64_t F, int64_t O, int nthreads)
 {
+    if (N <= LINEAR_FEW_ROWS) {
+        linear_few_rows(y, x, w, b, N, F, O, nthreads);
+        return FASTCNN_OK;
+    }
     /* y = x w^T: A = x (N,F), B = w stored (O,F), transposed */
     int rc = sgemm(0, 1, N, O, F, 1.0f, x, F, w, F, 0.0f, y, O, nthreads);
     if (rc == FASTCNN_OK && b)
