@@ -42,8 +42,10 @@ void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nt
     int nt = fastcnn_threads_for(n, nthreads);
     /* each i written once */
     #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float d = dy[i];  /* loaded unconditionally: a select, not a branch */
+        dx[i] = y[i] > 0.0f ? d : 0.0f;
+    }
 }
 
 /* Stable for large |x|: exp of a non-positive number only. */

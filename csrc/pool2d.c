@@ -526,8 +526,10 @@ static int64_t max_backward(float *dx, const float *dy, const int32_t *argmax, c
             continue;
         bad += max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
         if (m)
-            for (int64_t i = 0; i < HW; i++)
-                d[i] = m[i] > 0.0f ? d[i] : 0.0f;
+            for (int64_t i = 0; i < HW; i++) {
+                float v = d[i];  /* loaded unconditionally: a select, not a branch */
+                d[i] = m[i] > 0.0f ? v : 0.0f;
+            }
     }
     return bad;
 }
