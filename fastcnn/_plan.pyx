@@ -13,7 +13,8 @@ on it calls the C kernels directly:
   a convolution, a linear layer or a pooling) writes in place; a ReLU's
   backward works in place on the gradient buffer it receives (never on the
   caller's array), and a ReLU feeding a max pooling has its mask applied by the
-  pooling's backward scatter (one pass instead of two);
+  pooling's backward scatter (one pass instead of two); in inference the ReLU
+  runs after the pooling instead, on its smaller output (they commute);
 - the parameters are re-read (and their type, shape and contiguity checked) on
   every call, because optimizers may rebind ``Parameter.data`` and ``.grad``.
 
@@ -167,7 +168,7 @@ cdef class LinearOp(Op):
 
 cdef class ActivationOp(Op):
     """ReLU (sigmoid=False) or sigmoid, in place when the input may be overwritten."""
-    cdef bint sigmoid, in_place, masked_by_next
+    cdef bint sigmoid, in_place, masked_by_next, after_next
     cdef int64_t n
     cdef object y, buf
 
@@ -178,6 +179,8 @@ cdef class ActivationOp(Op):
         self.buf = None if in_place else np.empty(in_shape, np.float32)
 
     cdef object forward(self, object x, int nt):
+        if self.after_next:
+            return x            # the max pooling applies relu to its (smaller) output
         y = x if self.in_place else self.buf
         cdef float *py = fptr(y)
         cdef const float *px = fptr(x)
@@ -214,7 +217,7 @@ cdef class ActivationOp(Op):
 cdef class PoolOp(Op):
     """MaxPool2d (avg=False) or AvgPool2d."""
     cdef c.pool2d_shape s
-    cdef bint avg, relu_mask
+    cdef bint avg, relu_mask, relu_after
     cdef int incl
     cdef object y, idx
     cdef object relu_op         # the ActivationOp whose mask this pooling applies
@@ -234,11 +237,14 @@ cdef class PoolOp(Op):
         cdef float *py = fptr(self.y)
         cdef const float *px = fptr(x)
         cdef int32_t *pi = NULL if self.avg else iptr(self.idx)
+        cdef int64_t n = self.s.N * self.s.C * self.s.P * self.s.Q
         with nogil:
             if self.avg:
                 c.avgpool2d_forward(py, px, &self.s, self.incl, nt)
             else:
                 c.maxpool2d_forward(py, pi, px, &self.s, nt)
+            if self.relu_after:
+                c.relu_forward(py, py, n, nt)
         return self.y
 
     cdef object backward(self, object dy, bint need, int nt):
@@ -326,13 +332,19 @@ cdef class Plan:
             op = self.ops[i]
             op.dy_owned = owned
             owned = owned or not isinstance(op, FlattenOp)
-        # ReLU directly before a max pooling: the pooling's backward applies the mask
+        # ReLU directly before a max pooling. Training: the pooling's backward
+        # applies relu's mask. Inference: max pooling commutes with relu (both
+        # monotone; a NaN stays a NaN), so relu runs on the pooled output.
         for i in range(len(self.ops) - 1):
             if isinstance(self.ops[i], ActivationOp) and isinstance(self.ops[i + 1], PoolOp):
                 act, pool = <ActivationOp> self.ops[i], <PoolOp> self.ops[i + 1]
-                if not act.sigmoid and not pool.avg:
+                if act.sigmoid or pool.avg:
+                    continue
+                if training:
                     act.masked_by_next = pool.relu_mask = True
                     pool.relu_op = act
+                else:
+                    act.after_next = pool.relu_after = True
 
     def matches(self, layers, tuple shape, bint training):
         if shape != self.shape or training != self.training or len(layers) != len(self.layers):

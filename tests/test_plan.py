@@ -126,6 +126,21 @@ def test_eval_plan_equals_training_forward(num_threads, rng):
     assert model.backward(np.ones((7, 10), np.float32)).shape == x.shape
 
 
+def test_eval_relu_after_max_pooling_gives_the_same_values(rng):
+    # in inference the plan pools first and applies relu to the pooled output
+    model = L.Sequential(L.Conv2d(1, 2, 1, bias=False), L.ReLU(), L.MaxPool2d(2), seed=0)
+    model[0].weight.data[...] = [[[[1.0]]], [[[-1.0]]]]
+    x = rng.standard_normal((3, 1, 6, 4)).astype(np.float32)
+    x[0, 0, :2, :2] = np.nan
+    x[1, 0, 2:4, :2] = [[-0.0, -1.0], [0.0, -2.0]]
+    x[2, 0, :2, 2:] = -5.0
+    train_out = model(x)
+    model.eval()
+    for _ in range(3):
+        np.testing.assert_array_equal(model(x), train_out)
+    assert np.isnan(model(x)[0, :, 0, 0]).all()
+
+
 def test_memory_stays_flat_over_many_shapes_and_steps(rng):
     import tracemalloc
     model = lenet()
