@@ -1,6 +1,8 @@
 """fastcnn: convolutional networks on the CPU, with native C/OpenMP kernels."""
-from ._config import get_num_threads, set_num_threads
-from . import functional
+from ._config import get_num_threads, set_num_threads, sleeping_idle_threads
+
+with sleeping_idle_threads():  # OpenMP reads its settings when the first kernel module loads
+    from . import functional
 from . import datasets, losses, optim
 from .layers import (AvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Parameter, ReLU,
                      Sigmoid, manual_seed)

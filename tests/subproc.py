@@ -19,8 +19,10 @@ def run_python(code, cwd, timeout=120, **env_overrides):
 
 
 def run_python_args(args, cwd, timeout=120, **env_overrides):
-    """Run `python *args` with env_overrides set; returns the CompletedProcess."""
+    """Run `python *args` with env_overrides set (None: unset); returns the CompletedProcess."""
     env = dict(os.environ, **env_overrides)
+    for name in [k for k, v in env.items() if v is None]:
+        del env[name]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
