@@ -70,6 +70,20 @@ class Sequential(Layer):
     Output shape:
         that of the last layer.
 
+    Speed, memory and threads:
+        The first pass of each input shape runs the layers one by one, which
+        check everything. It also builds a plan (up to 3 are kept, most
+        recently used first) that later passes of that shape run: the kernels
+        called back to back from Cython on buffers allocated once, so a
+        training step allocates nothing but its results. What ``forward`` and
+        ``backward`` return is always a fresh array. A plan serves one call at
+        a time: a second thread calling the same model meanwhile takes the
+        checked path, which is correct but slower; training one model from
+        two threads at once is not supported (as with the layers' own caches).
+        Only fastcnn's own layer classes are planned (a subclass makes the
+        whole model take the checked path). After a planned pass, a layer's
+        own ``backward`` raises: back-propagate through the model.
+
     Example:
         >>> model = fastcnn.Sequential(
         ...     fastcnn.Conv2d(1, 6, 5, padding=2), fastcnn.ReLU(), fastcnn.MaxPool2d(2),
