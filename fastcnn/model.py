@@ -175,6 +175,12 @@ class Sequential(Layer):
             self._add_plan(Plan(self.layers, shapes[0], self.training, shapes))
         return x
 
+    def __getstate__(self):
+        """Copies and pickles leave the plans behind (they are rebuilt on use)."""
+        state = self.__dict__.copy()
+        state["_plans"], state["_plan_used"] = [], None
+        return state
+
     def _find_plan(self, shape):
         plans = self._plans
         if not plans:

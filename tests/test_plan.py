@@ -198,6 +198,20 @@ def test_changed_layers_or_parameters_are_noticed(rng):
     assert (model(x) >= 0).all() and (model(x) >= 0).all()
 
 
+def test_copies_and_pickles_leave_the_plans_behind(rng):
+    import copy
+    import pickle
+    model = lenet()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model(x)
+    out = model(x)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not twin._plans and model._plans
+        for _ in range(2):
+            np.testing.assert_array_equal(twin(x), out)
+        assert twin._plans and twin._plans[0].layers[0] is twin[0]
+
+
 def test_wrong_grad_y_after_a_planned_pass(rng):
     model = lenet()
     x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
