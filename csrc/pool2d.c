@@ -522,9 +522,12 @@ static int64_t max_backward(float *dx, const float *dy, const int32_t *argmax, c
     for (int64_t nc = 0; nc < s->N * s->C; nc++) {
         float *d = dx + nc * HW;
         const float *m = mask ? mask + nc * HW : NULL;
-        if (tiles && tiles_backward(d, dy + nc * PQ, argmax + nc * PQ, m, s->P, s->Q, isa) == PQ)
+        if (!tiles)
+            bad += max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
+        else if (tiles_backward(d, dy + nc * PQ, argmax + nc * PQ, m, s->P, s->Q, isa) == PQ)
             continue;
-        bad += max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
+        else    /* an index outside its tile (overlapping windows...): scatter */
+            bad += scatter_plane(d, dy + nc * PQ, argmax + nc * PQ, HW, PQ);
         if (m)
             for (int64_t i = 0; i < HW; i++) {
                 float v = d[i];  /* loaded unconditionally: a select, not a branch */
