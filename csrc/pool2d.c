@@ -489,21 +489,54 @@ static int is_tiles(const pool2d_shape *s)
 
 /* ---- fast kernels ---------------------------------------------------------- */
 
+/* Plane nc of maxpool2d_forward. */
+static inline void max_forward_plane(float *y, int32_t *argmax, const float *x,
+                                     const pool2d_shape *s, int64_t nc, int tiles, int isa)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    if (tiles)
+        tiles_forward(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s->W, s->P, s->Q, isa);
+    else
+        max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
+}
+
 /* y, argmax (N,C,P,Q); x (N,C,H,W) */
 void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_shape *s,
                        int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     int tiles = is_tiles(s), isa = fastcnn_isa();
-    /* each plane nc writes only its own y and argmax plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
-        if (tiles)
-            tiles_forward(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s->W, s->P, s->Q, isa);
-        else
-            max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t nc = 0; nc < s->N * s->C; nc++)
+            max_forward_plane(y, argmax, x, s, nc, tiles, isa);
+        return;
     }
+    /* each plane nc writes only its own y and argmax plane */
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        max_forward_plane(y, argmax, x, s, nc, tiles, isa);
+}
+
+/* Plane nc of max_backward; returns its number of skipped indices. */
+static inline int64_t max_backward_plane(float *dx, const float *dy, const int32_t *argmax,
+                                         const float *mask, const pool2d_shape *s, int64_t nc,
+                                         int tiles, int isa)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
+    float *d = dx + nc * HW;
+    const float *m = mask ? mask + nc * HW : NULL;
+    if (!tiles)
+        bad = max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
+    else if (tiles_backward(d, dy + nc * PQ, argmax + nc * PQ, m, s->P, s->Q, isa) == PQ)
+        return 0;
+    else    /* an index outside its tile (overlapping windows...): scatter */
+        bad = scatter_plane(d, dy + nc * PQ, argmax + nc * PQ, HW, PQ);
+    if (m)
+        for (int64_t i = 0; i < HW; i++) {
+            float v = d[i];  /* loaded unconditionally: a select, not a branch */
+            d[i] = m[i] > 0.0f ? v : 0.0f;
+        }
+    return bad;
 }
 
 /* dx (N,C,H,W) = dy (N,C,P,Q) scattered to argmax (N,C,P,Q), then masked by
@@ -512,28 +545,20 @@ void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_s
 static int64_t max_backward(float *dx, const float *dy, const int32_t *argmax, const float *mask,
                             const pool2d_shape *s, int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
-    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    int64_t bad = 0;
+    int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     /* the gradient of 2x2 tiles (whatever the windows were: an index outside
      * its tile sends the plane to the general path) */
     int tiles = s->H == 2 * s->P && s->W == 2 * s->Q, isa = fastcnn_isa();
-    /* each plane nc writes only its own dx plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(+ : bad)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
-        float *d = dx + nc * HW;
-        const float *m = mask ? mask + nc * HW : NULL;
-        if (!tiles)
-            bad += max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
-        else if (tiles_backward(d, dy + nc * PQ, argmax + nc * PQ, m, s->P, s->Q, isa) == PQ)
-            continue;
-        else    /* an index outside its tile (overlapping windows...): scatter */
-            bad += scatter_plane(d, dy + nc * PQ, argmax + nc * PQ, HW, PQ);
-        if (m)
-            for (int64_t i = 0; i < HW; i++) {
-                float v = d[i];  /* loaded unconditionally: a select, not a branch */
-                d[i] = m[i] > 0.0f ? v : 0.0f;
-            }
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t nc = 0; nc < s->N * s->C; nc++)
+            bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles, isa);
+        return bad;
     }
+    /* each plane nc writes only its own dx plane */
+    #pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : bad)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles, isa);
     return bad;
 }
 

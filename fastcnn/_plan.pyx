@@ -41,14 +41,21 @@ cnp.import_array()
 
 cdef float *_param(object a, tuple shape, bint writeable, str what) except NULL:
     """Data pointer of a parameter array, after the cheap checks that keep C in bounds."""
-    if not isinstance(a, np.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray> a) != cnp.NPY_FLOAT32 \
-            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> a) or a.shape != shape \
-            or (writeable and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> a)):
-        raise ValueError(f"{what} must be a C-contiguous float32 array of shape {shape}. "
-                         f"Received: {type(a).__name__}"
-                         + (f" of shape {a.shape}, dtype={a.dtype}" if isinstance(a, np.ndarray)
-                            else ""))
-    return fptr(a)
+    cdef cnp.ndarray arr
+    cdef Py_ssize_t i, nd = len(shape)
+    if cnp.PyArray_Check(a):
+        arr = <cnp.ndarray> a
+        if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32 and cnp.PyArray_IS_C_CONTIGUOUS(arr) \
+                and cnp.PyArray_NDIM(arr) == nd and (cnp.PyArray_ISWRITEABLE(arr) or not writeable):
+            for i in range(nd):
+                if cnp.PyArray_DIMS(arr)[i] != <cnp.npy_intp> shape[i]:
+                    break
+            else:
+                return <float *> cnp.PyArray_DATA(arr)
+    raise ValueError(f"{what} must be a C-contiguous float32 array of shape {shape}. "
+                     f"Received: {type(a).__name__}"
+                     + (f" of shape {a.shape}, dtype={a.dtype}" if isinstance(a, np.ndarray)
+                        else ""))
 
 
 cdef class Op:
@@ -56,6 +63,7 @@ cdef class Op:
     cdef object layer
     cdef tuple in_shape, out_shape
     cdef object gx              # input-gradient buffer (None if never needed)
+    cdef bint training          # the plan's mode (every layer's, checked by Plan.matches)
     cdef bint dy_owned          # backward's dy is a plan buffer (may be overwritten)
 
     cdef object forward(self, object x, int nt):
@@ -92,7 +100,7 @@ cdef class ConvOp(Op):
             err = c.conv2d_forward(py, px, pw, pb, &self.s, nt)
         if err != c.FASTCNN_OK:
             raise MemoryError("conv2d: out of memory for the im2col scratch buffer")
-        self.x = x if layer.training else None
+        self.x = x if self.training else None
         return self.y
 
     cdef object backward(self, object dy, bint need, int nt):
@@ -143,7 +151,7 @@ cdef class LinearOp(Op):
             err = c.linear_forward(py, px, pw, pb, self.N, self.F, self.O, nt)
         if err != c.FASTCNN_OK:
             raise MemoryError("linear: out of memory for the matrix-multiply buffers")
-        self.x = x if layer.training else None
+        self.x = x if self.training else None
         return self.y
 
     cdef object backward(self, object dy, bint need, int nt):
@@ -189,7 +197,7 @@ cdef class ActivationOp(Op):
                 c.sigmoid_forward(py, px, self.n, nt)
             else:
                 c.relu_forward(py, px, self.n, nt)
-        self.y = y if self.layer.training else None
+        self.y = y if self.training else None
         return y
 
     cdef object backward(self, object dy, bint need, int nt):
@@ -317,7 +325,7 @@ cdef class Plan:
                 op = PoolOp(layer, ins, kind == "AvgPool2d")
             else:
                 op = FlattenOp(layer, ins, outs)
-            op.layer, op.in_shape = layer, ins
+            op.layer, op.in_shape, op.training = layer, ins, training
             if op.out_shape != outs:
                 raise AssertionError(f"plan: {kind} output {op.out_shape} != {outs}")
             if kind != "Flatten":
