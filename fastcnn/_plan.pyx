@@ -290,11 +290,13 @@ cdef class FlattenOp(Op):
         return dy.reshape(self.in_shape) if need else None
 
 
-# Layers a plan runs natively (exact classes: a subclass may override forward).
+# Layers whose output buffer no backward pass reads (their own backward needs
+# their input or indices): an activation right after them may write in place.
 _IN_PLACE_OK = ("Conv2d", "Linear", "MaxPool2d", "AvgPool2d")
 
 
 cdef class Plan:
+    """The ops of one list of layers for one input shape and one mode."""
     cdef readonly tuple layers, shape, out_shape
     cdef readonly bint training
     cdef list ops
