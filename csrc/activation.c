@@ -88,8 +88,14 @@ void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
 void sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
 {
     int nt = fastcnn_threads_for(n, nthreads);
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        #pragma omp simd
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+        return;
+    }
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (int64_t i = 0; i < n; i++)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }

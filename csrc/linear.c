@@ -49,18 +49,43 @@ void linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const
         }
 }
 
+/* yi (O) += b (O) */
+static inline void add_row(float *yi, const float *b, int64_t O)
+{
+    #pragma omp simd
+    for (int64_t o = 0; o < O; o++)
+        yi[o] += b[o];
+}
+
 /* y (N,O) += b (O) on every row. */
 static void add_bias(float *y, const float *b, int64_t N, int64_t O, int nthreads)
 {
     int nt = fastcnn_threads_for(N * O, nthreads);
-    /* each row of y is written by one iteration */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        float *yi = y + i * O;
-        #pragma omp simd
-        for (int64_t o = 0; o < O; o++)
-            yi[o] += b[o];
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t i = 0; i < N; i++)
+            add_row(y + i * O, b, O);
+        return;
     }
+    /* each row of y is written by one iteration */
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < N; i++)
+        add_row(y + i * O, b, O);
+}
+
+/* Columns [blk DB_BLOCK, +DB_BLOCK) of sum_columns. */
+static inline void sum_block(float *db, const float *dy, int64_t N, int64_t O, int64_t blk)
+{
+    int64_t o0 = blk * DB_BLOCK;
+    int64_t m = O - o0 < DB_BLOCK ? O - o0 : DB_BLOCK;
+    double acc[DB_BLOCK] = {0.0};
+    for (int64_t i = 0; i < N; i++) {
+        const float *row = dy + i * O + o0;
+        #pragma omp simd
+        for (int64_t j = 0; j < m; j++)
+            acc[j] += row[j];
+    }
+    for (int64_t j = 0; j < m; j++)
+        db[o0 + j] += (float)acc[j];
 }
 
 /* db (O) += sum over rows of dy (N,O), with double accumulators. */
@@ -68,21 +93,15 @@ static void sum_columns(float *db, const float *dy, int64_t N, int64_t O, int nt
 {
     int64_t nblocks = (O + DB_BLOCK - 1) / DB_BLOCK;
     int nt = fastcnn_threads_for(N * O, nthreads);
-    /* each block of columns (and its slice of db) belongs to one iteration */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-        int64_t o0 = blk * DB_BLOCK;
-        int64_t m = O - o0 < DB_BLOCK ? O - o0 : DB_BLOCK;
-        double acc[DB_BLOCK] = {0.0};
-        for (int64_t i = 0; i < N; i++) {
-            const float *row = dy + i * O + o0;
-            #pragma omp simd
-            for (int64_t j = 0; j < m; j++)
-                acc[j] += row[j];
-        }
-        for (int64_t j = 0; j < m; j++)
-            db[o0 + j] += (float)acc[j];
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t blk = 0; blk < nblocks; blk++)
+            sum_block(db, dy, N, O, blk);
+        return;
     }
+    /* each block of columns (and its slice of db) belongs to one iteration */
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++)
+        sum_block(db, dy, N, O, blk);
 }
 
 /* Outputs per block of linear_few_rows: a block's weight rows stream once. */

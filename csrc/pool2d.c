@@ -585,8 +585,13 @@ void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int coun
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q;
     int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t nc = 0; nc < s->N * s->C; nc++)
+            avg_plane(y + nc * PQ, x + nc * HW, s, count_include_pad);
+        return;
+    }
     /* each plane nc writes only its own y plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t nc = 0; nc < s->N * s->C; nc++)
         avg_plane(y + nc * PQ, x + nc * HW, s, count_include_pad);
 }
