@@ -31,8 +31,14 @@ void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
 void relu_forward(float *y, const float *x, int64_t n, int nthreads)
 {
     int nt = fastcnn_threads_for(n, nthreads);
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        #pragma omp simd
+        for (int64_t i = 0; i < n; i++)
+            y[i] = x[i] < 0.0f ? 0.0f : x[i];
+        return;
+    }
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (int64_t i = 0; i < n; i++)
         y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
@@ -40,10 +46,21 @@ void relu_forward(float *y, const float *x, int64_t n, int nthreads)
 void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
 {
     int nt = fastcnn_threads_for(n, nthreads);
+    /* dy is loaded unconditionally (a select, not a branch): the loops vectorize */
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        #pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            float d = dy[i];
+            dx[i] = y[i] > 0.0f ? d : 0.0f;
+        }
+        return;
+    }
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    #pragma omp parallel for simd num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float d = dy[i];
+        dx[i] = y[i] > 0.0f ? d : 0.0f;
+    }
 }
 
 /* Stable for large |x|: exp of a non-positive number only. */
@@ -57,8 +74,13 @@ static inline float sigmoid1(float x)
 void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
 {
     int nt = fastcnn_threads_for(n * 16, nthreads);
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t i = 0; i < n; i++)
+            y[i] = sigmoid1(x[i]);
+        return;
+    }
     /* each i written once */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t i = 0; i < n; i++)
         y[i] = sigmoid1(x[i]);
 }
@@ -66,8 +88,14 @@ void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
 void sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
 {
     int nt = fastcnn_threads_for(n, nthreads);
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        #pragma omp simd
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+        return;
+    }
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (int64_t i = 0; i < n; i++)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }

@@ -124,6 +124,11 @@ void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
  * Uses only N, C, H, W, P, Q of s: the window geometry is not needed. */
 int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
                            const pool2d_shape *s, int nthreads);
+/* dx (N,C,H,W) = relu_backward(maxpool2d_backward(dy, argmax), y), where y
+ * (N,C,H,W), a ReLU's output, was the pooling's input: the fused backward of
+ * ReLU then MaxPool. Returns the number of skipped indices, as above. */
+int64_t maxpool2d_relu_backward(float *dx, const float *dy, const int32_t *argmax,
+                                const float *y, const pool2d_shape *s, int nthreads);
 /* y (N,C,P,Q) = mean over each window of x (N,C,H,W); the divisor counts the
  * padding when count_include_pad is non-zero (PyTorch's default). */
 void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
@@ -135,6 +140,8 @@ int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
 void maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x, const pool2d_shape *s);
 int64_t maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax,
                                const pool2d_shape *s);
+int64_t maxpool2d_relu_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                                    const float *y, const pool2d_shape *s);
 void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s,
                            int count_include_pad);
 void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,

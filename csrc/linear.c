@@ -4,6 +4,7 @@
  * sgemm (row-major); only the bias add and the bias gradient live here. */
 #include "fastcnn.h"
 #include "gemm.h"
+#include "linear_kernel.h"
 
 /* Columns of dy summed together by one thread in linear_backward: a block
  * of accumulators that stays in registers / L1 while the rows stream by. */
@@ -48,18 +49,43 @@ void linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const
         }
 }
 
+/* yi (O) += b (O) */
+static inline void add_row(float *yi, const float *b, int64_t O)
+{
+    #pragma omp simd
+    for (int64_t o = 0; o < O; o++)
+        yi[o] += b[o];
+}
+
 /* y (N,O) += b (O) on every row. */
 static void add_bias(float *y, const float *b, int64_t N, int64_t O, int nthreads)
 {
     int nt = fastcnn_threads_for(N * O, nthreads);
-    /* each row of y is written by one iteration */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        float *yi = y + i * O;
-        #pragma omp simd
-        for (int64_t o = 0; o < O; o++)
-            yi[o] += b[o];
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t i = 0; i < N; i++)
+            add_row(y + i * O, b, O);
+        return;
     }
+    /* each row of y is written by one iteration */
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < N; i++)
+        add_row(y + i * O, b, O);
+}
+
+/* Columns [blk DB_BLOCK, +DB_BLOCK) of sum_columns. */
+static inline void sum_block(float *db, const float *dy, int64_t N, int64_t O, int64_t blk)
+{
+    int64_t o0 = blk * DB_BLOCK;
+    int64_t m = O - o0 < DB_BLOCK ? O - o0 : DB_BLOCK;
+    double acc[DB_BLOCK] = {0.0};
+    for (int64_t i = 0; i < N; i++) {
+        const float *row = dy + i * O + o0;
+        #pragma omp simd
+        for (int64_t j = 0; j < m; j++)
+            acc[j] += row[j];
+    }
+    for (int64_t j = 0; j < m; j++)
+        db[o0 + j] += (float)acc[j];
 }
 
 /* db (O) += sum over rows of dy (N,O), with double accumulators. */
@@ -67,26 +93,61 @@ static void sum_columns(float *db, const float *dy, int64_t N, int64_t O, int nt
 {
     int64_t nblocks = (O + DB_BLOCK - 1) / DB_BLOCK;
     int nt = fastcnn_threads_for(N * O, nthreads);
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t blk = 0; blk < nblocks; blk++)
+            sum_block(db, dy, N, O, blk);
+        return;
+    }
     /* each block of columns (and its slice of db) belongs to one iteration */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++)
+        sum_block(db, dy, N, O, blk);
+}
+
+/* Outputs per block of linear_few_rows: a block's weight rows stream once. */
+#define FEW_ROWS_BLOCK 16
+
+/* linear_rows of the running ISA: outputs [o0, o1). */
+static void rows_block(float *y, const float *x, const float *w, const float *b, int64_t N,
+                       int64_t F, int64_t O, int64_t o0, int64_t o1, int isa)
+{
+#ifdef FASTCNN_X86_KERNELS
+    if (isa == FASTCNN_ISA_AVX512)
+        linear_rows_avx512(y, x, w, b, N, F, O, o0, o1);
+    else if (isa == FASTCNN_ISA_AVX2)
+        linear_rows_avx2(y, x, w, b, N, F, O, o0, o1);
+    else
+#endif
+        linear_rows(y, x, w, b, N, F, O, o0, o1);
+    (void)isa;
+}
+
+/* linear_forward for N <= LINEAR_FEW_ROWS: dot products, no packing. */
+static void linear_few_rows(float *y, const float *x, const float *w, const float *b,
+                            int64_t N, int64_t F, int64_t O, int nthreads)
+{
+    int64_t nblocks = (O + FEW_ROWS_BLOCK - 1) / FEW_ROWS_BLOCK;
+    int nt = fastcnn_threads_for(N * O * F / 4, nthreads);
+    int isa = fastcnn_isa();
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        rows_block(y, x, w, b, N, F, O, 0, O, isa);
+        return;
+    }
+    /* each block of outputs (columns of y) is written by one iteration */
+    #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
-        int64_t o0 = blk * DB_BLOCK;
-        int64_t m = O - o0 < DB_BLOCK ? O - o0 : DB_BLOCK;
-        double acc[DB_BLOCK] = {0.0};
-        for (int64_t i = 0; i < N; i++) {
-            const float *row = dy + i * O + o0;
-            #pragma omp simd
-            for (int64_t j = 0; j < m; j++)
-                acc[j] += row[j];
-        }
-        for (int64_t j = 0; j < m; j++)
-            db[o0 + j] += (float)acc[j];
+        int64_t o0 = blk * FEW_ROWS_BLOCK, o1 = o0 + FEW_ROWS_BLOCK < O ? o0 + FEW_ROWS_BLOCK : O;
+        rows_block(y, x, w, b, N, F, O, o0, o1, isa);
     }
 }
 
 int linear_forward(float *y, const float *x, const float *w, const float *b,
                    int64_t N, int64_t F, int64_t O, int nthreads)
 {
+    if (N <= LINEAR_FEW_ROWS) {
+        linear_few_rows(y, x, w, b, N, F, O, nthreads);
+        return FASTCNN_OK;
+    }
     /* y = x w^T: A = x (N,F), B = w stored (O,F), transposed */
     int rc = sgemm(0, 1, N, O, F, 1.0f, x, F, w, F, 0.0f, y, O, nthreads);
     if (rc == FASTCNN_OK && b)

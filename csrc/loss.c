@@ -70,6 +70,16 @@ static double softmax_row(float *p, const float *z, int64_t y, int64_t L)
     return valid_label(y, L) ? log((double)s) - ((double)z[y] - m) : NAN;
 }
 
+/* softmax_row over rows [lo, hi): the sum of their losses, in row order. */
+static double softmax_rows(float *probs, const float *logits, const int64_t *labels, int64_t L,
+                           int64_t lo, int64_t hi)
+{
+    double acc = 0.0;
+    for (int64_t i = lo; i < hi; i++)
+        acc += softmax_row(probs + i * L, logits + i * L, labels[i], L);
+    return acc;
+}
+
 double cross_entropy_forward(float *probs, const float *logits, const int64_t *labels,
                              int64_t N, int64_t L, int nthreads)
 {
@@ -78,14 +88,16 @@ double cross_entropy_forward(float *probs, const float *logits, const int64_t *l
     int64_t nchunks = (N + rows - 1) / rows;
     double partial[MAX_CHUNKS];
     int nt = fastcnn_threads_for(N * L * 8, nthreads);
-    /* each chunk writes its own rows of probs and its own partial[c] */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t c = 0; c < nchunks; c++) {
-        int64_t end = (c + 1) * rows < N ? (c + 1) * rows : N;
-        double acc = 0.0;
-        for (int64_t i = c * rows; i < end; i++)
-            acc += softmax_row(probs + i * L, logits + i * L, labels[i], L);
-        partial[c] = acc;
+    if (nt == 1) {  /* no OpenMP call at all for small work (same chunks, same sums) */
+        for (int64_t c = 0; c < nchunks; c++)
+            partial[c] = softmax_rows(probs, logits, labels, L, c * rows,
+                                      (c + 1) * rows < N ? (c + 1) * rows : N);
+    } else {
+        /* each chunk writes its own rows of probs and its own partial[c] */
+        #pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t c = 0; c < nchunks; c++)
+            partial[c] = softmax_rows(probs, logits, labels, L, c * rows,
+                                      (c + 1) * rows < N ? (c + 1) * rows : N);
     }
     double total = 0.0;
     for (int64_t c = 0; c < nchunks; c++)

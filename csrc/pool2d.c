@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "fastcnn.h"
+#include "pool2d_kernel.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -141,6 +142,15 @@ int64_t maxpool2d_backward_ref(float *dx, const float *dy, const int32_t *argmax
             else
                 dx[nc * HW + i] += dy[nc * PQ + k];
         }
+    return bad;
+}
+
+/* dx (N,C,H,W); dy, argmax (N,C,P,Q); y (N,C,H,W): maxpool2d_relu_backward's twin. */
+int64_t maxpool2d_relu_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                                    const float *y, const pool2d_shape *s)
+{
+    int64_t bad = maxpool2d_backward_ref(dx, dy, argmax, s);
+    relu_backward_ref(dx, dx, y, s->N * s->C * s->H * s->W);
     return bad;
 }
 
@@ -443,18 +453,113 @@ static int64_t max_plane_backward(float *dx, const float *dy, const int32_t *am,
     return scatter_plane(dx, dy, am, s->H * s->W, s->P * s->Q);
 }
 
+/* The 2x2 tile loops of pool2d_kernel.h for the running ISA. */
+static void tiles_forward(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q,
+                          int isa)
+{
+#ifdef FASTCNN_X86_KERNELS
+    if (isa == FASTCNN_ISA_AVX512)
+        max_tiles_2x2_avx512(y, am, x, W, P, Q);
+    else if (isa == FASTCNN_ISA_AVX2)
+        max_tiles_2x2_avx2(y, am, x, W, P, Q);
+    else
+#endif
+        max_tiles_2x2(y, am, x, W, P, Q);
+    (void)isa;
+}
+
+static int64_t tiles_backward(float *dx, const float *dy, const int32_t *am, const float *mask,
+                              int64_t P, int64_t Q, int isa)
+{
+#ifdef FASTCNN_X86_KERNELS
+    if (isa == FASTCNN_ISA_AVX512)
+        return route_tiles_2x2_avx512(dx, dy, am, mask, P, Q);
+#endif
+    /* the portable build's 16-byte loop beats gcc's AVX2 one on short rows */
+    (void)isa;
+    return route_tiles_2x2(dx, dy, am, mask, P, Q);
+}
+
+/* 2x2 windows at stride 2 without padding: the tiles of the plane (floor mode
+ * drops an odd last row or column). */
+static int is_tiles(const pool2d_shape *s)
+{
+    return s->R == 2 && s->S == 2 && s->sh == 2 && s->sw == 2 && s->ph == 0 && s->pw == 0;
+}
+
 /* ---- fast kernels ---------------------------------------------------------- */
+
+/* Plane nc of maxpool2d_forward. */
+static inline void max_forward_plane(float *y, int32_t *argmax, const float *x,
+                                     const pool2d_shape *s, int64_t nc, int tiles, int isa)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    if (tiles)
+        tiles_forward(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s->W, s->P, s->Q, isa);
+    else
+        max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
+}
 
 /* y, argmax (N,C,P,Q); x (N,C,H,W) */
 void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_shape *s,
                        int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
+    int tiles = is_tiles(s), isa = fastcnn_isa();
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t nc = 0; nc < s->N * s->C; nc++)
+            max_forward_plane(y, argmax, x, s, nc, tiles, isa);
+        return;
+    }
     /* each plane nc writes only its own y and argmax plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
+        max_forward_plane(y, argmax, x, s, nc, tiles, isa);
+}
+
+/* Plane nc of max_backward; returns its number of skipped indices. */
+static inline int64_t max_backward_plane(float *dx, const float *dy, const int32_t *argmax,
+                                         const float *mask, const pool2d_shape *s, int64_t nc,
+                                         int tiles, int isa)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
+    float *d = dx + nc * HW;
+    const float *m = mask ? mask + nc * HW : NULL;
+    if (!tiles)
+        bad = max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
+    else if (tiles_backward(d, dy + nc * PQ, argmax + nc * PQ, m, s->P, s->Q, isa) == PQ)
+        return 0;
+    else    /* an index outside its tile (overlapping windows...): scatter */
+        bad = scatter_plane(d, dy + nc * PQ, argmax + nc * PQ, HW, PQ);
+    if (m)
+        for (int64_t i = 0; i < HW; i++) {
+            float v = d[i];  /* loaded unconditionally: a select, not a branch */
+            d[i] = m[i] > 0.0f ? v : 0.0f;
+        }
+    return bad;
+}
+
+/* dx (N,C,H,W) = dy (N,C,P,Q) scattered to argmax (N,C,P,Q), then masked by
+ * mask (N,C,H,W) > 0 when mask is not NULL, plane by plane. Returns the number
+ * of indices outside [0, H*W) (skipped). */
+static int64_t max_backward(float *dx, const float *dy, const int32_t *argmax, const float *mask,
+                            const pool2d_shape *s, int nthreads)
+{
+    int64_t bad = 0;
+    int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
+    /* the gradient of 2x2 tiles (whatever the windows were: an index outside
+     * its tile sends the plane to the general path) */
+    int tiles = s->H == 2 * s->P && s->W == 2 * s->Q, isa = fastcnn_isa();
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t nc = 0; nc < s->N * s->C; nc++)
+            bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles, isa);
+        return bad;
+    }
+    /* each plane nc writes only its own dx plane */
+    #pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : bad)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles, isa);
+    return bad;
 }
 
 /* dx (N,C,H,W); dy, argmax (N,C,P,Q). Indices outside [0, H*W) are skipped
@@ -462,13 +567,16 @@ void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_s
 int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
                            const pool2d_shape *s, int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
-    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
-    /* each plane nc writes only its own dx plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(+ : bad)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        bad += max_plane_backward(dx + nc * HW, dy + nc * PQ, argmax + nc * PQ, s);
-    return bad;
+    return max_backward(dx, dy, argmax, NULL, s, nthreads);
+}
+
+/* dx (N,C,H,W) = relu_backward(maxpool2d_backward(dy), y): the gradient at the
+ * input of a ReLU whose output y (N,C,H,W) was the pooling's input; dy, argmax
+ * (N,C,P,Q). Returns the number of skipped indices, as maxpool2d_backward. */
+int64_t maxpool2d_relu_backward(float *dx, const float *dy, const int32_t *argmax, const float *y,
+                                const pool2d_shape *s, int nthreads)
+{
+    return max_backward(dx, dy, argmax, y, s, nthreads);
 }
 
 /* y (N,C,P,Q); x (N,C,H,W) */
@@ -477,8 +585,13 @@ void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int coun
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q;
     int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    if (nt == 1) {  /* no OpenMP call at all for small work */
+        for (int64_t nc = 0; nc < s->N * s->C; nc++)
+            avg_plane(y + nc * PQ, x + nc * HW, s, count_include_pad);
+        return;
+    }
     /* each plane nc writes only its own y plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t nc = 0; nc < s->N * s->C; nc++)
         avg_plane(y + nc * PQ, x + nc * HW, s, count_include_pad);
 }

@@ -45,6 +45,10 @@ cdef extern from "fastcnn.h" nogil:
                            const pool2d_shape *s, int nthreads)
     int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
                                const pool2d_shape *s, int nthreads)
+    int64_t maxpool2d_relu_backward(float *dx, const float *dy, const int32_t *argmax,
+                                    const float *y, const pool2d_shape *s, int nthreads)
+    int64_t maxpool2d_relu_backward_ref(float *dx, const float *dy, const int32_t *argmax,
+                                        const float *y, const pool2d_shape *s)
     void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
                            int count_include_pad, int nthreads)
     int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,

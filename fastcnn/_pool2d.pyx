@@ -297,3 +297,37 @@ def _as_indices(indices, shape, int64_t plane):
 def _raise_bad_index(arr, int64_t plane):
     bad = arr[(arr < 0) | (arr >= plane)].flat[0]
     raise ValueError(f"indices must be in [0, H * W) = [0, {plane}). Received: an index {bad}")
+
+
+def _max_pool2d_relu_backward(grad_y, indices, y, *, reference=False):
+    """Internal (fastcnn's model plans; tests): relu_backward(max_pool2d_backward(
+    grad_y, indices, y.shape), y) in one pass, where y, a ReLU's output, was
+    max_pool2d's input. Same checks as max_pool2d_backward, y as its input."""
+    ya = _as_input(y)
+    N, C, H, W = ya.shape
+    dy = as_float32(grad_y, "grad_y")
+    if dy.ndim != 4 or dy.shape[:2] != (N, C):
+        raise ValueError(f"grad_y must have shape ({N}, {C}, P, Q) to match "
+                         f"y.shape={ya.shape}. Received: grad_y.shape={dy.shape}")
+    am = _as_indices(indices, dy.shape, H * W)
+    cdef c.pool2d_shape s
+    s.N, s.C, s.H, s.W = N, C, H, W
+    s.P, s.Q = dy.shape[2], dy.shape[3]
+    s.R = s.S = s.sh = s.sw = 1
+    s.ph = s.pw = 0
+    dx = np.empty((N, C, H, W), dtype=np.float32)
+    cdef float *pdx = fptr(dx)
+    cdef const float *pdy = fptr(dy)
+    cdef const float *py = fptr(ya)
+    cdef const int32_t *pi = iptr(am)
+    cdef int nt = get_num_threads()
+    cdef bint ref = reference
+    cdef int64_t bad
+    with nogil:
+        if ref:
+            bad = c.maxpool2d_relu_backward_ref(pdx, pdy, pi, py, &s)
+        else:
+            bad = c.maxpool2d_relu_backward(pdx, pdy, pi, py, &s, nt)
+    if bad:
+        _raise_bad_index(am, H * W)
+    return dx

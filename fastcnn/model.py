@@ -17,8 +17,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._checks import as_float32, as_int
-from .layers import LAYERS, Layer
+from ._checks import as_float32, as_int, check_shape
+from ._plan import Plan
+from .layers import LAYERS, AvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid
 from .losses import CrossEntropyLoss, get_loss
 from .optim import LRScheduler, get_optimizer
 from .progress import Progress
@@ -69,6 +70,20 @@ class Sequential(Layer):
     Output shape:
         that of the last layer.
 
+    Speed, memory and threads:
+        The first pass of each input shape runs the layers one by one, which
+        check everything. It also builds a plan (up to 3 are kept, most
+        recently used first) that later passes of that shape run: the kernels
+        called back to back from Cython on buffers allocated once, so a
+        training step allocates nothing but its results. What ``forward`` and
+        ``backward`` return is always a fresh array. A plan serves one call at
+        a time: a second thread calling the same model meanwhile takes the
+        checked path, which is correct but slower; training one model from
+        two threads at once is not supported (as with the layers' own caches).
+        Only fastcnn's own layer classes are planned (a subclass makes the
+        whole model take the checked path). After a planned pass, a layer's
+        own ``backward`` raises: back-propagate through the model.
+
     Example:
         >>> model = fastcnn.Sequential(
         ...     fastcnn.Conv2d(1, 6, 5, padding=2), fastcnn.ReLU(), fastcnn.MaxPool2d(2),
@@ -88,6 +103,7 @@ class Sequential(Layer):
         self.layers = list(layers)
         self.optimizer = None
         self._input_shape = None
+        self._plans, self._plan_used, self._layer_caches = [], None, False
         if seed is not None:
             self.reset_parameters(np.random.default_rng(as_int(seed, "seed")))
 
@@ -106,6 +122,7 @@ class Sequential(Layer):
         if not isinstance(layer, Layer):
             raise TypeError(f"add takes a fastcnn layer. Received: {type(layer).__name__}")
         self.layers.append(layer)
+        self._plans = []
 
     def named_parameters(self, prefix=""):
         out = []
@@ -124,21 +141,77 @@ class Sequential(Layer):
         return self
 
     # forward / backward -------------------------------------------------------
+    # The first pass of each input shape goes through the layers, which check
+    # everything; it also builds a plan (fastcnn._plan) that later passes of that
+    # shape run: the kernels called back to back from Cython, every buffer reused.
+    _MAX_PLANS = 3
+
     def forward(self, x):
         """Run every layer; in training mode each caches what backward needs."""
         if not self.layers:
             raise ValueError("the model has no layers")
         x = as_float32(x, "x")
         self._input_shape = x.shape[1:]
+        self._plan_used = None
+        plan = self._find_plan(x.shape)
+        if plan is not None and plan.acquire():
+            try:
+                out = plan.forward(x)
+            finally:
+                plan.release()
+            if self._layer_caches:      # stale now: backward goes through the plan
+                for layer in self.layers:
+                    _drop_cache(layer)
+                self._layer_caches = False
+            if self.training:
+                self._plan_used = plan
+            return out
+        shapes = [x.shape]
         for layer in self.layers:
             x = layer(x)
+            shapes.append(np.shape(x))
+        self._layer_caches = True
+        if plan is None and _planned(self.layers, self.training):
+            self._add_plan(Plan(self.layers, shapes[0], self.training, shapes))
         return x
+
+    def __getstate__(self):
+        """Copies and pickles leave the plans behind (they are rebuilt on use)."""
+        state = self.__dict__.copy()
+        state["_plans"], state["_plan_used"] = [], None
+        return state
+
+    def _find_plan(self, shape):
+        plans = self._plans
+        if not plans:
+            return None
+        for i, plan in enumerate(plans):
+            if plan.matches(self.layers, shape, self.training):
+                if i:
+                    plans.insert(0, plans.pop(i))      # most recently used first
+                return plan
+        return None
+
+    def _add_plan(self, plan):
+        plans = self._plans
+        plans.insert(0, plan)
+        del plans[self._MAX_PLANS:]
 
     def backward(self, grad_y, *, need_grad_input=True):
         """Back-propagate ``grad_y`` (the gradient of the loss with respect to
         the output): accumulates every parameter's ``.grad`` and returns the
         gradient of the input (None with ``need_grad_input=False``, which
         skips the work below the first layer with parameters)."""
+        plan = self._plan_used
+        if plan is not None:
+            dy = as_float32(grad_y, "grad_y")
+            check_shape(dy, plan.out_shape, "grad_y")
+            if not plan.acquire():
+                raise RuntimeError("the model is being run by another thread")
+            try:
+                return plan.backward(dy, bool(need_grad_input))
+            finally:
+                plan.release()
         first = 0
         if not need_grad_input:
             first = next((i for i, l in enumerate(self.layers) if l.parameters()),
@@ -582,3 +655,20 @@ def _nonnegative_int(value, name):
         raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
     return v
 
+
+
+_PLANNED = (Conv2d, Linear, ReLU, Sigmoid, MaxPool2d, AvgPool2d, Flatten)
+
+
+def _planned(layers, training):
+    """Whether a plan can run these layers: fastcnn's own layer classes (not
+    subclasses, which may override forward), all in the model's mode."""
+    return all(type(layer) in _PLANNED and layer.training == training for layer in layers)
+
+
+def _drop_cache(layer):
+    """Forget what a layer's own forward cached (a plan pass made it stale), so a
+    direct ``layer.backward`` raises instead of using old activations."""
+    for name in ("_x", "_y", "_indices", "_input_shape"):
+        if hasattr(layer, name):
+            setattr(layer, name, None)
