@@ -18,6 +18,13 @@ The rows run in a child process, so that a crash is reported on its row
 in their own child with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they
 slow OpenBLAS on this project's machines). The memory rows run each
 library's 20-step training in its own process.
+
+Idle threads sleep on every side (IDLE_THREADS_SLEEP): with interleaved runs on
+two cores, a library whose idle threads spin after its call (torch's OpenMP,
+OpenBLAS) holds a core while the other side's threads run, and the second
+side's time measures that, not its code (sgemm 512^3 at 2 threads: 1.22 ms
+right after numpy calls, 0.71 ms with OpenBLAS's threads asleep). fastcnn's
+own default is the same (PASSIVE).
 """
 import argparse
 import datetime
@@ -96,6 +103,11 @@ def run_case(case, threads, settings):
     return {"status": "ok", "fastcnn": t.fastcnn, "peer": t.peer, "rounds": t.rounds}
 
 
+# The same OpenMP wait policy for every library in the child, and OpenBLAS's
+# workers asleep after 2**4 cycles, unless the caller chose a policy.
+IDLE_THREADS_SLEEP = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
 def run_children(cases, args, drop=()):
     """Run the rows of ``cases`` in a child process (without the environment
     variables ``drop``), which streams its results back as JSON lines. A
@@ -103,6 +115,8 @@ def run_children(cases, args, drop=()):
     on the row that was running, and a fresh child resumes after that row.
     Returns {(key, threads): result} and the child's BLAS description."""
     env = {k: v for k, v in os.environ.items() if k not in drop}
+    if "OMP_WAIT_POLICY" not in env:
+        env.update(IDLE_THREADS_SLEEP)
     todo = [(c.key, t) for c in cases for t in args.threads]
     results, blas = {}, None
     while todo:
@@ -399,6 +413,10 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
         f"| numpy | {harness.peer_version('numpy')}; BLAS in this process: {blas_info()} |",
         f"| numpy in the GEMM rows | child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE "
         f"unset; BLAS there: {blas_child or 'not run'} |",
+        "| idle threads | " + (f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} (set by the caller)"
+                               if "OMP_WAIT_POLICY" in os.environ else
+                               "sleep on every side: " + ", ".join(
+                                   f"{k}={v}" for k, v in IDLE_THREADS_SLEEP.items())) + " |",
         f"| torch | {torch_v} |",
         f"| onnxruntime | {harness.peer_version('onnxruntime')} |",
         f"| onnx | {harness.peer_version('onnx')} |",
