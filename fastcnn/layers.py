@@ -320,7 +320,23 @@ class Linear(Layer):
                 "bias": self.bias is not None}
 
 
-class ReLU(Layer):
+class _Activation(Layer):
+    """An element-wise activation whose gradient comes from its output."""
+
+    def __init__(self):
+        self._y = None
+
+    def forward(self, x):
+        y = self._function(x)
+        self._y = y if self.training else None
+        return y
+
+    def backward(self, grad_y, *, need_grad_input=True):
+        y = self._cached(self._y)
+        return self._gradient(grad_y, y) if need_grad_input else None
+
+
+class ReLU(_Activation):
     """Rectified linear unit, ``max(x, 0)`` element-wise.
 
     Input shape:
@@ -334,20 +350,11 @@ class ReLU(Layer):
         array([[0., 2.]], dtype=float32)
     """
 
-    def __init__(self):
-        self._y = None
-
-    def forward(self, x):
-        y = F.relu(x)
-        self._y = y if self.training else None
-        return y
-
-    def backward(self, grad_y, *, need_grad_input=True):
-        y = self._cached(self._y)
-        return F.relu_backward(grad_y, y) if need_grad_input else None
+    _function = staticmethod(F.relu)
+    _gradient = staticmethod(F.relu_backward)
 
 
-class Sigmoid(Layer):
+class Sigmoid(_Activation):
     """Logistic sigmoid, ``1 / (1 + exp(-x))`` element-wise.
 
     Input shape:
@@ -361,17 +368,8 @@ class Sigmoid(Layer):
         array([[0.5]], dtype=float32)
     """
 
-    def __init__(self):
-        self._y = None
-
-    def forward(self, x):
-        y = F.sigmoid(x)
-        self._y = y if self.training else None
-        return y
-
-    def backward(self, grad_y, *, need_grad_input=True):
-        y = self._cached(self._y)
-        return F.sigmoid_backward(grad_y, y) if need_grad_input else None
+    _function = staticmethod(F.sigmoid)
+    _gradient = staticmethod(F.sigmoid_backward)
 
 
 class MaxPool2d(Layer):
