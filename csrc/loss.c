@@ -10,6 +10,7 @@
  * bounds here: its row's loss is NaN and its gradient has no one-hot term. */
 #include <math.h>
 
+#include "expf_vec.h"
 #include "fastcnn.h"
 
 /* The fast forward sums row losses in at most MAX_CHUNKS chunks of
@@ -51,16 +52,30 @@ void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_
         }
 }
 
+/* max_j z[j] (L >= 1). A NaN anywhere makes the row NaN in softmax_row,
+ * whatever m is, so the order of the comparisons does not matter. */
+static float row_max(const float *z, int64_t L)
+{
+    float m = z[0];
+    if (L < 64) {  /* the vector reduction's setup costs more than it saves */
+        for (int64_t j = 1; j < L; j++)
+            m = z[j] > m ? z[j] : m;
+        return m;
+    }
+    #pragma omp simd reduction(max:m)
+    for (int64_t j = 1; j < L; j++)
+        m = z[j] > m ? z[j] : m;
+    return m;
+}
+
 /* One row: p (L) = softmax(z (L)); returns -log p[y] in double. */
 static double softmax_row(float *p, const float *z, int64_t y, int64_t L)
 {
-    float m = z[0];
-    for (int64_t j = 1; j < L; j++)
-        m = z[j] > m ? z[j] : m;
+    float m = row_max(z, L);
     float s = 0.0f;
     #pragma omp simd reduction(+:s)
     for (int64_t j = 0; j < L; j++) {
-        p[j] = expf(z[j] - m);
+        p[j] = exp_vec(z[j] - m);  /* not expf: vectorizes */
         s += p[j];
     }
     float inv = 1.0f / s;
