@@ -68,16 +68,25 @@ static float row_max(const float *z, int64_t L)
     return m;
 }
 
+/* softmax_exps of expf_vec.h for the running ISA (inline, SSE2, for short rows,
+ * where a call and wider vectors' remainders cost more than they save). */
+static float softmax_exps_isa(float *p, const float *z, float m, int64_t L, int isa)
+{
+#ifdef FASTCNN_X86_KERNELS
+    if (L >= 64 && isa == FASTCNN_ISA_AVX512)
+        return softmax_exps_avx512(p, z, m, L);
+    if (L >= 64 && isa == FASTCNN_ISA_AVX2)
+        return softmax_exps_avx2(p, z, m, L);
+#endif
+    (void)isa;
+    return softmax_exps(p, z, m, L);
+}
+
 /* One row: p (L) = softmax(z (L)); returns -log p[y] in double. */
 static double softmax_row(float *p, const float *z, int64_t y, int64_t L)
 {
     float m = row_max(z, L);
-    float s = 0.0f;
-    #pragma omp simd reduction(+:s)
-    for (int64_t j = 0; j < L; j++) {
-        p[j] = exp_vec(z[j] - m);  /* not expf: vectorizes */
-        s += p[j];
-    }
+    float s = softmax_exps_isa(p, z, m, L, fastcnn_isa());
     float inv = 1.0f / s;
     #pragma omp simd
     for (int64_t j = 0; j < L; j++)
