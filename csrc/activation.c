@@ -2,6 +2,7 @@
  * Every buffer is (n). Backward kernels take the forward output y. */
 #include <math.h>
 
+#include "expf_vec.h"
 #include "fastcnn.h"
 
 void relu_forward_ref(float *y, const float *x, int64_t n)
@@ -63,26 +64,37 @@ void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nt
     }
 }
 
-/* Stable for large |x|: exp of a non-positive number only. */
-static inline float sigmoid1(float x)
+/* sigmoid_span of expf_vec.h for the running ISA. */
+static void sigmoid_span_isa(float *y, const float *x, int64_t n, int isa)
 {
-    float e = expf(-fabsf(x));
-    float s = 1.0f / (1.0f + e);
-    return x >= 0.0f ? s : e * s;
+#ifdef FASTCNN_X86_KERNELS
+    if (isa == FASTCNN_ISA_AVX512)
+        sigmoid_span_avx512(y, x, n);
+    else if (isa == FASTCNN_ISA_AVX2)
+        sigmoid_span_avx2(y, x, n);
+    else
+#endif
+        sigmoid_span(y, x, n);
+    (void)isa;
 }
+
+#define SIGMOID_BLOCK 4096
 
 void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
 {
+    int isa = fastcnn_isa();
     int nt = fastcnn_threads_for(n * 16, nthreads);
     if (nt == 1) {  /* no OpenMP call at all for small work */
-        for (int64_t i = 0; i < n; i++)
-            y[i] = sigmoid1(x[i]);
+        sigmoid_span_isa(y, x, n, isa);
         return;
     }
-    /* each i written once */
+    int64_t nb = (n + SIGMOID_BLOCK - 1) / SIGMOID_BLOCK;
+    /* each block of SIGMOID_BLOCK elements written by one iteration */
     #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = sigmoid1(x[i]);
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t lo = b * SIGMOID_BLOCK, len = n - lo < SIGMOID_BLOCK ? n - lo : SIGMOID_BLOCK;
+        sigmoid_span_isa(y + lo, x + lo, len, isa);
+    }
 }
 
 void sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)

@@ -10,6 +10,7 @@
  * bounds here: its row's loss is NaN and its gradient has no one-hot term. */
 #include <math.h>
 
+#include "expf_vec.h"
 #include "fastcnn.h"
 
 /* The fast forward sums row losses in at most MAX_CHUNKS chunks of
@@ -51,18 +52,41 @@ void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_
         }
 }
 
+/* max_j z[j] (L >= 1). A NaN anywhere makes the row NaN in softmax_row,
+ * whatever m is, so the order of the comparisons does not matter. */
+static float row_max(const float *z, int64_t L)
+{
+    float m = z[0];
+    if (L < 64) {  /* the vector reduction's setup costs more than it saves */
+        for (int64_t j = 1; j < L; j++)
+            m = z[j] > m ? z[j] : m;
+        return m;
+    }
+    #pragma omp simd reduction(max:m)
+    for (int64_t j = 1; j < L; j++)
+        m = z[j] > m ? z[j] : m;
+    return m;
+}
+
+/* softmax_exps of expf_vec.h for the running ISA (inline, SSE2, for short rows,
+ * where a call and wider vectors' remainders cost more than they save). */
+static float softmax_exps_isa(float *p, const float *z, float m, int64_t L, int isa)
+{
+#ifdef FASTCNN_X86_KERNELS
+    if (L >= 64 && isa == FASTCNN_ISA_AVX512)
+        return softmax_exps_avx512(p, z, m, L);
+    if (L >= 64 && isa == FASTCNN_ISA_AVX2)
+        return softmax_exps_avx2(p, z, m, L);
+#endif
+    (void)isa;
+    return softmax_exps(p, z, m, L);
+}
+
 /* One row: p (L) = softmax(z (L)); returns -log p[y] in double. */
 static double softmax_row(float *p, const float *z, int64_t y, int64_t L)
 {
-    float m = z[0];
-    for (int64_t j = 1; j < L; j++)
-        m = z[j] > m ? z[j] : m;
-    float s = 0.0f;
-    #pragma omp simd reduction(+:s)
-    for (int64_t j = 0; j < L; j++) {
-        p[j] = expf(z[j] - m);
-        s += p[j];
-    }
+    float m = row_max(z, L);
+    float s = softmax_exps_isa(p, z, m, L, fastcnn_isa());
     float inv = 1.0f / s;
     #pragma omp simd
     for (int64_t j = 0; j < L; j++)

@@ -115,3 +115,25 @@ def test_bad_input_is_rejected(bad, error, match):
 def test_backward_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match=r"y must have shape \(2, 3\). Received: y.shape=\(3, 2\)"):
         F.relu_backward(np.ones((2, 3)), np.ones((3, 2)))
+
+
+def ulps(got, want):
+    """|got - want| in float32 ulps of want (the denormal spacing below 2^-126)."""
+    want32 = np.abs(want).astype(np.float32)
+    return np.abs(got.astype(np.float64) - want) / np.spacing(want32).astype(np.float64)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+def test_sigmoid_sweep_over_the_float_range(reference, rng):
+    # The fast kernel's exp is csrc/expf_vec.h (<= 1 ulp; not libm): a million
+    # inputs over [-104, 89] (denormal and zero results below -87), plus edges.
+    edges = [0.0, -0.0, 1e-30, -1e-30, -87.33, -88.72, -103.27, -103.97, -103.98, -104.0,
+             -1e4, 88.72, 88.73, 89.0, 1e4, np.inf, -np.inf]
+    x = np.concatenate([rng.uniform(-104, 89, 1_000_000), np.linspace(-104, 0, 100_001),
+                        edges]).astype(np.float32)
+    y = _activation.sigmoid(x, reference=reference)
+    want = sigmoid64(x)
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-30)
+    assert ulps(y, want).max() <= (3.0 if not reference else 0.5)
+    assert y[x == np.inf][0] == 1.0 and y[x == -np.inf][0] == 0.0
+    assert np.isnan(_activation.sigmoid(np.array([np.nan], np.float32), reference=reference)[0])

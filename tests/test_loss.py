@@ -195,3 +195,23 @@ def test_rejects_bad_input(fn, logits, labels, error, match):
 def test_backward_rejects_bad_grad_loss(grad_loss, error, match):
     with pytest.raises(error, match=match):
         F.cross_entropy_backward(Z, [0, 1, 2], grad_loss=grad_loss)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+def test_probabilities_over_the_exp_range(reference, rng):
+    # Rows (0, d): p_1 = exp(d) / (1 + exp(d)), so d sweeps the fast kernel's
+    # exp (csrc/expf_vec.h, <= 1 ulp; not libm) over [-104, 0], down to
+    # denormal and zero probabilities. grad_loss = N makes the gradient p - onehot.
+    d = np.concatenate([rng.uniform(-104, 0, 300_000), np.linspace(-104, 0, 20_001),
+                        [-87.33, -103.97, -103.98, -1e4, -np.inf]])
+    z = np.stack([np.zeros_like(d), d], axis=1).astype(np.float32)
+    y = np.zeros(len(d), np.int64)
+    grad = F.cross_entropy_backward(z, y, grad_loss=float(len(d)), reference=reference)
+    want = ce64(z, y)[1][:, 1] * len(d)
+    p = grad[:, 1].astype(np.float64)
+    np.testing.assert_allclose(p, want, rtol=1e-6, atol=1e-30)
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    assert (np.abs(p - want) / ulp).max() <= (3.0 if not reference else 1.0)
+    loss = F.cross_entropy(z, y, reference=reference)
+    np.testing.assert_allclose(loss, np.mean(np.log1p(np.exp(z[:, 1].astype(np.float64)))),
+                               rtol=1e-6)

@@ -1,0 +1,7 @@
+/* loss_avx2.c - expf_vec.h's softmax exponentials compiled for AVX2. */
+#include "expf_vec.h"
+
+float softmax_exps_avx2(float *p, const float *z, float m, int64_t L)
+{
+    return softmax_exps(p, z, m, L);
+}
