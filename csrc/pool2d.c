@@ -453,7 +453,7 @@ static int64_t max_plane_backward(float *dx, const float *dy, const int32_t *am,
     return scatter_plane(dx, dy, am, s->H * s->W, s->P * s->Q);
 }
 
-/* The 2x2 tile loops of pool2d_kernel.h for the running ISA. */
+/* The 2x2 forward tile loop of pool2d_kernel.h for the running ISA. */
 static void tiles_forward(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q,
                           int isa)
 {
@@ -466,18 +466,6 @@ static void tiles_forward(float *y, int32_t *am, const float *x, int64_t W, int6
 #endif
         max_tiles_2x2(y, am, x, W, P, Q);
     (void)isa;
-}
-
-static int64_t tiles_backward(float *dx, const float *dy, const int32_t *am, const float *mask,
-                              int64_t P, int64_t Q, int isa)
-{
-#ifdef FASTCNN_X86_KERNELS
-    if (isa == FASTCNN_ISA_AVX512)
-        return route_tiles_2x2_avx512(dx, dy, am, mask, P, Q);
-#endif
-    /* the portable build's 16-byte loop beats gcc's AVX2 one on short rows */
-    (void)isa;
-    return route_tiles_2x2(dx, dy, am, mask, P, Q);
 }
 
 /* 2x2 windows at stride 2 without padding: the tiles of the plane (floor mode
@@ -520,14 +508,14 @@ void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_s
 /* Plane nc of max_backward; returns its number of skipped indices. */
 static inline int64_t max_backward_plane(float *dx, const float *dy, const int32_t *argmax,
                                          const float *mask, const pool2d_shape *s, int64_t nc,
-                                         int tiles, int isa)
+                                         int tiles)
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
     float *d = dx + nc * HW;
     const float *m = mask ? mask + nc * HW : NULL;
     if (!tiles)
         bad = max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
-    else if (tiles_backward(d, dy + nc * PQ, argmax + nc * PQ, m, s->P, s->Q, isa) == PQ)
+    else if (route_tiles_2x2(d, dy + nc * PQ, argmax + nc * PQ, m, s->P, s->Q) == PQ)
         return 0;
     else    /* an index outside its tile (overlapping windows...): scatter */
         bad = scatter_plane(d, dy + nc * PQ, argmax + nc * PQ, HW, PQ);
@@ -549,16 +537,16 @@ static int64_t max_backward(float *dx, const float *dy, const int32_t *argmax, c
     int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     /* the gradient of 2x2 tiles (whatever the windows were: an index outside
      * its tile sends the plane to the general path) */
-    int tiles = s->H == 2 * s->P && s->W == 2 * s->Q, isa = fastcnn_isa();
+    int tiles = s->H == 2 * s->P && s->W == 2 * s->Q;
     if (nt == 1) {  /* no OpenMP call at all for small work */
         for (int64_t nc = 0; nc < s->N * s->C; nc++)
-            bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles, isa);
+            bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles);
         return bad;
     }
     /* each plane nc writes only its own dx plane */
     #pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : bad)
     for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles, isa);
+        bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles);
     return bad;
 }
 

@@ -47,7 +47,8 @@ static inline void max_tiles_2x2(float *restrict y, int32_t *restrict am,
  * With mask (2P, 2Q) non-NULL (a ReLU's output that was the pooling's
  * input) positions where mask <= 0 (or NaN) get 0: ReLU's backward, fused.
  * Returns the number of tiles whose index was found in the tile (P Q when
- * every index is valid); the caller redoes the plane otherwise. */
+ * every index is valid); the caller redoes the plane otherwise, so the loop
+ * stops after the first row of tiles with a miss (overlapping windows). */
 static inline int64_t route_tiles_2x2(float *restrict dx, const float *restrict dy,
                                       const int32_t *restrict am, const float *restrict mask,
                                       int64_t P, int64_t Q)
@@ -82,6 +83,8 @@ static inline int64_t route_tiles_2x2(float *restrict dx, const float *restrict 
                 hits += h00 + h01 + h10 + h11;
             }
         }
+        if (hits != (p + 1) * Q)
+            break;
     }
     return hits;
 }
@@ -89,7 +92,5 @@ static inline int64_t route_tiles_2x2(float *restrict dx, const float *restrict 
 /* The per-ISA copies (pool2d_avx2.c, pool2d_avx512.c). */
 void max_tiles_2x2_avx2(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q);
 void max_tiles_2x2_avx512(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q);
-int64_t route_tiles_2x2_avx512(float *dx, const float *dy, const int32_t *am, const float *mask,
-                               int64_t P, int64_t Q);
 
 #endif

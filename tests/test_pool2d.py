@@ -5,6 +5,7 @@ import pytest
 
 import fastcnn
 import fastcnn.functional as F
+from fastcnn._pool2d import _max_pool2d_relu_backward
 from gradcheck import check_directional
 
 # (N, C, H, W, kernel_size, stride, padding): N=1, C=1, non-square, odd sizes,
@@ -405,3 +406,26 @@ def test_negative_zero_gradient_gives_positive_zero_like_torch(reference, rng):
     y, idx = F.max_pool2d(x, 2, return_indices=True)
     dx = F.max_pool2d_backward(np.full(y.shape, -0.0, np.float32), idx, x.shape, reference=reference)
     assert np.all(dx == 0) and not np.any(np.signbit(dx))
+
+
+@pytest.mark.parametrize("row", [0, 3, 6], ids=["first_row", "middle_row", "last_row"])
+def test_max_backward_overlapping_windows_on_tile_sized_planes(row, num_threads, rng):
+    """3x3 stride 2 padding 1 on H = 2P, W = 2Q (odd P, Q): the planes look
+    tiled, but indices leave their tiles; the fast path stops routing at the
+    first row of tiles with a miss (here forced into `row` of plane (1, 2))
+    and scatters, with or without the fused ReLU mask."""
+    shape = (2, 3, 14, 10)
+    x = distinct(shape, rng)
+    _, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert idx.shape[2:] == (7, 5)
+    idx[:, :, :, :] = 2 * np.arange(7)[:, None] * 10 + 2 * np.arange(5)  # all in their tiles
+    idx[1, 2, row, 4] = 2 * row * 10 + 7  # one index left of its tile
+    dy = rng.standard_normal(idx.shape).astype(np.float32)
+    _, real = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    for i in (idx, real):
+        dx = F.max_pool2d_backward(dy, i, shape)
+        np.testing.assert_array_equal(dx, F.max_pool2d_backward(dy, i, shape, reference=True))
+        np.testing.assert_allclose(dx, max_pool_backward64(dy, i, shape), rtol=1e-6, atol=1e-6)
+        y = np.maximum(x, 0)
+        fused = _max_pool2d_relu_backward(dy, i, y)
+        np.testing.assert_array_equal(fused, _max_pool2d_relu_backward(dy, i, y, reference=True))
