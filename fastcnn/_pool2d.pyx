@@ -97,16 +97,9 @@ def max_pool2d_backward(grad_y, indices, input_shape, *, reference=False):
         >>> dx = fastcnn.functional.max_pool2d_backward(np.ones_like(y), idx, x.shape)
     """
     N, C, H, W = _as_input_shape(input_shape)
-    dy = as_float32(grad_y, "grad_y")
-    if dy.ndim != 4 or dy.shape[:2] != (N, C):
-        raise ValueError(f"grad_y must have shape ({N}, {C}, P, Q) to match "
-                         f"input_shape={tuple(input_shape)}. Received: grad_y.shape={dy.shape}")
-    am = _as_indices(indices, dy.shape, H * W)
-    cdef c.pool2d_shape s
-    s.N, s.C, s.H, s.W = N, C, H, W
-    s.P, s.Q = dy.shape[2], dy.shape[3]
-    s.R = s.S = s.sh = s.sw = 1
-    s.ph = s.pw = 0
+    dy, am = _scatter_operands(grad_y, indices, N, C, H, W,
+                               f"input_shape={tuple(input_shape)}")
+    cdef c.pool2d_shape s = _scatter_shape(N, C, H, W, dy)
     dx = np.empty((N, C, H, W), dtype=np.float32)
     cdef float *pdx = fptr(dx)
     cdef const float *pdy = fptr(dy)
@@ -305,16 +298,8 @@ def _max_pool2d_relu_backward(grad_y, indices, y, *, reference=False):
     max_pool2d's input. Same checks as max_pool2d_backward, y as its input."""
     ya = _as_input(y)
     N, C, H, W = ya.shape
-    dy = as_float32(grad_y, "grad_y")
-    if dy.ndim != 4 or dy.shape[:2] != (N, C):
-        raise ValueError(f"grad_y must have shape ({N}, {C}, P, Q) to match "
-                         f"y.shape={ya.shape}. Received: grad_y.shape={dy.shape}")
-    am = _as_indices(indices, dy.shape, H * W)
-    cdef c.pool2d_shape s
-    s.N, s.C, s.H, s.W = N, C, H, W
-    s.P, s.Q = dy.shape[2], dy.shape[3]
-    s.R = s.S = s.sh = s.sw = 1
-    s.ph = s.pw = 0
+    dy, am = _scatter_operands(grad_y, indices, N, C, H, W, f"y.shape={ya.shape}")
+    cdef c.pool2d_shape s = _scatter_shape(N, C, H, W, dy)
     dx = np.empty((N, C, H, W), dtype=np.float32)
     cdef float *pdx = fptr(dx)
     cdef const float *pdy = fptr(dy)
@@ -331,3 +316,23 @@ def _max_pool2d_relu_backward(grad_y, indices, y, *, reference=False):
     if bad:
         _raise_bad_index(am, H * W)
     return dx
+
+
+def _scatter_operands(grad_y, indices, N, C, H, W, what):
+    """grad_y (N, C, P, Q) as float32 and its max-pooling indices as int32,
+    checked against the (N, C, H, W) input described by `what`."""
+    dy = as_float32(grad_y, "grad_y")
+    if dy.ndim != 4 or dy.shape[:2] != (N, C):
+        raise ValueError(f"grad_y must have shape ({N}, {C}, P, Q) to match "
+                         f"{what}. Received: grad_y.shape={dy.shape}")
+    return dy, _as_indices(indices, dy.shape, H * W)
+
+
+cdef c.pool2d_shape _scatter_shape(int64_t N, int64_t C, int64_t H, int64_t W, dy):
+    """The shape of a scatter through indices: the window does not matter."""
+    cdef c.pool2d_shape s
+    s.N, s.C, s.H, s.W = N, C, H, W
+    s.P, s.Q = dy.shape[2], dy.shape[3]
+    s.R = s.S = s.sh = s.sw = 1
+    s.ph = s.pw = 0
+    return s
