@@ -7,7 +7,9 @@ from . import datasets, losses, optim
 from .layers import (AvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Parameter, ReLU,
                      Sigmoid, manual_seed)
 from .losses import CrossEntropyLoss, MSELoss
-from .model import History, Sequential, load
+from .saving import load
+from .sequential import Sequential
+from .training import History
 from .optim import SGD, Adam, AdamW
 
 __version__ = "0.1.0"

@@ -121,3 +121,19 @@ def out_buffer(buf, shape, name):
                         + (f" with dtype={buf.dtype}" if isinstance(buf, np.ndarray) else ""))
     check_shape(buf, shape, name)
     return buf
+
+
+def positive_int(value, name):
+    """``value`` as an int >= 1."""
+    v = as_int(value, name)
+    if v < 1:
+        raise ValueError(f"{name} must be positive. Received: {name}={value!r}")
+    return v
+
+
+def nonnegative_int(value, name):
+    """``value`` as an int >= 0."""
+    v = as_int(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
+    return v

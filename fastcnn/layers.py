@@ -1,10 +1,13 @@
 """Layers: objects holding parameters, with a forward and a backward pass.
 
-A layer is called on a batch, ``y = layer(x)``; the forward pass caches what
-the backward pass needs, and ``grad_x = layer.backward(grad_y)`` returns the
-gradient of the loss with respect to the input while accumulating (``+=``)
-the gradients of the parameters into their ``.grad``. The work is done by
-the native kernels of :mod:`fastcnn.functional`.
+A layer is called on a batch, ``y = layer(x)``; in training mode the forward
+pass keeps what the backward pass needs, and ``grad_x = layer.backward(grad_y)``
+returns the gradient of the loss with respect to the input while accumulating
+(``+=``) the gradients of the parameters into their ``.grad``.
+
+A layer says which op it is (``trace``: it adds its node to a graph); the
+layer, or a model of layers, runs as one compiled graph on the native
+executor (fastcnn.runner, fastcnn.compiler, fastcnn._executor).
 
 Initialisation is PyTorch's default: weights and biases uniform in
 ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` (Kaiming-uniform with a = sqrt(5)),
@@ -17,8 +20,9 @@ import math
 
 import numpy as np
 
-from . import functional as F
-from ._checks import as_float32, as_int, as_pair, nonnegative_pair, positive_pair
+from ._checks import as_int, as_pair, nonnegative_pair, positive_int, positive_pair
+from .graph import Value
+from .runner import Runner, trace_layer
 
 __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid", "MaxPool2d",
            "AvgPool2d", "Flatten"]
@@ -87,20 +91,52 @@ class Parameter:
 class Layer:
     """Base class of every layer.
 
-    Subclasses implement ``forward`` and ``backward``, list their parameters
-    in ``_params`` (name -> Parameter, in PyTorch's order) and their
-    constructor arguments in ``get_config()`` (used by ``save``/``load``).
+    A layer adds its op(s) to a graph in ``trace(x)`` (``x`` a symbolic
+    :class:`fastcnn.graph.Value`), lists its parameters in ``_params``
+    (name -> Parameter, in PyTorch's order) and its constructor arguments in
+    ``get_config()`` (used by ``save``/``load``). ``forward`` and ``backward``
+    run the compiled graph. A subclass may instead override ``forward`` and
+    ``backward`` with its own Python code (on numpy arrays); in a model it
+    then runs as one node that calls them.
     """
     training = True
 
     def __call__(self, x):
+        if isinstance(x, Value):
+            return trace_layer(self, x)
         return self.forward(x)
 
     def forward(self, x):
-        raise NotImplementedError
+        """The layer's output for the batch ``x`` (converted once to float32)."""
+        return self._runner().forward(self, x)
 
     def backward(self, grad_y, *, need_grad_input=True):
-        raise NotImplementedError
+        """Back-propagate ``grad_y`` through the last training forward pass:
+        accumulates the parameters' ``.grad`` and returns the input gradient
+        (None with ``need_grad_input=False``)."""
+        return self._runner().backward(self, grad_y, need_grad_input)
+
+    def trace(self, x):
+        """Add this layer's op(s) applied to the symbolic ``x``; return the output Value."""
+        raise NotImplementedError(f"{type(self).__name__} must define trace(x), or forward "
+                                  f"and backward")
+
+    def structure(self):
+        """What a compiled graph of this layer depends on besides shapes (compared
+        at each call: a replaced layer or a changed mode compiles anew)."""
+        return (self, self.training)
+
+    def _runner(self):
+        runner = self.__dict__.get("_runner_state")
+        if runner is None:
+            runner = self.__dict__["_runner_state"] = Runner()
+        return runner
+
+    def __getstate__(self):
+        """Copies and pickles leave the compiled graphs behind (compiled again on use)."""
+        state = self.__dict__.copy()
+        state.pop("_runner_state", None)
+        return state
 
     # parameters -----------------------------------------------------------
     @property
@@ -126,12 +162,12 @@ class Layer:
 
     # modes ----------------------------------------------------------------
     def train(self, mode=True):
-        """Training mode (the default): caches what ``backward`` needs."""
+        """Training mode (the default): forward keeps what ``backward`` needs."""
         self.training = bool(mode)
         return self
 
     def eval(self):
-        """Inference mode: ``backward`` is not available, some caching is skipped."""
+        """Inference mode: ``backward`` is not available, nothing is kept."""
         return self.train(False)
 
     # description ----------------------------------------------------------
@@ -151,12 +187,6 @@ class Layer:
             elif value != default:
                 args.append(f"{key}={value!r}")
         return f"{type(self).__name__}({', '.join(args)})"
-
-    def _cached(self, value, what="backward"):
-        if value is None:
-            raise RuntimeError(f"{type(self).__name__}.{what}() needs a forward pass in "
-                               f"training mode first (call layer.train() and layer(x))")
-        return value
 
 
 def _uniform(rng, bound, shape):
@@ -208,8 +238,8 @@ class Conv2d(Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_size = _pair_config(kernel_size, "kernel_size")
         self.stride = _pair_config(stride, "stride")
         self.padding = _padding_config(padding)
@@ -218,7 +248,6 @@ class Conv2d(Layer):
         r, s = as_pair(self.kernel_size, "kernel_size")
         self.weight = Parameter(np.zeros((self.out_channels, self.in_channels, r, s), np.float32))
         self.bias = Parameter(np.zeros(self.out_channels, np.float32)) if bias else None
-        self._x = None
         self.reset_parameters()
 
     @property
@@ -232,23 +261,9 @@ class Conv2d(Layer):
         if self.bias is not None:
             self.bias.data[...] = _uniform(rng, bound, self.bias.shape)
 
-    def forward(self, x):
-        x = as_float32(x, "x")
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"Conv2d expects input of shape (N, {self.in_channels}, H, W). "
-                             f"Received: x.shape={x.shape}")
-        self._x = x if self.training else None
-        bias = self.bias.data if self.bias is not None else None
-        return F.conv2d(x, self.weight.data, bias, self.stride, self.padding)
-
-    def backward(self, grad_y, *, need_grad_input=True):
-        x = self._cached(self._x)
-        has_bias = self.bias is not None
-        grad_x, _, _ = F.conv2d_backward(
-            grad_y, x, self.weight.data, self.stride, self.padding, has_bias=has_bias,
-            need_grad_input=need_grad_input, grad_weight=self.weight.grad,
-            grad_bias=self.bias.grad if has_bias else None)
-        return grad_x
+    def trace(self, x):
+        return x.graph.add("conv2d", [x], {"stride": self.stride, "padding": self.padding},
+                           self._params)
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -281,11 +296,10 @@ class Linear(Layer):
     """
 
     def __init__(self, in_features, out_features, bias=True):
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
         self.weight = Parameter(np.zeros((self.out_features, self.in_features), np.float32))
         self.bias = Parameter(np.zeros(self.out_features, np.float32)) if bias else None
-        self._x = None
         self.reset_parameters()
 
     @property
@@ -298,22 +312,8 @@ class Linear(Layer):
         if self.bias is not None:
             self.bias.data[...] = _uniform(rng, bound, self.bias.shape)
 
-    def forward(self, x):
-        x = as_float32(x, "x")
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"Linear expects input of shape (N, {self.in_features}). "
-                             f"Received: x.shape={x.shape}")
-        self._x = x if self.training else None
-        bias = self.bias.data if self.bias is not None else None
-        return F.linear(x, self.weight.data, bias)
-
-    def backward(self, grad_y, *, need_grad_input=True):
-        x = self._cached(self._x)
-        has_bias = self.bias is not None
-        grad_x, _, _ = F.linear_backward(
-            grad_y, x, self.weight.data, has_bias=has_bias, need_grad_input=need_grad_input,
-            grad_weight=self.weight.grad, grad_bias=self.bias.grad if has_bias else None)
-        return grad_x
+    def trace(self, x):
+        return x.graph.add("linear", [x], params=self._params)
 
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
@@ -321,19 +321,10 @@ class Linear(Layer):
 
 
 class _Activation(Layer):
-    """An element-wise activation whose gradient comes from its output."""
+    """An element-wise activation (its op kind in ``_op``)."""
 
-    def __init__(self):
-        self._y = None
-
-    def forward(self, x):
-        y = self._function(x)
-        self._y = y if self.training else None
-        return y
-
-    def backward(self, grad_y, *, need_grad_input=True):
-        y = self._cached(self._y)
-        return self._gradient(grad_y, y) if need_grad_input else None
+    def trace(self, x):
+        return x.graph.add(self._op, [x])
 
 
 class ReLU(_Activation):
@@ -350,8 +341,7 @@ class ReLU(_Activation):
         array([[0., 2.]], dtype=float32)
     """
 
-    _function = staticmethod(F.relu)
-    _gradient = staticmethod(F.relu_backward)
+    _op = "relu"
 
 
 class Sigmoid(_Activation):
@@ -368,8 +358,7 @@ class Sigmoid(_Activation):
         array([[0.5]], dtype=float32)
     """
 
-    _function = staticmethod(F.sigmoid)
-    _gradient = staticmethod(F.sigmoid_backward)
+    _op = "sigmoid"
 
 
 class MaxPool2d(Layer):
@@ -396,23 +385,9 @@ class MaxPool2d(Layer):
         self.kernel_size = _pair_config(kernel_size, "kernel_size")
         self.stride = None if stride is None else _pair_config(stride, "stride")
         self.padding = _pair_config(padding, "padding", nonnegative_pair)
-        self._indices = None
-        self._input_shape = None
 
-    def forward(self, x):
-        if not self.training:
-            self._indices = None
-            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
-        y, self._indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                        return_indices=True)
-        self._input_shape = np.shape(x)
-        return y
-
-    def backward(self, grad_y, *, need_grad_input=True):
-        indices = self._cached(self._indices)
-        if not need_grad_input:
-            return None
-        return F.max_pool2d_backward(grad_y, indices, self._input_shape)
+    def trace(self, x):
+        return x.graph.add("max_pool2d", [x], self.get_config())
 
     def get_config(self):
         return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
@@ -444,19 +419,9 @@ class AvgPool2d(Layer):
         self.stride = None if stride is None else _pair_config(stride, "stride")
         self.padding = _pair_config(padding, "padding", nonnegative_pair)
         self.count_include_pad = bool(count_include_pad)
-        self._input_shape = None
 
-    def forward(self, x):
-        self._input_shape = np.shape(x) if self.training else None
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
-                            self.count_include_pad)
-
-    def backward(self, grad_y, *, need_grad_input=True):
-        shape = self._cached(self._input_shape)
-        if not need_grad_input:
-            return None
-        return F.avg_pool2d_backward(grad_y, shape, self.kernel_size, self.stride,
-                                     self.padding, self.count_include_pad)
+    def trace(self, x):
+        return x.graph.add("avg_pool2d", [x], self.get_config())
 
     def get_config(self):
         return {"kernel_size": self.kernel_size, "stride": self.stride,
@@ -484,33 +449,12 @@ class Flatten(Layer):
     def __init__(self, start_dim=1, end_dim=-1):
         self.start_dim = as_int(start_dim, "start_dim")
         self.end_dim = as_int(end_dim, "end_dim")
-        self._input_shape = None
 
-    def forward(self, x):
-        x = np.asarray(x)
-        nd = x.ndim
-        start = self.start_dim + nd if self.start_dim < 0 else self.start_dim
-        end = self.end_dim + nd if self.end_dim < 0 else self.end_dim
-        if not 0 <= start <= end < nd:
-            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) "
-                             f"does not fit the input. Received: x.shape={x.shape}")
-        self._input_shape = x.shape
-        merged = math.prod(x.shape[start:end + 1])
-        return x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1:])
-
-    def backward(self, grad_y, *, need_grad_input=True):
-        shape = self._cached(self._input_shape)
-        return np.reshape(grad_y, shape) if need_grad_input else None
+    def trace(self, x):
+        return x.graph.add("flatten", [x], self.get_config())
 
     def get_config(self):
         return {"start_dim": self.start_dim, "end_dim": self.end_dim}
-
-
-def _positive_int(value, name):
-    v = as_int(value, name)
-    if v < 1:
-        raise ValueError(f"{name} must be positive. Received: {name}={value!r}")
-    return v
 
 
 LAYERS = {cls.__name__: cls for cls in (Conv2d, Linear, ReLU, Sigmoid, MaxPool2d,

@@ -1,0 +1,254 @@
+"""The compiler: a graph, a mode and an input shape become a Program of native steps.
+
+    graph --passes--> rewritten graph --plan--> slots and offsets --> Program
+
+Passes are rewrites of the graph, each switchable (``passes=``):
+
+- ``fuse_relu_max_pool``: a ReLU whose only reader is a max pooling becomes
+  part of it. In training the pooling applies the ReLU, pools its output and
+  masks its backward scatter with it (one pass over the gradient instead of
+  two); in inference it pools first and applies the ReLU to the pooled output
+  (they commute: both are monotone, and a NaN stays a NaN), a quarter of the
+  elements for a 2x2 window.
+- ``in_place``: an op that may overwrite its input (an activation; the ReLU
+  absorbed by a max pooling in training) takes its input's memory when
+  nothing reads that input later, nor keeps it for backward; an activation's
+  backward writes its input gradient over its output gradient.
+- ``reuse_memory``: tensors whose lifetimes do not overlap share bytes of the
+  arena (off: every tensor has its own bytes).
+
+The memory plan. Each tensor (forward value, gradient, or a step's auxiliary
+buffer such as max pooling's argmax indices) lives from the step that writes
+it to the last step that reads it, on one timeline: forward step i at time i,
+the copy of the output at n, backward step i at 2n - i, the copy of the input
+gradient at 2n + 1. In training, what an op saves for its backward lives until
+that backward. Views (flatten) and in-place ops join tensors into one slot;
+slots are packed into one arena by size, largest first, each at the lowest
+offset free over its lifetime. The caller's input and output gradient are
+external slots: never written.
+"""
+import numpy as np
+
+from . import _executor as E
+from .ops import OPS
+
+__all__ = ["PASSES", "compile_graph", "reference_run"]
+
+PASSES = ("fuse_relu_max_pool", "in_place", "reuse_memory")
+
+
+def compile_graph(graph, training, passes=PASSES):
+    """The Program running ``graph`` in training (forward saves for backward)
+    or inference mode, with the named passes applied."""
+    unknown = set(passes) - set(PASSES)
+    if unknown:
+        raise ValueError(f"unknown passes {sorted(unknown)}; the passes are {PASSES}")
+    if "fuse_relu_max_pool" in passes:
+        graph = fuse_relu_max_pool(graph)
+    return _Planner(graph, training, "in_place" in passes, "reuse_memory" in passes).program()
+
+
+def fuse_relu_max_pool(graph):
+    """Absorb each ReLU whose output only a max pooling reads into that pooling."""
+    consumers = graph.consumers()
+    nodes = list(graph.nodes)
+    for i, node in enumerate(nodes):
+        if node is None or node.op != "relu" or node.outputs[0] == graph.output:
+            continue
+        readers = consumers.get(node.outputs[0], [])
+        if len(readers) == 1 and nodes[readers[0]].op == "max_pool2d" \
+                and not nodes[readers[0]].attrs.get("relu"):
+            pool = nodes[readers[0]]
+            nodes[readers[0]] = pool.replace(inputs=node.inputs,
+                                             attrs=dict(pool.attrs, relu=True))
+            nodes[i] = None
+    return graph.copy([n for n in nodes if n is not None])
+
+
+class _Planner:
+    """Lifetimes, slots (tensors joined by views and in-place ops), offsets, steps."""
+
+    def __init__(self, graph, training, in_place, reuse):
+        self.graph, self.training = graph, training
+        self.in_place, self.reuse = in_place, reuse
+        self.n = len(graph.nodes)
+        self.life, self.nbytes, self.parent = {}, {}, {}
+        self.external = {("t", graph.input)}
+        if training:
+            self.external.add(("g", graph.output))
+
+    # -- lifetimes ---------------------------------------------------------------
+    def backward_time(self, i):
+        return 2 * self.n - i
+
+    def use(self, key, time, shape=None, dtype=np.float32):
+        if key not in self.life:
+            self.life[key] = [time, time]
+            self.parent[key] = key
+            nbytes = int(np.prod(shape if shape is not None else self.shape(key)))
+            self.nbytes[key] = nbytes * np.dtype(dtype).itemsize
+        else:
+            span = self.life[key]
+            span[0], span[1] = min(span[0], time), max(span[1], time)
+
+    def shape(self, key):
+        return self.graph.shapes[key[1]]
+
+    def lifetimes(self):
+        g, n = self.graph, self.n
+        self.use(("t", g.input), -1)
+        for i, node in enumerate(g.nodes):
+            op = OPS[node.op]
+            for t in node.inputs:
+                self.use(("t", t), i)
+            for t in node.outputs:
+                self.use(("t", t), i)
+            saved = (node.inputs if "input" in op.saves else ()) + \
+                    (node.outputs if "output" in op.saves else ())
+            for name, (shape, dtype, kept) in self.aux_of(i).items():
+                self.use(("a", i, name), i, shape, dtype)
+                if kept and self.training:
+                    self.use(("a", i, name), self.backward_time(i))
+            if self.training:
+                for t in saved:
+                    self.use(("t", t), self.backward_time(i))
+                for t in node.inputs + node.outputs:
+                    self.use(("g", t), self.backward_time(i))
+        self.use(("t", g.output), n)
+        if self.training:
+            self.use(("g", g.input), 2 * n + 1)
+            for t, readers in g.consumers().items():
+                if len(readers) > 1:
+                    raise NotImplementedError(
+                        f"training a graph whose tensor {t} feeds {len(readers)} ops "
+                        f"(gradient accumulation) is not supported yet")
+
+    def aux_of(self, i):
+        node = self.graph.nodes[i]
+        return OPS[node.op].aux(node, *self.io_shapes(node), self.training)
+
+    def io_shapes(self, node):
+        return self.graph.shapes[node.inputs[0]], self.graph.shapes[node.outputs[0]]
+
+    # -- slots -------------------------------------------------------------------
+    def root(self, key):
+        while self.parent[key] != key:
+            key = self.parent[key]
+        return key
+
+    def join(self, a, b):
+        ra, rb = self.root(a), self.root(b)
+        if ra == rb:
+            return
+        if rb in self.external:             # an external slot stays the root
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        span_a, span_b = self.life[ra], self.life[rb]
+        span_a[0], span_a[1] = min(span_a[0], span_b[0]), max(span_a[1], span_b[1])
+        self.nbytes[ra] = max(self.nbytes[ra], self.nbytes[rb])
+
+    def free_after(self, key, time):
+        """Whether the slot of ``key`` is internal and nothing reads it after ``time``."""
+        r = self.root(key)
+        return r not in self.external and self.life[r][1] <= time
+
+    def join_views_and_in_place(self):
+        for i, node in enumerate(self.graph.nodes):
+            op = OPS[node.op]
+            x, y = node.inputs[0], node.outputs[0]
+            if op.view:
+                self.join(("t", x), ("t", y))
+                if self.training:
+                    self.join(("g", x), ("g", y))
+                continue
+            if not self.in_place:
+                continue
+            if op.in_place and self.free_after(("t", x), i):
+                self.join(("t", x), ("t", y))
+            if self.training and op.in_place and self.root(("g", y)) not in self.external:
+                self.join(("g", y), ("g", x))
+            if ("a", i, "relu") in self.life and self.free_after(("t", x), i):
+                self.join(("t", x), ("a", i, "relu"))
+
+    def offsets(self, roots):
+        """Arena offset of each internal slot (in the order of ``roots``), and the size."""
+        internal = [r for r in roots if r not in self.external]
+        size = {r: -(-self.nbytes[r] // E.ALIGN) * E.ALIGN for r in internal}
+        placed, offset, end = [], {}, 0
+        for r in sorted(internal, key=lambda r: (-size[r], roots.index(r))):
+            at = 0
+            if self.reuse:
+                first, last = self.life[r]
+                busy = sorted((offset[q], offset[q] + size[q]) for q in placed
+                              if self.life[q][0] <= last and first <= self.life[q][1])
+                for lo, hi in busy:
+                    if at + size[r] <= lo:
+                        break
+                    at = max(at, hi)
+            else:
+                at = end
+            offset[r] = at
+            end = max(end, at + size[r])
+            placed.append(r)
+        return offset, end
+
+    # -- the program -------------------------------------------------------------
+    def program(self):
+        self.lifetimes()
+        self.join_views_and_in_place()
+        roots = []
+        for key in self.life:
+            r = self.root(key)
+            if r not in roots:
+                roots.append(r)
+        offset, arena = self.offsets(roots)
+        slot_of = {r: k for k, r in enumerate(roots)}
+
+        def slot(key):
+            return slot_of[self.root(key)] if key in self.life else -1
+
+        g = self.graph
+        steps = []
+        for i, node in enumerate(g.nodes):
+            op = OPS[node.op]
+            if op.view:
+                continue
+            x, y = node.inputs[0], node.outputs[0]
+            slots = {"x": slot(("t", x)), "y": slot(("t", y)),
+                     "dx": slot(("g", x)), "dy": slot(("g", y))}
+            for name in self.aux_of(i):
+                slots[name] = slot(("a", i, name))
+            steps.append(op.step(node, slots, *self.io_shapes(node), self.training))
+        io = {"in_shape": g.shapes[g.input], "out_shape": g.shapes[g.output],
+              "x": slot(("t", g.input)), "y": slot(("t", g.output)),
+              "dx": slot(("g", g.input)), "dy": slot(("g", g.output))}
+        io["y_is_x"] = io["y"] == io["x"]
+        io["dx_is_dy"] = self.training and io["dx"] == io["dy"]
+        return E.Program(g, steps, [offset.get(r, -1) for r in roots], arena, io,
+                         self.training)
+
+
+def reference_run(graph, x, dy=None, training=True, need_grad_input=True):
+    """The plain walk of ``graph``: each node's reference forward (the
+    functional API) in order, then, if ``dy`` is given, each node's reference
+    backward in reverse. Returns (output, input gradient or None); parameter
+    gradients are accumulated. The oracle the executor is tested against."""
+    values, saved = {graph.input: x}, {}
+    for i, node in enumerate(graph.nodes):
+        op = OPS[node.op]
+        values[node.outputs[0]], saved[i] = op.forward(node, values[node.inputs[0]], training)
+    out = values[graph.output]
+    if dy is None:
+        return out, None
+    grads = {graph.output: dy}
+    first = 0
+    if not need_grad_input:
+        first = next((i for i, n in enumerate(graph.nodes)
+                      if n.params or (n.layer is not None and n.layer.parameters())),
+                     len(graph.nodes))
+    for i in range(len(graph.nodes) - 1, first - 1, -1):
+        node = graph.nodes[i]
+        need = need_grad_input or i > first
+        grads[node.inputs[0]] = OPS[node.op].backward(node, saved[i], grads[node.outputs[0]],
+                                                      need)
+    return out, grads.get(graph.input) if need_grad_input else None

@@ -1,0 +1,260 @@
+"""Op families, each defined once: its shape rule, what its forward saves for
+the backward pass, whether its output may overwrite its input, the native
+step that runs it (fastcnn._executor), and a reference forward and backward
+on the functional API (the plain walk the executor is tested against).
+
+Layers say which op they are (``Layer.trace``); the graph, the compiler, the
+executor and the reference walk all read :data:`OPS`, the one list of op kinds.
+
+Attributes of each family (``node.attrs``):
+
+========== ====================================================================
+conv2d     stride, padding (as Conv2d takes them); params weight, bias (or None)
+linear     params weight, bias (or None)
+relu       -
+sigmoid    -
+max_pool2d kernel_size, stride, padding; relu: a ReLU absorbed before it (a pass)
+avg_pool2d kernel_size, stride, padding, count_include_pad
+flatten    start_dim, end_dim (a view: no step runs)
+layer      a layer running its own Python forward / backward (``node.layer``)
+========== ====================================================================
+"""
+import math
+
+import numpy as np
+
+from . import _executor as E
+from . import functional as F
+from ._conv2d import _geometry
+from ._pool2d import _check_plane
+from ._pool2d import _shape as _pool_shape
+
+__all__ = ["OpDef", "OPS"]
+
+
+class OpDef:
+    """One op family. ``saves``: what forward keeps for backward, a subset of
+    ("input", "output"); ``in_place``: the output may take the input's memory;
+    ``view``: the output is the input reshaped (nothing runs)."""
+    kind = ""
+    saves = ()
+    in_place = False
+    view = False
+
+    def infer(self, attrs, params, x):
+        """The output shape for an input of shape ``x``; ValueError if it does not fit."""
+        raise NotImplementedError
+
+    def step(self, node, slots, x, y, training):
+        """The native step for ``node`` with input shape x, output shape y."""
+        raise NotImplementedError
+
+    def aux(self, node, x, y, training):
+        """Extra slots the step needs: {name: (shape, dtype, kept for backward)}."""
+        return {}
+
+    def forward(self, node, x, training):
+        """Reference forward: (y, saved) with the functional API."""
+        raise NotImplementedError
+
+    def backward(self, node, saved, dy, need_dx):
+        """Reference backward: dx (or None); accumulates the parameters' .grad."""
+        raise NotImplementedError
+
+
+class Conv2dOp(OpDef):
+    kind = "conv2d"
+    saves = ("input",)
+
+    def infer(self, attrs, params, x):
+        w = params["weight"].data.shape
+        if len(x) != 4 or x[1] != w[1]:
+            raise ValueError(f"Conv2d expects input of shape (N, {w[1]}, H, W). "
+                             f"Received: x.shape={x}")
+        g = _geometry(x, w, attrs["stride"], attrs["padding"])
+        return (g[0], g[4], g[11], g[12])
+
+    def step(self, node, slots, x, y, training):
+        w = node.params["weight"].data.shape
+        return E.ConvStep(node, slots, _geometry(x, w, node.attrs["stride"],
+                                                 node.attrs["padding"]))
+
+    def forward(self, node, x, training):
+        w, b = node.params["weight"], node.params.get("bias")
+        y = F.conv2d(x, w.data, None if b is None else b.data, node.attrs["stride"],
+                     node.attrs["padding"])
+        return y, x
+
+    def backward(self, node, x, dy, need_dx):
+        w, b = node.params["weight"], node.params.get("bias")
+        dx, _, _ = F.conv2d_backward(
+            dy, x, w.data, node.attrs["stride"], node.attrs["padding"], has_bias=b is not None,
+            need_grad_input=need_dx, grad_weight=w.grad, grad_bias=None if b is None else b.grad)
+        return dx
+
+
+class LinearOp(OpDef):
+    kind = "linear"
+    saves = ("input",)
+
+    def infer(self, attrs, params, x):
+        out_features, in_features = params["weight"].data.shape
+        if len(x) < 1 or x[-1] != in_features:
+            raise ValueError(f"Linear expects input of shape (N, {in_features}). "
+                             f"Received: x.shape={x}")
+        return x[:-1] + (out_features,)
+
+    def step(self, node, slots, x, y, training):
+        return E.LinearStep(node, slots, math.prod(x[:-1]))
+
+    def forward(self, node, x, training):
+        w, b = node.params["weight"], node.params.get("bias")
+        return F.linear(x, w.data, None if b is None else b.data), x
+
+    def backward(self, node, x, dy, need_dx):
+        w, b = node.params["weight"], node.params.get("bias")
+        dx, _, _ = F.linear_backward(
+            dy, x, w.data, has_bias=b is not None, need_grad_input=need_dx,
+            grad_weight=w.grad, grad_bias=None if b is None else b.grad)
+        return dx
+
+
+class _ActivationOp(OpDef):
+    saves = ("output",)
+    in_place = True
+    _sigmoid = False
+
+    def infer(self, attrs, params, x):
+        return x
+
+    def step(self, node, slots, x, y, training):
+        return E.ActivationStep(node, slots, math.prod(x), self._sigmoid)
+
+    def forward(self, node, x, training):
+        y = (F.sigmoid if self._sigmoid else F.relu)(x)
+        return y, y
+
+    def backward(self, node, y, dy, need_dx):
+        if not need_dx:
+            return None
+        return (F.sigmoid_backward if self._sigmoid else F.relu_backward)(dy, y)
+
+
+class ReLUOp(_ActivationOp):
+    kind = "relu"
+
+
+class SigmoidOp(_ActivationOp):
+    kind = "sigmoid"
+    _sigmoid = True
+
+
+def _pool_input(x):
+    if len(x) != 4:
+        raise ValueError(f"x must be 4-dimensional (N, C, H, W). Received: x.shape={x}")
+    _check_plane(x, "x.shape")
+    return x
+
+
+class MaxPool2dOp(OpDef):
+    kind = "max_pool2d"
+
+    def infer(self, attrs, params, x):
+        d = _pool_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
+        return (d["N"], d["C"], d["P"], d["Q"])
+
+    def aux(self, node, x, y, training):
+        slots = {"indices": (y, np.int32, training)}
+        if node.attrs.get("relu") and training:
+            slots["relu"] = (x, np.float32, True)
+        return slots
+
+    def step(self, node, slots, x, y, training):
+        a = node.attrs
+        return E.PoolStep(node, slots, _pool_shape(x, a["kernel_size"], a["stride"],
+                                                   a["padding"]), False, training)
+
+    def forward(self, node, x, training):
+        a = node.attrs
+        if a.get("relu"):
+            x = F.relu(x)
+        y, idx = F.max_pool2d(x, a["kernel_size"], a["stride"], a["padding"],
+                              return_indices=True)
+        return y, (idx, x)
+
+    def backward(self, node, saved, dy, need_dx):
+        if not need_dx:
+            return None
+        idx, x = saved
+        dx = F.max_pool2d_backward(dy, idx, x.shape)
+        return F.relu_backward(dx, x) if node.attrs.get("relu") else dx
+
+
+class AvgPool2dOp(OpDef):
+    kind = "avg_pool2d"
+
+    def infer(self, attrs, params, x):
+        d = _pool_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
+        return (d["N"], d["C"], d["P"], d["Q"])
+
+    def step(self, node, slots, x, y, training):
+        a = node.attrs
+        return E.PoolStep(node, slots, _pool_shape(x, a["kernel_size"], a["stride"],
+                                                   a["padding"]), True, training)
+
+    def forward(self, node, x, training):
+        a = node.attrs
+        return F.avg_pool2d(x, a["kernel_size"], a["stride"], a["padding"],
+                            a["count_include_pad"]), x.shape
+
+    def backward(self, node, shape, dy, need_dx):
+        a = node.attrs
+        if not need_dx:
+            return None
+        return F.avg_pool2d_backward(dy, shape, a["kernel_size"], a["stride"], a["padding"],
+                                     a["count_include_pad"])
+
+
+class FlattenOp(OpDef):
+    kind = "flatten"
+    view = True
+
+    def infer(self, attrs, params, x):
+        nd = len(x)
+        start = attrs["start_dim"] + nd if attrs["start_dim"] < 0 else attrs["start_dim"]
+        end = attrs["end_dim"] + nd if attrs["end_dim"] < 0 else attrs["end_dim"]
+        if not 0 <= start <= end < nd:
+            raise ValueError(f"Flatten(start_dim={attrs['start_dim']}, "
+                             f"end_dim={attrs['end_dim']}) does not fit the input. "
+                             f"Received: x.shape={x}")
+        return x[:start] + (math.prod(x[start:end + 1]),) + x[end + 1:]
+
+    def forward(self, node, x, training):
+        return x.reshape(self.infer(node.attrs, node.params, x.shape)), x.shape
+
+    def backward(self, node, shape, dy, need_dx):
+        return dy.reshape(shape) if need_dx else None
+
+
+class LayerOp(OpDef):
+    """A layer whose class overrides forward (and backward) in Python. Its
+    input and output stay intact until its backward (the layer may keep
+    views of them)."""
+    kind = "layer"
+    saves = ("input", "output")
+
+    def infer(self, attrs, params, x):
+        raise TypeError("a 'layer' node's shape comes from running the layer")
+
+    def step(self, node, slots, x, y, training):
+        return E.LayerStep(node, slots, x, y)
+
+    def forward(self, node, x, training):
+        return np.asarray(node.layer.forward(x), np.float32), None
+
+    def backward(self, node, saved, dy, need_dx):
+        return node.layer.backward(dy, need_grad_input=need_dx)
+
+
+OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), MaxPool2dOp(),
+                              AvgPool2dOp(), FlattenOp(), LayerOp())}

@@ -1,0 +1,114 @@
+"""How a layer (or a whole model) runs: trace it to a graph, compile the graph
+for the input shape and the mode, and run the Program; the Programs are
+cached per (shape, mode, structure), most recently used first.
+
+Inference calls are re-entrant: any number of threads may run the same
+layer at once, each in a frame of its own. A training forward keeps its frame
+for the backward pass that follows in the same thread; while a training call
+runs, another thread's training call raises, and a backward whose forward ran
+in another thread raises (training one model from two threads at once would
+mix their activations).
+"""
+import threading
+
+import numpy as np
+
+from ._checks import as_float32, check_shape
+from .compiler import PASSES, compile_graph
+from .graph import Graph
+
+__all__ = ["Runner", "trace"]
+
+MAX_PROGRAMS = 3
+
+
+def trace(layer, input_shape):
+    """The graph of ``layer`` applied to an input of ``input_shape``."""
+    graph = Graph(input_shape)
+    graph.output = trace_layer(layer, graph.input_value()).id
+    return graph
+
+
+def trace_layer(layer, x):
+    """Add ``layer`` applied to the symbolic ``x`` to x's graph. A layer whose
+    class overrides ``forward`` becomes one node running its Python code."""
+    if type(layer).forward is not _base_forward():
+        y = layer.forward(np.zeros(x.shape, np.float32))
+        return x.graph.add("layer", [x], layer=layer, shape=np.shape(y))
+    return layer.trace(x)
+
+
+def _base_forward():
+    from .layers import Layer
+    return Layer.forward
+
+
+class Runner:
+    """The compiled Programs of one layer, and its pending training frame."""
+
+    def __init__(self):
+        self.programs = []
+        self.frame = self.program = self.owner = None
+        self.busy = threading.Lock()        # taken (never waited on) by training calls
+        self.passes = PASSES
+
+    def find(self, layer, shape, training):
+        key = layer.structure()
+        for i, (k, prog) in enumerate(self.programs):
+            if k == key and prog.training == training and prog.in_shape == shape:
+                if i:
+                    self.programs.insert(0, self.programs.pop(i))
+                return prog
+        prog = compile_graph(trace(layer, shape), training, self.passes)
+        self.programs.insert(0, (key, prog))
+        del self.programs[MAX_PROGRAMS:]
+        return prog
+
+    def forward(self, layer, x):
+        x = as_float32(x, "x")
+        if not layer.training:
+            self.frame = None
+            return self.find(layer, x.shape, False).forward(x)[0]
+        with self.holding(layer):
+            self.frame = None
+            prog = self.find(layer, x.shape, True)
+            out, frame = prog.forward(x)
+            self.frame, self.program, self.owner = frame, prog, threading.get_ident()
+        return out
+
+    def backward(self, layer, grad_y, need_grad_input):
+        frame, prog = self.frame, self.program
+        if frame is None:
+            raise RuntimeError(f"{type(layer).__name__}.backward() needs a forward pass in "
+                               f"training mode first (call layer.train() and layer(x))")
+        if self.owner != threading.get_ident():
+            raise RuntimeError(f"{type(layer).__name__}.backward(): the last training forward "
+                               f"pass ran in another thread; a model trains in one thread at "
+                               f"a time")
+        dy = as_float32(grad_y, "grad_y")
+        check_shape(dy, prog.out_shape, "grad_y")
+        with self.holding(layer):
+            return prog.backward(frame, dy, bool(need_grad_input))
+
+    def holding(self, layer):
+        return _Holding(self.busy, layer)
+
+    def __getstate__(self):
+        return {}                           # copies and pickles recompile on use
+
+    def __setstate__(self, state):
+        self.__init__()
+
+
+class _Holding:
+    def __init__(self, lock, layer):
+        self.lock, self.layer = lock, layer
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            raise RuntimeError(f"this {type(self.layer).__name__} is being trained by another "
+                               f"thread; a model trains in one thread at a time (inference "
+                               f"calls may run in any number of threads)")
+
+    def __exit__(self, *exc):
+        self.lock.release()

@@ -1,0 +1,187 @@
+"""State dicts with PyTorch's key names, and save / load to one file.
+
+File format (``model.save``): a numpy ``.npz`` archive (a zip of ``.npy``
+arrays, each with a CRC-32), holding one array per parameter under its
+state-dict key (``"0.weight"``, float32, bit for bit) and the array
+``"__fastcnn_model__"``: the UTF-8 JSON description of the architecture
+(format name and version, the layers' classes and constructor arguments).
+It is read with ``allow_pickle=False``: loading never executes code.
+"""
+import json
+import os
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+
+from .layers import LAYERS
+
+__all__ = ["StateDict", "load"]
+
+_ARCH_KEY = "__fastcnn_model__"
+_FORMAT = "fastcnn-model"
+_FORMAT_VERSION = 1
+
+
+class StateDict:
+    """state_dict / load_state_dict / save for a model with named parameters."""
+
+    # state dicts --------------------------------------------------------------
+    def state_dict(self):
+        """``OrderedDict`` of parameter name -> float32 array (a copy), with
+        PyTorch's key names (``"0.weight"``, ``"0.bias"``, ``"3.weight"``, ...)."""
+        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict):
+        """Copy ``state_dict`` (name -> array) into the parameters, in place.
+
+        Accepts the state dict of the equivalent ``torch.nn.Sequential``
+        (tensors, or arrays from ``t.numpy()``). Everything is checked before
+        anything is written.
+
+        Raises:
+            ValueError: naming the key, for a missing or unexpected key, a
+                shape mismatch, or non-numeric values.
+        """
+        params = OrderedDict(self.named_parameters())
+        missing = [k for k in params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in params]
+        if missing or unexpected:
+            raise ValueError("state_dict does not match the model: "
+                             + (f"missing keys {missing}" if missing else "")
+                             + ("; " if missing and unexpected else "")
+                             + (f"unexpected keys {unexpected}" if unexpected else ""))
+        values = {}
+        for key, p in params.items():
+            value = state_dict[key]
+            if hasattr(value, "detach") and hasattr(value, "numpy"):
+                value = value.detach().cpu().numpy()
+            value = np.asarray(value)
+            if value.dtype.kind not in "fiu":
+                raise ValueError(f"state_dict[{key!r}] must hold real numbers. "
+                                 f"Received: dtype={value.dtype}")
+            if value.shape != p.data.shape:
+                raise ValueError(f"state_dict[{key!r}] has shape {value.shape}, but the "
+                                 f"model's parameter {key!r} has shape {p.data.shape}")
+            values[key] = value
+        for key, p in params.items():
+            p.data[...] = values[key]
+
+    def save(self, path):
+        """Write the architecture and the weights to one file, atomically.
+
+        The file is written under a temporary name in the same directory and
+        renamed over ``path`` when complete, so a crash never leaves a
+        half-written file at ``path``. See the module docstring for the format.
+
+        Args:
+            path: file path (any name; ``.fcnn`` or ``.npz`` are customary).
+
+        Example:
+            >>> model.save("lenet.fcnn")
+            >>> model2 = fastcnn.load("lenet.fcnn")
+        """
+        from . import __version__
+        path = os.fspath(path)
+        arch = {"format": _FORMAT, "version": _FORMAT_VERSION, "fastcnn": __version__,
+                "model": _layer_config(self)}
+        arrays = {_ARCH_KEY: np.frombuffer(json.dumps(arch).encode("utf-8"), np.uint8)}
+        arrays.update(self.state_dict())
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def load(path):
+    """Rebuild a model saved with ``Sequential.save``, bit for bit.
+
+    Args:
+        path: the file.
+
+    Returns:
+        a :class:`Sequential` (in training mode).
+
+    Raises:
+        ValueError: naming the path, if the file is not a fastcnn model,
+            is corrupt or truncated, or was written by a newer format.
+        FileNotFoundError: if it does not exist.
+
+    Example:
+        >>> model = fastcnn.load("lenet.fcnn")
+    """
+    path = os.fspath(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):      # a plain .npy array
+            raise _NotOurs()
+        with archive:
+            if _ARCH_KEY not in archive.files:
+                raise _NotOurs()
+            arch = json.loads(bytes(archive[_ARCH_KEY]).decode("utf-8"))
+            arrays = {k: archive[k] for k in archive.files if k != _ARCH_KEY}
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except _NotOurs:
+        raise ValueError(f"{path!r} is not a fastcnn model file (no architecture record "
+                         f"{_ARCH_KEY!r}); save models with model.save(path)") from None
+    except Exception as exc:  # zip, npy, json and unicode errors of damaged files
+        # numpy reports any file that is neither zip nor npy as "pickled data".
+        detail = ("not a numpy archive" if "pickle" in str(exc)
+                  else f"{type(exc).__name__}: {exc}")
+        raise ValueError(f"{path!r} is not a readable fastcnn model file (corrupt, truncated "
+                         f"or foreign): {detail}") from None
+    if not isinstance(arch, dict) or arch.get("format") != _FORMAT:
+        raise ValueError(f"{path!r} is not a fastcnn model file (unknown format record)")
+    if arch.get("version") != _FORMAT_VERSION:
+        raise ValueError(f"{path!r} uses model file format version {arch.get('version')!r}; "
+                         f"this fastcnn reads version {_FORMAT_VERSION}")
+    from .sequential import Sequential
+    try:
+        model = _from_config(arch["model"])
+        if not isinstance(model, Sequential):
+            raise ValueError("the top-level record is not a Sequential")
+        for key, value in arrays.items():
+            if value.dtype != np.float32:
+                raise ValueError(f"array {key!r} has dtype {value.dtype}, expected float32")
+        model.load_state_dict(arrays)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path!r} is not a valid fastcnn model file: {exc}") from None
+    return model
+
+
+class _NotOurs(Exception):
+    pass
+
+
+def _layer_config(layer):
+    from .sequential import Sequential
+    name = type(layer).__name__
+    if name not in LAYERS and not isinstance(layer, Sequential):
+        raise TypeError(f"cannot save a layer of type {name}: only fastcnn's own layers "
+                        f"({', '.join(sorted(LAYERS))}, Sequential) can be saved")
+    return {"class": name, "config": layer.get_config()}
+
+
+def _from_config(record):
+    cls, config = record["class"], record["config"]
+    if cls == "Sequential":
+        from .sequential import Sequential
+        return Sequential([_from_config(r) for r in config["layers"]])
+    if cls not in LAYERS:
+        raise ValueError(f"unknown layer class {cls!r}")
+    return LAYERS[cls](**config)
+
+
