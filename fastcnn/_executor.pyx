@@ -327,9 +327,9 @@ cdef class PoolStep(Step):
     and masks its backward scatter with it; in inference it pools x and
     applies the ReLU to its output (they commute)."""
     cdef c.pool2d_shape s
-    cdef bint avg, training
+    cdef bint avg, training, fused_relu
     cdef int incl
-    cdef int idx, relu          # slots: argmax indices (int32), relu output (-1: none)
+    cdef int idx, relu          # slots: argmax indices (int32), relu output (training)
     cdef int64_t nx, ny
 
     def __init__(self, node, slots, dict shape, bint avg, bint training):
@@ -341,6 +341,7 @@ cdef class PoolStep(Step):
         self.avg, self.training = avg, training
         self.incl = 1 if node.attrs.get("count_include_pad", True) else 0
         self.idx, self.relu = slots.get("indices", -1), slots.get("relu", -1)
+        self.fused_relu = bool(node.attrs.get("relu"))
         self.nx = self.s.N * self.s.C * self.s.H * self.s.W
         self.ny = self.s.N * self.s.C * self.s.P * self.s.Q
 
@@ -350,7 +351,7 @@ cdef class PoolStep(Step):
         with nogil:
             if self.avg:
                 c.avgpool2d_forward(f.f(self.y), px, &self.s, self.incl, nt)
-            elif self.relu < 0:
+            elif not self.fused_relu:
                 c.maxpool2d_forward(f.f(self.y), pi, px, &self.s, nt)
             elif self.training:
                 c.relu_forward(f.f(self.relu), px, self.nx, nt)
@@ -368,7 +369,7 @@ cdef class PoolStep(Step):
         with nogil:
             if self.avg:
                 err = c.avgpool2d_backward(f.f(self.dx), f.f(self.dy), &self.s, self.incl, nt)
-            elif self.relu >= 0:
+            elif self.fused_relu:
                 c.maxpool2d_relu_backward(f.f(self.dx), f.f(self.dy), pi, f.f(self.relu),
                                           &self.s, nt)
             else:

@@ -25,7 +25,7 @@ MAX_PROGRAMS = 3
 def trace(layer, input_shape):
     """The graph of ``layer`` applied to an input of ``input_shape``."""
     graph = Graph(input_shape)
-    graph.output = trace_layer(layer, graph.input_value()).id
+    graph.output = layer.trace(graph.input_value()).id
     return graph
 
 
@@ -49,7 +49,7 @@ class Runner:
     def __init__(self):
         self.programs = []
         self.frame = self.program = self.owner = None
-        self.busy = threading.Lock()        # taken (never waited on) by training calls
+        self.busy = threading.RLock()       # taken (never waited on) by training calls
         self.passes = PASSES
 
     def find(self, layer, shape, training):

@@ -429,3 +429,30 @@ def test_max_backward_overlapping_windows_on_tile_sized_planes(row, num_threads,
         y = np.maximum(x, 0)
         fused = _max_pool2d_relu_backward(dy, i, y)
         np.testing.assert_array_equal(fused, _max_pool2d_relu_backward(dy, i, y, reference=True))
+
+
+# ------------------------------------------------- fused ReLU + max-pool backward
+
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize("shape,k,s,p", [((2, 3, 8, 6), 2, 2, 0), ((1, 1, 7, 5), 2, 2, 0),
+                                         ((3, 2, 9, 9), 3, 2, 1), ((1, 2, 4, 4), 2, 1, 0)])
+def test_max_pool2d_relu_backward_is_relu_backward_of_max_pool2d_backward(
+        shape, k, s, p, reference, num_threads, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[x < -1] = 0.0                 # ties at zero after relu
+    y = F.relu(x)
+    out, idx = F.max_pool2d(y, k, s, p, return_indices=True)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    expected = F.relu_backward(F.max_pool2d_backward(g, idx, y.shape), y)
+    np.testing.assert_array_equal(_max_pool2d_relu_backward(g, idx, y, reference=reference),
+                                  expected)
+
+
+def test_max_pool2d_relu_backward_indices_outside_their_tile(rng, num_threads):
+    y = np.abs(rng.standard_normal((1, 1, 4, 4))).astype(np.float32) + 0.5
+    idx = np.array([[[[5, 0], [15, 10]]]], np.int32)     # (0,0)->5 is in tile; (0,1)->0 is not
+    g = np.ones((1, 1, 2, 2), np.float32)
+    expected = F.relu_backward(F.max_pool2d_backward(g, idx, y.shape), y)
+    np.testing.assert_array_equal(_max_pool2d_relu_backward(g, idx, y), expected)
+    with pytest.raises(ValueError, match=r"indices must be in \[0, H \* W\) = \[0, 16\)"):
+        _max_pool2d_relu_backward(g, np.full((1, 1, 2, 2), 16, np.int32), y)

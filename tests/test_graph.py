@@ -1,0 +1,388 @@
+"""The graph core: tracing (fastcnn/graph.py), op definitions (ops.py), the
+compiler's passes and memory plan (compiler.py), the executor (_executor.pyx)
+and the runner (runner.py). The executor must give exactly what the plain
+reference walk of the graph gives (each node's functional forward and
+backward), with every pass on or off, in training and inference; buffers
+must never leak into what the caller holds; memory stays within the plan."""
+import copy
+import itertools
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn.compiler import PASSES, compile_graph, reference_run
+from fastcnn.runner import trace
+
+L = fastcnn
+
+
+def lenet(seed=0):
+    return L.Sequential(
+        L.Conv2d(1, 6, 5, padding=2), L.ReLU(), L.MaxPool2d(2),
+        L.Conv2d(6, 16, 5), L.ReLU(), L.MaxPool2d(2), L.Flatten(),
+        L.Linear(400, 120), L.ReLU(), L.Linear(120, 84), L.ReLU(), L.Linear(84, 10), seed=seed)
+
+
+def cifar_net(seed=0):
+    return L.Sequential(
+        L.Conv2d(3, 32, 3, padding=1), L.ReLU(), L.Conv2d(32, 32, 3, padding=1), L.ReLU(),
+        L.MaxPool2d(2), L.Conv2d(32, 64, 3, padding=1), L.ReLU(),
+        L.Conv2d(64, 64, 3, padding=1), L.ReLU(), L.MaxPool2d(2), L.Flatten(),
+        L.Linear(4096, 256), L.ReLU(), L.Linear(256, 10), seed=seed)
+
+
+ARCHS = {   # name -> (builder, input shape without the batch)
+    "lenet": (lenet, (1, 28, 28)),
+    # ReLU first (on the caller's input: never in place), sigmoid, average pooling,
+    # a 3x3/s2 padded max pooling (general path), odd planes (floor-mode tiles)
+    "mixed": (lambda seed=0: L.Sequential(
+        L.ReLU(), L.Conv2d(2, 3, 3, padding=1), L.Sigmoid(), L.AvgPool2d(2),
+        L.Conv2d(3, 4, 3, stride=2, padding=1), L.ReLU(), L.MaxPool2d(3, 2, 1),
+        L.Flatten(), L.Linear(4 * 1 * 2, 5), L.Sigmoid(), seed=seed), (2, 9, 13)),
+    # ReLU -> MaxPool 2x2 on odd planes; ends in Flatten (output is a view); nested
+    "odd": (lambda seed=0: L.Sequential(
+        L.Conv2d(1, 2, 2), L.Sequential(L.ReLU(), L.MaxPool2d(2)), L.ReLU(), L.Flatten(),
+        seed=seed), (1, 8, 6)),
+    # ReLU -> ReLU (the second may not overwrite what the first keeps), sigmoid last
+    "chain": (lambda seed=0: L.Sequential(
+        L.Linear(6, 8), L.ReLU(), L.ReLU(), L.Sigmoid(), L.Sigmoid(), seed=seed), (6,)),
+}
+
+PASS_SETS = [p for k in range(len(PASSES) + 1) for p in itertools.combinations(PASSES, k)]
+
+
+def executor_run(prog, model, x, dy, need_grad_input=True):
+    model.zero_grad()
+    out, frame = prog.forward(x)
+    grad = prog.backward(frame, dy, need_grad_input) if prog.training else None
+    return out, grad, [p.grad.copy() for p in model.parameters()]
+
+
+def walk(graph, model, x, dy, training, need_grad_input=True):
+    model.zero_grad()
+    out, grad = reference_run(graph, x, dy if training else None, training, need_grad_input)
+    return out, grad, [p.grad.copy() for p in model.parameters()]
+
+
+def assert_same(a, b):
+    out, grad, pgrads = a
+    ref_out, ref_grad, ref_pgrads = b
+    np.testing.assert_array_equal(out, ref_out)
+    if ref_grad is None:
+        assert grad is None
+    else:
+        np.testing.assert_array_equal(grad, ref_grad)
+    for p, q in zip(pgrads, ref_pgrads):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("passes", PASS_SETS, ids=lambda p: "+".join(p) or "none")
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_executor_equals_the_reference_walk(arch, training, passes, num_threads, rng):
+    build, shape = ARCHS[arch]
+    model = build()
+    for n in (1, 3):
+        x = rng.standard_normal((n,) + shape).astype(np.float32)
+        graph = trace(model, x.shape)
+        prog = compile_graph(graph, training, passes)
+        dy = rng.standard_normal(graph.shapes[graph.output]).astype(np.float32)
+        expected = walk(graph, model, x, dy, training)
+        for _ in range(2):                      # frames are reused: same results
+            assert_same(executor_run(prog, model, x, dy), expected)
+        if training:
+            assert_same(executor_run(prog, model, x, dy, need_grad_input=False),
+                        walk(graph, model, x, dy, training, need_grad_input=False))
+
+
+def test_the_model_runs_the_executor_from_the_first_call(rng):
+    model = lenet()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    dy = rng.standard_normal((2, 10)).astype(np.float32)
+    graph = trace(model, x.shape)
+    expected = walk(graph, model, x, dy, True)
+    model.zero_grad()
+    out = model(x)                              # first call of this shape
+    assert len(model._runner().programs) == 1
+    got = (out, model.backward(dy), [p.grad.copy() for p in model.parameters()])
+    assert_same(got, expected)
+
+
+def test_passes_rewrite_the_graph_as_documented():
+    model = lenet()
+    graph = trace(model, (2, 1, 28, 28))
+    assert [n.op for n in graph.nodes] == ["conv2d", "relu", "max_pool2d", "conv2d", "relu",
+                                           "max_pool2d", "flatten", "linear", "relu",
+                                           "linear", "relu", "linear"]
+    assert [n.name for n in graph.nodes] == [str(i) for i in range(12)]
+    from fastcnn.compiler import fuse_relu_max_pool
+    fused = fuse_relu_max_pool(graph)
+    assert [n.op for n in fused.nodes] == ["conv2d", "max_pool2d", "conv2d", "max_pool2d",
+                                           "flatten", "linear", "relu", "linear", "relu",
+                                           "linear"]
+    assert fused.nodes[1].attrs["relu"] and not graph.nodes[2].attrs.get("relu")
+    with pytest.raises(ValueError, match="unknown passes"):
+        compile_graph(graph, False, ("fold_everything",))
+
+
+def test_memory_plan_shares_bytes_and_stays_within_its_bound():
+    """The arena of a training step holds what backward needs (each op's saved
+    tensors) plus at most the two largest gradients in flight; inference needs
+    at most the two largest activations (one read, one written)."""
+    for build, shape in ((lenet, (64, 1, 28, 28)), (cifar_net, (64, 3, 32, 32))):
+        model = build()
+        graph = trace(model, shape)
+        size = {t: int(np.prod(s)) * 4 for t, s in enumerate(graph.shapes)}
+        largest = sorted(size.values())[-2:]
+        saved = 0
+        for node in graph.nodes:
+            if node.op in ("conv2d", "linear"):
+                saved += size[node.inputs[0]]
+            elif node.op in ("relu", "sigmoid"):
+                saved += size[node.outputs[0]]
+            elif node.op == "max_pool2d":
+                saved += size[node.outputs[0]]            # int32 indices
+        train = compile_graph(graph, True)
+        flat = compile_graph(graph, True, ("fuse_relu_max_pool",))      # no sharing
+        assert train.arena_bytes <= saved + sum(largest) + 64 * len(graph.nodes), build
+        assert train.arena_bytes < 0.7 * flat.arena_bytes, build
+        infer = compile_graph(graph, False)
+        assert infer.arena_bytes <= sum(largest) + 128, build
+
+
+def test_rss_is_flat_over_a_thousand_training_steps(rng):
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    try:
+        rss()
+    except OSError:
+        pytest.skip("no /proc/self/statm on this system")
+    model = lenet()
+    opt = fastcnn.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = fastcnn.CrossEntropyLoss()
+    xs = [rng.standard_normal((n, 1, 28, 28)).astype(np.float32) for n in (8, 3)]
+    ys = [rng.integers(0, 10, len(x)) for x in xs]
+
+    def steps(k):
+        for i in range(k):
+            x, y = xs[i % 2], ys[i % 2]
+            opt.zero_grad()
+            loss_fn(model(x), y)
+            model.backward(loss_fn.backward(), need_grad_input=False)
+            opt.step()
+            if i % 50 == 0:
+                model.eval()
+                model.predict(x)
+                model.train()
+
+    steps(100)
+    start = rss()
+    steps(1000)
+    growth = rss() - start
+    assert growth < 2 * 1024 * 1024, f"RSS grew by {growth / 1024:.0f} KiB over 1000 steps"
+
+
+def test_need_grad_input_false_gives_the_same_parameter_gradients(rng):
+    model = lenet()
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    g = rng.standard_normal((4, 10)).astype(np.float32)
+
+    def run(need):
+        model.zero_grad()
+        model(x)
+        grad = model.backward(g, need_grad_input=need)
+        return grad, [p.grad.copy() for p in model.parameters()]
+
+    grad, with_input = run(True)
+    none, without = run(False)
+    assert grad.shape == x.shape and none is None
+    for a, b in zip(with_input, without):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_results_held_by_the_caller_are_never_overwritten(rng):
+    model = lenet()
+    xs = [rng.standard_normal((n, 1, 28, 28)).astype(np.float32) for n in (2, 2, 3, 2)]
+    gs = [rng.standard_normal((len(x), 10)).astype(np.float32) for x in xs]
+    kept = []
+    for x, g in zip(xs * 2, gs * 2):
+        out = model(x)
+        kept.append((x, out, out.copy(), g, model.backward(g)))
+    for i, (x, out, copy_, g, grad) in enumerate(kept):
+        np.testing.assert_array_equal(out, copy_)
+        for later in kept[i + 1:]:
+            assert not np.shares_memory(out, later[1])
+            assert not np.shares_memory(grad, later[4])
+    for g0, (_, _, _, g, _) in zip(gs * 2, kept):       # the caller's gradient is read only
+        np.testing.assert_array_equal(g0, g)
+    x, g = xs[2], gs[2]
+    graph = trace(model, x.shape)
+    np.testing.assert_array_equal(kept[2][4], walk(graph, model, x, g, True)[1])
+
+
+def test_eval_equals_training_forward(num_threads, rng):
+    model = lenet()
+    x = rng.standard_normal((7, 1, 28, 28)).astype(np.float32)
+    train_out = model(x)
+    model.eval()
+    for _ in range(3):
+        np.testing.assert_array_equal(model(x), train_out)
+    np.testing.assert_array_equal(model.predict(x), train_out)
+    # batches of up to 4 rows take the linear layers' dot-product path: rounding differs
+    np.testing.assert_allclose(model.predict(x, batch_size=3), train_out, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="training mode"):
+        model.backward(np.ones((7, 10), np.float32))
+    model.train()
+    for _ in range(2):
+        np.testing.assert_array_equal(model(x), train_out)
+    assert model.backward(np.ones((7, 10), np.float32)).shape == x.shape
+
+
+def test_eval_relu_after_max_pooling_gives_the_same_values(rng):
+    # in inference the fused pooling pools first and applies relu to its output
+    model = L.Sequential(L.Conv2d(1, 2, 1, bias=False), L.ReLU(), L.MaxPool2d(2), seed=0)
+    model[0].weight.data[...] = [[[[1.0]]], [[[-1.0]]]]
+    x = rng.standard_normal((3, 1, 6, 4)).astype(np.float32)
+    x[0, 0, :2, :2] = np.nan
+    x[1, 0, 2:4, :2] = [[-0.0, -1.0], [0.0, -2.0]]
+    x[2, 0, :2, 2:] = -5.0
+    train_out = model(x)
+    model.eval()
+    for _ in range(3):
+        np.testing.assert_array_equal(model(x), train_out)
+    assert np.isnan(model(x)[0, :, 0, 0]).all()
+
+
+def test_a_direct_layer_backward_after_a_model_pass_raises(rng):
+    model = lenet()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model(x)
+    with pytest.raises(RuntimeError, match="needs a forward pass"):
+        model[0].backward(np.ones((2, 6, 28, 28), np.float32))
+    model[0](x)                                 # the layer's own pass: its backward works
+    assert model[0].backward(np.ones((2, 6, 28, 28), np.float32)).shape == x.shape
+
+
+def test_changed_layers_or_parameters_are_noticed(rng):
+    model = lenet()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model(x)
+    conv = model[0]
+    conv.weight.data = np.zeros((6, 1, 3, 3), np.float32)      # wrong shape: never read
+    with pytest.raises(ValueError, match=r"weight must be a C-contiguous float32 array of "
+                                         r"shape \(6, 1, 5, 5\)"):
+        model(x)
+    conv.weight.data = np.ones((6, 1, 5, 5), np.float32)       # rebound: the new values count
+    ref = fastcnn.Sequential(*model.layers)
+    np.testing.assert_array_equal(model(x), ref(x))
+    model.layers[-1] = L.Linear(84, 3)                           # a new layer: compiled anew
+    assert model(x).shape == (2, 3) and model(x).shape == (2, 3)
+    model.add(L.ReLU())
+    assert (model(x) >= 0).all() and (model(x) >= 0).all()
+    model[1].eval()                                             # one layer's mode changed
+    assert model(x).shape == (2, 3)
+
+
+def test_copies_and_pickles_leave_the_compiled_graphs_behind(rng):
+    model = lenet()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    out = model(x)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not twin._runner().programs and model._runner().programs
+        for _ in range(2):
+            np.testing.assert_array_equal(twin(x), out)
+        prog = twin._runner().programs[0][1]
+        assert prog.graph.nodes[0].params["weight"] is twin[0].weight
+
+
+def test_wrong_grad_y(rng):
+    model = lenet()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model(x)
+    with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 10\). "
+                                         r"Received: grad_y.shape=\(3, 10\)"):
+        model.backward(np.ones((3, 10), np.float32))
+
+
+def test_subclassed_layers_run_their_own_python_code(rng):
+    class Double(L.ReLU):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+        def backward(self, grad_y, *, need_grad_input=True):
+            return 2 * super().backward(grad_y, need_grad_input=need_grad_input)
+
+    model = L.Sequential(L.Flatten(), L.Linear(4, 3), Double(), seed=0)
+    x = rng.standard_normal((2, 2, 2)).astype(np.float32)
+    h = x.reshape(2, 4) @ model[1].weight.data.T + model[1].bias.data
+    for _ in range(3):
+        np.testing.assert_allclose(model(x), np.maximum(h, 0) * 2, rtol=1e-6)
+    g = model.backward(np.ones((2, 3), np.float32))
+    np.testing.assert_allclose(g.reshape(2, 4), ((h > 0) * 2.0) @ model[1].weight.data,
+                               rtol=1e-6)
+    assert [n.op for n in model._runner().programs[0][1].graph.nodes] == \
+        ["flatten", "linear", "layer"]
+
+
+# ---------------------------------------------------------------- concurrency
+
+def test_eight_threads_predicting_at_once_get_the_sequential_results(rng):
+    model = lenet().eval()
+    xs = [rng.standard_normal((n, 1, 28, 28)).astype(np.float32) for n in (1, 3, 5, 3) * 2]
+    expected = [model(x) for x in xs]
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def work(k):
+        try:
+            barrier.wait()
+            for i in range(40):
+                j = (i + k) % len(xs)
+                np.testing.assert_array_equal(model(xs[j]), expected[j])
+        except Exception as e:      # reported below
+            errors.append(e)
+
+    old = fastcnn.get_num_threads()
+    fastcnn.set_num_threads(1)
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        fastcnn.set_num_threads(old)
+    assert not errors, errors[0]
+
+
+def test_a_second_thread_training_the_same_model_gets_a_clear_error(rng):
+    model = lenet()
+    x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+    g = np.ones((32, 10), np.float32)
+    barrier = threading.Barrier(2)
+    errors, done = [], []
+
+    def train():
+        barrier.wait()
+        try:
+            for _ in range(20):
+                model(x)
+                model.backward(g, need_grad_input=False)
+            done.append(1)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=train) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors, "two threads trained one model at once without an error"
+    assert all("another thread" in e for e in errors), errors
+    model(x)                                    # the model is still usable afterwards
+    assert model.backward(g).shape == x.shape
