@@ -40,7 +40,8 @@ import sys
 import tempfile
 import time
 
-import _path  # noqa: F401  (this checkout's in-place build first)
+import _path
+_path.prefer_checkout()  # this checkout's in-place build first
 import fastcnn
 import harness
 import bench_activation
