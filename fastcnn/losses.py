@@ -10,7 +10,10 @@ __all__ = ["Loss", "CrossEntropyLoss", "MSELoss", "get_loss"]
 
 class Loss:
     """Base class: ``__call__(output, target) -> float``, then ``backward()``."""
-    accuracy = None     # classification losses: a function (output, target) -> float
+    # True for losses of class labels against per-class scores (N, L): fit and
+    # evaluate then also report accuracy, the fraction of rows whose argmax is
+    # the label.
+    classification = False
 
     def __init__(self):
         self._grad = None
@@ -48,15 +51,11 @@ class CrossEntropyLoss(Loss):
         >>> loss_fn.backward().shape
         (2, 10)
     """
+    classification = True
 
     def forward(self, output, target):
         loss, self._grad = F.cross_entropy_with_grad(output, target)
         return float(loss)
-
-    @staticmethod
-    def accuracy(output, target):
-        """Fraction of rows whose largest logit is at the target label."""
-        return float(np.mean(np.argmax(output, axis=1) == target))
 
 
 class MSELoss(Loss):

@@ -324,13 +324,13 @@ class Sequential(Layer):
                     self.backward(loss_fn.backward(), need_grad_input=False)
                     optimizer.step()
                     total_loss += batch_loss * len(idx)
-                    if loss_fn.accuracy is not None:
+                    if loss_fn.classification:
                         correct += int(np.count_nonzero(np.argmax(out, axis=1) == yb))
                     seen = step * batch_size + len(idx)
                     progress.update(step + 1, seen, total_loss / seen)
                 seconds = time.perf_counter() - start
                 logs = {"loss": total_loss / n}
-                if loss_fn.accuracy is not None:
+                if loss_fn.classification:
                     logs["accuracy"] = correct / n
                 if validation_data is not None:
                     val_loss, val_acc = self.evaluate(*validation_data, loss=loss_fn)
@@ -371,10 +371,10 @@ class Sequential(Layer):
                 xb, yb = x[start:start + batch_size], y[start:start + batch_size]
                 out = self.forward(xb)
                 total_loss += loss_fn(out, yb) * len(xb)
-                if loss_fn.accuracy is not None:
+                if loss_fn.classification:
                     correct += int(np.count_nonzero(np.argmax(out, axis=1) == yb))
         n = x.shape[0]
-        return total_loss / n, (correct / n if loss_fn.accuracy is not None else None)
+        return total_loss / n, (correct / n if loss_fn.classification else None)
 
     def predict(self, x, batch_size=256):
         """The model's outputs for ``x``, computed in batches in inference mode.
