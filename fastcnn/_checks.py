@@ -68,6 +68,22 @@ def as_int(value, name):
     raise TypeError(f"{name} must be an integer. Received: {name}={value!r}")
 
 
+def positive_int(value, name):
+    """as_int, >= 1."""
+    v = as_int(value, name)
+    if v < 1:
+        raise ValueError(f"{name} must be positive. Received: {name}={value!r}")
+    return v
+
+
+def nonnegative_int(value, name):
+    """as_int, >= 0."""
+    v = as_int(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
+    return v
+
+
 def as_pair(value, name):
     """An int or a pair of ints as a tuple (a, b)."""
     if isinstance(value, (tuple, list)):
@@ -101,6 +117,14 @@ def as_float(value, name):
     v = float(value)
     if not np.isfinite(v):
         raise ValueError(f"{name} must be finite. Received: {name}={value!r}")
+    return v
+
+
+def nonnegative_float(value, name):
+    """as_float, >= 0."""
+    v = as_float(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
     return v
 
 

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from . import functional as F
-from ._checks import as_float32, as_int, as_pair, nonnegative_pair, positive_pair
+from ._checks import as_float32, as_int, as_pair, nonnegative_pair, positive_int, positive_pair
 
 __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid", "MaxPool2d",
            "AvgPool2d", "Flatten"]
@@ -208,8 +208,8 @@ class Conv2d(Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_size = _pair_config(kernel_size, "kernel_size")
         self.stride = _pair_config(stride, "stride")
         self.padding = _padding_config(padding)
@@ -281,8 +281,8 @@ class Linear(Layer):
     """
 
     def __init__(self, in_features, out_features, bias=True):
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
         self.weight = Parameter(np.zeros((self.out_features, self.in_features), np.float32))
         self.bias = Parameter(np.zeros(self.out_features, np.float32)) if bias else None
         self._x = None
@@ -504,13 +504,6 @@ class Flatten(Layer):
 
     def get_config(self):
         return {"start_dim": self.start_dim, "end_dim": self.end_dim}
-
-
-def _positive_int(value, name):
-    v = as_int(value, name)
-    if v < 1:
-        raise ValueError(f"{name} must be positive. Received: {name}={value!r}")
-    return v
 
 
 LAYERS = {cls.__name__: cls for cls in (Conv2d, Linear, ReLU, Sigmoid, MaxPool2d,

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._checks import as_float32, as_int, check_shape
+from ._checks import as_float32, as_int, check_shape, nonnegative_int, positive_int
 from ._plan import Plan
 from .layers import LAYERS, AvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid
 from .losses import CrossEntropyLoss, get_loss
@@ -262,11 +262,11 @@ class Sequential(Layer):
             ...                     validation_data=(x_test, y_test))
             >>> history.history["val_accuracy"][-1]
         """
-        epochs = _nonnegative_int(epochs, "epochs")
+        epochs = nonnegative_int(epochs, "epochs")
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be a function (x, rng) -> x. "
                             f"Received: {type(augment).__name__}")
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = positive_int(batch_size, "batch_size")
         verbose = as_int(verbose, "verbose")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
@@ -364,7 +364,7 @@ class Sequential(Layer):
         """
         loss_fn = get_loss(CrossEntropyLoss() if loss is None else loss)
         x, y = _check_data(x, y, loss_fn)
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = positive_int(batch_size, "batch_size")
         total_loss, correct = 0.0, 0
         with _inference(self):
             for start in range(0, x.shape[0], batch_size):
@@ -390,7 +390,7 @@ class Sequential(Layer):
             >>> labels = model.predict(x_test).argmax(axis=1)
         """
         x = as_float32(x, "x")
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = positive_int(batch_size, "batch_size")
         result = None
         with _inference(self):
             for start in range(0, x.shape[0], batch_size):
@@ -640,20 +640,6 @@ def _augmented(augment, x, rng):
         raise ValueError(f"augment must return an array of the input's shape {x.shape}. "
                          f"Received: shape {out.shape}")
     return out
-
-
-def _positive_int(value, name):
-    v = as_int(value, name)
-    if v < 1:
-        raise ValueError(f"{name} must be positive. Received: {name}={value!r}")
-    return v
-
-
-def _nonnegative_int(value, name):
-    v = as_int(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
-    return v
 
 
 
