@@ -25,6 +25,24 @@ OpenBLAS) holds a core while the other side's threads run, and the second
 side's time measures that, not its code (sgemm 512^3 at 2 threads: 1.22 ms
 right after numpy calls, 0.71 ms with OpenBLAS's threads asleep). fastcnn's
 own default is the same (PASSIVE).
+
+The report's header records the software by version, and fastcnn by version
+and git commit (and whether it is this checkout's in-place build or an
+installed copy), never by a local filesystem path: any path of this machine
+that still reaches the text (the checkout, the Python installation, the home
+or temporary directory, e.g. in --out or an error message) is replaced by a
+placeholder such as <checkout> or <venv> before the file is written.
+
+Busy machine: the header always gives the measured load average (at the start
+and the end, with the CPU count) and the peak probes. The run is flagged as
+busy when the 1-minute load average at the start is 1.0 or more, or the peak
+probe at the largest thread count reaches less than 90% of the smallest
+count's, scaled linearly. A flagged run gets a warning that says which test
+fired and quotes the figures. A --note is the runner's own words: it is always
+printed, but nothing checks it. On a flagged run it comes after the warning,
+marked as unverified, so that a note such as "quiet machine" cannot stand as
+the report's verdict against its own measurements; otherwise it is printed
+with the measured load average beside it.
 """
 import argparse
 import datetime
@@ -40,7 +58,8 @@ import sys
 import tempfile
 import time
 
-import _path  # noqa: F401  (this checkout's in-place build first)
+import _path
+_path.prefer_checkout()  # this checkout's in-place build first
 import fastcnn
 import harness
 import bench_activation
@@ -386,16 +405,28 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
         f"Produced by `{args.command}` on {now:%Y-%m-%d %H:%M %Z} "
         f"({args.mode} mode, {elapsed / 60:.1f} minutes).", "",
     ]
-    if args.note:
-        out += [f"> **Note:** {args.note}", ""]
-    busy = machine["load_start"][0] >= 1.0 or (
-        len(thread_counts) > 1 and peaks[thread_counts[-1]]
-        < 0.9 * peaks[thread_counts[0]] * thread_counts[-1] / thread_counts[0])
-    if busy:
-        out += ["> **Warning:** the machine was busy (see the load average and the peak probes "
-                "below): absolute times, percent of peak and multi-thread rows are unreliable; "
-                "ratios of interleaved runs less so, but rerun on an idle machine to quote them.",
-                ""]
+    load = (f"load average (1, 5, 15 min): {_loads(machine['load_start'])} at the start, "
+            f"{_loads(machine['load_end'])} at the end, on {os.cpu_count()} CPUs")
+    low_load = machine["load_start"][0] >= 1.0
+    low_peak = len(thread_counts) > 1 and peaks[thread_counts[-1]] < (
+        0.9 * peaks[thread_counts[0]] * thread_counts[-1] / thread_counts[0])
+    if low_load or low_peak:
+        why = " and ".join(
+            ([f"the 1-minute load average at the start was {machine['load_start'][0]:.1f} "
+              f"(the threshold is 1.0)"]
+             if low_load else []) +
+            ([f"the {thread_counts[-1]}-thread peak probe reached {peaks[thread_counts[-1]]:.0f} "
+              f"GFLOP/s, under 90% of {thread_counts[-1] / thread_counts[0]:g} x "
+              f"{peaks[thread_counts[0]]:.0f}"] if low_peak else []))
+        out += [f"> **Warning:** the load probes flag this run as busy: {why}. {load[0].upper()}"
+                f"{load[1:]}. Absolute times, percent of peak and multi-thread rows are "
+                "unreliable; ratios of interleaved runs less so, but rerun on an idle machine "
+                "to quote them.", ""]
+        if args.note:
+            out += [f"> **Note from the runner** (--note, not verified; the measured figures "
+                    f"above flag the run as busy): {args.note}", ""]
+    elif args.note:
+        out += [f"> **Note:** {args.note} ({load}).", ""]
     out += [
         "| machine and software | |", "|---|---|",
         f"| CPU | {cpu_model()}, {os.cpu_count()} logical CPUs ({platform.machine()}) |",
@@ -406,10 +437,9 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
         "% of peak uses it) | " + "; ".join(
             f"{t}T: {peaks[t]:.0f} GFLOP/s (start {machine['peaks_start'][t]:.0f}, end "
             f"{machine['peaks_end'][t]:.0f})" for t in thread_counts) + " |",
-        "| load average (1, 5, 15 min) | start " + ", ".join(
-            f"{x:.1f}" for x in machine["load_start"]) + "; end " + ", ".join(
-            f"{x:.1f}" for x in machine["load_end"]) + f" (on {os.cpu_count()} CPUs) |",
-        f"| fastcnn | {fastcnn.__version__} (git {git_describe()}; {os.path.dirname(fastcnn.__file__)}) |",
+        f"| load average (1, 5, 15 min) | start {_loads(machine['load_start'])}; "
+        f"end {_loads(machine['load_end'])} (on {os.cpu_count()} CPUs) |",
+        f"| fastcnn | {fastcnn.__version__} ({fastcnn_source()}) |",
         f"| numpy | {harness.peer_version('numpy')}; BLAS in this process: {blas_info()} |",
         f"| numpy in the GEMM rows | child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE "
         f"unset; BLAS there: {blas_child or 'not run'} |",
@@ -448,7 +478,34 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
             "- fastcnn and torch each bring their own OpenMP runtime into the one process; their "
             "idle threads spin briefly after each parallel region, which can slow the other side's "
             "next call a little. Samples of many calls keep this small; it affects both sides.", ""]
-    return "\n".join(out)
+    return no_local_paths("\n".join(out))
+
+
+def _loads(values):
+    return ", ".join(f"{x:.1f}" for x in values)
+
+
+def fastcnn_source():
+    """Where the imported fastcnn comes from, in words (no path), with the git commit."""
+    checkout = os.path.join(_path.ROOT, "fastcnn")
+    here = os.path.dirname(os.path.abspath(fastcnn.__file__))
+    if os.path.realpath(here) == os.path.realpath(checkout):
+        return f"in-place build of this checkout, git {git_describe()}"
+    return f"installed copy; the benchmark scripts are at git {git_describe()}"
+
+
+def no_local_paths(text):
+    """text with this machine's known directories replaced by placeholders."""
+    places = {os.path.dirname(os.path.abspath(fastcnn.__file__)): "<fastcnn>",
+              _path.ROOT: "<checkout>", os.path.expanduser("~"): "~",
+              tempfile.gettempdir(): "<tmp>"}
+    if sys.prefix != sys.base_prefix:       # a virtual environment (not a system prefix)
+        places[sys.prefix] = "<venv>"
+    for place in sorted(places, key=len, reverse=True):
+        if len(place) > 1:      # never "/" itself
+            text = re.sub(re.escape(place) + r"(?=[/\\\s'\"`);,|]|$)", places[place], text,
+                          flags=re.M)
+    return text
 
 
 def _cpu_isa():

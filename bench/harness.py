@@ -23,7 +23,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-import _path  # noqa: F401  (this checkout's in-place build first)
+import _path
+_path.prefer_checkout()  # this checkout's in-place build first
 import fastcnn
 
 

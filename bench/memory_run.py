@@ -9,7 +9,8 @@ before the first step, in MiB."""
 import json
 import sys
 
-import _path  # noqa: F401  (this checkout's in-place build first)
+import _path
+_path.prefer_checkout()  # this checkout's in-place build first
 import models
 
 

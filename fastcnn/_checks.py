@@ -68,6 +68,22 @@ def as_int(value, name):
     raise TypeError(f"{name} must be an integer. Received: {name}={value!r}")
 
 
+def positive_int(value, name):
+    """as_int, >= 1."""
+    v = as_int(value, name)
+    if v < 1:
+        raise ValueError(f"{name} must be positive. Received: {name}={value!r}")
+    return v
+
+
+def nonnegative_int(value, name):
+    """as_int, >= 0."""
+    v = as_int(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
+    return v
+
+
 def as_pair(value, name):
     """An int or a pair of ints as a tuple (a, b)."""
     if isinstance(value, (tuple, list)):
@@ -104,6 +120,14 @@ def as_float(value, name):
     return v
 
 
+def nonnegative_float(value, name):
+    """as_float, >= 0."""
+    v = as_float(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
+    return v
+
+
 def check_shape(arr, shape, name):
     """Raise ValueError unless arr.shape == shape."""
     if tuple(arr.shape) != tuple(shape):
@@ -122,18 +146,3 @@ def out_buffer(buf, shape, name):
     check_shape(buf, shape, name)
     return buf
 
-
-def positive_int(value, name):
-    """``value`` as an int >= 1."""
-    v = as_int(value, name)
-    if v < 1:
-        raise ValueError(f"{name} must be positive. Received: {name}={value!r}")
-    return v
-
-
-def nonnegative_int(value, name):
-    """``value`` as an int >= 0."""
-    v = as_int(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
-    return v

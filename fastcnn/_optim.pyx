@@ -5,6 +5,7 @@ from libc.stdint cimport int64_t
 from . cimport _fastcnn as c
 from ._fastcnn cimport fptr
 from ._checks import as_float, as_float32, as_int, check_shape
+from ._checks import nonnegative_float as _nonnegative
 from ._config import get_num_threads
 
 INT64_MAX = 2**63 - 1
@@ -207,13 +208,6 @@ def _grad(grad, param, states):
     if any(np.may_share_memory(g, a) for a in (param,) + tuple(states)):
         g = g.copy()
     return g
-
-
-def _nonnegative(value, name):
-    v = as_float(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
-    return v
 
 
 def _betas(betas):

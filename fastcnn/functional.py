@@ -10,3 +10,12 @@ from ._linear import linear, linear_backward
 from ._loss import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 from ._conv2d import conv2d, conv2d_backward
 from ._pool2d import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+
+__all__ = [
+    "conv2d", "conv2d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "linear", "linear_backward",
+    "relu", "relu_backward", "sigmoid", "sigmoid_backward",
+    "cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad",
+    "sgd_update", "adam_update",
+]

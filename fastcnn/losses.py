@@ -10,7 +10,10 @@ __all__ = ["Loss", "CrossEntropyLoss", "MSELoss", "get_loss"]
 
 class Loss:
     """Base class: ``__call__(output, target) -> float``, then ``backward()``."""
-    classification = False      # fit and evaluate report accuracy for these
+    # True for losses of class labels against per-class scores (N, L): fit and
+    # evaluate then also report accuracy, the fraction of rows whose argmax is
+    # the label.
+    classification = False
 
     def __init__(self):
         self._grad = None
@@ -48,7 +51,6 @@ class CrossEntropyLoss(Loss):
         >>> loss_fn.backward().shape
         (2, 10)
     """
-
     classification = True
 
     def forward(self, output, target):

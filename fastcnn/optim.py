@@ -14,18 +14,11 @@ import math
 import numpy as np
 
 from . import functional as F
-from ._checks import as_float, as_int
+from ._checks import as_float, as_int, nonnegative_float, positive_int
 from .layers import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "LRScheduler", "StepLR",
            "MultiStepLR", "ExponentialLR", "CosineAnnealingLR"]
-
-
-def _nonnegative(value, name):
-    v = as_float(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be non-negative. Received: {name}={value!r}")
-    return v
 
 
 class Optimizer:
@@ -51,7 +44,7 @@ class Optimizer:
         if not unique:
             raise ValueError("params must not be empty. Received: an empty parameter list")
         self.params = unique
-        self.lr = _nonnegative(lr, "lr")
+        self.lr = nonnegative_float(lr, "lr")
         self.steps = 0
         self._data = self._grad = None
         self._pack()
@@ -108,7 +101,7 @@ class Optimizer:
 
     def load_state_dict(self, state):
         """Restore what ``state_dict`` returned (for the same parameters)."""
-        self.lr = _nonnegative(state["lr"], "lr")
+        self.lr = nonnegative_float(state["lr"], "lr")
         self.steps = as_int(state["steps"], "steps")
         for key, buf in self._state_arrays().items():
             value = np.asarray(state[key], np.float32)
@@ -137,9 +130,9 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False):
-        self.momentum = _nonnegative(momentum, "momentum")
+        self.momentum = nonnegative_float(momentum, "momentum")
         self.dampening = as_float(dampening, "dampening")
-        self.weight_decay = _nonnegative(weight_decay, "weight_decay")
+        self.weight_decay = nonnegative_float(weight_decay, "weight_decay")
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(f"Nesterov momentum needs momentum > 0 and dampening = 0. "
@@ -184,8 +177,8 @@ class Adam(Optimizer):
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas must be in [0, 1). Received: betas={betas!r}")
         self.betas = (b1, b2)
-        self.eps = _nonnegative(eps, "eps")
-        self.weight_decay = _nonnegative(weight_decay, "weight_decay")
+        self.eps = nonnegative_float(eps, "eps")
+        self.weight_decay = nonnegative_float(weight_decay, "weight_decay")
         super().__init__(params, lr)
         self._exp_avg = np.zeros_like(self._data)
         self._exp_avg_sq = np.zeros_like(self._data)
@@ -287,10 +280,8 @@ class StepLR(LRScheduler):
     """
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size = as_int(step_size, "step_size")
-        if self.step_size < 1:
-            raise ValueError(f"step_size must be positive. Received: step_size={step_size!r}")
-        self.gamma = _nonnegative(gamma, "gamma")
+        self.step_size = positive_int(step_size, "step_size")
+        self.gamma = nonnegative_float(gamma, "gamma")
         super().__init__(optimizer)
 
     def get_lr(self, epoch):
@@ -306,7 +297,7 @@ class MultiStepLR(LRScheduler):
 
     def __init__(self, optimizer, milestones, gamma=0.1):
         self.milestones = sorted(as_int(m, "milestones") for m in milestones)
-        self.gamma = _nonnegative(gamma, "gamma")
+        self.gamma = nonnegative_float(gamma, "gamma")
         super().__init__(optimizer)
 
     def get_lr(self, epoch):
@@ -321,7 +312,7 @@ class ExponentialLR(LRScheduler):
     """
 
     def __init__(self, optimizer, gamma):
-        self.gamma = _nonnegative(gamma, "gamma")
+        self.gamma = nonnegative_float(gamma, "gamma")
         super().__init__(optimizer)
 
     def get_lr(self, epoch):
@@ -338,10 +329,8 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
-        self.T_max = as_int(T_max, "T_max")
-        if self.T_max < 1:
-            raise ValueError(f"T_max must be positive. Received: T_max={T_max!r}")
-        self.eta_min = _nonnegative(eta_min, "eta_min")
+        self.T_max = positive_int(T_max, "T_max")
+        self.eta_min = nonnegative_float(eta_min, "eta_min")
         super().__init__(optimizer)
 
     def get_lr(self, epoch):
