@@ -30,6 +30,10 @@ __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sig
 
 _generator = np.random.default_rng()
 
+# fastcnn's own layer classes by name (what save / load can rebuild); each
+# registers itself when defined (Layer.__init_subclass__).
+LAYERS = {}
+
 
 def manual_seed(seed):
     """Seed the generator that initialises new layers' parameters.
@@ -100,6 +104,11 @@ class Layer:
     then runs as one node that calls them.
     """
     training = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("fastcnn.") and not cls.__name__.startswith("_"):
+            LAYERS[cls.__name__] = cls
 
     def __call__(self, x):
         if isinstance(x, Value):
@@ -455,7 +464,3 @@ class Flatten(Layer):
 
     def get_config(self):
         return {"start_dim": self.start_dim, "end_dim": self.end_dim}
-
-
-LAYERS = {cls.__name__: cls for cls in (Conv2d, Linear, ReLU, Sigmoid, MaxPool2d,
-                                        AvgPool2d, Flatten)}

@@ -167,11 +167,10 @@ class _NotOurs(Exception):
 
 
 def _layer_config(layer):
-    from .sequential import Sequential
     name = type(layer).__name__
-    if name not in LAYERS and not isinstance(layer, Sequential):
+    if LAYERS.get(name) is not type(layer):
         raise TypeError(f"cannot save a layer of type {name}: only fastcnn's own layers "
-                        f"({', '.join(sorted(LAYERS))}, Sequential) can be saved")
+                        f"({', '.join(sorted(LAYERS))}) can be saved")
     return {"class": name, "config": layer.get_config()}
 
 
