@@ -18,7 +18,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ._checks import as_float32, as_int, check_shape
-from ._plan import Plan
+from ._native import Plan
 from .layers import LAYERS, AvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid
 from .losses import CrossEntropyLoss, get_loss
 from .optim import LRScheduler, get_optimizer

@@ -1,4 +1,4 @@
-"""Sequential's plans (fastcnn/_plan.pyx): after the first, checked pass of an
+"""Sequential's plans (fastcnn/_plan.pxi): after the first, checked pass of an
 input shape, later passes run the kernels back to back with reused buffers.
 They must give exactly what the layers give one by one, for every shape, in
 both modes, without overwriting what the caller holds."""
@@ -9,7 +9,7 @@ import pytest
 
 import fastcnn
 from fastcnn import functional as F
-from fastcnn._pool2d import _max_pool2d_relu_backward
+from fastcnn._native import _max_pool2d_relu_backward
 
 L = fastcnn
 

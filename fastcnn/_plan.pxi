@@ -1,31 +1,31 @@
-"""Plans: a Sequential model's layers run back to back from Cython, with the
-buffers reused from call to call. Internal: used only by fastcnn.Sequential.
+# Plans: a Sequential model's layers run back to back from Cython, with the
+# buffers reused from call to call. Internal: used only by fastcnn.Sequential.
+#
+# A Plan is built for one input shape, one mode (training or inference) and one
+# list of layers, AFTER a checked forward pass of that shape has gone through
+# the layers (so every shape and argument has been validated once). From then
+# on it calls the C kernels directly:
+#
+# - every activation, argmax and input-gradient buffer is allocated once, at
+#   build time, and written again on every call (no allocation, no page faults;
+#   memory stays flat);
+# - a ReLU or sigmoid whose input is a buffer nobody reads again (the output of
+#   a convolution, a linear layer or a pooling) writes in place; a ReLU's
+#   backward works in place on the gradient buffer it receives (never on the
+#   caller's array), and a ReLU feeding a max pooling has its mask applied by the
+#   pooling's backward scatter (one pass instead of two); in inference the ReLU
+#   runs after the pooling instead, on its smaller output (they commute);
+# - the parameters are re-read (and their type, shape and contiguity checked) on
+#   every call, because optimizers may rebind ``Parameter.data`` and ``.grad``.
+#
+# What the caller gets is never a plan buffer: ``forward`` returns a copy of the
+# last output and ``backward`` a fresh input gradient, so results held by the
+# user are never overwritten by a later call.
+#
+# Threads: a plan's buffers belong to one call at a time. ``acquire`` (with the
+# GIL held, so atomic) marks the plan busy; a second Python thread that calls
+# the same model meanwhile is sent to the checked, allocating path instead.
 
-A Plan is built for one input shape, one mode (training or inference) and one
-list of layers, AFTER a checked forward pass of that shape has gone through
-the layers (so every shape and argument has been validated once). From then
-on it calls the C kernels directly:
-
-- every activation, argmax and input-gradient buffer is allocated once, at
-  build time, and written again on every call (no allocation, no page faults;
-  memory stays flat);
-- a ReLU or sigmoid whose input is a buffer nobody reads again (the output of
-  a convolution, a linear layer or a pooling) writes in place; a ReLU's
-  backward works in place on the gradient buffer it receives (never on the
-  caller's array), and a ReLU feeding a max pooling has its mask applied by the
-  pooling's backward scatter (one pass instead of two); in inference the ReLU
-  runs after the pooling instead, on its smaller output (they commute);
-- the parameters are re-read (and their type, shape and contiguity checked) on
-  every call, because optimizers may rebind ``Parameter.data`` and ``.grad``.
-
-What the caller gets is never a plan buffer: ``forward`` returns a copy of the
-last output and ``backward`` a fresh input gradient, so results held by the
-user are never overwritten by a later call.
-
-Threads: a plan's buffers belong to one call at a time. ``acquire`` (with the
-GIL held, so atomic) marks the plan busy; a second Python thread that calls
-the same model meanwhile is sent to the checked, allocating path instead.
-"""
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
@@ -33,13 +33,10 @@ from libc.stdint cimport int32_t, int64_t
 from . cimport _fastcnn as c
 from ._fastcnn cimport fptr, iptr
 from ._config import get_num_threads
-from ._conv2d import _geometry
-from ._pool2d import _shape as _pool_shape
-
-cnp.import_array()
+# _geometry (_conv2d.pxi) and _pool2d_shape (_pool2d.pxi) are defined in this module
 
 
-cdef float *_param(object a, tuple shape, bint writeable, str what) except NULL:
+cdef float *_plan_param(object a, tuple shape, bint writeable, str what) except NULL:
     """Data pointer of a parameter array, after the cheap checks that keep C in bounds."""
     cdef cnp.ndarray arr
     cdef Py_ssize_t i, nd = len(shape)
@@ -89,10 +86,10 @@ cdef class ConvOp(Op):
 
     cdef object forward(self, object x, int nt):
         layer = self.layer
-        cdef const float *pw = _param(layer.weight.data, self.wshape, False, "weight")
+        cdef const float *pw = _plan_param(layer.weight.data, self.wshape, False, "weight")
         cdef const float *pb = NULL
         if layer.bias is not None:
-            pb = _param(layer.bias.data, self.bshape, False, "bias")
+            pb = _plan_param(layer.bias.data, self.bshape, False, "bias")
         cdef float *py = fptr(self.y)
         cdef const float *px = fptr(x)
         cdef int err
@@ -105,11 +102,11 @@ cdef class ConvOp(Op):
 
     cdef object backward(self, object dy, bint need, int nt):
         layer = self.layer
-        cdef const float *pw = _param(layer.weight.data, self.wshape, False, "weight")
-        cdef float *pgw = _param(layer.weight.grad, self.wshape, True, "weight.grad")
+        cdef const float *pw = _plan_param(layer.weight.data, self.wshape, False, "weight")
+        cdef float *pgw = _plan_param(layer.weight.grad, self.wshape, True, "weight.grad")
         cdef float *pgb = NULL
         if layer.bias is not None:
-            pgb = _param(layer.bias.grad, self.bshape, True, "bias.grad")
+            pgb = _plan_param(layer.bias.grad, self.bshape, True, "bias.grad")
         if need and self.gx is None:
             self.gx = np.empty(self.in_shape, np.float32)
         cdef float *pgx = fptr(self.gx) if need else NULL
@@ -140,10 +137,10 @@ cdef class LinearOp(Op):
 
     cdef object forward(self, object x, int nt):
         layer = self.layer
-        cdef const float *pw = _param(layer.weight.data, self.wshape, False, "weight")
+        cdef const float *pw = _plan_param(layer.weight.data, self.wshape, False, "weight")
         cdef const float *pb = NULL
         if layer.bias is not None:
-            pb = _param(layer.bias.data, self.bshape, False, "bias")
+            pb = _plan_param(layer.bias.data, self.bshape, False, "bias")
         cdef float *py = fptr(self.y)
         cdef const float *px = fptr(x)
         cdef int err
@@ -156,11 +153,11 @@ cdef class LinearOp(Op):
 
     cdef object backward(self, object dy, bint need, int nt):
         layer = self.layer
-        cdef const float *pw = _param(layer.weight.data, self.wshape, False, "weight")
-        cdef float *pgw = _param(layer.weight.grad, self.wshape, True, "weight.grad")
+        cdef const float *pw = _plan_param(layer.weight.data, self.wshape, False, "weight")
+        cdef float *pgw = _plan_param(layer.weight.grad, self.wshape, True, "weight.grad")
         cdef float *pgb = NULL
         if layer.bias is not None:
-            pgb = _param(layer.bias.grad, self.bshape, True, "bias.grad")
+            pgb = _plan_param(layer.bias.grad, self.bshape, True, "bias.grad")
         if need and self.gx is None:
             self.gx = np.empty(self.in_shape, np.float32)
         cdef float *pgx = fptr(self.gx) if need else NULL
@@ -231,7 +228,7 @@ cdef class PoolOp(Op):
     cdef object relu_op         # the ActivationOp whose mask this pooling applies
 
     def __init__(self, layer, tuple in_shape, bint avg):
-        d = _pool_shape(in_shape, layer.kernel_size, layer.stride, layer.padding)
+        d = _pool2d_shape(in_shape, layer.kernel_size, layer.stride, layer.padding)
         self.s.N, self.s.C, self.s.H, self.s.W = d["N"], d["C"], d["H"], d["W"]
         self.s.R, self.s.S, self.s.sh, self.s.sw = d["R"], d["S"], d["sh"], d["sw"]
         self.s.ph, self.s.pw, self.s.P, self.s.Q = d["ph"], d["pw"], d["P"], d["Q"]
