@@ -1,4 +1,4 @@
-"""Build fastcnn: C kernels (csrc/) as static libraries, one Cython module per op family.
+"""Build fastcnn: C kernels (csrc/) as static libraries, linked into one Cython module.
 
 Kernels whose file name ends in ``_avx512.c`` or ``_avx2.c`` are compiled with
 that instruction set's flags; everything else is portable (no -march=native).
@@ -85,19 +85,20 @@ if X86:
         if sources:
             libraries.append(static_library("fastcnn_" + isa, sources, flags))
 
+# One extension module: fastcnn/_native.pyx includes every family's binding
+# (fastcnn/_<family>.pxi), so the kernels are linked, and their statics exist, once.
+BINDINGS = sorted(glob.glob("fastcnn/_*.pxi")) + ["fastcnn/_fastcnn.pxd"]
 extensions = [
     Extension(
-        "fastcnn." + os.path.splitext(os.path.basename(pyx))[0],
-        [pyx],
-        depends=C_SOURCES + HEADERS,
+        "fastcnn._native",
+        ["fastcnn/_native.pyx"],
+        depends=C_SOURCES + HEADERS + BINDINGS,
         include_dirs=INCLUDES,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=OPT_FLAGS[:2] + OMP,
         extra_link_args=OMP + ["-lm"],
     )
-    for pyx in sorted(glob.glob("fastcnn/_*.pyx"))
 ]
-
 
 
 class BuildExtAfterLibraries(build_ext):

@@ -17,7 +17,7 @@ OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 def square_case(n):
     def build(threads):
-        sgemm = harness.fastcnn_attr("_gemm.sgemm", "GEMM family")
+        sgemm = harness.fastcnn_attr("_native.sgemm", "GEMM family")
         r = harness.rng(0)
         a, b = randn(r, n, n), randn(r, n, n)
 

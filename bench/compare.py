@@ -6,7 +6,7 @@
 
 One row per benchmark (the cases of bench/bench_*.py): fastcnn's median time,
 the peer's, the ratio peer / fastcnn (above 1: fastcnn is faster), GFLOP/s
-and percent of the measured peak (fastcnn._peak) for compute-bound rows, at 1
+and percent of the measured peak (fastcnn._native.fma_peak_gflops) for compute-bound rows, at 1
 and 2 threads. Each row is checked against the peer first, then the two sides
 run interleaved (A B A B ...) after a warm-up, with the same inputs and the
 same thread count. Rows whose fastcnn side is not built yet are listed as
@@ -433,7 +433,7 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
         f"| ISA in use | {_cpu_isa()} |",
         f"| thread counts | {', '.join(map(str, thread_counts))} (fastcnn.set_num_threads, "
         f"torch.set_num_threads, onnxruntime intra_op_num_threads, threadpoolctl for numpy) |",
-        "| measured FP32 peak (fastcnn._peak, best of the probes at the start and the end; "
+        "| measured FP32 peak (fastcnn._native.fma_peak_gflops, best of the probes at the start and the end; "
         "% of peak uses it) | " + "; ".join(
             f"{t}T: {peaks[t]:.0f} GFLOP/s (start {machine['peaks_start'][t]:.0f}, end "
             f"{machine['peaks_end'][t]:.0f})" for t in thread_counts) + " |",
@@ -510,9 +510,9 @@ def no_local_paths(text):
 
 def _cpu_isa():
     try:
-        from fastcnn import _cpu
-        omp = "OpenMP on" if _cpu.openmp_enabled() else "no OpenMP (serial)"
-        return f"{_cpu.isa()} (CPU supports {_cpu.cpu_isa()}; FASTCNN_ISA={os.environ.get('FASTCNN_ISA', 'unset')}), {omp}"
+        from fastcnn import _native
+        omp = "OpenMP on" if _native.openmp_enabled() else "no OpenMP (serial)"
+        return f"{_native.isa()} (CPU supports {_native.cpu_isa()}; FASTCNN_ISA={os.environ.get('FASTCNN_ISA', 'unset')}), {omp}"
     except ImportError:
         return "unknown"
 
@@ -541,7 +541,7 @@ def parse_args(argv):
 
 def measure_peaks(thread_counts):
     """{threads: GFLOP/s}: the best of 3 probes each (others' work only lowers it)."""
-    from fastcnn._peak import fma_peak_gflops
+    from fastcnn._native import fma_peak_gflops
     return {t: max(fma_peak_gflops(t) for _ in range(3)) for t in thread_counts}
 
 

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_info, threadpool_limits   # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastcnn                                          # noqa: E402
-from fastcnn import _cpu, _gemm                         # noqa: E402
+from fastcnn import _native                         # noqa: E402
 
 # name, M, N, K, trans_a, trans_b
 SQUARE = [(f"square {n}", n, n, n, False, False) for n in (256, 512, 1024, 2048)]
@@ -73,7 +73,7 @@ def measure(M, N, K, ta, tb, threads, samples, target, rng, clock):
     opa, opb = (a.T if ta else a), (b.T if tb else b)
 
     def ours():
-        _gemm.sgemm(a, b, c_ours, trans_a=ta, trans_b=tb)
+        _native.sgemm(a, b, c_ours, trans_a=ta, trans_b=tb)
 
     def theirs():
         np.matmul(opa, opb, out=c_np)
@@ -110,7 +110,7 @@ def main():
     blas = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})"
             for i in threadpool_info() if i.get("user_api") == "blas"]
     print(f"# sgemm vs numpy, {datetime.date.today()}, {platform.node()}, "
-          f"{platform.processor() or platform.machine()}, fastcnn isa={_cpu.isa()}, "
+          f"{platform.processor() or platform.machine()}, fastcnn isa={_native.isa()}, "
           f"numpy {np.__version__} with {', '.join(blas)}")
     print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     print(f"# clock: {args.clock}; medians of {args.samples} interleaved samples; load average "

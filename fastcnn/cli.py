@@ -65,19 +65,19 @@ def demo(epochs=DEMO_EPOCHS, batch_size=DEMO_BATCH, lr=DEMO_LR, shift=DEMO_SHIFT
 def info(out=print):
     """Print the version, the kernels' instruction set, OpenMP and threads."""
     import fastcnn
-    from . import _cpu
+    from . import _native
     out(f"fastcnn {fastcnn.__version__}")
-    out(f"kernels: {_cpu.isa()} (this CPU supports: {_cpu.cpu_isa()})")
-    out(f"OpenMP: {'on' if _cpu.openmp_enabled() else 'off'}")
+    out(f"kernels: {_native.isa()} (this CPU supports: {_native.cpu_isa()})")
+    out(f"OpenMP: {'on' if _native.openmp_enabled() else 'off'}")
     out(f"threads: {fastcnn.get_num_threads()}")
     out(f"numpy {np.__version__}, Python {platform.python_version()} on {platform.machine()}")
 
 
 def _kernels():
     import fastcnn
-    from . import _cpu
-    omp = "OpenMP" if _cpu.openmp_enabled() else "no OpenMP"
-    return f"{fastcnn.get_num_threads()} threads ({_cpu.isa()}, {omp})"
+    from . import _native
+    omp = "OpenMP" if _native.openmp_enabled() else "no OpenMP"
+    return f"{fastcnn.get_num_threads()} threads ({_native.isa()}, {omp})"
 
 
 def main(argv=None):

@@ -29,7 +29,7 @@ external slots: never written.
 """
 import numpy as np
 
-from . import _executor as E
+from . import _native as E
 from .ops import OPS
 
 __all__ = ["PASSES", "compile_graph", "reference_run"]
@@ -173,7 +173,7 @@ class _Planner:
     def offsets(self, roots):
         """Arena offset of each internal slot (in the order of ``roots``), and the size."""
         internal = [r for r in roots if r not in self.external]
-        size = {r: -(-self.nbytes[r] // E.ALIGN) * E.ALIGN for r in internal}
+        size = {r: -(-self.nbytes[r] // E.ARENA_ALIGN) * E.ARENA_ALIGN for r in internal}
         placed, offset, end = [], {}, 0
         for r in sorted(internal, key=lambda r: (-size[r], roots.index(r))):
             at = 0

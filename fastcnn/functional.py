@@ -4,12 +4,12 @@ Inputs are NCHW; any real dtype or memory order is converted once to
 C-contiguous float32. Each forward function has a ``*_backward`` twin that
 returns the gradients of its inputs (and parameters).
 """
-from ._activation import relu, relu_backward, sigmoid, sigmoid_backward
-from ._optim import adam_update, sgd_update
-from ._linear import linear, linear_backward
-from ._loss import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
-from ._conv2d import conv2d, conv2d_backward
-from ._pool2d import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from ._native import relu, relu_backward, sigmoid, sigmoid_backward
+from ._native import adam_update, sgd_update
+from ._native import linear, linear_backward
+from ._native import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
+from ._native import conv2d, conv2d_backward
+from ._native import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
     "conv2d", "conv2d_backward",

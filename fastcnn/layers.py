@@ -7,7 +7,7 @@ returns the gradient of the loss with respect to the input while accumulating
 
 A layer says which op it is (``trace``: it adds its node to a graph); the
 layer, or a model of layers, runs as one compiled graph on the native
-executor (fastcnn.runner, fastcnn.compiler, fastcnn._executor).
+executor (fastcnn.runner, fastcnn.compiler, fastcnn/_executor.pxi).
 
 Initialisation is PyTorch's default: weights and biases uniform in
 ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` (Kaiming-uniform with a = sqrt(5)),

@@ -1,6 +1,6 @@
 """Op families, each defined once: its shape rule, what its forward saves for
 the backward pass, whether its output may overwrite its input, the native
-step that runs it (fastcnn._executor), and a reference forward and backward
+step that runs it (fastcnn/_executor.pxi), and a reference forward and backward
 on the functional API (the plain walk the executor is tested against).
 
 Layers say which op they are (``Layer.trace``); the graph, the compiler, the
@@ -23,11 +23,9 @@ import math
 
 import numpy as np
 
-from . import _executor as E
+from . import _native as E
+from ._native import _geometry, _pool2d_check_plane, _pool2d_shape
 from . import functional as F
-from ._conv2d import _geometry
-from ._pool2d import _check_plane
-from ._pool2d import _shape as _pool_shape
 
 __all__ = ["OpDef", "OPS"]
 
@@ -152,7 +150,7 @@ class SigmoidOp(_ActivationOp):
 def _pool_input(x):
     if len(x) != 4:
         raise ValueError(f"x must be 4-dimensional (N, C, H, W). Received: x.shape={x}")
-    _check_plane(x, "x.shape")
+    _pool2d_check_plane(x, "x.shape")
     return x
 
 
@@ -160,7 +158,7 @@ class MaxPool2dOp(OpDef):
     kind = "max_pool2d"
 
     def infer(self, attrs, params, x):
-        d = _pool_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
+        d = _pool2d_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
         return (d["N"], d["C"], d["P"], d["Q"])
 
     def aux(self, node, x, y, training):
@@ -171,7 +169,7 @@ class MaxPool2dOp(OpDef):
 
     def step(self, node, slots, x, y, training):
         a = node.attrs
-        return E.PoolStep(node, slots, _pool_shape(x, a["kernel_size"], a["stride"],
+        return E.PoolStep(node, slots, _pool2d_shape(x, a["kernel_size"], a["stride"],
                                                    a["padding"]), False, training)
 
     def forward(self, node, x, training):
@@ -194,12 +192,12 @@ class AvgPool2dOp(OpDef):
     kind = "avg_pool2d"
 
     def infer(self, attrs, params, x):
-        d = _pool_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
+        d = _pool2d_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
         return (d["N"], d["C"], d["P"], d["Q"])
 
     def step(self, node, slots, x, y, training):
         a = node.attrs
-        return E.PoolStep(node, slots, _pool_shape(x, a["kernel_size"], a["stride"],
+        return E.PoolStep(node, slots, _pool2d_shape(x, a["kernel_size"], a["stride"],
                                                    a["padding"]), True, training)
 
     def forward(self, node, x, training):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastcnn.functional as F
-from fastcnn import _activation
+from fastcnn import _native
 from gradcheck import check_directional
 
 SHAPES = [(1,), (7,), (3, 5), (2, 3, 4, 5), (64, 16, 28, 28), (100003,)]
@@ -23,11 +23,11 @@ def sigmoid64(x):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_relu_matches_numpy(shape, reference, num_threads, rng):
     x = rng.standard_normal(shape).astype(np.float32)
-    y = _activation.relu(x, reference=reference)
+    y = _native.relu(x, reference=reference)
     assert y.dtype == np.float32 and y.shape == x.shape
     np.testing.assert_array_equal(y, relu64(x).astype(np.float32))
     dy = rng.standard_normal(shape).astype(np.float32)
-    dx = _activation.relu_backward(dy, y, reference=reference)
+    dx = _native.relu_backward(dy, y, reference=reference)
     np.testing.assert_array_equal(dx, np.where(x > 0, dy, 0).astype(np.float32))
 
 
@@ -35,10 +35,10 @@ def test_relu_matches_numpy(shape, reference, num_threads, rng):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_sigmoid_matches_numpy(shape, reference, num_threads, rng):
     x = (4 * rng.standard_normal(shape)).astype(np.float32)
-    y = _activation.sigmoid(x, reference=reference)
+    y = _native.sigmoid(x, reference=reference)
     np.testing.assert_allclose(y, sigmoid64(x), rtol=1e-6, atol=1e-7)
     dy = rng.standard_normal(shape).astype(np.float32)
-    dx = _activation.sigmoid_backward(dy, y, reference=reference)
+    dx = _native.sigmoid_backward(dy, y, reference=reference)
     s = y.astype(np.float64)  # the gradient is defined from the stored float32 output
     np.testing.assert_allclose(dx, dy * s * (1 - s), rtol=1e-5, atol=1e-7)
 
@@ -131,9 +131,9 @@ def test_sigmoid_sweep_over_the_float_range(reference, rng):
              -1e4, 88.72, 88.73, 89.0, 1e4, np.inf, -np.inf]
     x = np.concatenate([rng.uniform(-104, 89, 1_000_000), np.linspace(-104, 0, 100_001),
                         edges]).astype(np.float32)
-    y = _activation.sigmoid(x, reference=reference)
+    y = _native.sigmoid(x, reference=reference)
     want = sigmoid64(x)
     np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-30)
     assert ulps(y, want).max() <= (3.0 if not reference else 0.5)
     assert y[x == np.inf][0] == 1.0 and y[x == -np.inf][0] == 0.0
-    assert np.isnan(_activation.sigmoid(np.array([np.nan], np.float32), reference=reference)[0])
+    assert np.isnan(_native.sigmoid(np.array([np.nan], np.float32), reference=reference)[0])

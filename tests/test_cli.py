@@ -4,7 +4,7 @@ import tempfile
 import pytest
 
 import fastcnn
-from fastcnn import _cpu, cli
+from fastcnn import _native, cli
 from subproc import run_python_args
 
 
@@ -22,8 +22,8 @@ def test_info_reports_version_isa_openmp_and_threads():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"fastcnn {fastcnn.__version__}" in out
-    assert f"kernels: {_cpu.isa()}" in out
-    assert f"OpenMP: {'on' if _cpu.openmp_enabled() else 'off'}" in out
+    assert f"kernels: {_native.isa()}" in out
+    assert f"OpenMP: {'on' if _native.openmp_enabled() else 'off'}" in out
     assert "threads: 1" in out
 
 

@@ -6,7 +6,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import os
 
 import fastcnn.functional as F
-from fastcnn import _conv2d, _cpu
+from fastcnn import _native
 from gradcheck import check_directional
 from subproc import run_python_args
 
@@ -338,10 +338,10 @@ GROUP_CASES = [
 
 @pytest.fixture(params=[1, 150, 10**9], ids=["single", "some", "all"])
 def group_columns(request):
-    from fastcnn import _conv2d
-    old = _conv2d._set_group_columns(request.param)
+    from fastcnn import _native
+    old = _native._set_group_columns(request.param)
     yield request.param
-    _conv2d._set_group_columns(old)
+    _native._set_group_columns(old)
 
 
 @pytest.mark.parametrize("case", GROUP_CASES, ids=case_id)
@@ -388,9 +388,9 @@ DIRECT_CASES = [
 
 @pytest.fixture(params=[0, 1, -1], ids=["by-shape", "forced", "never"])
 def direct_mode(request):
-    old = _conv2d._set_direct(request.param)
+    old = _native._set_direct(request.param)
     yield request.param
-    _conv2d._set_direct(old)
+    _native._set_direct(old)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
@@ -407,14 +407,14 @@ def test_direct_forward_matches_numpy(case, bias, direct_mode, num_threads, rng)
 def test_direct_and_gemm_forward_agree(rng):
     """The direct kernel and im2col + GEMM give the same outputs (up to rounding)."""
     x, w, b, stride, padding = make((4, 3, 17, 19, 10, 3, 3, 1, 1), rng)
-    old, old_kvec = _conv2d._set_direct(1), _conv2d._set_kvec(-1)
+    old, old_kvec = _native._set_direct(1), _native._set_kvec(-1)
     try:
         direct = F.conv2d(x, w, b, stride, padding)
-        _conv2d._set_direct(-1)
+        _native._set_direct(-1)
         gemm = F.conv2d(x, w, b, stride, padding)
     finally:
-        _conv2d._set_direct(old)
-        _conv2d._set_kvec(old_kvec)
+        _native._set_direct(old)
+        _native._set_kvec(old_kvec)
     np.testing.assert_allclose(direct, gemm, rtol=1e-5, atol=1e-5)
 
 
@@ -445,11 +445,11 @@ KVEC_CASES = [
 
 @pytest.fixture(params=[0, 1, -1], ids=["by-shape", "forced", "never"])
 def kvec_mode(request):
-    old = _conv2d._set_kvec(request.param)
-    old_direct = _conv2d._set_direct(-1 if request.param == 1 else 0)
+    old = _native._set_kvec(request.param)
+    old_direct = _native._set_direct(-1 if request.param == 1 else 0)
     yield request.param
-    _conv2d._set_kvec(old)
-    _conv2d._set_direct(old_direct)
+    _native._set_kvec(old)
+    _native._set_direct(old_direct)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
@@ -475,13 +475,13 @@ def test_kvec_matches_numpy(case, bias, kvec_mode, num_threads, rng):
 def test_kvec_and_gemm_forward_agree(rng):
     """The channel-vector kernel and im2col + GEMM give the same outputs."""
     x, w, b, stride, padding = make((3, 5, 15, 17, 32, 3, 3, 1, 1), rng)
-    old = _conv2d._set_kvec(1)
+    old = _native._set_kvec(1)
     try:
         kvec = F.conv2d(x, w, b, stride, padding)
-        _conv2d._set_kvec(-1)
+        _native._set_kvec(-1)
         gemm = F.conv2d(x, w, b, stride, padding)
     finally:
-        _conv2d._set_kvec(old)
+        _native._set_kvec(old)
     np.testing.assert_allclose(kvec, gemm, rtol=1e-5, atol=1e-5)
 
 
@@ -497,7 +497,7 @@ def test_pointwise_gemm_with_fused_bias(case, num_threads, rng):
 
 def supported_isas():
     order = ["generic", "avx2", "avx512"]
-    return order[: order.index(_cpu.cpu_isa()) + 1]
+    return order[: order.index(_native.cpu_isa()) + 1]
 
 
 @pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,

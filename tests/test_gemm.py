@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastcnn
-from fastcnn import _cpu, _gemm
+from fastcnn import _native
 from subproc import run_python_args
 
 TRANS = list(itertools.product([False, True], repeat=2))
@@ -48,7 +48,7 @@ def check(rng, M, N, K, ta, tb, alpha=1.0, beta=0.0, reference=False):
     c = c0.copy()
     if beta == 0:
         c[:] = np.nan                   # must not be read
-    out = _gemm.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta,
+    out = _native.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta,
                       reference=reference)
     assert out is c and out.shape == (M, N) and out.dtype == np.float32
     want, tol = expected(a, b, c0, ta, tb, alpha, beta)
@@ -90,10 +90,10 @@ def test_beta_zero_overwrites_nan_even_with_alpha_zero(num_threads):
     a = np.full((20, 30), np.nan, np.float32)
     b = np.ones((30, 40), np.float32)
     c = np.full((20, 40), np.nan, np.float32)
-    _gemm.sgemm(a, b, c, alpha=0.0, beta=0.0)   # BLAS: alpha == 0 does not read A, B
+    _native.sgemm(a, b, c, alpha=0.0, beta=0.0)   # BLAS: alpha == 0 does not read A, B
     np.testing.assert_array_equal(c, 0.0)
     c[:] = 2.0
-    _gemm.sgemm(a, b, c, alpha=0.0, beta=1.5)
+    _native.sgemm(a, b, c, alpha=0.0, beta=1.5)
     np.testing.assert_array_equal(c, 3.0)
 
 
@@ -110,7 +110,7 @@ def test_leading_dimensions_larger_than_rows(M, N, K, ta, tb, num_threads, rng):
     guard = c_big.copy()
     c = c_big[1:1 + M, 5:5 + N]
     c0 = c.copy()
-    _gemm.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=0.5, beta=2.0)
+    _native.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=0.5, beta=2.0)
     want, tol = expected(np.ascontiguousarray(a), np.ascontiguousarray(b), c0, ta, tb, 0.5, 2.0)
     assert np.all(np.abs(c - want) <= tol)
     outside = np.ones(c_big.shape, bool)
@@ -146,7 +146,7 @@ def test_guard_page_no_access_past_the_end(ta, tb, num_threads, rng):
         b = guarded(*((N, K) if tb else (K, N)), rng, keep)
         c = guarded(M, N, rng, keep)
         c0 = c.copy()
-        _gemm.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=1.0, beta=0.5)
+        _native.sgemm(a, b, c, trans_a=ta, trans_b=tb, alpha=1.0, beta=0.5)
         want, tol = expected(a, b, c0, ta, tb, 1.0, 0.5)
         assert np.all(np.abs(c - want) <= tol)
 
@@ -156,16 +156,16 @@ def test_non_contiguous_and_other_dtypes_are_converted(rng):
     b = rng.standard_normal((40, 20)).astype(np.float32).T      # (20, 40), Fortran order
     want, tol = expected(a64.astype(np.float32), np.ascontiguousarray(b), np.zeros(1),
                          False, False, 1.0, 0.0)
-    for got in (_gemm.sgemm(a64, b), _gemm.sgemm(a64.T, b, trans_a=True),
-                _gemm.sgemm(a64, b.T, trans_b=True), _gemm.sgemm(a64[::-1][::-1], b[:, ::1])):
+    for got in (_native.sgemm(a64, b), _native.sgemm(a64.T, b, trans_a=True),
+                _native.sgemm(a64, b.T, trans_b=True), _native.sgemm(a64[::-1][::-1], b[:, ::1])):
         assert got.shape == (30, 40) and np.all(np.abs(got - want) <= tol)
-    ints = _gemm.sgemm(np.arange(6).reshape(2, 3), np.ones((3, 2), np.int64))
+    ints = _native.sgemm(np.arange(6).reshape(2, 3), np.ones((3, 2), np.int64))
     np.testing.assert_array_equal(ints, [[3, 3], [12, 12]])
 
 
 def test_without_c_returns_new_array_and_beta_scales_zeros(rng):
     a, b = operands(rng, 9, 11, 13, False, False)
-    out = _gemm.sgemm(a, b, beta=3.0)
+    out = _native.sgemm(a, b, beta=3.0)
     want, tol = expected(a, b, np.zeros((9, 11)), False, False, 1.0, 0.0)
     assert np.all(np.abs(out - want) <= tol)
 
@@ -177,9 +177,9 @@ def test_one_and_two_threads_agree_bitwise(rng):
                 [(600, 500, 300), (40, 3000, 75), (3000, 40, 200), (128, 784, 1152)], TRANS):
             a, b = operands(rng, M, N, K, ta, tb)
             fastcnn.set_num_threads(1)
-            one = _gemm.sgemm(a, b, trans_a=ta, trans_b=tb)
+            one = _native.sgemm(a, b, trans_a=ta, trans_b=tb)
             fastcnn.set_num_threads(2)
-            two = _gemm.sgemm(a, b, trans_a=ta, trans_b=tb)
+            two = _native.sgemm(a, b, trans_a=ta, trans_b=tb)
             np.testing.assert_array_equal(one, two)
     finally:
         fastcnn.set_num_threads(old)
@@ -192,7 +192,7 @@ def test_concurrent_python_threads(num_threads, rng):
 
     def run(job):
         a, b, ta, tb = job
-        return _gemm.sgemm(a, b, trans_a=ta, trans_b=tb)
+        return _native.sgemm(a, b, trans_a=ta, trans_b=tb)
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, jobs * 3))
@@ -205,46 +205,46 @@ def test_errors():
     a = np.ones((3, 4), np.float32)
     b = np.ones((4, 5), np.float32)
     with pytest.raises(ValueError, match=r"a must be 2-dimensional. Received: a.shape=\(12,\)"):
-        _gemm.sgemm(a.ravel(), b)
+        _native.sgemm(a.ravel(), b)
     with pytest.raises(ValueError, match=r"b must not be empty. Received: b.shape=\(4, 0\)"):
-        _gemm.sgemm(a, np.ones((4, 0), np.float32))
+        _native.sgemm(a, np.ones((4, 0), np.float32))
     with pytest.raises(ValueError, match=r"matching inner dimensions.*a.shape=\(3, 4\) "
                                          r"\(trans_a=False\), b.shape=\(4, 5\) \(trans_b=True\)"):
-        _gemm.sgemm(a, b, trans_b=True)
+        _native.sgemm(a, b, trans_b=True)
     with pytest.raises(TypeError, match=r"a must be an array of real numbers. Received: a with dtype=<U1"):
-        _gemm.sgemm(np.array([["x"]]), b)
+        _native.sgemm(np.array([["x"]]), b)
     with pytest.raises(ValueError, match=r"c must have shape \(3, 5\). Received: c.shape=\(5, 3\)"):
-        _gemm.sgemm(a, b, np.zeros((5, 3), np.float32))
+        _native.sgemm(a, b, np.zeros((5, 3), np.float32))
     with pytest.raises(TypeError, match=r"c must be a writeable 2-D float32.*dtype=float64"):
-        _gemm.sgemm(a, b, np.zeros((3, 5)))
+        _native.sgemm(a, b, np.zeros((3, 5)))
     with pytest.raises(TypeError, match=r"c must be a writeable 2-D float32.*of type list"):
-        _gemm.sgemm(a, b, [[0.0] * 5] * 3)
+        _native.sgemm(a, b, [[0.0] * 5] * 3)
     with pytest.raises(TypeError, match=r"c must be a writeable 2-D float32.*strides=\(4, 12\)"):
-        _gemm.sgemm(a, b, np.zeros((5, 3), np.float32).T)
+        _native.sgemm(a, b, np.zeros((5, 3), np.float32).T)
     frozen = np.zeros((3, 5), np.float32)
     frozen.flags.writeable = False
     with pytest.raises(TypeError, match=r"c must be a writeable"):
-        _gemm.sgemm(a, b, frozen)
+        _native.sgemm(a, b, frozen)
     sq = np.ones((4, 4), np.float32)
     with pytest.raises(ValueError, match=r"c must not overlap a or b. Received: c sharing memory with a"):
-        _gemm.sgemm(sq, sq.copy(), sq)
+        _native.sgemm(sq, sq.copy(), sq)
     with pytest.raises(ValueError, match=r"alpha must be finite. Received: alpha=nan"):
-        _gemm.sgemm(a, b, alpha=float("nan"))
+        _native.sgemm(a, b, alpha=float("nan"))
     with pytest.raises(TypeError, match=r"beta must be a real number. Received: beta='1'"):
-        _gemm.sgemm(a, b, beta="1")
+        _native.sgemm(a, b, beta="1")
 
 
 def supported_isas():
     order = ["generic", "avx2", "avx512"]
-    return order[: order.index(_cpu.cpu_isa()) + 1]
+    return order[: order.index(_native.cpu_isa()) + 1]
 
 
 def test_isa_is_the_forced_one():
     forced = os.environ.get("FASTCNN_ISA")
     if forced:
-        assert _cpu.isa() == forced
+        assert _native.isa() == forced
     else:
-        assert _cpu.isa() == _cpu.cpu_isa()
+        assert _native.isa() == _native.cpu_isa()
 
 
 @pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
@@ -256,7 +256,7 @@ def test_every_isa_path_in_a_subprocess(isa, tmp_path):
     if isa not in supported_isas():
         pytest.skip(f"this CPU does not support {isa}")
     # the best path already ran in this process: there, only check the report
-    select = ("forced" if isa == _cpu.cpu_isa()
+    select = ("forced" if isa == _native.cpu_isa()
               else "(matches or leading or guard) and 2threads or agree or forced or nan")
     done = run_python_args(["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", select],
                            cwd=tmp_path, timeout=600, FASTCNN_ISA=isa)

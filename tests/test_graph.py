@@ -1,5 +1,5 @@
 """The graph core: tracing (fastcnn/graph.py), op definitions (ops.py), the
-compiler's passes and memory plan (compiler.py), the executor (_executor.pyx)
+compiler's passes and memory plan (compiler.py), the executor (_executor.pxi)
 and the runner (runner.py). The executor must give exactly what the plain
 reference walk of the graph gives (each node's functional forward and
 backward), with every pass on or off, in training and inference; buffers

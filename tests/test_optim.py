@@ -190,7 +190,7 @@ def test_every_isa_equals_ref(isa, tmp_path):
     """The portable and AVX2 builds of the loops give the reference's bits too."""
     code = (
         "import numpy as np, fastcnn.functional as F\n"
-        "from fastcnn import _cpu\n"
+        "from fastcnn import _native\n"
         "rng = np.random.default_rng(0)\n"
         "w = rng.standard_normal(70001).astype(np.float32)\n"
         "gs = [rng.standard_normal(w.size).astype(np.float32) for _ in range(3)]\n"
@@ -205,7 +205,7 @@ def test_every_isa_equals_ref(isa, tmp_path):
         "                      amsgrad=True, max_exp_avg_sq=vm, reference=ref)\n"
         "    out[ref] = (a, b, c, m, v, vm)\n"
         "assert all(np.array_equal(x, y) for x, y in zip(out[False], out[True]))\n"
-        "print('ok', _cpu.isa())\n")
+        "print('ok', _native.isa())\n")
     done = run_python(code, cwd=tmp_path, FASTCNN_ISA=isa)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ok", isa]

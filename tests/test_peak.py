@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from fastcnn._peak import fma_peak_gflops
+from fastcnn._native import fma_peak_gflops
 from subproc import run_python
 
 
@@ -17,7 +17,7 @@ def test_peak_is_positive_and_finite(threads):
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
 def test_every_isa_loop_runs(isa, tmp_path):
     # FASTCNN_ISA is read once per process, so each ISA runs in a child.
-    code = "from fastcnn._peak import fma_peak_gflops; print(fma_peak_gflops(1))"
+    code = "from fastcnn._native import fma_peak_gflops; print(fma_peak_gflops(1))"
     out = run_python(code, cwd=tmp_path, FASTCNN_ISA=isa)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) > 0.0

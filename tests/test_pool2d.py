@@ -5,7 +5,7 @@ import pytest
 
 import fastcnn
 import fastcnn.functional as F
-from fastcnn._pool2d import _max_pool2d_relu_backward
+from fastcnn._native import _max_pool2d_relu_backward
 from gradcheck import check_directional
 
 # (N, C, H, W, kernel_size, stride, padding): N=1, C=1, non-square, odd sizes,

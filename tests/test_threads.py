@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastcnn
-from fastcnn import _cpu
+from fastcnn import _native
 from subproc import run_python
 
 
@@ -40,7 +40,7 @@ def test_default_comes_from_omp_num_threads(env, expected, tmp_path):
     assert done.stdout.split() == [str(expected)]
 
 
-@pytest.mark.skipif(not _cpu.openmp_enabled(), reason="built without OpenMP")
+@pytest.mark.skipif(not _native.openmp_enabled(), reason="built without OpenMP")
 @pytest.mark.parametrize("user, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_idle_threads_sleep_unless_the_user_chose(user, expected, tmp_path):
     """OpenMP loads with OMP_WAIT_POLICY=PASSIVE unless set; the variable is

@@ -1,4 +1,4 @@
-"""Binding of csrc/peak.c: the machine's measured FP32 FMA peak, for the benchmarks."""
+# Binding of csrc/peak.c: the machine's measured FP32 FMA peak, for the benchmarks.
 from . cimport _fastcnn as c
 from ._checks import as_int
 
@@ -8,7 +8,7 @@ def fma_peak_gflops(threads=1):
 
     Each of ``threads`` threads runs a register-only loop of independent
     fused multiply-adds (AVX-512, AVX2+FMA, or plain multiply + add for the
-    generic build, whichever ``fastcnn._cpu.isa()`` reports); the best of ten
+    generic build, whichever ``fastcnn._native.isa()`` reports); the best of ten
     runs of about 10 ms is returned (the best, so that other work on a shared
     machine lowers it as little as possible). Takes about a tenth of a second. The
     benchmarks divide by it to report percent of peak.
@@ -24,7 +24,7 @@ def fma_peak_gflops(threads=1):
         ValueError: if threads < 1. TypeError: if threads is not an integer.
 
     Example:
-        >>> from fastcnn._peak import fma_peak_gflops
+        >>> from fastcnn._native import fma_peak_gflops
         >>> fma_peak_gflops(1)      # doctest: +SKIP
         268.9
     """

@@ -1,4 +1,4 @@
-"""Bindings of csrc/loss.c: softmax cross-entropy over integer labels."""
+# Bindings of csrc/loss.c: softmax cross-entropy over integer labels.
 import numpy as np
 from libc.stdint cimport int64_t
 
@@ -33,9 +33,9 @@ def cross_entropy(logits, labels, *, reference=False):
         >>> fastcnn.functional.cross_entropy(np.zeros((2, 4)), [0, 3])
         1.3862943611198906
     """
-    z, lab = _inputs(logits, labels)
+    z, lab = _loss_inputs(logits, labels)
     probs = np.empty_like(z)
-    return _forward(probs, z, lab, reference)
+    return _loss_forward(probs, z, lab, reference)
 
 
 def cross_entropy_backward(logits, labels, *, grad_loss=1.0, reference=False):
@@ -57,11 +57,11 @@ def cross_entropy_backward(logits, labels, *, grad_loss=1.0, reference=False):
         as ``cross_entropy``; also TypeError/ValueError for a non-finite or
         non-real grad_loss.
     """
-    z, lab = _inputs(logits, labels)
+    z, lab = _loss_inputs(logits, labels)
     g = as_float(grad_loss, "grad_loss")
     grad = np.empty_like(z)
-    _forward(grad, z, lab, reference)
-    _backward_in_place(grad, lab, g, reference)
+    _loss_forward(grad, z, lab, reference)
+    _loss_backward_in_place(grad, lab, g, reference)
     return grad
 
 
@@ -82,14 +82,14 @@ def cross_entropy_with_grad(logits, labels, *, reference=False):
     Example:
         >>> loss, grad = fastcnn.functional.cross_entropy_with_grad(scores, y)
     """
-    z, lab = _inputs(logits, labels)
+    z, lab = _loss_inputs(logits, labels)
     grad = np.empty_like(z)
-    loss = _forward(grad, z, lab, reference)
-    _backward_in_place(grad, lab, 1.0, reference)
+    loss = _loss_forward(grad, z, lab, reference)
+    _loss_backward_in_place(grad, lab, 1.0, reference)
     return loss, grad
 
 
-def _inputs(logits, labels):
+def _loss_inputs(logits, labels):
     z = as_float32(logits, "logits")
     if z.ndim != 2:
         raise ValueError("logits must be 2-dimensional (N, L). "
@@ -97,7 +97,7 @@ def _inputs(logits, labels):
     return z, as_labels(labels, z.shape[0], z.shape[1])
 
 
-def _forward(probs, z, lab, bint reference):
+def _loss_forward(probs, z, lab, bint reference):
     """probs = softmax(z); returns the mean loss."""
     cdef int64_t N = z.shape[0], L = z.shape[1]
     cdef float *pp = fptr(probs)
@@ -113,7 +113,7 @@ def _forward(probs, z, lab, bint reference):
     return loss
 
 
-def _backward_in_place(probs, lab, float grad_loss, bint reference):
+def _loss_backward_in_place(probs, lab, float grad_loss, bint reference):
     """probs (the softmax) becomes the gradient of grad_loss * the mean loss."""
     cdef int64_t N = probs.shape[0], L = probs.shape[1]
     cdef float *pp = fptr(probs)

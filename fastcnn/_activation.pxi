@@ -1,4 +1,4 @@
-"""Bindings of csrc/activation.c: ReLU and sigmoid, forward and backward."""
+# Bindings of csrc/activation.c: ReLU and sigmoid, forward and backward.
 import numpy as np
 from libc.stdint cimport int64_t
 
@@ -26,7 +26,7 @@ def relu(x, *, reference=False):
         >>> fastcnn.functional.relu(np.array([-1.0, 2.0]))
         array([0., 2.], dtype=float32)
     """
-    return _forward(x, RELU, reference)
+    return _activation_forward(x, RELU, reference)
 
 
 def sigmoid(x, *, reference=False):
@@ -39,7 +39,7 @@ def sigmoid(x, *, reference=False):
     Returns:
         float32 array of x's shape, in [0, 1].
     """
-    return _forward(x, SIGMOID, reference)
+    return _activation_forward(x, SIGMOID, reference)
 
 
 def relu_backward(grad_y, y, *, reference=False):
@@ -52,7 +52,7 @@ def relu_backward(grad_y, y, *, reference=False):
     Returns:
         float32 array: the gradient with respect to relu's input.
     """
-    return _backward(grad_y, y, RELU, reference)
+    return _activation_backward(grad_y, y, RELU, reference)
 
 
 def sigmoid_backward(grad_y, y, *, reference=False):
@@ -65,10 +65,10 @@ def sigmoid_backward(grad_y, y, *, reference=False):
     Returns:
         float32 array: the gradient with respect to sigmoid's input.
     """
-    return _backward(grad_y, y, SIGMOID, reference)
+    return _activation_backward(grad_y, y, SIGMOID, reference)
 
 
-def _forward(x, int which, bint reference):
+def _activation_forward(x, int which, bint reference):
     xa = as_float32(x, "x")
     y = np.empty_like(xa)
     cdef float *py = fptr(y)
@@ -89,7 +89,7 @@ def _forward(x, int which, bint reference):
     return y
 
 
-def _backward(grad_y, y, int which, bint reference):
+def _activation_backward(grad_y, y, int which, bint reference):
     dy = as_float32(grad_y, "grad_y")
     ya = as_float32(y, "y")
     check_shape(ya, dy.shape, "y")
@@ -111,3 +111,33 @@ def _backward(grad_y, y, int which, bint reference):
             else:
                 c.sigmoid_backward(pdx, pdy, pya, n, nt)
     return dx
+
+
+# ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
+
+cdef class ActivationStep(Step):
+    """relu or sigmoid, element-wise; the gradient comes from the output y."""
+    cdef bint sigmoid
+    cdef int64_t n
+
+    def __init__(self, node, slots, int64_t n, bint sigmoid):
+        super().__init__(node, slots)
+        self.n, self.sigmoid = n, sigmoid
+
+    cdef int forward(self, Frame f, int nt) except -1:
+        with nogil:
+            if self.sigmoid:
+                c.sigmoid_forward(f.f(self.y), f.f(self.x), self.n, nt)
+            else:
+                c.relu_forward(f.f(self.y), f.f(self.x), self.n, nt)
+        return 0
+
+    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
+        if not need_dx:
+            return 0
+        with nogil:
+            if self.sigmoid:
+                c.sigmoid_backward(f.f(self.dx), f.f(self.dy), f.f(self.y), self.n, nt)
+            else:
+                c.relu_backward(f.f(self.dx), f.f(self.dy), f.f(self.y), self.n, nt)
+        return 0

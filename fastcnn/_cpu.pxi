@@ -1,4 +1,4 @@
-"""Bindings of csrc/cpu.c and csrc/threads.c: what this build and this CPU run."""
+# Bindings of csrc/cpu.c and csrc/threads.c: what this build and this CPU run.
 from . cimport _fastcnn as c
 
 

@@ -1,4 +1,4 @@
-"""Bindings of csrc/pool2d.c: max and average 2-d pooling, forward and backward."""
+# Bindings of csrc/pool2d.c: max and average 2-d pooling, forward and backward.
 import numpy as np
 from libc.stdint cimport int32_t, int64_t
 
@@ -49,8 +49,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False,
         >>> y[0, 0], idx[0, 0]
         (array([[ 5.,  7.], [13., 15.]], dtype=float32), array([[ 5,  7], [13, 15]], dtype=int32))
     """
-    xa = _as_input(x)
-    cdef c.pool2d_shape s = _shape(xa.shape, kernel_size, stride, padding)
+    xa = _pool2d_input(x)
+    cdef c.pool2d_shape s = _pool2d_shape(xa.shape, kernel_size, stride, padding)
     y = np.empty((s.N, s.C, s.P, s.Q), dtype=np.float32)
     idx = np.empty((s.N, s.C, s.P, s.Q), dtype=np.int32)
     cdef float *py = fptr(y)
@@ -96,10 +96,10 @@ def max_pool2d_backward(grad_y, indices, input_shape, *, reference=False):
         >>> y, idx = fastcnn.functional.max_pool2d(x, 2, return_indices=True)
         >>> dx = fastcnn.functional.max_pool2d_backward(np.ones_like(y), idx, x.shape)
     """
-    N, C, H, W = _as_input_shape(input_shape)
-    dy, am = _scatter_operands(grad_y, indices, N, C, H, W,
+    N, C, H, W = _pool2d_input_shape(input_shape)
+    dy, am = _pool2d_scatter_operands(grad_y, indices, N, C, H, W,
                                f"input_shape={tuple(input_shape)}")
-    cdef c.pool2d_shape s = _scatter_shape(N, C, H, W, dy)
+    cdef c.pool2d_shape s = _pool2d_scatter_shape(N, C, H, W, dy)
     dx = np.empty((N, C, H, W), dtype=np.float32)
     cdef float *pdx = fptr(dx)
     cdef const float *pdy = fptr(dy)
@@ -113,7 +113,7 @@ def max_pool2d_backward(grad_y, indices, input_shape, *, reference=False):
         else:
             bad = c.maxpool2d_backward(pdx, pdy, pi, &s, nt)
     if bad:
-        _raise_bad_index(am, H * W)
+        _pool2d_raise_bad_index(am, H * W)
     return dx
 
 
@@ -151,9 +151,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *
         >>> fastcnn.functional.avg_pool2d(x, 2)[0, 0]
         array([[ 2.5,  4.5], [10.5, 12.5]], dtype=float32)
     """
-    xa = _as_input(x)
-    cdef c.pool2d_shape s = _shape(xa.shape, kernel_size, stride, padding)
-    cdef int incl = _as_flag(count_include_pad)
+    xa = _pool2d_input(x)
+    cdef c.pool2d_shape s = _pool2d_shape(xa.shape, kernel_size, stride, padding)
+    cdef int incl = _pool2d_flag(count_include_pad)
     y = np.empty((s.N, s.C, s.P, s.Q), dtype=np.float32)
     cdef float *py = fptr(y)
     cdef const float *px = fptr(xa)
@@ -196,9 +196,9 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
         >>> y = fastcnn.functional.avg_pool2d(x, 2)
         >>> dx = fastcnn.functional.avg_pool2d_backward(np.ones_like(y), x.shape, 2)
     """
-    shape = _as_input_shape(input_shape)
-    cdef c.pool2d_shape s = _shape(shape, kernel_size, stride, padding)
-    cdef int incl = _as_flag(count_include_pad)
+    shape = _pool2d_input_shape(input_shape)
+    cdef c.pool2d_shape s = _pool2d_shape(shape, kernel_size, stride, padding)
+    cdef int incl = _pool2d_flag(count_include_pad)
     dy = as_float32(grad_y, "grad_y")
     check_shape(dy, (s.N, s.C, s.P, s.Q), "grad_y")
     dx = np.empty(shape, dtype=np.float32)
@@ -219,23 +219,23 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
 
 # ---- validation -------------------------------------------------------------
 
-def _check_plane(shape, name):
+def _pool2d_check_plane(shape, name):
     """Raise unless H * W fits the int32 indices."""
     if shape[2] * shape[3] > INT32_MAX:
         raise ValueError(f"H * W must be below 2**31 (indices are int32). "
                          f"Received: {name}={tuple(shape)}")
 
 
-def _as_input(x):
+def _pool2d_input(x):
     """x as C-contiguous float32 (N, C, H, W), the plane size checked before any copy."""
     arr = np.asarray(x)
     if arr.ndim != 4:
         raise ValueError(f"x must be 4-dimensional (N, C, H, W). Received: x.shape={arr.shape}")
-    _check_plane(arr.shape, "x.shape")
+    _pool2d_check_plane(arr.shape, "x.shape")
     return as_float32(arr, "x")
 
 
-def _as_input_shape(input_shape):
+def _pool2d_input_shape(input_shape):
     """input_shape as a tuple of 4 positive ints with H * W < 2**31."""
     try:
         shape = tuple(as_int(v, "input_shape") for v in input_shape)
@@ -245,17 +245,17 @@ def _as_input_shape(input_shape):
     if len(shape) != 4 or min(shape) < 1:
         raise ValueError(f"input_shape must be 4 positive integers (N, C, H, W). "
                          f"Received: input_shape={input_shape!r}")
-    _check_plane(shape, "input_shape")
+    _pool2d_check_plane(shape, "input_shape")
     return shape
 
 
-def _as_flag(value):
+def _pool2d_flag(value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"count_include_pad must be a bool. Received: count_include_pad={value!r}")
     return 1 if value else 0
 
 
-def _shape(shape, kernel_size, stride, padding):
+def _pool2d_shape(shape, kernel_size, stride, padding):
     """The pool2d_shape of pooling an input of `shape` (N, C, H, W), validated."""
     N, C, H, W = shape
     R, S = positive_pair(kernel_size, "kernel_size")
@@ -272,7 +272,7 @@ def _shape(shape, kernel_size, stride, padding):
             "ph": ph, "pw": pw, "P": (H + 2 * ph - R) // sh + 1, "Q": (W + 2 * pw - S) // sw + 1}
 
 
-def _as_indices(indices, shape, int64_t plane):
+def _pool2d_indices(indices, shape, int64_t plane):
     """indices as C-contiguous int32 of `shape`; values are checked in C (int32)
     or here (other integer dtypes, which must fit int32 first)."""
     arr = np.asarray(indices)
@@ -283,11 +283,11 @@ def _as_indices(indices, shape, int64_t plane):
     if arr.dtype != np.int32:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= plane:
-            _raise_bad_index(arr, plane)
+            _pool2d_raise_bad_index(arr, plane)
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
-def _raise_bad_index(arr, int64_t plane):
+def _pool2d_raise_bad_index(arr, int64_t plane):
     bad = arr[(arr < 0) | (arr >= plane)].flat[0]
     raise ValueError(f"indices must be in [0, H * W) = [0, {plane}). Received: an index {bad}")
 
@@ -296,10 +296,10 @@ def _max_pool2d_relu_backward(grad_y, indices, y, *, reference=False):
     """Internal (fastcnn's model plans; tests): relu_backward(max_pool2d_backward(
     grad_y, indices, y.shape), y) in one pass, where y, a ReLU's output, was
     max_pool2d's input. Same checks as max_pool2d_backward, y as its input."""
-    ya = _as_input(y)
+    ya = _pool2d_input(y)
     N, C, H, W = ya.shape
-    dy, am = _scatter_operands(grad_y, indices, N, C, H, W, f"y.shape={ya.shape}")
-    cdef c.pool2d_shape s = _scatter_shape(N, C, H, W, dy)
+    dy, am = _pool2d_scatter_operands(grad_y, indices, N, C, H, W, f"y.shape={ya.shape}")
+    cdef c.pool2d_shape s = _pool2d_scatter_shape(N, C, H, W, dy)
     dx = np.empty((N, C, H, W), dtype=np.float32)
     cdef float *pdx = fptr(dx)
     cdef const float *pdy = fptr(dy)
@@ -314,21 +314,21 @@ def _max_pool2d_relu_backward(grad_y, indices, y, *, reference=False):
         else:
             bad = c.maxpool2d_relu_backward(pdx, pdy, pi, py, &s, nt)
     if bad:
-        _raise_bad_index(am, H * W)
+        _pool2d_raise_bad_index(am, H * W)
     return dx
 
 
-def _scatter_operands(grad_y, indices, N, C, H, W, what):
+def _pool2d_scatter_operands(grad_y, indices, N, C, H, W, what):
     """grad_y (N, C, P, Q) as float32 and its max-pooling indices as int32,
     checked against the (N, C, H, W) input described by `what`."""
     dy = as_float32(grad_y, "grad_y")
     if dy.ndim != 4 or dy.shape[:2] != (N, C):
         raise ValueError(f"grad_y must have shape ({N}, {C}, P, Q) to match "
                          f"{what}. Received: grad_y.shape={dy.shape}")
-    return dy, _as_indices(indices, dy.shape, H * W)
+    return dy, _pool2d_indices(indices, dy.shape, H * W)
 
 
-cdef c.pool2d_shape _scatter_shape(int64_t N, int64_t C, int64_t H, int64_t W, dy):
+cdef c.pool2d_shape _pool2d_scatter_shape(int64_t N, int64_t C, int64_t H, int64_t W, dy):
     """The shape of a scatter through indices: the window does not matter."""
     cdef c.pool2d_shape s
     s.N, s.C, s.H, s.W = N, C, H, W
@@ -336,3 +336,63 @@ cdef c.pool2d_shape _scatter_shape(int64_t N, int64_t C, int64_t H, int64_t W, d
     s.R = s.S = s.sh = s.sw = 1
     s.ph = s.pw = 0
     return s
+
+
+# ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
+
+cdef class PoolStep(Step):
+    """max or average pooling. A max pooling may absorb the ReLU before it
+    (relu slot >= 0): in training it applies the ReLU into that slot, pools it
+    and masks its backward scatter with it; in inference it pools x and
+    applies the ReLU to its output (they commute)."""
+    cdef c.pool2d_shape s
+    cdef bint avg, training, fused_relu
+    cdef int incl
+    cdef int idx, relu          # slots: argmax indices (int32), relu output (training)
+    cdef int64_t nx, ny
+
+    def __init__(self, node, slots, dict shape, bint avg, bint training):
+        super().__init__(node, slots)
+        d = shape
+        self.s.N, self.s.C, self.s.H, self.s.W = d["N"], d["C"], d["H"], d["W"]
+        self.s.R, self.s.S, self.s.sh, self.s.sw = d["R"], d["S"], d["sh"], d["sw"]
+        self.s.ph, self.s.pw, self.s.P, self.s.Q = d["ph"], d["pw"], d["P"], d["Q"]
+        self.avg, self.training = avg, training
+        self.incl = 1 if node.attrs.get("count_include_pad", True) else 0
+        self.idx, self.relu = slots.get("indices", -1), slots.get("relu", -1)
+        self.fused_relu = bool(node.attrs.get("relu"))
+        self.nx = self.s.N * self.s.C * self.s.H * self.s.W
+        self.ny = self.s.N * self.s.C * self.s.P * self.s.Q
+
+    cdef int forward(self, Frame f, int nt) except -1:
+        cdef int32_t *pi = NULL if self.avg else <int32_t *> f.ptr[self.idx]
+        cdef float *px = f.f(self.x)
+        with nogil:
+            if self.avg:
+                c.avgpool2d_forward(f.f(self.y), px, &self.s, self.incl, nt)
+            elif not self.fused_relu:
+                c.maxpool2d_forward(f.f(self.y), pi, px, &self.s, nt)
+            elif self.training:
+                c.relu_forward(f.f(self.relu), px, self.nx, nt)
+                c.maxpool2d_forward(f.f(self.y), pi, f.f(self.relu), &self.s, nt)
+            else:
+                c.maxpool2d_forward(f.f(self.y), pi, px, &self.s, nt)
+                c.relu_forward(f.f(self.y), f.f(self.y), self.ny, nt)
+        return 0
+
+    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
+        if not need_dx:
+            return 0
+        cdef const int32_t *pi = NULL if self.avg else <int32_t *> f.ptr[self.idx]
+        cdef int err = c.FASTCNN_OK
+        with nogil:
+            if self.avg:
+                err = c.avgpool2d_backward(f.f(self.dx), f.f(self.dy), &self.s, self.incl, nt)
+            elif self.fused_relu:
+                c.maxpool2d_relu_backward(f.f(self.dx), f.f(self.dy), pi, f.f(self.relu),
+                                          &self.s, nt)
+            else:
+                c.maxpool2d_backward(f.f(self.dx), f.f(self.dy), pi, &self.s, nt)
+        if err != c.FASTCNN_OK:
+            raise MemoryError("avg_pool2d_backward: out of memory for its scratch rows")
+        return 0

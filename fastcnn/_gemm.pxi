@@ -1,4 +1,4 @@
-"""Binding of csrc/gemm: the sgemm engine, for tests and benchmarks."""
+# Binding of csrc/gemm: the sgemm engine, for tests and benchmarks.
 import math
 
 import numpy as np
@@ -11,29 +11,29 @@ from ._checks import as_float, as_float32
 from ._config import get_num_threads
 
 
-cdef object _operand(object x, str name):
+cdef object _gemm_operand(object x, str name):
     """x as a 2-D float32 array whose rows are contiguous (a row-slice view of a
     C-contiguous array is used in place, its row stride passed as the leading
     dimension); anything else is converted once."""
     if type(x) is np.ndarray and (<cnp.ndarray> x).descr.type_num == cnp.NPY_FLOAT32 \
-            and _rows_contiguous(<cnp.ndarray> x) and cnp.PyArray_SIZE(<cnp.ndarray> x) > 0:
+            and _gemm_rows_contiguous(<cnp.ndarray> x) and cnp.PyArray_SIZE(<cnp.ndarray> x) > 0:
         return x
     return as_float32(x, name, ndim=2)
 
 
-cdef bint _rows_contiguous(cnp.ndarray x):
+cdef bint _gemm_rows_contiguous(cnp.ndarray x):
     if cnp.PyArray_NDIM(x) != 2:
         return False
     cdef cnp.npy_intp *st = cnp.PyArray_STRIDES(x)
     return st[1] == 4 and st[0] >= 4 * cnp.PyArray_DIMS(x)[1] and st[0] % 4 == 0
 
 
-cdef int64_t _ld(cnp.ndarray x):
+cdef int64_t _gemm_ld(cnp.ndarray x):
     """Leading dimension (row stride in elements) of a rows-contiguous array."""
     return cnp.PyArray_STRIDES(x)[0] // 4 if cnp.PyArray_DIMS(x)[0] > 1 else cnp.PyArray_DIMS(x)[1]
 
 
-cdef double _scalar(object x, str name) except? -1.0:
+cdef double _gemm_scalar(object x, str name) except? -1.0:
     """as_float, with a fast path for plain finite Python numbers (tiny
     products are dominated by call overhead)."""
     cdef double v
@@ -83,10 +83,10 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
         array([[1., 1., 1.],
                [1., 1., 1.]], dtype=float32)
     """
-    aa = _operand(a, "a")
-    bb = _operand(b, "b")
-    fa = _scalar(alpha, "alpha")
-    fb = _scalar(beta, "beta")
+    aa = _gemm_operand(a, "a")
+    bb = _gemm_operand(b, "b")
+    fa = _gemm_scalar(alpha, "alpha")
+    fb = _gemm_scalar(beta, "beta")
     cdef int ta = bool(trans_a), tb = bool(trans_b)
     cdef int64_t M = aa.shape[1] if ta else aa.shape[0]
     cdef int64_t K = aa.shape[0] if ta else aa.shape[1]
@@ -102,7 +102,7 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     else:
         out = c
         if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim != 2 \
-                or not out.flags.writeable or not out.size or not _rows_contiguous(<cnp.ndarray> out):
+                or not out.flags.writeable or not out.size or not _gemm_rows_contiguous(<cnp.ndarray> out):
             raise TypeError(
                 "c must be a writeable 2-D float32 numpy array with contiguous rows. Received: c "
                 + (f"with dtype={out.dtype}, shape={out.shape}, strides={out.strides}"
@@ -115,7 +115,7 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     cdef const float *pa = fptr(aa)
     cdef const float *pb = fptr(bb)
     cdef float *pc = fptr(out)
-    cdef int64_t lda = _ld(<cnp.ndarray> aa), ldb = _ld(<cnp.ndarray> bb), ldc = _ld(<cnp.ndarray> out)
+    cdef int64_t lda = _gemm_ld(<cnp.ndarray> aa), ldb = _gemm_ld(<cnp.ndarray> bb), ldc = _gemm_ld(<cnp.ndarray> out)
     cdef float al = fa, be = fb
     cdef int nt = get_num_threads()
     cdef int rc = capi.FASTCNN_OK

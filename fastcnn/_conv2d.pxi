@@ -1,4 +1,4 @@
-"""Bindings of csrc/conv2d.c: 2-d convolution, forward and backward."""
+# Bindings of csrc/conv2d.c: 2-d convolution, forward and backward.
 import numpy as np
 
 from . cimport _fastcnn as c
@@ -10,7 +10,7 @@ from ._config import get_num_threads
 # per-thread im2col scratch, at most N*C*R*S*P*Q) and largest multiply-add
 # count: products stay clear of int64 overflow inside C.
 MAX_ELEMENTS = 2**56
-MAX_MACS = 2**61  # image_threads() computes 2 * MACs in int64
+MAX_MACS = 2**61  # the kernels compute 2 * MACs (flop counts) in int64
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, *, reference=False):
@@ -49,8 +49,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, *, reference=False):
         >>> fastcnn.functional.conv2d(x, np.ones((2, 1, 3, 3)), padding=1).shape
         (1, 2, 4, 4)
     """
-    xa = _array4(x, "x", "(N, C, H, W)")
-    wa = _array4(weight, "weight", "(K, C, R, S)")
+    xa = _conv2d_array4(x, "x", "(N, C, H, W)")
+    wa = _conv2d_array4(weight, "weight", "(K, C, R, S)")
     geo = _geometry(xa.shape, wa.shape, stride, padding)
     ba = None
     if bias is not None:
@@ -60,7 +60,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, *, reference=False):
                              f"channel. Received: bias.shape={ba.shape}")
     N, K, P, Q = geo[0], geo[4], geo[11], geo[12]
     y = np.empty((N, K, P, Q), dtype=np.float32)
-    cdef c.conv2d_shape s = _shape(geo)
+    cdef c.conv2d_shape s = _conv2d_shape(geo)
     cdef float *py = fptr(y)
     cdef const float *px = fptr(xa)
     cdef const float *pw = fptr(wa)
@@ -116,10 +116,10 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, *, has_bias=True,
         >>> gb
         array([4., 4.], dtype=float32)
     """
-    xa = _array4(x, "x", "(N, C, H, W)")
-    wa = _array4(weight, "weight", "(K, C, R, S)")
+    xa = _conv2d_array4(x, "x", "(N, C, H, W)")
+    wa = _conv2d_array4(weight, "weight", "(K, C, R, S)")
     geo = _geometry(xa.shape, wa.shape, stride, padding)
-    dya = _array4(grad_y, "grad_y", "(N, K, P, Q)")
+    dya = _conv2d_array4(grad_y, "grad_y", "(N, K, P, Q)")
     check_shape(dya, (geo[0], geo[4], geo[11], geo[12]), "grad_y")
     if not has_bias and grad_bias is not None:
         raise ValueError("grad_bias was given but has_bias=False. Received: grad_bias of shape "
@@ -127,7 +127,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, *, has_bias=True,
     gw = out_buffer(grad_weight, wa.shape, "grad_weight")
     gb = out_buffer(grad_bias, (wa.shape[0],), "grad_bias") if has_bias else None
     gx = np.empty_like(xa) if need_grad_input else None
-    cdef c.conv2d_shape s = _shape(geo)
+    cdef c.conv2d_shape s = _conv2d_shape(geo)
     cdef float *pgx = fptr(gx) if gx is not None else NULL
     cdef float *pgw = fptr(gw)
     cdef float *pgb = fptr(gb) if gb is not None else NULL
@@ -152,7 +152,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, *, has_bias=True,
     return gx, gw, gb
 
 
-def _array4(a, name, letters):
+def _conv2d_array4(a, name, letters):
     arr = as_float32(a, name)
     if arr.ndim != 4:
         raise ValueError(f"{name} must be 4-dimensional {letters}. "
@@ -160,7 +160,7 @@ def _array4(a, name, letters):
     return arr
 
 
-def _padding(padding, R, S, stride):
+def _conv2d_padding(padding, R, S, stride):
     """(top, bottom, left, right) zero padding."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -190,7 +190,7 @@ def _geometry(xshape, wshape, stride, padding):
     sh, sw = positive_pair(stride, "stride")
     if max(sh, sw) > INT32_MAX:
         raise ValueError(f"stride must be at most {INT32_MAX}. Received: stride={stride!r}")
-    top, bottom, left, right = _padding(padding, R, S, (sh, sw))
+    top, bottom, left, right = _conv2d_padding(padding, R, S, (sh, sw))
     if R > H + top + bottom or S > W + left + right:
         raise ValueError(f"kernel ({R}, {S}) is larger than the padded input "
                          f"({H + top + bottom}, {W + left + right}). Received: "
@@ -209,7 +209,7 @@ def _geometry(xshape, wshape, stride, padding):
     return N, C, H, W, K, R, S, sh, sw, top, left, P, Q
 
 
-cdef c.conv2d_shape _shape(tuple g):
+cdef c.conv2d_shape _conv2d_shape(tuple g):
     cdef c.conv2d_shape s
     s.N, s.C, s.H, s.W, s.K, s.R, s.S = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
     s.sh, s.sw, s.ph, s.pw, s.P, s.Q = g[7], g[8], g[9], g[10], g[11], g[12]
@@ -233,3 +233,50 @@ def _set_kvec(mode):
     (0), whenever K is a multiple of the vector length (1), or never (-1).
     Returns the old mode."""
     return c.conv2d_set_kvec(int(mode))
+
+
+# ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
+
+cdef class ConvStep(Step):
+    """conv2d: y = conv(x, weight) + bias; backward dx, dweight, dbias."""
+    cdef c.conv2d_shape s
+    cdef object weight, bias
+    cdef tuple wshape, bshape
+
+    def __init__(self, node, slots, tuple geometry):
+        super().__init__(node, slots)
+        g = geometry
+        self.s.N, self.s.C, self.s.H, self.s.W, self.s.K, self.s.R, self.s.S = g[:7]
+        self.s.sh, self.s.sw, self.s.ph, self.s.pw, self.s.P, self.s.Q = g[7:]
+        self.weight, self.bias = node.params["weight"], node.params.get("bias")
+        self.wshape = (self.s.K, self.s.C, self.s.R, self.s.S)
+        self.bshape = (self.s.K,)
+        self.has_params = True
+
+    cdef int forward(self, Frame f, int nt) except -1:
+        cdef const float *pw = _param_ptr(self.weight.data, self.wshape, False, "weight")
+        cdef const float *pb = NULL
+        if self.bias is not None:
+            pb = _param_ptr(self.bias.data, self.bshape, False, "bias")
+        cdef int err
+        with nogil:
+            err = c.conv2d_forward(f.f(self.y), f.f(self.x), pw, pb, &self.s, nt)
+        if err != c.FASTCNN_OK:
+            raise MemoryError("conv2d: out of memory for the im2col scratch buffer")
+        return 0
+
+    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
+        cdef const float *pw = _param_ptr(self.weight.data, self.wshape, False, "weight")
+        cdef float *pgw = _param_ptr(self.weight.grad, self.wshape, True, "weight.grad")
+        cdef float *pgb = NULL
+        if self.bias is not None:
+            pgb = _param_ptr(self.bias.grad, self.bshape, True, "bias.grad")
+        cdef int err = c.FASTCNN_OK
+        with nogil:
+            if need_dx:
+                err = c.conv2d_backward_data(f.f(self.dx), f.f(self.dy), pw, &self.s, nt)
+            if err == c.FASTCNN_OK:
+                err = c.conv2d_backward_weight(pgw, pgb, f.f(self.dy), f.f(self.x), &self.s, nt)
+        if err != c.FASTCNN_OK:
+            raise MemoryError("conv2d_backward: out of memory for the im2col scratch buffer")
+        return 0

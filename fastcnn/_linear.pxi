@@ -1,4 +1,4 @@
-"""Bindings of csrc/linear.c: the fully connected layer, forward and backward."""
+# Bindings of csrc/linear.c: the fully connected layer, forward and backward.
 import numpy as np
 from libc.stdint cimport int64_t
 
@@ -36,13 +36,13 @@ def linear(x, weight, bias=None, *, reference=False):
         >>> fastcnn.functional.linear(np.ones((4, 3)), w, np.zeros(2)).shape
         (4, 2)
     """
-    xa, w = _inputs(x, weight)
+    xa, w = _linear_inputs(x, weight)
     cdef int64_t O = w.shape[0], F = w.shape[1], N = xa.size // F
     b = None
     if bias is not None:
         b = as_float32(bias, "bias")
         check_shape(b, (O,), "bias")
-    y = np.empty(_lead(xa) + (O,), dtype=np.float32)
+    y = np.empty(_linear_lead(xa) + (O,), dtype=np.float32)
     cdef float *py = fptr(y)
     cdef const float *px = fptr(xa)
     cdef const float *pw = fptr(w)
@@ -92,10 +92,10 @@ def linear_backward(grad_y, x, weight, *, has_bias=True, need_grad_input=True,
     Example:
         >>> gx, gw, gb = fastcnn.functional.linear_backward(np.ones((4, 2)), x, w)
     """
-    xa, w = _inputs(x, weight)
+    xa, w = _linear_inputs(x, weight)
     cdef int64_t O = w.shape[0], F = w.shape[1], N = xa.size // F
     dy = as_float32(grad_y, "grad_y")
-    check_shape(dy, _lead(xa) + (O,), "grad_y")
+    check_shape(dy, _linear_lead(xa) + (O,), "grad_y")
     if not has_bias and grad_bias is not None:
         raise ValueError("grad_bias must be None when has_bias is False. "
                          f"Received: has_bias={has_bias!r}, grad_bias of shape "
@@ -122,7 +122,7 @@ def linear_backward(grad_y, x, weight, *, has_bias=True, need_grad_input=True,
     return gx, gw, gb
 
 
-def _inputs(x, weight):
+def _linear_inputs(x, weight):
     """x (..., F) and weight (O, F) as float32, with matching F."""
     w = as_float32(weight, "weight")
     if w.ndim != 2:
@@ -138,6 +138,50 @@ def _inputs(x, weight):
     return xa, w
 
 
-def _lead(xa):
+def _linear_lead(xa):
     """x's leading dimensions, x.shape[:-1]."""
     return xa.shape[:xa.ndim - 1]
+
+
+# ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
+
+cdef class LinearStep(Step):
+    """linear: y = x weight^T + bias over rows of F; backward dx, dweight, dbias."""
+    cdef int64_t N, F, O
+    cdef object weight, bias
+    cdef tuple wshape, bshape
+
+    def __init__(self, node, slots, int64_t rows):
+        super().__init__(node, slots)
+        self.weight, self.bias = node.params["weight"], node.params.get("bias")
+        self.O, self.F = self.weight.data.shape
+        self.N = rows
+        self.wshape, self.bshape = (self.O, self.F), (self.O,)
+        self.has_params = True
+
+    cdef int forward(self, Frame f, int nt) except -1:
+        cdef const float *pw = _param_ptr(self.weight.data, self.wshape, False, "weight")
+        cdef const float *pb = NULL
+        if self.bias is not None:
+            pb = _param_ptr(self.bias.data, self.bshape, False, "bias")
+        cdef int err
+        with nogil:
+            err = c.linear_forward(f.f(self.y), f.f(self.x), pw, pb, self.N, self.F, self.O, nt)
+        if err != c.FASTCNN_OK:
+            raise MemoryError("linear: out of memory for the matrix-multiply buffers")
+        return 0
+
+    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
+        cdef const float *pw = _param_ptr(self.weight.data, self.wshape, False, "weight")
+        cdef float *pgw = _param_ptr(self.weight.grad, self.wshape, True, "weight.grad")
+        cdef float *pgb = NULL
+        if self.bias is not None:
+            pgb = _param_ptr(self.bias.grad, self.bshape, True, "bias.grad")
+        cdef float *pdx = f.f(self.dx) if need_dx else NULL
+        cdef int err
+        with nogil:
+            err = c.linear_backward(pdx, pgw, pgb, f.f(self.dy), f.f(self.x), pw,
+                                    self.N, self.F, self.O, nt)
+        if err != c.FASTCNN_OK:
+            raise MemoryError("linear_backward: out of memory for the matrix-multiply buffers")
+        return 0

@@ -1,11 +1,11 @@
-"""Bindings of csrc/optim.c: fused, in-place torch.optim SGD and Adam/AdamW steps."""
+# Bindings of csrc/optim.c: fused, in-place torch.optim SGD and Adam/AdamW steps.
 import numpy as np
 from libc.stdint cimport int64_t
 
 from . cimport _fastcnn as c
 from ._fastcnn cimport fptr
 from ._checks import as_float, as_float32, as_int, check_shape
-from ._checks import nonnegative_float as _nonnegative
+from ._checks import nonnegative_float
 from ._config import get_num_threads
 
 INT64_MAX = 2**63 - 1
@@ -57,11 +57,11 @@ def sgd_update(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening
         >>> w
         array([0.9, 0.9, 0.9], dtype=float32)
     """
-    _check_param(param)
-    lr = _nonnegative(lr, "lr")
-    momentum = _nonnegative(momentum, "momentum")
+    _optim_check_param(param)
+    lr = nonnegative_float(lr, "lr")
+    momentum = nonnegative_float(momentum, "momentum")
     dampening = as_float(dampening, "dampening")
-    weight_decay = _nonnegative(weight_decay, "weight_decay")
+    weight_decay = nonnegative_float(weight_decay, "weight_decay")
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("nesterov=True requires momentum > 0 and dampening == 0. "
                          f"Received: momentum={momentum!r}, dampening={dampening!r}")
@@ -70,8 +70,8 @@ def sgd_update(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening
         if momentum_buffer is None:
             raise ValueError("momentum_buffer is required when momentum != 0. "
                              f"Received: momentum={momentum!r}, momentum_buffer=None")
-        buf = _state(momentum_buffer, "momentum_buffer", param)
-    g = _grad(grad, param, () if buf is None else (buf,))
+        buf = _optim_state(momentum_buffer, "momentum_buffer", param)
+    g = _optim_grad(grad, param, () if buf is None else (buf,))
     cdef float *pp = fptr(param)
     cdef float *pb = fptr(buf) if buf is not None else NULL
     cdef const float *pg = fptr(g)
@@ -138,23 +138,23 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
         >>> w
         array([0.90000004, 0.90000004, 0.90000004], dtype=float32)
     """
-    _check_param(param)
-    m = _state(exp_avg, "exp_avg", param)
-    v = _state(exp_avg_sq, "exp_avg_sq", param, (m,))
+    _optim_check_param(param)
+    m = _optim_state(exp_avg, "exp_avg", param)
+    v = _optim_state(exp_avg_sq, "exp_avg_sq", param, (m,))
     vmax = None
     if amsgrad:
         if max_exp_avg_sq is None:
             raise ValueError("max_exp_avg_sq is required when amsgrad=True. "
                              "Received: max_exp_avg_sq=None")
-        vmax = _state(max_exp_avg_sq, "max_exp_avg_sq", param, (m, v))
-    g = _grad(grad, param, (m, v) if vmax is None else (m, v, vmax))
+        vmax = _optim_state(max_exp_avg_sq, "max_exp_avg_sq", param, (m, v))
+    g = _optim_grad(grad, param, (m, v) if vmax is None else (m, v, vmax))
     step = as_int(step, "step")
     if not 1 <= step <= INT64_MAX:
         raise ValueError(f"step must be >= 1 (it counts from 1). Received: step={step}")
-    lr = _nonnegative(lr, "lr")
-    beta1, beta2 = _betas(betas)
-    eps = _nonnegative(eps, "eps")
-    weight_decay = _nonnegative(weight_decay, "weight_decay")
+    lr = nonnegative_float(lr, "lr")
+    beta1, beta2 = _optim_betas(betas)
+    eps = nonnegative_float(eps, "eps")
+    weight_decay = nonnegative_float(weight_decay, "weight_decay")
     cdef float *pp = fptr(param)
     cdef float *pm = fptr(m)
     cdef float *pv = fptr(v)
@@ -174,7 +174,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
                         nt)
 
 
-def _writeable_float32(a, name):
+def _optim_writeable_float32(a, name):
     if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous \
             or not a.flags.writeable:
         what = (f"{type(a).__name__}" if not isinstance(a, np.ndarray) else
@@ -184,15 +184,15 @@ def _writeable_float32(a, name):
                         f"(it is updated in place). Received: {name} of type {what}")
 
 
-def _check_param(param):
-    _writeable_float32(param, "param")
+def _optim_check_param(param):
+    _optim_writeable_float32(param, "param")
     if param.size == 0:
         raise ValueError(f"param must not be empty. Received: param.shape={param.shape}")
 
 
-def _state(a, name, param, others=()):
+def _optim_state(a, name, param, others=()):
     """A state buffer: float32, writeable, param's shape, sharing memory with nothing."""
-    _writeable_float32(a, name)
+    _optim_writeable_float32(a, name)
     check_shape(a, param.shape, name)
     for other in (param,) + tuple(others):
         if np.may_share_memory(a, other):
@@ -201,7 +201,7 @@ def _state(a, name, param, others=()):
     return a
 
 
-def _grad(grad, param, states):
+def _optim_grad(grad, param, states):
     """grad as float32 of param's shape, copied if it overlaps an array we write."""
     g = as_float32(grad, "grad")
     check_shape(g, param.shape, "grad")
@@ -210,7 +210,7 @@ def _grad(grad, param, states):
     return g
 
 
-def _betas(betas):
+def _optim_betas(betas):
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2). Received: betas={betas!r}")
     out = []

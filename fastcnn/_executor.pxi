@@ -1,0 +1,229 @@
+# The executor: a compiled graph run from Cython, one C kernel call per step.
+#
+# A Program (built by fastcnn.compiler) holds the steps of one graph for one
+# input shape and one mode, and the memory plan: every tensor the steps touch
+# is a slot, either external (the caller's input x, the caller's output
+# gradient dy) or a byte offset in one arena. Slots whose lifetimes do not
+# overlap share bytes; an in-place step's output slot has its input's offset.
+#
+# A Program is immutable once built, so any number of threads may run it at
+# once: each call works in a Frame of its own (the arena and the slot
+# pointers). Inference frames go back to a small pool after the call; a
+# training call keeps its frame for the backward pass (the caller holds it).
+# No lock is taken, and the GIL is released inside every kernel.
+#
+# Parameters are read from their Parameter objects at every call (their type,
+# shape and contiguity checked), because optimizers may rebind ``.data`` and
+# ``.grad``. Results handed to the caller are fresh arrays, never arena bytes.
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from . cimport _fastcnn as c
+from ._config import get_num_threads
+
+# Slot offsets are multiples of this (a cache line, and any vector's alignment).
+ARENA_ALIGN = 64
+_MAX_IDLE_FRAMES = 16
+
+
+cdef float *_param_ptr(object a, tuple shape, bint writeable, str what) except NULL:
+    """Data pointer of a parameter array, after the cheap checks that keep C in bounds."""
+    cdef cnp.ndarray arr
+    cdef Py_ssize_t i, nd = len(shape)
+    if cnp.PyArray_Check(a):
+        arr = <cnp.ndarray> a
+        if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32 and cnp.PyArray_IS_C_CONTIGUOUS(arr) \
+                and cnp.PyArray_NDIM(arr) == nd and (cnp.PyArray_ISWRITEABLE(arr) or not writeable):
+            for i in range(nd):
+                if cnp.PyArray_DIMS(arr)[i] != <cnp.npy_intp> shape[i]:
+                    break
+            else:
+                return <float *> cnp.PyArray_DATA(arr)
+    raise ValueError(f"{what} must be a C-contiguous float32 array of shape {shape}. "
+                     f"Received: {type(a).__name__}"
+                     + (f" of shape {a.shape}, dtype={a.dtype}" if isinstance(a, np.ndarray)
+                        else ""))
+
+
+cdef class Frame:
+    """One call's memory: the arena, and a pointer per slot."""
+    cdef object arena           # uint8 numpy array (None when the plan needs no bytes)
+    cdef void **ptr
+    cdef int n
+    cdef object x, dy           # the caller's arrays behind the external slots
+
+    def __cinit__(self, tuple offsets, int64_t arena_bytes):
+        cdef int i
+        cdef char *base = NULL
+        self.n = len(offsets)
+        self.ptr = <void **> malloc(max(self.n, 1) * sizeof(void *))
+        if self.ptr == NULL:
+            raise MemoryError("fastcnn: out of memory for a frame")
+        if arena_bytes:
+            self.arena = np.empty(arena_bytes + ARENA_ALIGN, np.uint8)
+            base = <char *> cnp.PyArray_DATA(<cnp.ndarray> self.arena)
+            base += (-<size_t> base) % ARENA_ALIGN
+        for i in range(self.n):
+            off = offsets[i]
+            self.ptr[i] = NULL if off < 0 else <void *> (base + <int64_t> off)
+
+    def __dealloc__(self):
+        free(self.ptr)
+
+    cdef void bind(self, int slot, object arr):
+        self.ptr[slot] = cnp.PyArray_DATA(<cnp.ndarray> arr)
+
+    cdef float *f(self, int slot) nogil:
+        return <float *> self.ptr[slot]
+
+    cdef object array(self, int slot, tuple shape):
+        """A float32 numpy view of a slot (for the steps that call Python); it
+        keeps the frame alive."""
+        cdef cnp.npy_intp dims[8]
+        cdef int i, nd = len(shape)
+        for i in range(nd):
+            dims[i] = shape[i]
+        arr = cnp.PyArray_SimpleNewFromData(nd, dims, cnp.NPY_FLOAT32, self.ptr[slot])
+        cnp.set_array_base(arr, self)
+        return arr
+
+
+cdef class Step:
+    """One node's native forward and backward. Slots: x input, y output,
+    dx input gradient (-1: none), dy output gradient."""
+    cdef readonly object node
+    cdef int x, y, dx, dy
+    cdef readonly bint has_params
+
+    def __init__(self, node, slots):
+        self.node = node
+        self.x, self.y, self.dx, self.dy = slots["x"], slots["y"], slots["dx"], slots["dy"]
+
+    cdef int forward(self, Frame f, int nt) except -1:
+        return 0
+
+    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
+        return 0
+
+
+cdef class Program:
+    """The steps of one graph for one input shape and mode, and its memory plan."""
+    cdef readonly tuple in_shape, out_shape
+    cdef readonly bint training
+    cdef readonly tuple offsets         # per slot: arena offset, or -1 (external)
+    cdef readonly int64_t arena_bytes
+    cdef readonly object graph
+    cdef list steps
+    cdef int x_slot, y_slot, dy_slot, dx_slot
+    cdef bint y_is_x, dx_is_dy          # output a view of the input / input grad of dy
+    cdef int first_param                # index of the first step with parameters
+    cdef list idle                      # frames ready for reuse (inference)
+
+    def __init__(self, graph, steps, offsets, arena_bytes, slots, bint training):
+        self.graph, self.steps, self.training = graph, list(steps), training
+        self.offsets, self.arena_bytes = tuple(offsets), arena_bytes
+        self.in_shape, self.out_shape = tuple(slots["in_shape"]), tuple(slots["out_shape"])
+        self.x_slot, self.y_slot = slots["x"], slots["y"]
+        self.dy_slot, self.dx_slot = slots["dy"], slots["dx"]
+        self.y_is_x, self.dx_is_dy = slots["y_is_x"], slots["dx_is_dy"]
+        self.first_param = len(self.steps)
+        cdef Step s
+        for i, s in enumerate(self.steps):
+            if s.has_params:
+                self.first_param = i
+                break
+        self.idle = []
+
+    def forward(self, x):
+        """Run the steps on x (float32, C-contiguous, of in_shape). Returns
+        (a fresh output array, the frame): in training the caller keeps the
+        frame for backward; in inference it is back in the pool already."""
+        cdef Frame f = self._frame()
+        cdef int nt = get_num_threads()
+        cdef Step s
+        f.x = x
+        f.bind(self.x_slot, x)
+        try:
+            for s in self.steps:
+                s.forward(f, nt)
+            out = self._result(f, self.y_slot, self.out_shape, self.y_is_x, x)
+        except BaseException:
+            f.x = None
+            raise
+        if not self.training:
+            f.x = None
+            self._release(f)
+            return out, None
+        return out, f
+
+    def backward(self, Frame f, dy, bint need_grad_input):
+        """Accumulate every parameter gradient; returns a fresh input gradient
+        (or None). dy: float32, C-contiguous, of out_shape (read only)."""
+        cdef int nt = get_num_threads()
+        cdef int first = 0 if need_grad_input else self.first_param
+        cdef int i
+        cdef Step s
+        f.dy = dy
+        f.bind(self.dy_slot, dy)
+        try:
+            for i in range(len(self.steps) - 1, first - 1, -1):
+                s = self.steps[i]
+                s.backward(f, need_grad_input or i > first, nt)
+            if not need_grad_input:
+                return None
+            return self._result(f, self.dx_slot, self.in_shape, self.dx_is_dy, dy)
+        finally:
+            f.dy = None
+
+    cdef object _result(self, Frame f, int slot, tuple shape, bint view, object src):
+        if view:                    # nothing computed: a view of the caller's array
+            return src.reshape(shape)
+        out = np.empty(shape, np.float32)
+        cdef cnp.ndarray o = out
+        cdef size_t nbytes = o.nbytes
+        cdef void *dst = cnp.PyArray_DATA(o)
+        cdef void *p = f.ptr[slot]
+        with nogil:
+            memcpy(dst, p, nbytes)
+        return out
+
+    cdef Frame _frame(self):
+        try:
+            return self.idle.pop()          # atomic under the GIL
+        except IndexError:
+            return Frame(self.offsets, self.arena_bytes)
+
+    cdef void _release(self, Frame f):
+        if len(self.idle) < _MAX_IDLE_FRAMES:
+            self.idle.append(f)
+
+
+cdef class LayerStep(Step):
+    """A layer that runs its own Python forward and backward (a subclass that
+    overrides them): the one step that calls Python."""
+    cdef object layer
+    cdef tuple in_shape, out_shape
+
+    def __init__(self, node, slots, tuple in_shape, tuple out_shape):
+        super().__init__(node, slots)
+        self.layer = node.layer
+        self.in_shape, self.out_shape = in_shape, out_shape
+        self.has_params = bool(self.layer.parameters())
+
+    cdef int forward(self, Frame f, int nt) except -1:
+        y = np.asarray(self.layer.forward(f.array(self.x, self.in_shape)), np.float32)
+        if y.shape != self.out_shape:
+            raise ValueError(f"{type(self.layer).__name__}.forward returned shape {y.shape}; "
+                             f"it returned {self.out_shape} when the model was compiled")
+        f.array(self.y, self.out_shape)[...] = y
+        return 0
+
+    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
+        dy = f.array(self.dy, self.out_shape)
+        dx = self.layer.backward(dy, need_grad_input=need_dx)
+        if need_dx:
+            f.array(self.dx, self.in_shape)[...] = dx
+        return 0
