@@ -13,7 +13,7 @@ def prefer_checkout():
     """Put this checkout first on sys.path if it holds an in-place build.
 
     Returns True when it does (fastcnn then imports from here), else False."""
-    if not glob.glob(os.path.join(ROOT, "fastcnn", "_activation*.so")):
+    if not glob.glob(os.path.join(ROOT, "fastcnn", "_native*.so")):
         return False
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)

@@ -26,7 +26,7 @@ from ._config import get_num_threads
 
 # Slot offsets are multiples of this (a cache line, and any vector's alignment).
 ARENA_ALIGN = 64
-_MAX_IDLE_FRAMES = 16
+_MAX_IDLE_FRAMES = 8
 
 
 cdef float *_param_ptr(object a, tuple shape, bint writeable, str what) except NULL:
@@ -189,6 +189,11 @@ cdef class Program:
         with nogil:
             memcpy(dst, p, nbytes)
         return out
+
+    def recycle(self, Frame f):
+        """Take back a training frame whose backward pass is no longer needed."""
+        f.x = f.dy = None
+        self._release(f)
 
     cdef Frame _frame(self):
         try:

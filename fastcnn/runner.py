@@ -67,10 +67,10 @@ class Runner:
     def forward(self, layer, x):
         x = as_float32(x, "x")
         if not layer.training:
-            self.frame = None
+            self.frame = None               # (only training calls recycle frames)
             return self.find(layer, x.shape, False).forward(x)[0]
         with self.holding(layer):
-            self.frame = None
+            self.drop_frame()
             prog = self.find(layer, x.shape, True)
             out, frame = prog.forward(x)
             self.frame, self.program, self.owner = frame, prog, threading.get_ident()
@@ -89,6 +89,13 @@ class Runner:
         check_shape(dy, prog.out_shape, "grad_y")
         with self.holding(layer):
             return prog.backward(frame, dy, bool(need_grad_input))
+
+    def drop_frame(self):
+        """Forget the pending training frame; its program reuses it (the caller
+        holds the training lock, so no frame is recycled twice)."""
+        frame, self.frame = self.frame, None
+        if frame is not None:
+            self.program.recycle(frame)
 
     def holding(self, layer):
         return _Holding(self.busy, layer)
