@@ -183,7 +183,7 @@ class BuildNative(build_ext):
 
         def compile_glue(sources, output_dir=None, macros=None, include_dirs=None, debug=0,
                          extra_preargs=None, extra_postargs=None, depends=None):
-            objs = [pool.submit(-float("inf"), src, macros, extra_postargs, [], True)
+            objs = [pool.submit(-float("inf"), src, macros, extra_postargs, HEADERS, self.force)
                     for src in sources]
             pool.wait()
             return objs + kernel_objs
