@@ -2,6 +2,7 @@
  * Every buffer is (n). Backward kernels take the forward output y. */
 #include <math.h>
 
+#include "dispatch.h"
 #include "expf_vec.h"
 #include "fastcnn.h"
 
@@ -64,28 +65,35 @@ void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nt
     }
 }
 
-/* sigmoid_span of expf_vec.h for the running ISA. */
-static void sigmoid_span_isa(float *y, const float *x, int64_t n, int isa)
+/* The activation family's loops of one instruction set (expf_vec.h). */
+typedef struct {
+    void (*sigmoid_span)(float *y, const float *x, int64_t n);
+} activation_kernels;
+
+static void sigmoid_span_generic(float *y, const float *x, int64_t n)
 {
+    sigmoid_span(y, x, n);
+}
+
+static const activation_kernels activation_kernels_generic = {sigmoid_span_generic};
 #ifdef FASTCNN_X86_KERNELS
-    if (isa == FASTCNN_ISA_AVX512)
-        sigmoid_span_avx512(y, x, n);
-    else if (isa == FASTCNN_ISA_AVX2)
-        sigmoid_span_avx2(y, x, n);
-    else
+static const activation_kernels activation_kernels_avx2 = {sigmoid_span_avx2};
+static const activation_kernels activation_kernels_avx512 = {sigmoid_span_avx512};
 #endif
-        sigmoid_span(y, x, n);
-    (void)isa;
+
+static const activation_kernels *activation_kernels_for(int isa)
+{
+    return FASTCNN_KERNELS_FOR(isa, activation_kernels);
 }
 
 #define SIGMOID_BLOCK 4096
 
 void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
 {
-    int isa = fastcnn_isa();
+    const activation_kernels *kr = activation_kernels_for(fastcnn_isa());
     int nt = fastcnn_threads_for(n * 16, nthreads);
     if (nt == 1) {  /* no OpenMP call at all for small work */
-        sigmoid_span_isa(y, x, n, isa);
+        kr->sigmoid_span(y, x, n);
         return;
     }
     int64_t nb = (n + SIGMOID_BLOCK - 1) / SIGMOID_BLOCK;
@@ -93,7 +101,7 @@ void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
     #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t b = 0; b < nb; b++) {
         int64_t lo = b * SIGMOID_BLOCK, len = n - lo < SIGMOID_BLOCK ? n - lo : SIGMOID_BLOCK;
-        sigmoid_span_isa(y + lo, x + lo, len, isa);
+        kr->sigmoid_span(y + lo, x + lo, len);
     }
 }
 

@@ -1,11 +1,13 @@
 /* conv2d_kernel.h - inner loops of the conv2d family that are compiled once
  * per instruction set, private to the family: the direct forward
- * convolution for first layers (few input channels, stride 1) and the
- * stride-1 im2col of one kernel tap. Included by conv2d.c (portable build)
- * and by conv2d_avx2.c / conv2d_avx512.c, each of which defines
- * DIRECT_VBYTES (vector width in bytes) and DIRECT_ACC (accumulator
- * registers of a tile) first, so each compiles the same loops with its own
- * instruction set (GCC vector extensions); only inline code here.
+ * convolution for first layers (few input channels, stride 1), the
+ * channel-vector convolution and weight gradient, and the stride-1 im2col
+ * of one kernel tap. Without DIRECT_VBYTES defined it only declares them
+ * (conv2d_internal.h); conv2d_generic.h, conv2d_avx2.h and conv2d_avx512.h
+ * define DIRECT_VBYTES (vector width in bytes) and DIRECT_ACC (accumulator
+ * registers of a tile) first, so each file that includes one of them
+ * compiles the same loops with its own instruction set (GCC vector
+ * extensions); only inline code here.
  *
  * Direct convolution, why: with C R S = 9..75 a GEMM over im2col has a depth of 9..75, so its
  * tiles write C after a few steps and the im2col copy costs as much as the

@@ -2,6 +2,7 @@
  *
  * x (N,F), w (O,F) as in PyTorch, b (O), y (N,O). The matrix products go to
  * sgemm (row-major); only the bias add and the bias gradient live here. */
+#include "dispatch.h"
 #include "fastcnn.h"
 #include "gemm.h"
 #include "linear_kernel.h"
@@ -107,19 +108,27 @@ static void sum_columns(float *db, const float *dy, int64_t N, int64_t O, int nt
 /* Outputs per block of linear_few_rows: a block's weight rows stream once. */
 #define FEW_ROWS_BLOCK 16
 
-/* linear_rows of the running ISA: outputs [o0, o1). */
-static void rows_block(float *y, const float *x, const float *w, const float *b, int64_t N,
-                       int64_t F, int64_t O, int64_t o0, int64_t o1, int isa)
+/* The linear family's loops of one instruction set (linear_kernel.h). */
+typedef struct {
+    void (*rows)(float *y, const float *x, const float *w, const float *b, int64_t N,
+                 int64_t F, int64_t O, int64_t o0, int64_t o1);   /* outputs [o0, o1) */
+} linear_kernels;
+
+static void linear_rows_generic(float *y, const float *x, const float *w, const float *b,
+                                int64_t N, int64_t F, int64_t O, int64_t o0, int64_t o1)
 {
+    linear_rows(y, x, w, b, N, F, O, o0, o1);
+}
+
+static const linear_kernels linear_kernels_generic = {linear_rows_generic};
 #ifdef FASTCNN_X86_KERNELS
-    if (isa == FASTCNN_ISA_AVX512)
-        linear_rows_avx512(y, x, w, b, N, F, O, o0, o1);
-    else if (isa == FASTCNN_ISA_AVX2)
-        linear_rows_avx2(y, x, w, b, N, F, O, o0, o1);
-    else
+static const linear_kernels linear_kernels_avx2 = {linear_rows_avx2};
+static const linear_kernels linear_kernels_avx512 = {linear_rows_avx512};
 #endif
-        linear_rows(y, x, w, b, N, F, O, o0, o1);
-    (void)isa;
+
+static const linear_kernels *linear_kernels_for(int isa)
+{
+    return FASTCNN_KERNELS_FOR(isa, linear_kernels);
 }
 
 /* linear_forward for N <= LINEAR_FEW_ROWS: dot products, no packing. */
@@ -128,16 +137,16 @@ static void linear_few_rows(float *y, const float *x, const float *w, const floa
 {
     int64_t nblocks = (O + FEW_ROWS_BLOCK - 1) / FEW_ROWS_BLOCK;
     int nt = fastcnn_threads_for(N * O * F / 4, nthreads);
-    int isa = fastcnn_isa();
+    const linear_kernels *kr = linear_kernels_for(fastcnn_isa());
     if (nt == 1) {  /* no OpenMP call at all for small work */
-        rows_block(y, x, w, b, N, F, O, 0, O, isa);
+        kr->rows(y, x, w, b, N, F, O, 0, O);
         return;
     }
     /* each block of outputs (columns of y) is written by one iteration */
     #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         int64_t o0 = blk * FEW_ROWS_BLOCK, o1 = o0 + FEW_ROWS_BLOCK < O ? o0 + FEW_ROWS_BLOCK : O;
-        rows_block(y, x, w, b, N, F, O, o0, o1, isa);
+        kr->rows(y, x, w, b, N, F, O, o0, o1);
     }
 }
 

@@ -10,6 +10,7 @@
  * bounds here: its row's loss is NaN and its gradient has no one-hot term. */
 #include <math.h>
 
+#include "dispatch.h"
 #include "expf_vec.h"
 #include "fastcnn.h"
 
@@ -68,25 +69,35 @@ static float row_max(const float *z, int64_t L)
     return m;
 }
 
-/* softmax_exps of expf_vec.h for the running ISA (inline, SSE2, for short rows,
- * where a call and wider vectors' remainders cost more than they save). */
-static float softmax_exps_isa(float *p, const float *z, float m, int64_t L, int isa)
+/* The loss family's loops of one instruction set (expf_vec.h), for rows of
+ * L >= 64; shorter rows take the inline portable loop (SSE2), where a call and
+ * wider vectors' remainders cost more than they save. */
+typedef struct {
+    float (*softmax_exps)(float *p, const float *z, float m, int64_t L);
+} loss_kernels;
+
+static float softmax_exps_generic(float *p, const float *z, float m, int64_t L)
 {
-#ifdef FASTCNN_X86_KERNELS
-    if (L >= 64 && isa == FASTCNN_ISA_AVX512)
-        return softmax_exps_avx512(p, z, m, L);
-    if (L >= 64 && isa == FASTCNN_ISA_AVX2)
-        return softmax_exps_avx2(p, z, m, L);
-#endif
-    (void)isa;
     return softmax_exps(p, z, m, L);
+}
+
+static const loss_kernels loss_kernels_generic = {softmax_exps_generic};
+#ifdef FASTCNN_X86_KERNELS
+static const loss_kernels loss_kernels_avx2 = {softmax_exps_avx2};
+static const loss_kernels loss_kernels_avx512 = {softmax_exps_avx512};
+#endif
+
+static const loss_kernels *loss_kernels_for(int isa)
+{
+    return FASTCNN_KERNELS_FOR(isa, loss_kernels);
 }
 
 /* One row: p (L) = softmax(z (L)); returns -log p[y] in double. */
 static double softmax_row(float *p, const float *z, int64_t y, int64_t L)
 {
     float m = row_max(z, L);
-    float s = softmax_exps_isa(p, z, m, L, fastcnn_isa());
+    float s = L >= 64 ? loss_kernels_for(fastcnn_isa())->softmax_exps(p, z, m, L)
+                      : softmax_exps(p, z, m, L);
     float inv = 1.0f / s;
     #pragma omp simd
     for (int64_t j = 0; j < L; j++)

@@ -5,8 +5,50 @@
  * loops that follow torch's single-tensor code op by op. */
 #include <math.h>
 
+#include "dispatch.h"
 #include "fastcnn.h"
 #include "optim_kernel.h"
+
+/* The optim family's loops of one instruction set (optim_kernel.h). */
+typedef struct {
+    void (*sgd_plain)(float *param, const float *grad, int64_t n, const sgd_coefs *c, int nt);
+    void (*sgd_momentum)(float *param, float *buf, const float *grad, int64_t n,
+                         const sgd_coefs *c, int nt);
+    void (*adam)(float *param, float *m, float *v, float *vmax, const float *grad, int64_t n,
+                 const adam_coefs *c, int nt);
+} optim_kernels;
+
+static void sgd_plain_loop_generic(float *param, const float *grad, int64_t n,
+                                   const sgd_coefs *c, int nt)
+{
+    sgd_plain_loop(param, grad, n, c, nt);
+}
+
+static void sgd_momentum_loop_generic(float *param, float *buf, const float *grad, int64_t n,
+                                      const sgd_coefs *c, int nt)
+{
+    sgd_momentum_loop(param, buf, grad, n, c, nt);
+}
+
+static void adam_loop_generic(float *param, float *m, float *v, float *vmax, const float *grad,
+                              int64_t n, const adam_coefs *c, int nt)
+{
+    adam_loop(param, m, v, vmax, grad, n, c, nt);
+}
+
+static const optim_kernels optim_kernels_generic = {
+    sgd_plain_loop_generic, sgd_momentum_loop_generic, adam_loop_generic};
+#ifdef FASTCNN_X86_KERNELS
+static const optim_kernels optim_kernels_avx2 = {
+    sgd_plain_loop_avx2, sgd_momentum_loop_avx2, adam_loop_avx2};
+static const optim_kernels optim_kernels_avx512 = {
+    sgd_plain_loop_avx512, sgd_momentum_loop_avx512, adam_loop_avx512};
+#endif
+
+static const optim_kernels *optim_kernels_for(int isa)
+{
+    return FASTCNN_KERNELS_FOR(isa, optim_kernels);
+}
 
 static sgd_coefs make_sgd_coefs(double lr, double momentum, double dampening,
                                 double weight_decay, int nesterov, int maximize, int first_step)
@@ -53,23 +95,11 @@ void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
     sgd_coefs k = make_sgd_coefs(lr, momentum, dampening, weight_decay, nesterov, maximize,
                                  first_step);
     int nt = fastcnn_threads_for(n, nthreads);
-    int isa = fastcnn_isa();
-#ifdef FASTCNN_X86_KERNELS
-    if (isa == FASTCNN_ISA_AVX512 && momentum == 0.0)
-        sgd_plain_loop_avx512(param, grad, n, &k, nt);
-    else if (isa == FASTCNN_ISA_AVX512)
-        sgd_momentum_loop_avx512(param, buf, grad, n, &k, nt);
-    else if (isa == FASTCNN_ISA_AVX2 && momentum == 0.0)
-        sgd_plain_loop_avx2(param, grad, n, &k, nt);
-    else if (isa == FASTCNN_ISA_AVX2)
-        sgd_momentum_loop_avx2(param, buf, grad, n, &k, nt);
-    else
-#endif
+    const optim_kernels *kr = optim_kernels_for(fastcnn_isa());
     if (momentum == 0.0)
-        sgd_plain_loop(param, grad, n, &k, nt);
+        kr->sgd_plain(param, grad, n, &k, nt);
     else
-        sgd_momentum_loop(param, buf, grad, n, &k, nt);
-    (void)isa;
+        kr->sgd_momentum(param, buf, grad, n, &k, nt);
 }
 
 void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
@@ -80,16 +110,8 @@ void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_a
     adam_coefs k = make_adam_coefs(lr, beta1, beta2, eps, weight_decay, decoupled, maximize,
                                    step);
     int nt = fastcnn_threads_for(n, nthreads);
-    int isa = fastcnn_isa();
-#ifdef FASTCNN_X86_KERNELS
-    if (isa == FASTCNN_ISA_AVX512)
-        adam_loop_avx512(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, n, &k, nt);
-    else if (isa == FASTCNN_ISA_AVX2)
-        adam_loop_avx2(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, n, &k, nt);
-    else
-#endif
-    adam_loop(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, n, &k, nt);
-    (void)isa;
+    optim_kernels_for(fastcnn_isa())->adam(param, exp_avg, exp_avg_sq, max_exp_avg_sq, grad, n,
+                                           &k, nt);
 }
 
 void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, double lr,

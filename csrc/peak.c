@@ -4,6 +4,7 @@
  * traffic, so the figure is the arithmetic ceiling of the core. */
 #include <time.h>
 
+#include "dispatch.h"
 #include "fastcnn.h"
 
 #define PEAK_GENERIC_LANES 48   /* 12 SSE registers' worth: latency x ports */
@@ -30,22 +31,23 @@ float fastcnn_peak_loop_generic(int64_t iters)
 
 typedef float (*peak_loop)(int64_t iters);
 
-/* The loop of `isa` and the flops of one of its iterations (chains x lanes x 2). */
-static peak_loop loop_for(int isa, double *flops_per_iter)
-{
+/* The loop of one instruction set and the flops of one of its iterations
+ * (chains x lanes x 2). */
+typedef struct {
+    peak_loop loop;
+    double flops_per_iter;
+} peak_kernels;
+
+static const peak_kernels peak_kernels_generic = {fastcnn_peak_loop_generic,
+                                                  PEAK_GENERIC_LANES * 2};
 #ifdef FASTCNN_X86_KERNELS
-    if (isa == FASTCNN_ISA_AVX512) {
-        *flops_per_iter = 16 * 16 * 2;
-        return fastcnn_peak_loop_avx512;
-    }
-    if (isa == FASTCNN_ISA_AVX2) {
-        *flops_per_iter = 12 * 8 * 2;
-        return fastcnn_peak_loop_avx2;
-    }
+static const peak_kernels peak_kernels_avx2 = {fastcnn_peak_loop_avx2, 12 * 8 * 2};
+static const peak_kernels peak_kernels_avx512 = {fastcnn_peak_loop_avx512, 16 * 16 * 2};
 #endif
-    (void)isa;
-    *flops_per_iter = PEAK_GENERIC_LANES * 2;
-    return fastcnn_peak_loop_generic;
+
+static const peak_kernels *peak_kernels_for(int isa)
+{
+    return FASTCNN_KERNELS_FOR(isa, peak_kernels);
 }
 
 static double now_seconds(void)
@@ -82,8 +84,9 @@ static double timed_run(peak_loop loop, int64_t iters, int nt, int *ran)
 
 double fastcnn_fma_peak_gflops(int nthreads, int *threads_run)
 {
-    double fpi;
-    peak_loop loop = loop_for(fastcnn_isa(), &fpi);
+    const peak_kernels *kr = peak_kernels_for(fastcnn_isa());
+    peak_loop loop = kr->loop;
+    double fpi = kr->flops_per_iter;
     int nt = nthreads < 1 ? 1 : nthreads, ran = 1;
     int64_t iters = 1 << 12;
     double t = timed_run(loop, iters, 1, &ran);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "dispatch.h"
 #include "fastcnn.h"
 #include "pool2d_kernel.h"
 
@@ -453,19 +454,28 @@ static int64_t max_plane_backward(float *dx, const float *dy, const int32_t *am,
     return scatter_plane(dx, dy, am, s->H * s->W, s->P * s->Q);
 }
 
-/* The 2x2 forward tile loop of pool2d_kernel.h for the running ISA. */
-static void tiles_forward(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q,
-                          int isa)
+/* The pool2d family's loops of one instruction set (pool2d_kernel.h). */
+typedef struct {
+    /* y, am (P, Q) = the 2x2 forward tile loop over x (2P, W) */
+    void (*max_tiles_2x2)(float *y, int32_t *am, const float *x, int64_t W, int64_t P,
+                          int64_t Q);
+} pool2d_kernels;
+
+static void max_tiles_2x2_generic(float *y, int32_t *am, const float *x, int64_t W, int64_t P,
+                                  int64_t Q)
 {
+    max_tiles_2x2(y, am, x, W, P, Q);
+}
+
+static const pool2d_kernels pool2d_kernels_generic = {max_tiles_2x2_generic};
 #ifdef FASTCNN_X86_KERNELS
-    if (isa == FASTCNN_ISA_AVX512)
-        max_tiles_2x2_avx512(y, am, x, W, P, Q);
-    else if (isa == FASTCNN_ISA_AVX2)
-        max_tiles_2x2_avx2(y, am, x, W, P, Q);
-    else
+static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2};
+static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512};
 #endif
-        max_tiles_2x2(y, am, x, W, P, Q);
-    (void)isa;
+
+static const pool2d_kernels *pool2d_kernels_for(int isa)
+{
+    return FASTCNN_KERNELS_FOR(isa, pool2d_kernels);
 }
 
 /* 2x2 windows at stride 2 without padding: the tiles of the plane (floor mode
@@ -477,13 +487,15 @@ static int is_tiles(const pool2d_shape *s)
 
 /* ---- fast kernels ---------------------------------------------------------- */
 
-/* Plane nc of maxpool2d_forward. */
+/* Plane nc of maxpool2d_forward; tiles: the ISA's table when the windows are
+ * the tiles (is_tiles), else NULL. */
 static inline void max_forward_plane(float *y, int32_t *argmax, const float *x,
-                                     const pool2d_shape *s, int64_t nc, int tiles, int isa)
+                                     const pool2d_shape *s, int64_t nc,
+                                     const pool2d_kernels *tiles)
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q;
     if (tiles)
-        tiles_forward(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s->W, s->P, s->Q, isa);
+        tiles->max_tiles_2x2(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s->W, s->P, s->Q);
     else
         max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
 }
@@ -493,16 +505,17 @@ void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_s
                        int nthreads)
 {
     int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
-    int tiles = is_tiles(s), isa = fastcnn_isa();
+    /* the 2x2 tile loop of the running ISA when the windows are the tiles */
+    const pool2d_kernels *tiles = is_tiles(s) ? pool2d_kernels_for(fastcnn_isa()) : NULL;
     if (nt == 1) {  /* no OpenMP call at all for small work */
         for (int64_t nc = 0; nc < s->N * s->C; nc++)
-            max_forward_plane(y, argmax, x, s, nc, tiles, isa);
+            max_forward_plane(y, argmax, x, s, nc, tiles);
         return;
     }
     /* each plane nc writes only its own y and argmax plane */
     #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        max_forward_plane(y, argmax, x, s, nc, tiles, isa);
+        max_forward_plane(y, argmax, x, s, nc, tiles);
 }
 
 /* Plane nc of max_backward; returns its number of skipped indices. */

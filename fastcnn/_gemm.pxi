@@ -102,7 +102,8 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     else:
         out = c
         if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim != 2 \
-                or not out.flags.writeable or not out.size or not _gemm_rows_contiguous(<cnp.ndarray> out):
+                or not out.flags.writeable or not out.size \
+                or not _gemm_rows_contiguous(<cnp.ndarray> out):
             raise TypeError(
                 "c must be a writeable 2-D float32 numpy array with contiguous rows. Received: c "
                 + (f"with dtype={out.dtype}, shape={out.shape}, strides={out.strides}"
@@ -115,7 +116,8 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     cdef const float *pa = fptr(aa)
     cdef const float *pb = fptr(bb)
     cdef float *pc = fptr(out)
-    cdef int64_t lda = _gemm_ld(<cnp.ndarray> aa), ldb = _gemm_ld(<cnp.ndarray> bb), ldc = _gemm_ld(<cnp.ndarray> out)
+    cdef int64_t lda = _gemm_ld(<cnp.ndarray> aa), ldb = _gemm_ld(<cnp.ndarray> bb)
+    cdef int64_t ldc = _gemm_ld(<cnp.ndarray> out)
     cdef float al = fa, be = fb
     cdef int nt = get_num_threads()
     cdef int rc = capi.FASTCNN_OK

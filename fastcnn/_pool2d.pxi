@@ -293,9 +293,7 @@ def _pool2d_raise_bad_index(arr, int64_t plane):
 
 
 def _max_pool2d_relu_backward(grad_y, indices, y, *, reference=False):
-    """Internal (fastcnn's model plans; tests): relu_backward(max_pool2d_backward(
-    grad_y, indices, y.shape), y) in one pass, where y, a ReLU's output, was
-    max_pool2d's input. Same checks as max_pool2d_backward, y as its input."""
+    """Test hook: relu_backward(max_pool2d_backward(grad_y, indices, y.shape), y) in one pass."""
     ya = _pool2d_input(y)
     N, C, H, W = ya.shape
     dy, am = _pool2d_scatter_operands(grad_y, indices, N, C, H, W, f"y.shape={ya.shape}")

@@ -7,10 +7,10 @@
  *     ic over M in mc rows     A block (mc x kc) packed, kept in L2
  *      jr over nc in NR        B micro-panel (kc x NR), L1 / L2
  *       ir over mc in MR       micro-kernel: MR x NR tile of C in registers
- * The micro-kernel (and its MR, NR, kc, mc, nc and transposing copy) is
- * chosen once per process from fastcnn_isa(). Packed buffers come from one
- * fastcnn_alloc per call, before any thread starts (so ENOMEM leaves C
- * untouched).
+ * The micro-kernel (and its MR, NR, kc, mc, nc and transposing copy) comes
+ * from the table of fastcnn_isa() (gemm_kernels_for). Packed buffers come
+ * from one fastcnn_alloc per call, before any thread starts (so ENOMEM
+ * leaves C untouched).
  *
  * Threads: C is cut along M (each thread packs A for the row blocks it
  * takes; all share one B panel, packed together) or, when N has more
@@ -33,6 +33,7 @@
 #include <omp.h>
 #endif
 
+#include "dispatch.h"
 #include "fastcnn.h"
 #include "gemm.h"
 #include "kernel.h"
@@ -70,23 +71,34 @@ static int64_t padded_work(const gemm_kernel *kr, int64_t M, int64_t N)
     return round_up(M, kr->mr) * round_up(N, kr->nr);
 }
 
-/* The instruction set's kernel (for AVX-512, of two tile shapes the one
- * that computes fewer padding rows and columns for this M x N). */
+/* The micro-kernels of one instruction set: the tile shapes it offers, the
+ * first the default (AVX-512 has two). */
+#define GEMM_MAX_TILES 2
+typedef struct {
+    const gemm_kernel *tiles[GEMM_MAX_TILES];   /* unused slots NULL */
+} gemm_kernels;
+
+static const gemm_kernels gemm_kernels_generic = {{&gemm_kernel_generic, NULL}};
+#ifdef FASTCNN_X86_KERNELS
+static const gemm_kernels gemm_kernels_avx2 = {{&gemm_kernel_avx2, NULL}};
+static const gemm_kernels gemm_kernels_avx512 = {{&gemm_kernel_avx512, &gemm_kernel_avx512_8x48}};
+#endif
+
+static const gemm_kernels *gemm_kernels_for(int isa)
+{
+    return FASTCNN_KERNELS_FOR(isa, gemm_kernels);
+}
+
+/* The instruction set's kernel: of its tile shapes, the one that computes the
+ * fewest padding rows and columns for this M x N (the first on a tie). */
 static const gemm_kernel *select_kernel(int64_t M, int64_t N)
 {
-#ifdef FASTCNN_X86_KERNELS
-    switch (fastcnn_isa()) {
-    case FASTCNN_ISA_AVX512:
-        if (padded_work(&gemm_kernel_avx512_8x48, M, N) < padded_work(&gemm_kernel_avx512, M, N))
-            return &gemm_kernel_avx512_8x48;
-        return &gemm_kernel_avx512;
-    case FASTCNN_ISA_AVX2: return &gemm_kernel_avx2;
-    default: break;
-    }
-#endif
-    (void)M;
-    (void)N;
-    return &gemm_kernel_generic;
+    const gemm_kernels *ks = gemm_kernels_for(fastcnn_isa());
+    const gemm_kernel *best = ks->tiles[0];
+    for (int i = 1; i < GEMM_MAX_TILES && ks->tiles[i]; i++)
+        if (padded_work(ks->tiles[i], M, N) < padded_work(best, M, N))
+            best = ks->tiles[i];
+    return best;
 }
 
 /* The chunk (a multiple of unit, at most max(block, unit)) that splits n into

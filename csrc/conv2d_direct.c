@@ -1,0 +1,68 @@
+/* conv2d_direct.c - the direct forward convolution for first layers (stride
+ * 1, C R S <= 75; conv2d.c chooses): output channels x row vectors in
+ * registers (the loops in conv2d_kernel.h, compiled per instruction set),
+ * reading a zero-padded copy of one image at a time; and that copy
+ * (conv2d_pad_image), also used by the channel-vector kernels. */
+#include <string.h>
+
+#include "conv2d_generic.h"
+#include "conv2d_internal.h"
+
+void conv2d_direct_block_generic(float *y, const float *xpad, const float *w, const float *b,
+                                 int64_t k0, int64_t kn, const direct_geom *g)
+{
+    direct_block(y, xpad, w, b, k0, kn, g);
+}
+
+/* xpad (C, Hp, Wp) = image x (C, H, W) shifted by the top/left padding,
+ * zero elsewhere (rows and columns past the image are cut at Hp, Wp). */
+void conv2d_pad_image(float *xpad, const float *x, const conv2d_shape *s, int64_t Hp,
+                      int64_t Wp)
+{
+    for (int64_t c = 0; c < s->C; c++)
+        for (int64_t hp = 0; hp < Hp; hp++) {
+            float *row = xpad + (c * Hp + hp) * Wp;
+            int64_t h = hp - s->ph;
+            memset(row, 0, (size_t)Wp * sizeof(float));
+            if (h < 0 || h >= s->H)
+                continue;
+            int64_t n = s->W + s->pw > Wp ? Wp - s->pw : s->W;
+            if (n > 0)
+                memcpy(row + s->pw, x + (c * s->H + h) * s->W, (size_t)n * sizeof(float));
+        }
+}
+
+/* y (N, K, P, Q) = conv(x, w) + b by the direct kernel (stride 1). */
+int conv2d_direct_forward(float *y, const float *x, const float *w, const float *b,
+                          const conv2d_shape *s, int nthreads)
+{
+    const conv2d_kernels *kr = conv2d_kernels_for(fastcnn_isa());
+    conv2d_direct_block_fn fn = kr->direct_block;
+    int64_t kb = kr->direct_kb;
+    direct_geom g = {s->C, s->K, s->R, s->S, s->P, s->Q, s->P + s->R - 1,
+                     (s->Q + DIRECT_WP_ALIGN - 1) / DIRECT_WP_ALIGN * DIRECT_WP_ALIGN + s->S - 1};
+    int64_t blocks = (s->K + kb - 1) / kb, items = s->N * blocks;
+    int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
+    if (nt > items)
+        nt = (int)items;
+    float *scratch = conv2d_scratch_take(nt * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
+     * their output planes, and its own padded image */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        float *xpad = scratch + t * per;
+        int64_t padded = -1;
+        for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
+            int64_t n = it / blocks, k0 = it % blocks * kb;
+            if (n != padded)
+                conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
+            padded = n;
+            fn(y + n * ysz, xpad, w, b, k0, s->K - k0 < kb ? s->K - k0 : kb, &g);
+        }
+    }
+    conv2d_scratch_give(scratch);
+    return FASTCNN_OK;
+}

@@ -1,0 +1,275 @@
+/* conv2d_gemm.c - the conv2d family's general path: im2col + GEMM, for every
+ * shape the direct kernels do not take (conv2d.c chooses).
+ *
+ * Images are taken in groups whose im2col matrices sit side by side, col
+ * (CRS, cnt PQ), so one GEMM spans cnt PQ columns (CRS = C R S, PQ = P Q):
+ *   forward          y (K, cnt PQ)  = w (K, CRS) col, scattered to NCHW + b
+ *   backward data    col            = w^T dy (K, cnt PQ), dx = col2im(col)
+ *   backward weight  dw (K, CRS)   += dy (K, cnt PQ) col^T,  db += sums of dy
+ * where dy is gathered into (K, cnt PQ) for groups of more than one image,
+ * and a 1x1, stride-1, unpadded image (alone in its group) uses x (C, HW)
+ * itself as col. Single images take the bias in the GEMM (sgemm_bias).
+ * With at least as many images as threads, threads take contiguous ranges
+ * of images (own scratch, GEMMs on one thread); otherwise groups run one
+ * after another and the GEMM and copies use every thread. Scratch comes
+ * from a one-slot cache, so repeated calls do not page-fault it afresh.
+ */
+#include <string.h>
+
+#include "conv2d_internal.h"
+#include "gemm.h"
+
+/* 1x1, stride 1, no padding, output as large as the input: col is x itself. */
+static int pointwise(const conv2d_shape *s)
+{
+    return s->R == 1 && s->S == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0
+        && s->P == s->H && s->Q == s->W;
+}
+
+/* ---- image groups ----------------------------------------------------------- */
+
+/* Images are processed in groups: the im2col matrices of a group's images
+ * sit side by side, so one GEMM has N = images * PQ columns (small images
+ * alone make GEMMs too thin to run fast, and A is packed once per group).
+ * A group is sized to reach about group_columns columns. */
+#define GROUP_COLUMNS 2048
+#define GROUP_COL_MAX_FLOATS ((int64_t)4 << 20)    /* 16 MiB of im2col per group */
+
+static int64_t group_columns = GROUP_COLUMNS;
+
+int64_t conv2d_set_group_columns(int64_t columns)
+{
+    int64_t old = group_columns;
+    group_columns = columns > 0 ? columns : GROUP_COLUMNS;
+    return old;
+}
+
+/* How a call is split: `outer` threads take contiguous ranges of images
+ * (each running GEMMs on one thread), or outer = 1 and the GEMM and the
+ * copies inside a group use `inner` threads. Groups hold at most nb images. */
+typedef struct {
+    int outer, inner;
+    int64_t nb;
+} conv_plan;
+
+static conv_plan make_plan(const conv2d_shape *s, int nthreads)
+{
+    int64_t PQ = s->P * s->Q, CRS = s->C * s->R * s->S;
+    int64_t work = 2 * s->N * s->K * CRS * PQ;
+    int nt = fastcnn_threads_for(work, nthreads);
+    conv_plan pl = {1, nt, 1};
+    if (nt > 1 && s->N >= nt) {
+        pl.outer = nt;
+        pl.inner = 1;
+    }
+    int64_t per_thread = (s->N + pl.outer - 1) / pl.outer;
+    /* a pointwise image is its own im2col: alone, it needs no copies in or out */
+    int64_t nb = pointwise(s) && group_columns == GROUP_COLUMNS ? 1 : group_columns / PQ;
+    if (nb * CRS * PQ > GROUP_COL_MAX_FLOATS)
+        nb = GROUP_COL_MAX_FLOATS / (CRS * PQ);
+    pl.nb = nb < 1 ? 1 : nb > per_thread ? per_thread : nb;
+    return pl;
+}
+
+/* Scratch floats for one thread: a group's im2col (CRS, nb PQ) unless the
+ * input itself serves, then a group's gathered output or gradient (K, nb PQ)
+ * unless groups are single images. */
+static int64_t scratch_floats(const conv2d_shape *s, const conv_plan *pl)
+{
+    int64_t cols = pl->nb * s->P * s->Q;
+    int64_t col = pointwise(s) && pl->nb == 1 ? 0 : s->C * s->R * s->S * cols;
+    return col + (pl->nb > 1 ? s->K * cols : 0);
+}
+
+static int64_t col_part(const conv2d_shape *s, const conv_plan *pl)
+{
+    return scratch_floats(s, pl) - (pl->nb > 1 ? s->K * pl->nb * s->P * s->Q : 0);
+}
+
+/* ---- regrouping the output columns -------------------------------------- */
+
+/* cols (K, cnt PQ) = the stack of cnt images (cnt, K, PQ) side by side. */
+static void gather_columns(float *cols, const float *stack, int64_t cnt,
+                           const conv2d_shape *s, int nthreads)
+{
+    int64_t PQ = s->P * s->Q, width = cnt * PQ;
+    int nt = fastcnn_threads_for(cnt * s->K * PQ, nthreads);
+    /* each (image, k) row is copied by one iteration */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t it = 0; it < cnt * s->K; it++) {
+        const float *restrict src = stack + it * PQ;
+        float *restrict dst = cols + it % s->K * width + it / s->K * PQ;
+        for (int64_t j = 0; j < PQ; j++) dst[j] = src[j];
+    }
+}
+
+/* stack (cnt, K, PQ) = cols (K, cnt PQ) split into images, plus b (K) if given. */
+static void scatter_columns(float *stack, const float *cols, const float *b, int64_t cnt,
+                            const conv2d_shape *s, int nthreads)
+{
+    int64_t PQ = s->P * s->Q, width = cnt * PQ;
+    int nt = fastcnn_threads_for(cnt * s->K * PQ, nthreads);
+    /* each (image, k) row is written by one iteration */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t it = 0; it < cnt * s->K; it++) {
+        float *restrict dst = stack + it * PQ;
+        const float *restrict src = cols + it % s->K * width + it / s->K * PQ;
+        float add = b ? b[it % s->K] : 0.0f;
+        for (int64_t j = 0; j < PQ; j++) dst[j] = src[j] + add;
+    }
+}
+
+/* ---- one group of cnt images ---------------------------------------------- */
+
+/* y (cnt, K, PQ) = w (K, CRS) im2col(x (cnt, C, H, W)) + b. */
+static int forward_group(float *y, const float *x, const float *w, const float *b,
+                         int64_t cnt, float *scratch, const conv2d_shape *s,
+                         const conv_plan *pl, int nthreads)
+{
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
+    const float *B = x;
+    if (!(pointwise(s) && cnt == 1)) {
+        conv2d_im2col(scratch, x, cnt, s, nthreads);
+        B = scratch;
+    }
+    if (cnt == 1)
+        return sgemm_bias(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, 0.0f, y, PQ, b, nthreads);
+    float *out = scratch + col_part(s, pl);
+    int err = sgemm(0, 0, s->K, cols, CRS, 1.0f, w, CRS, B, cols, 0.0f, out, cols, nthreads);
+    if (!err)
+        scatter_columns(y, out, b, cnt, s, nthreads);
+    return err;
+}
+
+/* dx (cnt, C, H, W) = col2im(w^T (CRS, K) dy (K, cnt PQ)). */
+static int backward_data_group(float *dx, const float *dy, const float *w, int64_t cnt,
+                               float *scratch, const conv2d_shape *s, const conv_plan *pl,
+                               int nthreads)
+{
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
+    if (pointwise(s) && cnt == 1)
+        return sgemm(1, 0, s->C, PQ, s->K, 1.0f, w, CRS, dy, PQ, 0.0f, dx, PQ, nthreads);
+    const float *B = dy;
+    if (cnt > 1) {
+        gather_columns(scratch + col_part(s, pl), dy, cnt, s, nthreads);
+        B = scratch + col_part(s, pl);
+    }
+    int err = sgemm(1, 0, CRS, cols, s->K, 1.0f, w, CRS, B, cols, 0.0f, scratch, cols, nthreads);
+    if (!err)
+        conv2d_col2im(dx, scratch, cnt, s, nthreads);
+    return err;
+}
+
+/* dw (K, CRS) += dy (K, cnt PQ) im2col(x)^T (cnt PQ, CRS). */
+static int backward_weight_group(float *dw, const float *dy, const float *x, int64_t cnt,
+                                 float *scratch, const conv2d_shape *s, const conv_plan *pl,
+                                 int nthreads)
+{
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
+    const float *A = dy, *B = x;
+    if (!(pointwise(s) && cnt == 1)) {
+        conv2d_im2col(scratch, x, cnt, s, nthreads);
+        B = scratch;
+    }
+    if (cnt > 1) {
+        gather_columns(scratch + col_part(s, pl), dy, cnt, s, nthreads);
+        A = scratch + col_part(s, pl);
+    }
+    return sgemm(0, 1, s->K, CRS, cols, 1.0f, A, cols, B, cols, 1.0f, dw, CRS, nthreads);
+}
+
+/* ---- a whole call ------------------------------------------------------------ */
+
+enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
+
+typedef struct {
+    int op;
+    float *out;             /* y, dx, or dw (thread 0's; others use partial sums) */
+    const float *x, *w, *b;
+    const float *dy;
+} conv_call;
+
+/* Run the groups of images [lo, hi) of one thread (or of the whole call). */
+static int run_images(const conv_call *cc, float *dw, int64_t lo, int64_t hi, float *scratch,
+                      const conv2d_shape *s, const conv_plan *pl, int nthreads)
+{
+    int64_t xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    int64_t groups = (hi - lo + pl->nb - 1) / pl->nb;
+    int err = 0;
+    for (int64_t g = 0; g < groups && !err; g++) {
+        int64_t n = lo + split_point(hi - lo, g, groups);
+        int64_t cnt = lo + split_point(hi - lo, g + 1, groups) - n;
+        if (cc->op == FORWARD)
+            err = forward_group(cc->out + n * ysz, cc->x + n * xsz, cc->w, cc->b, cnt, scratch,
+                                s, pl, nthreads);
+        else if (cc->op == BACKWARD_DATA)
+            err = backward_data_group(cc->out + n * xsz, cc->dy + n * ysz, cc->w, cnt, scratch,
+                                      s, pl, nthreads);
+        else
+            err = backward_weight_group(dw, cc->dy + n * ysz, cc->x + n * xsz, cnt, scratch,
+                                        s, pl, nthreads);
+    }
+    return err;
+}
+
+/* dw (n) += the nparts partial sums stacked in parts (nparts, n). */
+static void reduce_partials(float *dw, const float *parts, int nparts, int64_t n,
+                            int nthreads)
+{
+    int nt = fastcnn_threads_for(n * nparts, nthreads);
+    /* each i written once */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        for (int j = 0; j < nparts; j++) dw[i] += parts[j * n + i];
+}
+
+/* Split the images by the plan and run cc; backward weight: threads t >= 1
+ * accumulate into zeroed partial sums, added to dw at the end. */
+static int run(const conv_call *cc, const conv2d_shape *s, int nthreads)
+{
+    conv_plan pl = make_plan(s, nthreads);
+    int64_t per = scratch_floats(s, &pl), wsz = s->K * s->C * s->R * s->S;
+    int64_t parts = cc->op == BACKWARD_WEIGHT ? (pl.outer - 1) * wsz : 0;
+    float *scratch = conv2d_scratch_take(pl.outer * per + parts);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    float *partial = scratch + pl.outer * per;
+    int err = 0;
+    /* thread t owns images [split_point(t), split_point(t+1)) of the output,
+     * its scratch, and (backward weight) its own dw: dw itself or a partial */
+    #pragma omp parallel for num_threads(pl.outer) if (pl.outer > 1) schedule(static) \
+        reduction(|:err)
+    for (int t = 0; t < pl.outer; t++) {
+        float *dw = t == 0 ? cc->out : partial + (t - 1) * wsz;
+        if (cc->op == BACKWARD_WEIGHT && t > 0)
+            memset(dw, 0, (size_t)wsz * sizeof(float));
+        err |= run_images(cc, dw, split_point(s->N, t, pl.outer),
+                          split_point(s->N, t + 1, pl.outer), scratch + t * per, s, &pl,
+                          pl.inner);
+    }
+    if (!err && parts)
+        reduce_partials(cc->out, partial, pl.outer - 1, wsz, nthreads);
+    conv2d_scratch_give(scratch);
+    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
+}
+
+int conv2d_gemm_forward(float *y, const float *x, const float *w, const float *b,
+                        const conv2d_shape *s, int nthreads)
+{
+    conv_call cc = {FORWARD, y, x, w, b, NULL};
+    return run(&cc, s, nthreads);
+}
+
+int conv2d_gemm_backward_data(float *dx, const float *dy, const float *w,
+                              const conv2d_shape *s, int nthreads)
+{
+    conv_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy};
+    return run(&cc, s, nthreads);
+}
+
+int conv2d_gemm_backward_weight(float *dw, const float *dy, const float *x,
+                                const conv2d_shape *s, int nthreads)
+{
+    conv_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy};
+    return run(&cc, s, nthreads);
+}

@@ -1,0 +1,100 @@
+/* conv2d_im2col.c - im2col and col2im of a group of images side by side
+ * (the GEMM path's copies, conv2d_gemm.c), and the portable im2col of one
+ * kernel tap (any stride; the per-ISA ones, stride 1, are in
+ * conv2d_im2col_avx2.c / conv2d_im2col_avx512.c). */
+#include <string.h>
+
+#include "conv2d_internal.h"
+
+/* out (P, Q), image i at out + i ostride, = the input plane xc (H, W) of
+ * image i (at xc + i xstride) seen through kernel tap (r, t), for i < cnt.
+ * (No memcpy/memset calls for rows of a few floats: plain loops are faster.) */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+void conv2d_im2col_tap_generic(float *restrict out, const float *restrict xc, int64_t cnt,
+                               int64_t ostride, int64_t xstride, int64_t r, int64_t t,
+                               const conv2d_shape *s)
+{
+    span ps = valid_span(r - s->ph, s->sh, s->H, s->P);
+    span qs = valid_span(t - s->pw, s->sw, s->W, s->Q);
+    if (qs.lo == qs.hi)
+        ps.hi = ps.lo;  /* no tap column inside the input: the whole plane is zero */
+    int64_t PQ = s->P * s->Q, sw = s->sw;
+    for (int64_t i = 0; i < cnt; i++) {
+        float *restrict o = out + i * ostride;
+        for (int64_t j = 0; j < ps.lo * s->Q; j++) o[j] = 0.0f;
+        for (int64_t p = ps.lo; p < ps.hi; p++) {
+            float *restrict op = o + p * s->Q;
+            const float *restrict xr = xc + i * xstride + (p * s->sh - s->ph + r) * s->W
+                                     + t - s->pw;
+            for (int64_t q = 0; q < qs.lo; q++) op[q] = 0.0f;
+            if (sw == 1)
+                for (int64_t q = qs.lo; q < qs.hi; q++) op[q] = xr[q];
+            else
+                for (int64_t q = qs.lo; q < qs.hi; q++) op[q] = xr[q * sw];
+            for (int64_t q = qs.hi; q < s->Q; q++) op[q] = 0.0f;
+        }
+        for (int64_t j = ps.hi * s->Q; j < PQ; j++) o[j] = 0.0f;
+    }
+}
+
+
+/* col (CRS, cnt PQ) = the im2col matrices of cnt images x (cnt, C, H, W),
+ * image i in columns [i PQ, (i+1) PQ). */
+void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *s,
+                   int nthreads)
+{
+    int64_t rows = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
+    int64_t CHW = s->C * s->H * s->W;
+    /* the instruction set's masked vector copies for stride 1, else plain loops */
+    conv2d_im2col_tap_fn tap = s->sw == 1 ? conv2d_kernels_for(fastcnn_isa())->im2col_tap
+                                          : conv2d_im2col_tap_generic;
+    int nt = fastcnn_threads_for(rows * cols, nthreads);
+    /* each row (c, r, t) of col is written by one iteration */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t row = 0; row < rows; row++) {
+        int64_t c = row / (s->R * s->S), r = row / s->S % s->R, t = row % s->S;
+        tap(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r, t, s);
+    }
+}
+
+/* For i < cnt: the plane dxc + i xstride (H, W) += the plane in + i istride
+ * (P, Q) scattered back through kernel tap (r, t). */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void col2im_row(float *restrict dxc, const float *restrict in, int64_t cnt,
+                       int64_t xstride, int64_t istride, int64_t r, int64_t t,
+                       const conv2d_shape *s)
+{
+    span ps = valid_span(r - s->ph, s->sh, s->H, s->P);
+    span qs = valid_span(t - s->pw, s->sw, s->W, s->Q);
+    if (qs.lo == qs.hi)
+        return;
+    int64_t sw = s->sw;
+    for (int64_t i = 0; i < cnt; i++)
+        for (int64_t p = ps.lo; p < ps.hi; p++) {
+            const float *restrict ip = in + i * istride + p * s->Q;
+            float *restrict dr = dxc + i * xstride + (p * s->sh - s->ph + r) * s->W
+                               + t - s->pw;
+            if (sw == 1)
+                for (int64_t q = qs.lo; q < qs.hi; q++) dr[q] += ip[q];
+            else
+                for (int64_t q = qs.lo; q < qs.hi; q++) dr[q * sw] += ip[q];
+        }
+}
+
+/* dx (cnt, C, H, W) = col2im of col (CRS, cnt PQ), laid out as im2col's. */
+void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape *s,
+                   int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q, RS = s->R * s->S, cols = cnt * PQ;
+    int64_t CHW = s->C * HW;
+    int nt = fastcnn_threads_for(cnt * s->C * RS * PQ, nthreads);
+    /* channel c owns its planes of dx (in every image) and reads only its rows of col */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t c = 0; c < s->C; c++) {
+        for (int64_t i = 0; i < cnt; i++)
+            memset(dx + i * CHW + c * HW, 0, (size_t)HW * sizeof(float));
+        for (int64_t rt = 0; rt < RS; rt++)
+            col2im_row(dx + c * HW, col + (c * RS + rt) * cols, cnt, CHW, PQ, rt / s->S,
+                       rt % s->S, s);
+    }
+}

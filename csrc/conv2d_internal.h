@@ -1,0 +1,103 @@
+/* conv2d_internal.h - what the conv2d family's files share (private to
+ * csrc/conv2d*.c): the kernel table of an instruction set, the scratch
+ * cache, the zero-padded image copy, im2col / col2im, and the paths that
+ * conv2d.c chooses between.
+ *
+ *   conv2d.c          entry points, path choice, test hooks, bias gradient
+ *   conv2d_ref.c      reference kernels (test oracle)
+ *   conv2d_scratch.c  the one-slot scratch cache
+ *   conv2d_im2col.c   im2col / col2im of a group of images
+ *   conv2d_gemm.c     im2col + GEMM path (any shape)
+ *   conv2d_direct.c   direct forward for first layers
+ *   conv2d_kvec.c     channel-vector forward and backward data
+ *   conv2d_wgrad.c    channel-vector weight gradient
+ *   conv2d_<algorithm>_avx2.c / _avx512.c   the per-ISA inner loops
+ *
+ * Shapes follow conv2d_shape (fastcnn.h): x (N, C, H, W), w (K, C, R, S),
+ * b (K), y (N, K, P, Q). */
+#ifndef FASTCNN_CONV2D_INTERNAL_H
+#define FASTCNN_CONV2D_INTERNAL_H
+
+#include <stdint.h>
+
+#include "fastcnn.h"
+#include "conv2d_kernel.h"
+#include "dispatch.h"
+
+/* ---- the inner loops of one instruction set (conv2d_kernel.h) ------------ */
+
+typedef void (*conv2d_im2col_tap_fn)(float *, const float *, int64_t, int64_t, int64_t,
+                                     int64_t, int64_t, const conv2d_shape *);
+typedef void (*conv2d_direct_block_fn)(float *, const float *, const float *, const float *,
+                                       int64_t, int64_t, const direct_geom *);
+typedef void (*conv2d_kvec_block_fn)(float *, const float *, const float *, const float *,
+                                     int64_t, int, const kvec_geom *);
+typedef void (*conv2d_wgrad_image_fn)(float *, const float *, const float *, const kvec_geom *);
+
+typedef struct {
+    conv2d_im2col_tap_fn im2col_tap;        /* im2col of one tap; the ISA's for stride 1 */
+    conv2d_direct_block_fn direct_block;    /* direct forward, one block of channels */
+    int64_t direct_kb;                      /* output channels per direct block */
+    conv2d_kvec_block_fn kvec_block;        /* channel-vector forward, one block */
+    conv2d_wgrad_image_fn wgrad_image;      /* channel-vector weight gradient, one image */
+    int64_t vl;                             /* floats per vector of kvec_block, wgrad_image */
+} conv2d_kernels;
+
+/* The table of `isa` (fastcnn_isa()): one per instruction set, in conv2d.c. */
+const conv2d_kernels *conv2d_kernels_for(int isa);
+
+/* The portable im2col of one tap, any stride (conv2d_im2col.c). */
+void conv2d_im2col_tap_generic(float *out, const float *xc, int64_t cnt, int64_t ostride,
+                               int64_t xstride, int64_t r, int64_t t, const conv2d_shape *s);
+
+/* ---- shared helpers ---------------------------------------------------------- */
+
+/* A scratch buffer of at least `floats` floats (64-byte aligned), or NULL;
+ * give it back with conv2d_scratch_give (conv2d_scratch.c). */
+float *conv2d_scratch_take(int64_t floats);
+void conv2d_scratch_give(float *p);
+
+/* First image of part i when n images are split into parts even parts. */
+static inline int64_t split_point(int64_t n, int64_t i, int64_t parts)
+{
+    return n * i / parts;
+}
+
+/* xpad (C, Hp, Wp) = image x (C, H, W) shifted by the top/left padding,
+ * zero elsewhere (conv2d_direct.c). */
+void conv2d_pad_image(float *xpad, const float *x, const conv2d_shape *s, int64_t Hp,
+                      int64_t Wp);
+
+/* col (CRS, cnt PQ) = im2col of cnt images x (cnt, C, H, W); dx (cnt, C, H, W)
+ * = col2im of such a col (conv2d_im2col.c). */
+void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *s,
+                   int nthreads);
+void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape *s,
+                   int nthreads);
+
+/* ---- the paths (each returns FASTCNN_OK or FASTCNN_ENOMEM) ------------------- */
+
+/* im2col + GEMM, any shape (conv2d_gemm.c). */
+int conv2d_gemm_forward(float *y, const float *x, const float *w, const float *b,
+                        const conv2d_shape *s, int nthreads);
+int conv2d_gemm_backward_data(float *dx, const float *dy, const float *w,
+                              const conv2d_shape *s, int nthreads);
+int conv2d_gemm_backward_weight(float *dw, const float *dy, const float *x,
+                                const conv2d_shape *s, int nthreads);
+
+/* Direct forward, stride 1 (conv2d_direct.c). */
+int conv2d_direct_forward(float *y, const float *x, const float *w, const float *b,
+                          const conv2d_shape *s, int nthreads);
+
+/* Channel-vector forward (K % vl == 0) and backward data (stride 1, padding
+ * below the kernel, C % vl == 0) (conv2d_kvec.c). */
+int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b,
+                        const conv2d_shape *s, int nthreads);
+int conv2d_kvec_backward_data(float *dx, const float *dy, const float *w,
+                              const conv2d_shape *s, int nthreads);
+
+/* Channel-vector weight gradient, dw += (K % vl == 0, S = 3 or 5) (conv2d_wgrad.c). */
+int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
+                                 const conv2d_shape *s, int nthreads);
+
+#endif /* FASTCNN_CONV2D_INTERNAL_H */

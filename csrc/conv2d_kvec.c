@@ -1,0 +1,76 @@
+/* conv2d_kvec.c - the channel-vector direct convolution (conv2d.c chooses
+ * it when K is a multiple of the vector length and the kernel is wider than
+ * 1x1): a tile keeps output positions x channel vectors in registers (the
+ * loops in conv2d_kernel.h, compiled per instruction set). Also backward
+ * data, as the forward convolution of dy with the flipped kernel. */
+#include "conv2d_generic.h"
+#include "conv2d_internal.h"
+
+void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wT, const float *b,
+                               int64_t k0, int kv, const kvec_geom *g)
+{
+    kvec_block(y, xpad, wT, b, k0, kv, g);
+}
+
+
+/* y (N, K, P, Q) = conv(x, w) + b by the channel-vector kernel (K % VL == 0). */
+int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b,
+                        const conv2d_shape *s, int nthreads)
+{
+    const conv2d_kernels *kr = conv2d_kernels_for(fastcnn_isa());
+    conv2d_kvec_block_fn fn = kr->kvec_block;
+    int64_t vl = kr->vl;
+    kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
+                   (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S};
+    int64_t vecs = s->K / vl;
+    int kv = vecs % 2 == 0 ? 2 : 1;
+    int64_t blocks = vecs / kv, items = s->N * blocks, CRS = s->C * s->R * s->S;
+    int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * s->P * s->Q, nthreads);
+    if (nt > items)
+        nt = (int)items;
+    float *scratch = conv2d_scratch_take(CRS * s->K + nt * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    float *wT = scratch + nt * per;
+    for (int64_t k = 0; k < s->K; k++)
+        for (int64_t i = 0; i < CRS; i++) wT[i * s->K + k] = w[k * CRS + i];
+    /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
+     * their output planes, and its own padded image */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        float *xpad = scratch + t * per;
+        int64_t padded = -1;
+        for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
+            int64_t n = it / blocks, k0 = it % blocks * kv * vl;
+            if (n != padded)
+                conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
+            padded = n;
+            fn(y + n * ysz, xpad, wT, b, k0, kv, &g);
+        }
+    }
+    conv2d_scratch_give(scratch);
+    return FASTCNN_OK;
+}
+
+/* dx (N, C, H, W) = backward data as a forward convolution (stride 1,
+ * padding below the kernel size, C % VL == 0): dx is dy, padded by R-1-ph on
+ * top and S-1-pw on the left, convolved with the kernel flipped in both
+ * axes, channels swapped. */
+int conv2d_kvec_backward_data(float *dx, const float *dy, const float *w,
+                              const conv2d_shape *s, int nthreads)
+{
+    conv2d_shape t = {s->N, s->K, s->P, s->Q, s->C, s->R, s->S, 1, 1,
+                      s->R - 1 - s->ph, s->S - 1 - s->pw, s->H, s->W};
+    int64_t RS = s->R * s->S;
+    float *wf = fastcnn_alloc(s->K * s->C * RS * (int64_t)sizeof(float));
+    if (!wf)
+        return FASTCNN_ENOMEM;
+    for (int64_t k = 0; k < s->K; k++)      /* wf (C, K, R, S) = w (K, C, R, S) flipped */
+        for (int64_t c = 0; c < s->C; c++)
+            for (int64_t rt = 0; rt < RS; rt++)
+                wf[(c * s->K + k) * RS + rt] = w[(k * s->C + c) * RS + RS - 1 - rt];
+    int err = conv2d_kvec_forward(dx, dy, wf, NULL, &t, nthreads);
+    fastcnn_free(wf);
+    return err;
+}

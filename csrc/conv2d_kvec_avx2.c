@@ -1,0 +1,9 @@
+/* conv2d_kvec_avx2.c - the channel-vector direct convolution's block kernel:
+ * conv2d_kernel.h's loop compiled for AVX2 (set up by conv2d_avx2.h). */
+#include "conv2d_avx2.h"
+
+void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wT, const float *b,
+                            int64_t k0, int kv, const kvec_geom *g)
+{
+    kvec_block(y, xpad, wT, b, k0, kv, g);
+}

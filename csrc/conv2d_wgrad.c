@@ -1,0 +1,68 @@
+/* conv2d_wgrad.c - the channel-vector weight gradient (conv2d.c chooses it
+ * when K is a multiple of the vector length, S = 3 or 5 and there is an
+ * image per thread): threads split the images, each summing into its own
+ * transposed dw (the loops in conv2d_kernel.h, compiled per instruction set). */
+#include <string.h>
+
+#include "conv2d_generic.h"
+#include "conv2d_internal.h"
+
+void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
+                                const kvec_geom *g)
+{
+    wgrad_image(dwT, xpad, dyT, g);
+}
+
+
+/* dyT (PQ, K) = dy (K, PQ) of one image, in 16 x 16 blocks. */
+static void transpose_plane(float *restrict dyT, const float *restrict dy, int64_t K,
+                            int64_t PQ)
+{
+    for (int64_t k0 = 0; k0 < K; k0 += 16)
+        for (int64_t j0 = 0; j0 < PQ; j0 += 16) {
+            int64_t kn = K - k0 < 16 ? K - k0 : 16, jn = PQ - j0 < 16 ? PQ - j0 : 16;
+            for (int64_t k = k0; k < k0 + kn; k++)
+                for (int64_t j = j0; j < j0 + jn; j++) dyT[j * K + k] = dy[k * PQ + j];
+        }
+}
+
+/* dw (K, C, R, S) += the weight gradient, by the channel-vector kernel:
+ * threads take contiguous ranges of images, each summing into its own
+ * dwT (CRS, K), added to dw at the end. */
+int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
+                                 const conv2d_shape *s, int nthreads)
+{
+    conv2d_wgrad_image_fn fn = conv2d_kernels_for(fastcnn_isa())->wgrad_image;
+    kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
+                   (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S};
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, wsz = CRS * s->K;
+    int64_t xsz = s->C * s->H * s->W, ysz = s->K * PQ;
+    int64_t per = s->C * g.Hp * g.Wp + PQ * s->K + wsz;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * PQ, nthreads);
+    if (nt > s->N)
+        nt = (int)s->N;
+    float *scratch = conv2d_scratch_take(nt * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    /* thread t owns images [split_point(t), split_point(t+1)) and its scratch */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        float *xpad = scratch + t * per, *dyT = xpad + s->C * g.Hp * g.Wp, *dwT = dyT + PQ * s->K;
+        memset(dwT, 0, (size_t)wsz * sizeof(float));
+        for (int64_t n = split_point(s->N, t, nt); n < split_point(s->N, t + 1, nt); n++) {
+            conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
+            transpose_plane(dyT, dy + n * ysz, s->K, PQ);
+            fn(dwT, xpad, dyT, &g);
+        }
+    }
+    int ntr = fastcnn_threads_for(wsz * nt, nthreads);
+    /* each k writes its own row of dw */
+    #pragma omp parallel for num_threads(ntr) if (ntr > 1) schedule(static)
+    for (int64_t k = 0; k < s->K; k++)
+        for (int t = 0; t < nt; t++) {
+            const float *dwT = scratch + t * per + s->C * g.Hp * g.Wp + PQ * s->K;
+            for (int64_t i = 0; i < CRS; i++) dw[k * CRS + i] += dwT[i * s->K + k];
+        }
+    conv2d_scratch_give(scratch);
+    return FASTCNN_OK;
+}
