@@ -1,16 +1,18 @@
-/* conv2d_scratch.c - the conv2d family's scratch memory: one cached buffer
+/* conv2d_scratch.c - the conv2d family's scratch memory: a few cached buffers
  * shared by every path (im2col matrices, gathered gradients, padded images,
  * transposed weights). */
 #include "conv2d_internal.h"
 
 /* Scratch (im2col, gathered gradients) would be page-faulted afresh by every
- * call; instead the last buffer given back is kept for the next call (at
- * most one, at most SCRATCH_CACHE_MAX bytes; freed at exit). Concurrent
- * callers each take their own: the slot is swapped atomically. */
+ * call; instead buffers given back are kept for the next calls: up to
+ * SCRATCH_SLOTS of them (so that as many threads running convolutions at once
+ * each find one), each at most SCRATCH_CACHE_MAX bytes; freed at exit. A slot
+ * is taken and filled atomically, so concurrent callers never share a buffer. */
 #define SCRATCH_CACHE_MAX ((int64_t)64 << 20)
 #define SCRATCH_HEADER 64
+#define SCRATCH_SLOTS 8
 
-static char *cached_scratch;
+static char *cached_scratch[SCRATCH_SLOTS];
 
 static int64_t *scratch_size(char *block)
 {
@@ -21,10 +23,14 @@ static int64_t *scratch_size(char *block)
 float *conv2d_scratch_take(int64_t floats)
 {
     int64_t bytes = (floats > 0 ? floats : 1) * (int64_t)sizeof(float);
-    char *block = __atomic_exchange_n(&cached_scratch, NULL, __ATOMIC_ACQ_REL);
-    if (block && *scratch_size(block) < bytes) {
-        fastcnn_free(block);
-        block = NULL;
+    char *block = NULL;
+    for (int i = 0; i < SCRATCH_SLOTS && !block; i++) {
+        block = __atomic_exchange_n(&cached_scratch[i], NULL, __ATOMIC_ACQ_REL);
+        if (block && *scratch_size(block) < bytes) {
+            fastcnn_free(block);    /* too small for this call: allocate below */
+            block = NULL;
+            break;
+        }
     }
     if (!block) {
         block = fastcnn_alloc(bytes + SCRATCH_HEADER);
@@ -35,18 +41,24 @@ float *conv2d_scratch_take(int64_t floats)
     return (float *)(block + SCRATCH_HEADER);
 }
 
-/* Return a buffer from conv2d_scratch_take: it becomes the cached one. */
+/* Return a buffer from conv2d_scratch_take: it goes to an empty slot (freed
+ * if there is none, or if it is larger than the cache keeps). */
 void conv2d_scratch_give(float *p)
 {
     char *block = (char *)p - SCRATCH_HEADER;
-    if (*scratch_size(block) > SCRATCH_CACHE_MAX) {
-        fastcnn_free(block);
-        return;
+    if (*scratch_size(block) <= SCRATCH_CACHE_MAX) {
+        for (int i = 0; i < SCRATCH_SLOTS; i++) {
+            char *empty = NULL;
+            if (__atomic_compare_exchange_n(&cached_scratch[i], &empty, block, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                return;
+        }
     }
-    fastcnn_free(__atomic_exchange_n(&cached_scratch, block, __ATOMIC_ACQ_REL));
+    fastcnn_free(block);
 }
 
 __attribute__((destructor)) static void scratch_release(void)
 {
-    fastcnn_free(__atomic_exchange_n(&cached_scratch, NULL, __ATOMIC_ACQ_REL));
+    for (int i = 0; i < SCRATCH_SLOTS; i++)
+        fastcnn_free(__atomic_exchange_n(&cached_scratch[i], NULL, __ATOMIC_ACQ_REL));
 }
