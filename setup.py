@@ -98,7 +98,7 @@ KERNELS = [(s, kernel_flags(s)) for s in C_SOURCES if kernel_flags(s) is not Non
 
 
 def jobs():
-    return max(1, int(os.environ.get("FASTCNN_BUILD_JOBS", 0)) or os.cpu_count() or 1)
+    return max(1, int(os.environ.get("FASTCNN_BUILD_JOBS") or 0) or os.cpu_count() or 1)
 
 
 class ParallelCompile:
@@ -110,7 +110,7 @@ class ParallelCompile:
         self.compiler, self.build_temp = compiler, build_temp
         self.compile = compiler.compile     # the serial one: build_extension replaces it
         self.queue = queue.PriorityQueue()
-        self.results, self.errors, self.count = {}, [], 0
+        self.errors, self.count = [], 0
         self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
         for t in self.threads:
             t.start()
@@ -138,7 +138,8 @@ class ParallelCompile:
     def wait(self):
         """Run every submitted job to its end; raise the first failure."""
         for _ in self.threads:
-            self.queue.put((float("inf"), float("inf"), None))
+            self.queue.put((float("inf"), self.count, None))
+            self.count += 1
         for t in self.threads:
             t.join()
         if self.errors:
@@ -183,6 +184,8 @@ class BuildNative(build_ext):
 
         def compile_glue(sources, output_dir=None, macros=None, include_dirs=None, debug=0,
                          extra_preargs=None, extra_postargs=None, depends=None):
+            """build_ext's compile call: the glue joins the pool (first in line),
+            then every object of the module is returned for the link."""
             objs = [pool.submit(-float("inf"), src, macros, extra_postargs, HEADERS, self.force)
                     for src in sources]
             pool.wait()
