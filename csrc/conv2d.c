@@ -156,7 +156,6 @@ static void bias_grad(float *db, const float *dy, const conv2d_shape *s, int nth
     }
 }
 
-
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            const conv2d_shape *s, int nthreads)
 {

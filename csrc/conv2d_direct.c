@@ -8,6 +8,7 @@
 #include "conv2d_generic.h"
 #include "conv2d_internal.h"
 
+/* The portable build of the direct block kernel (conv2d_kernel.h, conv2d_generic.h). */
 void conv2d_direct_block_generic(float *y, const float *xpad, const float *w, const float *b,
                                  int64_t k0, int64_t kn, const direct_geom *g)
 {

@@ -37,7 +37,6 @@ void conv2d_im2col_tap_generic(float *restrict out, const float *restrict xc, in
     }
 }
 
-
 /* col (CRS, cnt PQ) = the im2col matrices of cnt images x (cnt, C, H, W),
  * image i in columns [i PQ, (i+1) PQ). */
 void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *s,

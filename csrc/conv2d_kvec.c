@@ -6,12 +6,12 @@
 #include "conv2d_generic.h"
 #include "conv2d_internal.h"
 
+/* The portable build of the channel-vector block kernel (conv2d_kernel.h, conv2d_generic.h). */
 void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wT, const float *b,
                                int64_t k0, int kv, const kvec_geom *g)
 {
     kvec_block(y, xpad, wT, b, k0, kv, g);
 }
-
 
 /* y (N, K, P, Q) = conv(x, w) + b by the channel-vector kernel (K % VL == 0). */
 int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b,

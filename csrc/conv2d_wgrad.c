@@ -7,12 +7,13 @@
 #include "conv2d_generic.h"
 #include "conv2d_internal.h"
 
+/* The portable build of the channel-vector weight gradient of one image
+ * (conv2d_kernel.h, conv2d_generic.h). */
 void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
                                 const kvec_geom *g)
 {
     wgrad_image(dwT, xpad, dyT, g);
 }
-
 
 /* dyT (PQ, K) = dy (K, PQ) of one image, in 16 x 16 blocks. */
 static void transpose_plane(float *restrict dyT, const float *restrict dy, int64_t K,
