@@ -3,7 +3,7 @@ the same eval-mode model at once (1 OpenMP thread each), against the same
 calls made one after another. Results must be bit-identical to the
 sequential ones; the speedup is sequential time / concurrent time.
 
-    python bench/concurrency.py [--threads 8] [--calls 40] [--rounds 5]
+    python bench/concurrency.py [--threads 8] [--rounds 5]
 
 Prints a Markdown table (model, batch, sequential ms, concurrent ms, speedup),
 medians of interleaved rounds."""
@@ -44,18 +44,17 @@ def concurrent(model, xs, threads):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--calls", type=int, default=40, help="predict calls per round")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     fastcnn.set_num_threads(1)
     print(f"fastcnn {fastcnn.__version__}, {os.cpu_count()} CPUs, {args.threads} Python threads "
-          f"x 1 OpenMP thread, {args.calls} predict calls per round, median of "
-          f"{args.rounds} interleaved rounds\n")
-    print("| model | batch | sequential ms | concurrent ms | speedup |")
-    print("|---|---|---|---|---|")
-    for name, n in (("LeNet-5", 16), ("CIFAR-net", 4), ("CIFAR-net", 32)):
+          f"x 1 OpenMP thread, median of {args.rounds} interleaved rounds\n")
+    print("| model | batch | predict calls | sequential ms | concurrent ms | speedup |")
+    print("|---|---|---|---|---|---|")
+    for name, n, calls in (("LeNet-5", 1, 1024), ("LeNet-5", 16, 256), ("CIFAR-net", 4, 64),
+                           ("CIFAR-net", 32, 16)):
         model = models.fastcnn_model(name).eval()
-        xs = [models.batch(name, n, seed=i)[0] for i in range(args.calls)]
+        xs = [models.batch(name, n, seed=i)[0] for i in range(calls)]
         expected = sequential(model, xs)
         if not all(np.array_equal(a, b) for a, b in zip(concurrent(model, xs, args.threads),
                                                          expected)):
@@ -69,7 +68,7 @@ def main():
             concurrent(model, xs, args.threads)
             con.append(time.perf_counter() - t0)
         s, c = np.median(seq), np.median(con)
-        print(f"| {name} | {n} | {s * 1e3:.1f} | {c * 1e3:.1f} | {s / c:.2f} |")
+        print(f"| {name} | {n} | {calls} | {s * 1e3:.1f} | {c * 1e3:.1f} | {s / c:.2f} |")
 
 
 if __name__ == "__main__":

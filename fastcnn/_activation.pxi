@@ -115,29 +115,40 @@ def _activation_backward(grad_y, y, int which, bint reference):
 
 # ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
 
+ctypedef struct activation_step_args:
+    int x, y, dx, dy            # step_slots
+    int64_t n
+    int sigmoid
+
+
+cdef int activation_step_forward(const void *a, void **ptr, float **par, int need_dx,
+                                 int nt) noexcept nogil:
+    cdef const activation_step_args *p = <const activation_step_args *> a
+    if p.sigmoid:
+        c.sigmoid_forward(<float *> ptr[p.y], <float *> ptr[p.x], p.n, nt)
+    else:
+        c.relu_forward(<float *> ptr[p.y], <float *> ptr[p.x], p.n, nt)
+    return c.FASTCNN_OK
+
+
+cdef int activation_step_backward(const void *a, void **ptr, float **par, int need_dx,
+                                  int nt) noexcept nogil:
+    cdef const activation_step_args *p = <const activation_step_args *> a
+    if not need_dx:
+        return c.FASTCNN_OK
+    if p.sigmoid:
+        c.sigmoid_backward(<float *> ptr[p.dx], <float *> ptr[p.dy], <float *> ptr[p.y], p.n, nt)
+    else:
+        c.relu_backward(<float *> ptr[p.dx], <float *> ptr[p.dy], <float *> ptr[p.y], p.n, nt)
+    return c.FASTCNN_OK
+
+
 cdef class ActivationStep(Step):
     """relu or sigmoid, element-wise; the gradient comes from the output y."""
-    cdef bint sigmoid
-    cdef int64_t n
+    cdef activation_step_args a
 
     def __init__(self, node, slots, int64_t n, bint sigmoid):
-        super().__init__(node, slots)
-        self.n, self.sigmoid = n, sigmoid
-
-    cdef int forward(self, Frame f, int nt) except -1:
-        with nogil:
-            if self.sigmoid:
-                c.sigmoid_forward(f.f(self.y), f.f(self.x), self.n, nt)
-            else:
-                c.relu_forward(f.f(self.y), f.f(self.x), self.n, nt)
-        return 0
-
-    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
-        if not need_dx:
-            return 0
-        with nogil:
-            if self.sigmoid:
-                c.sigmoid_backward(f.f(self.dx), f.f(self.dy), f.f(self.y), self.n, nt)
-            else:
-                c.relu_backward(f.f(self.dx), f.f(self.dy), f.f(self.y), self.n, nt)
-        return 0
+        super().__init__(node)
+        self.set_slots(<step_slots *> &self.a, slots)
+        self.a.n, self.a.sigmoid = n, sigmoid
+        self.args, self.fwd, self.bwd = &self.a, activation_step_forward, activation_step_backward

@@ -237,46 +237,54 @@ def _set_kvec(mode):
 
 # ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
 
+ctypedef struct conv2d_step_args:
+    int x, y, dx, dy            # step_slots
+    c.conv2d_shape s
+
+
+cdef int conv2d_step_forward(const void *a, void **ptr, float **par, int need_dx,
+                             int nt) noexcept nogil:
+    # par: weight, bias (or NULL)
+    cdef const conv2d_step_args *p = <const conv2d_step_args *> a
+    return c.conv2d_forward(<float *> ptr[p.y], <float *> ptr[p.x], par[0], par[1], &p.s, nt)
+
+
+cdef int conv2d_step_backward(const void *a, void **ptr, float **par, int need_dx,
+                              int nt) noexcept nogil:
+    # par: weight, weight.grad, bias.grad (or NULL)
+    cdef const conv2d_step_args *p = <const conv2d_step_args *> a
+    cdef int err = c.FASTCNN_OK
+    if need_dx:
+        err = c.conv2d_backward_data(<float *> ptr[p.dx], <float *> ptr[p.dy], par[0], &p.s, nt)
+    if err == c.FASTCNN_OK:
+        err = c.conv2d_backward_weight(par[1], par[2], <float *> ptr[p.dy], <float *> ptr[p.x],
+                                       &p.s, nt)
+    return err
+
+
 cdef class ConvStep(Step):
     """conv2d: y = conv(x, weight) + bias; backward dx, dweight, dbias."""
-    cdef c.conv2d_shape s
+    cdef conv2d_step_args a
     cdef object weight, bias
     cdef tuple wshape, bshape
 
     def __init__(self, node, slots, tuple geometry):
-        super().__init__(node, slots)
-        g = geometry
-        self.s.N, self.s.C, self.s.H, self.s.W, self.s.K, self.s.R, self.s.S = g[:7]
-        self.s.sh, self.s.sw, self.s.ph, self.s.pw, self.s.P, self.s.Q = g[7:]
+        super().__init__(node)
+        self.set_slots(<step_slots *> &self.a, slots)
+        self.a.s = _conv2d_shape(geometry)
         self.weight, self.bias = node.params["weight"], node.params.get("bias")
-        self.wshape = (self.s.K, self.s.C, self.s.R, self.s.S)
-        self.bshape = (self.s.K,)
-        self.has_params = True
+        self.wshape = (self.a.s.K, self.a.s.C, self.a.s.R, self.a.s.S)
+        self.bshape = (self.a.s.K,)
+        self.args, self.fwd, self.bwd = &self.a, conv2d_step_forward, conv2d_step_backward
+        self.npar, self.has_params = 3, True
 
-    cdef int forward(self, Frame f, int nt) except -1:
-        cdef const float *pw = _param_ptr(self.weight.data, self.wshape, False, "weight")
-        cdef const float *pb = NULL
-        if self.bias is not None:
-            pb = _param_ptr(self.bias.data, self.bshape, False, "bias")
-        cdef int err
-        with nogil:
-            err = c.conv2d_forward(f.f(self.y), f.f(self.x), pw, pb, &self.s, nt)
-        if err != c.FASTCNN_OK:
-            raise MemoryError("conv2d: out of memory for the im2col scratch buffer")
-        return 0
-
-    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
-        cdef const float *pw = _param_ptr(self.weight.data, self.wshape, False, "weight")
-        cdef float *pgw = _param_ptr(self.weight.grad, self.wshape, True, "weight.grad")
-        cdef float *pgb = NULL
-        if self.bias is not None:
-            pgb = _param_ptr(self.bias.grad, self.bshape, True, "bias.grad")
-        cdef int err = c.FASTCNN_OK
-        with nogil:
-            if need_dx:
-                err = c.conv2d_backward_data(f.f(self.dx), f.f(self.dy), pw, &self.s, nt)
-            if err == c.FASTCNN_OK:
-                err = c.conv2d_backward_weight(pgw, pgb, f.f(self.dy), f.f(self.x), &self.s, nt)
-        if err != c.FASTCNN_OK:
-            raise MemoryError("conv2d_backward: out of memory for the im2col scratch buffer")
+    cdef int fetch(self, float **par, bint backward) except -1:
+        par[0] = _param_ptr(self.weight.data, self.wshape, False, "weight")
+        if backward:
+            par[1] = _param_ptr(self.weight.grad, self.wshape, True, "weight.grad")
+            par[2] = NULL if self.bias is None else \
+                _param_ptr(self.bias.grad, self.bshape, True, "bias.grad")
+        else:
+            par[1] = NULL if self.bias is None else \
+                _param_ptr(self.bias.data, self.bshape, False, "bias")
         return 0

@@ -48,36 +48,46 @@ cdef float *_param_ptr(object a, tuple shape, bint writeable, str what) except N
                         else ""))
 
 
+# A native step's forward or backward: its arguments (a struct inside the Step
+# object), the frame's slot pointers, its parameter pointers (fetched with the
+# GIL before the run), whether its input gradient is needed, the thread count.
+# Returns FASTCNN_OK or an error code of the kernels.
+ctypedef int (*step_fn)(const void *args, void **ptr, float **par, int need_dx,
+                        int nt) noexcept nogil
+
+# The slots every step has (the first fields of each step's argument struct).
+ctypedef struct step_slots:
+    int x, y, dx, dy
+
+
 cdef class Frame:
-    """One call's memory: the arena, and a pointer per slot."""
+    """One call's memory: the arena, a pointer per slot, a parameter pointer table."""
     cdef object arena           # uint8 numpy array (None when the plan needs no bytes)
     cdef void **ptr
-    cdef int n
+    cdef float **par
     cdef object x, dy           # the caller's arrays behind the external slots
 
-    def __cinit__(self, tuple offsets, int64_t arena_bytes):
-        cdef int i
+    def __cinit__(self, tuple offsets, int64_t arena_bytes, int npar):
+        cdef int i, n = len(offsets)
         cdef char *base = NULL
-        self.n = len(offsets)
-        self.ptr = <void **> malloc(max(self.n, 1) * sizeof(void *))
-        if self.ptr == NULL:
+        self.ptr = <void **> malloc(max(n, 1) * sizeof(void *))
+        self.par = <float **> malloc(max(npar, 1) * sizeof(float *))
+        if self.ptr == NULL or self.par == NULL:
             raise MemoryError("fastcnn: out of memory for a frame")
         if arena_bytes:
             self.arena = np.empty(arena_bytes + ARENA_ALIGN, np.uint8)
             base = <char *> cnp.PyArray_DATA(<cnp.ndarray> self.arena)
             base += (-<size_t> base) % ARENA_ALIGN
-        for i in range(self.n):
+        for i in range(n):
             off = offsets[i]
             self.ptr[i] = NULL if off < 0 else <void *> (base + <int64_t> off)
 
     def __dealloc__(self):
         free(self.ptr)
+        free(self.par)
 
     cdef void bind(self, int slot, object arr):
         self.ptr[slot] = cnp.PyArray_DATA(<cnp.ndarray> arr)
-
-    cdef float *f(self, int slot) nogil:
-        return <float *> self.ptr[slot]
 
     cdef object array(self, int slot, tuple shape):
         """A float32 numpy view of a slot (for the steps that call Python); it
@@ -92,15 +102,30 @@ cdef class Frame:
 
 
 cdef class Step:
-    """One node's native forward and backward. Slots: x input, y output,
-    dx input gradient (-1: none), dy output gradient."""
+    """One node's forward and backward. A native step sets ``args`` (its
+    argument struct, starting with its step_slots), ``fwd`` and ``bwd`` (C
+    functions run without the GIL) and ``npar`` (how many parameter pointers
+    ``fetch`` fills, with the GIL, before each run); a step with ``fwd`` NULL
+    runs ``forward`` / ``backward`` with the GIL instead (Python code)."""
     cdef readonly object node
-    cdef int x, y, dx, dy
     cdef readonly bint has_params
+    cdef void *args
+    cdef step_slots *slots
+    cdef step_fn fwd, bwd
+    cdef int npar
+    cdef str what                       # the op, for error messages
 
-    def __init__(self, node, slots):
+    def __init__(self, node):
         self.node = node
-        self.x, self.y, self.dx, self.dy = slots["x"], slots["y"], slots["dx"], slots["dy"]
+        self.what = node.op
+
+    cdef void set_slots(self, step_slots *slots, dict given):
+        slots.x, slots.y, slots.dx, slots.dy = given["x"], given["y"], given["dx"], given["dy"]
+        self.slots = slots
+
+    cdef int fetch(self, float **par, bint backward) except -1:
+        """Fill the parameter pointers the next forward (or backward) reads."""
+        return 0
 
     cdef int forward(self, Frame f, int nt) except -1:
         return 0
@@ -117,6 +142,12 @@ cdef class Program:
     cdef readonly int64_t arena_bytes
     cdef readonly object graph
     cdef list steps
+    cdef int n
+    cdef void **args                    # per step: its argument struct (native steps)
+    cdef step_fn *fwd
+    cdef step_fn *bwd
+    cdef int *par_base                  # per step: its first entry in the frame's par
+    cdef int npar
     cdef int x_slot, y_slot, dy_slot, dx_slot
     cdef bint y_is_x, dx_is_dy          # output a view of the input / input grad of dy
     cdef int first_param                # index of the first step with parameters
@@ -129,26 +160,39 @@ cdef class Program:
         self.x_slot, self.y_slot = slots["x"], slots["y"]
         self.dy_slot, self.dx_slot = slots["dy"], slots["dx"]
         self.y_is_x, self.dx_is_dy = slots["y_is_x"], slots["dx_is_dy"]
-        self.first_param = len(self.steps)
+        self.n = len(self.steps)
+        cdef int i, n = max(self.n, 1)
+        self.par_base = <int *> malloc(n * sizeof(int))
+        self.args = <void **> malloc(n * sizeof(void *))
+        self.fwd = <step_fn *> malloc(n * sizeof(step_fn))
+        self.bwd = <step_fn *> malloc(n * sizeof(step_fn))
+        if not (self.par_base and self.args and self.fwd and self.bwd):
+            raise MemoryError("fastcnn: out of memory for a program")
+        self.first_param = self.n
         cdef Step s
         for i, s in enumerate(self.steps):
-            if s.has_params:
+            self.args[i], self.fwd[i], self.bwd[i] = s.args, s.fwd, s.bwd
+            self.par_base[i] = self.npar
+            self.npar += s.npar
+            if s.has_params and self.first_param == self.n:
                 self.first_param = i
-                break
         self.idle = []
+
+    def __dealloc__(self):
+        free(self.par_base)
+        free(self.args)
+        free(self.fwd)
+        free(self.bwd)
 
     def forward(self, x):
         """Run the steps on x (float32, C-contiguous, of in_shape). Returns
         (a fresh output array, the frame): in training the caller keeps the
         frame for backward; in inference it is back in the pool already."""
         cdef Frame f = self._frame()
-        cdef int nt = get_num_threads()
-        cdef Step s
         f.x = x
         f.bind(self.x_slot, x)
         try:
-            for s in self.steps:
-                s.forward(f, nt)
+            self._run(f, False, 0, True)
             out = self._result(f, self.y_slot, self.out_shape, self.y_is_x, x)
         except BaseException:
             f.x = None
@@ -162,21 +206,62 @@ cdef class Program:
     def backward(self, Frame f, dy, bint need_grad_input):
         """Accumulate every parameter gradient; returns a fresh input gradient
         (or None). dy: float32, C-contiguous, of out_shape (read only)."""
-        cdef int nt = get_num_threads()
-        cdef int first = 0 if need_grad_input else self.first_param
-        cdef int i
-        cdef Step s
         f.dy = dy
         f.bind(self.dy_slot, dy)
         try:
-            for i in range(len(self.steps) - 1, first - 1, -1):
-                s = self.steps[i]
-                s.backward(f, need_grad_input or i > first, nt)
+            self._run(f, True, 0 if need_grad_input else self.first_param, need_grad_input)
             if not need_grad_input:
                 return None
             return self._result(f, self.dx_slot, self.in_shape, self.dx_is_dy, dy)
         finally:
             f.dy = None
+
+    cdef int _run(self, Frame f, bint backward, int first, bint need_first) except -1:
+        """Steps first..n-1 forward in order, or backward in reverse order (the
+        input gradient of step `first` only if need_first). Each stretch of
+        native steps runs without the GIL, released once: their parameter
+        pointers are fetched before it."""
+        cdef int nt = get_num_threads()
+        cdef int m = self.n - first
+        cdef int j = 0, jj, end, i, failed
+        cdef int need = need_first
+        cdef step_fn fn
+        cdef Step s
+        cdef list steps = self.steps
+        while j < m:
+            s = steps[self._at(j, first, backward)]
+            if s.fwd == NULL:                       # a step that runs Python code
+                if backward:
+                    s.backward(f, need_first or j < m - 1, nt)
+                else:
+                    s.forward(f, nt)
+                j += 1
+                continue
+            end = j
+            while end < m:
+                s = steps[self._at(end, first, backward)]
+                if s.fwd == NULL:
+                    break
+                s.fetch(f.par + self.par_base[self._at(end, first, backward)], backward)
+                end += 1
+            failed = -1
+            with nogil:
+                for jj in range(j, end):
+                    i = self._at(jj, first, backward)
+                    fn = self.bwd[i] if backward else self.fwd[i]
+                    if fn(self.args[i], f.ptr, f.par + self.par_base[i],
+                          need or i > first, nt) != c.FASTCNN_OK:
+                        failed = i
+                        break
+            if failed >= 0:
+                s = steps[failed]
+                raise MemoryError(f"{s.what}: out of memory for its scratch buffers")
+            j = end
+        return 0
+
+    cdef inline int _at(self, int j, int first, bint backward) noexcept nogil:
+        """The step run j-th: forward from `first` up, backward from the last down."""
+        return self.n - 1 - j if backward else first + j
 
     cdef object _result(self, Frame f, int slot, tuple shape, bint view, object src):
         if view:                    # nothing computed: a view of the caller's array
@@ -199,36 +284,36 @@ cdef class Program:
         try:
             return self.idle.pop()          # atomic under the GIL
         except IndexError:
-            return Frame(self.offsets, self.arena_bytes)
+            return Frame(self.offsets, self.arena_bytes, self.npar)
 
     cdef void _release(self, Frame f):
         if len(self.idle) < _MAX_IDLE_FRAMES:
             self.idle.append(f)
-
-
 cdef class LayerStep(Step):
     """A layer that runs its own Python forward and backward (a subclass that
     overrides them): the one step that calls Python."""
+    cdef step_slots sl
     cdef object layer
     cdef tuple in_shape, out_shape
 
     def __init__(self, node, slots, tuple in_shape, tuple out_shape):
-        super().__init__(node, slots)
+        super().__init__(node)
+        self.set_slots(&self.sl, slots)
         self.layer = node.layer
         self.in_shape, self.out_shape = in_shape, out_shape
         self.has_params = bool(self.layer.parameters())
 
     cdef int forward(self, Frame f, int nt) except -1:
-        y = np.asarray(self.layer.forward(f.array(self.x, self.in_shape)), np.float32)
+        y = np.asarray(self.layer.forward(f.array(self.sl.x, self.in_shape)), np.float32)
         if y.shape != self.out_shape:
             raise ValueError(f"{type(self.layer).__name__}.forward returned shape {y.shape}; "
                              f"it returned {self.out_shape} when the model was compiled")
-        f.array(self.y, self.out_shape)[...] = y
+        f.array(self.sl.y, self.out_shape)[...] = y
         return 0
 
     cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
-        dy = f.array(self.dy, self.out_shape)
+        dy = f.array(self.sl.dy, self.out_shape)
         dx = self.layer.backward(dy, need_grad_input=need_dx)
         if need_dx:
-            f.array(self.dx, self.in_shape)[...] = dx
+            f.array(self.sl.dx, self.in_shape)[...] = dx
         return 0

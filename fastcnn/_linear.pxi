@@ -145,43 +145,50 @@ def _linear_lead(xa):
 
 # ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
 
+ctypedef struct linear_step_args:
+    int x, y, dx, dy            # step_slots
+    int64_t N, F, O
+
+
+cdef int linear_step_forward(const void *a, void **ptr, float **par, int need_dx,
+                             int nt) noexcept nogil:
+    # par: weight, bias (or NULL)
+    cdef const linear_step_args *p = <const linear_step_args *> a
+    return c.linear_forward(<float *> ptr[p.y], <float *> ptr[p.x], par[0], par[1],
+                            p.N, p.F, p.O, nt)
+
+
+cdef int linear_step_backward(const void *a, void **ptr, float **par, int need_dx,
+                              int nt) noexcept nogil:
+    # par: weight, weight.grad, bias.grad (or NULL)
+    cdef const linear_step_args *p = <const linear_step_args *> a
+    return c.linear_backward(<float *> ptr[p.dx] if need_dx else NULL, par[1], par[2],
+                             <float *> ptr[p.dy], <float *> ptr[p.x], par[0], p.N, p.F, p.O, nt)
+
+
 cdef class LinearStep(Step):
     """linear: y = x weight^T + bias over rows of F; backward dx, dweight, dbias."""
-    cdef int64_t N, F, O
+    cdef linear_step_args a
     cdef object weight, bias
     cdef tuple wshape, bshape
 
     def __init__(self, node, slots, int64_t rows):
-        super().__init__(node, slots)
+        super().__init__(node)
+        self.set_slots(<step_slots *> &self.a, slots)
         self.weight, self.bias = node.params["weight"], node.params.get("bias")
-        self.O, self.F = self.weight.data.shape
-        self.N = rows
-        self.wshape, self.bshape = (self.O, self.F), (self.O,)
-        self.has_params = True
+        self.a.O, self.a.F = self.weight.data.shape
+        self.a.N = rows
+        self.wshape, self.bshape = (self.a.O, self.a.F), (self.a.O,)
+        self.args, self.fwd, self.bwd = &self.a, linear_step_forward, linear_step_backward
+        self.npar, self.has_params = 3, True
 
-    cdef int forward(self, Frame f, int nt) except -1:
-        cdef const float *pw = _param_ptr(self.weight.data, self.wshape, False, "weight")
-        cdef const float *pb = NULL
-        if self.bias is not None:
-            pb = _param_ptr(self.bias.data, self.bshape, False, "bias")
-        cdef int err
-        with nogil:
-            err = c.linear_forward(f.f(self.y), f.f(self.x), pw, pb, self.N, self.F, self.O, nt)
-        if err != c.FASTCNN_OK:
-            raise MemoryError("linear: out of memory for the matrix-multiply buffers")
-        return 0
-
-    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
-        cdef const float *pw = _param_ptr(self.weight.data, self.wshape, False, "weight")
-        cdef float *pgw = _param_ptr(self.weight.grad, self.wshape, True, "weight.grad")
-        cdef float *pgb = NULL
-        if self.bias is not None:
-            pgb = _param_ptr(self.bias.grad, self.bshape, True, "bias.grad")
-        cdef float *pdx = f.f(self.dx) if need_dx else NULL
-        cdef int err
-        with nogil:
-            err = c.linear_backward(pdx, pgw, pgb, f.f(self.dy), f.f(self.x), pw,
-                                    self.N, self.F, self.O, nt)
-        if err != c.FASTCNN_OK:
-            raise MemoryError("linear_backward: out of memory for the matrix-multiply buffers")
+    cdef int fetch(self, float **par, bint backward) except -1:
+        par[0] = _param_ptr(self.weight.data, self.wshape, False, "weight")
+        if backward:
+            par[1] = _param_ptr(self.weight.grad, self.wshape, True, "weight.grad")
+            par[2] = NULL if self.bias is None else \
+                _param_ptr(self.bias.grad, self.bshape, True, "bias.grad")
+        else:
+            par[1] = NULL if self.bias is None else \
+                _param_ptr(self.bias.data, self.bshape, False, "bias")
         return 0

@@ -338,59 +338,67 @@ cdef c.pool2d_shape _pool2d_scatter_shape(int64_t N, int64_t C, int64_t H, int64
 
 # ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
 
+ctypedef struct pool2d_step_args:
+    int x, y, dx, dy            # step_slots
+    int idx, relu               # slots: argmax indices (int32), the ReLU's output (training)
+    c.pool2d_shape s
+    int avg, incl, training, fused_relu
+    int64_t nx, ny
+
+
+cdef int pool2d_step_forward(const void *a, void **ptr, float **par, int need_dx,
+                             int nt) noexcept nogil:
+    cdef const pool2d_step_args *p = <const pool2d_step_args *> a
+    cdef float *x = <float *> ptr[p.x]
+    cdef float *y = <float *> ptr[p.y]
+    cdef int32_t *idx = NULL if p.avg else <int32_t *> ptr[p.idx]
+    if p.avg:
+        c.avgpool2d_forward(y, x, &p.s, p.incl, nt)
+    elif not p.fused_relu:
+        c.maxpool2d_forward(y, idx, x, &p.s, nt)
+    elif p.training:                    # relu into its own slot, kept for the backward mask
+        c.relu_forward(<float *> ptr[p.relu], x, p.nx, nt)
+        c.maxpool2d_forward(y, idx, <float *> ptr[p.relu], &p.s, nt)
+    else:                               # they commute: relu on the pooled output
+        c.maxpool2d_forward(y, idx, x, &p.s, nt)
+        c.relu_forward(y, y, p.ny, nt)
+    return c.FASTCNN_OK
+
+
+cdef int pool2d_step_backward(const void *a, void **ptr, float **par, int need_dx,
+                              int nt) noexcept nogil:
+    cdef const pool2d_step_args *p = <const pool2d_step_args *> a
+    cdef float *dx = <float *> ptr[p.dx]
+    cdef float *dy = <float *> ptr[p.dy]
+    if not need_dx:
+        return c.FASTCNN_OK
+    if p.avg:
+        return c.avgpool2d_backward(dx, dy, &p.s, p.incl, nt)
+    if p.fused_relu:
+        c.maxpool2d_relu_backward(dx, dy, <int32_t *> ptr[p.idx], <float *> ptr[p.relu], &p.s, nt)
+    else:
+        c.maxpool2d_backward(dx, dy, <int32_t *> ptr[p.idx], &p.s, nt)
+    return c.FASTCNN_OK
+
+
 cdef class PoolStep(Step):
     """max or average pooling. A max pooling may absorb the ReLU before it
-    (relu slot >= 0): in training it applies the ReLU into that slot, pools it
-    and masks its backward scatter with it; in inference it pools x and
-    applies the ReLU to its output (they commute)."""
-    cdef c.pool2d_shape s
-    cdef bint avg, training, fused_relu
-    cdef int incl
-    cdef int idx, relu          # slots: argmax indices (int32), relu output (training)
-    cdef int64_t nx, ny
+    (node attribute relu): in training it applies the ReLU into its own slot,
+    pools that and masks its backward scatter with it; in inference it pools x
+    and applies the ReLU to its output (they commute)."""
+    cdef pool2d_step_args a
 
     def __init__(self, node, slots, dict shape, bint avg, bint training):
-        super().__init__(node, slots)
+        super().__init__(node)
+        self.set_slots(<step_slots *> &self.a, slots)
         d = shape
-        self.s.N, self.s.C, self.s.H, self.s.W = d["N"], d["C"], d["H"], d["W"]
-        self.s.R, self.s.S, self.s.sh, self.s.sw = d["R"], d["S"], d["sh"], d["sw"]
-        self.s.ph, self.s.pw, self.s.P, self.s.Q = d["ph"], d["pw"], d["P"], d["Q"]
-        self.avg, self.training = avg, training
-        self.incl = 1 if node.attrs.get("count_include_pad", True) else 0
-        self.idx, self.relu = slots.get("indices", -1), slots.get("relu", -1)
-        self.fused_relu = bool(node.attrs.get("relu"))
-        self.nx = self.s.N * self.s.C * self.s.H * self.s.W
-        self.ny = self.s.N * self.s.C * self.s.P * self.s.Q
-
-    cdef int forward(self, Frame f, int nt) except -1:
-        cdef int32_t *pi = NULL if self.avg else <int32_t *> f.ptr[self.idx]
-        cdef float *px = f.f(self.x)
-        with nogil:
-            if self.avg:
-                c.avgpool2d_forward(f.f(self.y), px, &self.s, self.incl, nt)
-            elif not self.fused_relu:
-                c.maxpool2d_forward(f.f(self.y), pi, px, &self.s, nt)
-            elif self.training:
-                c.relu_forward(f.f(self.relu), px, self.nx, nt)
-                c.maxpool2d_forward(f.f(self.y), pi, f.f(self.relu), &self.s, nt)
-            else:
-                c.maxpool2d_forward(f.f(self.y), pi, px, &self.s, nt)
-                c.relu_forward(f.f(self.y), f.f(self.y), self.ny, nt)
-        return 0
-
-    cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
-        if not need_dx:
-            return 0
-        cdef const int32_t *pi = NULL if self.avg else <int32_t *> f.ptr[self.idx]
-        cdef int err = c.FASTCNN_OK
-        with nogil:
-            if self.avg:
-                err = c.avgpool2d_backward(f.f(self.dx), f.f(self.dy), &self.s, self.incl, nt)
-            elif self.fused_relu:
-                c.maxpool2d_relu_backward(f.f(self.dx), f.f(self.dy), pi, f.f(self.relu),
-                                          &self.s, nt)
-            else:
-                c.maxpool2d_backward(f.f(self.dx), f.f(self.dy), pi, &self.s, nt)
-        if err != c.FASTCNN_OK:
-            raise MemoryError("avg_pool2d_backward: out of memory for its scratch rows")
-        return 0
+        self.a.s.N, self.a.s.C, self.a.s.H, self.a.s.W = d["N"], d["C"], d["H"], d["W"]
+        self.a.s.R, self.a.s.S, self.a.s.sh, self.a.s.sw = d["R"], d["S"], d["sh"], d["sw"]
+        self.a.s.ph, self.a.s.pw, self.a.s.P, self.a.s.Q = d["ph"], d["pw"], d["P"], d["Q"]
+        self.a.avg, self.a.training = avg, training
+        self.a.incl = 1 if node.attrs.get("count_include_pad", True) else 0
+        self.a.idx, self.a.relu = slots.get("indices", -1), slots.get("relu", -1)
+        self.a.fused_relu = bool(node.attrs.get("relu"))
+        self.a.nx = self.a.s.N * self.a.s.C * self.a.s.H * self.a.s.W
+        self.a.ny = self.a.s.N * self.a.s.C * self.a.s.P * self.a.s.Q
+        self.args, self.fwd, self.bwd = &self.a, pool2d_step_forward, pool2d_step_backward
