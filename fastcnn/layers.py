@@ -16,6 +16,7 @@ drawn from fastcnn's global generator (seed it with
 ``reset_parameters``; :class:`fastcnn.Sequential` takes a ``seed`` too.
 """
 import inspect
+import itertools
 import math
 
 import numpy as np
@@ -29,6 +30,19 @@ __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sig
 
 
 _generator = np.random.default_rng()
+
+# Bumped whenever an attribute of any layer is set (a parameter, a sublayer, a
+# mode) or a Sequential's list of layers changes: while it stands still, a
+# compiled graph found for a layer needs no re-check of the layer's structure.
+_changes = itertools.count()
+generation = next(_changes)
+
+
+def changed():
+    """Note that some layer changed (compiled graphs are re-checked)."""
+    global generation
+    generation = next(_changes)
+
 
 # fastcnn's own layer classes by name (what save / load can rebuild); each
 # registers itself when defined (Layer.__init_subclass__).
@@ -110,6 +124,10 @@ class Layer:
         if cls.__module__.startswith("fastcnn.") and not cls.__name__.startswith("_"):
             LAYERS[cls.__name__] = cls
 
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        changed()
+
     def __call__(self, x):
         if isinstance(x, Value):
             return trace_layer(self, x)
@@ -131,9 +149,10 @@ class Layer:
                                   f"and backward")
 
     def structure(self):
-        """What a compiled graph of this layer depends on besides shapes (compared
-        at each call: a replaced layer or a changed mode compiles anew)."""
-        return (self, self.training)
+        """What a compiled graph of this layer depends on besides shapes: a
+        replaced layer or parameter, a changed mode or argument compiles anew
+        (compared when some layer has changed since the last call)."""
+        return (self, self.training, tuple(self._params.values()), self.get_config())
 
     def _runner(self):
         runner = self.__dict__.get("_runner_state")
@@ -172,7 +191,8 @@ class Layer:
     # modes ----------------------------------------------------------------
     def train(self, mode=True):
         """Training mode (the default): forward keeps what ``backward`` needs."""
-        self.training = bool(mode)
+        if self.training != bool(mode):
+            self.training = bool(mode)
         return self
 
     def eval(self):

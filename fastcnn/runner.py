@@ -15,6 +15,7 @@ import numpy as np
 
 from ._checks import as_float32, check_shape
 from .compiler import PASSES, compile_graph
+from . import layers
 from .graph import Graph
 
 __all__ = ["Runner", "trace"]
@@ -48,20 +49,28 @@ class Runner:
 
     def __init__(self):
         self.programs = []
+        self.generation = -1            # layers.generation when programs[0] was last checked
         self.frame = self.program = self.owner = None
         self.busy = threading.RLock()       # taken (never waited on) by training calls
         self.passes = PASSES
 
     def find(self, layer, shape, training):
+        generation = layers.generation
+        if generation == self.generation and self.programs:
+            prog = self.programs[0][1]      # no layer changed since it was checked
+            if prog.training == training and prog.in_shape == shape:
+                return prog
         key = layer.structure()
         for i, (k, prog) in enumerate(self.programs):
             if k == key and prog.training == training and prog.in_shape == shape:
                 if i:
                     self.programs.insert(0, self.programs.pop(i))
-                return prog
-        prog = compile_graph(trace(layer, shape), training, self.passes)
-        self.programs.insert(0, (key, prog))
-        del self.programs[MAX_PROGRAMS:]
+                break
+        else:
+            prog = compile_graph(trace(layer, shape), training, self.passes)
+            self.programs.insert(0, (key, prog))
+            del self.programs[MAX_PROGRAMS:]
+        self.generation = generation        # programs[0] holds for the layers as they were
         return prog
 
     def forward(self, layer, x):

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ._checks import as_int
-from .layers import Layer
+from .layers import Layer, changed
 from .runner import trace_layer
 from .saving import StateDict
 from .summary import summary
@@ -56,7 +56,7 @@ class Sequential(Layer, Training, StateDict):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential takes fastcnn layers. Received: "
                                 f"{type(layer).__name__} at position {i}")
-        self.layers = list(layers)
+        self.layers = LayerList(layers)
         if seed is not None:
             self.reset_parameters(np.random.default_rng(as_int(seed, "seed")))
 
@@ -84,7 +84,7 @@ class Sequential(Layer, Training, StateDict):
         return x
 
     def structure(self):
-        return (self, self.training, tuple(layer.structure() for layer in self.layers))
+        return (self, self.training, tuple([layer.structure() for layer in self.layers]))
 
     def named_parameters(self, prefix=""):
         out = []
@@ -96,8 +96,14 @@ class Sequential(Layer, Training, StateDict):
         for layer in self.layers:
             layer.reset_parameters(rng)
 
+    def __setattr__(self, name, value):
+        if name == "layers" and not isinstance(value, LayerList):
+            value = LayerList(value)
+        super().__setattr__(name, value)
+
     def train(self, mode=True):
-        self.training = bool(mode)
+        if self.training != bool(mode):
+            self.training = bool(mode)
         for layer in self.layers:
             layer.train(mode)
         return self
@@ -120,3 +126,21 @@ class Sequential(Layer, Training, StateDict):
     def __repr__(self):
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
+
+
+def _noting(method):
+    def wrapper(self, *args, **kwargs):
+        out = method(self, *args, **kwargs)
+        changed()
+        return out
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
+class LayerList(list):
+    """A Sequential's list of layers: a list that notes every change (so the
+    model's compiled graphs are re-checked)."""
+    for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+                  "insert", "pop", "remove", "clear", "sort", "reverse"):
+        locals()[_name] = _noting(getattr(list, _name))
+    del _name

@@ -212,6 +212,8 @@ class Training:
         batch_size = positive_int(batch_size, "batch_size")
         result = None
         with _inference(self):
+            if x.shape[0] <= batch_size:
+                return self.forward(x)          # a fresh array already
             for start in range(0, x.shape[0], batch_size):
                 out = self.forward(x[start:start + batch_size])
                 if result is None:

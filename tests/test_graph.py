@@ -286,6 +286,13 @@ def test_changed_layers_or_parameters_are_noticed(rng):
     assert (model(x) >= 0).all() and (model(x) >= 0).all()
     model[1].eval()                                             # one layer's mode changed
     assert model(x).shape == (2, 3)
+    del model.layers[-1]                                        # the list edited in place
+    assert (model(x) < 0).any()
+    conv.bias = None                                            # a parameter dropped
+    np.testing.assert_array_equal(model(x), fastcnn.Sequential(*model.layers)(x))
+    conv.stride = 2                                             # an argument changed
+    with pytest.raises(ValueError, match="Linear expects input of shape"):
+        model(x)
 
 
 def test_copies_and_pickles_leave_the_compiled_graphs_behind(rng):
