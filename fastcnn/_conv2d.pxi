@@ -262,11 +262,9 @@ cdef int conv2d_step_backward(const void *a, void **ptr, float **par, int need_d
     return err
 
 
-cdef class ConvStep(Step):
+cdef class ConvStep(WeightStep):
     """conv2d: y = conv(x, weight) + bias; backward dx, dweight, dbias."""
     cdef conv2d_step_args a
-    cdef object weight, bias
-    cdef tuple wshape, bshape
 
     def __init__(self, node, slots, tuple geometry):
         super().__init__(node)
@@ -277,14 +275,3 @@ cdef class ConvStep(Step):
         self.bshape = (self.a.s.K,)
         self.args, self.fwd, self.bwd = &self.a, conv2d_step_forward, conv2d_step_backward
         self.npar, self.has_params = 3, True
-
-    cdef int fetch(self, float **par, bint backward) except -1:
-        par[0] = _param_ptr(self.weight.data, self.wshape, False, "weight")
-        if backward:
-            par[1] = _param_ptr(self.weight.grad, self.wshape, True, "weight.grad")
-            par[2] = NULL if self.bias is None else \
-                _param_ptr(self.bias.grad, self.bshape, True, "bias.grad")
-        else:
-            par[1] = NULL if self.bias is None else \
-                _param_ptr(self.bias.data, self.bshape, False, "bias")
-        return 0

@@ -134,6 +134,25 @@ cdef class Step:
         return 0
 
 
+cdef class WeightStep(Step):
+    """A step with a weight and an optional bias (conv2d, linear). Its parameter
+    pointers: forward weight, bias; backward weight, weight.grad, bias.grad
+    (NULL for no bias)."""
+    cdef object weight, bias
+    cdef tuple wshape, bshape
+
+    cdef int fetch(self, float **par, bint backward) except -1:
+        par[0] = _param_ptr(self.weight.data, self.wshape, False, "weight")
+        if backward:
+            par[1] = _param_ptr(self.weight.grad, self.wshape, True, "weight.grad")
+            par[2] = NULL if self.bias is None else \
+                _param_ptr(self.bias.grad, self.bshape, True, "bias.grad")
+        else:
+            par[1] = NULL if self.bias is None else \
+                _param_ptr(self.bias.data, self.bshape, False, "bias")
+        return 0
+
+
 cdef class Program:
     """The steps of one graph for one input shape and mode, and its memory plan."""
     cdef readonly tuple in_shape, out_shape

@@ -166,11 +166,9 @@ cdef int linear_step_backward(const void *a, void **ptr, float **par, int need_d
                              <float *> ptr[p.dy], <float *> ptr[p.x], par[0], p.N, p.F, p.O, nt)
 
 
-cdef class LinearStep(Step):
+cdef class LinearStep(WeightStep):
     """linear: y = x weight^T + bias over rows of F; backward dx, dweight, dbias."""
     cdef linear_step_args a
-    cdef object weight, bias
-    cdef tuple wshape, bshape
 
     def __init__(self, node, slots, int64_t rows):
         super().__init__(node)
@@ -181,14 +179,3 @@ cdef class LinearStep(Step):
         self.wshape, self.bshape = (self.a.O, self.a.F), (self.a.O,)
         self.args, self.fwd, self.bwd = &self.a, linear_step_forward, linear_step_backward
         self.npar, self.has_params = 3, True
-
-    cdef int fetch(self, float **par, bint backward) except -1:
-        par[0] = _param_ptr(self.weight.data, self.wshape, False, "weight")
-        if backward:
-            par[1] = _param_ptr(self.weight.grad, self.wshape, True, "weight.grad")
-            par[2] = NULL if self.bias is None else \
-                _param_ptr(self.bias.grad, self.bshape, True, "bias.grad")
-        else:
-            par[1] = NULL if self.bias is None else \
-                _param_ptr(self.bias.data, self.bshape, False, "bias")
-        return 0

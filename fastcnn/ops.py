@@ -154,23 +154,27 @@ def _pool_input(x):
     return x
 
 
-class MaxPool2dOp(OpDef):
-    kind = "max_pool2d"
+class _Pool2dOp(OpDef):
+    _avg = False
 
     def infer(self, attrs, params, x):
         d = _pool2d_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
         return (d["N"], d["C"], d["P"], d["Q"])
+
+    def step(self, node, slots, x, y, training):
+        a = node.attrs
+        return E.PoolStep(node, slots, _pool2d_shape(x, a["kernel_size"], a["stride"],
+                                                   a["padding"]), self._avg, training)
+
+
+class MaxPool2dOp(_Pool2dOp):
+    kind = "max_pool2d"
 
     def aux(self, node, x, y, training):
         slots = {"indices": (y, np.int32, training)}
         if node.attrs.get("relu") and training:
             slots["relu"] = (x, np.float32, True)
         return slots
-
-    def step(self, node, slots, x, y, training):
-        a = node.attrs
-        return E.PoolStep(node, slots, _pool2d_shape(x, a["kernel_size"], a["stride"],
-                                                   a["padding"]), False, training)
 
     def forward(self, node, x, training):
         a = node.attrs
@@ -188,17 +192,9 @@ class MaxPool2dOp(OpDef):
         return F.relu_backward(dx, x) if node.attrs.get("relu") else dx
 
 
-class AvgPool2dOp(OpDef):
+class AvgPool2dOp(_Pool2dOp):
     kind = "avg_pool2d"
-
-    def infer(self, attrs, params, x):
-        d = _pool2d_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
-        return (d["N"], d["C"], d["P"], d["Q"])
-
-    def step(self, node, slots, x, y, training):
-        a = node.attrs
-        return E.PoolStep(node, slots, _pool2d_shape(x, a["kernel_size"], a["stride"],
-                                                   a["padding"]), True, training)
+    _avg = True
 
     def forward(self, node, x, training):
         a = node.attrs
