@@ -13,9 +13,9 @@ import threading
 
 import numpy as np
 
+from . import layers
 from ._checks import as_float32, check_shape
 from .compiler import PASSES, compile_graph
-from . import layers
 from .graph import Graph
 
 __all__ = ["Runner", "trace"]
@@ -33,15 +33,10 @@ def trace(layer, input_shape):
 def trace_layer(layer, x):
     """Add ``layer`` applied to the symbolic ``x`` to x's graph. A layer whose
     class overrides ``forward`` becomes one node running its Python code."""
-    if type(layer).forward is not _base_forward():
+    if type(layer).forward is not layers.Layer.forward:
         y = layer.forward(np.zeros(x.shape, np.float32))
         return x.graph.add("layer", [x], layer=layer, shape=np.shape(y))
     return layer.trace(x)
-
-
-def _base_forward():
-    from .layers import Layer
-    return Layer.forward
 
 
 class Runner:
@@ -86,17 +81,17 @@ class Runner:
         return out
 
     def backward(self, layer, grad_y, need_grad_input):
-        frame, prog = self.frame, self.program
-        if frame is None:
-            raise RuntimeError(f"{type(layer).__name__}.backward() needs a forward pass in "
-                               f"training mode first (call layer.train() and layer(x))")
-        if self.owner != threading.get_ident():
-            raise RuntimeError(f"{type(layer).__name__}.backward(): the last training forward "
-                               f"pass ran in another thread; a model trains in one thread at "
-                               f"a time")
         dy = as_float32(grad_y, "grad_y")
-        check_shape(dy, prog.out_shape, "grad_y")
-        with self.holding(layer):
+        with self.holding(layer):           # the frame cannot change hands meanwhile
+            frame, prog = self.frame, self.program
+            if frame is None:
+                raise RuntimeError(f"{type(layer).__name__}.backward() needs a forward pass "
+                                   f"in training mode first (call layer.train() and layer(x))")
+            if self.owner != threading.get_ident():
+                raise RuntimeError(f"{type(layer).__name__}.backward(): the last training "
+                                   f"forward pass ran in another thread; a model trains in "
+                                   f"one thread at a time")
+            check_shape(dy, prog.out_shape, "grad_y")
             return prog.backward(frame, dy, bool(need_grad_input))
 
     def drop_frame(self):
@@ -108,12 +103,6 @@ class Runner:
 
     def holding(self, layer):
         return _Holding(self.busy, layer)
-
-    def __getstate__(self):
-        return {}                           # copies and pickles recompile on use
-
-    def __setstate__(self, state):
-        self.__init__()
 
 
 class _Holding:
