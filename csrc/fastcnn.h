@@ -56,6 +56,14 @@ const char *fastcnn_isa_name(int isa);
 /* Best ISA the CPU supports, ignoring FASTCNN_ISA. */
 int fastcnn_cpu_isa(void);
 
+/* merge.c ------------------------------------------------------------------- */
+
+/* y = a + b (y may be a or b); y += x. Every buffer is (n). */
+void add_forward(float *y, const float *a, const float *b, int64_t n, int nthreads);
+void add_accumulate(float *y, const float *x, int64_t n, int nthreads);
+void add_forward_ref(float *y, const float *a, const float *b, int64_t n);
+void add_accumulate_ref(float *y, const float *x, int64_t n);
+
 /* activation.c --------------------------------------------------------------- */
 
 /* y, x, dx, dy: (n) */

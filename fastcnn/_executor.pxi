@@ -166,13 +166,20 @@ cdef class Program:
     cdef step_fn *fwd
     cdef step_fn *bwd
     cdef int *par_base                  # per step: its first entry in the frame's par
+    cdef int *acc_start                 # per step: its accumulations acc_*[start[i]:start[i+1]]
+    cdef int *acc_dst
+    cdef int *acc_src
+    cdef int64_t *acc_n
     cdef int npar
     cdef int x_slot, y_slot, dy_slot, dx_slot
     cdef bint y_is_x, dx_is_dy          # output a view of the input / input grad of dy
     cdef int first_param                # index of the first step with parameters
     cdef list idle                      # frames ready for reuse (inference)
 
-    def __init__(self, graph, steps, offsets, arena_bytes, slots, bint training):
+    def __init__(self, graph, steps, offsets, arena_bytes, slots, bint training,
+                 accumulate=None):
+        """accumulate: per step, (dst slot, src slot, n) sums dst += src run after
+        its backward (the gradients of a tensor several steps read)."""
         self.graph, self.steps, self.training = graph, list(steps), training
         self.offsets, self.arena_bytes = tuple(offsets), arena_bytes
         self.in_shape, self.out_shape = tuple(slots["in_shape"]), tuple(slots["out_shape"])
@@ -185,8 +192,22 @@ cdef class Program:
         self.args = <void **> malloc(n * sizeof(void *))
         self.fwd = <step_fn *> malloc(n * sizeof(step_fn))
         self.bwd = <step_fn *> malloc(n * sizeof(step_fn))
-        if not (self.par_base and self.args and self.fwd and self.bwd):
+        accumulate = accumulate or [[] for _ in range(self.n)]
+        cdef int q = sum(len(a) for a in accumulate)
+        self.acc_start = <int *> malloc((n + 1) * sizeof(int))
+        self.acc_dst = <int *> malloc(max(q, 1) * sizeof(int))
+        self.acc_src = <int *> malloc(max(q, 1) * sizeof(int))
+        self.acc_n = <int64_t *> malloc(max(q, 1) * sizeof(int64_t))
+        if not (self.par_base and self.args and self.fwd and self.bwd and self.acc_start
+                and self.acc_dst and self.acc_src and self.acc_n):
             raise MemoryError("fastcnn: out of memory for a program")
+        q = 0
+        for i in range(self.n):
+            self.acc_start[i] = q
+            for dst, src, count in accumulate[i]:
+                self.acc_dst[q], self.acc_src[q], self.acc_n[q] = dst, src, count
+                q += 1
+        self.acc_start[self.n] = q
         self.first_param = self.n
         cdef Step s
         for i, s in enumerate(self.steps):
@@ -202,6 +223,10 @@ cdef class Program:
         free(self.args)
         free(self.fwd)
         free(self.bwd)
+        free(self.acc_start)
+        free(self.acc_dst)
+        free(self.acc_src)
+        free(self.acc_n)
 
     def forward(self, x):
         """Run the steps on x (float32, C-contiguous, of in_shape). Returns
@@ -252,6 +277,8 @@ cdef class Program:
             if s.fwd == NULL:                       # a step that runs Python code
                 if backward:
                     s.backward(f, need_first or j < m - 1, nt)
+                    if need_first or j < m - 1:
+                        self._accumulate(f, self._at(j, first, backward), nt)
                 else:
                     s.forward(f, nt)
                 j += 1
@@ -272,11 +299,20 @@ cdef class Program:
                           need or i > first, nt) != c.FASTCNN_OK:
                         failed = i
                         break
+                    if backward and (need or i > first):
+                        self._accumulate(f, i, nt)
             if failed >= 0:
                 s = steps[failed]
                 raise MemoryError(f"{s.what}: out of memory for its scratch buffers")
             j = end
         return 0
+
+    cdef void _accumulate(self, Frame f, int i, int nt) noexcept nogil:
+        """Add step i's partial input gradients into the tensors' gradients."""
+        cdef int q
+        for q in range(self.acc_start[i], self.acc_start[i + 1]):
+            c.add_accumulate(<float *> f.ptr[self.acc_dst[q]], <float *> f.ptr[self.acc_src[q]],
+                             self.acc_n[q], nt)
 
     cdef inline int _at(self, int j, int first, bint backward) noexcept nogil:
         """The step run j-th: forward from `first` up, backward from the last down."""

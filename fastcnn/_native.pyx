@@ -9,6 +9,7 @@
 #   _executor.pxi    Program, Frame, Step: the executor of compiled graphs
 #                    (fastcnn.compiler builds Programs); each family's file below
 #                    ends with its op's Step (ConvStep, PoolStep, ...)
+#   _merge.pxi       add, add_backward: the sum of two branches (csrc/merge.c)
 #   _activation.pxi  relu, sigmoid and their backward (csrc/activation.c)
 #   _conv2d.pxi      conv2d, conv2d_backward; _geometry; test hooks _set_direct,
 #                    _set_group_columns, _set_kvec (csrc/conv2d*.c)
@@ -32,6 +33,7 @@ include "_cpu.pxi"
 include "_peak.pxi"
 include "_gemm.pxi"
 include "_executor.pxi"
+include "_merge.pxi"
 include "_activation.pxi"
 include "_conv2d.pxi"
 include "_pool2d.pxi"

@@ -30,6 +30,7 @@ external slots: never written.
 import numpy as np
 
 from . import _native as E
+from . import functional as F
 from .ops import OPS
 
 __all__ = ["PASSES", "compile_graph", "reference_run"]
@@ -76,6 +77,10 @@ class _Planner:
         self.external = {("t", graph.input)}
         if training:
             self.external.add(("g", graph.output))
+        self.readers = graph.consumers()
+        for i, node in enumerate(graph.nodes):
+            if len(set(node.inputs)) < len(node.inputs):
+                raise NotImplementedError(f"node {node} reads one tensor twice")
 
     # -- lifetimes ---------------------------------------------------------------
     def backward_time(self, i):
@@ -92,7 +97,7 @@ class _Planner:
             span[0], span[1] = min(span[0], time), max(span[1], time)
 
     def shape(self, key):
-        return self.graph.shapes[key[1]]
+        return self.graph.shapes[key[1]]           # ("t" | "g" | "p", tensor, ...)
 
     def lifetimes(self):
         g, n = self.graph, self.n
@@ -113,15 +118,18 @@ class _Planner:
                 for t in saved:
                     self.use(("t", t), self.backward_time(i))
                 for t in node.inputs + node.outputs:
-                    self.use(("g", t), self.backward_time(i))
+                    self.use(("g", t), self.backward_time(i), self.graph.shapes[t])
+                for t in node.inputs:
+                    self.use(self.dx_key(i, t), self.backward_time(i), self.graph.shapes[t])
         self.use(("t", g.output), n)
         if self.training:
             self.use(("g", g.input), 2 * n + 1)
-            for t, readers in g.consumers().items():
-                if len(readers) > 1:
-                    raise NotImplementedError(
-                        f"training a graph whose tensor {t} feeds {len(readers)} ops "
-                        f"(gradient accumulation) is not supported yet")
+
+    def dx_key(self, i, t):
+        """Where node i's backward writes the gradient of its input t: the
+        tensor's gradient itself when node i is the last reader of t (its
+        backward runs first), else a partial gradient added to it right after."""
+        return ("g", t) if self.readers[t][-1] == i else ("p", t, i)
 
     def aux_of(self, i):
         node = self.graph.nodes[i]
@@ -159,14 +167,15 @@ class _Planner:
             if op.view:
                 self.join(("t", x), ("t", y))
                 if self.training:
-                    self.join(("g", x), ("g", y))
+                    self.join(self.dx_key(i, x), ("g", y))
                 continue
             if not self.in_place:
                 continue
             if op.in_place and self.free_after(("t", x), i):
                 self.join(("t", x), ("t", y))
-            if self.training and op.in_place and self.root(("g", y)) not in self.external:
-                self.join(("g", y), ("g", x))
+            if self.training and op.in_place and len(node.inputs) == 1 \
+                    and self.root(("g", y)) not in self.external:
+                self.join(("g", y), self.dx_key(i, x))
             if ("a", i, "relu") in self.life and self.free_after(("t", x), i):
                 self.join(("t", x), ("a", i, "relu"))
 
@@ -208,35 +217,45 @@ class _Planner:
             return slot_of[self.root(key)] if key in self.life else -1
 
         g = self.graph
-        steps = []
+        steps, accumulate = [], []
         for i, node in enumerate(g.nodes):
             op = OPS[node.op]
             if op.view:
                 continue
-            x, y = node.inputs[0], node.outputs[0]
-            slots = {"x": slot(("t", x)), "y": slot(("t", y)),
-                     "dx": slot(("g", x)), "dy": slot(("g", y))}
+            y = node.outputs[0]
+            slots = {"y": slot(("t", y)), "dy": slot(("g", y))}
+            for j, x in enumerate(node.inputs):
+                suffix = str(j) if j else ""
+                slots["x" + suffix] = slot(("t", x))
+                slots["dx" + suffix] = slot(self.dx_key(i, x))
             for name in self.aux_of(i):
                 slots[name] = slot(("a", i, name))
             steps.append(op.step(node, slots, *self.io_shapes(node), self.training))
+            accumulate.append([(slot(("g", x)), slot(self.dx_key(i, x)),
+                                int(np.prod(g.shapes[x])))
+                               for x in node.inputs
+                               if self.training and self.dx_key(i, x)[0] == "p"])
         io = {"in_shape": g.shapes[g.input], "out_shape": g.shapes[g.output],
               "x": slot(("t", g.input)), "y": slot(("t", g.output)),
               "dx": slot(("g", g.input)), "dy": slot(("g", g.output))}
         io["y_is_x"] = io["y"] == io["x"]
         io["dx_is_dy"] = self.training and io["dx"] == io["dy"]
         return E.Program(g, steps, [offset.get(r, -1) for r in roots], arena, io,
-                         self.training)
+                         self.training, accumulate)
 
 
 def reference_run(graph, x, dy=None, training=True, need_grad_input=True):
     """The plain walk of ``graph``: each node's reference forward (the
     functional API) in order, then, if ``dy`` is given, each node's reference
-    backward in reverse. Returns (output, input gradient or None); parameter
-    gradients are accumulated. The oracle the executor is tested against."""
+    backward in reverse, summing the gradients of tensors read by several
+    nodes. Returns (output, input gradient or None); parameter gradients are
+    accumulated. The oracle the executor is tested against."""
     values, saved = {graph.input: x}, {}
     for i, node in enumerate(graph.nodes):
         op = OPS[node.op]
-        values[node.outputs[0]], saved[i] = op.forward(node, values[node.inputs[0]], training)
+        ins = [values[t] for t in node.inputs]
+        values[node.outputs[0]], saved[i] = op.forward(
+            node, ins[0] if len(ins) == 1 else tuple(ins), training)
     out = values[graph.output]
     if dy is None:
         return out, None
@@ -249,6 +268,10 @@ def reference_run(graph, x, dy=None, training=True, need_grad_input=True):
     for i in range(len(graph.nodes) - 1, first - 1, -1):
         node = graph.nodes[i]
         need = need_grad_input or i > first
-        grads[node.inputs[0]] = OPS[node.op].backward(node, saved[i], grads[node.outputs[0]],
-                                                      need)
+        dxs = OPS[node.op].backward(node, saved[i], grads[node.outputs[0]], need)
+        if len(node.inputs) == 1:
+            dxs = (dxs,)
+        for t, dx in zip(node.inputs, dxs):
+            if need:
+                grads[t] = dx if t not in grads else F.add(grads[t], dx)
     return out, grads.get(graph.input) if need_grad_input else None

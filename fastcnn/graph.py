@@ -29,6 +29,13 @@ class Value:
     def ndim(self):
         return len(self.shape)
 
+    def __add__(self, other):
+        """``a + b`` while tracing: an add node (same shapes)."""
+        if not isinstance(other, Value) or other.graph is not self.graph:
+            raise TypeError(f"a traced tensor adds only to another traced tensor of its "
+                            f"graph. Received: {type(other).__name__}")
+        return self.graph.add("add", [self, other])
+
     def __repr__(self):
         return f"Value(id={self.id}, shape={self.shape})"
 

@@ -16,6 +16,7 @@ sigmoid    -
 max_pool2d kernel_size, stride, padding; relu: a ReLU absorbed before it (a pass)
 avg_pool2d kernel_size, stride, padding, count_include_pad
 flatten    start_dim, end_dim (a view: no step runs)
+add        - (two inputs of one shape)
 layer      a layer running its own Python forward / backward (``node.layer``)
 ========== ====================================================================
 """
@@ -230,6 +231,26 @@ class FlattenOp(OpDef):
         return dy.reshape(shape) if need_dx else None
 
 
+class AddOp(OpDef):
+    """The element-wise sum of two tensors of one shape (a residual connection)."""
+    kind = "add"
+    in_place = True
+
+    def infer(self, attrs, params, a, b):
+        if a != b:
+            raise ValueError(f"add needs inputs of one shape. Received: {a} and {b}")
+        return a
+
+    def step(self, node, slots, x, y, training):
+        return E.AddStep(node, slots, math.prod(y))
+
+    def forward(self, node, xs, training):
+        return F.add(*xs), None
+
+    def backward(self, node, saved, dy, need_dx):
+        return F.add_backward(dy) if need_dx else (None, None)
+
+
 class LayerOp(OpDef):
     """A layer whose class overrides forward (and backward) in Python. Its
     input and output stay intact until its backward (the layer may keep
@@ -251,4 +272,4 @@ class LayerOp(OpDef):
 
 
 OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), MaxPool2dOp(),
-                              AvgPool2dOp(), FlattenOp(), LayerOp())}
+                              AvgPool2dOp(), FlattenOp(), AddOp(), LayerOp())}

@@ -34,6 +34,40 @@ def cifar_net(seed=0):
         L.Linear(4096, 256), L.ReLU(), L.Linear(256, 10), seed=seed)
 
 
+class Residual(L.Layer):
+    """body(x) + x: a branch and a merge (x feeds two ops; its gradient is summed)."""
+
+    def __init__(self, *layers):
+        self.body = L.Sequential(*layers)
+
+    def trace(self, x):
+        with x.graph.scope("body"):
+            h = self.body.trace(x)
+        return h + x
+
+    def named_parameters(self, prefix=""):
+        return self.body.named_parameters(prefix + "body.")
+
+    def structure(self):
+        return (self, self.training, self.body.structure())
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        self.body.train(mode)
+        return self
+
+    def reset_parameters(self, rng=None):
+        self.body.reset_parameters(rng)
+
+
+def resnet_block(seed=0):
+    return L.Sequential(
+        L.Conv2d(2, 4, 3, padding=1), L.ReLU(),
+        Residual(L.Conv2d(4, 4, 3, padding=1), L.ReLU(), L.Conv2d(4, 4, 3, padding=1)),
+        L.ReLU(), Residual(L.ReLU(), L.MaxPool2d(3, 1, 1)), L.MaxPool2d(2), L.Flatten(),
+        L.Linear(4 * 3 * 4, 5), seed=seed)
+
+
 ARCHS = {   # name -> (builder, input shape without the batch)
     "lenet": (lenet, (1, 28, 28)),
     # ReLU first (on the caller's input: never in place), sigmoid, average pooling,
@@ -46,6 +80,8 @@ ARCHS = {   # name -> (builder, input shape without the batch)
     "odd": (lambda seed=0: L.Sequential(
         L.Conv2d(1, 2, 2), L.Sequential(L.ReLU(), L.MaxPool2d(2)), L.ReLU(), L.Flatten(),
         seed=seed), (1, 8, 6)),
+    # residual connections: a tensor read by two ops, an add, a ReLU on a branch point
+    "residual": (resnet_block, (2, 7, 9)),
     # ReLU -> ReLU (the second may not overwrite what the first keeps), sigmoid last
     "chain": (lambda seed=0: L.Sequential(
         L.Linear(6, 8), L.ReLU(), L.ReLU(), L.Sigmoid(), L.Sigmoid(), seed=seed), (6,)),
@@ -334,6 +370,40 @@ def test_subclassed_layers_run_their_own_python_code(rng):
                                rtol=1e-6)
     assert [n.op for n in model._runner().programs[0][1].graph.nodes] == \
         ["flatten", "linear", "layer"]
+
+
+def test_residual_block_matches_torch(torch, num_threads, rng):
+    nn = torch.nn
+
+    class TorchResidual(nn.Module):
+        def __init__(self, *layers):
+            super().__init__()
+            self.body = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.body(x) + x
+
+    tm = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(),
+        TorchResidual(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)),
+        nn.ReLU(), TorchResidual(nn.ReLU(), nn.MaxPool2d(3, 1, 1)), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(4 * 3 * 4, 5))
+    fm = resnet_block()
+    names = [n for n, _ in fm.named_parameters()]
+    assert names == [n for n, _ in tm.named_parameters()]
+    for (_, p), (_, tp) in zip(fm.named_parameters(), tm.named_parameters()):
+        p.data[...] = tp.detach().numpy()
+    x = rng.standard_normal((3, 2, 7, 9)).astype(np.float32)
+    g = rng.standard_normal((3, 5)).astype(np.float32)
+    tx = torch.from_numpy(x.copy()).requires_grad_(True)
+    ty = tm(tx)
+    ty.backward(torch.from_numpy(g))
+    fm.zero_grad()
+    np.testing.assert_allclose(fm(x), ty.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fm.backward(g), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    for (name, p), (_, tp) in zip(fm.named_parameters(), tm.named_parameters()):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
 
 
 # ---------------------------------------------------------------- concurrency
