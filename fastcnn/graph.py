@@ -36,6 +36,15 @@ class Value:
                             f"graph. Received: {type(other).__name__}")
         return self.graph.add("add", [self, other])
 
+    def __bool__(self):
+        raise TypeError("a traced tensor has no value: Python control flow that depends on "
+                        "the data (if, while, and, or on a tensor) cannot be traced into a "
+                        "graph; write it with layers, or branch on shapes and settings only")
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("a traced tensor has no value: numpy functions cannot run on it "
+                        "while a model is traced; use fastcnn layers in forward")
+
     def __repr__(self):
         return f"Value(id={self.id}, shape={self.shape})"
 

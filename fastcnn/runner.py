@@ -32,8 +32,10 @@ def trace(layer, input_shape):
 
 def trace_layer(layer, x):
     """Add ``layer`` applied to the symbolic ``x`` to x's graph. A layer whose
-    class overrides ``forward`` becomes one node running its Python code."""
-    if type(layer).forward is not layers.Layer.forward:
+    class overrides ``forward`` (other than a Module's, which is traced)
+    becomes one node running its Python code."""
+    cls = type(layer)
+    if cls.forward is not layers.Layer.forward and not getattr(cls, "_forward_traces", False):
         y = layer.forward(np.zeros(x.shape, np.float32))
         return x.graph.add("layer", [x], layer=layer, shape=np.shape(y))
     return layer.trace(x)

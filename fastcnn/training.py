@@ -131,7 +131,7 @@ class Training:
                     xb, yb = xb_buf[:len(idx)], yb_buf[:len(idx)]
                     np.take(x_epoch, idx, axis=0, out=xb, mode="clip")
                     np.take(y, idx, axis=0, out=yb, mode="clip")
-                    out = self.forward(xb)
+                    out = self(xb)
                     batch_loss = loss_fn(out, yb)
                     if not math.isfinite(batch_loss):
                         raise FloatingPointError(
@@ -188,7 +188,7 @@ class Training:
         with _inference(self):
             for start in range(0, x.shape[0], batch_size):
                 xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-                out = self.forward(xb)
+                out = self(xb)
                 total_loss += loss_fn(out, yb) * len(xb)
                 if loss_fn.classification:
                     correct += int(np.count_nonzero(np.argmax(out, axis=1) == yb))
@@ -213,9 +213,9 @@ class Training:
         result = None
         with _inference(self):
             if x.shape[0] <= batch_size:
-                return self.forward(x)          # a fresh array already
+                return self(x)                  # a fresh array already
             for start in range(0, x.shape[0], batch_size):
-                out = self.forward(x[start:start + batch_size])
+                out = self(x[start:start + batch_size])
                 if result is None:
                     result = np.empty((x.shape[0],) + out.shape[1:], np.float32)
                 result[start:start + out.shape[0]] = out
