@@ -56,6 +56,25 @@ const char *fastcnn_isa_name(int isa);
 /* Best ISA the CPU supports, ignoring FASTCNN_ISA. */
 int fastcnn_cpu_isa(void);
 
+/* batchnorm2d.c --------------------------------------------------------------- */
+
+/* x, y, dx, dy: (N, C, HW); mean, var (biased), invstd, gamma, beta, dgamma,
+ * dbeta, running_*: (C). gamma, beta may be NULL (1, 0); dx, dgamma, dbeta may
+ * be NULL (not needed). Backward accumulates (+=) into dgamma and dbeta. */
+void batchnorm2d_forward_train(float *y, float *mean, float *var, float *invstd, const float *x,
+                               const float *gamma, const float *beta, int64_t N, int64_t C,
+                               int64_t HW, double eps, int nthreads);
+void batchnorm2d_forward_eval(float *y, const float *x, const float *mean, const float *var,
+                              const float *gamma, const float *beta, int64_t N, int64_t C,
+                              int64_t HW, double eps, int nthreads);
+void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                          const float *x, const float *mean, const float *invstd,
+                          const float *gamma, int64_t N, int64_t C, int64_t HW, int nthreads);
+/* running = (1 - momentum) running + momentum batch (the variance unbiased by
+ * count / (count - 1), count = N * HW) */
+void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
+                                const float *var, int64_t C, int64_t count, double momentum);
+
 /* merge.c ------------------------------------------------------------------- */
 
 /* y = a + b (y may be a or b); y += x. Every buffer is (n). */

@@ -4,8 +4,8 @@ from ._config import get_num_threads, set_num_threads, sleeping_idle_threads
 with sleeping_idle_threads():  # OpenMP reads its settings when the first kernel module loads
     from . import functional
 from . import datasets, losses, optim
-from .layers import (AvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, Parameter, ReLU,
-                     Sigmoid, manual_seed)
+from .layers import (AvgPool2d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d,
+                     Parameter, ReLU, Sigmoid, manual_seed)
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module
 from .saving import load
@@ -17,5 +17,5 @@ __version__ = "0.1.0"
 
 __all__ = ["functional", "datasets", "losses", "optim", "get_num_threads", "set_num_threads",
            "manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid",
-           "MaxPool2d", "AvgPool2d", "Flatten", "Module", "Sequential", "History", "load",
+           "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Flatten", "Module", "Sequential", "History", "load",
            "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW", "__version__"]

@@ -12,6 +12,18 @@ cdef extern from "fastcnn.h" nogil:
     int fastcnn_cpu_isa()
     const char *fastcnn_isa_name(int isa)
 
+    void batchnorm2d_forward_train(float *y, float *mean, float *var, float *invstd,
+                                   const float *x, const float *gamma, const float *beta,
+                                   int64_t N, int64_t C, int64_t HW, double eps, int nthreads)
+    void batchnorm2d_forward_eval(float *y, const float *x, const float *mean, const float *var,
+                                  const float *gamma, const float *beta, int64_t N, int64_t C,
+                                  int64_t HW, double eps, int nthreads)
+    void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                              const float *x, const float *mean, const float *invstd,
+                              const float *gamma, int64_t N, int64_t C, int64_t HW, int nthreads)
+    void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
+                                    const float *var, int64_t C, int64_t count, double momentum)
+
     void add_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
     void add_accumulate(float *y, const float *x, int64_t n, int nthreads)
     void add_forward_ref(float *y, const float *a, const float *b, int64_t n)

@@ -10,6 +10,7 @@
 #                    (fastcnn.compiler builds Programs); each family's file below
 #                    ends with its op's Step (ConvStep, PoolStep, ...)
 #   _merge.pxi       add, add_backward: the sum of two branches (csrc/merge.c)
+#   _batchnorm2d.pxi batch_norm2d, batch_norm2d_backward (csrc/batchnorm2d.c)
 #   _activation.pxi  relu, sigmoid and their backward (csrc/activation.c)
 #   _conv2d.pxi      conv2d, conv2d_backward; _geometry; test hooks _set_direct,
 #                    _set_group_columns, _set_kvec (csrc/conv2d*.c)
@@ -34,6 +35,7 @@ include "_peak.pxi"
 include "_gemm.pxi"
 include "_executor.pxi"
 include "_merge.pxi"
+include "_batchnorm2d.pxi"
 include "_activation.pxi"
 include "_conv2d.pxi"
 include "_pool2d.pxi"

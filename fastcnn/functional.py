@@ -5,6 +5,7 @@ C-contiguous float32. Each forward function has a ``*_backward`` twin that
 returns the gradients of its inputs (and parameters).
 """
 from ._native import add, add_backward
+from ._native import batch_norm2d, batch_norm2d_backward
 from ._native import relu, relu_backward, sigmoid, sigmoid_backward
 from ._native import adam_update, sgd_update
 from ._native import linear, linear_backward
@@ -16,7 +17,7 @@ __all__ = [
     "conv2d", "conv2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "linear", "linear_backward",
-    "add", "add_backward",
+    "add", "add_backward", "batch_norm2d", "batch_norm2d_backward",
     "relu", "relu_backward", "sigmoid", "sigmoid_backward",
     "cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad",
     "sgd_update", "adam_update",

@@ -21,12 +21,12 @@ import math
 
 import numpy as np
 
-from ._checks import as_int, as_pair, nonnegative_pair, positive_int, positive_pair
+from ._checks import as_float, as_int, as_pair, nonnegative_pair, positive_int, positive_pair
 from .graph import Value
 from .runner import Runner, trace_layer
 
 __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid", "MaxPool2d",
-           "AvgPool2d", "Flatten"]
+           "AvgPool2d", "Flatten", "BatchNorm2d"]
 
 
 _generator = np.random.default_rng()
@@ -152,7 +152,8 @@ class Layer:
         """What a compiled graph of this layer depends on besides shapes: a
         replaced layer or parameter, a changed mode or argument compiles anew
         (compared when some layer has changed since the last call)."""
-        return (self, self.training, tuple(self._params.values()), self.get_config())
+        return (self, self.training, tuple(self._params.values()),
+                tuple(self._buffers.values()), self.get_config())
 
     def _runner(self):
         runner = self.__dict__.get("_runner_state")
@@ -178,6 +179,21 @@ class Layer:
     def parameters(self):
         """The layer's parameters, in PyTorch's order."""
         return [p for _, p in self.named_parameters()]
+
+    @property
+    def _buffers(self):
+        return {}
+
+    def named_buffers(self, prefix=""):
+        """``[(name, array)]``: state that is not trained (batch norm's running
+        statistics), with PyTorch's names."""
+        return [(prefix + name, b) for name, b in self._buffers.items() if b is not None]
+
+    def named_state(self, prefix=""):
+        """``[(name, array)]``: every parameter's data and buffer, in the order
+        of PyTorch's state dict (each layer's parameters, then its buffers)."""
+        return [(n, p.data) for n, p in self.named_parameters(prefix)] + \
+            self.named_buffers(prefix)
 
     def zero_grad(self):
         """Clear the gradient of every parameter."""
@@ -484,3 +500,95 @@ class Flatten(Layer):
 
     def get_config(self):
         return {"start_dim": self.start_dim, "end_dim": self.end_dim}
+
+
+class BatchNorm2d(Layer):
+    """Batch normalization over the channels of NCHW images (``torch.nn.BatchNorm2d``).
+
+    In training, each channel is normalized with the batch's mean and
+    (biased) variance, then scaled and shifted; the running statistics are
+    updated, ``r = (1 - momentum) r + momentum batch`` with the variance
+    unbiased, and ``num_batches_tracked`` counted. In inference the running
+    statistics are used. Backward is native.
+
+    Args:
+        num_features: channels, C.
+        eps: added to the variance. Default 1e-5.
+        momentum: update factor of the running statistics; None for their
+            cumulative average. Default 0.1.
+        affine: learn a scale (weight, init 1) and shift (bias, init 0). Default True.
+        track_running_stats: keep running statistics (else the batch's are
+            used in inference too). Default True.
+
+    Attributes:
+        weight, bias: Parameters (C,), or None.
+        running_mean, running_var: float32 arrays (C,) (init 0 and 1), or None.
+        num_batches_tracked: int64 array of shape (), or None.
+
+    Input shape:
+        (N, C, H, W).
+
+    Output shape:
+        same as the input.
+
+    Example:
+        >>> bn = fastcnn.BatchNorm2d(16)
+        >>> bn(np.random.rand(8, 16, 5, 5)).shape
+        (8, 16, 5, 5)
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True):
+        self.num_features = positive_int(num_features, "num_features")
+        self.eps = _positive_float(eps, "eps")
+        self.momentum = None if momentum is None else _unit_float(momentum, "momentum")
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, np.float32)) if affine else None
+        self.bias = Parameter(np.zeros(c, np.float32)) if affine else None
+        track = bool(track_running_stats)
+        self.running_mean = np.zeros(c, np.float32) if track else None
+        self.running_var = np.ones(c, np.float32) if track else None
+        self.num_batches_tracked = np.zeros((), np.int64) if track else None
+
+    @property
+    def _params(self):
+        return {"weight": self.weight, "bias": self.bias}
+
+    @property
+    def _buffers(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var,
+                "num_batches_tracked": self.num_batches_tracked}
+
+    def reset_parameters(self, rng=None):
+        if self.weight is not None:
+            self.weight.data[...] = 1.0
+            self.bias.data[...] = 0.0
+        if self.running_mean is not None:
+            self.running_mean[...] = 0.0
+            self.running_var[...] = 1.0
+            self.num_batches_tracked[...] = 0
+
+    def trace(self, x):
+        return x.graph.add("batch_norm2d", [x],
+                           {"eps": self.eps, "momentum": self.momentum,
+                            "num_features": self.num_features},
+                           dict(self._params, **self._buffers))
+
+    def get_config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.weight is not None,
+                "track_running_stats": self.running_mean is not None}
+
+
+def _positive_float(value, name):
+    v = as_float(value, name)
+    if v <= 0:
+        raise ValueError(f"{name} must be positive. Received: {name}={value!r}")
+    return v
+
+
+def _unit_float(value, name):
+    v = as_float(value, name)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1] (or None). Received: {name}={value!r}")
+    return v

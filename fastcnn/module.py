@@ -80,6 +80,15 @@ class Module(Layer, Training, StateDict):
             out.extend(child.named_parameters(f"{prefix}{name}."))
         return out
 
+    def named_buffers(self, prefix=""):
+        return [b for name, child in self.children()
+                for b in child.named_buffers(f"{prefix}{name}.")]
+
+    def named_state(self, prefix=""):
+        own = [(prefix + n, p.data) for n, p in self._params.items()]
+        return own + [s for name, child in self.children()
+                      for s in child.named_state(f"{prefix}{name}.")]
+
     def structure(self):
         return (self, self.training, tuple(self._params.values()),
                 tuple([(name, child.structure()) for name, child in self.children()]))

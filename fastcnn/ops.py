@@ -17,6 +17,8 @@ max_pool2d kernel_size, stride, padding; relu: a ReLU absorbed before it (a pass
 avg_pool2d kernel_size, stride, padding, count_include_pad
 flatten    start_dim, end_dim (a view: no step runs)
 add        - (two inputs of one shape)
+batch_norm2d eps, momentum (None: cumulative average), num_features; params weight,
+           bias, running_mean, running_var, num_batches_tracked (see BatchNorm2dOp)
 layer      a layer running its own Python forward / backward (``node.layer``)
 ========== ====================================================================
 """
@@ -231,6 +233,51 @@ class FlattenOp(OpDef):
         return dy.reshape(shape) if need_dx else None
 
 
+class BatchNorm2dOp(OpDef):
+    """Batch normalization. Params: weight, bias (None without affine),
+    running_mean, running_var, num_batches_tracked (None without running
+    statistics: then the batch's statistics in both modes)."""
+    kind = "batch_norm2d"
+    saves = ("input",)
+
+    def infer(self, attrs, params, x):
+        C = params["weight"].data.shape[0] if params.get("weight") is not None else \
+            attrs["num_features"]
+        if len(x) != 4 or x[1] != C:
+            raise ValueError(f"BatchNorm2d expects input of shape (N, {C}, H, W). "
+                             f"Received: x.shape={x}")
+        return x
+
+    def aux(self, node, x, y, training):
+        return {name: ((x[1],), np.float32, training and name != "var")
+                for name in ("mean", "var", "invstd")}
+
+    def step(self, node, slots, x, y, training):
+        return E.BatchNormStep(node, slots, x, training)
+
+    def forward(self, node, x, training):
+        p, a = node.params, node.attrs
+        w, b = p.get("weight"), p.get("bias")
+        batch = training or p.get("running_mean") is None
+        if batch and training and p.get("running_mean") is not None:
+            p["num_batches_tracked"][...] += 1
+        momentum = a["momentum"]
+        if momentum is None and p.get("num_batches_tracked") is not None:
+            momentum = 1.0 / int(p["num_batches_tracked"])
+        y = F.batch_norm2d(x, p.get("running_mean") if training or not batch else None,
+                           p.get("running_var") if training or not batch else None,
+                           None if w is None else w.data, None if b is None else b.data,
+                           training=batch, momentum=momentum or 0.0, eps=a["eps"])
+        return y, x
+
+    def backward(self, node, x, dy, need_dx):
+        w, b = node.params.get("weight"), node.params.get("bias")
+        dx, gw, gb = F.batch_norm2d_backward(
+            dy, x, None if w is None else w.data, node.attrs["eps"], need_grad_input=need_dx,
+            grad_weight=None if w is None else w.grad, grad_bias=None if b is None else b.grad)
+        return dx
+
+
 class AddOp(OpDef):
     """The element-wise sum of two tensors of one shape (a residual connection)."""
     kind = "add"
@@ -272,4 +319,5 @@ class LayerOp(OpDef):
 
 
 OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), MaxPool2dOp(),
-                              AvgPool2dOp(), FlattenOp(), AddOp(), LayerOp())}
+                              AvgPool2dOp(), FlattenOp(), BatchNorm2dOp(), AddOp(),
+                              LayerOp())}

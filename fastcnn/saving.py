@@ -28,9 +28,10 @@ class StateDict:
 
     # state dicts --------------------------------------------------------------
     def state_dict(self):
-        """``OrderedDict`` of parameter name -> float32 array (a copy), with
-        PyTorch's key names (``"0.weight"``, ``"0.bias"``, ``"3.weight"``, ...)."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """``OrderedDict`` of name -> array (a copy): every parameter (float32)
+        and buffer (batch norm's running statistics), with PyTorch's key names
+        (``"0.weight"``, ``"0.bias"``, ``"1.running_mean"``, ...)."""
+        return OrderedDict((name, a.copy()) for name, a in self.named_state())
 
     def load_state_dict(self, state_dict):
         """Copy ``state_dict`` (name -> array) into the parameters, in place.
@@ -43,7 +44,7 @@ class StateDict:
             ValueError: naming the key, for a missing or unexpected key, a
                 shape mismatch, or non-numeric values.
         """
-        params = OrderedDict(self.named_parameters())
+        params = OrderedDict(self.named_state())
         missing = [k for k in params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in params]
         if missing or unexpected:
@@ -60,12 +61,12 @@ class StateDict:
             if value.dtype.kind not in "fiu":
                 raise ValueError(f"state_dict[{key!r}] must hold real numbers. "
                                  f"Received: dtype={value.dtype}")
-            if value.shape != p.data.shape:
+            if value.shape != p.shape:
                 raise ValueError(f"state_dict[{key!r}] has shape {value.shape}, but the "
-                                 f"model's parameter {key!r} has shape {p.data.shape}")
+                                 f"model's parameter {key!r} has shape {p.shape}")
             values[key] = value
         for key, p in params.items():
-            p.data[...] = values[key]
+            p[...] = values[key]
 
     def save(self, path):
         """Write the architecture and the weights to one file, atomically.
@@ -153,9 +154,11 @@ def load(path):
         model = _from_config(arch["model"])
         if not isinstance(model, Sequential):
             raise ValueError("the top-level record is not a Sequential")
+        expected = dict(model.named_state())
         for key, value in arrays.items():
-            if value.dtype != np.float32:
-                raise ValueError(f"array {key!r} has dtype {value.dtype}, expected float32")
+            want = expected[key].dtype if key in expected else np.dtype(np.float32)
+            if value.dtype != want:
+                raise ValueError(f"array {key!r} has dtype {value.dtype}, expected {want}")
         model.load_state_dict(arrays)
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{path!r} is not a valid fastcnn model file: {exc}") from None

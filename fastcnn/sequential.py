@@ -92,6 +92,14 @@ class Sequential(Layer, Training, StateDict):
             out.extend(layer.named_parameters(f"{prefix}{i}."))
         return out
 
+    def named_buffers(self, prefix=""):
+        return [b for i, layer in enumerate(self.layers)
+                for b in layer.named_buffers(f"{prefix}{i}.")]
+
+    def named_state(self, prefix=""):
+        return [s for i, layer in enumerate(self.layers)
+                for s in layer.named_state(f"{prefix}{i}.")]
+
     def reset_parameters(self, rng=None):
         for layer in self.layers:
             layer.reset_parameters(rng)

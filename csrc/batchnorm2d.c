@@ -1,0 +1,123 @@
+/* batchnorm2d.c - batch normalization over NCHW images, per channel.
+ * x, y, dx, dy: (N, C, HW); mean, var, invstd, gamma, beta, dgamma, dbeta: (C).
+ * Training normalizes with the batch's statistics (biased variance, summed in
+ * double); inference with given ones. gamma and beta may be NULL (1 and 0). */
+#include <math.h>
+
+#include "fastcnn.h"
+
+static void channel_stats(double *mean, double *var, const float *x, int64_t N, int64_t C,
+                          int64_t HW, int64_t c)
+{
+    double s = 0.0, ss = 0.0, m;
+    for (int64_t n = 0; n < N; n++) {
+        const float *xc = x + (n * C + c) * HW;
+        for (int64_t i = 0; i < HW; i++)
+            s += xc[i];
+    }
+    m = s / (double)(N * HW);
+    for (int64_t n = 0; n < N; n++) {
+        const float *xc = x + (n * C + c) * HW;
+        for (int64_t i = 0; i < HW; i++) {
+            double d = xc[i] - m;
+            ss += d * d;
+        }
+    }
+    *mean = m;
+    *var = ss / (double)(N * HW);
+}
+
+static void normalize_channel(float *y, const float *x, int64_t N, int64_t C, int64_t HW,
+                              int64_t c, float mean, float invstd, float g, float b)
+{
+    float scale = invstd * g, shift = b - mean * scale;
+    for (int64_t n = 0; n < N; n++) {
+        const float *xc = x + (n * C + c) * HW;
+        float *yc = y + (n * C + c) * HW;
+        #pragma omp simd
+        for (int64_t i = 0; i < HW; i++)
+            yc[i] = xc[i] * scale + shift;
+    }
+}
+
+void batchnorm2d_forward_train(float *y, float *mean, float *var, float *invstd, const float *x,
+                               const float *gamma, const float *beta, int64_t N, int64_t C,
+                               int64_t HW, double eps, int nthreads)
+{
+    int nt = fastcnn_threads_for(N * C * HW, nthreads);
+    if (nt > C)
+        nt = (int)C;
+    /* each channel's statistics and outputs written by one thread */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        double m, v;
+        channel_stats(&m, &v, x, N, C, HW, c);
+        mean[c] = (float)m;
+        var[c] = (float)v;
+        invstd[c] = (float)(1.0 / sqrt(v + eps));
+        normalize_channel(y, x, N, C, HW, c, mean[c], invstd[c], gamma ? gamma[c] : 1.0f,
+                          beta ? beta[c] : 0.0f);
+    }
+}
+
+void batchnorm2d_forward_eval(float *y, const float *x, const float *mean, const float *var,
+                              const float *gamma, const float *beta, int64_t N, int64_t C,
+                              int64_t HW, double eps, int nthreads)
+{
+    int nt = fastcnn_threads_for(N * C * HW, nthreads);
+    if (nt > C)
+        nt = (int)C;
+    /* each channel written by one thread */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t c = 0; c < C; c++)
+        normalize_channel(y, x, N, C, HW, c, mean[c], (float)(1.0 / sqrt((double)var[c] + eps)),
+                          gamma ? gamma[c] : 1.0f, beta ? beta[c] : 0.0f);
+}
+
+void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                          const float *x, const float *mean, const float *invstd,
+                          const float *gamma, int64_t N, int64_t C, int64_t HW, int nthreads)
+{
+    int nt = fastcnn_threads_for(N * C * HW, nthreads);
+    if (nt > C)
+        nt = (int)C;
+    double cnt = (double)(N * HW);
+    /* each channel's sums and gradients written by one thread */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        double sdy = 0.0, sdyx = 0.0;
+        float m = mean[c], is = invstd[c];
+        for (int64_t n = 0; n < N; n++) {
+            const float *xc = x + (n * C + c) * HW, *dyc = dy + (n * C + c) * HW;
+            for (int64_t i = 0; i < HW; i++) {
+                sdy += dyc[i];
+                sdyx += (double)dyc[i] * ((xc[i] - m) * is);
+            }
+        }
+        if (dgamma)
+            dgamma[c] += (float)sdyx;
+        if (dbeta)
+            dbeta[c] += (float)sdy;
+        if (!dx)
+            continue;
+        float k = (gamma ? gamma[c] : 1.0f) * is;
+        float a = (float)(sdy / cnt), b = (float)(sdyx / cnt);
+        for (int64_t n = 0; n < N; n++) {
+            const float *xc = x + (n * C + c) * HW, *dyc = dy + (n * C + c) * HW;
+            float *dxc = dx + (n * C + c) * HW;
+            #pragma omp simd
+            for (int64_t i = 0; i < HW; i++)
+                dxc[i] = k * (dyc[i] - a - (xc[i] - m) * is * b);
+        }
+    }
+}
+
+void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
+                                const float *var, int64_t C, int64_t count, double momentum)
+{
+    double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
+    for (int64_t c = 0; c < C; c++) {
+        running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mean[c]);
+        running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var[c] * unbias);
+    }
+}

@@ -1,0 +1,199 @@
+# Bindings of csrc/batchnorm2d.c: batch normalization over NCHW images,
+# forward (training and inference) and backward, and the executor's step.
+import numpy as np
+
+from . cimport _fastcnn as c
+from ._fastcnn cimport fptr
+from ._checks import as_float32, check_shape, out_buffer
+from ._config import get_num_threads
+
+
+def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
+                 training=False, momentum=0.1, eps=1e-5):
+    """Batch normalization of NCHW images per channel (torch.nn.functional.batch_norm).
+
+    Args:
+        x: (N, C, H, W), any real dtype.
+        running_mean, running_var: float32 (C,) arrays, or None. Inference
+            (training=False) normalizes with them; training normalizes with
+            the batch's mean and biased variance and, if they are given,
+            updates them in place: ``r = (1 - momentum) r + momentum batch``
+            (the variance unbiased, as PyTorch does).
+        weight, bias: (C,) scale and shift, or None (1 and 0).
+        training: use the batch's statistics. Default False.
+        momentum: the running statistics' update factor. Default 0.1.
+        eps: added to the variance. Default 1e-5.
+
+    Returns:
+        float32 array of x's shape.
+    """
+    xa = as_float32(x, "x", 4)
+    cdef int64_t N = xa.shape[0], C = xa.shape[1], HW = xa.shape[2] * xa.shape[3]
+    g = _batchnorm2d_vector(weight, C, "weight")
+    b = _batchnorm2d_vector(bias, C, "bias")
+    rm = _batchnorm2d_running(running_mean, C, "running_mean")
+    rv = _batchnorm2d_running(running_var, C, "running_var")
+    if not training and (rm is None or rv is None):
+        raise ValueError("batch_norm2d in inference needs running_mean and running_var")
+    y = np.empty_like(xa)
+    mean, var, invstd = (np.empty(C, np.float32) for _ in range(3))
+    cdef float *py = fptr(y)
+    cdef const float *px = fptr(xa)
+    cdef const float *pg = NULL if g is None else fptr(g)
+    cdef const float *pb = NULL if b is None else fptr(b)
+    cdef float *pm = fptr(mean)
+    cdef float *pv = fptr(var)
+    cdef float *pi = fptr(invstd)
+    cdef float *prm = NULL if rm is None else fptr(rm)
+    cdef float *prv = NULL if rv is None else fptr(rv)
+    cdef double e = eps
+    cdef int nt = get_num_threads()
+    cdef bint train = training
+    with nogil:
+        if train:
+            c.batchnorm2d_forward_train(py, pm, pv, pi, px, pg, pb, N, C, HW, e, nt)
+        else:
+            c.batchnorm2d_forward_eval(py, px, prm, prv, pg, pb, N, C, HW, e, nt)
+    if train and rm is not None and rv is not None:
+        c.batchnorm2d_update_running(prm, prv, pm, pv, C, N * HW, momentum)
+    return y
+
+
+def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=True,
+                          grad_weight=None, grad_bias=None):
+    """Gradients of training-mode ``batch_norm2d(x, weight=weight, ...)``.
+
+    Returns:
+        (grad_x or None, grad_weight, grad_bias): grad_weight and grad_bias
+        (C,) are accumulated into the arrays given (else fresh ones).
+    """
+    xa = as_float32(x, "x", 4)
+    dy = as_float32(grad_y, "grad_y")
+    check_shape(dy, xa.shape, "grad_y")
+    cdef int64_t N = xa.shape[0], C = xa.shape[1], HW = xa.shape[2] * xa.shape[3]
+    g = _batchnorm2d_vector(weight, C, "weight")
+    gw = out_buffer(grad_weight, (C,), "grad_weight")
+    gb = out_buffer(grad_bias, (C,), "grad_bias")
+    mean, var, invstd = (np.empty(C, np.float32) for _ in range(3))
+    scratch = np.empty_like(xa)
+    dx = np.empty_like(xa) if need_grad_input else None
+    cdef double e = eps
+    cdef int nt = get_num_threads()
+    cdef float *pdx = NULL if dx is None else fptr(dx)
+    cdef const float *pg = NULL if g is None else fptr(g)
+    cdef float *pgw = fptr(gw)
+    cdef float *pgb = fptr(gb)
+    cdef float *ps = fptr(scratch)
+    cdef float *pm = fptr(mean)
+    cdef float *pv = fptr(var)
+    cdef float *pi = fptr(invstd)
+    cdef const float *px = fptr(xa)
+    cdef const float *pdy = fptr(dy)
+    with nogil:     # the batch's statistics again, exactly as forward computed them
+        c.batchnorm2d_forward_train(ps, pm, pv, pi, px, NULL, NULL, N, C, HW, e, nt)
+        c.batchnorm2d_backward(pdx, pgw, pgb, pdy, px, pm, pi, pg, N, C, HW, nt)
+    return dx, gw, gb
+
+
+def _batchnorm2d_vector(v, int64_t C, str name):
+    if v is None:
+        return None
+    a = as_float32(v, name)
+    check_shape(a, (C,), name)
+    return a
+
+
+def _batchnorm2d_running(v, int64_t C, str name):
+    if v is None:
+        return None
+    if not isinstance(v, np.ndarray) or v.dtype != np.float32 or not v.flags.c_contiguous \
+            or not v.flags.writeable or v.shape != (C,):
+        raise ValueError(f"{name} must be a writeable C-contiguous float32 array of shape "
+                         f"({C},). Received: {type(v).__name__}"
+                         + (f" of shape {v.shape}, dtype={v.dtype}"
+                            if isinstance(v, np.ndarray) else ""))
+    return v
+
+
+# ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
+
+ctypedef struct batchnorm2d_step_args:
+    int x, y, dx, dy            # step_slots
+    int mean, var, invstd       # slots: the batch's statistics (C)
+    int64_t N, C, HW
+    double eps, factor          # factor: this step's running-statistics momentum
+    int batch_stats, update
+
+
+cdef int batchnorm2d_step_forward(const void *a, void **ptr, float **par, int need_dx,
+                                  int nt) noexcept nogil:
+    # par: weight, bias, running_mean, running_var (each NULL when absent)
+    cdef const batchnorm2d_step_args *p = <const batchnorm2d_step_args *> a
+    cdef float *y = <float *> ptr[p.y]
+    cdef float *x = <float *> ptr[p.x]
+    if not p.batch_stats:
+        c.batchnorm2d_forward_eval(y, x, par[2], par[3], par[0], par[1], p.N, p.C, p.HW,
+                                   p.eps, nt)
+        return c.FASTCNN_OK
+    c.batchnorm2d_forward_train(y, <float *> ptr[p.mean], <float *> ptr[p.var],
+                                <float *> ptr[p.invstd], x, par[0], par[1], p.N, p.C, p.HW,
+                                p.eps, nt)
+    if p.update:
+        c.batchnorm2d_update_running(par[2], par[3], <float *> ptr[p.mean],
+                                     <float *> ptr[p.var], p.C, p.N * p.HW, p.factor)
+    return c.FASTCNN_OK
+
+
+cdef int batchnorm2d_step_backward(const void *a, void **ptr, float **par, int need_dx,
+                                   int nt) noexcept nogil:
+    # par: weight, weight.grad, bias.grad (each NULL when absent)
+    cdef const batchnorm2d_step_args *p = <const batchnorm2d_step_args *> a
+    c.batchnorm2d_backward(<float *> ptr[p.dx] if need_dx else NULL, par[1], par[2],
+                           <float *> ptr[p.dy], <float *> ptr[p.x], <float *> ptr[p.mean],
+                           <float *> ptr[p.invstd], par[0], p.N, p.C, p.HW, nt)
+    return c.FASTCNN_OK
+
+
+cdef class BatchNormStep(Step):
+    """batch_norm2d: in training the batch's statistics (and the running ones
+    updated, num_batches_tracked counted); in inference the running ones."""
+    cdef batchnorm2d_step_args a
+    cdef object weight, bias, running_mean, running_var, tracked, momentum
+
+    def __init__(self, node, slots, tuple shape, bint training):
+        super().__init__(node)
+        self.set_slots(<step_slots *> &self.a, slots)
+        self.a.N, self.a.C, self.a.HW = shape[0], shape[1], shape[2] * shape[3]
+        self.a.mean, self.a.var, self.a.invstd = slots["mean"], slots["var"], slots["invstd"]
+        p = node.params
+        self.weight, self.bias = p.get("weight"), p.get("bias")
+        self.running_mean, self.running_var = p.get("running_mean"), p.get("running_var")
+        self.tracked = p.get("num_batches_tracked")
+        self.a.eps, self.momentum = node.attrs["eps"], node.attrs["momentum"]
+        track = self.running_mean is not None
+        self.a.batch_stats = training or not track
+        self.a.update = training and track
+        self.args, self.fwd = &self.a, batchnorm2d_step_forward
+        self.bwd = batchnorm2d_step_backward
+        self.npar, self.has_params = 4, self.weight is not None
+
+    cdef int fetch(self, float **par, bint backward) except -1:
+        cdef tuple shape = (self.a.C,)
+        par[0] = NULL if self.weight is None else _param_ptr(self.weight.data, shape, False,
+                                                             "weight")
+        if backward:
+            par[1] = NULL if self.weight is None else _param_ptr(self.weight.grad, shape, True,
+                                                                 "weight.grad")
+            par[2] = NULL if self.bias is None else _param_ptr(self.bias.grad, shape, True,
+                                                               "bias.grad")
+            return 0
+        par[1] = NULL if self.bias is None else _param_ptr(self.bias.data, shape, False, "bias")
+        par[2] = par[3] = NULL
+        if self.running_mean is not None:
+            par[2] = _param_ptr(self.running_mean, shape, True, "running_mean")
+            par[3] = _param_ptr(self.running_var, shape, True, "running_var")
+        if self.a.update:           # training holds the model: no other call runs this step
+            self.tracked[...] += 1
+            self.a.factor = (1.0 / int(self.tracked) if self.momentum is None
+                             else self.momentum)
+        return 0
