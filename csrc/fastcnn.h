@@ -36,8 +36,14 @@
 /* threads.c ---------------------------------------------------------------- */
 
 /* Threads to use for `work` units of work (flops or elements): 1 below a
- * size threshold (a parallel region costs microseconds), else nthreads. */
+ * size threshold (a parallel region costs microseconds), else
+ * fastcnn_thread_limit(nthreads). Every parallel region's count comes from it. */
 int fastcnn_threads_for(int64_t work, int nthreads);
+/* nthreads, or 1 if nthreads < 1 or in a forked child (see below). */
+int fastcnn_thread_limit(int nthreads);
+/* 1 in a process forked after this library loaded, else 0: GNU libgomp cannot
+ * run parallel regions after fork, so such a child runs serial kernels. */
+int fastcnn_forked_child(void);
 /* 1 if built with OpenMP, else 0. */
 int fastcnn_openmp_enabled(void);
 /* Aligned (64-byte) allocation for scratch buffers; NULL on failure. */

@@ -87,7 +87,7 @@ double fastcnn_fma_peak_gflops(int nthreads, int *threads_run)
     const peak_kernels *kr = peak_kernels_for(fastcnn_isa());
     peak_loop loop = kr->loop;
     double fpi = kr->flops_per_iter;
-    int nt = nthreads < 1 ? 1 : nthreads, ran = 1;
+    int nt = fastcnn_thread_limit(nthreads), ran = 1;
     int64_t iters = 1 << 12;
     double t = timed_run(loop, iters, 1, &ran);
     while (t < PEAK_TARGET_SECONDS / 4) {   /* calibrate on one thread; warms the clocks */

@@ -13,9 +13,15 @@ from .sequential import Sequential
 from .training import History
 from .optim import SGD, Adam, AdamW
 
+from . import _threadpoolctl
+from ._threadpoolctl import register_threadpoolctl
+
 __version__ = "0.1.0"
+
+_threadpoolctl.install()   # threadpoolctl limits fastcnn's threads, once both are imported
 
 __all__ = ["functional", "datasets", "losses", "optim", "get_num_threads", "set_num_threads",
            "manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid",
-           "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Flatten", "Module", "Sequential", "History", "load",
-           "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW", "__version__"]
+           "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Flatten", "Module", "Sequential",
+           "History", "load", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
+           "register_threadpoolctl", "__version__"]

@@ -1,7 +1,14 @@
 """The library's one thread-count setting, passed to every kernel call, and
-the OpenMP wait policy its kernels start with."""
+the OpenMP wait policy its kernels start with.
+
+The setting is process-wide: fastcnn.set_num_threads and threadpoolctl's
+limits (fastcnn/_threadpoolctl.py) both write it, the latest write wins.
+In a process forked after fastcnn loaded, every kernel runs on one thread
+(csrc/threads.c clamps the count passed to C; get_num_threads reports 1).
+"""
 import contextlib
 import os
+import warnings
 
 from ._checks import as_int
 
@@ -17,10 +24,44 @@ def _default_threads():
 
 
 _num_threads = _default_threads()
+_forked_child = False   # mirrors csrc/threads.c's flag, read on every kernel call
+
+FORKED_CHILD_NOTE = "libgomp cannot run parallel regions after fork"
+
+
+def _after_fork_in_child():
+    global _forked_child
+    from . import _native   # loaded before the fork: a dictionary look-up
+    _forked_child = _native.forked_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _set(n, warn):
+    global _num_threads
+    n = as_int(n, "n")
+    if n < 1:
+        raise ValueError(f"n must be positive. Received: n={n}")
+    if warn and n > 1 and _forked_child:
+        warnings.warn(f"fastcnn runs its kernels on 1 thread in this forked child ({FORKED_CHILD_NOTE}); "
+                      f"set_num_threads({n}) is recorded but has no effect here. Use the "
+                      "'spawn' or 'forkserver' start method for parallel kernels in workers.",
+                      RuntimeWarning, stacklevel=3)
+    _num_threads = n
 
 
 def set_num_threads(n):
-    """Set the number of threads every kernel may use.
+    """Set the number of threads every kernel may use, in the whole process.
+
+    threadpoolctl's threadpool_limits also sets it for its duration (see the
+    README's Threads section); whichever was set last applies.
+
+    In a child forked after fastcnn was loaded (os.fork, multiprocessing's
+    'fork' start method), kernels always run on one thread: the value is
+    recorded, a RuntimeWarning says so if n > 1, and get_num_threads()
+    returns 1 there.
 
     Args:
         n: a positive integer.
@@ -28,16 +69,13 @@ def set_num_threads(n):
     Raises:
         ValueError: if n < 1. TypeError: if n is not an integer.
     """
-    global _num_threads
-    n = as_int(n, "n")
-    if n < 1:
-        raise ValueError(f"n must be positive. Received: n={n}")
-    _num_threads = n
+    _set(n, warn=True)
 
 
 def get_num_threads():
-    """The number of threads kernels may use (default: OMP_NUM_THREADS, else the cores)."""
-    return _num_threads
+    """The number of threads kernels may use (default: OMP_NUM_THREADS, else the
+    cores; 1 in a forked child)."""
+    return 1 if _forked_child else _num_threads
 
 
 @contextlib.contextmanager

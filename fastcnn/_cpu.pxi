@@ -15,3 +15,9 @@ def cpu_isa():
 def openmp_enabled():
     """True if the kernels were built with OpenMP."""
     return bool(c.fastcnn_openmp_enabled())
+
+
+def forked_child():
+    """True in a process forked after fastcnn loaded: its kernels run serially
+    there (GNU libgomp cannot run parallel regions after fork)."""
+    return bool(c.fastcnn_forked_child())

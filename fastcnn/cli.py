@@ -68,9 +68,18 @@ def info(out=print):
     from . import _native
     out(f"fastcnn {fastcnn.__version__}")
     out(f"kernels: {_native.isa()} (this CPU supports: {_native.cpu_isa()})")
-    out(f"OpenMP: {'on' if _native.openmp_enabled() else 'off'}")
+    out(f"OpenMP: {_openmp_state(_native)}")
     out(f"threads: {fastcnn.get_num_threads()}")
     out(f"numpy {np.__version__}, Python {platform.python_version()} on {platform.machine()}")
+
+
+def _openmp_state(_native):
+    from ._config import FORKED_CHILD_NOTE
+    if not _native.openmp_enabled():
+        return "off"
+    if _native.forked_child():
+        return f"on (serial in this forked child: {FORKED_CHILD_NOTE})"
+    return "on"
 
 
 def _kernels():
