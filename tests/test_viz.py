@@ -1,7 +1,8 @@
-"""Pictures (fastcnn/viz.py, `fastcnn demo --plot`): each
+"""Pictures (fastcnn/viz.py, `fastcnn demo --plot`, bench/charts.py): each
 renders to a PNG under Agg that is not blank and has the expected panels;
 clear errors for a layer that is not a convolution, an input the model does
 not take, and validation curves asked of a history without them."""
+import importlib.util
 import os
 import tempfile
 
@@ -17,6 +18,8 @@ import fastcnn  # noqa: E402
 from fastcnn import viz  # noqa: E402
 from fastcnn.cli import lenet5  # noqa: E402
 from subproc import run_python, run_python_args  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +206,65 @@ def test_demo_plot_writes_the_four_pictures():
             path = os.path.join(out, name)
             assert f"wrote {path}" in result.stdout
             check_png(path)
+
+
+def load_charts():
+    path = os.path.join(ROOT, "bench", "charts.py")
+    if not os.path.exists(path):
+        pytest.skip("not a source checkout: bench/charts.py not found")
+    spec = importlib.util.spec_from_file_location("bench_charts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_ratio_charts_one_per_group(tmp_path):
+    charts = load_charts()
+    rows = [
+        {"group": "conv fwd", "name": "LeNet conv1", "peer": "torch", "target": 1.0,
+         "ratios": {1: 1.4, 2: 1.2}},
+        {"group": "conv fwd", "name": "ResNet 3x3", "peer": "torch", "target": 1.0,
+         "ratios": {1: 0.9, 2: None}},
+        {"group": "train step", "name": "LeNet-5 b64", "peer": "torch", "target": 3.0,
+         "ratios": {1: 4.2, 2: 3.5}},
+        {"group": "train step", "name": "CIFAR-net b64", "peer": "torch", "target": 1.5,
+         "ratios": {1: 1.7, 2: 1.6}},
+        {"group": "loss", "name": "softmax CE", "peer": "torch", "target": None,
+         "ratios": {1: 12.0, 2: 9.0}},
+        {"group": "gemm", "name": "not built", "peer": "numpy", "target": 1.0,
+         "ratios": {1: None, 2: None}},
+    ]
+    paths = charts.write_ratio_charts(rows, [1, 2], tmp_path)
+    assert [os.path.basename(p) for p in paths] == ["conv_fwd.png", "train_step.png", "loss.png"]
+    for p in paths:
+        check_png(p)
+    fig = charts.ratio_chart(rows[2:4], [1, 2], "train step")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    levels = sorted(round(line.get_ydata()[0], 3) for line in ax.lines)
+    assert levels == [1.0, 1.5, 3.0]                  # parity and each target
+    assert len(ax.patches) == 4                       # 2 rows x 2 thread counts
+
+
+def test_compare_rows_feed_the_charts():
+    """compare.py's --plot rows come from its results, as the report's tables do
+    (in a child process: compare imports the benchmark modules by bare names)."""
+    bench = os.path.join(ROOT, "bench")
+    if not os.path.exists(os.path.join(bench, "compare.py")):
+        pytest.skip("not a source checkout: bench/compare.py not found")
+    code = """if True:
+        import compare, harness
+        a = harness.Case("conv fwd", "a", "torch", None, target=1.0)
+        b = harness.Case("pooling", "b", "torch", None, target=5.0)
+        results = {(a.key, 1): {"status": "ok", "peer": 2.0, "fastcnn": 1.0},
+                   (a.key, 2): {"status": "failed", "reason": "x"},
+                   (b.key, 1): {"status": "ok", "peer": 6.0, "fastcnn": 2.0}}
+        print(compare.chart_rows({"conv fwd": [a], "pooling": [b]}, results, [1, 2]))
+    """
+    result = run_python(code, cwd=bench)
+    assert result.returncode == 0, result.stderr
+    assert eval(result.stdout) == [
+        {"group": "conv fwd", "name": "a", "peer": "torch", "target": 1.0,
+         "ratios": {1: 2.0, 2: None}},
+        {"group": "pooling", "name": "b", "peer": "torch", "target": 5.0,
+         "ratios": {1: 3.0, 2: None}}]
