@@ -389,15 +389,38 @@ def not_ok_lines(results, cases):
     return lines
 
 
-def report(args, results, machine, blas_child, elapsed, memory_case):
-    thread_counts = args.threads
-    peaks = {t: max(machine["peaks_start"][t], machine["peaks_end"][t]) for t in thread_counts}
+def report_groups(args, memory_case):
+    """{group: [cases]} in report order: the rows of the report's tables."""
     cases = [c for c in selected(args)] + ([memory_case] if memory_case else [])
     groups = {}
     for g in GROUPS:
         members = [c for c in cases if c.group == g]
         if members:
             groups[g] = members
+    return groups
+
+
+def chart_rows(groups, results, thread_counts):
+    """The ratio tables' rows as plain dicts for bench/charts.py: group, name,
+    peer, target and {threads: ratio, None where not measured}."""
+    rows = []
+    for group, cases in groups.items():
+        for case in cases:
+            ratios = {}
+            for t in thread_counts:
+                r = results.get((case.key, t))
+                ok = r is not None and r["status"] == "ok"
+                ratios[t] = r["peer"] / r["fastcnn"] if ok else None
+            rows.append({"group": group, "name": case.name, "peer": case.peer,
+                         "target": case.target, "ratios": ratios})
+    return rows
+
+
+def report(args, results, machine, blas_child, elapsed, memory_case):
+    thread_counts = args.threads
+    peaks = {t: max(machine["peaks_start"][t], machine["peaks_end"][t]) for t in thread_counts}
+    cases = [c for c in selected(args)] + ([memory_case] if memory_case else [])
+    groups = report_groups(args, memory_case)
     now = datetime.datetime.now().astimezone()
     torch_v = harness.peer_version("torch")
     out = [
@@ -530,6 +553,9 @@ def parse_args(argv):
     p.add_argument("--only", help="regular expression on 'group: name' of the rows to run")
     p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="markdown file to write")
     p.add_argument("--note", help="a note for the report's header (e.g. machine busy)")
+    p.add_argument("--plot", metavar="DIR",
+                   help="also write the ratio tables as bar charts, one PNG per group, into DIR "
+                        "(needs matplotlib)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--rows", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -550,6 +576,10 @@ def main(argv=None):
     args = parse_args(argv)
     if args.child:
         return child_main(args)
+    if args.plot:
+        import importlib.util
+        if importlib.util.find_spec("matplotlib") is None:    # before the long measuring
+            sys.exit('compare.py --plot needs matplotlib: pip install "fastcnn[viz]"')
     start = time.perf_counter()
     machine = {"load_start": os.getloadavg(), "peaks_start": measure_peaks(args.threads)}
     cases = selected(args)
@@ -579,6 +609,11 @@ def main(argv=None):
     with open(args.out, "w") as f:
         f.write(text)
     print(f"wrote {args.out}", file=sys.stderr)
+    if args.plot:
+        import charts
+        rows = chart_rows(report_groups(args, memory_case), results, args.threads)
+        for path in charts.write_ratio_charts(rows, args.threads, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
 
 
 PROGRESS_LINE = re.compile(r"\[\d+\.\d s\]$")

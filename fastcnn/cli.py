@@ -30,9 +30,13 @@ def lenet5(seed=None):
 
 
 def demo(epochs=DEMO_EPOCHS, batch_size=DEMO_BATCH, lr=DEMO_LR, shift=DEMO_SHIFT, seed=0,
-         verbose=1, out=print, weight_decay=DEMO_WEIGHT_DECAY):
+         verbose=1, out=print, weight_decay=DEMO_WEIGHT_DECAY, plot_dir=None):
     """Train LeNet-5 with Adam on the bundled digits; returns (test accuracy,
-    training seconds, training images/s)."""
+    training seconds, training images/s).
+
+    With ``plot_dir``, the test digits also serve as validation data after
+    each epoch (for the curves), and the four pictures of
+    :func:`write_pictures` are written there (matplotlib needed)."""
     import fastcnn
     from .datasets import load_mnist_5k, random_shift
     from .optim import Adam, CosineAnnealingLR
@@ -48,9 +52,12 @@ def demo(epochs=DEMO_EPOCHS, batch_size=DEMO_BATCH, lr=DEMO_LR, shift=DEMO_SHIFT
         f"{epochs} epochs, "
         f"random shifts of up to {shift} px, {_kernels()}")
     augment = (lambda x, rng: random_shift(x, shift, rng)) if shift else None
+    if plot_dir is not None:
+        out(f"validation after each epoch on the {len(x_test):,} test digits (for the pictures)")
     history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
                         optimizer=optimizer, lr_scheduler=schedule, augment=augment,
-                        seed=seed, verbose=verbose)
+                        seed=seed, verbose=verbose,
+                        validation_data=None if plot_dir is None else (x_test, y_test))
     train_seconds = sum(len(x_train) / r for r in history["images_per_sec"])
     images = len(x_train) * epochs
     loss, accuracy = model.evaluate(x_test, y_test)
@@ -59,7 +66,28 @@ def demo(epochs=DEMO_EPOCHS, batch_size=DEMO_BATCH, lr=DEMO_LR, shift=DEMO_SHIFT
     out(f"Test accuracy: {100 * accuracy:.1f}% ({round(accuracy * len(x_test))}/{len(x_test)}),"
         f" test loss {loss:.4f}")
     out(f"Training: {train_seconds:.1f} s, {rate:,.0f} images/s; total wall time {wall:.1f} s")
+    if plot_dir is not None:
+        for path in write_pictures(model, history, x_test, y_test, plot_dir):
+            out(f"wrote {path}")
     return accuracy, train_seconds, rate
+
+
+PICTURES = ("history.png", "filters.png", "feature_maps.png", "predictions.png")
+
+
+def write_pictures(model, history, x_test, y_test, directory):
+    """The training curves, the first convolution's filters, the feature maps
+    of the first test digit and the predictions for the first 25, as PNG
+    files in ``directory`` (made if missing); returns their paths."""
+    import os
+    from . import viz
+    os.makedirs(directory, exist_ok=True)
+    paths = [os.path.join(directory, name) for name in PICTURES]
+    viz.plot_history(history, path=paths[0])
+    viz.plot_filters(model[0], path=paths[1])
+    viz.plot_feature_maps(model, x_test[0], path=paths[2])
+    viz.plot_predictions(model, x_test[:25], y_test[:25], path=paths[3])
+    return paths
 
 
 def info(out=print):
@@ -107,6 +135,10 @@ def main(argv=None):
     p_demo.add_argument("--threads", type=int, default=None,
                         help="threads for the kernels (default: OMP_NUM_THREADS, else the cores)")
     p_demo.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p_demo.add_argument("--plot", metavar="DIR", default=None,
+                        help="write pictures of the trained model into DIR: training curves, "
+                             "filters, feature maps, predictions (needs matplotlib: "
+                             'pip install "fastcnn[viz]")')
     sub.add_parser("info", help="version, instruction set, OpenMP and threads")
     args = parser.parse_args(argv)
 
@@ -119,13 +151,19 @@ def main(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.shift < 0 or args.lr <= 0 or args.weight_decay < 0:
         parser.error("--shift and --weight-decay must be >= 0 and --lr > 0")
+    if args.plot is not None:
+        from . import viz
+        try:
+            viz.require()
+        except ImportError as exc:
+            parser.error(f"--plot: {exc}")
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be positive")
         fastcnn.set_num_threads(args.threads)
     demo(args.epochs, args.batch_size, args.lr, args.shift, args.seed,
          verbose=0 if args.quiet else 1, out=lambda s: print(s, flush=True),
-         weight_decay=args.weight_decay)
+         weight_decay=args.weight_decay, plot_dir=args.plot)
     return 0
 
 
