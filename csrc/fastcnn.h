@@ -81,6 +81,19 @@ void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *d
 void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
                                 const float *var, int64_t C, int64_t count, double momentum);
 
+/* pointwise.c ----------------------------------------------------------------- */
+
+enum {
+    POINTWISE_TANH, POINTWISE_LEAKY_RELU, POINTWISE_HARDTANH, POINTWISE_HARDSIGMOID,
+    POINTWISE_HARDSWISH, POINTWISE_SILU, POINTWISE_GELU, POINTWISE_GELU_TANH
+};
+/* y, x, dx, dy: (n); kind one of POINTWISE_*; a, b: leaky ReLU's slope (a),
+ * hardtanh's min and max (a, b). Each element computed in double. */
+void pointwise_forward(int kind, float *y, const float *x, int64_t n, float a, float b,
+                       int nthreads);
+void pointwise_backward(int kind, float *dx, const float *dy, const float *x, int64_t n,
+                        float a, float b, int nthreads);
+
 /* merge.c ------------------------------------------------------------------- */
 
 /* y = a + b (y may be a or b); y += x. Every buffer is (n). */

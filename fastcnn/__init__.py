@@ -4,8 +4,9 @@ from ._config import get_num_threads, set_num_threads, sleeping_idle_threads
 with sleeping_idle_threads():  # OpenMP reads its settings when the first kernel module loads
     from . import functional
 from . import datasets, losses, optim
-from .layers import (AvgPool2d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d,
-                     Parameter, ReLU, Sigmoid, manual_seed)
+from .layers import (GELU, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Hardsigmoid, Hardswish,
+                     Hardtanh, Identity, Layer, LeakyReLU, Linear, MaxPool2d, Parameter, ReLU,
+                     ReLU6, Sigmoid, SiLU, Tanh, manual_seed)
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module
 from .saving import load
@@ -23,5 +24,7 @@ _threadpoolctl.install()   # threadpoolctl limits fastcnn's threads, once both a
 __all__ = ["functional", "datasets", "losses", "optim", "get_num_threads", "set_num_threads",
            "manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid",
            "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Flatten", "Module", "Sequential",
+           "Tanh", "LeakyReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
+           "Identity",
            "History", "load", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
            "register_threadpoolctl", "__version__"]

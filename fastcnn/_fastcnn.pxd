@@ -25,6 +25,14 @@ cdef extern from "fastcnn.h" nogil:
     void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
                                     const float *var, int64_t C, int64_t count, double momentum)
 
+    enum:
+        POINTWISE_TANH, POINTWISE_LEAKY_RELU, POINTWISE_HARDTANH, POINTWISE_HARDSIGMOID,
+        POINTWISE_HARDSWISH, POINTWISE_SILU, POINTWISE_GELU, POINTWISE_GELU_TANH
+    void pointwise_forward(int kind, float *y, const float *x, int64_t n, float a, float b,
+                           int nthreads)
+    void pointwise_backward(int kind, float *dx, const float *dy, const float *x, int64_t n,
+                            float a, float b, int nthreads)
+
     void add_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
     void add_accumulate(float *y, const float *x, int64_t n, int nthreads)
     void add_forward_ref(float *y, const float *a, const float *b, int64_t n)

@@ -12,6 +12,8 @@
 #   _merge.pxi       add, add_backward: the sum of two branches (csrc/merge.c)
 #   _batchnorm2d.pxi batch_norm2d, batch_norm2d_backward (csrc/batchnorm2d.c)
 #   _activation.pxi  relu, sigmoid and their backward (csrc/activation.c)
+#   _pointwise.pxi   tanh, leaky_relu, hardtanh, relu6, hardsigmoid, hardswish, silu,
+#                    gelu and their backward (csrc/pointwise.c)
 #   _conv2d.pxi      conv2d, conv2d_backward; _geometry; test hooks _set_direct,
 #                    _set_group_columns, _set_kvec (csrc/conv2d*.c)
 #   _pool2d.pxi      max_pool2d, avg_pool2d and their backward; _pool2d_shape;
@@ -37,6 +39,7 @@ include "_executor.pxi"
 include "_merge.pxi"
 include "_batchnorm2d.pxi"
 include "_activation.pxi"
+include "_pointwise.pxi"
 include "_conv2d.pxi"
 include "_pool2d.pxi"
 include "_linear.pxi"

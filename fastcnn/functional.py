@@ -7,6 +7,10 @@ returns the gradients of its inputs (and parameters).
 from ._native import add, add_backward
 from ._native import batch_norm2d, batch_norm2d_backward
 from ._native import relu, relu_backward, sigmoid, sigmoid_backward
+from ._native import (gelu, gelu_backward, hardsigmoid, hardsigmoid_backward, hardswish,
+                      hardswish_backward, hardtanh, hardtanh_backward, leaky_relu,
+                      leaky_relu_backward, relu6, relu6_backward, silu, silu_backward, tanh,
+                      tanh_backward)
 from ._native import adam_update, sgd_update
 from ._native import linear, linear_backward
 from ._native import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
@@ -19,6 +23,9 @@ __all__ = [
     "linear", "linear_backward",
     "add", "add_backward", "batch_norm2d", "batch_norm2d_backward",
     "relu", "relu_backward", "sigmoid", "sigmoid_backward",
+    "tanh", "tanh_backward", "leaky_relu", "leaky_relu_backward", "hardtanh",
+    "hardtanh_backward", "relu6", "relu6_backward", "hardsigmoid", "hardsigmoid_backward",
+    "hardswish", "hardswish_backward", "silu", "silu_backward", "gelu", "gelu_backward",
     "cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad",
     "sgd_update", "adam_update",
 ]

@@ -26,7 +26,8 @@ from .graph import Value
 from .runner import Runner, trace_layer
 
 __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid", "MaxPool2d",
-           "AvgPool2d", "Flatten", "BatchNorm2d"]
+           "AvgPool2d", "Flatten", "BatchNorm2d", "Tanh", "LeakyReLU", "Hardtanh", "ReLU6",
+           "Hardsigmoid", "Hardswish", "SiLU", "GELU", "Identity"]
 
 
 _generator = np.random.default_rng()
@@ -404,6 +405,113 @@ class Sigmoid(_Activation):
     """
 
     _op = "sigmoid"
+
+
+class _Pointwise(Layer):
+    """An element-wise activation of csrc/pointwise.c: ``_kind`` and its
+    parameters ``_a``, ``_b`` (backward from the input)."""
+    _kind = ""
+
+    def _args(self):
+        return {}
+
+    def trace(self, x):
+        return x.graph.add("pointwise", [x], dict(kind=self._kind, **self._args()))
+
+
+class Tanh(_Pointwise):
+    """Hyperbolic tangent, element-wise (``torch.nn.Tanh``). Input and output: any shape."""
+    _kind = "tanh"
+
+
+class LeakyReLU(_Pointwise):
+    """``x`` where x > 0, else ``negative_slope * x`` (``torch.nn.LeakyReLU``).
+
+    Args:
+        negative_slope: the slope below 0. Default 0.01.
+    """
+    _kind = "leaky_relu"
+
+    def __init__(self, negative_slope=0.01):
+        self.negative_slope = as_float(negative_slope, "negative_slope")
+
+    def _args(self):
+        return {"a": self.negative_slope}
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
+
+
+class Hardtanh(_Pointwise):
+    """x clamped to [min_val, max_val] (``torch.nn.Hardtanh``).
+
+    Args:
+        min_val, max_val: the bounds, min_val < max_val. Default -1, 1.
+    """
+    _kind = "hardtanh"
+
+    def __init__(self, min_val=-1.0, max_val=1.0):
+        self.min_val, self.max_val = as_float(min_val, "min_val"), as_float(max_val, "max_val")
+        if self.min_val >= self.max_val:
+            raise ValueError(f"min_val must be below max_val. Received: min_val={min_val!r}, "
+                             f"max_val={max_val!r}")
+
+    def _args(self):
+        return {"a": self.min_val, "b": self.max_val}
+
+    def get_config(self):
+        return {"min_val": self.min_val, "max_val": self.max_val}
+
+
+class ReLU6(_Pointwise):
+    """x clamped to [0, 6] (``torch.nn.ReLU6``)."""
+    _kind = "hardtanh"
+
+    def _args(self):
+        return {"a": 0.0, "b": 6.0}
+
+
+class Hardsigmoid(_Pointwise):
+    """0 below -3, 1 above 3, x / 6 + 1/2 between (``torch.nn.Hardsigmoid``)."""
+    _kind = "hardsigmoid"
+
+
+class Hardswish(_Pointwise):
+    """``x * hardsigmoid(x)`` (``torch.nn.Hardswish``)."""
+    _kind = "hardswish"
+
+
+class SiLU(_Pointwise):
+    """``x * sigmoid(x)`` (``torch.nn.SiLU``, swish)."""
+    _kind = "silu"
+
+
+class GELU(_Pointwise):
+    """Gaussian error linear unit (``torch.nn.GELU``).
+
+    Args:
+        approximate: 'none' (exact, with erf) or 'tanh'. Default 'none'.
+    """
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh'. "
+                             f"Received: approximate={approximate!r}")
+        self.approximate = approximate
+
+    @property
+    def _kind(self):
+        return "gelu" if self.approximate == "none" else "gelu_tanh"
+
+    def get_config(self):
+        return {"approximate": self.approximate}
+
+
+class Identity(Layer):
+    """Returns its input (``torch.nn.Identity``): no node, no copy in a model."""
+
+    def trace(self, x):
+        return x
 
 
 class MaxPool2d(Layer):

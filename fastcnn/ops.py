@@ -13,6 +13,8 @@ conv2d     stride, padding (as Conv2d takes them); params weight, bias (or None)
 linear     params weight, bias (or None)
 relu       -
 sigmoid    -
+pointwise  kind (tanh, leaky_relu, hardtanh, hardsigmoid, hardswish, silu, gelu,
+           gelu_tanh), a, b (leaky_relu's slope; hardtanh's min and max)
 max_pool2d kernel_size, stride, padding; relu: a ReLU absorbed before it (a pass)
 avg_pool2d kernel_size, stride, padding, count_include_pad
 flatten    start_dim, end_dim (a view: no step runs)
@@ -148,6 +150,30 @@ class ReLUOp(_ActivationOp):
 class SigmoidOp(_ActivationOp):
     kind = "sigmoid"
     _sigmoid = True
+
+
+class PointwiseOp(OpDef):
+    """The activations of csrc/pointwise.c; attrs: kind (tanh, leaky_relu, hardtanh,
+    hardsigmoid, hardswish, silu, gelu, gelu_tanh) and its parameters a, b."""
+    kind = "pointwise"
+    saves = ("input",)
+    in_place = True
+
+    def infer(self, attrs, params, x):
+        return x
+
+    def step(self, node, slots, x, y, training):
+        return E.PointwiseStep(node, slots, math.prod(x))
+
+    def forward(self, node, x, training):
+        a = node.attrs
+        return E.pointwise(a["kind"], x, a.get("a", 0.0), a.get("b", 0.0)), x
+
+    def backward(self, node, x, dy, need_dx):
+        a = node.attrs
+        if not need_dx:
+            return None
+        return E.pointwise_backward(a["kind"], dy, x, a.get("a", 0.0), a.get("b", 0.0))
 
 
 def _pool_input(x):
@@ -318,6 +344,6 @@ class LayerOp(OpDef):
         return node.layer.backward(dy, need_grad_input=need_dx)
 
 
-OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), MaxPool2dOp(),
-                              AvgPool2dOp(), FlattenOp(), BatchNorm2dOp(), AddOp(),
-                              LayerOp())}
+OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), PointwiseOp(),
+                              MaxPool2dOp(), AvgPool2dOp(), FlattenOp(), BatchNorm2dOp(),
+                              AddOp(), LayerOp())}
