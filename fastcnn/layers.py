@@ -27,7 +27,8 @@ from .runner import Runner, trace_layer
 
 __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid", "MaxPool2d",
            "AvgPool2d", "Flatten", "BatchNorm2d", "Tanh", "LeakyReLU", "Hardtanh", "ReLU6",
-           "Hardsigmoid", "Hardswish", "SiLU", "GELU", "Identity"]
+           "Hardsigmoid", "Hardswish", "SiLU", "GELU", "Identity", "AdaptiveAvgPool2d",
+           "AdaptiveMaxPool2d", "GlobalAvgPool2d"]
 
 
 _generator = np.random.default_rng()
@@ -579,6 +580,65 @@ class AvgPool2d(Layer):
     def get_config(self):
         return {"kernel_size": self.kernel_size, "stride": self.stride,
                 "padding": self.padding, "count_include_pad": self.count_include_pad}
+
+
+class _AdaptivePool2d(Layer):
+    """Pooling to a fixed output size: a window and stride of input / output
+    (sizes that divide the input), traced as that plain pooling."""
+    _op = ""
+
+    def __init__(self, output_size):
+        self.output_size = _pair_config(output_size, "output_size")
+
+    def trace(self, x):
+        if len(x.shape) != 4:
+            raise ValueError(f"{type(self).__name__} expects input of shape (N, C, H, W). "
+                             f"Received: x.shape={x.shape}")
+        (oh, ow), (h, w) = as_pair(self.output_size, "output_size"), x.shape[2:]
+        if h % oh or w % ow:
+            raise ValueError(f"{type(self).__name__}(output_size={self.output_size!r}) needs an "
+                             f"input whose height and width it divides. Received: "
+                             f"x.shape={x.shape}")
+        window = (h // oh, w // ow)
+        attrs = {"kernel_size": window, "stride": window, "padding": 0}
+        if self._op == "avg_pool2d":
+            attrs["count_include_pad"] = True
+        return x.graph.add(self._op, [x], attrs)
+
+    def get_config(self):
+        return {"output_size": self.output_size}
+
+
+class AdaptiveAvgPool2d(_AdaptivePool2d):
+    """Average pooling to ``output_size`` (``torch.nn.AdaptiveAvgPool2d``), for
+    output sizes that divide the input's (1x1 always does).
+
+    Args:
+        output_size: int or pair (oh, ow).
+
+    Input shape:
+        (N, C, H, W) with H % oh == 0 and W % ow == 0.
+
+    Output shape:
+        (N, C, oh, ow).
+    """
+    _op = "avg_pool2d"
+
+
+class AdaptiveMaxPool2d(_AdaptivePool2d):
+    """Max pooling to ``output_size`` (``torch.nn.AdaptiveMaxPool2d``), for
+    output sizes that divide the input's (1x1 always does)."""
+    _op = "max_pool2d"
+
+
+class GlobalAvgPool2d(AdaptiveAvgPool2d):
+    """``AdaptiveAvgPool2d(1)``: the mean of each channel's plane, (N, C, 1, 1)."""
+
+    def __init__(self):
+        super().__init__(1)
+
+    def get_config(self):
+        return {}
 
 
 class Flatten(Layer):
