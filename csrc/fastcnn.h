@@ -96,11 +96,13 @@ void pointwise_backward(int kind, float *dx, const float *dy, const float *x, in
 
 /* merge.c ------------------------------------------------------------------- */
 
-/* y = a + b (y may be a or b); y += x. Every buffer is (n). */
+/* y = a + b, y = a * b (y may be a or b); y += x. Every buffer is (n). */
 void add_forward(float *y, const float *a, const float *b, int64_t n, int nthreads);
 void add_accumulate(float *y, const float *x, int64_t n, int nthreads);
 void add_forward_ref(float *y, const float *a, const float *b, int64_t n);
 void add_accumulate_ref(float *y, const float *x, int64_t n);
+void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthreads);
+void mul_forward_ref(float *y, const float *a, const float *b, int64_t n);
 
 /* activation.c --------------------------------------------------------------- */
 

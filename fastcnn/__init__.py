@@ -4,10 +4,10 @@ from ._config import get_num_threads, set_num_threads, sleeping_idle_threads
 with sleeping_idle_threads():  # OpenMP reads its settings when the first kernel module loads
     from . import functional
 from . import datasets, losses, optim
-from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten,
-                     GELU, GlobalAvgPool2d, Hardsigmoid, Hardswish, Hardtanh, Identity, Layer,
-                     LeakyReLU, Linear, MaxPool2d, Parameter, ReLU, ReLU6, SiLU, Sigmoid, Tanh,
-                     manual_seed)
+from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d,
+                     Dropout, Flatten, GELU, GlobalAvgPool2d, Hardsigmoid, Hardswish, Hardtanh,
+                     Identity, Layer, LeakyReLU, Linear, MaxPool2d, Parameter, ReLU, ReLU6, SiLU,
+                     Sigmoid, Tanh, manual_seed)
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module
 from .saving import load
@@ -26,6 +26,6 @@ __all__ = ["functional", "datasets", "losses", "optim", "get_num_threads", "set_
            "manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid",
            "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Flatten", "Module", "Sequential",
            "Tanh", "LeakyReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
-           "Identity", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "GlobalAvgPool2d",
+           "Identity", "Dropout", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "GlobalAvgPool2d",
            "History", "load", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
            "register_threadpoolctl", "__version__"]

@@ -37,6 +37,8 @@ cdef extern from "fastcnn.h" nogil:
     void add_accumulate(float *y, const float *x, int64_t n, int nthreads)
     void add_forward_ref(float *y, const float *a, const float *b, int64_t n)
     void add_accumulate_ref(float *y, const float *x, int64_t n)
+    void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
+    void mul_forward_ref(float *y, const float *a, const float *b, int64_t n)
 
     void relu_forward(float *y, const float *x, int64_t n, int nthreads)
     void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)

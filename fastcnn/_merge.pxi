@@ -1,11 +1,12 @@
 # Bindings of csrc/merge.c: the element-wise sum of two branches (a residual
-# connection), forward and backward, and the executor's step for it.
+# connection), forward and backward; dropout (a product with a random mask);
+# and the executor's steps for them.
 import numpy as np
 from libc.string cimport memcpy
 
 from . cimport _fastcnn as c
 from ._fastcnn cimport fptr
-from ._checks import as_float32, check_shape
+from ._checks import as_float, as_float32, check_shape
 from ._config import get_num_threads
 
 
@@ -51,7 +52,62 @@ def add_backward(grad_y):
     return g.copy(), g.copy()
 
 
-# ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
+def dropout(x, p=0.5, training=True, *, generator=None, return_mask=False):
+    """Dropout (torch.nn.functional.dropout): in training, each element is
+    zeroed with probability p and the others scaled by 1 / (1 - p); the
+    identity otherwise.
+
+    Args:
+        x: array of any shape, any real dtype.
+        p: the probability of zeroing, in [0, 1).
+        training: apply it. Default True.
+        generator: a numpy Generator for the mask; default fastcnn's seeded
+            generator (fastcnn.manual_seed).
+        return_mask: also return the mask (for dropout_backward).
+
+    Returns:
+        float32 array of x's shape (and the float32 mask: 0 or 1 / (1 - p)).
+    """
+    xa = as_float32(x, "x")
+    mask = dropout_mask(xa.shape, p, generator) if training else np.ones_like(xa)
+    y = np.empty_like(xa)
+    _merge_mul(y, xa, mask)
+    return (y, mask) if return_mask else y
+
+
+def dropout_backward(grad_y, mask):
+    """Gradient of dropout: ``grad_y * mask``."""
+    dy = as_float32(grad_y, "grad_y")
+    m = as_float32(mask, "mask")
+    check_shape(m, dy.shape, "mask")
+    dx = np.empty_like(dy)
+    _merge_mul(dx, dy, m)
+    return dx
+
+
+def dropout_mask(shape, p, generator=None):
+    """A float32 dropout mask of ``shape``: 0 with probability p, else 1 / (1 - p)."""
+    p = as_float(p, "p")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p must be in [0, 1). Received: p={p!r}")
+    if generator is None:
+        from . import layers
+        generator = layers._generator
+    keep = generator.random(shape, dtype=np.float32) >= p
+    return keep.astype(np.float32) * np.float32(1.0 / (1.0 - p))
+
+
+cdef _merge_mul(out, a, b):
+    cdef float *po = fptr(out)
+    cdef const float *pa = fptr(a)
+    cdef const float *pb = fptr(b)
+    cdef int64_t n = out.size
+    cdef int nt = get_num_threads()
+    with nogil:
+        c.mul_forward(po, pa, pb, n, nt)
+
+
+# ---- the executor's steps (fastcnn/_executor.pxi) --------------------------------
 
 ctypedef struct add_step_args:
     int x, y, dx, dy            # step_slots
@@ -89,3 +145,50 @@ cdef class AddStep(Step):
         self.set_slots(<step_slots *> &self.a, slots)
         self.a.x1, self.a.dx1, self.a.n = slots["x1"], slots["dx1"], n
         self.args, self.fwd, self.bwd = &self.a, add_step_forward, add_step_backward
+
+
+ctypedef struct dropout_step_args:
+    int x, y, dx, dy            # step_slots
+    int64_t n
+
+
+cdef int dropout_step_forward(const void *a, void **ptr, float **par, int need_dx,
+                              int nt) noexcept nogil:
+    # par: the mask drawn for this pass
+    cdef const dropout_step_args *p = <const dropout_step_args *> a
+    c.mul_forward(<float *> ptr[p.y], <float *> ptr[p.x], par[0], p.n, nt)
+    return c.FASTCNN_OK
+
+
+cdef int dropout_step_backward(const void *a, void **ptr, float **par, int need_dx,
+                               int nt) noexcept nogil:
+    cdef const dropout_step_args *p = <const dropout_step_args *> a
+    if need_dx:
+        c.mul_forward(<float *> ptr[p.dx], <float *> ptr[p.dy], par[0], p.n, nt)
+    return c.FASTCNN_OK
+
+
+cdef class DropoutStep(Step):
+    """dropout in training: each forward draws a new mask from fastcnn's seeded
+    generator (training holds the model, so the step may keep it) and its
+    backward reuses it."""
+    cdef dropout_step_args a
+    cdef object mask, shape
+    cdef double p
+
+    def __init__(self, node, slots, tuple shape):
+        super().__init__(node)
+        self.set_slots(<step_slots *> &self.a, slots)
+        self.a.n = 1
+        for d in shape:
+            self.a.n *= d
+        self.shape, self.p = shape, node.attrs["p"]
+        self.mask = np.ones(shape, np.float32)
+        self.args, self.fwd, self.bwd = &self.a, dropout_step_forward, dropout_step_backward
+        self.npar = 1
+
+    cdef int fetch(self, float **par, bint backward) except -1:
+        if not backward:
+            self.mask = dropout_mask(self.shape, self.p)
+        par[0] = fptr(self.mask)
+        return 0

@@ -4,7 +4,7 @@ Inputs are NCHW; any real dtype or memory order is converted once to
 C-contiguous float32. Each forward function has a ``*_backward`` twin that
 returns the gradients of its inputs (and parameters).
 """
-from ._native import add, add_backward
+from ._native import add, add_backward, dropout, dropout_backward
 from ._native import batch_norm2d, batch_norm2d_backward
 from ._native import relu, relu_backward, sigmoid, sigmoid_backward
 from ._native import (gelu, gelu_backward, hardsigmoid, hardsigmoid_backward, hardswish,
@@ -21,7 +21,7 @@ __all__ = [
     "conv2d", "conv2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "linear", "linear_backward",
-    "add", "add_backward", "batch_norm2d", "batch_norm2d_backward",
+    "add", "add_backward", "dropout", "dropout_backward", "batch_norm2d", "batch_norm2d_backward",
     "relu", "relu_backward", "sigmoid", "sigmoid_backward",
     "tanh", "tanh_backward", "leaky_relu", "leaky_relu_backward", "hardtanh",
     "hardtanh_backward", "relu6", "relu6_backward", "hardsigmoid", "hardsigmoid_backward",

@@ -27,7 +27,7 @@ from .runner import Runner, trace_layer
 
 __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid", "MaxPool2d",
            "AvgPool2d", "Flatten", "BatchNorm2d", "Tanh", "LeakyReLU", "Hardtanh", "ReLU6",
-           "Hardsigmoid", "Hardswish", "SiLU", "GELU", "Identity", "AdaptiveAvgPool2d",
+           "Hardsigmoid", "Hardswish", "SiLU", "GELU", "Identity", "Dropout", "AdaptiveAvgPool2d",
            "AdaptiveMaxPool2d", "GlobalAvgPool2d"]
 
 
@@ -506,6 +506,30 @@ class GELU(_Pointwise):
 
     def get_config(self):
         return {"approximate": self.approximate}
+
+
+class Dropout(Layer):
+    """Dropout (``torch.nn.Dropout``): in training, each element is zeroed with
+    probability p and the others scaled by 1 / (1 - p); in inference the
+    identity (no node, no copy). Masks come from fastcnn's seeded generator
+    (:func:`fastcnn.manual_seed`), so two runs with the same seed match.
+
+    Args:
+        p: the probability of zeroing, in [0, 1). Default 0.5.
+    """
+
+    def __init__(self, p=0.5):
+        self.p = as_float(p, "p")
+        if not 0.0 <= self.p < 1.0:
+            raise ValueError(f"p must be in [0, 1). Received: p={p!r}")
+
+    def trace(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        return x.graph.add("dropout", [x], {"p": self.p})
+
+    def get_config(self):
+        return {"p": self.p}
 
 
 class Identity(Layer):

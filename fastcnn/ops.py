@@ -19,6 +19,7 @@ max_pool2d kernel_size, stride, padding; relu: a ReLU absorbed before it (a pass
 avg_pool2d kernel_size, stride, padding, count_include_pad
 flatten    start_dim, end_dim (a view: no step runs)
 add        - (two inputs of one shape)
+dropout    p (training only: its layer adds no node in inference)
 batch_norm2d eps, momentum (None: cumulative average), num_features; params weight,
            bias, running_mean, running_var, num_batches_tracked (see BatchNorm2dOp)
 layer      a layer running its own Python forward / backward (``node.layer``)
@@ -304,6 +305,25 @@ class BatchNorm2dOp(OpDef):
         return dx
 
 
+class DropoutOp(OpDef):
+    """Dropout in training (in inference its layer adds no node); attrs: p."""
+    kind = "dropout"
+    in_place = True
+
+    def infer(self, attrs, params, x):
+        return x
+
+    def step(self, node, slots, x, y, training):
+        return E.DropoutStep(node, slots, x)
+
+    def forward(self, node, x, training):
+        y, mask = F.dropout(x, node.attrs["p"], return_mask=True)
+        return y, mask
+
+    def backward(self, node, mask, dy, need_dx):
+        return F.dropout_backward(dy, mask) if need_dx else None
+
+
 class AddOp(OpDef):
     """The element-wise sum of two tensors of one shape (a residual connection)."""
     kind = "add"
@@ -346,4 +366,4 @@ class LayerOp(OpDef):
 
 OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), PointwiseOp(),
                               MaxPool2dOp(), AvgPool2dOp(), FlattenOp(), BatchNorm2dOp(),
-                              AddOp(), LayerOp())}
+                              DropoutOp(), AddOp(), LayerOp())}
