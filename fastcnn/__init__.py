@@ -3,7 +3,7 @@ from ._config import get_num_threads, set_num_threads, sleeping_idle_threads
 
 with sleeping_idle_threads():  # OpenMP reads its settings when the first kernel module loads
     from . import functional
-from . import datasets, losses, optim
+from . import datasets, losses, models, optim
 from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d,
                      Dropout, Flatten, GELU, GlobalAvgPool2d, Hardsigmoid, Hardswish, Hardtanh,
                      Identity, Layer, LeakyReLU, Linear, MaxPool2d, Parameter, ReLU, ReLU6, SiLU,
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 _threadpoolctl.install()   # threadpoolctl limits fastcnn's threads, once both are imported
 
-__all__ = ["functional", "datasets", "losses", "optim", "get_num_threads", "set_num_threads",
+__all__ = ["functional", "datasets", "losses", "models", "optim", "get_num_threads", "set_num_threads",
            "manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid",
            "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Flatten", "Module", "Sequential",
            "Tanh", "LeakyReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
