@@ -6,6 +6,13 @@
 
 #include "fastcnn.h"
 
+/* threads for a per-channel loop: by the work, at most one per channel */
+static int channel_threads(int64_t N, int64_t C, int64_t HW, int nthreads)
+{
+    int nt = fastcnn_threads_for(N * C * HW, nthreads);
+    return nt > C ? (int)C : nt;
+}
+
 static void channel_stats(double *mean, double *var, const float *x, int64_t N, int64_t C,
                           int64_t HW, int64_t c)
 {
@@ -44,9 +51,7 @@ void batchnorm2d_forward_train(float *y, float *mean, float *var, float *invstd,
                                const float *gamma, const float *beta, int64_t N, int64_t C,
                                int64_t HW, double eps, int nthreads)
 {
-    int nt = fastcnn_threads_for(N * C * HW, nthreads);
-    if (nt > C)
-        nt = (int)C;
+    int nt = channel_threads(N, C, HW, nthreads);
     /* each channel's statistics and outputs written by one thread */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t c = 0; c < C; c++) {
@@ -64,9 +69,7 @@ void batchnorm2d_forward_eval(float *y, const float *x, const float *mean, const
                               const float *gamma, const float *beta, int64_t N, int64_t C,
                               int64_t HW, double eps, int nthreads)
 {
-    int nt = fastcnn_threads_for(N * C * HW, nthreads);
-    if (nt > C)
-        nt = (int)C;
+    int nt = channel_threads(N, C, HW, nthreads);
     /* each channel written by one thread */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t c = 0; c < C; c++)
@@ -78,9 +81,7 @@ void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *d
                           const float *x, const float *mean, const float *invstd,
                           const float *gamma, int64_t N, int64_t C, int64_t HW, int nthreads)
 {
-    int nt = fastcnn_threads_for(N * C * HW, nthreads);
-    if (nt > C)
-        nt = (int)C;
+    int nt = channel_threads(N, C, HW, nthreads);
     double cnt = (double)(N * HW);
     /* each channel's sums and gradients written by one thread */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
