@@ -45,8 +45,12 @@ def status(key):
 
 def reset_peak():
     # Linux >= 4.0: the peak RSS (VmHWM) restarts from the current RSS.
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        print(json.dumps({"no_clear_refs": True}))
+        sys.exit(0)
 """
 
 
@@ -97,6 +101,8 @@ print(json.dumps({"growth": growth, "input_bytes": x.nbytes}))
 @not_sanitized
 def test_peak_memory_is_a_function_of_the_batch_not_of_n(tmp_path):
     small = _run_json("N = 2000\n" + _PEAK_CODE, tmp_path)
+    if small.get("no_clear_refs"):
+        pytest.skip("/proc/self/clear_refs cannot be written here (peak RSS cannot be reset)")
     large = _run_json("N = 20000\n" + _PEAK_CODE, tmp_path)
     # At N = 20,000 the input alone is 60 MiB: one copy of it, or activations
     # for all images (conv1 alone: 175 MiB), would show. The bound: the peak
