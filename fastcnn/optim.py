@@ -84,7 +84,11 @@ class Optimizer:
         """Update every parameter from its ``.grad``."""
         data, grad = self._flat()
         self.steps += 1
-        self._update(data, grad)
+        try:
+            self._update(data, grad)        # one native call: applied whole or not at all
+        except BaseException:               # e.g. a KeyboardInterrupt before it started
+            self.steps -= 1
+            raise
 
     def _update(self, data, grad):
         raise NotImplementedError

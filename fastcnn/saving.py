@@ -72,8 +72,12 @@ class StateDict:
         """Write the architecture and the weights to one file, atomically.
 
         The file is written under a temporary name in the same directory and
-        renamed over ``path`` when complete, so a crash never leaves a
-        half-written file at ``path``. See the module docstring for the format.
+        renamed over ``path`` when complete (after an fsync; the directory is
+        synced after the rename), so a crash never leaves a half-written file
+        at ``path``: it holds the previous file or the new one. A process
+        killed (SIGKILL, power loss) in the middle of a save may leave its
+        temporary file behind, a hidden sibling named ``.<name>.<random>.tmp``,
+        which is safe to delete. See the module docstring for the format.
 
         Args:
             path: file path (any name; ``.fcnn`` or ``.npz`` are customary).
@@ -104,6 +108,7 @@ class StateDict:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        _sync_directory(directory)
 
 
 def load(path):
@@ -163,6 +168,21 @@ def load(path):
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{path!r} is not a valid fastcnn model file: {exc}") from None
     return model
+
+
+def _sync_directory(directory):
+    """Make a rename in ``directory`` durable (POSIX); a no-op where
+    directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class _NotOurs(Exception):

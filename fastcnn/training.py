@@ -75,6 +75,13 @@ class Training:
                 after the last good step (the failing step is not applied).
             ValueError, TypeError: for bad arguments.
 
+        Interrupted: any exception raised mid-epoch (by the loss, an
+        ``augment`` function, a layer of Python code, or a KeyboardInterrupt)
+        propagates as it is; the weights and the optimizer's state are those
+        after the last finished step (a step's update is one native call, so
+        it is applied whole or not at all), and the model stays usable: the
+        next ``fit``, ``predict`` or training call works (tests/test_longrun.py).
+
         Example:
             >>> history = model.fit(x_train, y_train, epochs=5, batch_size=64,
             ...                     optimizer=fastcnn.Adam(model.parameters(), lr=2e-3),
