@@ -1,8 +1,6 @@
 """fastcnn.sklearn: CNNClassifier / CNNRegressor against scikit-learn's estimator contract."""
 import functools
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import fastcnn  # noqa: E402
 from fastcnn.sklearn import CNNClassifier, CNNRegressor  # noqa: E402
+from subproc import run_python  # noqa: E402
 
 
 def _digits(n=300):
@@ -33,16 +32,17 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 # behaviour ------------------------------------------------------------------------
-def test_import_fastcnn_does_not_import_sklearn():
-    code = "import sys, fastcnn; print('sklearn' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def test_import_fastcnn_does_not_import_sklearn(tmp_path):
+    out = run_python("import sys, fastcnn; print('sklearn' in sys.modules)", tmp_path)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
 
-def test_missing_sklearn_message():
+def test_missing_sklearn_message(tmp_path):
     code = ("import sys; sys.modules['sklearn'] = None\n"
             "try:\n    import fastcnn.sklearn\nexcept ImportError as e:\n    print(e)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run_python(code, tmp_path)
+    assert out.returncode == 0, out.stderr
     assert 'pip install "fastcnn[sklearn]"' in out.stdout
 
 
