@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
-from .._checks import as_int, as_pair, positive_int
+from .._checks import as_int, as_pair
 from ..graph import Graph
 from ..layers import Layer
 from ..module import Module
@@ -82,8 +82,12 @@ def export(model, path, input_shape=None, opset=17):
         out_shape = graph.shapes[graph.output]
         out_shape2 = _trace(model, (2,) + shape).shapes[graph.output]
     proto = _Writer(model, graph, opset).model(_batch_dims(out_shape, out_shape2))
-    onnx.checker.check_model(proto, full_check=True)
-    _write_atomically(os.fspath(path), proto.SerializeToString())
+    if proto.ByteSize() > _MAX_BYTES:
+        raise ValueError(f"the model is too large for one ONNX file ({proto.ByteSize()} "
+                         f"bytes; the limit is 2 GiB)")
+    data = proto.SerializeToString()
+    onnx.checker.check_model(data, full_check=True)
+    _write_atomically(os.fspath(path), data)
     return proto
 
 
@@ -96,7 +100,13 @@ def _input_shape(model, input_shape):
     if not isinstance(input_shape, (tuple, list)) or not input_shape:
         raise ValueError(f"input_shape must be a non-empty tuple of positive ints (one input "
                          f"without the batch). Received: input_shape={input_shape!r}")
-    return tuple(positive_int(d, "input_shape") for d in input_shape)
+    for d in input_shape:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"input_shape must hold ints. Received: input_shape={input_shape!r}")
+        if d < 1:
+            raise ValueError(f"input_shape must hold positive ints. "
+                             f"Received: input_shape={input_shape!r}")
+    return tuple(int(d) for d in input_shape)
 
 
 def _opset(opset):
@@ -147,9 +157,8 @@ def _batch_dims(shape1, shape2):
 
 
 def _write_atomically(path, data):
-    if len(data) > _MAX_BYTES:
-        raise ValueError(f"the model is too large for one ONNX file ({len(data)} bytes; "
-                         f"the limit is 2 GiB)")
+    """Write ``data`` to a temporary file beside ``path``, fsync it and rename it
+    over ``path`` (as fastcnn.saving does): ``path`` holds the old file or the new one."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
