@@ -407,7 +407,7 @@ def test_written_atomically(tmp_path, monkeypatch):
 
 def test_too_large_for_one_file(tmp_path, monkeypatch):
     module = importlib.import_module("fastcnn.onnx.export")
-    monkeypatch.setattr(module, "_MAX_BYTES", 1000)
+    monkeypatch.setattr(module, "_MAX_BYTES", 100)
     with pytest.raises(ValueError, match=r"too large for one ONNX file \(\d+ bytes"):
         export(after_conv(fastcnn.ReLU()), tmp_path / "m.onnx", input_shape=(3, 5, 5))
     assert os.listdir(tmp_path) == []
