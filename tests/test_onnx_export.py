@@ -9,6 +9,7 @@ import pytest
 
 import fastcnn
 from fastcnn import models
+from subproc import run_python
 
 onnx = pytest.importorskip("onnx", reason='onnx is not installed (pip install "fastcnn[onnx]")')
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the test "
@@ -410,4 +411,18 @@ def test_too_large_for_one_file(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "_MAX_BYTES", 100)
     with pytest.raises(ValueError, match=r"too large for one ONNX file \(\d+ bytes"):
         export(after_conv(fastcnn.ReLU()), tmp_path / "m.onnx", input_shape=(3, 5, 5))
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_onnx_the_error_says_how_to_install(tmp_path):
+    code = ("import sys; sys.modules['onnx'] = None\n"      # import onnx now raises ImportError
+            "import fastcnn, fastcnn.onnx\n"
+            "try:\n"
+            "    fastcnn.onnx.export(fastcnn.ReLU(), 'm.onnx', input_shape=(3,))\n"
+            "except ImportError as exc:\n"
+            "    print('ImportError:', exc)\n")
+    result = run_python(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert 'ImportError: fastcnn.onnx needs the onnx package: pip install "fastcnn[onnx]"' \
+        in result.stdout
     assert os.listdir(tmp_path) == []

@@ -20,8 +20,6 @@ import os
 import tempfile
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
 from .._checks import as_int, as_pair
@@ -30,6 +28,7 @@ from ..layers import Layer
 from ..module import Module
 from ..runner import trace_layer
 from ..saving import _sync_directory
+from . import require_onnx
 
 __all__ = ["export", "MIN_OPSET", "MAX_OPSET"]
 
@@ -60,6 +59,7 @@ def export(model, path, input_shape=None, opset=17):
         the ``onnx.ModelProto`` written.
 
     Raises:
+        ImportError: without the onnx package (``pip install "fastcnn[onnx]"``).
         ValueError: for a bad ``input_shape`` or ``opset`` (naming the value),
             a shape the model does not accept, or layers with no ONNX
             equivalent (a layer with its own Python forward), all named in
@@ -75,13 +75,14 @@ def export(model, path, input_shape=None, opset=17):
                         f"{type(model).__name__}")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike. Received: path={path!r}")
+    onnx = require_onnx()
     shape = _input_shape(model, input_shape)
-    opset = _opset(opset)
+    opset = _opset(onnx, opset)
     with _eval_mode(model):
         graph = _trace(model, (1,) + shape)
         out_shape = graph.shapes[graph.output]
         out_shape2 = _trace(model, (2,) + shape).shapes[graph.output]
-    proto = _Writer(model, graph, opset).model(_batch_dims(out_shape, out_shape2))
+    proto = _Writer(onnx, model, graph, opset).model(_batch_dims(out_shape, out_shape2))
     if proto.ByteSize() > _MAX_BYTES:
         raise ValueError(f"the model is too large for one ONNX file ({proto.ByteSize()} "
                          f"bytes; the limit is 2 GiB)")
@@ -109,7 +110,7 @@ def _input_shape(model, input_shape):
     return tuple(int(d) for d in input_shape)
 
 
-def _opset(opset):
+def _opset(onnx, opset):
     opset = as_int(opset, "opset")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be between {MIN_OPSET} and {MAX_OPSET}. "
@@ -181,8 +182,8 @@ def _write_atomically(path, data):
 class _Writer:
     """Builds the ONNX graph of a traced fastcnn graph, node by node."""
 
-    def __init__(self, model, graph, opset):
-        self.graph, self.opset = graph, opset
+    def __init__(self, onnx, model, graph, opset):
+        self.onnx, self.graph, self.opset = onnx, graph, opset
         self.state_names = {id(p): name for name, p in model.named_parameters()}
         self.state_names.update({id(b): name for name, b in model.named_buffers()})
         self.layer_names = {id(layer): name for name, layer in _sublayers(model)}
@@ -198,11 +199,12 @@ class _Writer:
         if self.graph.output == self.graph.input:       # the model is the identity
             self.label = "identity"
             self.op("Identity", ["input"], ["output"])
+        helper, float32 = self.onnx.helper, self.onnx.TensorProto.FLOAT
         in_dims = ["N"] + list(self.graph.shapes[self.graph.input][1:])
         onnx_graph = helper.make_graph(
             self.nodes, "fastcnn",
-            [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_dims)],
-            [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims)],
+            [helper.make_tensor_value_info("input", float32, in_dims)],
+            [helper.make_tensor_value_info("output", float32, out_dims)],
             list(self.initializers.values()))
         opsets = [helper.make_opsetid("", self.opset)]
         proto = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="fastcnn",
@@ -254,7 +256,7 @@ class _Writer:
     def op(self, op_type, inputs, outputs=None, **attrs):
         """Append an ONNX node; returns its (first) output's name."""
         outputs = outputs or [self.fresh(op_type + ":0")]
-        self.nodes.append(helper.make_node(op_type, inputs, outputs, self.fresh(op_type),
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, outputs, self.fresh(op_type),
                                            **attrs))
         return outputs[0]
 
@@ -262,7 +264,7 @@ class _Writer:
         """A Constant node holding ``value``; returns its output's name."""
         array = np.asarray(value, dtype)
         return self.op("Constant", [], [self.fresh("const")],
-                       value=numpy_helper.from_array(array))
+                       value=self.onnx.numpy_helper.from_array(array))
 
     def param(self, node, key):
         """The initializer of ``node.params[key]`` (named by its state-dict key),
@@ -273,7 +275,7 @@ class _Writer:
         array = getattr(p, "data", p)
         name = self.state_names.get(id(p)) or self.fresh(key)
         if name not in self.initializers:
-            self.initializers[name] = numpy_helper.from_array(
+            self.initializers[name] = self.onnx.numpy_helper.from_array(
                 np.ascontiguousarray(array, np.float32), name)
         return name
 
