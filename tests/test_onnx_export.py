@@ -2,12 +2,14 @@
 fastcnn's outputs, at batch sizes 1 and 5 from one file (dynamic batch), and
 every file passes onnx.checker's full check."""
 import importlib
+import inspect
 import os
 
 import numpy as np
 import pytest
 
 import fastcnn
+import fastcnn.onnx
 from fastcnn import models
 from subproc import run_python
 
@@ -25,7 +27,10 @@ def _backends(path):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return {"onnxruntime": lambda x: session.run(None, {"input": x})[0]}
+    backends = {"onnxruntime": lambda x: session.run(None, {"input": x})[0]}
+    if hasattr(fastcnn.onnx, "load"):               # the importer (branch onnx), once merged
+        backends["fastcnn.onnx.load"] = fastcnn.onnx.load(str(path))
+    return backends
 
 
 def _roundtrip(model, shape, path, opset=17, scale=3.0, seed=0):
@@ -49,6 +54,12 @@ def _roundtrip(model, shape, path, opset=17, scale=3.0, seed=0):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=tol,
                                        err_msg=f"{name}, batch {batch}")
     model.train(was_training)
+    if hasattr(fastcnn.onnx, "load"):               # loads back to the same state dict
+        state = {k: v for k, v in model.named_state() if not k.endswith("num_batches_tracked")}
+        loaded = fastcnn.onnx.load(str(path)).state_dict()
+        assert sorted(loaded) == sorted(state)
+        for key, value in state.items():
+            np.testing.assert_array_equal(loaded[key], value, err_msg=key)
     return proto
 
 
@@ -203,6 +214,79 @@ def test_activation_formulas_before_opset_20(tmp_path):
                                      tmp_path / "c.onnx", opset=21))
     assert "HardSwish" not in _ops(_roundtrip(after_conv(fastcnn.Hardswish()), (3, 5, 5),
                                               tmp_path / "d.onnx", opset=13))
+
+
+# ------------------------------------------------------------------ features of other branches
+
+def _has_args(cls, *names):
+    return all(n in inspect.signature(cls.__init__).parameters for n in names)
+
+
+class MulCat(fastcnn.Module):
+    """A gate broadcast over the channels (mul), a concatenation and a
+    broadcasting residual sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = fastcnn.Conv2d(4, 8, 3, padding=1)
+        self.pool = fastcnn.GlobalAvgPool2d()
+        self.gate = fastcnn.Sigmoid()
+        self.a = fastcnn.Conv2d(8, 4, 1)
+        self.b = fastcnn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = y * self.gate(self.pool(y))
+        z = fastcnn.cat([self.a(y), self.b(y), x], dim=1)
+        return z * self.pool(z) + z
+
+
+FEATURE_CASES = {   # name: (needed, model, input shape, ONNX ops)
+    "conv_groups": (lambda: _has_args(fastcnn.Conv2d, "groups"),
+                    lambda: conv(4, 6, 3, padding=1, groups=2), (4, 7, 7), ["Conv"]),
+    "conv_depthwise_dilated": (lambda: _has_args(fastcnn.Conv2d, "groups", "dilation"),
+                               lambda: conv(4, 4, 3, padding=2, dilation=2, groups=4),
+                               (4, 9, 8), ["Conv"]),
+    "conv_dilated_same": (lambda: _has_args(fastcnn.Conv2d, "dilation"),
+                          lambda: conv(3, 4, 4, padding="same", dilation=2), (3, 9, 8),
+                          ["Conv"]),
+    "conv_dilated_stride": (lambda: _has_args(fastcnn.Conv2d, "dilation"),
+                            lambda: conv(3, 4, 3, stride=2, dilation=(2, 1)), (3, 11, 9),
+                            ["Conv"]),
+    "max_pool_ceil": (lambda: _has_args(fastcnn.MaxPool2d, "ceil_mode"),
+                      lambda: after_conv(fastcnn.MaxPool2d(3, 2, 1, ceil_mode=True)),
+                      (3, 10, 7), ["Conv", "MaxPool"]),
+    "max_pool_dilated_ceil": (lambda: _has_args(fastcnn.MaxPool2d, "ceil_mode", "dilation"),
+                              lambda: after_conv(fastcnn.MaxPool2d(2, 2, 0, dilation=2,
+                                                                   ceil_mode=True)),
+                              (3, 9, 8), ["Conv", "MaxPool"]),
+    "avg_pool_ceil": (lambda: _has_args(fastcnn.AvgPool2d, "ceil_mode"),
+                      lambda: after_conv(fastcnn.AvgPool2d(3, 2, 1, ceil_mode=True)),
+                      (3, 10, 7), ["Conv", "AveragePool"]),
+    "avg_pool_ceil_exclude_pad": (lambda: _has_args(fastcnn.AvgPool2d, "ceil_mode"),
+                                  lambda: after_conv(fastcnn.AvgPool2d(
+                                      3, 2, 1, ceil_mode=True, count_include_pad=False)),
+                                  (3, 10, 7), ["Conv", "AveragePool"]),
+    "mul_cat_broadcasting": (lambda: hasattr(fastcnn, "cat"), MulCat, (4, 6, 6), None),
+    "softmax": (lambda: hasattr(fastcnn, "Softmax"),
+                lambda: after_conv(fastcnn.Softmax(1)), (3, 5, 5), None),
+    "log_softmax_last": (lambda: hasattr(fastcnn, "LogSoftmax"),
+                         lambda: after_conv(fastcnn.LogSoftmax(-1)), (3, 5, 5), None),
+}
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+@pytest.mark.parametrize("case", sorted(FEATURE_CASES))
+def test_features_of_other_branches(case, opset, tmp_path):
+    """Dilation, groups, ceil_mode, mul, cat and softmax, added by other
+    branches: exercised once they are merged (skipped before)."""
+    needed, make, shape, ops = FEATURE_CASES[case]
+    if not needed():
+        pytest.skip(f"{case}: the layer or argument is not in this build yet")
+    fastcnn.manual_seed(4)
+    proto = _roundtrip(make(), shape, tmp_path / "m.onnx", opset=opset)
+    if ops is not None:
+        assert _ops(proto) == ops
 
 
 # ------------------------------------------------------------------ whole models
