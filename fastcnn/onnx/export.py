@@ -43,7 +43,8 @@ def export(model, path, input_shape=None, opset=17):
     ONNX Runtime with fastcnn's outputs; its batch axis is dynamic. It is
     written atomically, as ``model.save`` is: under a temporary name in the
     same directory, then renamed over ``path``. The model itself is left as it
-    was (its training flags are restored after tracing).
+    was (its training flags are set to eval while it is traced, then restored:
+    do not export a model while another thread trains it).
 
     Args:
         model: a fastcnn Sequential, Module or layer made of fastcnn's layers:
@@ -256,8 +257,8 @@ class _Writer:
     def op(self, op_type, inputs, outputs=None, **attrs):
         """Append an ONNX node; returns its (first) output's name."""
         outputs = outputs or [self.fresh(op_type + ":0")]
-        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, outputs, self.fresh(op_type),
-                                           **attrs))
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, outputs,
+                                                     self.fresh(op_type), **attrs))
         return outputs[0]
 
     def const(self, value, dtype=np.float32):
