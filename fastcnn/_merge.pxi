@@ -183,11 +183,11 @@ def _merge_broadcast_shape(a, b, what="add"):
     return tuple(max(x, y) for x, y in zip(pa, pb))
 
 
-def _merge_plan(a, b):
+def _merge_plan(a, b, what="add"):
     """(out shape, n, sa, sb): the broadcast of shapes a and b as collapsed dims
     (sizes n, element strides sa and sb, 0 along broadcast dims; size-1 dims
     dropped, neighbours with one stride pattern merged), at most MERGE_MAX_DIMS."""
-    out = _merge_broadcast_shape(a, b)
+    out = _merge_broadcast_shape(a, b, what)
     strides = [_merge_strides(s, len(out)) for s in (a, b)]
     n, sa, sb = [], [], []
     for d, size in enumerate(out):
@@ -278,7 +278,7 @@ def _merge_cat_sizes(shapes, d):
 
 def _merge_binary(a, b, bint is_mul, bint reference):
     aa, ba = as_float32(a, "a"), as_float32(b, "b")
-    out, n, sa, sb = _merge_plan(aa.shape, ba.shape)
+    out, n, sa, sb = _merge_plan(aa.shape, ba.shape, "mul" if is_mul else "add")
     y = np.empty(out, np.float32)
     cdef c.merge_shape s = _merge_struct(n, sa, sb)
     cdef float *py = fptr(y)
