@@ -386,3 +386,56 @@ def test_traced_merges_check_their_operands(rng):
         BadCat()(x)
     with pytest.raises(ValueError, match=r"mul: .*a.shape=\(1, 2, 4, 4\), b.shape=\(1, 2, 2, 2\)"):
         BadMul()(x)
+
+
+def test_modules_save_their_graph_and_load_without_their_class(tmp_path, rng):
+    model = MergeNet()
+    x = rng.standard_normal((3, 3, 6, 6)).astype(np.float32)
+    with pytest.raises(TypeError, match="cannot save a layer of type MergeNet before it has run"):
+        model.save(tmp_path / "never.fcnn")
+    model.save(tmp_path / "m.fcnn", input_shape=(3, 6, 6))
+    loaded = fastcnn.load(tmp_path / "m.fcnn")
+    assert not isinstance(loaded, MergeNet) and repr(loaded) == repr(model)
+    assert list(loaded.state_dict()) == list(model.state_dict())
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+    np.testing.assert_array_equal(loaded(x), model(x))
+    g = rng.standard_normal((3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.backward(g), model.backward(g))
+    x5 = rng.standard_normal((5, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.eval()(x5), model.eval()(x5))
+    with pytest.raises(ValueError, match=r"traced for inputs of shape \(N,\) \+ \(3, 6, 6\)"):
+        loaded(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    loaded.save(tmp_path / "again.fcnn")         # the shape of its last call
+    np.testing.assert_array_equal(fastcnn.load(tmp_path / "again.fcnn").eval()(x5),
+                                  model(x5))
+
+
+def test_saved_graph_keeps_dropout_and_batch_norm_statistics(tmp_path, rng):
+    class Net(fastcnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = fastcnn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.bn = fastcnn.BatchNorm2d(4)
+            self.drop = fastcnn.Dropout(0.5)
+            self.se = SqueezeExcite(4, 2)
+
+        def forward(self, x):
+            return self.se(self.drop(self.bn(self.conv(x))))
+
+    model = Net().eval()                        # saved in eval: dropout still recorded
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    model.train()
+    model(x)                                    # running statistics move
+    model.eval()
+    model.save(tmp_path / "n.fcnn")
+    assert not model.training and not model.drop.training
+    loaded = fastcnn.load(tmp_path / "n.fcnn")
+    np.testing.assert_array_equal(loaded.eval()(x), model(x))
+    np.testing.assert_array_equal(loaded.state_dict()["bn.running_mean"], model.bn.running_mean)
+    loaded.train()
+    fastcnn.manual_seed(3)
+    a = loaded(x)
+    model.train()
+    fastcnn.manual_seed(3)
+    np.testing.assert_array_equal(a, model(x))  # the same dropout mask: it is in the graph
