@@ -188,9 +188,38 @@ static void sub_offsets(const merge_shape *s, const int64_t *so, const int *keep
     *oo = o;
 }
 
-static void merge_reduce_impl(float *dx, const float *dy, const float *other,
-                              const merge_shape *s, const int64_t *sx, const int64_t *so,
-                              int nthreads)
+/* sum of g[q] * v[q * inc] (v NULL: 1) for q in [0, n); inc is 0 or 1. Float
+ * partial sums over one row (vectorised); the caller adds rows in double. */
+static double row_dot(const float *g, const float *v, int64_t n, int64_t inc)
+{
+    float part = 0.0f;
+    if (v && inc) {
+        #pragma omp simd reduction(+:part)
+        for (int64_t q = 0; q < n; q++)
+            part += g[q] * v[q];
+        return part;
+    }
+    #pragma omp simd reduction(+:part)
+    for (int64_t q = 0; q < n; q++)
+        part += g[q];
+    return v ? (double)part * v[0] : part;
+}
+
+/* out[q] (+)= g[q] * v[q * inc] (v NULL: 1) for q in [0, n); add: accumulate, else assign. */
+static void row_add(float *out, const float *g, const float *v, int64_t n, int64_t inc, int add)
+{
+    float c = v && !inc ? v[0] : 1.0f;
+    if (v && inc) {
+        if (add) { for (int64_t q = 0; q < n; q++) out[q] += g[q] * v[q]; }
+        else     { for (int64_t q = 0; q < n; q++) out[q] = g[q] * v[q]; }
+    } else {
+        if (add) { for (int64_t q = 0; q < n; q++) out[q] += g[q] * c; }
+        else     { for (int64_t q = 0; q < n; q++) out[q] = g[q] * c; }
+    }
+}
+
+void merge_reduce(float *dx, const float *dy, const float *other, const merge_shape *s,
+                  const int64_t *sx, const int64_t *so, int nthreads)
 {
     int keep[MERGE_MAX_DIMS], last = s->ndim - 1;
     int64_t m = 1, total = 1;
@@ -213,15 +242,7 @@ static void merge_reduce_impl(float *dx, const float *dy, const float *other,
             for (int64_t r = 0; r < outer; r++) {
                 int64_t ry, ro;
                 sub_offsets(s, so, keep, 0, r * inner, &ry, &ro);
-                const float *g = dy + ky + ry;
-                if (other) {
-                    const float *v = other + ko + ro;
-                    for (int64_t q = 0; q < inner; q++)
-                        sum += (double)g[q] * v[q * oinc];
-                } else {
-                    for (int64_t q = 0; q < inner; q++)
-                        sum += g[q];
-                }
+                sum += row_dot(dy + ky + ry, other ? other + ko + ro : NULL, inner, oinc);
             }
             dx[j] = (float)sum;
         }
@@ -235,28 +256,12 @@ static void merge_reduce_impl(float *dx, const float *dy, const float *other,
         float *out = dx + k * inner;
         int64_t ky, ko;
         sub_offsets(s, so, keep, 1, k * inner, &ky, &ko);
-        for (int64_t q = 0; q < inner; q++)
-            out[q] = 0.0f;
         for (int64_t r = 0; r < reduced; r++) {
             int64_t ry, ro;
             sub_offsets(s, so, keep, 0, r, &ry, &ro);
-            const float *g = dy + ky + ry;
-            if (other) {
-                const float *v = other + ko + ro;
-                for (int64_t q = 0; q < inner; q++)
-                    out[q] += g[q] * v[q * oinc];
-            } else {
-                for (int64_t q = 0; q < inner; q++)
-                    out[q] += g[q];
-            }
+            row_add(out, dy + ky + ry, other ? other + ko + ro : NULL, inner, oinc, r > 0);
         }
     }
-}
-
-void merge_reduce(float *dx, const float *dy, const float *other, const merge_shape *s,
-                  const int64_t *sx, const int64_t *so, int nthreads)
-{
-    merge_reduce_impl(dx, dy, other, s, sx, so, nthreads);
 }
 
 void merge_reduce_ref(float *dx, const float *dy, const float *other, const merge_shape *s,
