@@ -158,11 +158,11 @@ def broadcast_parameters(model, root=0):
         model: a model (Sequential, Module, Layer) of the same architecture on every rank.
         root: the rank whose values everyone takes. Default 0.
     """
+    arrays = _state_arrays(model)
     root = _check_root(root)
     comm = _comm()
     if comm is None or comm.Get_size() == 1:
         return
-    arrays = _state_arrays(model)
     packed = _pack(arrays)
     comm.Bcast(packed, root=root)
     _unpack(packed, arrays)
@@ -174,6 +174,7 @@ def allreduce_buffers(model):
     (``num_batches_tracked``) take rank 0's value. ``fit`` does this at the
     end of every epoch; call it in a hand-written loop before evaluating or
     saving a model with BatchNorm."""
+    _state_arrays(model)
     comm = _comm()
     if comm is None or comm.Get_size() == 1:
         return
