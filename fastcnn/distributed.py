@@ -76,22 +76,32 @@ def _open_comm():
                 f'pip install "fastcnn[mpi]" (or pip install mpi4py against your MPI)') from None
         return None
     comm = MPI.COMM_WORLD
-    if comm.Get_size() > 1:
-        _abort_on_uncaught_exception(comm)
+    if comm.Get_size() > 1 and "hook" not in _state:
+        _abort_on_uncaught_exception()
     return comm
 
 
-def _abort_on_uncaught_exception(comm):
+def _abort_on_uncaught_exception():
     """An exception that ends one rank aborts the whole job, so the other
-    ranks do not wait forever in their next collective call."""
+    ranks do not wait forever in their next collective call (or in MPI's
+    start-up, when a rank fails before its first call of this module)."""
     previous = sys.excepthook
 
     def hook(kind, value, traceback):
         previous(kind, value, traceback)
         sys.stderr.flush()
-        comm.Abort(1)
+        try:
+            comm = _comm()
+        except ImportError:
+            return
+        if comm is not None:
+            comm.Abort(1)
 
-    sys.excepthook = hook
+    sys.excepthook = _state["hook"] = hook
+
+
+if launched() > 1:          # started by mpiexec / srun: guard against hangs from import on
+    _abort_on_uncaught_exception()
 
 
 def rank():

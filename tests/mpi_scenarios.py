@@ -126,6 +126,31 @@ def _two_rank_step(model, opt, loss_fn, halves, x, y):
     opt.step()
 
 
+def checkpoint(reference):
+    """One epoch of LeNet on 2 ranks; rank 0 writes the checkpoint (model
+    file and optimizer state) into the working directory."""
+    model = lenet()
+    opt = wrap(fastcnn.SGD(model.parameters(), lr=0.05, momentum=0.9), reference)
+    x, y = data(256, (1, 28, 28))
+    model.fit(x, y, epochs=1, batch_size=GLOBAL_BATCH, optimizer=opt, seed=3, verbose=0)
+    if reference or opt._rank == 0:
+        model.save("checkpoint.fcnn")
+        np.savez("checkpoint_optimizer.npz", **opt.state_dict())
+    return model, {}
+
+
+def resume(reference):
+    """The checkpoint resumed for one more epoch: on 2 ranks, or in one process."""
+    model = fastcnn.load("checkpoint.fcnn")
+    opt = fastcnn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with np.load("checkpoint_optimizer.npz") as state:
+        opt.load_state_dict({k: v[()] for k, v in state.items()})     # 0-d arrays: scalars
+    opt = wrap(opt, reference)
+    x, y = data(256, (1, 28, 28))
+    model.fit(x, y, epochs=1, batch_size=GLOBAL_BATCH, optimizer=opt, seed=4, verbose=0)
+    return model, {"steps": [opt.steps]}
+
+
 def fails_on_one_rank(reference):
     """Rank 1 raises while rank 0 waits in a collective: the job must end
     (with an error), not hang."""
@@ -136,8 +161,20 @@ def fails_on_one_rank(reference):
     return None, {}
 
 
+def fails_before_mpi_starts(reference):
+    """Rank 1 raises before any call of fastcnn.distributed (MPI not started
+    there) while rank 0 waits in MPI's start-up: the job must end too."""
+    import os
+    from fastcnn import distributed   # importing it under a launcher guards the job
+    if os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK")) == "1":
+        raise ValueError("rank 1 fails on purpose")
+    distributed.allreduce(np.ones(3))
+    return None, {}
+
+
 SCENARIOS = {"lenet_fit": lenet_fit, "adam_loop": adam_loop, "batchnorm_fit": batchnorm_fit,
-             "fails_on_one_rank": fails_on_one_rank}
+             "checkpoint": checkpoint, "resume": resume, "fails_on_one_rank": fails_on_one_rank,
+             "fails_before_mpi_starts": fails_before_mpi_starts}
 
 
 def main(name, out, reference):

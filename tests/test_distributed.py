@@ -63,6 +63,11 @@ def run_scenario(name, tmp_path):
         return dict(a), dict(b)
 
 
+def run_on_two_ranks(name, tmp_path):
+    done = mpiexec([SCENARIOS, name, str(tmp_path / (name + ".npz"))], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def assert_same_training(mpi, ref):
     assert mpi.pop("ranks").tolist() == [2]
     assert set(mpi) == set(ref)
@@ -106,8 +111,21 @@ def test_batchnorm_per_rank_statistics_equal_the_emulation(tmp_path):
 
 
 @needs_mpi
-def test_an_exception_on_one_rank_ends_the_job(tmp_path):
-    done = mpiexec([SCENARIOS, "fails_on_one_rank", str(tmp_path / "x.npz")], tmp_path)
+def test_a_checkpoint_of_rank_0_resumes_on_one_rank_or_two(tmp_path):
+    import mpi_scenarios
+    run_on_two_ranks("checkpoint", tmp_path)
+    assert (tmp_path / "checkpoint.fcnn").exists()
+    mpi, ref = run_scenario("resume", tmp_path)
+    assert_same_training(mpi, ref)
+    assert ref["steps"].tolist() == [8]                 # 4 steps before the checkpoint
+    with np.load(tmp_path / "mpi.npz") as resumed:
+        assert_trained(dict(resumed), mpi_scenarios.lenet())
+
+
+@needs_mpi
+@pytest.mark.parametrize("scenario", ["fails_on_one_rank", "fails_before_mpi_starts"])
+def test_an_exception_on_one_rank_ends_the_job(tmp_path, scenario):
+    done = mpiexec([SCENARIOS, scenario, str(tmp_path / "x.npz")], tmp_path)
     assert done.returncode != 0
     assert "rank 1 fails on purpose" in done.stderr
 
