@@ -203,6 +203,10 @@ class Training:
             ``(loss, accuracy)``: floats, means over the N examples
             (accuracy is None for losses other than cross-entropy).
 
+        After a data-parallel ``fit`` (the model's optimizer is a
+        DistributedOptimizer on several ranks) it is collective: call it on
+        every rank; each evaluates its share of the rows, all get the result.
+
         Example:
             >>> loss, accuracy = model.evaluate(x_test, y_test)
         """
@@ -233,6 +237,9 @@ class Training:
 
         Returns:
             float32 array (N, ...) of outputs (logits for a classifier).
+
+        After a data-parallel ``fit`` it is collective, like ``evaluate``:
+        each rank computes its share of the rows and all get every row.
 
         Example:
             >>> labels = model.predict(x_test).argmax(axis=1)

@@ -45,20 +45,22 @@ def wrap(optimizer, reference):
 
 
 def lenet_fit(reference):
-    """LeNet, 2 epochs of fit, SGD with momentum; 301 examples make a last
-    batch of 45 (slices of 22 and 23), a second fit on 257 a last batch of 1
-    (one rank's slice is empty); then evaluate and predict."""
+    """LeNet, 2 epochs of fit, SGD with momentum, with validation data; 301
+    examples make a last batch of 45 (slices of 22 and 23), a second fit on
+    257 a last batch of 1 (one rank's slice is empty); then evaluate and
+    predict."""
     model = lenet()
     opt = wrap(fastcnn.SGD(model.parameters(), lr=0.05, momentum=0.9), reference)
     x, y = data(301, (1, 28, 28))
-    history = model.fit(x, y, epochs=2, batch_size=GLOBAL_BATCH, optimizer=opt, seed=3,
-                        verbose=2)
     x2, y2 = data(257, (1, 28, 28), seed=2)
+    history = model.fit(x, y, epochs=2, batch_size=GLOBAL_BATCH, optimizer=opt, seed=3,
+                        verbose=2, validation_data=(x2[:51], y2[:51]))
     history2 = model.fit(x2, y2, epochs=1, batch_size=GLOBAL_BATCH, optimizer=opt, seed=4,
                          verbose=0)
     loss, accuracy = model.evaluate(x, y, batch_size=50)
     figures = {"loss": history["loss"] + history2["loss"],
                "accuracy": history["accuracy"] + history2["accuracy"],
+               "val_loss": history["val_loss"], "val_accuracy": history["val_accuracy"],
                "evaluate": [loss, accuracy], "predict": model.predict(x, batch_size=40)}
     return model, figures
 
