@@ -157,10 +157,13 @@ void conv2d_backward_weight_ref(float *dw, float *db, const float *dy, const flo
 
 /* pool2d.c ------------------------------------------------------------------- */
 
-/* Sizes of one 2-d pooling (window R x S, floor mode); the channels of all
- * images are N*C independent planes. P = (H + 2 ph - R) / sh + 1, Q likewise. */
+/* Sizes of one 2-d pooling (window R x S, dilation dh x dw); the channels of
+ * all images are N*C independent planes. P = (H + 2 ph - dh (R - 1) - 1) / sh
+ * + 1 rounded down (floor mode) or up (ceil mode: then the last window
+ * starts inside the image or its left padding), Q likewise; the caller
+ * computes them. Average pooling uses dh = dw = 1. */
 typedef struct {
-    int64_t N, C, H, W, R, S, sh, sw, ph, pw, P, Q;
+    int64_t N, C, H, W, R, S, sh, sw, ph, pw, dh, dw, P, Q;
 } pool2d_shape;
 
 /* y (N,C,P,Q) = max over each window of x (N,C,H,W); argmax (N,C,P,Q) gets the

@@ -68,7 +68,7 @@ cdef extern from "fastcnn.h" nogil:
                                     const conv2d_shape *s)
 
     ctypedef struct pool2d_shape:
-        int64_t N, C, H, W, R, S, sh, sw, ph, pw, P, Q
+        int64_t N, C, H, W, R, S, sh, sw, ph, pw, dh, dw, P, Q
     void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
                            const pool2d_shape *s, int nthreads)
     int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,

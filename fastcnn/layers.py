@@ -256,6 +256,12 @@ def _pair_config(value, name, check=positive_pair):
     return pair[0] if pair[0] == pair[1] else pair
 
 
+def _bool_config(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool. Received: {name}={value!r}")
+    return bool(value)
+
+
 class Conv2d(Layer):
     """2-d convolution (cross-correlation, as in PyTorch) over NCHW images.
 
@@ -540,70 +546,84 @@ class Identity(Layer):
 
 
 class MaxPool2d(Layer):
-    """2-d max pooling over NCHW images (floor mode; padding is -infinity).
+    """2-d max pooling over NCHW images (padding is -infinity), as ``torch.nn.MaxPool2d``.
 
     Args:
         kernel_size: int or pair, the window.
         stride: int or pair; default ``kernel_size``.
         padding: int or pair, implicit padding on each side (at most half
             the window). Default 0.
+        dilation: int or pair, the spacing of the window's taps. Default 1.
+        ceil_mode: round the output size up instead of down (a last, clipped
+            window that starts inside the image or its left padding).
 
     Input shape:
         (N, C, H, W).
 
     Output shape:
-        (N, C, P, Q) with P = (H + 2 ph - R) // sh + 1 and Q likewise.
+        (N, C, P, Q) with P = (H + 2 ph - dh (R - 1) - 1) / sh + 1 rounded
+        down (up with ceil_mode) and Q likewise.
 
     Example:
         >>> fastcnn.MaxPool2d(2)(np.zeros((8, 6, 28, 28), np.float32)).shape
         (8, 6, 14, 14)
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         self.kernel_size = _pair_config(kernel_size, "kernel_size")
         self.stride = None if stride is None else _pair_config(stride, "stride")
         self.padding = _pair_config(padding, "padding", nonnegative_pair)
+        self.dilation = _pair_config(dilation, "dilation")
+        self.ceil_mode = _bool_config(ceil_mode, "ceil_mode")
 
     def trace(self, x):
         return x.graph.add("max_pool2d", [x], self.get_config())
 
     def get_config(self):
-        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
+                "dilation": self.dilation, "ceil_mode": self.ceil_mode}
 
 
 class AvgPool2d(Layer):
-    """2-d average pooling over NCHW images (floor mode; zero padding).
+    """2-d average pooling over NCHW images (zero padding), as ``torch.nn.AvgPool2d``.
 
     Args:
         kernel_size: int or pair, the window.
         stride: int or pair; default ``kernel_size``.
         padding: int or pair, zero padding on each side. Default 0.
+        ceil_mode: round the output size up instead of down (a last, clipped
+            window that starts inside the image or its left padding).
         count_include_pad: whether the padded zeros count in the divisor
-            (PyTorch's default, True).
+            (PyTorch's default, True; a ceil-mode window is clipped to the
+            padded image).
 
     Input shape:
         (N, C, H, W).
 
     Output shape:
-        (N, C, P, Q) with P = (H + 2 ph - R) // sh + 1 and Q likewise.
+        (N, C, P, Q) with P = (H + 2 ph - R) / sh + 1 rounded down (up with
+        ceil_mode) and Q likewise.
 
     Example:
         >>> fastcnn.AvgPool2d(2)(np.zeros((8, 6, 28, 28), np.float32)).shape
         (8, 6, 14, 14)
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True):
         self.kernel_size = _pair_config(kernel_size, "kernel_size")
         self.stride = None if stride is None else _pair_config(stride, "stride")
         self.padding = _pair_config(padding, "padding", nonnegative_pair)
-        self.count_include_pad = bool(count_include_pad)
+        self.ceil_mode = _bool_config(ceil_mode, "ceil_mode")
+        self.count_include_pad = _bool_config(count_include_pad, "count_include_pad")
 
     def trace(self, x):
         return x.graph.add("avg_pool2d", [x], self.get_config())
 
     def get_config(self):
         return {"kernel_size": self.kernel_size, "stride": self.stride,
-                "padding": self.padding, "count_include_pad": self.count_include_pad}
+                "padding": self.padding, "ceil_mode": self.ceil_mode,
+                "count_include_pad": self.count_include_pad}
 
 
 class _AdaptivePool2d(Layer):

@@ -15,8 +15,9 @@ relu       -
 sigmoid    -
 pointwise  kind (tanh, leaky_relu, hardtanh, hardsigmoid, hardswish, silu, gelu,
            gelu_tanh), a, b (leaky_relu's slope; hardtanh's min and max)
-max_pool2d kernel_size, stride, padding; relu: a ReLU absorbed before it (a pass)
-avg_pool2d kernel_size, stride, padding, count_include_pad
+max_pool2d kernel_size, stride, padding, dilation (default 1), ceil_mode (default
+           False); relu: a ReLU absorbed before it (a pass)
+avg_pool2d kernel_size, stride, padding, ceil_mode (default False), count_include_pad
 flatten    start_dim, end_dim (a view: no step runs)
 add        - (two inputs of one shape)
 dropout    p (training only: its layer adds no node in inference)
@@ -184,17 +185,22 @@ def _pool_input(x):
     return x
 
 
+def _pool_geometry(attrs):
+    """kernel_size, stride, padding, dilation, ceil_mode of a pooling node."""
+    return (attrs["kernel_size"], attrs["stride"], attrs["padding"], attrs.get("dilation", 1),
+            attrs.get("ceil_mode", False))
+
+
 class _Pool2dOp(OpDef):
     _avg = False
 
     def infer(self, attrs, params, x):
-        d = _pool2d_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
+        d = _pool2d_shape(_pool_input(x), *_pool_geometry(attrs))
         return (d["N"], d["C"], d["P"], d["Q"])
 
     def step(self, node, slots, x, y, training):
-        a = node.attrs
-        return E.PoolStep(node, slots, _pool2d_shape(x, a["kernel_size"], a["stride"],
-                                                   a["padding"]), self._avg, training)
+        return E.PoolStep(node, slots, _pool2d_shape(x, *_pool_geometry(node.attrs)), self._avg,
+                          training)
 
 
 class MaxPool2dOp(_Pool2dOp):
@@ -210,8 +216,7 @@ class MaxPool2dOp(_Pool2dOp):
         a = node.attrs
         if a.get("relu"):
             x = F.relu(x)
-        y, idx = F.max_pool2d(x, a["kernel_size"], a["stride"], a["padding"],
-                              return_indices=True)
+        y, idx = F.max_pool2d(x, *_pool_geometry(a), return_indices=True)
         return y, (idx, x)
 
     def backward(self, node, saved, dy, need_dx):
@@ -229,14 +234,14 @@ class AvgPool2dOp(_Pool2dOp):
     def forward(self, node, x, training):
         a = node.attrs
         return F.avg_pool2d(x, a["kernel_size"], a["stride"], a["padding"],
-                            a["count_include_pad"]), x.shape
+                            a.get("ceil_mode", False), a["count_include_pad"]), x.shape
 
     def backward(self, node, shape, dy, need_dx):
         a = node.attrs
         if not need_dx:
             return None
         return F.avg_pool2d_backward(dy, shape, a["kernel_size"], a["stride"], a["padding"],
-                                     a["count_include_pad"])
+                                     a.get("ceil_mode", False), a["count_include_pad"])
 
 
 class FlattenOp(OpDef):

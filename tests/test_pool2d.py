@@ -140,11 +140,11 @@ def test_max_pool_matches_numpy(case, reference, num_threads, rng):
 def test_avg_pool_matches_numpy(case, reference, count_include_pad, num_threads, rng):
     N, C, H, W, k, s, p = case
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-    y = F.avg_pool2d(x, k, s, p, count_include_pad, reference=reference)
+    y = F.avg_pool2d(x, k, s, p, count_include_pad=count_include_pad, reference=reference)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, avg_pool64(x, k, s, p, count_include_pad), rtol=1e-5, atol=1e-6)
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad, reference=reference)
+    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad=count_include_pad, reference=reference)
     assert dx.dtype == np.float32 and dx.shape == x.shape
     np.testing.assert_allclose(dx, avg_pool_backward64(dy, x.shape, k, s, p, count_include_pad),
                                rtol=1e-5, atol=1e-6)
@@ -191,9 +191,9 @@ def test_one_and_two_threads_agree(rng):
 def test_avg_pool_backward_matches_finite_differences(case, count_include_pad, rng):
     N, C, H, W, k, s, p = case
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-    f = lambda z: F.avg_pool2d(z, k, s, p, count_include_pad)
+    f = lambda z: F.avg_pool2d(z, k, s, p, count_include_pad=count_include_pad)
     u = rng.standard_normal(f(x).shape).astype(np.float32)
-    grad = F.avg_pool2d_backward(u, x.shape, k, s, p, count_include_pad)
+    grad = F.avg_pool2d_backward(u, x.shape, k, s, p, count_include_pad=count_include_pad)
     check_directional(f, x, u, grad, rng, eps=1e-2)
 
 
@@ -240,11 +240,11 @@ def test_avg_pool_matches_torch(case, count_include_pad, torch, num_threads, rng
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.nn.functional.avg_pool2d(xt, k, s, p, count_include_pad=count_include_pad)
-    y = F.avg_pool2d(x, k, s, p, count_include_pad)
+    y = F.avg_pool2d(x, k, s, p, count_include_pad=count_include_pad)
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-6, atol=1e-7)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     yt.backward(torch.tensor(dy))
-    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad)
+    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad=count_include_pad)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
