@@ -231,6 +231,22 @@ double cross_entropy_forward_ref(float *probs, const float *logits, const int64_
 void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_t *labels,
                                 int64_t N, int64_t L, float grad_loss);
 
+/* softmax.c ------------------------------------------------------------------ */
+
+/* y (outer,D,inner) = softmax of x (outer,D,inner) along D, or log_softmax
+ * when is_log is non-zero; stable (exp of x - max only). A NaN makes its
+ * line NaN, as in PyTorch. */
+void softmax_forward(float *y, const float *x, int64_t outer, int64_t D, int64_t inner,
+                     int is_log, int nthreads);
+/* dx (outer,D,inner) = gradient at softmax_forward's input from dy and its
+ * output y (outer,D,inner). */
+void softmax_backward(float *dx, const float *dy, const float *y, int64_t outer, int64_t D,
+                      int64_t inner, int is_log, int nthreads);
+void softmax_forward_ref(float *y, const float *x, int64_t outer, int64_t D, int64_t inner,
+                         int is_log);
+void softmax_backward_ref(float *dx, const float *dy, const float *y, int64_t outer, int64_t D,
+                          int64_t inner, int is_log);
+
 /* optim.c -------------------------------------------------------------------- */
 
 /* Fused torch.optim updates, one pass over the elements, in place. The

@@ -107,6 +107,15 @@ cdef extern from "fastcnn.h" nogil:
     void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_t *labels,
                                     int64_t N, int64_t L, float grad_loss)
 
+    void softmax_forward(float *y, const float *x, int64_t outer, int64_t D, int64_t inner,
+                         int is_log, int nthreads)
+    void softmax_backward(float *dx, const float *dy, const float *y, int64_t outer, int64_t D,
+                          int64_t inner, int is_log, int nthreads)
+    void softmax_forward_ref(float *y, const float *x, int64_t outer, int64_t D, int64_t inner,
+                             int is_log)
+    void softmax_backward_ref(float *dx, const float *dy, const float *y, int64_t outer,
+                              int64_t D, int64_t inner, int is_log)
+
     void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
                   double momentum, double dampening, double weight_decay, int nesterov,
                   int maximize, int first_step, int nthreads)

@@ -22,6 +22,7 @@
 #   _loss.pxi        cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 #                    (csrc/loss.c)
 #   _optim.pxi       sgd_update, adam_update (csrc/optim.c)
+#   _softmax.pxi     softmax, log_softmax and their backward (csrc/softmax.c)
 #
 # All files share one module namespace: private helpers carry their family's
 # prefix (_conv2d_shape, _pool2d_shape, _loss_forward, ...). The C API is
@@ -45,3 +46,4 @@ include "_pool2d.pxi"
 include "_linear.pxi"
 include "_loss.pxi"
 include "_optim.pxi"
+include "_softmax.pxi"

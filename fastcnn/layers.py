@@ -28,7 +28,7 @@ from .runner import Runner, trace_layer
 __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid", "MaxPool2d",
            "AvgPool2d", "Flatten", "BatchNorm2d", "Tanh", "LeakyReLU", "Hardtanh", "ReLU6",
            "Hardsigmoid", "Hardswish", "SiLU", "GELU", "Identity", "Dropout", "AdaptiveAvgPool2d",
-           "AdaptiveMaxPool2d", "GlobalAvgPool2d"]
+           "AdaptiveMaxPool2d", "GlobalAvgPool2d", "Softmax", "LogSoftmax"]
 
 
 _generator = np.random.default_rng()
@@ -536,6 +536,52 @@ class Dropout(Layer):
 
     def get_config(self):
         return {"p": self.p}
+
+
+class Softmax(Layer):
+    """Softmax along ``dim`` (``torch.nn.Softmax``): ``exp(x - max) / sum``,
+    numerically stable; the lines along ``dim`` sum to 1.
+
+    Args:
+        dim: the axis to normalize over (required; negative counts from the end).
+
+    Input shape:
+        any, with at least ``dim`` + 1 dimensions.
+
+    Output shape:
+        same as the input.
+
+    Example:
+        >>> fastcnn.Softmax(dim=1)(np.zeros((2, 4), np.float32))
+        array([[0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25]], dtype=float32)
+    """
+    _log = False
+
+    def __init__(self, dim):
+        self.dim = as_int(dim, "dim")
+
+    def trace(self, x):
+        return x.graph.add("softmax", [x], {"dim": self.dim, "log": self._log})
+
+    def get_config(self):
+        return {"dim": self.dim}
+
+
+class LogSoftmax(Softmax):
+    """Log-softmax along ``dim`` (``torch.nn.LogSoftmax``): ``(x - max) -
+    log(sum(exp(x - max)))``, numerically stable.
+
+    Args:
+        dim: the axis to normalize over (required; negative counts from the end).
+
+    Input shape:
+        any, with at least ``dim`` + 1 dimensions.
+
+    Output shape:
+        same as the input.
+    """
+    _log = True
 
 
 class Identity(Layer):

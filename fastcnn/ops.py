@@ -23,6 +23,7 @@ add        - (two inputs of one shape)
 dropout    p (training only: its layer adds no node in inference)
 batch_norm2d eps, momentum (None: cumulative average), num_features; params weight,
            bias, running_mean, running_var, num_batches_tracked (see BatchNorm2dOp)
+softmax    dim (any, negative allowed), log (bool: log_softmax)
 layer      a layer running its own Python forward / backward (``node.layer``)
 ========== ====================================================================
 """
@@ -349,6 +350,30 @@ class AddOp(OpDef):
         return F.add_backward(dy) if need_dx else (None, None)
 
 
+class SoftmaxOp(OpDef):
+    """softmax (log_softmax with attr log) along attr dim; the backward reads the output."""
+    kind = "softmax"
+    saves = ("output",)
+
+    def infer(self, attrs, params, x):
+        E._softmax_dims(x, attrs["dim"])
+        return x
+
+    def step(self, node, slots, x, y, training):
+        return E.SoftmaxStep(node, slots, tuple(x))
+
+    def forward(self, node, x, training):
+        a = node.attrs
+        y = (F.log_softmax if a["log"] else F.softmax)(x, a["dim"])
+        return y, y
+
+    def backward(self, node, y, dy, need_dx):
+        a = node.attrs
+        if not need_dx:
+            return None
+        return (F.log_softmax_backward if a["log"] else F.softmax_backward)(dy, y, a["dim"])
+
+
 class LayerOp(OpDef):
     """A layer whose class overrides forward (and backward) in Python. Its
     input and output stay intact until its backward (the layer may keep
@@ -371,4 +396,4 @@ class LayerOp(OpDef):
 
 OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), PointwiseOp(),
                               MaxPool2dOp(), AvgPool2dOp(), FlattenOp(), BatchNorm2dOp(),
-                              DropoutOp(), AddOp(), LayerOp())}
+                              DropoutOp(), AddOp(), SoftmaxOp(), LayerOp())}
