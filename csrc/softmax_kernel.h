@@ -99,29 +99,43 @@ static inline void softmax_slab(float *y, const float *x, int64_t D, int64_t inn
         softmax_cols(y, x, D, inner, n, is_log);
 }
 
-/* dx (D, inner) = gradient at the input from dy and the output y (D, inner),
- * inner positions [0, n), n <= SOFTMAX_BLOCK (inner == 1: a row, n = 1):
- * softmax  dx = y (dy - sum_d dy y),  log_softmax  dx = dy - exp(y) sum_d dy. */
-static inline void softmax_slab_backward(float *restrict dx, const float *restrict dy,
+/* dx (D) = gradient at the input of softmax_row from dy and its output y (D):
+ * softmax  dx = y (dy - sum dy y),  log_softmax  dx = dy - exp(y) sum dy. */
+static inline void softmax_row_backward(float *restrict dx, const float *restrict dy,
+                                        const float *restrict y, int64_t D, int is_log)
+{
+    float t = 0.0f;
+    if (is_log) {
+        #pragma omp simd reduction(+:t)
+        for (int64_t d = 0; d < D; d++)
+            t += dy[d];
+        #pragma omp simd
+        for (int64_t d = 0; d < D; d++)
+            dx[d] = dy[d] - exp_vec(y[d]) * t;
+        return;
+    }
+    #pragma omp simd reduction(+:t)
+    for (int64_t d = 0; d < D; d++)
+        t += dy[d] * y[d];
+    #pragma omp simd
+    for (int64_t d = 0; d < D; d++)
+        dx[d] = y[d] * (dy[d] - t);
+}
+
+/* dx (D, inner) = softmax_row_backward along D of dy and y (D, inner), at
+ * the inner positions [0, n), n <= SOFTMAX_BLOCK. */
+static inline void softmax_cols_backward(float *restrict dx, const float *restrict dy,
                                          const float *restrict y, int64_t D, int64_t inner,
                                          int64_t n, int is_log)
 {
     float t[SOFTMAX_BLOCK];
     for (int64_t j = 0; j < n; j++)
         t[j] = 0.0f;
-    if (inner == 1) {  /* one row: a scalar reduction vectorizes better */
-        float acc = 0.0f;
-        #pragma omp simd reduction(+:acc)
-        for (int64_t d = 0; d < D; d++)
-            acc += is_log ? dy[d] : dy[d] * y[d];
-        t[0] = acc;
-    } else {
-        for (int64_t d = 0; d < D; d++) {
-            const float *g = dy + d * inner, *yr = y + d * inner;
-            #pragma omp simd
-            for (int64_t j = 0; j < n; j++)
-                t[j] += is_log ? g[j] : g[j] * yr[j];
-        }
+    for (int64_t d = 0; d < D; d++) {
+        const float *g = dy + d * inner, *yr = y + d * inner;
+        #pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            t[j] += is_log ? g[j] : g[j] * yr[j];
     }
     for (int64_t d = 0; d < D; d++) {
         const float *g = dy + d * inner, *yr = y + d * inner;
@@ -136,6 +150,16 @@ static inline void softmax_slab_backward(float *restrict dx, const float *restri
                 o[j] = yr[j] * (g[j] - t[j]);
         }
     }
+}
+
+/* One slab's backward: a row (inner == 1) or n inner positions. */
+static inline void softmax_slab_backward(float *dx, const float *dy, const float *y, int64_t D,
+                                         int64_t inner, int64_t n, int is_log)
+{
+    if (inner == 1)
+        softmax_row_backward(dx, dy, y, D, is_log);
+    else
+        softmax_cols_backward(dx, dy, y, D, inner, n, is_log);
 }
 
 /* The per-ISA copies (softmax_avx2.c, softmax_avx512.c). */
