@@ -580,6 +580,10 @@ class LogSoftmax(Softmax):
 
     Output shape:
         same as the input.
+
+    Example:
+        >>> fastcnn.LogSoftmax(dim=-1)(np.zeros((1, 2), np.float32))
+        array([[-0.6931472, -0.6931472]], dtype=float32)
     """
     _log = True
 
