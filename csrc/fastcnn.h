@@ -197,6 +197,18 @@ void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s,
                            int count_include_pad);
 void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,
                             int count_include_pad);
+/* Adaptive pooling (PyTorch's AdaptiveMaxPool2d / AdaptiveAvgPool2d): output
+ * (p, q) pools rows [floor(p H / P), ceil((p + 1) H / P)) and likewise
+ * columns; only N, C, H, W, P, Q of s are used. The max's indices are those
+ * of maxpool2d_forward (its backward is maxpool2d_backward). */
+void adaptive_maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_shape *s,
+                                int nthreads);
+void adaptive_avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int nthreads);
+void adaptive_avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int nthreads);
+void adaptive_maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x,
+                                    const pool2d_shape *s);
+void adaptive_avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s);
+void adaptive_avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s);
 
 /* linear.c ------------------------------------------------------------------- */
 

@@ -641,3 +641,132 @@ int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int co
     fastcnn_free(cols);
     return FASTCNN_OK;
 }
+
+/* ---- adaptive pooling ------------------------------------------------------ */
+
+/* Output o's window along an axis of n inputs and `out` outputs (PyTorch's
+ * adaptive pooling): [floor(o n / out), ceil((o + 1) n / out)), never empty. */
+static inline int64_t adaptive_lo(int64_t o, int64_t n, int64_t out) { return o * n / out; }
+static inline int64_t adaptive_hi(int64_t o, int64_t n, int64_t out)
+{
+    return ((o + 1) * n + out - 1) / out;
+}
+
+/* y, am (P, Q) = max over the adaptive windows of the plane x (H, W). */
+static void adaptive_max_plane(float *y, int32_t *am, const float *x, const pool2d_shape *s)
+{
+    for (int64_t p = 0; p < s->P; p++)
+        for (int64_t q = 0; q < s->Q; q++)
+            max_window(&y[p * s->Q + q], &am[p * s->Q + q], x, s->W,
+                       adaptive_lo(p, s->H, s->P), adaptive_hi(p, s->H, s->P), 1,
+                       adaptive_lo(q, s->W, s->Q), adaptive_hi(q, s->W, s->Q), 1);
+}
+
+/* y (P, Q) = mean over the adaptive windows of the plane x (H, W). */
+static void adaptive_avg_plane(float *y, const float *x, const pool2d_shape *s)
+{
+    for (int64_t p = 0; p < s->P; p++) {
+        int64_t h0 = adaptive_lo(p, s->H, s->P), h1 = adaptive_hi(p, s->H, s->P);
+        for (int64_t q = 0; q < s->Q; q++) {
+            int64_t w0 = adaptive_lo(q, s->W, s->Q), w1 = adaptive_hi(q, s->W, s->Q);
+            y[p * s->Q + q] = sum_window(x, s->W, h0, h1, w0, w1) / (float)((h1 - h0) * (w1 - w0));
+        }
+    }
+}
+
+/* dx (H, W) = gradient of adaptive_avg_plane from dy (P, Q). */
+static void adaptive_avg_plane_backward(float *dx, const float *dy, const pool2d_shape *s)
+{
+    memset(dx, 0, (size_t)(s->H * s->W) * sizeof(float));
+    for (int64_t p = 0; p < s->P; p++) {
+        int64_t h0 = adaptive_lo(p, s->H, s->P), h1 = adaptive_hi(p, s->H, s->P);
+        for (int64_t q = 0; q < s->Q; q++) {
+            int64_t w0 = adaptive_lo(q, s->W, s->Q), w1 = adaptive_hi(q, s->W, s->Q);
+            add_window(dx, dy[p * s->Q + q] / (float)((h1 - h0) * (w1 - w0)), s->W, h0, h1, w0,
+                       w1);
+        }
+    }
+}
+
+/* y, argmax (N,C,P,Q); x (N,C,H,W). Only N, C, H, W, P, Q of s are used. */
+void adaptive_maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_shape *s,
+                                int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads);
+    /* each plane nc writes only its own y and argmax plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        adaptive_max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
+}
+
+/* y (N,C,P,Q); x (N,C,H,W) */
+void adaptive_avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads);
+    /* each plane nc writes only its own y plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        adaptive_avg_plane(y + nc * PQ, x + nc * HW, s);
+}
+
+/* dx (N,C,H,W); dy (N,C,P,Q) */
+void adaptive_avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads);
+    /* each plane nc writes only its own dx plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        adaptive_avg_plane_backward(dx + nc * HW, dy + nc * PQ, s);
+}
+
+/* y (N,C,P,Q); x (N,C,H,W): adaptive_avgpool2d_forward's twin, sums in double. */
+void adaptive_avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s)
+{
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t p = 0; p < s->P; p++)
+            for (int64_t q = 0; q < s->Q; q++) {
+                int64_t h0 = adaptive_lo(p, s->H, s->P), h1 = adaptive_hi(p, s->H, s->P);
+                int64_t w0 = adaptive_lo(q, s->W, s->Q), w1 = adaptive_hi(q, s->W, s->Q);
+                double acc = 0.0;
+                for (int64_t h = h0; h < h1; h++)
+                    for (int64_t w = w0; w < w1; w++)
+                        acc += x[(nc * s->H + h) * s->W + w];
+                y[(nc * s->P + p) * s->Q + q] = (float)(acc / (double)((h1 - h0) * (w1 - w0)));
+            }
+}
+
+/* dx (N,C,H,W); dy (N,C,P,Q): adaptive_avgpool2d_backward's twin, in double. */
+void adaptive_avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s)
+{
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t h = 0; h < s->H; h++)
+            for (int64_t w = 0; w < s->W; w++) {
+                double acc = 0.0;  /* the windows covering (h, w), in output order */
+                for (int64_t p = 0; p < s->P; p++)
+                    for (int64_t q = 0; q < s->Q; q++) {
+                        int64_t h0 = adaptive_lo(p, s->H, s->P), h1 = adaptive_hi(p, s->H, s->P);
+                        int64_t w0 = adaptive_lo(q, s->W, s->Q), w1 = adaptive_hi(q, s->W, s->Q);
+                        if (h0 <= h && h < h1 && w0 <= w && w < w1)
+                            acc += (double)dy[(nc * s->P + p) * s->Q + q]
+                                 / (double)((h1 - h0) * (w1 - w0));
+                    }
+                dx[(nc * s->H + h) * s->W + w] = (float)acc;
+            }
+}
+
+/* y, argmax (N,C,P,Q); x (N,C,H,W): adaptive_maxpool2d_forward's twin, serial. */
+void adaptive_maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x,
+                                    const pool2d_shape *s)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t k = 0; k < PQ; k++) {
+            int64_t p = k / s->Q, q = k % s->Q;
+            max_window(&y[nc * PQ + k], &argmax[nc * PQ + k], x + nc * HW, s->W,
+                       adaptive_lo(p, s->H, s->P), adaptive_hi(p, s->H, s->P), 1,
+                       adaptive_lo(q, s->W, s->Q), adaptive_hi(q, s->W, s->Q), 1);
+        }
+}

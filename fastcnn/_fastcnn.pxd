@@ -88,6 +88,16 @@ cdef extern from "fastcnn.h" nogil:
                                int count_include_pad)
     void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,
                                 int count_include_pad)
+    void adaptive_maxpool2d_forward(float *y, int32_t *argmax, const float *x,
+                                    const pool2d_shape *s, int nthreads)
+    void adaptive_avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
+                                    int nthreads)
+    void adaptive_avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
+                                     int nthreads)
+    void adaptive_maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x,
+                                        const pool2d_shape *s)
+    void adaptive_avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s)
+    void adaptive_avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s)
 
     int linear_forward(float *y, const float *x, const float *w, const float *b,
                        int64_t N, int64_t F, int64_t O, int nthreads)

@@ -231,6 +231,119 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
     return dx
 
 
+def adaptive_max_pool2d(x, output_size, *, return_indices=False, reference=False):
+    """Max pooling to a fixed output size (torch.nn.functional.adaptive_max_pool2d).
+
+    Output (p, q) takes the maximum over rows [floor(p H / oh), ceil((p + 1)
+    H / oh)) and the columns likewise, with max_pool2d's rules (first maximum,
+    NaN wins); any output size, smaller or larger than the input.
+
+    Args:
+        x: array (N, C, H, W), any real dtype (converted once to float32).
+        output_size: int or pair (oh, ow), each >= 1.
+        return_indices: also return the argmax indices (for max_pool2d_backward).
+        reference: use the plain reference kernel (the test oracle).
+
+    Returns:
+        float32 array (N, C, oh, ow), or (y, indices) as max_pool2d.
+
+    Raises:
+        ValueError: x not 4-dimensional or empty, H * W >= 2**31, an output size < 1.
+        TypeError: non-numeric x or a non-integer output_size.
+
+    Example:
+        >>> fastcnn.functional.adaptive_max_pool2d(np.arange(5.0).reshape(1, 1, 1, 5), (1, 3))
+        array([[[[1., 3., 4.]]]], dtype=float32)
+    """
+    xa = _pool2d_input(x)
+    cdef c.pool2d_shape s = _pool2d_adaptive_shape(xa.shape, output_size)
+    y = np.empty((s.N, s.C, s.P, s.Q), dtype=np.float32)
+    idx = np.empty((s.N, s.C, s.P, s.Q), dtype=np.int32)
+    cdef float *py = fptr(y)
+    cdef int32_t *pi = iptr(idx)
+    cdef const float *px = fptr(xa)
+    cdef int nt = get_num_threads()
+    cdef bint ref = reference
+    with nogil:
+        if ref:
+            c.adaptive_maxpool2d_forward_ref(py, pi, px, &s)
+        else:
+            c.adaptive_maxpool2d_forward(py, pi, px, &s, nt)
+    return (y, idx) if return_indices else y
+
+
+def adaptive_avg_pool2d(x, output_size, *, reference=False):
+    """Average pooling to a fixed output size (torch.nn.functional.adaptive_avg_pool2d).
+
+    Output (p, q) is the mean over rows [floor(p H / oh), ceil((p + 1) H / oh))
+    and the columns likewise; any output size, smaller or larger than the input.
+
+    Args:
+        x: array (N, C, H, W), any real dtype (converted once to float32).
+        output_size: int or pair (oh, ow), each >= 1.
+        reference: use the plain reference kernel (the test oracle).
+
+    Returns:
+        float32 array (N, C, oh, ow).
+
+    Raises:
+        ValueError: x not 4-dimensional or empty, H * W >= 2**31, an output size < 1.
+        TypeError: non-numeric x or a non-integer output_size.
+
+    Example:
+        >>> fastcnn.functional.adaptive_avg_pool2d(np.arange(5.0).reshape(1, 1, 1, 5), (1, 3))
+        array([[[[0.5, 2. , 3.5]]]], dtype=float32)
+    """
+    xa = _pool2d_input(x)
+    cdef c.pool2d_shape s = _pool2d_adaptive_shape(xa.shape, output_size)
+    y = np.empty((s.N, s.C, s.P, s.Q), dtype=np.float32)
+    cdef float *py = fptr(y)
+    cdef const float *px = fptr(xa)
+    cdef int nt = get_num_threads()
+    cdef bint ref = reference
+    with nogil:
+        if ref:
+            c.adaptive_avgpool2d_forward_ref(py, px, &s)
+        else:
+            c.adaptive_avgpool2d_forward(py, px, &s, nt)
+    return y
+
+
+def adaptive_avg_pool2d_backward(grad_y, input_shape, *, reference=False):
+    """Gradient of adaptive_avg_pool2d: each grad_y element spread evenly over its window.
+
+    Args:
+        grad_y: gradient with respect to adaptive_avg_pool2d's output (N, C, oh, ow).
+        input_shape: the shape (N, C, H, W) of adaptive_avg_pool2d's input.
+        reference: use the plain reference kernel (the test oracle).
+
+    Returns:
+        float32 array of input_shape.
+
+    Raises:
+        ValueError: input_shape not 4 positive integers or H * W >= 2**31, or
+            grad_y not (N, C, *, *) matching it.
+        TypeError: non-numeric grad_y.
+    """
+    N, C, H, W = _pool2d_input_shape(input_shape)
+    dy = as_float32(grad_y, "grad_y")
+    if dy.ndim != 4 or dy.shape[:2] != (N, C):
+        raise ValueError(f"grad_y must have shape ({N}, {C}, P, Q) to match "
+                         f"input_shape={tuple(input_shape)}. Received: grad_y.shape={dy.shape}")
+    cdef c.pool2d_shape s = _pool2d_adaptive_shape((N, C, H, W), dy.shape[2:])
+    dx = np.empty((N, C, H, W), dtype=np.float32)
+    cdef float *pdx = fptr(dx)
+    cdef const float *pdy = fptr(dy)
+    cdef int nt = get_num_threads()
+    cdef bint ref = reference
+    with nogil:
+        if ref:
+            c.adaptive_avgpool2d_backward_ref(pdx, pdy, &s)
+        else:
+            c.adaptive_avgpool2d_backward(pdx, pdy, &s, nt)
+    return dx
+
+
 # ---- validation -------------------------------------------------------------
 
 def _pool2d_check_plane(shape, name):
@@ -318,6 +431,15 @@ def _pool2d_shape(shape, kernel_size, stride, padding, dilation=1, ceil_mode=Fal
             "ph": ph, "pw": pw, "dh": dh, "dw": dw, "P": P, "Q": Q}
 
 
+def _pool2d_adaptive_shape(shape, output_size):
+    """The pool2d_shape of adaptive pooling an input of `shape` to `output_size`
+    (only N, C, H, W, P, Q matter to its kernels)."""
+    N, C, H, W = shape
+    P, Q = positive_pair(output_size, "output_size")
+    return {"N": N, "C": C, "H": H, "W": W, "R": 1, "S": 1, "sh": 1, "sw": 1, "ph": 0,
+            "pw": 0, "dh": 1, "dw": 1, "P": P, "Q": Q, "adaptive": True}
+
+
 def _pool2d_indices(indices, shape, int64_t plane):
     """indices as C-contiguous int32 of `shape`; values are checked in C (int32)
     or here (other integer dtypes, which must fit int32 first)."""
@@ -388,7 +510,7 @@ ctypedef struct pool2d_step_args:
     int x, y, dx, dy            # step_slots
     int idx, relu               # slots: argmax indices (int32), the ReLU's output (training)
     c.pool2d_shape s
-    int avg, incl, training, fused_relu
+    int avg, incl, training, fused_relu, adaptive
     int64_t nx, ny
 
 
@@ -398,7 +520,11 @@ cdef int pool2d_step_forward(const void *a, void **ptr, float **par, int need_dx
     cdef float *x = <float *> ptr[p.x]
     cdef float *y = <float *> ptr[p.y]
     cdef int32_t *idx = NULL if p.avg else <int32_t *> ptr[p.idx]
-    if p.avg:
+    if p.adaptive and p.avg:
+        c.adaptive_avgpool2d_forward(y, x, &p.s, nt)
+    elif p.adaptive:
+        c.adaptive_maxpool2d_forward(y, idx, x, &p.s, nt)
+    elif p.avg:
         c.avgpool2d_forward(y, x, &p.s, p.incl, nt)
     elif not p.fused_relu:
         c.maxpool2d_forward(y, idx, x, &p.s, nt)
@@ -418,6 +544,9 @@ cdef int pool2d_step_backward(const void *a, void **ptr, float **par, int need_d
     cdef float *dy = <float *> ptr[p.dy]
     if not need_dx:
         return c.FASTCNN_OK
+    if p.adaptive and p.avg:
+        c.adaptive_avgpool2d_backward(dx, dy, &p.s, nt)
+        return c.FASTCNN_OK
     if p.avg:
         return c.avgpool2d_backward(dx, dy, &p.s, p.incl, nt)
     if p.fused_relu:
@@ -428,7 +557,7 @@ cdef int pool2d_step_backward(const void *a, void **ptr, float **par, int need_d
 
 
 cdef class PoolStep(Step):
-    """max or average pooling. A max pooling may absorb the ReLU before it
+    """max or average pooling, plain or adaptive (shape["adaptive"]). A max pooling may absorb the ReLU before it
     (node attribute relu): in training it applies the ReLU into its own slot,
     pools that and masks its backward scatter with it; in inference it pools x
     and applies the ReLU to its output (they commute)."""
@@ -446,6 +575,7 @@ cdef class PoolStep(Step):
         self.a.incl = 1 if node.attrs.get("count_include_pad", True) else 0
         self.a.idx, self.a.relu = slots.get("indices", -1), slots.get("relu", -1)
         self.a.fused_relu = bool(node.attrs.get("relu"))
+        self.a.adaptive = bool(d.get("adaptive"))
         self.a.nx = self.a.s.N * self.a.s.C * self.a.s.H * self.a.s.W
         self.a.ny = self.a.s.N * self.a.s.C * self.a.s.P * self.a.s.Q
         self.args, self.fwd, self.bwd = &self.a, pool2d_step_forward, pool2d_step_backward

@@ -16,11 +16,13 @@ from ._native import linear, linear_backward
 from ._native import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 from ._native import conv2d, conv2d_backward
 from ._native import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from ._native import adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d
 from ._native import log_softmax, log_softmax_backward, softmax, softmax_backward
 
 __all__ = [
     "conv2d", "conv2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_max_pool2d", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "linear", "linear_backward",
     "add", "add_backward", "dropout", "dropout_backward", "batch_norm2d", "batch_norm2d_backward",
     "relu", "relu_backward", "sigmoid", "sigmoid_backward",

@@ -677,8 +677,11 @@ class AvgPool2d(Layer):
 
 
 class _AdaptivePool2d(Layer):
-    """Pooling to a fixed output size: a window and stride of input / output
-    (sizes that divide the input), traced as that plain pooling."""
+    """Pooling to a fixed output size, with torch's windows: rows
+    [floor(i H / oh), ceil((i + 1) H / oh)), columns likewise. When the output
+    size divides the input's, these are the windows of a plain pooling with
+    window = stride = input / output, and it is traced as that (the fast
+    kernels); otherwise as the adaptive op."""
     _op = ""
 
     def __init__(self, output_size):
@@ -690,9 +693,7 @@ class _AdaptivePool2d(Layer):
                              f"Received: x.shape={x.shape}")
         (oh, ow), (h, w) = as_pair(self.output_size, "output_size"), x.shape[2:]
         if h % oh or w % ow:
-            raise ValueError(f"{type(self).__name__}(output_size={self.output_size!r}) needs an "
-                             f"input whose height and width it divides. Received: "
-                             f"x.shape={x.shape}")
+            return x.graph.add("adaptive_" + self._op, [x], {"output_size": (oh, ow)})
         window = (h // oh, w // ow)
         attrs = {"kernel_size": window, "stride": window, "padding": 0}
         if self._op == "avg_pool2d":
@@ -704,24 +705,29 @@ class _AdaptivePool2d(Layer):
 
 
 class AdaptiveAvgPool2d(_AdaptivePool2d):
-    """Average pooling to ``output_size`` (``torch.nn.AdaptiveAvgPool2d``), for
-    output sizes that divide the input's (1x1 always does).
+    """Average pooling to ``output_size`` (``torch.nn.AdaptiveAvgPool2d``): output
+    (i, j) is the mean of rows [floor(i H / oh), ceil((i + 1) H / oh)) and the
+    columns likewise, for any output size.
 
     Args:
         output_size: int or pair (oh, ow).
 
     Input shape:
-        (N, C, H, W) with H % oh == 0 and W % ow == 0.
+        (N, C, H, W).
 
     Output shape:
         (N, C, oh, ow).
+
+    Example:
+        >>> fastcnn.AdaptiveAvgPool2d((2, 3))(np.zeros((8, 4, 7, 7), np.float32)).shape
+        (8, 4, 2, 3)
     """
     _op = "avg_pool2d"
 
 
 class AdaptiveMaxPool2d(_AdaptivePool2d):
-    """Max pooling to ``output_size`` (``torch.nn.AdaptiveMaxPool2d``), for
-    output sizes that divide the input's (1x1 always does)."""
+    """Max pooling to ``output_size`` (``torch.nn.AdaptiveMaxPool2d``), with the
+    windows of AdaptiveAvgPool2d, for any output size."""
     _op = "max_pool2d"
 
 

@@ -18,6 +18,9 @@ pointwise  kind (tanh, leaky_relu, hardtanh, hardsigmoid, hardswish, silu, gelu,
 max_pool2d kernel_size, stride, padding, dilation (default 1), ceil_mode (default
            False); relu: a ReLU absorbed before it (a pass)
 avg_pool2d kernel_size, stride, padding, ceil_mode (default False), count_include_pad
+adaptive_max_pool2d, adaptive_avg_pool2d
+           output_size (oh, ow): torch's adaptive windows (sizes that do not divide
+           the input; the layers trace plain pooling when they do)
 flatten    start_dim, end_dim (a view: no step runs)
 add        - (two inputs of one shape)
 dropout    p (training only: its layer adds no node in inference)
@@ -32,7 +35,7 @@ import math
 import numpy as np
 
 from . import _native as E
-from ._native import _geometry, _pool2d_check_plane, _pool2d_shape
+from ._native import _geometry, _pool2d_adaptive_shape, _pool2d_check_plane, _pool2d_shape
 from . import functional as F
 
 __all__ = ["OpDef", "OPS"]
@@ -245,6 +248,44 @@ class AvgPool2dOp(_Pool2dOp):
                                      a.get("ceil_mode", False), a["count_include_pad"])
 
 
+class _AdaptivePool2dOp(OpDef):
+    _avg = False
+
+    def infer(self, attrs, params, x):
+        d = _pool2d_adaptive_shape(_pool_input(x), attrs["output_size"])
+        return (d["N"], d["C"], d["P"], d["Q"])
+
+    def step(self, node, slots, x, y, training):
+        return E.PoolStep(node, slots, _pool2d_adaptive_shape(x, node.attrs["output_size"]),
+                          self._avg, training)
+
+
+class AdaptiveMaxPool2dOp(_AdaptivePool2dOp):
+    kind = "adaptive_max_pool2d"
+
+    def aux(self, node, x, y, training):
+        return {"indices": (y, np.int32, training)}
+
+    def forward(self, node, x, training):
+        y, idx = F.adaptive_max_pool2d(x, node.attrs["output_size"], return_indices=True)
+        return y, (idx, x.shape)
+
+    def backward(self, node, saved, dy, need_dx):
+        idx, shape = saved
+        return F.max_pool2d_backward(dy, idx, shape) if need_dx else None
+
+
+class AdaptiveAvgPool2dOp(_AdaptivePool2dOp):
+    kind = "adaptive_avg_pool2d"
+    _avg = True
+
+    def forward(self, node, x, training):
+        return F.adaptive_avg_pool2d(x, node.attrs["output_size"]), x.shape
+
+    def backward(self, node, shape, dy, need_dx):
+        return F.adaptive_avg_pool2d_backward(dy, shape) if need_dx else None
+
+
 class FlattenOp(OpDef):
     kind = "flatten"
     view = True
@@ -395,5 +436,6 @@ class LayerOp(OpDef):
 
 
 OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), PointwiseOp(),
-                              MaxPool2dOp(), AvgPool2dOp(), FlattenOp(), BatchNorm2dOp(),
+                              MaxPool2dOp(), AvgPool2dOp(), AdaptiveMaxPool2dOp(),
+                              AdaptiveAvgPool2dOp(), FlattenOp(), BatchNorm2dOp(),
                               DropoutOp(), AddOp(), SoftmaxOp(), LayerOp())}
