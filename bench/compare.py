@@ -67,6 +67,7 @@ import bench_conv2d
 import bench_gemm
 import bench_linear
 import bench_loss
+import bench_merge
 import bench_models
 import bench_optim
 import bench_pool2d
@@ -74,7 +75,7 @@ import bench_softmax
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = [bench_conv2d, bench_pool2d, bench_gemm, bench_models, bench_activation,
-           bench_linear, bench_loss, bench_optim, bench_softmax]
+           bench_linear, bench_loss, bench_optim, bench_merge, bench_softmax]
 CASES = [case for module in MODULES for case in module.CASES]
 
 SETTINGS = {   # harness.measure arguments
@@ -96,6 +97,7 @@ GROUPS = {
     "linear": "-",
     "loss": "-",
     "optimizer": "-",
+    "merge": "-",
     "softmax": "-",
 }
 LARGE_PEAK = 0.85       # large conv shapes: fraction of peak

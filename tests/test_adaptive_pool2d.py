@@ -115,3 +115,29 @@ def test_adaptive_functional_errors_name_the_value():
     with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, P, Q\).*"
                                          r"Received: grad_y.shape=\(2, 4, 2, 2\)"):
         F.adaptive_avg_pool2d_backward(np.zeros((2, 4, 2, 2), np.float32), x.shape)
+
+
+class UnevenNet(fastcnn.Module):
+    """Two adaptive poolings with uneven windows, side by side."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = fastcnn.Conv2d(2, 3, 3)
+        self.pool = fastcnn.AdaptiveMaxPool2d((2, 3))
+        self.avg = fastcnn.AdaptiveAvgPool2d(5)
+        self.flatten = fastcnn.Flatten()
+        self.fc = fastcnn.Linear(3 * 2 * 3 + 3 * 5 * 5, 2)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.fc(fastcnn.cat([self.flatten(self.pool(h)), self.flatten(self.avg(h))], dim=1))
+
+
+def test_uneven_module_round_trips_through_its_traced_graph(tmp_path, rng):
+    model = UnevenNet()
+    x = rng.standard_normal((4, 2, 9, 10)).astype(np.float32)
+    out = model(x)
+    assert out.shape == (4, 2)
+    model.save(tmp_path / "uneven.fcnn")
+    np.testing.assert_array_equal(fastcnn.load(tmp_path / "uneven.fcnn").predict(x),
+                                  model.predict(x))

@@ -266,7 +266,7 @@ def test_module_with_softmax_matches_torch_and_its_reference_walk(torch, num_thr
     np.testing.assert_array_equal(prog.backward(frame, g, True), ref_dx)
 
 
-def test_module_with_softmax_fits(rng):
+def test_module_with_softmax_fits_and_round_trips(tmp_path, rng):
     model = Attention()
     x = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
     y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.int64)
@@ -276,6 +276,9 @@ def test_module_with_softmax_fits(rng):
     twin = Attention()
     twin.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(twin.predict(x), model.predict(x))
+    model.save(tmp_path / "attention.fcnn")      # the traced graph, without the class
+    loaded = fastcnn.load(tmp_path / "attention.fcnn")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
 
 
 def test_sequential_with_softmax_trains_and_round_trips_through_save(tmp_path, rng):
