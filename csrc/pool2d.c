@@ -15,7 +15,11 @@
  * plain per-window code the reference kernels use. The average's backward
  * spreads each output row along one row, then adds it to the input rows it
  * covers; the max's backward writes tiled planes (2x2 stride 2 ...) without
- * a scatter and scatters otherwise. */
+ * a scatter and scatters otherwise.
+ *
+ * Adaptive pooling (windows of uneven sizes, torch's floor/ceil rule) runs
+ * the plain per-window code on each plane, the planes in parallel; its max
+ * shares the max's backward (a scatter through the indices). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>

@@ -1,4 +1,5 @@
-# Bindings of csrc/pool2d.c: max and average 2-d pooling, forward and backward.
+# Bindings of csrc/pool2d.c: max and average 2-d pooling (plain and adaptive),
+# forward and backward.
 import numpy as np
 from libc.stdint cimport int32_t, int64_t
 
