@@ -68,12 +68,18 @@ static inline int64_t win_count(int64_t o, int64_t stride, int64_t pad, int64_t 
 }
 
 /* Rows [row_lo, row_hi) (every dh-th) of output row p's window, columns
- * [col_lo, col_hi) (every dw-th) of output column q's, and their lengths
- * in the average's divisor. */
+ * [col_lo, col_hi) (every dw-th) of output column q's (max pooling). */
 static inline int64_t row_lo(const pool2d_shape *s, int64_t p) { return win_lo(p, s->sh, s->ph, s->dh); }
 static inline int64_t row_hi(const pool2d_shape *s, int64_t p) { return win_hi(p, s->sh, s->ph, s->R, s->dh, s->H); }
 static inline int64_t col_lo(const pool2d_shape *s, int64_t q) { return win_lo(q, s->sw, s->pw, s->dw); }
 static inline int64_t col_hi(const pool2d_shape *s, int64_t q) { return win_hi(q, s->sw, s->pw, s->S, s->dw, s->W); }
+
+/* The same without dilation (average pooling: the constant folds the
+ * division away), and the windows' lengths in the average's divisor. */
+static inline int64_t avg_row_lo(const pool2d_shape *s, int64_t p) { return win_lo(p, s->sh, s->ph, 1); }
+static inline int64_t avg_row_hi(const pool2d_shape *s, int64_t p) { return win_hi(p, s->sh, s->ph, s->R, 1, s->H); }
+static inline int64_t avg_col_lo(const pool2d_shape *s, int64_t q) { return win_lo(q, s->sw, s->pw, 1); }
+static inline int64_t avg_col_hi(const pool2d_shape *s, int64_t q) { return win_hi(q, s->sw, s->pw, s->S, 1, s->W); }
 static inline int64_t row_count(const pool2d_shape *s, int64_t p, int incl)
 {
     return win_count(p, s->sh, s->ph, s->R, s->H, incl);
@@ -187,8 +193,8 @@ void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s, int 
             for (int64_t q = 0; q < s->Q; q++) {
                 const float *plane = x + nc * s->H * s->W;
                 double acc = 0.0;
-                for (int64_t h = row_lo(s, p); h < row_hi(s, p); h++)
-                    for (int64_t w = col_lo(s, q); w < col_hi(s, q); w++)
+                for (int64_t h = avg_row_lo(s, p); h < avg_row_hi(s, p); h++)
+                    for (int64_t w = avg_col_lo(s, q); w < avg_col_hi(s, q); w++)
                         acc += plane[h * s->W + w];
                 int64_t n = row_count(s, p, count_include_pad) * col_count(s, q, count_include_pad);
                 y[(nc * s->P + p) * s->Q + q] = (float)(acc / (double)n);
@@ -206,7 +212,7 @@ void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s, i
             for (int64_t q = 0; q < s->Q; q++) {
                 int64_t n = row_count(s, p, count_include_pad) * col_count(s, q, count_include_pad);
                 add_window(dx + nc * HW, dy[(nc * s->P + p) * s->Q + q] / (float)n, s->W,
-                           row_lo(s, p), row_hi(s, p), col_lo(s, q), col_hi(s, q));
+                           avg_row_lo(s, p), avg_row_hi(s, p), avg_col_lo(s, q), avg_col_hi(s, q));
             }
 }
 
@@ -372,7 +378,7 @@ static void avg_plane(float *y, const float *x, const pool2d_shape *s, int count
     int64_t qa, qb;
     interior_cols(s, &qa, &qb);
     for (int64_t p = 0; p < s->P; p++) {
-        int64_t h0 = row_lo(s, p), h1 = row_hi(s, p);
+        int64_t h0 = avg_row_lo(s, p), h1 = avg_row_hi(s, p);
         int64_t rows = row_count(s, p, count_include_pad);
         float *yr = y + p * s->Q;
         for (int64_t q = 0; q < s->Q; q++) {
@@ -380,7 +386,7 @@ static void avg_plane(float *y, const float *x, const pool2d_shape *s, int count
                 q = qb;
             if (q < s->Q) {
                 int64_t n = rows * col_count(s, q, count_include_pad);
-                yr[q] = sum_window(x, s->W, h0, h1, col_lo(s, q), col_hi(s, q)) / (float)n;
+                yr[q] = sum_window(x, s->W, h0, h1, avg_col_lo(s, q), avg_col_hi(s, q)) / (float)n;
             }
         }
         float n = (float)(rows * s->S);
@@ -411,7 +417,7 @@ static void avg_plane_backward(float *dx, const float *dy, const pool2d_shape *s
         for (int64_t q = 0; q < s->Q; q++)
             g[q] = dyr[q] / (rows * cols[q]);
         spread_row(c, g, s->Q, s->S, s->sw);
-        for (int64_t h = row_lo(s, p); h < row_hi(s, p); h++)
+        for (int64_t h = avg_row_lo(s, p); h < avg_row_hi(s, p); h++)
             for (int64_t w = 0; w < wn; w++)
                 dx[h * W + w] += c[w + pw];
     }
