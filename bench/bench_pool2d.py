@@ -93,7 +93,7 @@ def avg_backward(label, k, s, p):
         backward = torch.ops.aten.avg_pool2d_backward
 
         def ours():
-            return avg_pool2d_backward(gy, x.shape, k, s, p, True)
+            return avg_pool2d_backward(gy, x.shape, k, s, p, count_include_pad=True)
 
         def peer():
             return backward(tgy, tx, [k, k], [s, s], [p, p], False, True, None)

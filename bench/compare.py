@@ -71,10 +71,11 @@ import bench_merge
 import bench_models
 import bench_optim
 import bench_pool2d
+import bench_softmax
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = [bench_conv2d, bench_pool2d, bench_gemm, bench_models, bench_activation,
-           bench_linear, bench_loss, bench_optim, bench_merge]
+           bench_linear, bench_loss, bench_optim, bench_merge, bench_softmax]
 CASES = [case for module in MODULES for case in module.CASES]
 
 SETTINGS = {   # harness.measure arguments
@@ -97,6 +98,7 @@ GROUPS = {
     "loss": "-",
     "optimizer": "-",
     "merge": "-",
+    "softmax": "-",
 }
 LARGE_PEAK = 0.85       # large conv shapes: fraction of peak
 LARGE_SPEEDUP = 1.85    # large shapes: 2 threads over 1

@@ -187,10 +187,13 @@ void conv2d_backward_weight_ref(float *dw, float *db, const float *dy, const flo
 
 /* pool2d.c ------------------------------------------------------------------- */
 
-/* Sizes of one 2-d pooling (window R x S, floor mode); the channels of all
- * images are N*C independent planes. P = (H + 2 ph - R) / sh + 1, Q likewise. */
+/* Sizes of one 2-d pooling (window R x S, dilation dh x dw); the channels of
+ * all images are N*C independent planes. P = (H + 2 ph - dh (R - 1) - 1) / sh
+ * + 1 rounded down (floor mode) or up (ceil mode: then the last window
+ * starts inside the image or its left padding), Q likewise; the caller
+ * computes them. Average pooling uses dh = dw = 1. */
 typedef struct {
-    int64_t N, C, H, W, R, S, sh, sw, ph, pw, P, Q;
+    int64_t N, C, H, W, R, S, sh, sw, ph, pw, dh, dw, P, Q;
 } pool2d_shape;
 
 /* y (N,C,P,Q) = max over each window of x (N,C,H,W); argmax (N,C,P,Q) gets the
@@ -224,6 +227,18 @@ void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s,
                            int count_include_pad);
 void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,
                             int count_include_pad);
+/* Adaptive pooling (PyTorch's AdaptiveMaxPool2d / AdaptiveAvgPool2d): output
+ * (p, q) pools rows [floor(p H / P), ceil((p + 1) H / P)) and likewise
+ * columns; only N, C, H, W, P, Q of s are used. The max's indices are those
+ * of maxpool2d_forward (its backward is maxpool2d_backward). */
+void adaptive_maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_shape *s,
+                                int nthreads);
+void adaptive_avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int nthreads);
+void adaptive_avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int nthreads);
+void adaptive_maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x,
+                                    const pool2d_shape *s);
+void adaptive_avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s);
+void adaptive_avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s);
 
 /* linear.c ------------------------------------------------------------------- */
 
@@ -257,6 +272,22 @@ double cross_entropy_forward_ref(float *probs, const float *logits, const int64_
                                  int64_t N, int64_t L);
 void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_t *labels,
                                 int64_t N, int64_t L, float grad_loss);
+
+/* softmax.c ------------------------------------------------------------------ */
+
+/* y (outer,D,inner) = softmax of x (outer,D,inner) along D, or log_softmax
+ * when is_log is non-zero; stable (exp of x - max only). A NaN makes its
+ * line NaN, as in PyTorch. */
+void softmax_forward(float *y, const float *x, int64_t outer, int64_t D, int64_t inner,
+                     int is_log, int nthreads);
+/* dx (outer,D,inner) = gradient at softmax_forward's input from dy and its
+ * output y (outer,D,inner). */
+void softmax_backward(float *dx, const float *dy, const float *y, int64_t outer, int64_t D,
+                      int64_t inner, int is_log, int nthreads);
+void softmax_forward_ref(float *y, const float *x, int64_t outer, int64_t D, int64_t inner,
+                         int is_log);
+void softmax_backward_ref(float *dx, const float *dy, const float *y, int64_t outer, int64_t D,
+                          int64_t inner, int is_log);
 
 /* optim.c -------------------------------------------------------------------- */
 

@@ -1,9 +1,11 @@
 /* pool2d.c - max and average 2-d pooling, forward and backward, with
- * PyTorch's semantics: floor mode; windows are clipped to the image, so
- * padding never wins a max; the first maximum wins a tie and the last NaN in
- * a window wins over everything (torch's `v > max || isnan(v)` scan, row by
- * row); the average divides by the window size within the padded image
- * (count_include_pad) or within the image.
+ * PyTorch's semantics: floor or ceil mode (the caller's P and Q); windows
+ * (dilated for the max) are clipped to the image, so padding never wins a
+ * max; the first maximum wins a tie and the last NaN in a window wins over
+ * everything (torch's `v > max || isnan(v)` scan, row by row); the average
+ * divides by the window size within the padded image (count_include_pad; a
+ * ceil-mode window past the right padding is clipped to it) or within the
+ * image.
  *
  * The N*C planes are independent: the fast kernels run them in parallel.
  * Forward, within a plane, they go output row by output row; the columns
@@ -13,7 +15,11 @@
  * plain per-window code the reference kernels use. The average's backward
  * spreads each output row along one row, then adds it to the input rows it
  * covers; the max's backward writes tiled planes (2x2 stride 2 ...) without
- * a scatter and scatters otherwise. */
+ * a scatter and scatters otherwise.
+ *
+ * Adaptive pooling (windows of uneven sizes, torch's floor/ceil rule) runs
+ * the plain per-window code on each plane, the planes in parallel; its max
+ * shares the max's backward (a scatter through the indices). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -33,36 +39,61 @@ static inline int thread_num(void) { return 0; }
 
 /* ---- windows ------------------------------------------------------------ */
 
-/* First input coordinate of output coordinate o's window, clipped to 0. */
-static inline int64_t win_lo(int64_t o, int64_t stride, int64_t pad)
+/* First input coordinate of output coordinate o's window (k taps dil
+ * apart) that lies in [0, n): the first tap at or after 0. */
+static inline int64_t win_lo(int64_t o, int64_t stride, int64_t pad, int64_t dil)
 {
     int64_t a = o * stride - pad;
-    return a < 0 ? 0 : a;
+    return a < 0 ? a + (-a + dil - 1) / dil * dil : a;
 }
 
 /* One past the last input coordinate of o's window, clipped to n. */
-static inline int64_t win_hi(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t n)
+static inline int64_t win_hi(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t dil,
+                             int64_t n)
 {
-    int64_t b = o * stride - pad + k;
+    int64_t b = o * stride - pad + (k - 1) * dil + 1;
     return b > n ? n : b;
 }
 
-/* Window length along one axis that the average divides by: k with
- * count_include_pad (in floor mode a window never passes the padded extent),
- * else the length of its part inside [0, n). */
+/* Window length along one axis (no dilation) that the average divides by:
+ * with count_include_pad its part inside the padded extent [-pad, n + pad)
+ * (all k in floor mode), else its part inside [0, n). */
 static inline int64_t win_count(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t n,
                                 int count_include_pad)
 {
+    int64_t a = o * stride - pad, b = a + k;
     if (count_include_pad)
-        return k;
-    return win_hi(o, stride, pad, k, n) - win_lo(o, stride, pad);
+        return (b > n + pad ? n + pad : b) - a;
+    return win_hi(o, stride, pad, k, 1, n) - win_lo(o, stride, pad, 1);
+}
+
+/* Rows [row_lo, row_hi) (every dh-th) of output row p's window, columns
+ * [col_lo, col_hi) (every dw-th) of output column q's (max pooling). */
+static inline int64_t row_lo(const pool2d_shape *s, int64_t p) { return win_lo(p, s->sh, s->ph, s->dh); }
+static inline int64_t row_hi(const pool2d_shape *s, int64_t p) { return win_hi(p, s->sh, s->ph, s->R, s->dh, s->H); }
+static inline int64_t col_lo(const pool2d_shape *s, int64_t q) { return win_lo(q, s->sw, s->pw, s->dw); }
+static inline int64_t col_hi(const pool2d_shape *s, int64_t q) { return win_hi(q, s->sw, s->pw, s->S, s->dw, s->W); }
+
+/* The same without dilation (average pooling: the constant folds the
+ * division away), and the windows' lengths in the average's divisor. */
+static inline int64_t avg_row_lo(const pool2d_shape *s, int64_t p) { return win_lo(p, s->sh, s->ph, 1); }
+static inline int64_t avg_row_hi(const pool2d_shape *s, int64_t p) { return win_hi(p, s->sh, s->ph, s->R, 1, s->H); }
+static inline int64_t avg_col_lo(const pool2d_shape *s, int64_t q) { return win_lo(q, s->sw, s->pw, 1); }
+static inline int64_t avg_col_hi(const pool2d_shape *s, int64_t q) { return win_hi(q, s->sw, s->pw, s->S, 1, s->W); }
+static inline int64_t row_count(const pool2d_shape *s, int64_t p, int incl)
+{
+    return win_count(p, s->sh, s->ph, s->R, s->H, incl);
+}
+static inline int64_t col_count(const pool2d_shape *s, int64_t q, int incl)
+{
+    return win_count(q, s->sw, s->pw, s->S, s->W, incl);
 }
 
 /* Output columns [*qa, *qb) whose windows lie inside [0, W): the interior. */
 static void interior_cols(const pool2d_shape *s, int64_t *qa, int64_t *qb)
 {
     int64_t a = (s->pw + s->sw - 1) / s->sw;
-    int64_t last = s->W + s->pw - s->S; /* q sw must not exceed this */
+    int64_t last = s->W + s->pw - (s->S - 1) * s->dw - 1; /* q sw must not exceed this */
     int64_t b = last < 0 ? 0 : last / s->sw + 1;
     if (a > s->Q)
         a = s->Q;
@@ -74,15 +105,15 @@ static void interior_cols(const pool2d_shape *s, int64_t *qa, int64_t *qb)
 
 /* ---- one window (reference kernels and border columns) ------------------ */
 
-/* y, am = max and its flat index over rows [h0,h1), columns [w0,w1) of the
- * plane x (H, W), scanned as torch does. */
+/* y, am = max and its flat index over every dh-th row of [h0,h1) and every
+ * dw-th column of [w0,w1) of the plane x (H, W), scanned as torch does. */
 static void max_window(float *y, int32_t *am, const float *x, int64_t W,
-                       int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+                       int64_t h0, int64_t h1, int64_t dh, int64_t w0, int64_t w1, int64_t dw)
 {
     float m = -INFINITY;
     int64_t i = h0 * W + w0;
-    for (int64_t h = h0; h < h1; h++)
-        for (int64_t w = w0; w < w1; w++) {
+    for (int64_t h = h0; h < h1; h += dh)
+        for (int64_t w = w0; w < w1; w += dw) {
             float v = x[h * W + w];
             if (v > m || isnan(v)) {
                 m = v;
@@ -122,8 +153,7 @@ void maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x, const pool
             for (int64_t q = 0; q < s->Q; q++) {
                 int64_t o = (nc * s->P + p) * s->Q + q;
                 max_window(&y[o], &argmax[o], x + nc * s->H * s->W, s->W,
-                           win_lo(p, s->sh, s->ph), win_hi(p, s->sh, s->ph, s->R, s->H),
-                           win_lo(q, s->sw, s->pw), win_hi(q, s->sw, s->pw, s->S, s->W));
+                           row_lo(s, p), row_hi(s, p), s->dh, col_lo(s, q), col_hi(s, q), s->dw);
             }
 }
 
@@ -163,11 +193,10 @@ void avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s, int 
             for (int64_t q = 0; q < s->Q; q++) {
                 const float *plane = x + nc * s->H * s->W;
                 double acc = 0.0;
-                for (int64_t h = win_lo(p, s->sh, s->ph); h < win_hi(p, s->sh, s->ph, s->R, s->H); h++)
-                    for (int64_t w = win_lo(q, s->sw, s->pw); w < win_hi(q, s->sw, s->pw, s->S, s->W); w++)
+                for (int64_t h = avg_row_lo(s, p); h < avg_row_hi(s, p); h++)
+                    for (int64_t w = avg_col_lo(s, q); w < avg_col_hi(s, q); w++)
                         acc += plane[h * s->W + w];
-                int64_t n = win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad)
-                          * win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
+                int64_t n = row_count(s, p, count_include_pad) * col_count(s, q, count_include_pad);
                 y[(nc * s->P + p) * s->Q + q] = (float)(acc / (double)n);
             }
 }
@@ -181,39 +210,38 @@ void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s, i
     for (int64_t nc = 0; nc < s->N * s->C; nc++)
         for (int64_t p = 0; p < s->P; p++)
             for (int64_t q = 0; q < s->Q; q++) {
-                int64_t n = win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad)
-                          * win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
+                int64_t n = row_count(s, p, count_include_pad) * col_count(s, q, count_include_pad);
                 add_window(dx + nc * HW, dy[(nc * s->P + p) * s->Q + q] / (float)n, s->W,
-                           win_lo(p, s->sh, s->ph), win_hi(p, s->sh, s->ph, s->R, s->H),
-                           win_lo(q, s->sw, s->pw), win_hi(q, s->sw, s->pw, s->S, s->W));
+                           avg_row_lo(s, p), avg_row_hi(s, p), avg_col_lo(s, q), avg_col_hi(s, q));
             }
 }
 
 /* ---- fast kernels: one output row's interior columns ----------------------- */
 
-/* Running max y and argmax am (Q) of interior columns [qa, qb) over rows
- * [h0, h1) of the plane x (H, W); S and sw are constants at each call site,
- * so the column loop vectorizes. Same scan order as max_window. */
+/* Running max y and argmax am (Q) of interior columns [qa, qb) over every
+ * dh-th row of [h0, h1) of the plane x (H, W), the window's S columns dw
+ * apart; S, sw and dw are constants at the common call sites, so the column
+ * loop vectorizes. Same scan order as max_window. */
 ALWAYS_INLINE void max_cols(float *restrict y, int32_t *restrict am, const float *restrict x,
-                            int64_t W, int64_t h0, int64_t h1, int64_t qa, int64_t qb,
-                            int64_t S, int64_t sw, int64_t pw)
+                            int64_t W, int64_t h0, int64_t h1, int64_t dh, int64_t qa,
+                            int64_t qb, int64_t S, int64_t sw, int64_t dw, int64_t pw)
 {
     int32_t first = (int32_t)(h0 * W - pw);
     for (int64_t q = qa; q < qb; q++) {
         y[q] = -INFINITY;
         am[q] = first + (int32_t)(q * sw);
     }
-    for (int64_t h = h0; h < h1; h++) {
+    for (int64_t h = h0; h < h1; h += dh) {
         const float *row = x + h * W - pw;
         int32_t base = (int32_t)(h * W - pw);
         for (int64_t q = qa; q < qb; q++) {
             float m = y[q];
             int32_t i = am[q];
             for (int64_t j = 0; j < S; j++) {
-                float v = row[q * sw + j];
+                float v = row[q * sw + j * dw];
                 int take = (v > m) | (v != v);
                 m = take ? v : m;
-                i = take ? base + (int32_t)(q * sw + j) : i;
+                i = take ? base + (int32_t)(q * sw + j * dw) : i;
             }
             y[q] = m;
             am[q] = i;
@@ -323,22 +351,24 @@ static void max_plane(float *y, int32_t *am, const float *x, const pool2d_shape 
     int64_t qa, qb;
     interior_cols(s, &qa, &qb);
     for (int64_t p = 0; p < s->P; p++) {
-        int64_t h0 = win_lo(p, s->sh, s->ph), h1 = win_hi(p, s->sh, s->ph, s->R, s->H);
+        int64_t h0 = row_lo(s, p), h1 = row_hi(s, p);
         float *yr = y + p * s->Q;
         int32_t *ar = am + p * s->Q;
         for (int64_t q = 0; q < s->Q; q++) {
             if (q == qa)
                 q = qb;
             if (q < s->Q)
-                max_window(&yr[q], &ar[q], x, s->W, h0, h1, win_lo(q, s->sw, s->pw),
-                           win_hi(q, s->sw, s->pw, s->S, s->W));
+                max_window(&yr[q], &ar[q], x, s->W, h0, h1, s->dh, col_lo(s, q), col_hi(s, q),
+                           s->dw);
         }
-        if (s->S == 2 && s->sw == 2)
+        if (s->S == 2 && s->sw == 2 && s->dw == 1 && s->dh == 1)
             max_cols_s2(yr, ar, x, s->W, h0, h1, qa, qb, 2, s->pw);
-        else if (s->S == 3 && s->sw == 2)
+        else if (s->S == 3 && s->sw == 2 && s->dw == 1 && s->dh == 1)
             max_cols_s2(yr, ar, x, s->W, h0, h1, qa, qb, 3, s->pw);
+        else if (s->dw == 1)
+            max_cols(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, s->S, s->sw, 1, s->pw);
         else
-            max_cols(yr, ar, x, s->W, h0, h1, qa, qb, s->S, s->sw, s->pw);
+            max_cols(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, s->S, s->sw, s->dw, s->pw);
     }
 }
 
@@ -348,16 +378,15 @@ static void avg_plane(float *y, const float *x, const pool2d_shape *s, int count
     int64_t qa, qb;
     interior_cols(s, &qa, &qb);
     for (int64_t p = 0; p < s->P; p++) {
-        int64_t h0 = win_lo(p, s->sh, s->ph), h1 = win_hi(p, s->sh, s->ph, s->R, s->H);
-        int64_t rows = win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad);
+        int64_t h0 = avg_row_lo(s, p), h1 = avg_row_hi(s, p);
+        int64_t rows = row_count(s, p, count_include_pad);
         float *yr = y + p * s->Q;
         for (int64_t q = 0; q < s->Q; q++) {
             if (q == qa)
                 q = qb;
             if (q < s->Q) {
-                int64_t n = rows * win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
-                yr[q] = sum_window(x, s->W, h0, h1, win_lo(q, s->sw, s->pw),
-                                   win_hi(q, s->sw, s->pw, s->S, s->W)) / (float)n;
+                int64_t n = rows * col_count(s, q, count_include_pad);
+                yr[q] = sum_window(x, s->W, h0, h1, avg_col_lo(s, q), avg_col_hi(s, q)) / (float)n;
             }
         }
         float n = (float)(rows * s->S);
@@ -383,12 +412,12 @@ static void avg_plane_backward(float *dx, const float *dy, const pool2d_shape *s
         wn = W;
     memset(dx, 0, (size_t)(s->H * W) * sizeof(float));
     for (int64_t p = 0; p < s->P; p++) {
-        float rows = (float)win_count(p, s->sh, s->ph, s->R, s->H, count_include_pad);
+        float rows = (float)row_count(s, p, count_include_pad);
         const float *dyr = dy + p * s->Q;
         for (int64_t q = 0; q < s->Q; q++)
             g[q] = dyr[q] / (rows * cols[q]);
         spread_row(c, g, s->Q, s->S, s->sw);
-        for (int64_t h = win_lo(p, s->sh, s->ph); h < win_hi(p, s->sh, s->ph, s->R, s->H); h++)
+        for (int64_t h = avg_row_lo(s, p); h < avg_row_hi(s, p); h++)
             for (int64_t w = 0; w < wn; w++)
                 dx[h * W + w] += c[w + pw];
     }
@@ -478,11 +507,13 @@ static const pool2d_kernels *pool2d_kernels_for(int isa)
     return FASTCNN_KERNELS_FOR(isa, pool2d_kernels);
 }
 
-/* 2x2 windows at stride 2 without padding: the tiles of the plane (floor mode
- * drops an odd last row or column). */
+/* 2x2 windows at stride 2 without padding or dilation, all inside the plane:
+ * its tiles (floor mode drops an odd last row or column; ceil mode keeps a
+ * clipped one, which the tiles do not cover). */
 static int is_tiles(const pool2d_shape *s)
 {
-    return s->R == 2 && s->S == 2 && s->sh == 2 && s->sw == 2 && s->ph == 0 && s->pw == 0;
+    return s->R == 2 && s->S == 2 && s->sh == 2 && s->sw == 2 && s->ph == 0 && s->pw == 0
+        && s->dh == 1 && s->dw == 1 && 2 * s->P <= s->H && 2 * s->Q <= s->W;
 }
 
 /* ---- fast kernels ---------------------------------------------------------- */
@@ -610,7 +641,7 @@ int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int co
     if (cols == NULL)
         return FASTCNN_ENOMEM;
     for (int64_t q = 0; q < s->Q; q++)
-        cols[q] = (float)win_count(q, s->sw, s->pw, s->S, s->W, count_include_pad);
+        cols[q] = (float)col_count(s, q, count_include_pad);
     /* each plane nc writes only its own dx plane and its thread's g and c */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t nc = 0; nc < s->N * s->C; nc++) {
@@ -619,4 +650,133 @@ int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int co
     }
     fastcnn_free(cols);
     return FASTCNN_OK;
+}
+
+/* ---- adaptive pooling ------------------------------------------------------ */
+
+/* Output o's window along an axis of n inputs and `out` outputs (PyTorch's
+ * adaptive pooling): [floor(o n / out), ceil((o + 1) n / out)), never empty. */
+static inline int64_t adaptive_lo(int64_t o, int64_t n, int64_t out) { return o * n / out; }
+static inline int64_t adaptive_hi(int64_t o, int64_t n, int64_t out)
+{
+    return ((o + 1) * n + out - 1) / out;
+}
+
+/* y, am (P, Q) = max over the adaptive windows of the plane x (H, W). */
+static void adaptive_max_plane(float *y, int32_t *am, const float *x, const pool2d_shape *s)
+{
+    for (int64_t p = 0; p < s->P; p++)
+        for (int64_t q = 0; q < s->Q; q++)
+            max_window(&y[p * s->Q + q], &am[p * s->Q + q], x, s->W,
+                       adaptive_lo(p, s->H, s->P), adaptive_hi(p, s->H, s->P), 1,
+                       adaptive_lo(q, s->W, s->Q), adaptive_hi(q, s->W, s->Q), 1);
+}
+
+/* y (P, Q) = mean over the adaptive windows of the plane x (H, W). */
+static void adaptive_avg_plane(float *y, const float *x, const pool2d_shape *s)
+{
+    for (int64_t p = 0; p < s->P; p++) {
+        int64_t h0 = adaptive_lo(p, s->H, s->P), h1 = adaptive_hi(p, s->H, s->P);
+        for (int64_t q = 0; q < s->Q; q++) {
+            int64_t w0 = adaptive_lo(q, s->W, s->Q), w1 = adaptive_hi(q, s->W, s->Q);
+            y[p * s->Q + q] = sum_window(x, s->W, h0, h1, w0, w1) / (float)((h1 - h0) * (w1 - w0));
+        }
+    }
+}
+
+/* dx (H, W) = gradient of adaptive_avg_plane from dy (P, Q). */
+static void adaptive_avg_plane_backward(float *dx, const float *dy, const pool2d_shape *s)
+{
+    memset(dx, 0, (size_t)(s->H * s->W) * sizeof(float));
+    for (int64_t p = 0; p < s->P; p++) {
+        int64_t h0 = adaptive_lo(p, s->H, s->P), h1 = adaptive_hi(p, s->H, s->P);
+        for (int64_t q = 0; q < s->Q; q++) {
+            int64_t w0 = adaptive_lo(q, s->W, s->Q), w1 = adaptive_hi(q, s->W, s->Q);
+            add_window(dx, dy[p * s->Q + q] / (float)((h1 - h0) * (w1 - w0)), s->W, h0, h1, w0,
+                       w1);
+        }
+    }
+}
+
+/* y, argmax (N,C,P,Q); x (N,C,H,W). Only N, C, H, W, P, Q of s are used. */
+void adaptive_maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_shape *s,
+                                int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads);
+    /* each plane nc writes only its own y and argmax plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        adaptive_max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
+}
+
+/* y (N,C,P,Q); x (N,C,H,W) */
+void adaptive_avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads);
+    /* each plane nc writes only its own y plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        adaptive_avg_plane(y + nc * PQ, x + nc * HW, s);
+}
+
+/* dx (N,C,H,W); dy (N,C,P,Q) */
+void adaptive_avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int nthreads)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads);
+    /* each plane nc writes only its own dx plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        adaptive_avg_plane_backward(dx + nc * HW, dy + nc * PQ, s);
+}
+
+/* y (N,C,P,Q); x (N,C,H,W): adaptive_avgpool2d_forward's twin, sums in double. */
+void adaptive_avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s)
+{
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t p = 0; p < s->P; p++)
+            for (int64_t q = 0; q < s->Q; q++) {
+                int64_t h0 = adaptive_lo(p, s->H, s->P), h1 = adaptive_hi(p, s->H, s->P);
+                int64_t w0 = adaptive_lo(q, s->W, s->Q), w1 = adaptive_hi(q, s->W, s->Q);
+                double acc = 0.0;
+                for (int64_t h = h0; h < h1; h++)
+                    for (int64_t w = w0; w < w1; w++)
+                        acc += x[(nc * s->H + h) * s->W + w];
+                y[(nc * s->P + p) * s->Q + q] = (float)(acc / (double)((h1 - h0) * (w1 - w0)));
+            }
+}
+
+/* dx (N,C,H,W); dy (N,C,P,Q): adaptive_avgpool2d_backward's twin, in double. */
+void adaptive_avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s)
+{
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t h = 0; h < s->H; h++)
+            for (int64_t w = 0; w < s->W; w++) {
+                double acc = 0.0;  /* the windows covering (h, w), in output order */
+                for (int64_t p = 0; p < s->P; p++)
+                    for (int64_t q = 0; q < s->Q; q++) {
+                        int64_t h0 = adaptive_lo(p, s->H, s->P), h1 = adaptive_hi(p, s->H, s->P);
+                        int64_t w0 = adaptive_lo(q, s->W, s->Q), w1 = adaptive_hi(q, s->W, s->Q);
+                        if (h0 <= h && h < h1 && w0 <= w && w < w1)
+                            acc += (double)dy[(nc * s->P + p) * s->Q + q]
+                                 / (double)((h1 - h0) * (w1 - w0));
+                    }
+                dx[(nc * s->H + h) * s->W + w] = (float)acc;
+            }
+}
+
+/* y, argmax (N,C,P,Q); x (N,C,H,W): adaptive_maxpool2d_forward's twin, serial. */
+void adaptive_maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x,
+                                    const pool2d_shape *s)
+{
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        for (int64_t k = 0; k < PQ; k++) {
+            int64_t p = k / s->Q, q = k % s->Q;
+            max_window(&y[nc * PQ + k], &argmax[nc * PQ + k], x + nc * HW, s->W,
+                       adaptive_lo(p, s->H, s->P), adaptive_hi(p, s->H, s->P), 1,
+                       adaptive_lo(q, s->W, s->Q), adaptive_hi(q, s->W, s->Q), 1);
+        }
 }

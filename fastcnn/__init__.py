@@ -8,6 +8,7 @@ from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2
                      Dropout, Flatten, GELU, GlobalAvgPool2d, Hardsigmoid, Hardswish, Hardtanh,
                      Identity, Layer, LeakyReLU, Linear, MaxPool2d, Parameter, ReLU, ReLU6, SiLU,
                      Sigmoid, Tanh, manual_seed)
+from .layers import LogSoftmax, Softmax
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module
 from .graph import cat
@@ -29,4 +30,4 @@ __all__ = ["functional", "datasets", "losses", "models", "optim", "get_num_threa
            "Tanh", "LeakyReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
            "Identity", "Dropout", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "GlobalAvgPool2d",
            "History", "load", "cat", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
-           "register_threadpoolctl", "__version__"]
+           "register_threadpoolctl", "__version__", "Softmax", "LogSoftmax"]

@@ -91,7 +91,7 @@ cdef extern from "fastcnn.h" nogil:
                                     const conv2d_shape *s)
 
     ctypedef struct pool2d_shape:
-        int64_t N, C, H, W, R, S, sh, sw, ph, pw, P, Q
+        int64_t N, C, H, W, R, S, sh, sw, ph, pw, dh, dw, P, Q
     void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
                            const pool2d_shape *s, int nthreads)
     int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
@@ -111,6 +111,16 @@ cdef extern from "fastcnn.h" nogil:
                                int count_include_pad)
     void avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s,
                                 int count_include_pad)
+    void adaptive_maxpool2d_forward(float *y, int32_t *argmax, const float *x,
+                                    const pool2d_shape *s, int nthreads)
+    void adaptive_avgpool2d_forward(float *y, const float *x, const pool2d_shape *s,
+                                    int nthreads)
+    void adaptive_avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s,
+                                     int nthreads)
+    void adaptive_maxpool2d_forward_ref(float *y, int32_t *argmax, const float *x,
+                                        const pool2d_shape *s)
+    void adaptive_avgpool2d_forward_ref(float *y, const float *x, const pool2d_shape *s)
+    void adaptive_avgpool2d_backward_ref(float *dx, const float *dy, const pool2d_shape *s)
 
     int linear_forward(float *y, const float *x, const float *w, const float *b,
                        int64_t N, int64_t F, int64_t O, int nthreads)
@@ -129,6 +139,15 @@ cdef extern from "fastcnn.h" nogil:
                                      int64_t N, int64_t L)
     void cross_entropy_backward_ref(float *dlogits, const float *probs, const int64_t *labels,
                                     int64_t N, int64_t L, float grad_loss)
+
+    void softmax_forward(float *y, const float *x, int64_t outer, int64_t D, int64_t inner,
+                         int is_log, int nthreads)
+    void softmax_backward(float *dx, const float *dy, const float *y, int64_t outer, int64_t D,
+                          int64_t inner, int is_log, int nthreads)
+    void softmax_forward_ref(float *y, const float *x, int64_t outer, int64_t D, int64_t inner,
+                             int is_log)
+    void softmax_backward_ref(float *dx, const float *dy, const float *y, int64_t outer,
+                              int64_t D, int64_t inner, int is_log)
 
     void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
                   double momentum, double dampening, double weight_decay, int nesterov,

@@ -18,12 +18,14 @@
 #                    gelu and their backward (csrc/pointwise.c)
 #   _conv2d.pxi      conv2d, conv2d_backward; _geometry; test hooks _set_direct,
 #                    _set_group_columns, _set_kvec (csrc/conv2d*.c)
-#   _pool2d.pxi      max_pool2d, avg_pool2d and their backward; _pool2d_shape;
+#   _pool2d.pxi      max_pool2d, avg_pool2d, adaptive_max_pool2d, adaptive_avg_pool2d
+#                    and their backward; _pool2d_shape;
 #                    test hook _max_pool2d_relu_backward (csrc/pool2d.c)
 #   _linear.pxi      linear, linear_backward (csrc/linear.c)
 #   _loss.pxi        cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 #                    (csrc/loss.c)
 #   _optim.pxi       sgd_update, adam_update (csrc/optim.c)
+#   _softmax.pxi     softmax, log_softmax and their backward (csrc/softmax.c)
 #
 # All files share one module namespace: private helpers carry their family's
 # prefix (_conv2d_shape, _pool2d_shape, _loss_forward, ...). The C API is
@@ -47,3 +49,4 @@ include "_pool2d.pxi"
 include "_linear.pxi"
 include "_loss.pxi"
 include "_optim.pxi"
+include "_softmax.pxi"

@@ -17,10 +17,13 @@ from ._native import linear, linear_backward
 from ._native import cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 from ._native import conv2d, conv2d_backward
 from ._native import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from ._native import adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d
+from ._native import log_softmax, log_softmax_backward, softmax, softmax_backward
 
 __all__ = [
     "conv2d", "conv2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_max_pool2d", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "linear", "linear_backward",
     "add", "add_backward", "dropout", "dropout_backward", "batch_norm2d", "batch_norm2d_backward",
     "mul", "mul_backward", "cat", "cat_backward", "batch_norm2d_fold",
@@ -30,4 +33,5 @@ __all__ = [
     "hardswish", "hardswish_backward", "silu", "silu_backward", "gelu", "gelu_backward",
     "cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad",
     "sgd_update", "adam_update",
+    "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
 ]

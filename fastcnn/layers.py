@@ -28,7 +28,7 @@ from .runner import Runner, trace_layer
 __all__ = ["manual_seed", "Parameter", "Layer", "Conv2d", "Linear", "ReLU", "Sigmoid", "MaxPool2d",
            "AvgPool2d", "Flatten", "BatchNorm2d", "Tanh", "LeakyReLU", "Hardtanh", "ReLU6",
            "Hardsigmoid", "Hardswish", "SiLU", "GELU", "Identity", "Dropout", "AdaptiveAvgPool2d",
-           "AdaptiveMaxPool2d", "GlobalAvgPool2d"]
+           "AdaptiveMaxPool2d", "GlobalAvgPool2d", "Softmax", "LogSoftmax"]
 
 
 _generator = np.random.default_rng()
@@ -254,6 +254,12 @@ def _padding_config(padding, name="padding"):
 def _pair_config(value, name, check=positive_pair):
     pair = check(value, name)
     return pair[0] if pair[0] == pair[1] else pair
+
+
+def _bool_config(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool. Received: {name}={value!r}")
+    return bool(value)
 
 
 class Conv2d(Layer):
@@ -532,6 +538,56 @@ class Dropout(Layer):
         return {"p": self.p}
 
 
+class Softmax(Layer):
+    """Softmax along ``dim`` (``torch.nn.Softmax``): ``exp(x - max) / sum``,
+    numerically stable; the lines along ``dim`` sum to 1.
+
+    Args:
+        dim: the axis to normalize over (required; negative counts from the end).
+
+    Input shape:
+        any, with at least ``dim`` + 1 dimensions.
+
+    Output shape:
+        same as the input.
+
+    Example:
+        >>> fastcnn.Softmax(dim=1)(np.zeros((2, 4), np.float32))
+        array([[0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25]], dtype=float32)
+    """
+    _log = False
+
+    def __init__(self, dim):
+        self.dim = as_int(dim, "dim")
+
+    def trace(self, x):
+        return x.graph.add("softmax", [x], {"dim": self.dim, "log": self._log})
+
+    def get_config(self):
+        return {"dim": self.dim}
+
+
+class LogSoftmax(Softmax):
+    """Log-softmax along ``dim`` (``torch.nn.LogSoftmax``): ``(x - max) -
+    log(sum(exp(x - max)))``, numerically stable.
+
+    Args:
+        dim: the axis to normalize over (required; negative counts from the end).
+
+    Input shape:
+        any, with at least ``dim`` + 1 dimensions.
+
+    Output shape:
+        same as the input.
+
+    Example:
+        >>> fastcnn.LogSoftmax(dim=-1)(np.zeros((1, 2), np.float32))
+        array([[-0.6931472, -0.6931472]], dtype=float32)
+    """
+    _log = True
+
+
 class Identity(Layer):
     """Returns its input (``torch.nn.Identity``): no node, no copy in a model."""
 
@@ -540,75 +596,92 @@ class Identity(Layer):
 
 
 class MaxPool2d(Layer):
-    """2-d max pooling over NCHW images (floor mode; padding is -infinity).
+    """2-d max pooling over NCHW images (padding is -infinity), as ``torch.nn.MaxPool2d``.
 
     Args:
         kernel_size: int or pair, the window.
         stride: int or pair; default ``kernel_size``.
         padding: int or pair, implicit padding on each side (at most half
             the window). Default 0.
+        dilation: int or pair, the spacing of the window's taps. Default 1.
+        ceil_mode: round the output size up instead of down (a last, clipped
+            window that starts inside the image or its left padding).
 
     Input shape:
         (N, C, H, W).
 
     Output shape:
-        (N, C, P, Q) with P = (H + 2 ph - R) // sh + 1 and Q likewise.
+        (N, C, P, Q) with P = (H + 2 ph - dh (R - 1) - 1) / sh + 1 rounded
+        down (up with ceil_mode) and Q likewise.
 
     Example:
         >>> fastcnn.MaxPool2d(2)(np.zeros((8, 6, 28, 28), np.float32)).shape
         (8, 6, 14, 14)
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         self.kernel_size = _pair_config(kernel_size, "kernel_size")
         self.stride = None if stride is None else _pair_config(stride, "stride")
         self.padding = _pair_config(padding, "padding", nonnegative_pair)
+        self.dilation = _pair_config(dilation, "dilation")
+        self.ceil_mode = _bool_config(ceil_mode, "ceil_mode")
 
     def trace(self, x):
         return x.graph.add("max_pool2d", [x], self.get_config())
 
     def get_config(self):
-        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
+                "dilation": self.dilation, "ceil_mode": self.ceil_mode}
 
 
 class AvgPool2d(Layer):
-    """2-d average pooling over NCHW images (floor mode; zero padding).
+    """2-d average pooling over NCHW images (zero padding), as ``torch.nn.AvgPool2d``.
 
     Args:
         kernel_size: int or pair, the window.
         stride: int or pair; default ``kernel_size``.
         padding: int or pair, zero padding on each side. Default 0.
+        ceil_mode: round the output size up instead of down (a last, clipped
+            window that starts inside the image or its left padding).
         count_include_pad: whether the padded zeros count in the divisor
-            (PyTorch's default, True).
+            (PyTorch's default, True; a ceil-mode window is clipped to the
+            padded image).
 
     Input shape:
         (N, C, H, W).
 
     Output shape:
-        (N, C, P, Q) with P = (H + 2 ph - R) // sh + 1 and Q likewise.
+        (N, C, P, Q) with P = (H + 2 ph - R) / sh + 1 rounded down (up with
+        ceil_mode) and Q likewise.
 
     Example:
         >>> fastcnn.AvgPool2d(2)(np.zeros((8, 6, 28, 28), np.float32)).shape
         (8, 6, 14, 14)
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True):
         self.kernel_size = _pair_config(kernel_size, "kernel_size")
         self.stride = None if stride is None else _pair_config(stride, "stride")
         self.padding = _pair_config(padding, "padding", nonnegative_pair)
-        self.count_include_pad = bool(count_include_pad)
+        self.ceil_mode = _bool_config(ceil_mode, "ceil_mode")
+        self.count_include_pad = _bool_config(count_include_pad, "count_include_pad")
 
     def trace(self, x):
         return x.graph.add("avg_pool2d", [x], self.get_config())
 
     def get_config(self):
         return {"kernel_size": self.kernel_size, "stride": self.stride,
-                "padding": self.padding, "count_include_pad": self.count_include_pad}
+                "padding": self.padding, "ceil_mode": self.ceil_mode,
+                "count_include_pad": self.count_include_pad}
 
 
 class _AdaptivePool2d(Layer):
-    """Pooling to a fixed output size: a window and stride of input / output
-    (sizes that divide the input), traced as that plain pooling."""
+    """Pooling to a fixed output size, with torch's windows: rows
+    [floor(i H / oh), ceil((i + 1) H / oh)), columns likewise. When the output
+    size divides the input's, these are the windows of a plain pooling with
+    window = stride = input / output, and it is traced as that (the fast
+    kernels); otherwise as the adaptive op."""
     _op = ""
 
     def __init__(self, output_size):
@@ -620,9 +693,7 @@ class _AdaptivePool2d(Layer):
                              f"Received: x.shape={x.shape}")
         (oh, ow), (h, w) = as_pair(self.output_size, "output_size"), x.shape[2:]
         if h % oh or w % ow:
-            raise ValueError(f"{type(self).__name__}(output_size={self.output_size!r}) needs an "
-                             f"input whose height and width it divides. Received: "
-                             f"x.shape={x.shape}")
+            return x.graph.add("adaptive_" + self._op, [x], {"output_size": (oh, ow)})
         window = (h // oh, w // ow)
         attrs = {"kernel_size": window, "stride": window, "padding": 0}
         if self._op == "avg_pool2d":
@@ -634,24 +705,29 @@ class _AdaptivePool2d(Layer):
 
 
 class AdaptiveAvgPool2d(_AdaptivePool2d):
-    """Average pooling to ``output_size`` (``torch.nn.AdaptiveAvgPool2d``), for
-    output sizes that divide the input's (1x1 always does).
+    """Average pooling to ``output_size`` (``torch.nn.AdaptiveAvgPool2d``): output
+    (i, j) is the mean of rows [floor(i H / oh), ceil((i + 1) H / oh)) and the
+    columns likewise, for any output size.
 
     Args:
         output_size: int or pair (oh, ow).
 
     Input shape:
-        (N, C, H, W) with H % oh == 0 and W % ow == 0.
+        (N, C, H, W).
 
     Output shape:
         (N, C, oh, ow).
+
+    Example:
+        >>> fastcnn.AdaptiveAvgPool2d((2, 3))(np.zeros((8, 4, 7, 7), np.float32)).shape
+        (8, 4, 2, 3)
     """
     _op = "avg_pool2d"
 
 
 class AdaptiveMaxPool2d(_AdaptivePool2d):
-    """Max pooling to ``output_size`` (``torch.nn.AdaptiveMaxPool2d``), for
-    output sizes that divide the input's (1x1 always does)."""
+    """Max pooling to ``output_size`` (``torch.nn.AdaptiveMaxPool2d``), with the
+    windows of AdaptiveAvgPool2d, for any output size."""
     _op = "max_pool2d"
 
 

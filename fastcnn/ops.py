@@ -15,8 +15,12 @@ relu       -
 sigmoid    -
 pointwise  kind (tanh, leaky_relu, hardtanh, hardsigmoid, hardswish, silu, gelu,
            gelu_tanh), a, b (leaky_relu's slope; hardtanh's min and max)
-max_pool2d kernel_size, stride, padding; relu: a ReLU absorbed before it (a pass)
-avg_pool2d kernel_size, stride, padding, count_include_pad
+max_pool2d kernel_size, stride, padding, dilation (default 1), ceil_mode (default
+           False); relu: a ReLU absorbed before it (a pass)
+avg_pool2d kernel_size, stride, padding, ceil_mode (default False), count_include_pad
+adaptive_max_pool2d, adaptive_avg_pool2d
+           output_size (oh, ow): torch's adaptive windows (sizes that do not divide
+           the input; the layers trace plain pooling when they do)
 flatten    start_dim, end_dim (a view: no step runs)
 add        - (two inputs; numpy broadcasting)
 mul        - (two inputs; numpy broadcasting)
@@ -27,6 +31,7 @@ conv2d_batch_norm2d  a conv2d and the batch_norm2d after it, folded (the
 dropout    p (training only: its layer adds no node in inference)
 batch_norm2d eps, momentum (None: cumulative average), num_features; params weight,
            bias, running_mean, running_var, num_batches_tracked (see BatchNorm2dOp)
+softmax    dim (any, negative allowed), log (bool: log_softmax)
 layer      a layer running its own Python forward / backward (``node.layer``)
 ========== ====================================================================
 """
@@ -35,7 +40,7 @@ import math
 import numpy as np
 
 from . import _native as E
-from ._native import _geometry, _pool2d_check_plane, _pool2d_shape
+from ._native import _geometry, _pool2d_adaptive_shape, _pool2d_check_plane, _pool2d_shape
 from ._native import _merge_broadcast_shape, _merge_cat_shape
 from . import functional as F
 
@@ -190,17 +195,22 @@ def _pool_input(x):
     return x
 
 
+def _pool_geometry(attrs):
+    """kernel_size, stride, padding, dilation, ceil_mode of a pooling node."""
+    return (attrs["kernel_size"], attrs["stride"], attrs["padding"], attrs.get("dilation", 1),
+            attrs.get("ceil_mode", False))
+
+
 class _Pool2dOp(OpDef):
     _avg = False
 
     def infer(self, attrs, params, x):
-        d = _pool2d_shape(_pool_input(x), attrs["kernel_size"], attrs["stride"], attrs["padding"])
+        d = _pool2d_shape(_pool_input(x), *_pool_geometry(attrs))
         return (d["N"], d["C"], d["P"], d["Q"])
 
     def step(self, node, slots, x, y, training):
-        a = node.attrs
-        return E.PoolStep(node, slots, _pool2d_shape(x, a["kernel_size"], a["stride"],
-                                                   a["padding"]), self._avg, training)
+        return E.PoolStep(node, slots, _pool2d_shape(x, *_pool_geometry(node.attrs)), self._avg,
+                          training)
 
 
 class MaxPool2dOp(_Pool2dOp):
@@ -216,8 +226,7 @@ class MaxPool2dOp(_Pool2dOp):
         a = node.attrs
         if a.get("relu"):
             x = F.relu(x)
-        y, idx = F.max_pool2d(x, a["kernel_size"], a["stride"], a["padding"],
-                              return_indices=True)
+        y, idx = F.max_pool2d(x, *_pool_geometry(a), return_indices=True)
         return y, (idx, x)
 
     def backward(self, node, saved, dy, need_dx):
@@ -235,14 +244,52 @@ class AvgPool2dOp(_Pool2dOp):
     def forward(self, node, x, training):
         a = node.attrs
         return F.avg_pool2d(x, a["kernel_size"], a["stride"], a["padding"],
-                            a["count_include_pad"]), x.shape
+                            a.get("ceil_mode", False), a["count_include_pad"]), x.shape
 
     def backward(self, node, shape, dy, need_dx):
         a = node.attrs
         if not need_dx:
             return None
         return F.avg_pool2d_backward(dy, shape, a["kernel_size"], a["stride"], a["padding"],
-                                     a["count_include_pad"])
+                                     a.get("ceil_mode", False), a["count_include_pad"])
+
+
+class _AdaptivePool2dOp(OpDef):
+    _avg = False
+
+    def infer(self, attrs, params, x):
+        d = _pool2d_adaptive_shape(_pool_input(x), attrs["output_size"])
+        return (d["N"], d["C"], d["P"], d["Q"])
+
+    def step(self, node, slots, x, y, training):
+        return E.PoolStep(node, slots, _pool2d_adaptive_shape(x, node.attrs["output_size"]),
+                          self._avg, training)
+
+
+class AdaptiveMaxPool2dOp(_AdaptivePool2dOp):
+    kind = "adaptive_max_pool2d"
+
+    def aux(self, node, x, y, training):
+        return {"indices": (y, np.int32, training)}
+
+    def forward(self, node, x, training):
+        y, idx = F.adaptive_max_pool2d(x, node.attrs["output_size"], return_indices=True)
+        return y, (idx, x.shape)
+
+    def backward(self, node, saved, dy, need_dx):
+        idx, shape = saved
+        return F.max_pool2d_backward(dy, idx, shape) if need_dx else None
+
+
+class AdaptiveAvgPool2dOp(_AdaptivePool2dOp):
+    kind = "adaptive_avg_pool2d"
+    _avg = True
+
+    def forward(self, node, x, training):
+        return F.adaptive_avg_pool2d(x, node.attrs["output_size"]), x.shape
+
+    def backward(self, node, shape, dy, need_dx):
+        return F.adaptive_avg_pool2d_backward(dy, shape) if need_dx else None
 
 
 class FlattenOp(OpDef):
@@ -426,6 +473,30 @@ class _Folded:
         self.data = data
 
 
+class SoftmaxOp(OpDef):
+    """softmax (log_softmax with attr log) along attr dim; the backward reads the output."""
+    kind = "softmax"
+    saves = ("output",)
+
+    def infer(self, attrs, params, x):
+        E._softmax_dims(x, attrs["dim"])
+        return x
+
+    def step(self, node, slots, x, y, training):
+        return E.SoftmaxStep(node, slots, tuple(x))
+
+    def forward(self, node, x, training):
+        a = node.attrs
+        y = (F.log_softmax if a["log"] else F.softmax)(x, a["dim"])
+        return y, y
+
+    def backward(self, node, y, dy, need_dx):
+        a = node.attrs
+        if not need_dx:
+            return None
+        return (F.log_softmax_backward if a["log"] else F.softmax_backward)(dy, y, a["dim"])
+
+
 class LayerOp(OpDef):
     """A layer whose class overrides forward (and backward) in Python. Its
     input and output stay intact until its backward (the layer may keep
@@ -447,6 +518,7 @@ class LayerOp(OpDef):
 
 
 OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), PointwiseOp(),
-                              MaxPool2dOp(), AvgPool2dOp(), FlattenOp(), BatchNorm2dOp(),
-                              DropoutOp(), AddOp(), MulOp(), CatOp(), Conv2dBatchNormOp(),
+                              MaxPool2dOp(), AvgPool2dOp(), AdaptiveMaxPool2dOp(),
+                              AdaptiveAvgPool2dOp(), FlattenOp(), BatchNorm2dOp(), DropoutOp(),
+                              AddOp(), MulOp(), CatOp(), Conv2dBatchNormOp(), SoftmaxOp(),
                               LayerOp())}

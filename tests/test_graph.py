@@ -316,7 +316,9 @@ def test_changed_layers_or_parameters_are_noticed(rng):
     conv.weight.data = np.ones((6, 1, 5, 5), np.float32)       # rebound: the new values count
     ref = fastcnn.Sequential(*model.layers)
     np.testing.assert_array_equal(model(x), ref(x))
-    model.layers[-1] = L.Linear(84, 3)                           # a new layer: compiled anew
+    head = L.Linear(84, 3)      # seeded: the check below must not hang on earlier tests' draws
+    head.reset_parameters(np.random.default_rng(0))
+    model.layers[-1] = head                                      # a new layer: compiled anew
     assert model(x).shape == (2, 3) and model(x).shape == (2, 3)
     model.add(L.ReLU())
     assert (model(x) >= 0).all() and (model(x) >= 0).all()

@@ -140,11 +140,11 @@ def test_max_pool_matches_numpy(case, reference, num_threads, rng):
 def test_avg_pool_matches_numpy(case, reference, count_include_pad, num_threads, rng):
     N, C, H, W, k, s, p = case
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-    y = F.avg_pool2d(x, k, s, p, count_include_pad, reference=reference)
+    y = F.avg_pool2d(x, k, s, p, count_include_pad=count_include_pad, reference=reference)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, avg_pool64(x, k, s, p, count_include_pad), rtol=1e-5, atol=1e-6)
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad, reference=reference)
+    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad=count_include_pad, reference=reference)
     assert dx.dtype == np.float32 and dx.shape == x.shape
     np.testing.assert_allclose(dx, avg_pool_backward64(dy, x.shape, k, s, p, count_include_pad),
                                rtol=1e-5, atol=1e-6)
@@ -191,9 +191,9 @@ def test_one_and_two_threads_agree(rng):
 def test_avg_pool_backward_matches_finite_differences(case, count_include_pad, rng):
     N, C, H, W, k, s, p = case
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-    f = lambda z: F.avg_pool2d(z, k, s, p, count_include_pad)
+    f = lambda z: F.avg_pool2d(z, k, s, p, count_include_pad=count_include_pad)
     u = rng.standard_normal(f(x).shape).astype(np.float32)
-    grad = F.avg_pool2d_backward(u, x.shape, k, s, p, count_include_pad)
+    grad = F.avg_pool2d_backward(u, x.shape, k, s, p, count_include_pad=count_include_pad)
     check_directional(f, x, u, grad, rng, eps=1e-2)
 
 
@@ -240,11 +240,11 @@ def test_avg_pool_matches_torch(case, count_include_pad, torch, num_threads, rng
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.nn.functional.avg_pool2d(xt, k, s, p, count_include_pad=count_include_pad)
-    y = F.avg_pool2d(x, k, s, p, count_include_pad)
+    y = F.avg_pool2d(x, k, s, p, count_include_pad=count_include_pad)
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-6, atol=1e-7)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     yt.backward(torch.tensor(dy))
-    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad)
+    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, count_include_pad=count_include_pad)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
@@ -456,3 +456,251 @@ def test_max_pool2d_relu_backward_indices_outside_their_tile(rng, num_threads):
     np.testing.assert_array_equal(_max_pool2d_relu_backward(g, idx, y), expected)
     with pytest.raises(ValueError, match=r"indices must be in \[0, H \* W\) = \[0, 16\)"):
         _max_pool2d_relu_backward(g, np.full((1, 1, 2, 2), 16, np.int32), y)
+
+
+# ---- ceil_mode and dilation -----------------------------------------------------------
+
+def out_len(n, k, stride, pad, dil, ceil):
+    """torch's output length, spelled out: the last window must start in the
+    image or its left padding."""
+    span = n + 2 * pad - dil * (k - 1) - 1
+    out = -(-span // stride) + 1 if ceil else span // stride + 1
+    return out - 1 if ceil and (out - 1) * stride >= n + pad else out
+
+
+def taps(o, n, k, stride, pad, dil):
+    return [t for t in range(o * stride - pad, o * stride - pad + dil * (k - 1) + 1, dil)
+            if 0 <= t < n]
+
+
+def pool64(x, k, stride, pad, dil=1, ceil=False, avg=False, count_include_pad=True):
+    """float64 max (with the first maximum's index) or average pooling over explicit taps."""
+    N, C, H, W = x.shape
+    (R, S), (sh, sw), (ph, pw), (dh, dw) = pair(k), pair(stride), pair(pad), pair(dil)
+    P, Q = out_len(H, R, sh, ph, dh, ceil), out_len(W, S, sw, pw, dw, ceil)
+    y, idx = np.empty((N, C, P, Q)), np.empty((N, C, P, Q), np.int64)
+    for p in range(P):
+        for q in range(Q):
+            hs, ws = taps(p, H, R, sh, ph, dh), taps(q, W, S, sw, pw, dw)
+            flat = [h * W + w for h in hs for w in ws]
+            win = x.reshape(N, C, H * W)[:, :, flat].astype(np.float64)
+            if avg:
+                a, b = p * sh - ph, q * sw - pw
+                div = (min(a + R, H + ph) - a) * (min(b + S, W + pw) - b) if count_include_pad \
+                    else len(flat)
+                y[:, :, p, q] = win.sum(axis=2) / div
+            else:
+                y[:, :, p, q] = win.max(axis=2)
+                idx[:, :, p, q] = np.asarray(flat)[win.argmax(axis=2)]
+    return y, idx
+
+
+# (N, C, H, W, kernel_size, stride, padding, dilation, ceil_mode): 1x1 images,
+# ceil-mode windows that start in the padding or hang over the right edge,
+# dilation > 1 with stride > 1, odd and tiny planes, channels not a multiple
+# of a vector, a wide row (interior columns), 2x2/s2 on odd planes in ceil
+# mode (the tile path must step aside).
+CEIL_CASES = [
+    (1, 1, 1, 1, 2, 2, 0, 1, True), (2, 3, 1, 1, 3, 1, 1, 1, True),
+    (1, 2, 5, 5, 2, 2, 0, 1, True), (2, 3, 7, 9, 3, 2, 1, 1, True),
+    (1, 3, 6, 6, 3, 3, 1, 1, True), (2, 5, 7, 7, 2, 2, 1, 1, True),
+    (1, 2, 9, 10, (4, 3), (3, 2), (2, 1), 1, True), (3, 7, 15, 17, 2, 2, 0, 1, True),
+    (2, 3, 9, 9, 3, 2, 1, 2, False), (2, 3, 9, 9, 3, 2, 1, 2, True),
+    (1, 5, 11, 13, (3, 2), (2, 3), (1, 1), (2, 3), True), (2, 2, 8, 8, 2, 1, 0, 3, False),
+    (1, 3, 10, 300, 3, 2, 1, 2, True), (1, 2, 12, 11, (2, 3), 3, (1, 1), (4, 2), False),
+    (4, 9, 33, 31, 3, 2, 1, 1, True), (1, 1, 3, 3, 3, 2, 1, 2, True),
+]
+ceil_ids = [f"{c[:4]}-k{c[4]}-s{c[5]}-p{c[6]}-d{c[7]}-{'ceil' if c[8] else 'floor'}"
+            for c in CEIL_CASES]
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
+@pytest.mark.parametrize("case", CEIL_CASES, ids=ceil_ids)
+def test_ceil_mode_and_dilation_match_numpy(case, reference, num_threads, rng):
+    N, C, H, W, k, s, p, d, ceil = case
+    x = distinct((N, C, H, W), rng)
+    want, want_idx = pool64(x, k, s, p, d, ceil)
+    y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True, reference=reference)
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+    np.testing.assert_array_equal(idx, want_idx)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_allclose(F.max_pool2d_backward(dy, idx, x.shape, reference=reference),
+                               max_pool_backward64(dy, want_idx, x.shape), rtol=1e-6, atol=1e-6)
+    if d != 1:
+        return
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    for incl in (True, False):
+        want, _ = pool64(x, k, s, p, 1, ceil, avg=True, count_include_pad=incl)
+        y = F.avg_pool2d(x, k, s, p, ceil, incl, reference=reference)
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, ceil, incl, reference=reference)
+        f = lambda z: pool64(z, k, s, p, 1, ceil, avg=True, count_include_pad=incl)[0]
+        # the average is linear: <f(v), dy> = <v, dx> for every v
+        for v in rng.standard_normal((2,) + x.shape):
+            assert np.sum(f(v) * dy) == pytest.approx(np.sum(dx * v), rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("case", CEIL_CASES, ids=ceil_ids)
+def test_ceil_mode_and_dilation_match_torch(case, torch, num_threads, rng):
+    N, C, H, W, k, s, p, d, ceil = case
+    x = np.round(rng.standard_normal((N, C, H, W)), 1).astype(np.float32)  # ties
+    xt = torch.tensor(x, requires_grad=True)
+    yt, it = torch.nn.functional.max_pool2d(xt, k, s, p, d, ceil, return_indices=True)
+    y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(idx, it.numpy())
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(F.max_pool2d_backward(dy, idx, x.shape), xt.grad.numpy(),
+                               rtol=1e-6, atol=1e-7)
+    if d != 1:
+        return
+    for incl in (True, False):
+        xt = torch.tensor(x, requires_grad=True)
+        yt = torch.nn.functional.avg_pool2d(xt, k, s, p, ceil, incl)
+        y = F.avg_pool2d(x, k, s, p, ceil, incl)
+        np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-6, atol=1e-6)
+        yt.backward(torch.tensor(dy))
+        np.testing.assert_allclose(F.avg_pool2d_backward(dy, x.shape, k, s, p, ceil, incl),
+                                   xt.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", [c for c in CEIL_CASES if c[2] * c[3] > 1][:8], ids=str)
+def test_ceil_mode_and_dilation_backward_match_finite_differences(case, rng):
+    N, C, H, W, k, s, p, d, ceil = case
+    x = distinct((N, C, H, W), rng)
+    y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    u = rng.standard_normal(y.shape).astype(np.float32)
+    check_directional(lambda z: F.max_pool2d(z, k, s, p, d, ceil), x, u,
+                      F.max_pool2d_backward(u, idx, x.shape), rng, eps=1e-3)
+    if d == 1:
+        f = lambda z: F.avg_pool2d(z, k, s, p, ceil, False)
+        check_directional(f, x, u, F.avg_pool2d_backward(u, x.shape, k, s, p, ceil, False), rng)
+
+
+def test_ceil_mode_output_sizes_follow_torch():
+    # 5 with 2x2/s2: floor 2, ceil 3; the extra window starts inside the image
+    assert F.max_pool2d(np.zeros((1, 1, 5, 5)), 2).shape == (1, 1, 2, 2)
+    assert F.max_pool2d(np.zeros((1, 1, 5, 5)), 2, ceil_mode=True).shape == (1, 1, 3, 3)
+    # 5 with 2/s2 pad 1: rounding up gives 4, but that window would start in the right padding
+    assert F.avg_pool2d(np.zeros((1, 1, 5, 5)), 2, 2, 1, ceil_mode=True).shape == (1, 1, 3, 3)
+    # a 1x1 image pooled 2x2 in ceil mode: one clipped window (floor mode: no window)
+    y, idx = F.max_pool2d(np.full((1, 1, 1, 1), 7.0), 2, ceil_mode=True, return_indices=True)
+    assert y.tolist() == [[[[7.0]]]] and idx.tolist() == [[[[0]]]]
+    # the ceil-mode divisor with count_include_pad counts the padded image, not the overhang
+    x = np.ones((1, 1, 5, 5), np.float32)
+    y = F.avg_pool2d(x, 3, 2, 1, ceil_mode=True)
+    np.testing.assert_allclose(y[0, 0, 0], [4 / 9, 6 / 9, 4 / 9], rtol=1e-6)
+
+
+BAD_GEOMETRY = [
+    (dict(dilation=0), ValueError, r"dilation must be positive. Received: dilation=0"),
+    (dict(dilation=(1, -2)), ValueError, r"dilation must be positive. Received: dilation=\(1, -2\)"),
+    (dict(dilation=1.5), TypeError, r"dilation must be an integer. Received: dilation=1.5"),
+    (dict(ceil_mode=1), TypeError, r"ceil_mode must be a bool. Received: ceil_mode=1"),
+    (dict(ceil_mode="yes"), TypeError, r"ceil_mode must be a bool. Received: ceil_mode='yes'"),
+    (dict(kernel_size=3, dilation=4), ValueError,
+     r"kernel_size must fit in the padded input.*\(8, 8\). Received: kernel_size=3, "
+     r"dilation=4, ceil_mode=False"),
+    # dilation 3 over a 2-wide plane with padding 1: window 0's taps are -1 and 2
+    (dict(x=np.zeros((1, 1, 4, 2), np.float32), kernel_size=2, stride=1, padding=1,
+          dilation=3), ValueError,
+     r"every window must cover part of the input, but output column 0 covers only padding. "
+     r"Received: kernel_size=2, stride=1, padding=1, dilation=3 for input shape \(1, 1, 4, 2\)"),
+]
+
+
+@pytest.mark.parametrize("bad,error,match", BAD_GEOMETRY, ids=lambda v: str(v)[:40])
+def test_bad_dilation_and_ceil_mode_raise(bad, error, match):
+    args = dict(x=X, kernel_size=2, stride=None, padding=0)
+    args.update(bad)
+    with pytest.raises(error, match=match):
+        F.max_pool2d(**args)
+    if "dilation" not in bad:
+        with pytest.raises(error, match=match):
+            F.avg_pool2d(**args)
+    if "ceil_mode" in bad:
+        with pytest.raises(error, match=match):
+            fastcnn.MaxPool2d(2, ceil_mode=bad["ceil_mode"])
+        with pytest.raises(error, match=match):
+            fastcnn.AvgPool2d(2, ceil_mode=bad["ceil_mode"])
+        with pytest.raises(error, match=match):
+            F.avg_pool2d_backward(np.zeros((2, 3, 4, 4), np.float32), X.shape, 2,
+                                  ceil_mode=bad["ceil_mode"])
+
+
+# ---- the layers, in models ------------------------------------------------------------
+
+LAYER_CASES = [
+    (dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True), (2, 3, 9, 10)),
+    (dict(kernel_size=2, ceil_mode=True), (2, 5, 7, 7)),
+    (dict(kernel_size=(3, 2), stride=(2, 3), padding=(1, 1), dilation=(2, 1)), (1, 2, 11, 13)),
+    (dict(kernel_size=2, ceil_mode=True), (1, 3, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("kwargs,shape,avg",
+                         [(k, s, False) for k, s in LAYER_CASES] +
+                         [(k, s, True) for k, s in LAYER_CASES if "dilation" not in k], ids=str)
+def test_layers_match_torch(kwargs, shape, avg, torch, num_threads, rng):
+    if avg:
+        kwargs = dict(kwargs, count_include_pad=False)
+    layer = (fastcnn.AvgPool2d if avg else fastcnn.MaxPool2d)(**kwargs)
+    ref = (torch.nn.AvgPool2d if avg else torch.nn.MaxPool2d)(**kwargs)
+    x = rng.standard_normal(shape).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    np.testing.assert_allclose(layer(x), yt.detach().numpy(), rtol=1e-6, atol=1e-6)
+    dy = rng.standard_normal(yt.shape).astype(np.float32)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(layer.backward(dy), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+    clone = type(layer)(**layer.get_config())
+    assert clone.get_config() == layer.get_config() and repr(clone) == repr(layer)
+
+
+def _fused_model():
+    return fastcnn.Sequential(fastcnn.Conv2d(2, 4, 3, padding=1), fastcnn.ReLU(),
+                              fastcnn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True),
+                              fastcnn.Conv2d(4, 4, 3, padding=1), fastcnn.ReLU(),
+                              fastcnn.MaxPool2d(2, ceil_mode=True),
+                              fastcnn.AvgPool2d(2, 1, 1, ceil_mode=True, count_include_pad=False),
+                              fastcnn.Flatten(), fastcnn.Linear(4 * 3 * 3, 3), seed=0)
+
+
+def test_fused_relu_max_pool_with_ceil_mode_and_dilation(rng):
+    from fastcnn.compiler import compile_graph, fuse_relu_max_pool, reference_run
+    from fastcnn.runner import trace
+    model = _fused_model()
+    x = rng.standard_normal((3, 2, 9, 9)).astype(np.float32)
+    dy = rng.standard_normal((3, 3)).astype(np.float32)
+    graph = trace(model, x.shape)
+    fused = fuse_relu_max_pool(graph)
+    assert [n.op for n in fused.nodes].count("relu") == 0
+    for training in (True, False):
+        model.zero_grad()
+        want, want_dx = reference_run(graph, x, dy if training else None, training)
+        want_grads = [p.grad.copy() for p in model.parameters()]
+        model.zero_grad()
+        prog = compile_graph(graph, training)   # the passes on, fuse_relu_max_pool included
+        out, frame = prog.forward(x)
+        np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+        if training:
+            np.testing.assert_allclose(prog.backward(frame, dy, True), want_dx,
+                                       rtol=1e-6, atol=1e-6)
+            for p, g in zip(model.parameters(), want_grads):
+                np.testing.assert_allclose(p.grad, g, rtol=1e-5, atol=1e-6)
+
+
+def test_models_with_ceil_mode_and_dilation_train_and_round_trip(tmp_path, rng):
+    model = _fused_model()
+    x = rng.standard_normal((48, 2, 9, 9)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.int64)
+    history = model.fit(x, y, epochs=4, batch_size=16, verbose=0, seed=0,
+                        optimizer=fastcnn.Adam(model.parameters(), lr=0.01))
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    model.save(tmp_path / "pool.fcnn")
+    loaded = fastcnn.load(tmp_path / "pool.fcnn")
+    assert loaded.layers[2].get_config() == {"kernel_size": 3, "stride": 2, "padding": 1,
+                                             "dilation": 2, "ceil_mode": True}
+    assert loaded.layers[6].ceil_mode is True and loaded.layers[6].count_include_pad is False
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
