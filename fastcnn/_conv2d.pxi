@@ -221,9 +221,9 @@ def _geometry(xshape, wshape, stride, padding, dilation=1, groups=1):
     top, bottom, left, right = _conv2d_padding(padding, R, S, (sh, sw), (dh, dw))
     Re, Se = dh * (R - 1) + 1, dw * (S - 1) + 1
     if Re > H + top + bottom or Se > W + left + right:
-        raise ValueError(f"kernel ({R}, {S}) with dilation ({dh}, {dw}) spans ({Re}, {Se}), "
-                         f"larger than the padded input ({H + top + bottom}, "
-                         f"{W + left + right}). Received: x.shape={xshape}, "
+        span = "" if (dh, dw) == (1, 1) else f" dilated by ({dh}, {dw}) spans ({Re}, {Se}) and"
+        raise ValueError(f"kernel ({R}, {S}){span} is larger than the padded input "
+                         f"({H + top + bottom}, {W + left + right}). Received: x.shape={xshape}, "
                          f"weight.shape={wshape}, padding={padding!r}, dilation={dilation!r}")
     P = (H + top + bottom - Re) // sh + 1
     Q = (W + left + right - Se) // sw + 1
