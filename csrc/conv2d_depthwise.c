@@ -70,6 +70,13 @@ static int64_t padded_width(const conv2d_shape *s)
     return (s->Q - 1) * s->sw + (s->S - 1) * s->dw + 1;
 }
 
+/* Phase f's columns j whose padded column j sw + f holds input column
+ * j sw + f - pw in [0, cols): [lo, hi). */
+static span phase_span(int64_t f, int64_t cols, const conv2d_shape *s)
+{
+    return valid_span(f - s->pw, s->sw, cols, INT64_MAX / 2);
+}
+
 /* xph (sw, Hp, Wq) = the phases of plane x (H, W); positions outside x
  * keep the zeros they were given once per thread. */
 static void to_phases(float *xph, const float *x, const conv2d_shape *s,
@@ -86,9 +93,11 @@ static void to_phases(float *xph, const float *x, const conv2d_shape *s,
             memcpy(xph + (h + s->ph) * g->Wq + s->pw, xr, (size_t)cols * sizeof(float));
             continue;
         }
-        for (int64_t v = 0; v < cols; v++) {
-            int64_t vp = v + s->pw;
-            xph[((vp % s->sw) * g->Hp + h + s->ph) * g->Wq + vp / s->sw] = xr[v];
+        for (int64_t f = 0; f < s->sw; f++) {
+            float *dst = xph + (f * g->Hp + h + s->ph) * g->Wq;
+            const float *src = xr + f - s->pw;
+            span js = phase_span(f, cols, s);
+            for (int64_t j = js.lo; j < js.hi; j++) dst[j] = src[j * s->sw];
         }
     }
 }
@@ -99,12 +108,25 @@ static void from_phases(float *dx, const float *dxph, const conv2d_shape *s,
                         const depthwise_geom *g)
 {
     int64_t Wp = padded_width(s);
-    for (int64_t h = 0; h < s->H; h++)
-        for (int64_t v = 0; v < s->W; v++) {
-            int64_t hp = h + s->ph, vp = v + s->pw;
-            dx[h * s->W + v] = hp < g->Hp && vp < Wp
-                ? dxph[((vp % s->sw) * g->Hp + hp) * g->Wq + vp / s->sw] : 0.0f;
+    int64_t rows = s->H < g->Hp - s->ph ? s->H : g->Hp - s->ph;
+    int64_t cols = s->W < Wp - s->pw ? s->W : Wp - s->pw;
+    if (cols < s->W || rows < s->H)
+        memset(dx, 0, (size_t)(s->H * s->W) * sizeof(float));
+    if (cols <= 0)
+        return;
+    for (int64_t h = 0; h < rows; h++) {
+        float *dr = dx + h * s->W;
+        if (s->sw == 1) {
+            memcpy(dr, dxph + (h + s->ph) * g->Wq + s->pw, (size_t)cols * sizeof(float));
+            continue;
         }
+        for (int64_t f = 0; f < s->sw; f++) {
+            const float *src = dxph + (f * g->Hp + h + s->ph) * g->Wq;
+            float *dst = dr + f - s->pw;
+            span js = phase_span(f, cols, s);
+            for (int64_t j = js.lo; j < js.hi; j++) dst[j * s->sw] = src[j];
+        }
+    }
 }
 
 /* Floats of one thread's scratch: the phases, a padded row, the weight
