@@ -24,7 +24,7 @@ sys.path.insert(0, ".")
 import fastcnn  # noqa: E402
 from fastcnn import functional as F  # noqa: E402
 
-# name: (N, C, H=W, K, R, stride, pad)
+# name: (N, C, H=W, K, R, stride, pad[, groups])
 SHAPES = {
     "lenet_c1": (64, 1, 28, 6, 5, 1, 2),
     "lenet_c2": (64, 6, 14, 16, 5, 1, 0),
@@ -36,16 +36,23 @@ SHAPES = {
     "res_s2": (32, 128, 28, 256, 3, 2, 1),
     "pw_14": (32, 256, 14, 256, 1, 1, 0),
     "b1_56": (1, 64, 56, 64, 3, 1, 1),
+    "dw_56": (32, 144, 56, 144, 3, 1, 1, 144),      # MobileNetV2 depthwise 3x3
+    "dw_56_s2": (32, 144, 56, 144, 3, 2, 1, 144),
 }
 LARGE = {"vgg_56", "res_28", "res_s2", "pw_14"}
 PEAK_PER_CORE = 269.0
 
 
+def unpack(shape):
+    """(N, C, H, K, R, stride, pad, groups)."""
+    return tuple(shape) + (1,) * (8 - len(shape))
+
+
 def make(shape, seed=0):
-    N, C, H, K, R, st, pad = shape
+    N, C, H, K, R, st, pad, G = unpack(shape)
     g = np.random.default_rng(seed)
     x = g.standard_normal((N, C, H, H), dtype=np.float32)
-    w = g.standard_normal((K, C, R, R), dtype=np.float32) * (1.0 / math.sqrt(C * R * R))
+    w = g.standard_normal((K, C // G, R, R), dtype=np.float32) * (1.0 / math.sqrt(C // G * R * R))
     b = g.standard_normal(K, dtype=np.float32)
     P = (H + 2 * pad - R) // st + 1
     dy = g.standard_normal((N, K, P, P), dtype=np.float32)
@@ -53,7 +60,7 @@ def make(shape, seed=0):
 
 
 def runners(shape, mode):
-    N, C, H, K, R, st, pad = shape
+    N, C, H, K, R, st, pad, G = unpack(shape)
     x, w, b, dy, P = make(shape)
     tx, tw, tb, tdy = (torch.from_numpy(a) for a in (x, w, b, dy))
     tx.requires_grad_(mode == "fwd+bwd")
@@ -62,21 +69,21 @@ def runners(shape, mode):
 
     def torch_fwd():
         with torch.no_grad():
-            torch.nn.functional.conv2d(tx, tw, tb, st, pad)
+            torch.nn.functional.conv2d(tx, tw, tb, st, pad, 1, G)
 
     def torch_fwdbwd():
         tx.grad = tw.grad = tb.grad = None
-        y = torch.nn.functional.conv2d(tx, tw, tb, st, pad)
+        y = torch.nn.functional.conv2d(tx, tw, tb, st, pad, 1, G)
         y.backward(tdy)
 
     def ours_fwd():
-        F.conv2d(x, w, b, st, pad)
+        F.conv2d(x, w, b, st, pad, 1, G)
 
     def ours_fwdbwd():
-        F.conv2d(x, w, b, st, pad)
-        F.conv2d_backward(dy, x, w, st, pad)
+        F.conv2d(x, w, b, st, pad, 1, G)
+        F.conv2d_backward(dy, x, w, st, pad, 1, G)
 
-    flops = 2.0 * N * K * C * R * R * P * P * (1 if mode == "fwd" else 3)
+    flops = 2.0 * N * K * C // G * R * R * P * P * (1 if mode == "fwd" else 3)
     if mode == "fwd":
         return torch_fwd, ours_fwd, flops
     return torch_fwdbwd, ours_fwdbwd, flops

@@ -92,3 +92,45 @@ def torch_train_step(tm, topt, torch, tx, tlabels):
     loss.backward()
     topt.step()
     return loss
+
+
+def torch_mobilenet_v2(torch, num_classes=1000):
+    """torchvision's MobileNetV2 in plain torch.nn (torchvision does not load
+    beside the CPU torch build here); state-dict names as torchvision's."""
+    nn = torch.nn
+
+    def cbr(cin, cout, k=3, stride=1, groups=1):
+        return nn.Sequential(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups,
+                                       bias=False), nn.BatchNorm2d(cout), nn.ReLU6())
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride, t):
+            super().__init__()
+            hidden = int(round(cin * t))
+            self.res = stride == 1 and cin == cout
+            layers = [cbr(cin, hidden, 1)] if t != 1 else []
+            layers += [cbr(hidden, hidden, 3, stride, hidden),
+                       nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+            self.conv = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.conv(x) if self.res else self.conv(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            cin, features = 32, [cbr(3, 32, 3, 2)]
+            for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                               (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+                for i in range(n):
+                    features.append(Block(cin, c, s if i == 0 else 1, t))
+                    cin = c
+            features.append(cbr(cin, 1280, 1))
+            self.features = nn.Sequential(*features)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+            return self.classifier(torch.flatten(x, 1))
+
+    return Net()

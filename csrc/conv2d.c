@@ -23,7 +23,15 @@
  *     least an image per thread: the channel-vector weight gradient
  *     (conv2d_wgrad.c);
  *   otherwise im2col + GEMM (conv2d_gemm.c).
+ * Dilation > 1 takes the GEMM path (im2col reads the dilated taps); the
+ * direct, channel-vector and weight-gradient kernels assume dilation 1.
+ * Groups: depthwise (G == C) has its own kernel (conv2d_depthwise.c); any
+ * other G runs the paths above once per group on the group's channels,
+ * gathered into contiguous buffers.
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "conv2d_internal.h"
 
 /* ---- the kernels of each instruction set ------------------------------------ */
@@ -70,9 +78,14 @@ int conv2d_set_kvec(int mode)
     return old;
 }
 
+static int undilated(const conv2d_shape *s)
+{
+    return s->dh == 1 && s->dw == 1;
+}
+
 static int use_direct(const conv2d_shape *s)
 {
-    if (s->sh != 1 || s->sw != 1 || direct_mode < 0)
+    if (s->sh != 1 || s->sw != 1 || direct_mode < 0 || !undilated(s))
         return 0;
     return direct_mode > 0 || s->C * s->R * s->S <= DIRECT_MAX_CRS;
 }
@@ -87,7 +100,7 @@ static int64_t kvec_length(void)
  * (a pointwise convolution is a plain GEMM, which the engine does faster). */
 static int use_kvec(const conv2d_shape *s)
 {
-    if (kvec_mode < 0 || s->K % kvec_length())
+    if (kvec_mode < 0 || s->K % kvec_length() || !undilated(s))
         return 0;
     return kvec_mode > 0 || s->R * s->S > 1;
 }
@@ -96,7 +109,8 @@ static int use_kvec(const conv2d_shape *s)
  * kernel size, C a multiple of the vector length, a kernel wider than 1x1. */
 static int kvec_backward_data_fits(const conv2d_shape *s)
 {
-    return kvec_mode >= 0 && s->sh == 1 && s->sw == 1 && s->ph < s->R && s->pw < s->S
+    return kvec_mode >= 0 && undilated(s) && s->sh == 1 && s->sw == 1 && s->ph < s->R
+        && s->pw < s->S
         && s->C % kvec_length() == 0 && s->R * s->S > 1;
 }
 
@@ -105,8 +119,80 @@ static int kvec_backward_data_fits(const conv2d_shape *s)
 static int wgrad_fits(const conv2d_shape *s, int nthreads)
 {
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
-    return kvec_mode >= 0 && s->K % kvec_length() == 0 && (s->S == 3 || s->S == 5)
-        && s->N >= nt;
+    return kvec_mode >= 0 && undilated(s) && s->K % kvec_length() == 0
+        && (s->S == 3 || s->S == 5) && s->N >= nt;
+}
+
+/* ---- groups ------------------------------------------------------------------- */
+
+static int depthwise(const conv2d_shape *s)
+{
+    return s->G > 1 && s->G == s->C;
+}
+
+/* One group's convolution as an ungrouped one: C/G input, K/G output channels. */
+static conv2d_shape group_shape(const conv2d_shape *s)
+{
+    conv2d_shape g = *s;
+    g.C = s->C / s->G, g.K = s->K / s->G, g.G = 1;
+    return g;
+}
+
+/* Channels [c0, c0 + cnt) of the N images src (N, src_c, plane) to dst
+ * (N, dst_c, plane) at channel d0. */
+static void copy_channels(float *dst, int64_t dst_c, int64_t d0, const float *src,
+                          int64_t src_c, int64_t c0, int64_t cnt, int64_t N, int64_t plane)
+{
+    for (int64_t n = 0; n < N; n++)
+        memcpy(dst + (n * dst_c + d0) * plane, src + (n * src_c + c0) * plane,
+               (size_t)(cnt * plane) * sizeof(float));
+}
+
+typedef struct {
+    float *x, *y;       /* one group's input (N, C/G, H, W) and output (N, K/G, P, Q) */
+} group_buffers;
+
+static int take_group_buffers(group_buffers *gb, const conv2d_shape *g)
+{
+    gb->x = malloc((size_t)(g->N * g->C * g->H * g->W) * sizeof(float));
+    gb->y = malloc((size_t)(g->N * g->K * g->P * g->Q) * sizeof(float));
+    return gb->x && gb->y ? FASTCNN_OK : FASTCNN_ENOMEM;
+}
+
+static void give_group_buffers(group_buffers *gb)
+{
+    free(gb->x);
+    free(gb->y);
+}
+
+enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
+
+/* Run op once per group through the ungrouped entry points: y or dx or dw
+ * is out; w and b (forward) or x (weight gradient) or dy as the op needs. */
+static int run_groups(int op, float *out, const float *x, const float *w, const float *b,
+                      const float *dy, const conv2d_shape *s, int nthreads)
+{
+    conv2d_shape g = group_shape(s);
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q, wsz = g.K * g.C * s->R * s->S;
+    group_buffers gb;
+    int err = take_group_buffers(&gb, &g);
+    for (int64_t i = 0; i < s->G && !err; i++) {
+        if (op != BACKWARD_DATA)
+            copy_channels(gb.x, g.C, 0, x, s->C, i * g.C, g.C, s->N, HW);
+        if (op != FORWARD)
+            copy_channels(gb.y, g.K, 0, dy, s->K, i * g.K, g.K, s->N, PQ);
+        if (op == FORWARD) {
+            err = conv2d_forward(gb.y, gb.x, w + i * wsz, b ? b + i * g.K : NULL, &g, nthreads);
+            copy_channels(out, s->K, i * g.K, gb.y, g.K, 0, g.K, s->N, PQ);
+        } else if (op == BACKWARD_DATA) {
+            err = conv2d_backward_data(gb.x, gb.y, w + i * wsz, &g, nthreads);
+            copy_channels(out, s->C, i * g.C, gb.x, g.C, 0, g.C, s->N, HW);
+        } else {
+            err = conv2d_backward_weight(out + i * wsz, NULL, gb.y, gb.x, &g, nthreads);
+        }
+    }
+    give_group_buffers(&gb);
+    return err;
 }
 
 /* ---- entry points ------------------------------------------------------------- */
@@ -114,6 +200,10 @@ static int wgrad_fits(const conv2d_shape *s, int nthreads)
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    const conv2d_shape *s, int nthreads)
 {
+    if (depthwise(s))
+        return conv2d_depthwise_forward(y, x, w, b, s, nthreads);
+    if (s->G > 1)
+        return run_groups(FORWARD, y, x, w, b, NULL, s, nthreads);
     if (use_direct(s))
         return conv2d_direct_forward(y, x, w, b, s, nthreads);
     if (use_kvec(s))
@@ -124,6 +214,10 @@ int conv2d_forward(float *y, const float *x, const float *w, const float *b,
 int conv2d_backward_data(float *dx, const float *dy, const float *w,
                          const conv2d_shape *s, int nthreads)
 {
+    if (depthwise(s))
+        return conv2d_depthwise_backward_data(dx, dy, w, s, nthreads);
+    if (s->G > 1)
+        return run_groups(BACKWARD_DATA, dx, NULL, w, NULL, dy, s, nthreads);
     if (kvec_backward_data_fits(s))
         return conv2d_kvec_backward_data(dx, dy, w, s, nthreads);
     return conv2d_gemm_backward_data(dx, dy, w, s, nthreads);
@@ -159,8 +253,10 @@ static void bias_grad(float *db, const float *dy, const conv2d_shape *s, int nth
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            const conv2d_shape *s, int nthreads)
 {
-    int err = wgrad_fits(s, nthreads) ? conv2d_wgrad_backward_weight(dw, dy, x, s, nthreads)
-                                      : conv2d_gemm_backward_weight(dw, dy, x, s, nthreads);
+    int err = depthwise(s) ? conv2d_depthwise_backward_weight(dw, dy, x, s, nthreads)
+            : s->G > 1 ? run_groups(BACKWARD_WEIGHT, dw, x, NULL, NULL, dy, s, nthreads)
+            : wgrad_fits(s, nthreads) ? conv2d_wgrad_backward_weight(dw, dy, x, s, nthreads)
+            : conv2d_gemm_backward_weight(dw, dy, x, s, nthreads);
     if (!err && db)
         bias_grad(db, dy, s, nthreads);
     return err;

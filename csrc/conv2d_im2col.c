@@ -7,7 +7,8 @@
 #include "conv2d_internal.h"
 
 /* out (P, Q), image i at out + i ostride, = the input plane xc (H, W) of
- * image i (at xc + i xstride) seen through kernel tap (r, t), for i < cnt.
+ * image i (at xc + i xstride) seen through the kernel tap at offset (r, t)
+ * (the tap's index times the dilation), for i < cnt.
  * (No memcpy/memset calls for rows of a few floats: plain loops are faster.) */
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 void conv2d_im2col_tap_generic(float *restrict out, const float *restrict xc, int64_t cnt,
@@ -52,12 +53,12 @@ void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t row = 0; row < rows; row++) {
         int64_t c = row / (s->R * s->S), r = row / s->S % s->R, t = row % s->S;
-        tap(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r, t, s);
+        tap(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r * s->dh, t * s->dw, s);
     }
 }
 
 /* For i < cnt: the plane dxc + i xstride (H, W) += the plane in + i istride
- * (P, Q) scattered back through kernel tap (r, t). */
+ * (P, Q) scattered back through the kernel tap at offset (r, t). */
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 static void col2im_row(float *restrict dxc, const float *restrict in, int64_t cnt,
                        int64_t xstride, int64_t istride, int64_t r, int64_t t,
@@ -93,7 +94,7 @@ void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape 
         for (int64_t i = 0; i < cnt; i++)
             memset(dx + i * CHW + c * HW, 0, (size_t)HW * sizeof(float));
         for (int64_t rt = 0; rt < RS; rt++)
-            col2im_row(dx + c * HW, col + (c * RS + rt) * cols, cnt, CHW, PQ, rt / s->S,
-                       rt % s->S, s);
+            col2im_row(dx + c * HW, col + (c * RS + rt) * cols, cnt, CHW, PQ,
+                       rt / s->S * s->dh, rt % s->S * s->dw, s);
     }
 }

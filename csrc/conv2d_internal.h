@@ -11,10 +11,12 @@
  *   conv2d_direct.c   direct forward for first layers
  *   conv2d_kvec.c     channel-vector forward and backward data
  *   conv2d_wgrad.c    channel-vector weight gradient
+ *   conv2d_depthwise.c  depthwise convolution (groups == C), any stride and dilation
  *   conv2d_<algorithm>_avx2.c / _avx512.c   the per-ISA inner loops
  *
  * Shapes follow conv2d_shape (fastcnn.h): x (N, C, H, W), w (K, C, R, S),
- * b (K), y (N, K, P, Q). */
+ * b (K), y (N, K, P, Q). Every path but the depthwise one takes one group
+ * (G == 1); all but it and the GEMM path need dilation 1 (conv2d.c chooses). */
 #ifndef FASTCNN_CONV2D_INTERNAL_H
 #define FASTCNN_CONV2D_INTERNAL_H
 
@@ -99,5 +101,14 @@ int conv2d_kvec_backward_data(float *dx, const float *dy, const float *w,
 /* Channel-vector weight gradient, dw += (K % vl == 0, S = 3 or 5) (conv2d_wgrad.c). */
 int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
                                  const conv2d_shape *s, int nthreads);
+
+/* Depthwise: G == C, K = m C, any stride, padding and dilation; dw +=
+ * (conv2d_depthwise.c). */
+int conv2d_depthwise_forward(float *y, const float *x, const float *w, const float *b,
+                             const conv2d_shape *s, int nthreads);
+int conv2d_depthwise_backward_data(float *dx, const float *dy, const float *w,
+                                   const conv2d_shape *s, int nthreads);
+int conv2d_depthwise_backward_weight(float *dw, const float *dy, const float *x,
+                                     const conv2d_shape *s, int nthreads);
 
 #endif /* FASTCNN_CONV2D_INTERNAL_H */

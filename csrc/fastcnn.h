@@ -150,21 +150,25 @@ void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
 
 /* Sizes of one 2-d convolution. ph, pw are the TOP/LEFT zero padding; the
  * caller gives P and Q, which fix the bottom/right padding implicitly
- * (symmetric: P = (H + 2 ph - R) / sh + 1; PyTorch's 'same' with an even
- * kernel pads one more at the bottom/right). Output (p, q) reads input
- * (p sh - ph + r, q sw - pw + t); positions outside [0,H) x [0,W) read as
- * zero. All sizes >= 1, ph, pw >= 0. */
+ * (symmetric: P = (H + 2 ph - dh (R-1) - 1) / sh + 1; PyTorch's 'same' with
+ * an even kernel pads one more at the bottom/right). dh, dw are the
+ * dilation. G groups: C and K are the total channels, both multiples of G;
+ * output channel k reads input channels g C/G .. (g+1) C/G - 1, g = k / (K/G),
+ * so w is (K, C/G, R, S). Output (p, q) reads input
+ * (p sh - ph + r dh, q sw - pw + t dw); positions outside [0,H) x [0,W) read
+ * as zero. All sizes >= 1, ph, pw >= 0. */
 typedef struct {
     int64_t N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q;
+    int64_t dh, dw, G;
 } conv2d_shape;
 
-/* y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C,R,S)) + b (K); b may be NULL. */
+/* y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C/G,R,S)) + b (K); b may be NULL. */
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    const conv2d_shape *s, int nthreads);
-/* dx (N,C,H,W) = gradient of the input from dy (N,K,P,Q) and w (K,C,R,S). */
+/* dx (N,C,H,W) = gradient of the input from dy (N,K,P,Q) and w (K,C/G,R,S). */
 int conv2d_backward_data(float *dx, const float *dy, const float *w,
                          const conv2d_shape *s, int nthreads);
-/* dw (K,C,R,S) += gradient of the weights from dy (N,K,P,Q) and x (N,C,H,W);
+/* dw (K,C/G,R,S) += gradient of the weights from dy (N,K,P,Q) and x (N,C,H,W);
  * db (K) += sum of dy over N, P, Q; db may be NULL. */
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            const conv2d_shape *s, int nthreads);

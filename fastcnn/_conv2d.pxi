@@ -3,7 +3,8 @@ import numpy as np
 
 from . cimport _fastcnn as c
 from ._fastcnn cimport fptr
-from ._checks import INT32_MAX, as_float32, as_pair, check_shape, out_buffer, positive_pair
+from ._checks import (INT32_MAX, as_float32, as_pair, check_shape, out_buffer, positive_int,
+                      positive_pair)
 from ._config import get_num_threads
 
 # Largest element count of any buffer the kernels index (including the
@@ -13,35 +14,43 @@ MAX_ELEMENTS = 2**56
 MAX_MACS = 2**61  # the kernels compute 2 * MACs (flop counts) in int64
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, *, reference=False):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           reference=False):
     """2-d convolution (cross-correlation), as torch.nn.functional.conv2d.
 
     Args:
         x: input, (N, C, H, W), any real dtype (converted to float32).
-        weight: filters, (K, C, R, S).
+        weight: filters, (K, C / groups, R, S).
         bias: (K,) or None.
         stride: int or (sh, sw), each >= 1.
         padding: zero padding: int or (ph, pw) on each side; 'valid' (none);
             or 'same' (stride 1 only): output as large as the input, total
-            padding R-1 (S-1) split as PyTorch does, the extra one of an even
-            kernel at the bottom/right.
+            padding dh (R-1) (dw (S-1)) split as PyTorch does, the extra one
+            at the bottom/right.
+        dilation: int or (dh, dw), each >= 1: spacing of the kernel taps.
+        groups: int >= 1 dividing C and K: output channels of group g see
+            only input channels g C/groups .. (g+1) C/groups - 1
+            (groups == C: depthwise).
         reference: use the plain reference kernel (the test oracle).
 
     Input shape:
-        x (N, C, H, W), weight (K, C, R, S), bias (K,).
+        x (N, C, H, W), weight (K, C / groups, R, S), bias (K,).
 
     Output shape:
-        (N, K, P, Q), P = (H + ph_top + ph_bottom - R) // sh + 1, Q likewise.
+        (N, K, P, Q), P = (H + ph_top + ph_bottom - dh (R-1) - 1) // sh + 1,
+        Q likewise.
 
     Returns:
         float32 array y, C-contiguous.
 
     Raises:
-        TypeError: non-numeric arrays, non-integer stride or padding.
+        TypeError: non-numeric arrays, non-integer stride, padding,
+            dilation or groups.
         ValueError: wrong ndim, empty arrays, channel or bias-length mismatch,
-            stride < 1, negative padding, unknown padding string, 'same'
-            with stride > 1, a kernel larger than the padded input, or sizes
-            too large to index.
+            stride, dilation or groups < 1, groups not dividing C and K,
+            weight.shape[1] != C / groups, negative padding, unknown padding
+            string, 'same' with stride > 1, a (dilated) kernel larger than
+            the padded input, or sizes too large to index.
         MemoryError: scratch memory could not be allocated.
 
     Example:
@@ -51,7 +60,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, *, reference=False):
     """
     xa = _conv2d_array4(x, "x", "(N, C, H, W)")
     wa = _conv2d_array4(weight, "weight", "(K, C, R, S)")
-    geo = _geometry(xa.shape, wa.shape, stride, padding)
+    geo = _geometry(xa.shape, wa.shape, stride, padding, dilation, groups)
     ba = None
     if bias is not None:
         ba = as_float32(bias, "bias")
@@ -78,7 +87,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, *, reference=False):
     return y
 
 
-def conv2d_backward(grad_y, x, weight, stride=1, padding=0, *, has_bias=True,
+def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    has_bias=True,
                     need_grad_input=True, grad_weight=None, grad_bias=None,
                     reference=False):
     """Gradients of conv2d with respect to its input, weight and bias.
@@ -86,20 +96,21 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, *, has_bias=True,
     Args:
         grad_y: gradient of the loss with respect to conv2d's output (N, K, P, Q).
         x: conv2d's input (N, C, H, W).
-        weight: conv2d's weight (K, C, R, S).
-        stride, padding: as given to conv2d.
+        weight: conv2d's weight (K, C / groups, R, S).
+        stride, padding, dilation, groups: as given to conv2d.
         has_bias: whether the convolution had a bias (compute its gradient).
         need_grad_input: compute the input gradient (False for a first layer).
         grad_weight: None, or a writeable C-contiguous float32 (K, C, R, S)
-            array the weight gradient is ADDED to, in place (layers pass .grad).
+            array the weight gradient is ADDED to, in place (layers pass .grad);
+            (K, C / groups, R, S) with groups.
         grad_bias: None, or a (K,) float32 array, likewise; only with has_bias.
         reference: use the plain reference kernels (the test oracle).
 
     Input shape:
-        grad_y (N, K, P, Q), x (N, C, H, W), weight (K, C, R, S).
+        grad_y (N, K, P, Q), x (N, C, H, W), weight (K, C / groups, R, S).
 
     Output shape:
-        grad_x (N, C, H, W), grad_w (K, C, R, S), grad_b (K,).
+        grad_x (N, C, H, W), grad_w (K, C / groups, R, S), grad_b (K,).
 
     Returns:
         (grad_x or None, grad_w, grad_b or None), float32. grad_w and grad_b
@@ -118,7 +129,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, *, has_bias=True,
     """
     xa = _conv2d_array4(x, "x", "(N, C, H, W)")
     wa = _conv2d_array4(weight, "weight", "(K, C, R, S)")
-    geo = _geometry(xa.shape, wa.shape, stride, padding)
+    geo = _geometry(xa.shape, wa.shape, stride, padding, dilation, groups)
     dya = _conv2d_array4(grad_y, "grad_y", "(N, K, P, Q)")
     check_shape(dya, (geo[0], geo[4], geo[11], geo[12]), "grad_y")
     if not has_bias and grad_bias is not None:
@@ -160,7 +171,7 @@ def _conv2d_array4(a, name, letters):
     return arr
 
 
-def _conv2d_padding(padding, R, S, stride):
+def _conv2d_padding(padding, R, S, stride, dilation=(1, 1)):
     """(top, bottom, left, right) zero padding."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -169,7 +180,8 @@ def _conv2d_padding(padding, R, S, stride):
             if stride != (1, 1):
                 raise ValueError("padding='same' requires stride 1. "
                                  f"Received: stride={stride}")
-            return (R - 1) // 2, R // 2, (S - 1) // 2, S // 2
+            rows, cols = dilation[0] * (R - 1), dilation[1] * (S - 1)
+            return rows // 2, rows - rows // 2, cols // 2, cols - cols // 2
         raise ValueError("padding must be an int, a pair of ints, 'same' or 'valid'. "
                          f"Received: padding={padding!r}")
     ph, pw = as_pair(padding, "padding")
@@ -180,39 +192,59 @@ def _conv2d_padding(padding, R, S, stride):
     return ph, ph, pw, pw
 
 
-def _geometry(xshape, wshape, stride, padding):
-    """(N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q) after validating the shapes."""
+def _conv2d_groups(C, K, Cw, groups, xshape, wshape):
+    """groups as an int, after checking that it divides C and K and that the
+    weight has C / groups input channels."""
+    g = positive_int(groups, "groups")
+    if C % g or K % g:
+        raise ValueError(f"groups must divide the input channels ({C}) and the output "
+                         f"channels ({K}). Received: groups={groups!r}")
+    if Cw * g != C:
+        raise ValueError(f"weight must have {C // g} input channels (x's {C} / groups {g}). "
+                         f"Received: x.shape={xshape}, weight.shape={wshape}")
+    return g
+
+
+def _geometry(xshape, wshape, stride, padding, dilation=1, groups=1):
+    """(N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q, dh, dw, G) after validating
+    the shapes."""
     N, C, H, W = xshape
     K, Cw, R, S = wshape
-    if Cw != C:
-        raise ValueError(f"weight must have {C} input channels, as x has. "
-                         f"Received: x.shape={xshape}, weight.shape={wshape}")
+    G = _conv2d_groups(C, K, Cw, groups, xshape, wshape)
     sh, sw = positive_pair(stride, "stride")
     if max(sh, sw) > INT32_MAX:
         raise ValueError(f"stride must be at most {INT32_MAX}. Received: stride={stride!r}")
-    top, bottom, left, right = _conv2d_padding(padding, R, S, (sh, sw))
-    if R > H + top + bottom or S > W + left + right:
-        raise ValueError(f"kernel ({R}, {S}) is larger than the padded input "
-                         f"({H + top + bottom}, {W + left + right}). Received: "
-                         f"x.shape={xshape}, weight.shape={wshape}, padding={padding!r}")
-    P = (H + top + bottom - R) // sh + 1
-    Q = (W + left + right - S) // sw + 1
-    for what, n in (("output", N * K * P * Q), ("im2col scratch", N * C * R * S * P * Q)):
+    dh, dw = positive_pair(dilation, "dilation")
+    if max(dh, dw) > INT32_MAX:
+        raise ValueError(f"dilation must be at most {INT32_MAX}. "
+                         f"Received: dilation={dilation!r}")
+    top, bottom, left, right = _conv2d_padding(padding, R, S, (sh, sw), (dh, dw))
+    Re, Se = dh * (R - 1) + 1, dw * (S - 1) + 1
+    if Re > H + top + bottom or Se > W + left + right:
+        span = "" if (dh, dw) == (1, 1) else f" dilated by ({dh}, {dw}) spans ({Re}, {Se}) and"
+        raise ValueError(f"kernel ({R}, {S}){span} is larger than the padded input "
+                         f"({H + top + bottom}, {W + left + right}). Received: x.shape={xshape}, "
+                         f"weight.shape={wshape}, padding={padding!r}, dilation={dilation!r}")
+    P = (H + top + bottom - Re) // sh + 1
+    Q = (W + left + right - Se) // sw + 1
+    CRS = C // G * R * S
+    for what, n in (("output", N * K * P * Q), ("im2col scratch", N * CRS * P * Q)):
         if n > MAX_ELEMENTS:
             raise ValueError(f"the convolution is too large: its {what} would have {n} "
                              f"elements (limit {MAX_ELEMENTS}). Received: x.shape={xshape}, "
                              f"weight.shape={wshape}, stride={stride!r}, padding={padding!r}")
-    if N * K * C * R * S * P * Q > MAX_MACS:
-        raise ValueError(f"the convolution is too large: {N * K * C * R * S * P * Q} "
+    if N * K * CRS * P * Q > MAX_MACS:
+        raise ValueError(f"the convolution is too large: {N * K * CRS * P * Q} "
                          f"multiply-adds (limit {MAX_MACS}). Received: x.shape={xshape}, "
                          f"weight.shape={wshape}")
-    return N, C, H, W, K, R, S, sh, sw, top, left, P, Q
+    return N, C, H, W, K, R, S, sh, sw, top, left, P, Q, dh, dw, G
 
 
 cdef c.conv2d_shape _conv2d_shape(tuple g):
     cdef c.conv2d_shape s
     s.N, s.C, s.H, s.W, s.K, s.R, s.S = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
     s.sh, s.sw, s.ph, s.pw, s.P, s.Q = g[7], g[8], g[9], g[10], g[11], g[12]
+    s.dh, s.dw, s.G = g[13], g[14], g[15]
     return s
 
 
@@ -271,7 +303,7 @@ cdef class ConvStep(WeightStep):
         self.set_slots(<step_slots *> &self.a, slots)
         self.a.s = _conv2d_shape(geometry)
         self.weight, self.bias = node.params["weight"], node.params.get("bias")
-        self.wshape = (self.a.s.K, self.a.s.C, self.a.s.R, self.a.s.S)
+        self.wshape = (self.a.s.K, self.a.s.C // self.a.s.G, self.a.s.R, self.a.s.S)
         self.bshape = (self.a.s.K,)
         self.args, self.fwd, self.bwd = &self.a, conv2d_step_forward, conv2d_step_backward
         self.npar, self.has_params = 3, True

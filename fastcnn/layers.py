@@ -272,17 +272,26 @@ class Conv2d(Layer):
         stride: int or pair, default 1.
         padding: int or pair (zero padding on each side), ``'valid'`` (0) or
             ``'same'`` (output as large as the input; stride 1 only). Default 0.
+        dilation: int or pair, spacing between kernel taps. Default 1.
+        groups: int dividing C and K; each group of K/groups output channels
+            sees only its C/groups input channels (``groups=C``: depthwise).
+            Default 1.
         bias: whether to add a learned bias per output channel. Default True.
+        padding_mode: ``'zeros'`` only (as PyTorch's default).
 
     Attributes:
-        weight: Parameter of shape (K, C, R, S).
+        weight: Parameter of shape (K, C / groups, R, S).
         bias: Parameter of shape (K,), or None.
 
     Input shape:
         (N, C, H, W).
 
     Output shape:
-        (N, K, P, Q) with P = (H + 2 ph - R) // sh + 1 and Q likewise.
+        (N, K, P, Q) with P = (H + 2 ph - dh (R - 1) - 1) // sh + 1 and Q likewise.
+
+    Raises:
+        ValueError: groups not dividing C or K, dilation < 1, padding_mode
+            other than 'zeros', 'same' padding with stride > 1.
 
     Example:
         >>> conv = fastcnn.Conv2d(1, 6, 5, padding=2)
@@ -290,16 +299,26 @@ class Conv2d(Layer):
         (8, 6, 28, 28)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros"):
         self.in_channels = positive_int(in_channels, "in_channels")
         self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_size = _pair_config(kernel_size, "kernel_size")
         self.stride = _pair_config(stride, "stride")
         self.padding = _padding_config(padding)
+        self.dilation = _pair_config(dilation, "dilation")
+        self.groups = positive_int(groups, "groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups must divide in_channels ({self.in_channels}) and "
+                             f"out_channels ({self.out_channels}). Received: groups={groups!r}")
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros' (the only mode fastcnn has). "
+                             f"Received: padding_mode={padding_mode!r}")
         if self.padding == "same" and positive_pair(stride, "stride") != (1, 1):
             raise ValueError(f"padding='same' needs stride 1. Received: stride={stride!r}")
         r, s = as_pair(self.kernel_size, "kernel_size")
-        self.weight = Parameter(np.zeros((self.out_channels, self.in_channels, r, s), np.float32))
+        self.weight = Parameter(np.zeros((self.out_channels, self.in_channels // self.groups, r, s),
+                                         np.float32))
         self.bias = Parameter(np.zeros(self.out_channels, np.float32)) if bias else None
         self.reset_parameters()
 
@@ -315,13 +334,15 @@ class Conv2d(Layer):
             self.bias.data[...] = _uniform(rng, bound, self.bias.shape)
 
     def trace(self, x):
-        return x.graph.add("conv2d", [x], {"stride": self.stride, "padding": self.padding},
+        return x.graph.add("conv2d", [x], {"stride": self.stride, "padding": self.padding,
+                                          "dilation": self.dilation, "groups": self.groups},
                            self._params)
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": self.kernel_size, "stride": self.stride,
-                "padding": self.padding, "bias": self.bias is not None}
+                "padding": self.padding, "dilation": self.dilation, "groups": self.groups,
+                "bias": self.bias is not None}
 
 
 class Linear(Layer):

@@ -1,5 +1,5 @@
 """Architectures people run, with torchvision's layouts and state-dict names,
-so weights move between the two: ResNet-18, -34 and -50.
+so weights move between the two: ResNet-18, -34 and -50, MobileNetV2.
 
 Example:
     >>> model = fastcnn.models.resnet18(num_classes=10)
@@ -11,11 +11,13 @@ import math
 
 import numpy as np
 
-from .layers import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU)
+from .layers import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
+                     ReLU, ReLU6)
 from .module import Module
 from .sequential import Sequential
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50",
+           "InvertedResidual", "MobileNetV2", "mobilenet_v2"]
 
 
 def _conv(cin, cout, k, stride=1):
@@ -153,3 +155,101 @@ def resnet34(num_classes=1000, seed=None):
 def resnet50(num_classes=1000, seed=None):
     """ResNet-50 (torchvision.models.resnet50's layout and names)."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, seed)
+
+
+# ---- MobileNetV2 ------------------------------------------------------------------
+
+
+def _make_divisible(v, divisor=8):
+    """v rounded to the nearest multiple of divisor, at least divisor and not
+    below 90% of v (torchvision's rule for scaled channel counts)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def _conv_bn_relu6(cin, cout, k=3, stride=1, groups=1):
+    """torchvision's Conv2dNormActivation: conv (no bias), batch norm, ReLU6."""
+    return Sequential(Conv2d(cin, cout, k, stride=stride, padding=(k - 1) // 2, groups=groups,
+                             bias=False), BatchNorm2d(cout), ReLU6())
+
+
+class InvertedResidual(Module):
+    """MobileNetV2's block (torchvision's InvertedResidual): a 1x1 expansion to
+    ``round(inp * expand_ratio)`` channels (absent for ratio 1), a 3x3
+    depthwise convolution (strided), a linear 1x1 projection, and the input
+    added back when the stride is 1 and the channels match."""
+
+    def __init__(self, inp, oup, stride, expand_ratio):
+        super().__init__()
+        hidden = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = [_conv_bn_relu6(inp, hidden, 1)] if expand_ratio != 1 else []
+        layers += [_conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
+                   Conv2d(hidden, oup, 1, bias=False), BatchNorm2d(oup)]
+        self.conv = Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(Module):
+    """torchvision's MobileNetV2: a 3x3/2 stem of 32 channels, 17 inverted
+    residual blocks, a 1x1 convolution to 1280 channels, global average
+    pooling, dropout and a linear classifier; channel counts scaled by
+    ``width_mult`` and rounded to multiples of 8.
+
+    Args:
+        num_classes: outputs of the classifier. Default 1000.
+        width_mult: channel multiplier. Default 1.0.
+        dropout: the classifier's dropout probability. Default 0.2.
+        seed: initialise from ``numpy.random.default_rng(seed)`` (torchvision's
+            scheme: Kaiming-normal convolutions, fan-out; batch norm 1 and 0;
+            linear normal(0, 0.01), bias 0); default fastcnn's global generator.
+
+    Input shape:
+        (N, 3, H, W), e.g. 224x224 (any size from 32x32 up).
+
+    Output shape:
+        (N, num_classes).
+    """
+    # expansion t, output channels c, blocks n, first stride s
+    SETTING = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+               (6, 160, 3, 2), (6, 320, 1, 1)]
+
+    def __init__(self, num_classes=1000, width_mult=1.0, dropout=0.2, seed=None):
+        super().__init__()
+        cin = _make_divisible(32 * width_mult)
+        last = _make_divisible(1280 * max(1.0, width_mult))
+        features = [_conv_bn_relu6(3, cin, 3, 2)]
+        for t, c, n, s in self.SETTING:
+            cout = _make_divisible(c * width_mult)
+            for i in range(n):
+                features.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                cin = cout
+        features.append(_conv_bn_relu6(cin, last, 1))
+        self.features = Sequential(*features)
+        self.avgpool = AdaptiveAvgPool2d(1)
+        self.flatten = Flatten()
+        self.classifier = Sequential(Dropout(dropout), Linear(last, num_classes))
+        self.reset_parameters(None if seed is None else np.random.default_rng(seed))
+
+    def reset_parameters(self, rng=None):
+        super().reset_parameters(rng)
+        from .layers import _generator
+        rng = _generator if rng is None else rng
+        for _, layer in _walk(self):
+            if isinstance(layer, Conv2d):
+                k, _, r, s = layer.weight.shape
+                layer.weight.data[...] = rng.normal(0.0, math.sqrt(2.0 / (k * r * s)),
+                                                    layer.weight.shape)
+            elif isinstance(layer, Linear):
+                layer.weight.data[...] = rng.normal(0.0, 0.01, layer.weight.shape)
+                layer.bias.data[...] = 0.0
+
+    def forward(self, x):
+        return self.classifier(self.flatten(self.avgpool(self.features(x))))
+
+
+def mobilenet_v2(num_classes=1000, width_mult=1.0, dropout=0.2, seed=None):
+    """MobileNetV2 (torchvision.models.mobilenet_v2's layout and names)."""
+    return MobileNetV2(num_classes, width_mult, dropout, seed)

@@ -9,7 +9,8 @@ executor and the reference walk all read :data:`OPS`, the one list of op kinds.
 Attributes of each family (``node.attrs``):
 
 ========== ====================================================================
-conv2d     stride, padding (as Conv2d takes them); params weight, bias (or None)
+conv2d     stride, padding, dilation, groups (as Conv2d takes them; dilation and
+           groups default to 1 when absent); params weight, bias (or None)
 linear     params weight, bias (or None)
 relu       -
 sigmoid    -
@@ -81,29 +82,37 @@ class Conv2dOp(OpDef):
     kind = "conv2d"
     saves = ("input",)
 
+    @staticmethod
+    def _geometry(attrs, x, w):
+        return _geometry(x, w, attrs["stride"], attrs["padding"], attrs.get("dilation", 1),
+                         attrs.get("groups", 1))
+
     def infer(self, attrs, params, x):
         w = params["weight"].data.shape
-        if len(x) != 4 or x[1] != w[1]:
-            raise ValueError(f"Conv2d expects input of shape (N, {w[1]}, H, W). "
+        groups = attrs.get("groups", 1)
+        if len(x) != 4 or x[1] != w[1] * groups:
+            raise ValueError(f"Conv2d expects input of shape (N, {w[1] * groups}, H, W). "
                              f"Received: x.shape={x}")
-        g = _geometry(x, w, attrs["stride"], attrs["padding"])
+        g = self._geometry(attrs, x, w)
         return (g[0], g[4], g[11], g[12])
 
     def step(self, node, slots, x, y, training):
         w = node.params["weight"].data.shape
-        return E.ConvStep(node, slots, _geometry(x, w, node.attrs["stride"],
-                                                 node.attrs["padding"]))
+        return E.ConvStep(node, slots, self._geometry(node.attrs, x, w))
+
+    def _args(self, node):
+        a = node.attrs
+        return a["stride"], a["padding"], a.get("dilation", 1), a.get("groups", 1)
 
     def forward(self, node, x, training):
         w, b = node.params["weight"], node.params.get("bias")
-        y = F.conv2d(x, w.data, None if b is None else b.data, node.attrs["stride"],
-                     node.attrs["padding"])
+        y = F.conv2d(x, w.data, None if b is None else b.data, *self._args(node))
         return y, x
 
     def backward(self, node, x, dy, need_dx):
         w, b = node.params["weight"], node.params.get("bias")
         dx, _, _ = F.conv2d_backward(
-            dy, x, w.data, node.attrs["stride"], node.attrs["padding"], has_bias=b is not None,
+            dy, x, w.data, *self._args(node), has_bias=b is not None,
             need_grad_input=need_dx, grad_weight=w.grad, grad_bias=None if b is None else b.grad)
         return dx
 

@@ -96,3 +96,123 @@ def test_bottleneck_model_runs_forward_and_backward(rng):
     with pytest.raises(ValueError):
         model(rng.standard_normal((2, 4, 32, 32)))
     assert isinstance(model.layer1[0], fastcnn.Module)
+
+
+def torch_mobilenet_v2(torch, num_classes, dropout):
+    """torchvision's MobileNetV2 written out with plain torch.nn."""
+    nn = torch.nn
+
+    def cbr(cin, cout, k=3, stride=1, groups=1):
+        return nn.Sequential(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups,
+                                       bias=False), nn.BatchNorm2d(cout), nn.ReLU6())
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride, t):
+            super().__init__()
+            hidden = int(round(cin * t))
+            self.res = stride == 1 and cin == cout
+            layers = [cbr(cin, hidden, 1)] if t != 1 else []
+            layers += [cbr(hidden, hidden, 3, stride, hidden), nn.Conv2d(hidden, cout, 1, bias=False),
+                       nn.BatchNorm2d(cout)]
+            self.conv = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.conv(x) if self.res else self.conv(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            cin, features = 32, [cbr(3, 32, 3, 2)]
+            for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                               (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+                for i in range(n):
+                    features.append(Block(cin, c, s if i == 0 else 1, t))
+                    cin = c
+            features.append(cbr(cin, 1280, 1))
+            self.features = nn.Sequential(*features)
+            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes))
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+            return self.classifier(torch.flatten(x, 1))
+
+    return Net()
+
+
+def test_mobilenet_v2_names_and_parameter_count_are_torchvisions(torch):
+    fm = models.mobilenet_v2(seed=0)
+    assert sum(p.size for p in fm.parameters()) == 3_504_872
+    tm = torch_mobilenet_v2(torch, 1000, 0.2)
+    fs, ts = fm.state_dict(), tm.state_dict()
+    assert list(fs) == list(ts)
+    assert [np.shape(v) for v in fs.values()] == [tuple(v.shape) for v in ts.values()]
+    assert list(fs)[:2] == ["features.0.0.weight", "features.0.1.weight"]
+    assert "features.1.conv.0.0.weight" in fs and list(fs)[-1] == "classifier.1.bias"
+    assert fm.features[2].conv[1][0].groups == 96
+
+
+@pytest.mark.parametrize("width_mult", [1.0, 0.5])
+def test_mobilenet_v2_width_mult_follows_make_divisible(width_mult):
+    fm = models.mobilenet_v2(num_classes=7, width_mult=width_mult, seed=0)
+    first = fm.features[0][0].weight.shape[0]
+    assert first == {1.0: 32, 0.5: 16}[width_mult]
+    assert fm.classifier[1].weight.shape == (7, 1280)
+    assert models.MobileNetV2(width_mult=1.4).classifier[1].weight.shape == (1000, 1792)
+
+
+def test_mobilenet_v2_matches_torch_in_eval_and_after_sgd_steps(torch, rng):
+    """Eval output against the torch twin; then 3 SGD steps in training mode
+    (dropout off on both sides: their masks come from different generators).
+    Training this net from its random initialisation on a small batch is
+    ill-conditioned: a few depthwise batch-norm channels see nearly constant
+    inputs (variance ~1e-4), so whether one ReLU6 input rounds to either side
+    of 0 changes a gradient by percents, and float32 rounding grows by orders
+    of magnitude per step (with 2x3x64x64 and lr 0.01, torch's own float32 run
+    ends 0.2-0.5 away from its float64 run). Hence 128x128 images, lr 0.001,
+    and the steps judged against a float64 torch twin: fastcnn must stay as
+    close to it as torch's float32 run does (within 4x, plus 1e-4)."""
+    import copy
+    fm = models.mobilenet_v2(num_classes=10, dropout=0.0, seed=0)
+    t32 = torch_mobilenet_v2(torch, 10, 0.0)
+    t32.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in fm.state_dict().items()})
+    t64 = copy.deepcopy(t32).double()
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    fm.eval()
+    t32.eval()
+    np.testing.assert_allclose(fm(x), t32(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-3, atol=1e-4)
+
+    def as_close_as_torch32(fast, ours32, exact, what):
+        fast, ours32, exact = (np.asarray(a, np.float64) for a in (fast, ours32, exact))
+        err, torch_err = np.abs(fast - exact).max(), np.abs(ours32 - exact).max()
+        assert err <= 4 * torch_err + 1e-4, f"{what}: {err} vs torch float32's {torch_err}"
+
+    fm.train()
+    t32.train()
+    t64.train()
+    opt = fastcnn.SGD(fm.parameters(), lr=0.001, momentum=0.9)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.001, momentum=0.9) for m in (t32, t64)]
+    labels = np.array([3, 7])
+    for step in range(3):
+        xb = rng.standard_normal((2, 3, 128, 128)).astype(np.float32)
+        loss_f = fastcnn.CrossEntropyLoss()
+        out = fm(xb)
+        loss_f(out, labels)
+        opt.zero_grad()
+        fm.backward(loss_f.backward())
+        opt.step()
+        touts = []
+        for m, o, dtype in zip((t32, t64), opts, (torch.float32, torch.float64)):
+            tout = m(torch.from_numpy(xb).to(dtype))
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(tout, torch.from_numpy(labels)).backward()
+            o.step()
+            touts.append(tout.detach().numpy())
+        as_close_as_torch32(out, *touts, f"output of step {step}")
+    s32, s64 = t32.state_dict(), t64.state_dict()
+    for key, value in fm.state_dict().items():
+        as_close_as_torch32(value, s32[key].numpy(), s64[key].numpy(), key)
+    for m in (fm, t32, t64):
+        m.eval()
+    as_close_as_torch32(fm(x), t32(torch.from_numpy(x)).detach().numpy(),
+                        t64(torch.from_numpy(x).double()).detach().numpy(), "eval output")

@@ -1,0 +1,249 @@
+/* conv2d_depthwise.c - depthwise convolution (groups == C, K = m C: output
+ * channel k = c m + j filters input channel c alone), forward, backward data
+ * and weight gradient, any stride, padding and dilation. Threads split the
+ * (image, channel) planes (the weight gradient: the channels); each thread
+ * copies its plane into column phases (conv2d_depthwise_kernel.h) and runs
+ * its instruction set's row loops. Shapes: x (N, C, H, W), w (K, 1, R, S),
+ * y (N, K, P, Q). */
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define DEPTHWISE_VBYTES 16
+#include "conv2d_internal.h"
+#include "conv2d_depthwise_kernel.h"
+
+DEPTHWISE_DEFINE(generic)
+
+typedef struct {
+    depthwise_forward_fn forward;
+    depthwise_backward_data_fn backward_data;
+    depthwise_wgrad_fn wgrad;
+} depthwise_kernels;
+
+static const depthwise_kernels depthwise_kernels_generic = {
+    conv2d_depthwise_forward_generic, conv2d_depthwise_backward_data_generic,
+    conv2d_depthwise_wgrad_generic,
+};
+#ifdef FASTCNN_X86_KERNELS
+static const depthwise_kernels depthwise_kernels_avx2 = {
+    conv2d_depthwise_forward_avx2, conv2d_depthwise_backward_data_avx2,
+    conv2d_depthwise_wgrad_avx2,
+};
+static const depthwise_kernels depthwise_kernels_avx512 = {
+    conv2d_depthwise_forward_avx512, conv2d_depthwise_backward_data_avx512,
+    conv2d_depthwise_wgrad_avx512,
+};
+#endif
+
+static const depthwise_kernels *kernels(void)
+{
+    return FASTCNN_KERNELS_FOR(fastcnn_isa(), depthwise_kernels);
+}
+
+static int64_t round_up16(int64_t n)
+{
+    return (n + 15) & ~(int64_t)15;
+}
+
+/* The geometry of s; col_off (S) receives the taps' run offsets. */
+static depthwise_geom make_geom(const conv2d_shape *s, int64_t *col_off)
+{
+    depthwise_geom g;
+    g.m = s->K / s->C;
+    g.R = s->R, g.S = s->S, g.sh = s->sh, g.dh = s->dh, g.P = s->P, g.Q = s->Q;
+    g.Hp = (s->P - 1) * s->sh + (s->R - 1) * s->dh + 1;
+    int64_t Wp = (s->Q - 1) * s->sw + (s->S - 1) * s->dw + 1;
+    g.Wq = round_up16((Wp + s->sw - 1) / s->sw) + 16;
+    for (int64_t t = 0; t < s->S; t++)
+        col_off[t] = (t * s->dw % s->sw) * g.Hp * g.Wq + t * s->dw / s->sw;
+    g.col_off = col_off;
+    return g;
+}
+
+/* Padded input columns a phase holds: those below sw + (S-1) dw + 1. */
+static int64_t padded_width(const conv2d_shape *s)
+{
+    return (s->Q - 1) * s->sw + (s->S - 1) * s->dw + 1;
+}
+
+/* Phase f's columns j whose padded column j sw + f holds input column
+ * j sw + f - pw in [0, cols): [lo, hi). */
+static span phase_span(int64_t f, int64_t cols, const conv2d_shape *s)
+{
+    return valid_span(f - s->pw, s->sw, cols, INT64_MAX / 2);
+}
+
+/* xph (sw, Hp, Wq) = the phases of plane x (H, W); positions outside x
+ * keep the zeros they were given once per thread. */
+static void to_phases(float *xph, const float *x, const conv2d_shape *s,
+                      const depthwise_geom *g)
+{
+    int64_t Wp = padded_width(s);
+    int64_t rows = s->H < g->Hp - s->ph ? s->H : g->Hp - s->ph;
+    int64_t cols = s->W < Wp - s->pw ? s->W : Wp - s->pw;
+    if (cols <= 0)
+        return;     /* the padding alone covers what the outputs read */
+    for (int64_t h = 0; h < rows; h++) {
+        const float *xr = x + h * s->W;
+        if (s->sw == 1) {
+            memcpy(xph + (h + s->ph) * g->Wq + s->pw, xr, (size_t)cols * sizeof(float));
+            continue;
+        }
+        for (int64_t f = 0; f < s->sw; f++) {
+            float *dst = xph + (f * g->Hp + h + s->ph) * g->Wq;
+            const float *src = xr + f - s->pw;
+            span js = phase_span(f, cols, s);
+            for (int64_t j = js.lo; j < js.hi; j++) dst[j] = src[j * s->sw];
+        }
+    }
+}
+
+/* dx (H, W) = the input positions of dxph (sw, Hp, Wq); zero where no
+ * output reads them. */
+static void from_phases(float *dx, const float *dxph, const conv2d_shape *s,
+                        const depthwise_geom *g)
+{
+    int64_t Wp = padded_width(s);
+    int64_t rows = s->H < g->Hp - s->ph ? s->H : g->Hp - s->ph;
+    int64_t cols = s->W < Wp - s->pw ? s->W : Wp - s->pw;
+    if (cols < s->W || rows < s->H)
+        memset(dx, 0, (size_t)(s->H * s->W) * sizeof(float));
+    if (cols <= 0)
+        return;
+    for (int64_t h = 0; h < rows; h++) {
+        float *dr = dx + h * s->W;
+        if (s->sw == 1) {
+            memcpy(dr, dxph + (h + s->ph) * g->Wq + s->pw, (size_t)cols * sizeof(float));
+            continue;
+        }
+        for (int64_t f = 0; f < s->sw; f++) {
+            const float *src = dxph + (f * g->Hp + h + s->ph) * g->Wq;
+            float *dst = dr + f - s->pw;
+            span js = phase_span(f, cols, s);
+            for (int64_t j = js.lo; j < js.hi; j++) dst[j * s->sw] = src[j];
+        }
+    }
+}
+
+/* Floats of one thread's scratch: the phases, a padded row, the weight
+ * gradient's vector sums (R S x 16) and double sums (m R S, as 2 floats each). */
+static int64_t thread_floats(const conv2d_shape *s, const depthwise_geom *g)
+{
+    int64_t phases = round_up16(s->sw * g->Hp * g->Wq);
+    return phases + round_up16(s->Q) + 16 * s->R * s->S + round_up16(2 * g->m * s->R * s->S);
+}
+
+typedef struct {
+    float *xph, *row, *acc;
+    double *dw;
+} thread_scratch;
+
+static thread_scratch scratch_of(float *base, const conv2d_shape *s, const depthwise_geom *g)
+{
+    thread_scratch t;
+    t.xph = base;
+    t.row = t.xph + round_up16(s->sw * g->Hp * g->Wq);
+    t.acc = t.row + round_up16(s->Q);
+    t.dw = (double *)(t.acc + 16 * s->R * s->S);
+    return t;
+}
+
+enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
+
+typedef struct {
+    int op;
+    float *out;                 /* y, dx or dw */
+    const float *x, *w, *b, *dy;
+} depthwise_call;
+
+/* Plane nc = (n, c) of the forward or backward data. */
+static void run_plane(const depthwise_call *cc, int64_t nc, thread_scratch *t,
+                      const conv2d_shape *s, const depthwise_geom *g)
+{
+    int64_t c = nc % s->C, HW = s->H * s->W, mPQ = g->m * s->P * s->Q, RS = s->R * s->S;
+    if (cc->op == FORWARD) {
+        to_phases(t->xph, cc->x + nc * HW, s, g);
+        kernels()->forward(cc->out + nc * mPQ, t->xph, cc->w + c * g->m * RS,
+                           cc->b ? cc->b + c * g->m : NULL, g);
+        return;
+    }
+    memset(t->xph, 0, (size_t)(s->sw * g->Hp * g->Wq) * sizeof(float));
+    kernels()->backward_data(t->xph, cc->dy + nc * mPQ, cc->w + c * g->m * RS, t->row, g);
+    from_phases(cc->out + nc * HW, t->xph, s, g);
+}
+
+/* Channel c's weight gradient dw (m, R, S) += over every image. */
+static void run_channel_wgrad(const depthwise_call *cc, int64_t c, thread_scratch *t,
+                              const conv2d_shape *s, const depthwise_geom *g)
+{
+    int64_t HW = s->H * s->W, mPQ = g->m * s->P * s->Q, mRS = g->m * s->R * s->S;
+    memset(t->dw, 0, (size_t)mRS * sizeof(double));
+    for (int64_t n = 0; n < s->N; n++) {
+        to_phases(t->xph, cc->x + (n * s->C + c) * HW, s, g);
+        kernels()->wgrad(t->dw, cc->dy + (n * s->C + c) * mPQ, t->xph, t->row, t->acc, g);
+    }
+    for (int64_t i = 0; i < mRS; i++) cc->out[c * mRS + i] += (float)t->dw[i];
+}
+
+static int run(const depthwise_call *cc, const conv2d_shape *s, int nthreads)
+{
+    int64_t *col_off = malloc((size_t)s->S * sizeof(int64_t));
+    if (!col_off)
+        return FASTCNN_ENOMEM;
+    depthwise_geom g = make_geom(s, col_off);
+    int64_t tasks = cc->op == BACKWARD_WEIGHT ? s->C : s->N * s->C;
+    int nt = fastcnn_threads_for(2 * s->N * s->K * s->R * s->S * s->P * s->Q, nthreads);
+    if (nt > tasks)
+        nt = (int)tasks;
+    int64_t per = thread_floats(s, &g);
+    float *scratch = conv2d_scratch_take(nt * per);
+    if (!scratch) {
+        free(col_off);
+        return FASTCNN_ENOMEM;
+    }
+    /* each task writes only its own planes of y or dx, or its channel's dw */
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        thread_scratch t = scratch_of(scratch + tid * per, s, &g);
+        memset(t.xph, 0, (size_t)(s->sw * g.Hp * g.Wq) * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int64_t i = 0; i < tasks; i++) {
+            if (cc->op == BACKWARD_WEIGHT)
+                run_channel_wgrad(cc, i, &t, s, &g);
+            else
+                run_plane(cc, i, &t, s, &g);
+        }
+    }
+    conv2d_scratch_give(scratch);
+    free(col_off);
+    return FASTCNN_OK;
+}
+
+int conv2d_depthwise_forward(float *y, const float *x, const float *w, const float *b,
+                             const conv2d_shape *s, int nthreads)
+{
+    depthwise_call cc = {FORWARD, y, x, w, b, NULL};
+    return run(&cc, s, nthreads);
+}
+
+int conv2d_depthwise_backward_data(float *dx, const float *dy, const float *w,
+                                   const conv2d_shape *s, int nthreads)
+{
+    depthwise_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy};
+    return run(&cc, s, nthreads);
+}
+
+int conv2d_depthwise_backward_weight(float *dw, const float *dy, const float *x,
+                                     const conv2d_shape *s, int nthreads)
+{
+    depthwise_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy};
+    return run(&cc, s, nthreads);
+}
