@@ -18,11 +18,13 @@ pointwise  kind (tanh, leaky_relu, hardtanh, hardsigmoid, hardswish, silu, gelu,
 max_pool2d kernel_size, stride, padding; relu: a ReLU absorbed before it (a pass)
 avg_pool2d kernel_size, stride, padding, count_include_pad
 flatten    start_dim, end_dim (a view: no step runs)
+reshape    shape: the output shape, batch included (a view: no step runs)
 add        - (two inputs of one shape)
 dropout    p (training only: its layer adds no node in inference)
 batch_norm2d eps, momentum (None: cumulative average), num_features; params weight,
            bias, running_mean, running_var, num_batches_tracked (see BatchNorm2dOp)
-layer      a layer running its own Python forward / backward (``node.layer``)
+layer      a layer running its own Python forward / backward (``node.layer``);
+           in_shapes: one shape per input, for a layer of several inputs
 ========== ====================================================================
 """
 import math
@@ -260,6 +262,25 @@ class FlattenOp(OpDef):
         return dy.reshape(shape) if need_dx else None
 
 
+class ReshapeOp(OpDef):
+    """The input's elements in another shape (attr ``shape``, all dimensions
+    given): a view, as flatten."""
+    kind = "reshape"
+    view = True
+
+    def infer(self, attrs, params, x):
+        shape = tuple(attrs["shape"])
+        if math.prod(shape) != math.prod(x):
+            raise ValueError(f"reshape to {shape} does not fit the input. Received: x.shape={x}")
+        return shape
+
+    def forward(self, node, x, training):
+        return x.reshape(node.attrs["shape"]), x.shape
+
+    def backward(self, node, shape, dy, need_dx):
+        return dy.reshape(shape) if need_dx else None
+
+
 class BatchNorm2dOp(OpDef):
     """Batch normalization. Params: weight, bias (None without affine),
     running_mean, running_var, num_batches_tracked (None without running
@@ -358,12 +379,13 @@ class LayerOp(OpDef):
         return E.LayerStep(node, slots, x, y)
 
     def forward(self, node, x, training):
-        return np.asarray(node.layer.forward(x), np.float32), None
+        xs = x if "in_shapes" in node.attrs else (x,)
+        return np.asarray(node.layer.forward(*xs), np.float32), None
 
     def backward(self, node, saved, dy, need_dx):
         return node.layer.backward(dy, need_grad_input=need_dx)
 
 
 OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), PointwiseOp(),
-                              MaxPool2dOp(), AvgPool2dOp(), FlattenOp(), BatchNorm2dOp(),
+                              MaxPool2dOp(), AvgPool2dOp(), FlattenOp(), ReshapeOp(), BatchNorm2dOp(),
                               DropoutOp(), AddOp(), LayerOp())}
