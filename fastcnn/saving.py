@@ -118,7 +118,8 @@ def load(path):
         path: the file.
 
     Returns:
-        a :class:`Sequential` (in training mode).
+        a :class:`Sequential` (in training mode), or the model saved (an
+        imported ONNX model: fastcnn.onnx.model.OnnxModel, which needs onnx).
 
     Raises:
         ValueError: naming the path, if the file is not a fastcnn model,
@@ -157,8 +158,8 @@ def load(path):
     from .sequential import Sequential
     try:
         model = _from_config(arch["model"])
-        if not isinstance(model, Sequential):
-            raise ValueError("the top-level record is not a Sequential")
+        if not isinstance(model, (Sequential, StateDict)):
+            raise ValueError("the top-level record is not a model")
         expected = dict(model.named_state())
         for key, value in arrays.items():
             want = expected[key].dtype if key in expected else np.dtype(np.float32)
@@ -202,6 +203,9 @@ def _from_config(record):
     if cls == "Sequential":
         from .sequential import Sequential
         return Sequential([_from_config(r) for r in config["layers"]])
+    if cls == "OnnxModel":                  # an imported ONNX model (needs the onnx package)
+        from .onnx.model import OnnxModel
+        return OnnxModel(**config)
     if cls not in LAYERS:
         raise ValueError(f"unknown layer class {cls!r}")
     return LAYERS[cls](**config)

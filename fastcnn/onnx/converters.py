@@ -544,6 +544,34 @@ def shape(b, x):
     return s[start:None if end is None else int(end)]
 
 
+def slice_(b, x, starts=None, ends=None, axes=None, steps=None):
+    if b.opset < 10:
+        starts, ends, axes = b.attr("starts"), b.attr("ends"), b.attr("axes")
+    nd = len(shape_of(x))
+    starts, ends = [int(v) for v in const(starts)], [int(v) for v in const(ends)]
+    axes = range(len(starts)) if axes is None else [int(a) % nd for a in const(axes)]
+    steps = [1] * len(starts) if steps is None else [int(v) for v in const(steps)]
+    slices = [slice(None)] * nd
+    for a, start, end, step in zip(axes, starts, ends, steps):
+        slices[a] = slice(start, None if step < 0 and end < -shape_of(x)[a] else end, step)
+    return b.kernel(K.Slice(tuple(slices)), x)
+
+
+_CAST_TYPES = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 11: np.float64}
+
+
+def cast(b, x):
+    to = int(b.attr("to"))
+    if isinstance(x, Value):
+        if to != 1:
+            raise ValueError(f"fastcnn's activations are float32; Cast to type {to} of one "
+                             f"is not supported")
+        return x
+    if to not in _CAST_TYPES:
+        raise ValueError(f"Cast of a constant to type {to} is not supported")
+    return const(x).astype(_CAST_TYPES[to])
+
+
 def gather(b, data, indices):
     return b.kernel(K.Gather(int(b.attr("axis", 0)) % len(shape_of(data))), data,
                     const(indices))
@@ -563,7 +591,7 @@ CONVERTERS = {
     "Concat": concat, "Flatten": flatten, "Reshape": reshape, "Transpose": transpose,
     "Squeeze": squeeze, "Unsqueeze": unsqueeze, "Dropout": dropout, "Identity": identity,
     "Constant": constant, "ConstantOfShape": constant_of_shape, "Shape": shape,
-    "Gather": gather, "Pad": pad, "ReduceMean": reduce_mean,
+    "Gather": gather, "Pad": pad, "ReduceMean": reduce_mean, "Slice": slice_, "Cast": cast,
 }
 
 _AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID", "")

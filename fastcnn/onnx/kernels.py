@@ -232,6 +232,21 @@ class Pad(Kernel):
         return [np.ascontiguousarray(full[inner])]
 
 
+class Slice(Kernel):
+    """x[slices] (ONNX Slice: one slice per axis, numpy's clamping)."""
+
+    def __init__(self, slices):
+        self.slices = slices
+
+    def forward(self, x):
+        return np.ascontiguousarray(x[self.slices]), x.shape
+
+    def backward(self, shape, dy):
+        dx = np.zeros(shape, dy.dtype)
+        dx[self.slices] = dy
+        return [dx]
+
+
 class Gather(Kernel):
     def __init__(self, axis):
         self.axis = axis
