@@ -28,7 +28,9 @@ from . import kernels as K
 __all__ = ["CONVERTERS", "Builder", "ParamView", "unsupported_reason", "OPSET_MIN",
            "OPSET_MAX"]
 
-OPSET_MIN, OPSET_MAX = 7, 21
+# Opsets 7 to 21 are the target; 22 to 25 change the ops imported here only by
+# adding element types (bfloat16, float8, int4, ...), so they import as well.
+OPSET_MIN, OPSET_MAX = 7, 25
 
 
 def _has(layer_cls, argument):
@@ -444,7 +446,8 @@ def reshape(b, x, shape=None):
 
 def flatten(b, x):
     shape = shape_of(x)
-    axis = int(b.attr("axis", 1)) % (len(shape) + 1)
+    axis = int(b.attr("axis", 1))
+    axis += len(shape) if axis < 0 else 0
     return b.reshape(x, (math.prod(shape[:axis]), math.prod(shape[axis:])))
 
 

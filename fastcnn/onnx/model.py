@@ -111,7 +111,7 @@ class OnnxModel(Module):
             else:
                 array = numpy_helper.to_array(t)
             if array.dtype == np.float32 or array.dtype == np.float64:
-                array = np.ascontiguousarray(array, np.float32)
+                array = np.array(array, np.float32, order="C")
                 weights[t.name] = array.copy() if t.name in stats else Parameter(array)
             else:
                 weights[t.name] = array
@@ -137,6 +137,8 @@ class OnnxModel(Module):
                                  f"{k} ({d.dim_param or '?'}); fastcnn supports a dynamic "
                                  f"batch dimension (the first) only")
             rest.append(d.dim_value)
+        first = dims[0].dim_value if dims[0].HasField("dim_value") else 0
+        self._batch = first if first > 0 else 1
         return inputs[0].name, tuple(rest)
 
     def _find_output(self, g):
@@ -204,9 +206,10 @@ class OnnxModel(Module):
                              f"fastcnn cannot import:\n" + "\n".join(lines))
 
     def _check_trace(self):
-        """Trace once for batch 1: creates the layers and finds any shape error now."""
+        """Trace once (for the file's batch size, or 1): creates the layers and
+        finds any shape error now."""
         from ..runner import trace
-        trace(self, (1,) + self._input_shape)
+        trace(self, (self._batch,) + self._input_shape)
 
     # -- the forward pass --------------------------------------------------------------
     def forward(self, x):
