@@ -8,7 +8,7 @@ onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install \"
 import fastcnn  # noqa: E402
 import fastcnn.onnx  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from subproc import run_python  # noqa: E402
+from subproc import run_python, run_python_args  # noqa: E402
 
 
 def _ort_run(model, x):
@@ -396,3 +396,28 @@ def test_shape_errors_name_the_node():
                   [numpy_helper.from_array(np.array([7, -1, 5], np.int64), "s")])
     with pytest.raises(ValueError, match="bad_reshape"):
         fastcnn.onnx.load(model)
+
+
+# -- fastcnn bench ---------------------------------------------------------------------------
+def test_bench_command_prints_the_comparison_table(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    path = _export(_small_nets()["plain"](), (3, 12, 12), tmp_path / "p.onnx", 17)
+    r = run_python_args(["-m", "fastcnn", "bench", str(path), "--batch", "1,3", "--threads",
+                         "1,2", "--repeat", "3"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "onnxruntime" in lines[0]
+    header = lines.index(next(s for s in lines if s.split()[:2] == ["threads", "batch"]))
+    rows = [s.split() for s in lines[header + 1:header + 5]]
+    assert [(int(a[0]), int(a[1])) for a in rows] == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    for row in rows:
+        assert float(row[2]) > 0 and float(row[4]) > 0 and row[6].endswith("x")
+        assert float(row[7]) < 1e-4
+    assert "MISMATCH" not in r.stdout
+
+
+def test_bench_command_rejects_bad_arguments(tmp_path):
+    r = run_python_args(["-m", "fastcnn", "bench", "x.onnx", "--batch", "0"], tmp_path)
+    assert r.returncode == 2 and "--batch" in r.stderr
+    r = run_python_args(["-m", "fastcnn", "bench", str(tmp_path / "missing.onnx")], tmp_path)
+    assert r.returncode == 2 and "missing.onnx" in r.stderr

@@ -50,5 +50,5 @@ def load(model):
 
 
 if importlib.util.find_spec(__name__ + ".export") is not None:
-    from .export import export  # noqa: F401  (the export side, fastcnn/onnx/export.py)
-    __all__.append("export")
+    from .export import export          # the export side, fastcnn/onnx/export.py
+    __all__ += ["export"]
