@@ -90,7 +90,9 @@ class KernelLayer(Layer):
 
     def forward(self, *xs):
         y, saved = self.kernel.forward(*self._arrays(xs))
-        self.__dict__["_saved"] = saved     # (not a change of the layer's structure)
+        # Kept for backward in training only (inference calls stay re-entrant); set
+        # through __dict__: not a change of the layer's structure.
+        self.__dict__["_saved"] = saved if self.training else None
         return np.asarray(y, np.float32)
 
     def backward(self, grad_y, *, need_grad_input=True):
@@ -141,9 +143,11 @@ class Builder:
     def apply(self, layer, values):
         """Add ``layer`` applied to the traced ``values`` (one or several)."""
         if len(values) == 1:
-            return layer(values[0])
+            with np.errstate(all="ignore"):
+                return layer(values[0])
         shapes = tuple(v.shape for v in values)
-        y = layer.forward(*[np.zeros(s, np.float32) for s in shapes])
+        with np.errstate(all="ignore"):         # (zeros: only the output shape counts)
+            y = layer.forward(*[np.zeros(s, np.float32) for s in shapes])
         return values[0].graph.add("layer", values, {"in_shapes": shapes}, layer=layer,
                                    shape=np.shape(y))
 
@@ -242,9 +246,10 @@ def conv(b, x, w, bias=None):
     extra = {"dilation": dilations, "groups": groups} if groups != 1 or dilations != (1, 1) \
         else {}
 
-    def make():
-        layer = L.Conv2d(x.shape[1], w.shape[0], kernel, strides, pads[:2],
-                         bias=bias is not None, **extra)
+    def make():     # (built with groups channels: its own random init would be wasted)
+        layer = L.Conv2d(groups, groups, kernel, strides, pads[:2], bias=bias is not None,
+                         **extra)
+        layer.in_channels, layer.out_channels = x.shape[1], w.shape[0]
         layer.weight, layer.bias = w, bias
         return layer
     return b.layer(make)(x)
