@@ -295,19 +295,16 @@ def average_pool(b, x):
 def _global_pool(mode):
     def convert(b, x):
         shape = shape_of(x)
+        if isinstance(x, Value) and len(shape) == 4:
+            cls = L.MaxPool2d if mode == "max" else L.AvgPool2d
+            return b.layer(lambda: cls(shape[2:], shape[2:], 0))(x)
+        if mode == "avg":
+            return b.kernel(K.ReduceMean(tuple(range(2, len(shape))), True), x)
         if len(shape) != 4:
-            return b.kernel(K.ReduceMean(tuple(range(2, len(shape))), True), x) \
-                if mode == "avg" else _unsupported_rank(shape)
-        kernel = shape[2:]
-        if not isinstance(x, Value):
-            return b.kernel(K.Pool(mode, kernel, kernel, (0, 0, 0, 0)), x)
-        cls = L.MaxPool2d if mode == "max" else L.AvgPool2d
-        return b.layer(lambda: cls(kernel, kernel, 0))(x)
+            raise ValueError(f"fastcnn imports GlobalMaxPool on NCHW input only. "
+                             f"Received: {shape}")
+        return b.kernel(K.Pool("max", shape[2:], shape[2:], (0, 0, 0, 0)), x)
     return convert
-
-
-def _unsupported_rank(shape):
-    raise ValueError(f"fastcnn imports GlobalMaxPool on NCHW input only. Received: {shape}")
 
 
 def batch_norm(b, x, scale, bias, mean, var):
