@@ -421,3 +421,18 @@ def test_bench_command_rejects_bad_arguments(tmp_path):
     assert r.returncode == 2 and "--batch" in r.stderr
     r = run_python_args(["-m", "fastcnn", "bench", str(tmp_path / "missing.onnx")], tmp_path)
     assert r.returncode == 2 and "missing.onnx" in r.stderr
+
+
+def test_load_state_dict_reaches_weights_folded_into_constants():
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["w"], ["wt"]),
+         helper.make_node("MatMul", ["x", "wt"], ["y"])], "folded",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")])
+    model = fastcnn.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(model(x), x @ w.T, rtol=1e-6)
+    model.load_state_dict({"w": 2 * w})
+    np.testing.assert_allclose(model(x), x @ (2 * w).T, rtol=1e-6)

@@ -169,6 +169,7 @@ class Builder:
             return y
         tag = "_" + "_".join(str(np.shape(a[1])) for a in args if a[0] == "c")
         layer = self.layer(lambda: KernelLayer(kernel, args), tag)
+        layer.args = args           # constants as folded now (weights may have been loaded)
         return self.apply(layer, values)
 
     def reshape(self, x, shape):

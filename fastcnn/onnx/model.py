@@ -12,6 +12,9 @@ activations are views.
 Weights: every float initializer is a :class:`fastcnn.Parameter` (trained),
 except the running statistics of batch normalization (buffers). The layers
 share these objects, and ``state_dict`` is keyed by the initializer names.
+A weight that reaches its op through other ops than reshapes (a Transpose,
+say) is folded into a constant when traced: it is not trained
+(``load_state_dict`` re-traces, so new values take effect).
 """
 import base64
 import os
@@ -251,6 +254,10 @@ class OnnxModel(Module):
         return [(prefix + name, w.data if isinstance(w, Parameter) else w)
                 for name, w in self._weights.items()
                 if isinstance(w, Parameter) or w.dtype == np.float32]
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.__dict__.pop("_runner_state", None)    # re-trace: constants folded from weights
 
     def get_config(self):
         """The graph without the weights (they go to the state dict), base64."""
