@@ -14,8 +14,10 @@ from subproc import run_python, run_python_args  # noqa: E402
 def _ort_run(model, x):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     ort.set_default_logger_severity(3)
-    data = model if isinstance(model, bytes) else \
-        model.SerializeToString() if hasattr(model, "SerializeToString") else open(model, "rb").read()
+    if isinstance(model, str):
+        with open(model, "rb") as f:
+            model = f.read()
+    data = model if isinstance(model, bytes) else model.SerializeToString()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
@@ -431,7 +433,8 @@ def test_load_state_dict_reaches_weights_folded_into_constants():
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(w, "w")])
-    model = fastcnn.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    opset = [helper.make_opsetid("", 13)]
+    model = fastcnn.onnx.load(helper.make_model(graph, opset_imports=opset))
     x = np.ones((2, 4), np.float32)
     np.testing.assert_allclose(model(x), x @ w.T, rtol=1e-6)
     model.load_state_dict({"w": 2 * w})

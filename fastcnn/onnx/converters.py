@@ -157,9 +157,10 @@ class Builder:
         values, args = [], []
         for v in inputs:
             if isinstance(v, Value):
-                if v not in values:
+                ids = [u.id for u in values]
+                if v.id not in ids:
                     values.append(v)
-                args.append(("x", values.index(v)))
+                args.append(("x", [u.id for u in values].index(v.id)))
             elif isinstance(v, (Parameter, ParamView)):
                 args.append(("p", v))
             else:
@@ -406,7 +407,8 @@ def matmul(b, x, w):
 
 def _binary(op):
     def convert(b, x, y):
-        if isinstance(x, Value) and isinstance(y, Value) and x is not y and op in ("Add", "Mul"):
+        if isinstance(x, Value) and isinstance(y, Value) and x.id != y.id \
+                and op in ("Add", "Mul"):
             if op == "Add" and (x.shape == y.shape or NATIVE_BROADCAST):
                 return x.graph.add("add", [x, y])
             if op == "Mul" and NATIVE_BROADCAST:

@@ -74,7 +74,8 @@ class PRelu(Kernel):
 
     def backward(self, saved, dy):
         x, slope = saved
-        return [np.where(x > 0, dy, dy * slope), unbroadcast(np.where(x > 0, 0, dy * x), slope.shape)]
+        return [np.where(x > 0, dy, dy * slope),
+                unbroadcast(np.where(x > 0, 0, dy * x), slope.shape)]
 
 
 class Binary(Kernel):
@@ -84,8 +85,8 @@ class Binary(Kernel):
         self.op = op
 
     def forward(self, a, b):
-        y = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[self.op](a, b)
-        return y, (a, b)
+        ufunc = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[self.op]
+        return ufunc(a, b), (a, b)
 
     def backward(self, saved, dy):
         a, b = saved
