@@ -439,3 +439,30 @@ def test_load_state_dict_reaches_weights_folded_into_constants():
     np.testing.assert_allclose(model(x), x @ w.T, rtol=1e-6)
     model.load_state_dict({"w": 2 * w})
     np.testing.assert_allclose(model(x), x @ (2 * w).T, rtol=1e-6)
+
+
+def test_batch_norm_trains_and_updates_its_running_statistics():
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.ones(4, np.float32), "scale"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "bias"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "mean"),
+             numpy_helper.from_array(np.ones(4, np.float32), "var")]
+    model = fastcnn.onnx.load(_tiny(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["y"],
+                          epsilon=1e-3, momentum=0.8)], inits))
+    kinds = {type(layer).__name__ for _, layer in model.children()}
+    assert kinds == {"Conv2d", "BatchNorm2d"}
+    x = rng.standard_normal((8, 2, 4, 4)).astype(np.float32)
+    y_eval = model(x)
+    np.testing.assert_allclose(y_eval, model(x))
+    model.train()
+    y = model(x)
+    mean = y_eval.mean((0, 2, 3)) * np.sqrt(1 + 1e-3)         # the conv output's batch mean
+    np.testing.assert_allclose(model.state_dict()["mean"], 0.2 * mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(y.mean((0, 2, 3)), 0, atol=1e-5)
+    model.zero_grad()
+    model.backward(rng.standard_normal(y.shape).astype(np.float32))
+    for name in ("w", "scale", "bias"):
+        assert float(np.abs(dict(model.named_parameters())[name].grad).sum()) > 0, name
