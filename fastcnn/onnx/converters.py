@@ -28,9 +28,11 @@ from . import kernels as K
 __all__ = ["CONVERTERS", "Builder", "ParamView", "unsupported_reason", "OPSET_MIN",
            "OPSET_MAX"]
 
-# Opsets 7 to 21 are the target; 22 to 25 change the ops imported here only by
-# adding element types (bfloat16, float8, int4, ...), so they import as well.
-OPSET_MIN, OPSET_MAX = 7, 25
+# Opsets 7 to 21 are the target. The later versions of the ops imported here
+# (22: bfloat16; 23 to 25: float4, float8, 2-bit types; Cast 28: its float8
+# conversions) only add element types or settings of types fastcnn does not
+# import, so opsets up to 28 (onnx 1.23's) import as well.
+OPSET_MIN, OPSET_MAX = 7, 28
 
 
 def _has(layer_cls, argument):
