@@ -467,3 +467,17 @@ def test_batch_norm_trains_and_updates_its_running_statistics():
     model.backward(rng.standard_normal(y.shape).astype(np.float32))
     for name in ("w", "scale", "bias"):
         assert float(np.abs(dict(model.named_parameters())[name].grad).sum()) > 0, name
+
+
+def test_inference_is_reentrant_across_threads(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    nets = _small_nets()
+    torch.manual_seed(0)
+    model = fastcnn.onnx.load(_export(nets["modern"](), (3, 12, 12), tmp_path / "m.onnx", 13))
+    xs = [np.random.default_rng(k).standard_normal((k % 3 + 1, 3, 12, 12)).astype(np.float32)
+          for k in range(12)]
+    serial = [model(x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(model, xs))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
