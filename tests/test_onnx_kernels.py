@@ -36,14 +36,16 @@ def _rand(*shape, seed=1):
 
 @pytest.mark.parametrize("stride,pads,dilation,groups", [
     ((1, 1), (1, 1, 1, 1), (1, 1), 1), ((2, 1), (0, 1, 2, 0), (1, 1), 1),
-    ((1, 2), (2, 2, 2, 2), (2, 2), 2), ((2, 2), (1, 0, 0, 1), (1, 2), 4)])
+    ((1, 2), (2, 2, 2, 2), (2, 2), 2), ((2, 2), (1, 0, 0, 1), (1, 2), 4),
+    ((1, 1), (1, 1, 1, 1), (1, 1), 8), ((2, 1), (0, 2, 1, 0), (2, 1), 8)])   # depthwise
 def test_conv_matches_loops_and_finite_differences(stride, pads, dilation, groups):
-    x, w, b = _rand(2, 4, 7, 6), _rand(8, 4 // groups, 3, 2), _rand(8)
+    C = 8 if groups == 8 else 4
+    x, w, b = _rand(2, C, 7, 6), _rand(8, C // groups, 3, 2), _rand(8)
     kernel = K.Conv(stride, pads, dilation, groups)
     y = kernel.forward(x, w, b)[0]
     xp = np.pad(x, [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
     ref = np.zeros_like(y)
-    cg, kg = 4 // groups, 8 // groups
+    cg, kg = C // groups, 8 // groups
     for n, k, p, q in np.ndindex(*y.shape):
         g = k // kg
         for c, r, s in np.ndindex(cg, 3, 2):

@@ -358,10 +358,18 @@ def pool_out(size, k, s, d, pad_begin, pad_end, ceil_mode):
 
 class Conv(Kernel):
     """2-d convolution with groups, dilation, stride and (asymmetric) zero pads
-    ``pads`` = (top, left, bottom, right). Inputs x, w (K, C/groups, R, S), bias."""
+    ``pads`` = (top, left, bottom, right). Inputs x, w (K, C/groups, R, S), bias.
+    A depthwise convolution (one channel per group) runs as R*S shifted
+    multiply-adds; the others as one einsum over the windows."""
 
     def __init__(self, stride, pads, dilation, groups):
         self.stride, self.pads, self.dilation, self.groups = stride, pads, dilation, groups
+
+    def _shifted(self, xp, r, s, out):
+        """The input values tap (r, s) meets at every output position: (N, C, P, Q)."""
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        return xp[:, :, r * dh:r * dh + sh * (out[0] - 1) + 1:sh,
+                  s * dw:s * dw + sw * (out[1] - 1) + 1:sw]
 
     def forward(self, x, w, b=None):
         t, l, bo, r = self.pads
@@ -369,24 +377,38 @@ class Conv(Kernel):
         R, S = w.shape[2:]
         out = [(xp.shape[2 + i] - self.dilation[i] * ((R, S)[i] - 1) - 1) // self.stride[i] + 1
                for i in range(2)]
-        cols = _windows(xp, (R, S), self.stride, self.dilation, out)
         N, G, K = x.shape[0], self.groups, w.shape[0]
-        cg = cols.reshape(N, G, x.shape[1] // G, *cols.shape[2:])
-        wg = w.reshape(G, K // G, *w.shape[1:])
-        y = np.einsum("ngcpqrs,gkcrs->ngkpq", cg, wg, optimize=True).reshape(N, K, *out)
+        if G == K == x.shape[1]:
+            y = np.zeros((N, K, *out), np.result_type(x, w))
+            for r, s in np.ndindex(R, S):
+                y += self._shifted(xp, r, s, out) * w[:, 0, r, s].reshape(1, -1, 1, 1)
+        else:
+            cols = _windows(xp, (R, S), self.stride, self.dilation, out)
+            cg = cols.reshape(N, G, x.shape[1] // G, *cols.shape[2:])
+            wg = w.reshape(G, K // G, *w.shape[1:])
+            y = np.einsum("ngcpqrs,gkcrs->ngkpq", cg, wg, optimize=True).reshape(N, K, *out)
         if b is not None:
             y = y + b.reshape(1, -1, 1, 1)
-        return y.astype(x.dtype, copy=False), (x, xp.shape, cg, wg, b is not None)
+        return y.astype(x.dtype, copy=False), (x, xp, w, b is not None)
 
     def backward(self, saved, dy):
-        x, padded, cg, wg, has_bias = saved
+        x, xp, w, has_bias = saved
         N, K, P, Q = dy.shape
-        G = self.groups
-        dyg = dy.reshape(N, G, K // G, P, Q)
-        dw = np.einsum("ngkpq,ngcpqrs->gkcrs", dyg, cg, optimize=True).reshape(K, *wg.shape[2:])
-        dcols = np.einsum("ngkpq,gkcrs->ngcpqrs", dyg, wg, optimize=True)
-        dcols = dcols.reshape(N, x.shape[1], P, Q, *wg.shape[3:])
-        dxp = _scatter_windows(dcols, padded, self.stride, self.dilation)
+        G, (R, S) = self.groups, w.shape[2:]
+        if G == K == x.shape[1]:
+            dw, dxp = np.zeros_like(w), np.zeros_like(xp, dtype=dy.dtype)
+            for r, s in np.ndindex(R, S):
+                dw[:, 0, r, s] = (dy * self._shifted(xp, r, s, (P, Q))).sum((0, 2, 3))
+                self._shifted(dxp, r, s, (P, Q))[...] += dy * w[:, 0, r, s].reshape(1, -1, 1, 1)
+        else:
+            cols = _windows(xp, (R, S), self.stride, self.dilation, (P, Q))
+            cg = cols.reshape(N, G, x.shape[1] // G, *cols.shape[2:])
+            wg = w.reshape(G, K // G, *w.shape[1:])
+            dyg = dy.reshape(N, G, K // G, P, Q)
+            dw = np.einsum("ngkpq,ngcpqrs->gkcrs", dyg, cg, optimize=True).reshape(w.shape)
+            dcols = np.einsum("ngkpq,gkcrs->ngcpqrs", dyg, wg, optimize=True)
+            dxp = _scatter_windows(dcols.reshape(N, x.shape[1], P, Q, R, S), xp.shape,
+                                   self.stride, self.dilation)
         t, l = self.pads[:2]
         dx = np.ascontiguousarray(dxp[:, :, t:t + x.shape[2], l:l + x.shape[3]])
         return [dx, dw] + ([dy.sum((0, 2, 3))] if has_bias else [])
