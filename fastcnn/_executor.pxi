@@ -346,20 +346,28 @@ cdef class Program:
             self.idle.append(f)
 cdef class LayerStep(Step):
     """A layer that runs its own Python forward and backward (a subclass that
-    overrides them): the one step that calls Python."""
+    overrides them): the one step that calls Python. A node with several
+    inputs (attr ``in_shapes``: one shape per input) calls
+    ``layer.forward(*xs)``, and its ``backward`` returns one gradient per input."""
     cdef step_slots sl
     cdef object layer
-    cdef tuple in_shape, out_shape
+    cdef tuple in_shapes, out_shape, x_slots, dx_slots
 
     def __init__(self, node, slots, tuple in_shape, tuple out_shape):
         super().__init__(node)
         self.set_slots(&self.sl, slots)
         self.layer = node.layer
-        self.in_shape, self.out_shape = in_shape, out_shape
+        self.in_shapes = tuple(node.attrs.get("in_shapes", (in_shape,)))
+        self.x_slots = tuple(slots["x" + (str(j) if j else "")]
+                             for j in range(len(self.in_shapes)))
+        self.dx_slots = tuple(slots["dx" + (str(j) if j else "")]
+                              for j in range(len(self.in_shapes)))
+        self.out_shape = out_shape
         self.has_params = bool(self.layer.parameters())
 
     cdef int forward(self, Frame f, int nt) except -1:
-        y = np.asarray(self.layer.forward(f.array(self.sl.x, self.in_shape)), np.float32)
+        xs = [f.array(s, shape) for s, shape in zip(self.x_slots, self.in_shapes)]
+        y = np.asarray(self.layer.forward(*xs), np.float32)
         if y.shape != self.out_shape:
             raise ValueError(f"{type(self.layer).__name__}.forward returned shape {y.shape}; "
                              f"it returned {self.out_shape} when the model was compiled")
@@ -368,7 +376,11 @@ cdef class LayerStep(Step):
 
     cdef int backward(self, Frame f, bint need_dx, int nt) except -1:
         dy = f.array(self.sl.dy, self.out_shape)
-        dx = self.layer.backward(dy, need_grad_input=need_dx)
-        if need_dx:
-            f.array(self.sl.dx, self.in_shape)[...] = dx
+        dxs = self.layer.backward(dy, need_grad_input=need_dx)
+        if not need_dx:
+            return 0
+        if len(self.in_shapes) == 1:
+            dxs = (dxs,)
+        for s, shape, dx in zip(self.dx_slots, self.in_shapes, dxs):
+            f.array(s, shape)[...] = dx
         return 0

@@ -1,4 +1,5 @@
-"""The ``fastcnn`` command: ``fastcnn demo`` and ``fastcnn info``."""
+"""The ``fastcnn`` command: ``fastcnn demo``, ``fastcnn info`` and
+``fastcnn bench model.onnx`` (fastcnn/onnx/bench.py)."""
 import argparse
 import platform
 import sys
@@ -137,6 +138,30 @@ def _kernels():
     return f"{fastcnn.get_num_threads()} threads ({_native.isa()}, {omp})"
 
 
+def _positive_list(parser, text, flag):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        parser.error(f"{flag} takes positive integers separated by commas. Received: {text!r}")
+    return values
+
+
+def _bench(parser, args):
+    batches = _positive_list(parser, args.batch, "--batch")
+    threads = _positive_list(parser, args.threads, "--threads")
+    if args.repeat < 1:
+        parser.error("--repeat must be positive")
+    try:
+        from .onnx.bench import bench
+        return bench(args.model, batches, threads, args.repeat,
+                     out=lambda s: print(s, flush=True))
+    except (ImportError, ValueError, OSError) as exc:
+        print(f"fastcnn bench: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastcnn", description="fastcnn command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,12 +185,21 @@ def main(argv=None):
                              "filters, feature maps, predictions (needs matplotlib: "
                              'pip install "fastcnn[viz]")')
     sub.add_parser("info", help="version, instruction set, OpenMP and threads")
+    p_bench = sub.add_parser("bench", help="an ONNX model's inference speed in fastcnn and in "
+                                           "ONNX Runtime (needs onnx)")
+    p_bench.add_argument("model", help="the .onnx file")
+    p_bench.add_argument("--batch", default="1,8", help="batch sizes (default 1,8)")
+    p_bench.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    p_bench.add_argument("--repeat", type=int, default=20,
+                         help="timed calls per side and setting (default 20)")
     args = parser.parse_args(argv)
 
     import fastcnn
     if args.command == "info":
         info()
         return 0
+    if args.command == "bench":
+        return _bench(parser, args)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive")

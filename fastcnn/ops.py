@@ -23,6 +23,7 @@ adaptive_max_pool2d, adaptive_avg_pool2d
            output_size (oh, ow): torch's adaptive windows (sizes that do not divide
            the input; the layers trace plain pooling when they do)
 flatten    start_dim, end_dim (a view: no step runs)
+reshape    shape: the output shape, batch included (a view: no step runs)
 add        - (two inputs; numpy broadcasting)
 mul        - (two inputs; numpy broadcasting)
 cat        dim (a non-negative int; one or more inputs)
@@ -33,7 +34,8 @@ dropout    p (training only: its layer adds no node in inference)
 batch_norm2d eps, momentum (None: cumulative average), num_features; params weight,
            bias, running_mean, running_var, num_batches_tracked (see BatchNorm2dOp)
 softmax    dim (any, negative allowed), log (bool: log_softmax)
-layer      a layer running its own Python forward / backward (``node.layer``)
+layer      a layer running its own Python forward / backward (``node.layer``);
+           in_shapes: one shape per input, for a layer of several inputs
 ========== ====================================================================
 """
 import math
@@ -322,6 +324,25 @@ class FlattenOp(OpDef):
         return dy.reshape(shape) if need_dx else None
 
 
+class ReshapeOp(OpDef):
+    """The input's elements in another shape (attr ``shape``, all dimensions
+    given): a view, as flatten."""
+    kind = "reshape"
+    view = True
+
+    def infer(self, attrs, params, x):
+        shape = tuple(attrs["shape"])
+        if math.prod(shape) != math.prod(x):
+            raise ValueError(f"reshape to {shape} does not fit the input. Received: x.shape={x}")
+        return shape
+
+    def forward(self, node, x, training):
+        return x.reshape(node.attrs["shape"]), x.shape
+
+    def backward(self, node, shape, dy, need_dx):
+        return dy.reshape(shape) if need_dx else None
+
+
 class BatchNorm2dOp(OpDef):
     """Batch normalization. Params: weight, bias (None without affine),
     running_mean, running_var, num_batches_tracked (None without running
@@ -520,7 +541,8 @@ class LayerOp(OpDef):
         return E.LayerStep(node, slots, x, y)
 
     def forward(self, node, x, training):
-        return np.asarray(node.layer.forward(x), np.float32), None
+        xs = x if "in_shapes" in node.attrs else (x,)
+        return np.asarray(node.layer.forward(*xs), np.float32), None
 
     def backward(self, node, saved, dy, need_dx):
         return node.layer.backward(dy, need_grad_input=need_dx)
@@ -528,6 +550,7 @@ class LayerOp(OpDef):
 
 OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), PointwiseOp(),
                               MaxPool2dOp(), AvgPool2dOp(), AdaptiveMaxPool2dOp(),
-                              AdaptiveAvgPool2dOp(), FlattenOp(), BatchNorm2dOp(), DropoutOp(),
-                              AddOp(), MulOp(), CatOp(), Conv2dBatchNormOp(), SoftmaxOp(),
+                              AdaptiveAvgPool2dOp(), FlattenOp(), ReshapeOp(), BatchNorm2dOp(),
+                              DropoutOp(), AddOp(), MulOp(), CatOp(), Conv2dBatchNormOp(),
+                              SoftmaxOp(),
                               LayerOp())}

@@ -130,7 +130,8 @@ def load(path):
     Returns:
         the model (in training mode): a :class:`Sequential`, a model of
         fastcnn's own classes, or for a Module subclass of your own a
-        Module running its saved graph, with the same state-dict names.
+        Module running its saved graph, with the same state-dict names; an
+        imported ONNX model (fastcnn.onnx.model.OnnxModel, which needs onnx).
 
     Raises:
         ValueError: naming the path, if the file is not a fastcnn model,
@@ -218,6 +219,9 @@ def _from_config(record):
     if cls == "Sequential":
         from .sequential import Sequential
         return Sequential([_from_config(r) for r in config["layers"]])
+    if cls == "OnnxModel":                  # an imported ONNX model (needs the onnx package)
+        from .onnx.model import OnnxModel
+        return OnnxModel(**config)
     if cls not in LAYERS:
         raise ValueError(f"unknown layer class {cls!r}")
     return LAYERS[cls](**config)
