@@ -169,6 +169,29 @@ class Layer:
         state.pop("_runner_state", None)
         return state
 
+    # sublayers ------------------------------------------------------------
+    def children(self):
+        """``[(name, layer)]``: the direct sublayers (none for a plain layer)."""
+        return []
+
+    def named_modules(self, prefix=""):
+        """Every layer, this one first (named ``prefix``) and nested ones depth
+        first, as ``(dotted name, layer)``, each once (``torch.nn.Module``'s
+        order and names: ``"layer1.0.conv1"``)."""
+        seen, stack = set(), [(prefix, self)]
+        while stack:
+            name, layer = stack.pop()
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            yield name, layer
+            dot = name + "." if name else ""
+            stack.extend(reversed([(dot + n, c) for n, c in layer.children()]))
+
+    def modules(self):
+        """Every layer, this one first, nested ones depth first."""
+        return (layer for _, layer in self.named_modules())
+
     # parameters -----------------------------------------------------------
     @property
     def _params(self):

@@ -1,5 +1,6 @@
 """Architectures people run, with torchvision's layouts and state-dict names,
-so weights move between the two: ResNet-18, -34 and -50, MobileNetV2.
+so weights move between the two: ResNet-18, -34 and -50, MobileNetV2; and
+ResNet-20 (and the other depths 6n + 2) for 32x32 images.
 
 Example:
     >>> model = fastcnn.models.resnet18(num_classes=10)
@@ -16,8 +17,8 @@ from .layers import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, L
 from .module import Module
 from .sequential import Sequential
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50",
-           "InvertedResidual", "MobileNetV2", "mobilenet_v2"]
+__all__ = ["BasicBlock", "Bottleneck", "CifarResNet", "ResNet", "resnet18", "resnet20",
+           "resnet34", "resnet50", "InvertedResidual", "MobileNetV2", "mobilenet_v2"]
 
 
 def _conv(cin, cout, k, stride=1):
@@ -71,6 +72,20 @@ class Bottleneck(Module):
         return self.relu(out + shortcut)
 
 
+def _he_normal_convs(model, rng):
+    """torchvision's initialisation of every convolution: He normal, fan-out mode."""
+    for layer in model.modules():
+        if isinstance(layer, Conv2d):
+            k, _, r, s = layer.weight.shape
+            layer.weight.data[...] = rng.normal(0.0, math.sqrt(2.0 / (k * r * s)),
+                                                layer.weight.shape)
+
+
+def _downsample(inplanes, outplanes, stride):
+    """The projection shortcut: a strided 1x1 convolution and batch norm."""
+    return Sequential(_conv(inplanes, outplanes, 1, stride), BatchNorm2d(outplanes))
+
+
 class ResNet(Module):
     """torchvision's ResNet: a 7x7/2 stem, a 3x3/2 max pooling, four stages of
     blocks (64, 128, 256, 512 planes; stride 2 from the second), global
@@ -110,8 +125,7 @@ class ResNet(Module):
     def _stage(self, block, planes, blocks, stride):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = Sequential(_conv(self.inplanes, planes * block.expansion, 1, stride),
-                                    BatchNorm2d(planes * block.expansion))
+            downsample = _downsample(self.inplanes, planes * block.expansion, stride)
         stage = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         stage += [block(self.inplanes, planes) for _ in range(1, blocks)]
@@ -121,25 +135,12 @@ class ResNet(Module):
         super().reset_parameters(rng)
         from .layers import _generator
         rng = _generator if rng is None else rng
-        for _, layer in _walk(self):
-            if isinstance(layer, Conv2d):
-                k, _, r, s = layer.weight.shape
-                std = math.sqrt(2.0 / (k * r * s))
-                layer.weight.data[...] = rng.normal(0.0, std, layer.weight.shape)
+        _he_normal_convs(self, rng)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.flatten(self.avgpool(x)))
-
-
-def _walk(layer, prefix=""):
-    """Every sublayer, depth first, with its dotted name."""
-    children = layer.children() if isinstance(layer, Module) else \
-        [(str(i), c) for i, c in enumerate(getattr(layer, "layers", []))]
-    for name, child in children:
-        yield prefix + name, child
-        yield from _walk(child, prefix + name + ".")
 
 
 def resnet18(num_classes=1000, seed=None):
@@ -237,12 +238,9 @@ class MobileNetV2(Module):
         super().reset_parameters(rng)
         from .layers import _generator
         rng = _generator if rng is None else rng
-        for _, layer in _walk(self):
-            if isinstance(layer, Conv2d):
-                k, _, r, s = layer.weight.shape
-                layer.weight.data[...] = rng.normal(0.0, math.sqrt(2.0 / (k * r * s)),
-                                                    layer.weight.shape)
-            elif isinstance(layer, Linear):
+        _he_normal_convs(self, rng)
+        for layer in self.modules():
+            if isinstance(layer, Linear):
                 layer.weight.data[...] = rng.normal(0.0, 0.01, layer.weight.shape)
                 layer.bias.data[...] = 0.0
 
@@ -253,3 +251,64 @@ class MobileNetV2(Module):
 def mobilenet_v2(num_classes=1000, width_mult=1.0, dropout=0.2, seed=None):
     """MobileNetV2 (torchvision.models.mobilenet_v2's layout and names)."""
     return MobileNetV2(num_classes, width_mult, dropout, seed)
+
+
+class CifarResNet(Module):
+    """The ResNets for 32x32 images of He et al. (2016), section 4.2: a 3x3
+    stem of ``width`` channels, three stages of ``(depth - 2) / 6`` basic
+    blocks at ``width``, 2x and 4x channels (stride 2 from the second), global
+    average pooling and a linear classifier. The shortcut that changes shape
+    is a 1x1 convolution with batch norm (the paper's option B). Names follow
+    torchvision's ResNet (``conv1``, ``bn1``, ``layer1.0.conv1``, ``fc``).
+
+    Args:
+        depth: 6n + 2 layers: 8, 14, 20, 32, 44, 56, 110, ...
+        num_classes: outputs of the classifier. Default 10.
+        in_channels: channels of the input image. Default 3.
+        width: channels of the first stage. Default 16.
+        seed: seed of the initial weights (He normal), or None.
+
+    Input shape: (N, in_channels, H, W), any H, W >= 1 (32x32 in the paper).
+    Output shape: (N, num_classes).
+    """
+
+    def __init__(self, depth=20, num_classes=10, in_channels=3, width=16, seed=None):
+        super().__init__()
+        if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...). "
+                             f"Received: depth={depth!r}")
+        blocks = (depth - 2) // 6
+        self.conv1 = _conv(in_channels, width, 3)
+        self.bn1 = BatchNorm2d(width)
+        self.relu = ReLU()
+        self.inplanes = width
+        self.layer1 = self._stage(width, blocks, 1)
+        self.layer2 = self._stage(2 * width, blocks, 2)
+        self.layer3 = self._stage(4 * width, blocks, 2)
+        self.avgpool = AdaptiveAvgPool2d(1)
+        self.flatten = Flatten()
+        self.fc = Linear(4 * width, num_classes)
+        self.reset_parameters(None if seed is None else np.random.default_rng(seed))
+
+    def _stage(self, planes, blocks, stride):
+        downsample = _downsample(self.inplanes, planes, stride) \
+            if stride != 1 or self.inplanes != planes else None
+        stage = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        stage += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        return Sequential(stage)
+
+    def reset_parameters(self, rng=None):
+        super().reset_parameters(rng)
+        from .layers import _generator
+        _he_normal_convs(self, _generator if rng is None else rng)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.flatten(self.avgpool(x)))
+
+
+def resnet20(num_classes=10, in_channels=3, seed=None):
+    """ResNet-20 for 3x32x32 images (CIFAR-10): 16, 32, 64 channels, 3 blocks each."""
+    return CifarResNet(20, num_classes, in_channels, seed=seed)

@@ -86,6 +86,9 @@ class Sequential(Layer, Training, StateDict):
     def structure(self):
         return (self, self.training, tuple([layer.structure() for layer in self.layers]))
 
+    def children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
     def named_parameters(self, prefix=""):
         out = []
         for i, layer in enumerate(self.layers):

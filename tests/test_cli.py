@@ -65,3 +65,12 @@ def test_bad_command_lines_exit_with_a_message(args, message, capsys):
         cli.main(args)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_demo_trains_the_residual_net():
+    result = run("demo", "--model", "resnet", "--epochs", "1", "--threads", "2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "ResNet-8" in out and "batch 64" in out
+    acc_line = next(line for line in out.splitlines() if line.startswith("Test accuracy:"))
+    assert float(acc_line.split()[2].rstrip("%")) > 50.0, out     # one epoch: far above chance
