@@ -4,7 +4,7 @@ import numpy as np
 
 from . cimport _fastcnn as c
 from ._fastcnn cimport fptr
-from ._checks import as_float32, check_shape, out_buffer
+from ._checks import as_float, as_float32, check_shape, nonnegative_float, out_buffer
 from ._config import get_num_threads
 
 
@@ -29,6 +29,8 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
     """
     xa = as_float32(x, "x", 4)
     cdef int64_t N = xa.shape[0], C = xa.shape[1], HW = xa.shape[2] * xa.shape[3]
+    momentum = as_float(momentum, "momentum")
+    eps = nonnegative_float(eps, "eps")
     g = _batchnorm2d_vector(weight, C, "weight")
     b = _batchnorm2d_vector(bias, C, "bias")
     rm = _batchnorm2d_running(running_mean, C, "running_mean")
@@ -71,6 +73,7 @@ def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=T
     dy = as_float32(grad_y, "grad_y")
     check_shape(dy, xa.shape, "grad_y")
     cdef int64_t N = xa.shape[0], C = xa.shape[1], HW = xa.shape[2] * xa.shape[3]
+    eps = nonnegative_float(eps, "eps")
     g = _batchnorm2d_vector(weight, C, "weight")
     gw = out_buffer(grad_weight, (C,), "grad_weight")
     gb = out_buffer(grad_bias, (C,), "grad_bias")
