@@ -1,0 +1,97 @@
+"""The README's Dask recipe timed: LeNet's predict over N MNIST-shaped images through
+dask.array.map_blocks on a LocalCluster of 1 worker process against 2 (1 thread
+each, so 1 OpenMP thread per Dask thread), with predict in this process on 1 and
+2 threads as the yardstick. Both clusters are started first (their start-up time is
+printed, not counted); then the four ways run interleaved, and the medians print.
+
+    python bench/dask_predict.py [--images 20000] [--chunk 2500] [--rounds 5]
+
+The input array lives in this process, as in the recipe, so each run includes
+sending the images (N x 3 KiB) to the workers and the logits back."""
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import _path
+_path.prefer_checkout()  # this checkout's in-place build first
+import numpy as np
+
+import fastcnn
+from fastcnn import _native
+
+
+def lenet():
+    return fastcnn.Sequential(
+        fastcnn.Conv2d(1, 6, 5, padding=2), fastcnn.ReLU(), fastcnn.MaxPool2d(2),
+        fastcnn.Conv2d(6, 16, 5), fastcnn.ReLU(), fastcnn.MaxPool2d(2), fastcnn.Flatten(),
+        fastcnn.Linear(400, 120), fastcnn.ReLU(), fastcnn.Linear(120, 10), seed=0)
+
+
+def on_dask(client, model, x, chunk):
+    import dask.array as da
+    xd = da.from_array(x, chunks=(chunk,) + x.shape[1:])
+    out = xd.map_blocks(model.predict, drop_axis=[2, 3], chunks=(xd.chunks[0], (10,)),
+                        dtype=np.float32)
+    return client.compute(out).result()
+
+
+def in_process(model, x, threads):
+    old = fastcnn.get_num_threads()
+    fastcnn.set_num_threads(threads)
+    try:
+        return model.predict(x)
+    finally:
+        fastcnn.set_num_threads(old)
+
+
+def start(workers):
+    from dask.distributed import Client, LocalCluster
+    t = time.perf_counter()
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None)
+    client = Client(cluster)
+    print(f"cluster of {workers} worker(s) up in {time.perf_counter() - t:.1f} s; "
+          f"kernel threads per worker: {sorted(client.run(fastcnn.get_num_threads).values())}")
+    return cluster, client
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--chunk", type=int, default=2500)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    os.environ.pop("OMP_NUM_THREADS", None)     # the default: the nanny sets 1 per worker
+    model = lenet()
+    x = np.random.default_rng(0).standard_normal((args.images, 1, 28, 28)).astype(np.float32)
+    expected = model.predict(x)
+    clusters = {n: start(n) for n in (1, 2)}
+    ways = {"dask, 1 worker x 1 thread": lambda: on_dask(clusters[1][1], model, x, args.chunk),
+            "dask, 2 workers x 1 thread": lambda: on_dask(clusters[2][1], model, x, args.chunk),
+            "in process, 1 thread": lambda: in_process(model, x, 1),
+            "in process, 2 threads": lambda: in_process(model, x, 2)}
+    for run in ways.values():           # warm up; the results must all agree
+        np.testing.assert_array_equal(run(), expected)
+    times = {name: [] for name in ways}
+    for _ in range(args.rounds):
+        for name, run in ways.items():
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
+    for cluster, client in clusters.values():
+        client.close()
+        cluster.close()
+    base = statistics.median(times["dask, 1 worker x 1 thread"])
+    print(f"\nLeNet predict, {args.images} images of 1x28x28, chunks of {args.chunk}, "
+          f"median of {args.rounds} interleaved rounds; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, fastcnn kernels {_native.isa()}")
+    print("| way | median s | images/s | speedup vs 1 worker |\n|---|---|---|---|")
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        print(f"| {name} | {m:.3f} | {args.images / m:,.0f} | {base / m:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
