@@ -67,13 +67,14 @@ import bench_conv2d
 import bench_gemm
 import bench_linear
 import bench_loss
+import bench_merge
 import bench_models
 import bench_optim
 import bench_pool2d
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = [bench_conv2d, bench_pool2d, bench_gemm, bench_models, bench_activation,
-           bench_linear, bench_loss, bench_optim]
+           bench_linear, bench_loss, bench_optim, bench_merge]
 CASES = [case for module in MODULES for case in module.CASES]
 
 SETTINGS = {   # harness.measure arguments
@@ -95,6 +96,7 @@ GROUPS = {
     "linear": "-",
     "loss": "-",
     "optimizer": "-",
+    "merge": "-",
 }
 LARGE_PEAK = 0.85       # large conv shapes: fraction of peak
 LARGE_SPEEDUP = 1.85    # large shapes: 2 threads over 1

@@ -80,6 +80,11 @@ void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *d
  * count / (count - 1), count = N * HW) */
 void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
                                 const float *var, int64_t C, int64_t count, double momentum);
+/* wf (K, CRS) = w * s[k], bf (K) = (b - mean) * s + beta, s = gamma / sqrt(var + eps):
+ * batch norm in eval folded into the convolution before it. b, gamma, beta may be NULL. */
+void batchnorm2d_fold(float *wf, float *bf, const float *w, const float *b, const float *gamma,
+                      const float *beta, const float *mean, const float *var, int64_t K,
+                      int64_t CRS, double eps, int nthreads);
 
 /* pointwise.c ----------------------------------------------------------------- */
 
@@ -103,6 +108,31 @@ void add_forward_ref(float *y, const float *a, const float *b, int64_t n);
 void add_accumulate_ref(float *y, const float *x, int64_t n);
 void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthreads);
 void mul_forward_ref(float *y, const float *a, const float *b, int64_t n);
+
+/* Broadcasting: y (n[0], ..., n[ndim-1]) C-contiguous; a, b read at element
+ * strides sa, sb (0 along a dim they broadcast over; dims collapsed by the
+ * caller, so the last dim's strides are 0 or 1). */
+#define MERGE_MAX_DIMS 8
+typedef struct {
+    int ndim;
+    int64_t n[MERGE_MAX_DIMS], sa[MERGE_MAX_DIMS], sb[MERGE_MAX_DIMS];
+} merge_shape;
+void add_broadcast(float *y, const float *a, const float *b, const merge_shape *s, int nthreads);
+void mul_broadcast(float *y, const float *a, const float *b, const merge_shape *s, int nthreads);
+void add_broadcast_ref(float *y, const float *a, const float *b, const merge_shape *s);
+void mul_broadcast_ref(float *y, const float *a, const float *b, const merge_shape *s);
+/* dx (an input of s's merge, read at strides sx) = dy (s->n) * other (read at
+ * strides so; NULL: 1) summed over the dims where sx is 0 (its broadcast dims). */
+void merge_reduce(float *dx, const float *dy, const float *other, const merge_shape *s,
+                  const int64_t *sx, const int64_t *so, int nthreads);
+void merge_reduce_ref(float *dx, const float *dy, const float *other, const merge_shape *s,
+                      const int64_t *sx, const int64_t *so);
+/* Concatenation: y (outer, sum of width) = xs[i] (outer, width[i]) side by
+ * side; cat_backward splits dy back (a NULL dxs[i] is skipped). */
+void cat_forward(float *y, const float *const *xs, const int64_t *width, int k, int64_t outer,
+                 int nthreads);
+void cat_backward(float *const *dxs, const float *dy, const int64_t *width, int k, int64_t outer,
+                  int nthreads);
 
 /* activation.c --------------------------------------------------------------- */
 

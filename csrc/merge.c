@@ -1,6 +1,10 @@
-/* merge.c - element-wise merges of branches: y = a + b, y = a * b, and the
- * gradient accumulation y += x of a tensor read by several ops. Every buffer
- * is (n). */
+/* merge.c - merges of branches: the element-wise y = a + b and y = a * b
+ * (same shapes, and numpy broadcasting with the reduction of the gradient to
+ * each input's shape), the concatenation of tensors along a dim, and the
+ * gradient accumulation y += x of a tensor read by several ops. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "fastcnn.h"
 
 void add_forward_ref(float *y, const float *a, const float *b, int64_t n)
@@ -56,4 +60,268 @@ void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthrea
     #pragma omp parallel for simd num_threads(nt) schedule(static)
     for (int64_t i = 0; i < n; i++)
         y[i] = a[i] * b[i];
+}
+
+/* ---- broadcasting merges ----------------------------------------------------
+ * y (s->n[0], ..., s->n[ndim-1]) is C-contiguous; a and b are read at the
+ * element strides s->sa, s->sb (0 along the dims they broadcast over). The
+ * binding collapses dims first, so the last dim's strides are 0 or 1. */
+
+#define MERGE_CHUNK 16384   /* elements of one row handled as one work item */
+
+/* Offsets in a and b of the start of row r (dims 0..ndim-2). */
+static void row_offsets(const merge_shape *s, int64_t r, int64_t *oa, int64_t *ob)
+{
+    int64_t a = 0, b = 0;
+    for (int d = s->ndim - 2; d >= 0; d--) {
+        int64_t i = r % s->n[d];
+        r /= s->n[d];
+        a += i * s->sa[d];
+        b += i * s->sb[d];
+    }
+    *oa = a;
+    *ob = b;
+}
+
+/* y[j] = a[j * ia] op b[j * ib] for j in [0, n); ia, ib are 0 or 1. */
+static void merge_row(float *y, const float *a, const float *b, int64_t n, int64_t ia,
+                      int64_t ib, int mul)
+{
+    if (ia && ib) {
+        if (mul) { for (int64_t j = 0; j < n; j++) y[j] = a[j] * b[j]; }
+        else     { for (int64_t j = 0; j < n; j++) y[j] = a[j] + b[j]; }
+    } else if (ib) {
+        float v = a[0];
+        if (mul) { for (int64_t j = 0; j < n; j++) y[j] = v * b[j]; }
+        else     { for (int64_t j = 0; j < n; j++) y[j] = v + b[j]; }
+    } else if (ia) {
+        float v = b[0];
+        if (mul) { for (int64_t j = 0; j < n; j++) y[j] = a[j] * v; }
+        else     { for (int64_t j = 0; j < n; j++) y[j] = a[j] + v; }
+    } else {
+        float v = mul ? a[0] * b[0] : a[0] + b[0];
+        for (int64_t j = 0; j < n; j++) y[j] = v;
+    }
+}
+
+static void merge_broadcast(float *y, const float *a, const float *b, const merge_shape *s,
+                            int mul, int nthreads)
+{
+    int last = s->ndim - 1;
+    int64_t inner = s->n[last], rows = 1;
+    for (int d = 0; d < last; d++)
+        rows *= s->n[d];
+    int64_t chunks = (inner + MERGE_CHUNK - 1) / MERGE_CHUNK;
+    int nt = fastcnn_threads_for(rows * inner, nthreads);
+    /* each work item writes its own part of one row of y */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t item = 0; item < rows * chunks; item++) {
+        int64_t r = item / chunks, j0 = (item % chunks) * MERGE_CHUNK;
+        int64_t n = inner - j0 < MERGE_CHUNK ? inner - j0 : MERGE_CHUNK;
+        int64_t oa, ob;
+        row_offsets(s, r, &oa, &ob);
+        merge_row(y + r * inner + j0, a + oa + j0 * s->sa[last], b + ob + j0 * s->sb[last], n,
+                  s->sa[last], s->sb[last], mul);
+    }
+}
+
+void add_broadcast(float *y, const float *a, const float *b, const merge_shape *s, int nthreads)
+{
+    merge_broadcast(y, a, b, s, 0, nthreads);
+}
+
+void mul_broadcast(float *y, const float *a, const float *b, const merge_shape *s, int nthreads)
+{
+    merge_broadcast(y, a, b, s, 1, nthreads);
+}
+
+/* Offset of element i (C order) of a y-shaped array read at strides st. */
+static int64_t strided_offset(const merge_shape *s, const int64_t *st, int64_t i)
+{
+    int64_t o = 0;
+    for (int d = s->ndim - 1; d >= 0; d--) {
+        o += (i % s->n[d]) * st[d];
+        i /= s->n[d];
+    }
+    return o;
+}
+
+void add_broadcast_ref(float *y, const float *a, const float *b, const merge_shape *s)
+{
+    int64_t n = 1;
+    for (int d = 0; d < s->ndim; d++)
+        n *= s->n[d];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = a[strided_offset(s, s->sa, i)] + b[strided_offset(s, s->sb, i)];
+}
+
+void mul_broadcast_ref(float *y, const float *a, const float *b, const merge_shape *s)
+{
+    int64_t n = 1;
+    for (int d = 0; d < s->ndim; d++)
+        n *= s->n[d];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = a[strided_offset(s, s->sa, i)] * b[strided_offset(s, s->sb, i)];
+}
+
+/* ---- the broadcast backward: reduce a y-shaped gradient to an input --------
+ * dx (the input read at strides sx over y's dims: 0 along the broadcast
+ * dims, its contiguous strides along the others) = the sum over the
+ * broadcast dims of dy * other (other read at strides so; NULL: 1). */
+
+/* dy's and other's offsets of element i of the sub-space of the dims with
+ * keep[d] set (C order over those dims). */
+static void sub_offsets(const merge_shape *s, const int64_t *so, const int *keep, int want,
+                        int64_t i, int64_t *oy, int64_t *oo)
+{
+    int64_t y = 0, o = 0, stride = 1;
+    for (int d = s->ndim - 1; d >= 0; d--) {
+        if (keep[d] == want) {
+            int64_t k = i % s->n[d];
+            i /= s->n[d];
+            y += k * stride;
+            o += k * so[d];
+        }
+        stride *= s->n[d];
+    }
+    *oy = y;
+    *oo = o;
+}
+
+/* sum of g[q] * v[q * inc] (v NULL: 1) for q in [0, n); inc is 0 or 1. Float
+ * partial sums over one row (vectorised); the caller adds rows in double. */
+static double row_dot(const float *g, const float *v, int64_t n, int64_t inc)
+{
+    float part = 0.0f;
+    if (v && inc) {
+        #pragma omp simd reduction(+:part)
+        for (int64_t q = 0; q < n; q++)
+            part += g[q] * v[q];
+        return part;
+    }
+    #pragma omp simd reduction(+:part)
+    for (int64_t q = 0; q < n; q++)
+        part += g[q];
+    return v ? (double)part * v[0] : part;
+}
+
+/* out[q] (+)= g[q] * v[q * inc] (v NULL: 1) for q in [0, n); add: accumulate, else assign. */
+static void row_add(float *out, const float *g, const float *v, int64_t n, int64_t inc, int add)
+{
+    float c = v && !inc ? v[0] : 1.0f;
+    if (v && inc) {
+        if (add) { for (int64_t q = 0; q < n; q++) out[q] += g[q] * v[q]; }
+        else     { for (int64_t q = 0; q < n; q++) out[q] = g[q] * v[q]; }
+    } else {
+        if (add) { for (int64_t q = 0; q < n; q++) out[q] += g[q] * c; }
+        else     { for (int64_t q = 0; q < n; q++) out[q] = g[q] * c; }
+    }
+}
+
+void merge_reduce(float *dx, const float *dy, const float *other, const merge_shape *s,
+                  const int64_t *sx, const int64_t *so, int nthreads)
+{
+    int keep[MERGE_MAX_DIMS], last = s->ndim - 1;
+    int64_t m = 1, total = 1;
+    for (int d = 0; d < s->ndim; d++) {
+        keep[d] = sx[d] != 0;
+        m *= keep[d] ? s->n[d] : 1;
+        total *= s->n[d];
+    }
+    int64_t reduced = total / m;
+    int nt = fastcnn_threads_for(total, nthreads);
+    if (!keep[last]) {
+        /* dx element j: a sum over the reduced dims, the last one contiguous */
+        int64_t inner = s->n[last], oinc = other ? so[last] : 0, outer = reduced / inner;
+        /* each j written by one thread */
+        #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t j = 0; j < m; j++) {
+            int64_t ky, ko;
+            sub_offsets(s, so, keep, 1, j, &ky, &ko);
+            double sum = 0.0;
+            for (int64_t r = 0; r < outer; r++) {
+                int64_t ry, ro;
+                sub_offsets(s, so, keep, 0, r * inner, &ry, &ro);
+                sum += row_dot(dy + ky + ry, other ? other + ko + ro : NULL, inner, oinc);
+            }
+            dx[j] = (float)sum;
+        }
+        return;
+    }
+    /* the last dim kept: dx row = a sum of dy rows over the reduced dims */
+    int64_t inner = s->n[last], rows = m / inner, oinc = other ? so[last] : 0;
+    /* each dx row written by one thread */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t k = 0; k < rows; k++) {
+        float *out = dx + k * inner;
+        int64_t ky, ko;
+        sub_offsets(s, so, keep, 1, k * inner, &ky, &ko);
+        for (int64_t r = 0; r < reduced; r++) {
+            int64_t ry, ro;
+            sub_offsets(s, so, keep, 0, r, &ry, &ro);
+            row_add(out, dy + ky + ry, other ? other + ko + ro : NULL, inner, oinc, r > 0);
+        }
+    }
+}
+
+void merge_reduce_ref(float *dx, const float *dy, const float *other, const merge_shape *s,
+                      const int64_t *sx, const int64_t *so)
+{
+    int64_t total = 1, m = 1;
+    for (int d = 0; d < s->ndim; d++) {
+        total *= s->n[d];
+        m *= sx[d] ? s->n[d] : 1;
+    }
+    double *acc = calloc((size_t)m, sizeof(double));
+    if (!acc)
+        return;
+    for (int64_t i = 0; i < total; i++)
+        acc[strided_offset(s, sx, i)] += (double)dy[i] *
+                                         (other ? other[strided_offset(s, so, i)] : 1.0f);
+    for (int64_t j = 0; j < m; j++)
+        dx[j] = (float)acc[j];
+    free(acc);
+}
+
+/* ---- concatenation ----------------------------------------------------------
+ * y (outer, sum of width[i]) = the rows of xs[i] (outer, width[i]) side by
+ * side: a concatenation along one dim, with outer the product of the dims
+ * before it and width[i] the input's extent along it times the dims after. */
+void cat_forward(float *y, const float *const *xs, const int64_t *width, int k, int64_t outer,
+                 int nthreads)
+{
+    int64_t total = 0;
+    for (int i = 0; i < k; i++)
+        total += width[i];
+    int nt = fastcnn_threads_for(outer * total, nthreads);
+    /* each (row, input) pair writes its own piece of y */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t item = 0; item < outer * k; item++) {
+        int64_t r = item / k, at = 0;
+        int i = (int)(item % k);
+        for (int q = 0; q < i; q++)
+            at += width[q];
+        memcpy(y + r * total + at, xs[i] + r * width[i], (size_t)width[i] * sizeof(float));
+    }
+}
+
+/* dxs[i] (outer, width[i]) = its piece of dy (outer, sum of width); a NULL dxs[i] is skipped. */
+void cat_backward(float *const *dxs, const float *dy, const int64_t *width, int k, int64_t outer,
+                  int nthreads)
+{
+    int64_t total = 0;
+    for (int i = 0; i < k; i++)
+        total += width[i];
+    int nt = fastcnn_threads_for(outer * total, nthreads);
+    /* each (row, input) pair writes its own row of one dxs[i] */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t item = 0; item < outer * k; item++) {
+        int64_t r = item / k, at = 0;
+        int i = (int)(item % k);
+        if (!dxs[i])
+            continue;
+        for (int q = 0; q < i; q++)
+            at += width[q];
+        memcpy(dxs[i] + r * width[i], dy + r * total + at, (size_t)width[i] * sizeof(float));
+    }
 }

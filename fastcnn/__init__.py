@@ -10,6 +10,7 @@ from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2
                      Sigmoid, Tanh, manual_seed)
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module
+from .graph import cat
 from .saving import load
 from .sequential import Sequential
 from .training import History
@@ -27,5 +28,5 @@ __all__ = ["functional", "datasets", "losses", "models", "optim", "get_num_threa
            "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Flatten", "Module", "Sequential",
            "Tanh", "LeakyReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
            "Identity", "Dropout", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "GlobalAvgPool2d",
-           "History", "load", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
+           "History", "load", "cat", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
            "register_threadpoolctl", "__version__"]

@@ -1,5 +1,8 @@
 # Bindings of csrc/batchnorm2d.c: batch normalization over NCHW images,
-# forward (training and inference) and backward, and the executor's step.
+# forward (training and inference) and backward, its folding into the
+# convolution before it (inference), and the executor's steps.
+import math
+
 import numpy as np
 
 from . cimport _fastcnn as c
@@ -96,6 +99,49 @@ def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=T
         c.batchnorm2d_forward_train(ps, pm, pv, pi, px, NULL, NULL, N, C, HW, e, nt)
         c.batchnorm2d_backward(pdx, pgw, pgb, pdy, px, pm, pi, pg, N, C, HW, nt)
     return dx, gw, gb
+
+
+def batch_norm2d_fold(weight, bias, bn_weight, bn_bias, running_mean, running_var, eps=1e-5):
+    """A convolution followed by batch norm in inference, as one convolution:
+    with s = bn_weight / sqrt(running_var + eps), the weight (K, C, R, S)
+    scaled by s per output channel and the bias (bias - running_mean) * s + bn_bias.
+
+    Args:
+        weight: the convolution's (K, ...) weight; bias: (K,) or None (0).
+        bn_weight, bn_bias: batch norm's (K,) scale and shift, or None (1, 0).
+        running_mean, running_var: (K,) statistics.
+        eps: batch norm's eps.
+
+    Returns:
+        (folded weight, folded bias): fresh float32 arrays.
+    """
+    w = as_float32(weight, "weight")
+    if w.ndim < 1:
+        raise ValueError(f"weight must have an output-channel dimension (K, ...). "
+                         f"Received: weight.shape={w.shape}")
+    eps = nonnegative_float(eps, "eps")
+    cdef int64_t K = w.shape[0], CRS = w.size // w.shape[0]
+    b = _batchnorm2d_vector(bias, K, "bias")
+    g = _batchnorm2d_vector(bn_weight, K, "bn_weight")
+    be = _batchnorm2d_vector(bn_bias, K, "bn_bias")
+    m = as_float32(running_mean, "running_mean")
+    v = as_float32(running_var, "running_var")
+    check_shape(m, (K,), "running_mean")
+    check_shape(v, (K,), "running_var")
+    wf, bf = np.empty_like(w), np.empty(K, np.float32)
+    cdef float *pwf = fptr(wf)
+    cdef float *pbf = fptr(bf)
+    cdef const float *pw = fptr(w)
+    cdef const float *pb = NULL if b is None else fptr(b)
+    cdef const float *pg = NULL if g is None else fptr(g)
+    cdef const float *pbe = NULL if be is None else fptr(be)
+    cdef const float *pm = fptr(m)
+    cdef const float *pv = fptr(v)
+    cdef double e = eps
+    cdef int nt = get_num_threads()
+    with nogil:
+        c.batchnorm2d_fold(pwf, pbf, pw, pb, pg, pbe, pm, pv, K, CRS, e, nt)
+    return wf, bf
 
 
 def _batchnorm2d_vector(v, int64_t C, str name):
@@ -199,4 +245,68 @@ cdef class BatchNormStep(Step):
             self.tracked[...] += 1
             self.a.factor = (1.0 / int(self.tracked) if self.momentum is None
                              else self.momentum)
+        return 0
+
+
+# ---- a convolution with the batch norm after it folded in (compiler pass) ---------
+
+ctypedef struct folded_conv_step_args:
+    int x, y, dx, dy            # step_slots
+    const void *conv            # the convolution step's arguments
+    step_fn conv_forward        # and its forward
+    int wf, bf                  # slots: the folded weight (K, CRS) and bias (K)
+    int64_t K, CRS
+    double eps
+
+
+cdef int folded_conv_step_forward(const void *a, void **ptr, float **par, int need_dx,
+                                  int nt) noexcept nogil:
+    # par: weight, bias (or NULL), bn weight, bn bias (or NULL), running mean, running var
+    cdef const folded_conv_step_args *p = <const folded_conv_step_args *> a
+    cdef float *folded[2]
+    folded[0], folded[1] = <float *> ptr[p.wf], <float *> ptr[p.bf]
+    c.batchnorm2d_fold(folded[0], folded[1], par[0], par[1], par[2], par[3], par[4], par[5],
+                       p.K, p.CRS, p.eps, nt)
+    return p.conv_forward(p.conv, ptr, folded, need_dx, nt)
+
+
+cdef int folded_conv_step_backward(const void *a, void **ptr, float **par, int need_dx,
+                                   int nt) noexcept nogil:
+    return c.FASTCNN_OK         # inference only: the pass never folds in training
+
+
+cdef class FoldedConvStep(Step):
+    """conv2d then batch_norm2d in inference as one convolution: each call
+    folds the current weights and statistics into the frame's auxiliary
+    buffers (nothing cached: any of them may change between calls), then
+    runs the convolution step on them."""
+    cdef folded_conv_step_args a
+    cdef WeightStep conv
+    cdef object bn_weight, bn_bias, running_mean, running_var
+
+    def __init__(self, node, slots, WeightStep conv):
+        super().__init__(node)
+        self.set_slots(<step_slots *> &self.a, slots)
+        self.conv = conv
+        self.a.conv, self.a.conv_forward = conv.args, conv.fwd
+        self.a.wf, self.a.bf = slots["folded_weight"], slots["folded_bias"]
+        self.a.K = conv.wshape[0]
+        self.a.CRS = math.prod(conv.wshape) // self.a.K
+        self.a.eps = node.attrs["bn_eps"]
+        p = node.params
+        self.bn_weight, self.bn_bias = p.get("bn_weight"), p.get("bn_bias")
+        self.running_mean, self.running_var = p["running_mean"], p["running_var"]
+        self.args, self.fwd, self.bwd = &self.a, folded_conv_step_forward, \
+            folded_conv_step_backward
+        self.npar, self.has_params = 6, True
+
+    cdef int fetch(self, float **par, bint backward) except -1:
+        cdef tuple shape = (self.a.K,)
+        self.conv.fetch(par, False)
+        par[2] = NULL if self.bn_weight is None else _param_ptr(self.bn_weight.data, shape,
+                                                                False, "bn weight")
+        par[3] = NULL if self.bn_bias is None else _param_ptr(self.bn_bias.data, shape, False,
+                                                              "bn bias")
+        par[4] = _param_ptr(self.running_mean, shape, False, "running_mean")
+        par[5] = _param_ptr(self.running_var, shape, False, "running_var")
         return 0

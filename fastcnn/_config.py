@@ -13,14 +13,33 @@ import warnings
 from ._checks import as_int
 
 
+# Variables by which MPI launchers announce how many ranks share this machine
+# (MPICH and Intel MPI's hydra, Open MPI, Slurm's srun).
+_LOCAL_RANKS_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_STEP_TASKS_PER_NODE")
+
+
 def _default_threads():
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
+    cores = os.cpu_count() or 1
     try:
-        return len(os.sched_getaffinity(0))
+        usable = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        usable = cores
+    if usable < cores:          # the launcher (or the user) pinned this process: use its cores
+        return usable
+    return max(1, usable // _local_ranks())
+
+
+def _local_ranks():
+    """Processes an MPI launcher started on this machine (1 without one), so
+    that N ranks on one machine default to cores / N threads each."""
+    for name in _LOCAL_RANKS_VARS:
+        value = os.environ.get(name, "").split("(")[0].split(",")[0]
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
 
 
 _num_threads = _default_threads()
@@ -74,7 +93,7 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The number of threads kernels may use (default: OMP_NUM_THREADS, else the
-    cores; 1 in a forked child)."""
+    cores, divided among the MPI ranks on this machine; 1 in a forked child)."""
     return 1 if _forked_child else _num_threads
 
 

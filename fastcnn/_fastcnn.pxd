@@ -24,6 +24,9 @@ cdef extern from "fastcnn.h" nogil:
                               const float *gamma, int64_t N, int64_t C, int64_t HW, int nthreads)
     void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
                                     const float *var, int64_t C, int64_t count, double momentum)
+    void batchnorm2d_fold(float *wf, float *bf, const float *w, const float *b,
+                          const float *gamma, const float *beta, const float *mean,
+                          const float *var, int64_t K, int64_t CRS, double eps, int nthreads)
 
     enum:
         POINTWISE_TANH, POINTWISE_LEAKY_RELU, POINTWISE_HARDTANH, POINTWISE_HARDSIGMOID,
@@ -39,6 +42,26 @@ cdef extern from "fastcnn.h" nogil:
     void add_accumulate_ref(float *y, const float *x, int64_t n)
     void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
     void mul_forward_ref(float *y, const float *a, const float *b, int64_t n)
+    enum: MERGE_MAX_DIMS
+    ctypedef struct merge_shape:
+        int ndim
+        int64_t n[8]
+        int64_t sa[8]
+        int64_t sb[8]
+    void add_broadcast(float *y, const float *a, const float *b, const merge_shape *s,
+                       int nthreads)
+    void mul_broadcast(float *y, const float *a, const float *b, const merge_shape *s,
+                       int nthreads)
+    void add_broadcast_ref(float *y, const float *a, const float *b, const merge_shape *s)
+    void mul_broadcast_ref(float *y, const float *a, const float *b, const merge_shape *s)
+    void merge_reduce(float *dx, const float *dy, const float *other, const merge_shape *s,
+                      const int64_t *sx, const int64_t *so, int nthreads)
+    void merge_reduce_ref(float *dx, const float *dy, const float *other, const merge_shape *s,
+                          const int64_t *sx, const int64_t *so)
+    void cat_forward(float *y, const float *const *xs, const int64_t *width, int k,
+                     int64_t outer, int nthreads)
+    void cat_backward(float *const *dxs, const float *dy, const int64_t *width, int k,
+                      int64_t outer, int nthreads)
 
     void relu_forward(float *y, const float *x, int64_t n, int nthreads)
     void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)

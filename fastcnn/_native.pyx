@@ -9,8 +9,10 @@
 #   _executor.pxi    Program, Frame, Step: the executor of compiled graphs
 #                    (fastcnn.compiler builds Programs); each family's file below
 #                    ends with its op's Step (ConvStep, PoolStep, ...)
-#   _merge.pxi       add, add_backward: the sum of two branches (csrc/merge.c)
-#   _batchnorm2d.pxi batch_norm2d, batch_norm2d_backward (csrc/batchnorm2d.c)
+#   _merge.pxi       add, mul, cat and their backward: merges of branches with
+#                    broadcasting, concatenation (csrc/merge.c)
+#   _batchnorm2d.pxi batch_norm2d, batch_norm2d_backward, batch_norm2d_fold
+#                    (csrc/batchnorm2d.c)
 #   _activation.pxi  relu, sigmoid and their backward (csrc/activation.c)
 #   _pointwise.pxi   tanh, leaky_relu, hardtanh, relu6, hardsigmoid, hardswish, silu,
 #                    gelu and their backward (csrc/pointwise.c)

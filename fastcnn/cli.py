@@ -45,12 +45,15 @@ def demo(epochs=DEMO_EPOCHS, batch_size=DEMO_BATCH, lr=DEMO_LR, shift=DEMO_SHIFT
     (x_train, y_train), (x_test, y_test) = load_mnist_5k()
     model = lenet5(seed=seed)
     optimizer = Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer, ranks, out = _data_parallel(optimizer, out)
     schedule = CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     out(f"fastcnn {fastcnn.__version__} demo: LeNet-5 on {len(x_train):,} MNIST digits, "
         f"tested on {len(x_test):,} others")
     out(f"Adam lr={lr:g} (cosine schedule), weight decay {weight_decay:g}, batch {batch_size}, "
         f"{epochs} epochs, "
         f"random shifts of up to {shift} px, {_kernels()}")
+    if ranks > 1:
+        out(f"data-parallel on {ranks} MPI ranks: each trains on 1/{ranks} of every batch")
     augment = (lambda x, rng: random_shift(x, shift, rng)) if shift else None
     if plot_dir is not None:
         out(f"validation after each epoch on the {len(x_test):,} test digits (for the pictures)")
@@ -66,10 +69,27 @@ def demo(epochs=DEMO_EPOCHS, batch_size=DEMO_BATCH, lr=DEMO_LR, shift=DEMO_SHIFT
     out(f"Test accuracy: {100 * accuracy:.1f}% ({round(accuracy * len(x_test))}/{len(x_test)}),"
         f" test loss {loss:.4f}")
     out(f"Training: {train_seconds:.1f} s, {rate:,.0f} images/s; total wall time {wall:.1f} s")
-    if plot_dir is not None:
+    if plot_dir is not None and out is not _silent:    # one process, or rank 0
+        model.optimizer = None          # the pictures' predictions run on rank 0 alone
         for path in write_pictures(model, history, x_test, y_test, plot_dir):
             out(f"wrote {path}")
     return accuracy, train_seconds, rate
+
+
+def _data_parallel(optimizer, out):
+    """Under an MPI launcher (``mpiexec -n 2 fastcnn demo``): the optimizer
+    wrapped for data-parallel training, the number of ranks, and ``out``
+    silenced on all ranks but 0. Otherwise (optimizer, 1, out)."""
+    from . import distributed
+    if distributed.launched() == 1 or distributed.size() == 1:
+        return optimizer, 1, out
+    if distributed.rank() != 0:
+        out = _silent
+    return distributed.DistributedOptimizer(optimizer), distributed.size(), out
+
+
+def _silent(text):
+    pass
 
 
 PICTURES = ("history.png", "filters.png", "feature_maps.png", "predictions.png")

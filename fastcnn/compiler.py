@@ -10,6 +10,10 @@ Passes are rewrites of the graph, each switchable (``passes=``):
   two); in inference it pools first and applies the ReLU to the pooled output
   (they commute: both are monotone, and a NaN stays a NaN), a quarter of the
   elements for a 2x2 window.
+- ``fold_batch_norm`` (inference): a batch norm after a convolution becomes
+  part of it: the convolution runs on weights and a bias folded anew on each
+  call from the current parameters and statistics (where that costs less
+  than the batch norm's pass over its input; see :func:`fold_batch_norm`).
 - ``in_place``: an op that may overwrite its input (an activation; the ReLU
   absorbed by a max pooling in training) takes its input's memory when
   nothing reads that input later, nor keeps it for backward; an activation's
@@ -35,7 +39,7 @@ from .ops import OPS
 
 __all__ = ["PASSES", "compile_graph", "reference_run"]
 
-PASSES = ("fuse_relu_max_pool", "in_place", "reuse_memory")
+PASSES = ("fuse_relu_max_pool", "fold_batch_norm", "in_place", "reuse_memory")
 
 
 def compile_graph(graph, training, passes=PASSES):
@@ -46,6 +50,8 @@ def compile_graph(graph, training, passes=PASSES):
         raise ValueError(f"unknown passes {sorted(unknown)}; the passes are {PASSES}")
     if "fuse_relu_max_pool" in passes:
         graph = fuse_relu_max_pool(graph)
+    if "fold_batch_norm" in passes and not training:
+        graph = fold_batch_norm(graph)
     return _Planner(graph, training, "in_place" in passes, "reuse_memory" in passes).program()
 
 
@@ -63,6 +69,38 @@ def fuse_relu_max_pool(graph):
             nodes[readers[0]] = pool.replace(inputs=node.inputs,
                                              attrs=dict(pool.attrs, relu=True))
             nodes[i] = None
+    return graph.copy([n for n in nodes if n is not None])
+
+
+def fold_batch_norm(graph, only_profitable=True):
+    """Fold each inference batch_norm2d (with running statistics) whose input
+    only it reads, made by a conv2d, into that convolution: one
+    conv2d_batch_norm2d node, whose step scales the weights per output channel
+    and shifts the bias on every call (w' = w * s, b' = (b - mean) * s + beta,
+    s = gamma / sqrt(var + eps)). With ``only_profitable``, only where the
+    weights to fold are fewer than the elements the batch norm would pass
+    over (C*R*S < N*P*Q): else the fold costs more than it saves."""
+    producer = {t: i for i, node in enumerate(graph.nodes) for t in node.outputs}
+    consumers = graph.consumers()
+    nodes = list(graph.nodes)
+    for i, bn in enumerate(graph.nodes):
+        if bn.op != "batch_norm2d" or bn.params.get("running_mean") is None:
+            continue
+        t = bn.inputs[0]
+        j = producer.get(t)
+        if j is None or nodes[j].op != "conv2d" or consumers[t] != [i] or t == graph.output:
+            continue
+        conv = nodes[j]
+        w = conv.params["weight"].data.shape
+        n, _, p, q = graph.shapes[t]
+        if only_profitable and w[1] * w[2] * w[3] >= n * p * q:
+            continue
+        params = dict(conv.params, bn_weight=bn.params.get("weight"),
+                      bn_bias=bn.params.get("bias"), running_mean=bn.params["running_mean"],
+                      running_var=bn.params["running_var"])
+        nodes[j] = conv.replace(op="conv2d_batch_norm2d", outputs=bn.outputs, params=params,
+                                attrs=dict(conv.attrs, bn_eps=bn.attrs["eps"]))
+        nodes[i] = None
     return graph.copy([n for n in nodes if n is not None])
 
 
@@ -136,7 +174,10 @@ class _Planner:
         return OPS[node.op].aux(node, *self.io_shapes(node), self.training)
 
     def io_shapes(self, node):
-        return self.graph.shapes[node.inputs[0]], self.graph.shapes[node.outputs[0]]
+        """(input shape, or the tuple of the input shapes of a node with several
+        inputs; output shape)."""
+        shapes = tuple(self.graph.shapes[t] for t in node.inputs)
+        return shapes[0] if len(shapes) == 1 else shapes, self.graph.shapes[node.outputs[0]]
 
     # -- slots -------------------------------------------------------------------
     def root(self, key):
@@ -171,7 +212,8 @@ class _Planner:
                 continue
             if not self.in_place:
                 continue
-            if op.in_place and self.free_after(("t", x), i):
+            if op.in_place and self.free_after(("t", x), i) \
+                    and self.graph.shapes[x] == self.graph.shapes[y]:
                 self.join(("t", x), ("t", y))
             if self.training and op.in_place and len(node.inputs) == 1 \
                     and self.root(("g", y)) not in self.external:

@@ -13,9 +13,44 @@ input and output tensors, its attributes and its parameters
 it (``"3"``, ``"layer1.0.conv1"``), and for a layer that runs its own
 Python code, the layer itself.
 """
+from ._native import _merge_cat_shape
 from .ops import OPS
 
-__all__ = ["Graph", "Node", "Value"]
+__all__ = ["Graph", "Node", "Value", "cat"]
+
+
+def cat(tensors, dim=1):
+    """Concatenate tensors along ``dim`` (``torch.cat``; channels by default).
+
+    Works on the traced tensors inside a Module's ``forward`` (a cat node of
+    the graph) and on numpy arrays (``fastcnn.functional.cat``).
+
+    Args:
+        tensors: a list or tuple of one or more tensors of one rank whose
+            shapes agree except along ``dim``: all traced tensors of one
+            graph, or all arrays.
+        dim: the dim to join along, negative counting from the end. Default 1.
+
+    Raises:
+        TypeError: traced tensors mixed with arrays, or of different graphs.
+        ValueError: shapes that do not concatenate (naming them), ``dim`` out of range.
+
+    Example:
+        >>> class Inception(fastcnn.Module):
+        ...     def forward(self, x):
+        ...         return fastcnn.cat([self.branch1(x), self.branch3(x)], dim=1)
+    """
+    if isinstance(tensors, (list, tuple)) and any(isinstance(t, Value) for t in tensors):
+        graph = tensors[0].graph if isinstance(tensors[0], Value) else None
+        bad = [type(t).__name__ for t in tensors
+               if not isinstance(t, Value) or t.graph is not graph]
+        if bad:
+            raise TypeError(f"cat joins traced tensors of one graph, or arrays, not a mix. "
+                            f"Received: {bad[0]} among traced tensors")
+        d = _merge_cat_shape([t.shape for t in tensors], dim)[1]
+        return graph.add("cat", list(tensors), attrs={"dim": d})
+    from .functional import cat as cat_arrays
+    return cat_arrays(tensors, dim)
 
 
 class Value:
@@ -30,11 +65,27 @@ class Value:
         return len(self.shape)
 
     def __add__(self, other):
-        """``a + b`` while tracing: an add node (same shapes)."""
+        """``a + b`` while tracing: an add node (numpy broadcasting)."""
+        return self.graph.add("add", [self, self._operand(other, "+")])
+
+    def __radd__(self, other):
+        """``0 + a`` is ``a`` (so ``sum(values)`` works); other left operands are refused."""
+        if isinstance(other, (int, float)) and not isinstance(other, bool) and other == 0:
+            return self
+        return self._operand(other, "+")
+
+    def __mul__(self, other):
+        """``a * b`` while tracing: a mul node (numpy broadcasting)."""
+        return self.graph.add("mul", [self, self._operand(other, "*")])
+
+    def __rmul__(self, other):
+        return self._operand(other, "*")
+
+    def _operand(self, other, symbol):
         if not isinstance(other, Value) or other.graph is not self.graph:
-            raise TypeError(f"a traced tensor adds only to another traced tensor of its "
-                            f"graph. Received: {type(other).__name__}")
-        return self.graph.add("add", [self, other])
+            raise TypeError(f"a traced tensor combines ({symbol}) only with another traced "
+                            f"tensor of its graph. Received: {type(other).__name__}")
+        return other
 
     def __bool__(self):
         raise TypeError("a traced tensor has no value: Python control flow that depends on "

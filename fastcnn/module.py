@@ -12,6 +12,8 @@ like a Sequential. Parameters are named by attribute path, as in PyTorch
 Tracing sees operations on tensors, not Python decisions: code whose control
 flow depends on the data (``if x.max() > 0``) cannot be traced, and says so.
 """
+import numpy as np
+
 from .graph import Value
 from .layers import Layer, Parameter
 from .saving import StateDict
@@ -108,3 +110,55 @@ class Module(Layer, Training, StateDict):
         inner = "".join(f"\n  ({name}): " + repr(child).replace("\n", "\n  ")
                         for name, child in self.children())
         return f"{type(self).__name__}({inner}\n)" if inner else f"{type(self).__name__}()"
+
+
+class _Replay(Module):
+    """A user's Module loaded from a file (fastcnn.load): its layers, rebuilt for
+    the state dict's names, and, at the top, its saved graph, whose ops are
+    replayed on the traced input (its own class is not needed)."""
+
+    @classmethod
+    def from_record(cls, record, build):
+        model = cls()
+        object.__setattr__(model, "_name", record["name"])
+        for name, shape in record["params"]:
+            setattr(model, name, Parameter(np.zeros(shape, np.float32)))
+        for name, child in record["children"]:
+            setattr(model, name, build(child))
+        nodes = record.get("nodes")
+        object.__setattr__(model, "_nodes", None if nodes is None else [
+            dict(node, attrs=_tuples(node["attrs"])) for node in nodes])
+        object.__setattr__(model, "_io", (record.get("input"), record.get("output")))
+        object.__setattr__(model, "_input_shape", tuple(record.get("input_shape", ())))
+        return model
+
+    def forward(self, x):
+        if self._nodes is None:
+            raise TypeError(f"{self._name} was saved as part of its parent's graph; it "
+                            f"does not run alone")
+        if x.shape[1:] != self._input_shape:
+            raise ValueError(f"{self._name} was saved traced for inputs of shape "
+                             f"(N,) + {self._input_shape} (its layers may have been sized "
+                             f"for them). Received: x.shape={x.shape}")
+        objs = dict(self.named_parameters() + self.named_buffers())
+        values = {self._io[0]: x}
+        for node in self._nodes:
+            inputs = [values[t] for t in node["inputs"]]
+            if node["op"] == "dropout" and not self.training:
+                values[node["outputs"][0]] = inputs[0]      # as Dropout adds in inference
+                continue
+            params = {n: None if key is None else objs[key] for n, key in node["params"].items()}
+            values[node["outputs"][0]] = x.graph.add(node["op"], inputs, node["attrs"], params)
+        return values[self._io[1]]
+
+    def __repr__(self):
+        return super().__repr__().replace(type(self).__name__, self._name, 1)
+
+
+def _tuples(value):
+    """JSON's lists back to the tuples they were (attrs hold no lists)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value

@@ -18,7 +18,12 @@ pointwise  kind (tanh, leaky_relu, hardtanh, hardsigmoid, hardswish, silu, gelu,
 max_pool2d kernel_size, stride, padding; relu: a ReLU absorbed before it (a pass)
 avg_pool2d kernel_size, stride, padding, count_include_pad
 flatten    start_dim, end_dim (a view: no step runs)
-add        - (two inputs of one shape)
+add        - (two inputs; numpy broadcasting)
+mul        - (two inputs; numpy broadcasting)
+cat        dim (a non-negative int; one or more inputs)
+conv2d_batch_norm2d  a conv2d and the batch_norm2d after it, folded (the
+           compiler's fold_batch_norm pass, inference only): conv2d's attrs and
+           bn_eps; params weight, bias, bn_weight, bn_bias, running_mean, running_var
 dropout    p (training only: its layer adds no node in inference)
 batch_norm2d eps, momentum (None: cumulative average), num_features; params weight,
            bias, running_mean, running_var, num_batches_tracked (see BatchNorm2dOp)
@@ -31,6 +36,7 @@ import numpy as np
 
 from . import _native as E
 from ._native import _geometry, _pool2d_check_plane, _pool2d_shape
+from ._native import _merge_broadcast_shape, _merge_cat_shape
 from . import functional as F
 
 __all__ = ["OpDef", "OPS"]
@@ -325,23 +331,99 @@ class DropoutOp(OpDef):
 
 
 class AddOp(OpDef):
-    """The element-wise sum of two tensors of one shape (a residual connection)."""
+    """The element-wise sum of two tensors with numpy broadcasting (a residual
+    connection; a per-channel shift)."""
     kind = "add"
-    in_place = True
+    in_place = True         # the planner lets it overwrite an input of the output's shape
+    _mul = False
 
     def infer(self, attrs, params, a, b):
-        if a != b:
-            raise ValueError(f"add needs inputs of one shape. Received: {a} and {b}")
-        return a
+        return _merge_broadcast_shape(a, b, self.kind)
 
-    def step(self, node, slots, x, y, training):
-        return E.AddStep(node, slots, math.prod(y))
+    def step(self, node, slots, xs, y, training):
+        return E.MergeStep(node, slots, xs[0], xs[1], self._mul)
 
     def forward(self, node, xs, training):
-        return F.add(*xs), None
+        return F.add(*xs), tuple(x.shape for x in xs)
+
+    def backward(self, node, shapes, dy, need_dx):
+        return F.add_backward(dy, *shapes) if need_dx else (None, None)
+
+
+class MulOp(AddOp):
+    """The element-wise product of two tensors with numpy broadcasting
+    (squeeze-and-excitation: (N, C, 1, 1) weights times (N, C, H, W) maps)."""
+    kind = "mul"
+    saves = ("input",)
+    _mul = True
+
+    def forward(self, node, xs, training):
+        return F.mul(*xs), xs
+
+    def backward(self, node, xs, dy, need_dx):
+        return F.mul_backward(dy, *xs) if need_dx else (None, None)
+
+
+class CatOp(OpDef):
+    """The concatenation of one or more tensors along attr ``dim`` (DenseNet,
+    Inception)."""
+    kind = "cat"
+
+    def infer(self, attrs, params, *shapes):
+        return _merge_cat_shape(shapes, attrs["dim"])[0]
+
+    def step(self, node, slots, xs, y, training):
+        shapes = xs if len(node.inputs) > 1 else (xs,)
+        return E.CatStep(node, slots, shapes, node.attrs["dim"])
+
+    def forward(self, node, xs, training):
+        xs = xs if isinstance(xs, tuple) else (xs,)
+        return F.cat(xs, node.attrs["dim"]), [x.shape[node.attrs["dim"]] for x in xs]
+
+    def backward(self, node, sizes, dy, need_dx):
+        if not need_dx:
+            return (None,) * len(sizes) if len(sizes) > 1 else None
+        dxs = F.cat_backward(dy, sizes, node.attrs["dim"])
+        return tuple(dxs) if len(dxs) > 1 else dxs[0]
+
+
+class Conv2dBatchNormOp(Conv2dOp):
+    """A conv2d with the batch_norm2d after it folded in (inference only; the
+    compiler's fold_batch_norm pass makes it). Params: the convolution's
+    weight and bias (or None) and the batch norm's bn_weight, bn_bias (or
+    None), running_mean, running_var; attrs: the convolution's and bn_eps."""
+    kind = "conv2d_batch_norm2d"
+    saves = ()
+
+    def aux(self, node, x, y, training):
+        w = node.params["weight"].data.shape
+        return {"folded_weight": (w, np.float32, False),
+                "folded_bias": ((w[0],), np.float32, False)}
+
+    def step(self, node, slots, x, y, training):
+        return E.FoldedConvStep(node, slots, super().step(node, slots, x, y, training))
+
+    def forward(self, node, x, training):
+        p = node.params
+        w, b = p["weight"], p.get("bias")
+        gamma, beta = p.get("bn_weight"), p.get("bn_bias")
+        wf, bf = F.batch_norm2d_fold(w.data, None if b is None else b.data,
+                                     None if gamma is None else gamma.data,
+                                     None if beta is None else beta.data,
+                                     p["running_mean"], p["running_var"], node.attrs["bn_eps"])
+        folded = node.replace(params=dict(p, weight=_Folded(wf), bias=_Folded(bf)))
+        return super().forward(folded, x, training)[0], None
 
     def backward(self, node, saved, dy, need_dx):
-        return F.add_backward(dy) if need_dx else (None, None)
+        raise TypeError("a folded conv2d + batch_norm2d runs in inference only")
+
+
+class _Folded:
+    """Folded weights in the place of a Parameter (reference_run reads ``.data``)."""
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
 
 
 class LayerOp(OpDef):
@@ -366,4 +448,5 @@ class LayerOp(OpDef):
 
 OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), PointwiseOp(),
                               MaxPool2dOp(), AvgPool2dOp(), FlattenOp(), BatchNorm2dOp(),
-                              DropoutOp(), AddOp(), LayerOp())}
+                              DropoutOp(), AddOp(), MulOp(), CatOp(), Conv2dBatchNormOp(),
+                              LayerOp())}

@@ -68,8 +68,15 @@ class StateDict:
         for key, p in params.items():
             p[...] = values[key]
 
-    def save(self, path):
+    def save(self, path, input_shape=None):
         """Write the architecture and the weights to one file, atomically.
+
+        A model of fastcnn's own layers is stored as their classes and
+        constructor arguments. A Module subclass of your own is stored as its
+        traced graph (the ops its forward applies, with their attributes and
+        the state-dict names of their parameters) and its layers; loading
+        rebuilds both, without your class, and runs the graph on inputs of
+        the traced shape, any batch size.
 
         The file is written under a temporary name in the same directory and
         renamed over ``path`` when complete (after an fsync; the directory is
@@ -81,6 +88,9 @@ class StateDict:
 
         Args:
             path: file path (any name; ``.fcnn`` or ``.npz`` are customary).
+            input_shape: one input's shape without the batch, e.g. (3, 32, 32),
+                to trace a Module subclass of your own with; default the
+                shape of the model's last call.
 
         Example:
             >>> model.save("lenet.fcnn")
@@ -89,7 +99,7 @@ class StateDict:
         from . import __version__
         path = os.fspath(path)
         arch = {"format": _FORMAT, "version": _FORMAT_VERSION, "fastcnn": __version__,
-                "model": _layer_config(self)}
+                "model": _top_record(self, input_shape)}
         arrays = {_ARCH_KEY: np.frombuffer(json.dumps(arch).encode("utf-8"), np.uint8)}
         arrays.update(self.state_dict())
         directory = os.path.dirname(os.path.abspath(path))
@@ -118,7 +128,9 @@ def load(path):
         path: the file.
 
     Returns:
-        a :class:`Sequential` (in training mode).
+        the model (in training mode): a :class:`Sequential`, a model of
+        fastcnn's own classes, or for a Module subclass of your own a
+        Module running its saved graph, with the same state-dict names.
 
     Raises:
         ValueError: naming the path, if the file is not a fastcnn model,
@@ -157,8 +169,9 @@ def load(path):
     from .sequential import Sequential
     try:
         model = _from_config(arch["model"])
-        if not isinstance(model, Sequential):
-            raise ValueError("the top-level record is not a Sequential")
+        from .module import Module
+        if not isinstance(model, (Sequential, Module)):
+            raise ValueError("the top-level record is not a Sequential or a Module")
         expected = dict(model.named_state())
         for key, value in arrays.items():
             want = expected[key].dtype if key in expected else np.dtype(np.float32)
@@ -198,6 +211,9 @@ def _layer_config(layer):
 
 
 def _from_config(record):
+    if record["class"] == "Module":
+        from .module import _Replay
+        return _Replay.from_record(record, _from_config)
     cls, config = record["class"], record["config"]
     if cls == "Sequential":
         from .sequential import Sequential
@@ -207,3 +223,75 @@ def _from_config(record):
     return LAYERS[cls](**config)
 
 
+
+
+# ---- Module subclasses of the user's own: layers and traced graph -------------------
+
+def _top_record(model, input_shape):
+    from .module import Module
+    if LAYERS.get(type(model).__name__) is type(model) or not isinstance(model, Module):
+        return _layer_config(model)
+    return _module_record(model, input_shape)
+
+
+def _module_record(model, input_shape):
+    """The record of a user's Module: its layers (``_tree_record``) and the graph
+    its forward traces in training mode (so that dropout is in it), with each
+    parameter named by its state-dict key."""
+    from .runner import trace
+    if input_shape is None:
+        runner = model.__dict__.get("_runner_state")
+        if runner is None or not runner.programs:
+            raise TypeError(f"cannot save a layer of type {type(model).__name__} before it "
+                            f"has run: call it on a batch once, or pass "
+                            f"input_shape=(C, H, W) to save")
+        input_shape = runner.programs[0][1].in_shape[1:]
+    layers = list(_all_layers(model))
+    modes = [layer.training for layer in layers]
+    try:
+        for layer in layers:
+            layer.training = True
+        graph = trace(model, (1,) + tuple(input_shape))
+    finally:
+        for layer, mode in zip(layers, modes):
+            layer.training = mode
+    keys = {id(obj): key for key, obj in model.named_parameters() + model.named_buffers()}
+    nodes = []
+    for node in graph.nodes:
+        if node.op == "layer":
+            raise TypeError(f"cannot save a layer of type {type(node.layer).__name__} inside "
+                            f"{type(model).__name__}: it runs its own Python forward")
+        missing = [n for n, obj in node.params.items() if obj is not None and id(obj) not in keys]
+        if missing:
+            raise TypeError(f"cannot save {type(model).__name__}: its graph uses parameters "
+                            f"that are not its own ({node.op} {missing})")
+        nodes.append({"op": node.op, "inputs": list(node.inputs), "outputs": list(node.outputs),
+                      "attrs": node.attrs,
+                      "params": {n: None if obj is None else keys[id(obj)]
+                                 for n, obj in node.params.items()}})
+    record = _tree_record(model)
+    record.update(nodes=nodes, input=graph.input, output=graph.output,
+                  input_shape=list(input_shape))
+    return record
+
+
+def _tree_record(layer):
+    """A layer for the state dict only (its graph is the parent's): fastcnn's own
+    classes by their config, Sequentials and the user's Modules by their children."""
+    from .module import Module
+    from .sequential import Sequential
+    if type(layer) is Sequential:
+        return {"class": "Sequential", "config": {"layers": [_tree_record(x) for x in layer]}}
+    if LAYERS.get(type(layer).__name__) is type(layer) or not isinstance(layer, Module):
+        return _layer_config(layer)
+    return {"class": "Module", "name": type(layer).__name__,
+            "params": [[name, list(p.shape)] for name, p in layer._params.items()],
+            "children": [[name, _tree_record(child)] for name, child in layer.children()]}
+
+
+def _all_layers(layer):
+    yield layer
+    children = [c for _, c in layer.children()] if hasattr(layer, "children") else \
+        list(getattr(layer, "layers", []))
+    for child in children:
+        yield from _all_layers(child)

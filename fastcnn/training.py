@@ -65,6 +65,12 @@ class Training:
                 Generator, returning new inputs of the same shape for that epoch
                 (e.g. :func:`fastcnn.datasets.random_shift`). Default None.
 
+        Data-parallel: with a :class:`fastcnn.distributed.DistributedOptimizer`
+        on more than one MPI rank, every rank draws the same shuffle (rank 0's
+        seed), trains on its slice of each global batch of ``batch_size``,
+        and the loss and accuracy are those of the whole batch; only rank 0
+        prints. Call fit on every rank (fastcnn.distributed says more).
+
         Returns:
             :class:`History`, per-epoch ``loss``, ``accuracy``,
             ``images_per_sec`` (and ``val_loss``, ``val_accuracy``).
@@ -120,11 +126,12 @@ class Training:
 
         n = x.shape[0]
         steps = -(-n // batch_size)
-        rng = np.random.default_rng(seed)
+        par = _data_parallel(optimizer)
+        rng = np.random.default_rng(par.common_seed(seed))
         xb_buf = np.empty((min(batch_size, n),) + x.shape[1:], np.float32)
         yb_buf = np.empty((min(batch_size, n),) + y.shape[1:], y.dtype)
         history = History()
-        progress = Progress(epochs, steps, verbose)
+        progress = Progress(epochs, steps, verbose if par.rank == 0 else 0)
         self.train()
         try:
             for epoch in range(1, epochs + 1):
@@ -135,11 +142,18 @@ class Training:
                 total_loss, correct = 0.0, 0
                 for step in range(steps):
                     idx = order[step * batch_size:(step + 1) * batch_size]
-                    xb, yb = xb_buf[:len(idx)], yb_buf[:len(idx)]
-                    np.take(x_epoch, idx, axis=0, out=xb, mode="clip")
-                    np.take(y, idx, axis=0, out=yb, mode="clip")
-                    out = self(xb)
-                    batch_loss = loss_fn(out, yb)
+                    mine = par.shard(idx)          # idx itself in one process
+                    xb, yb = xb_buf[:len(mine)], yb_buf[:len(mine)]
+                    np.take(x_epoch, mine, axis=0, out=xb, mode="clip")
+                    np.take(y, mine, axis=0, out=yb, mode="clip")
+                    batch_sum, batch_correct = 0.0, 0
+                    if len(mine):
+                        out = self(xb)
+                        batch_sum = loss_fn(out, yb) * len(mine)
+                        if loss_fn.classification:
+                            batch_correct = int(np.count_nonzero(np.argmax(out, axis=1) == yb))
+                    batch_sum, batch_correct = par.reduce_sums(batch_sum, batch_correct)
+                    batch_loss = batch_sum / len(idx)
                     if not math.isfinite(batch_loss):
                         raise FloatingPointError(
                             f"The loss became {batch_loss} at epoch {epoch}, batch {step + 1} "
@@ -147,13 +161,17 @@ class Training:
                             f"the last good step. Try a lower learning rate, or check the data "
                             f"for NaN or infinite values.")
                     optimizer.zero_grad()
-                    self.backward(loss_fn.backward(), need_grad_input=False)
+                    if len(mine):
+                        scale = par.loss_grad_scale(len(mine), len(idx))
+                        grad_out = loss_fn.backward()
+                        self.backward(grad_out if scale == 1 else grad_out * np.float32(scale),
+                                      need_grad_input=False)
                     optimizer.step()
-                    total_loss += batch_loss * len(idx)
-                    if loss_fn.classification:
-                        correct += int(np.count_nonzero(np.argmax(out, axis=1) == yb))
+                    total_loss += batch_sum
+                    correct += int(batch_correct)
                     seen = step * batch_size + len(idx)
                     progress.update(step + 1, seen, total_loss / seen)
+                par.end_epoch(self)
                 seconds = time.perf_counter() - start
                 logs = {"loss": total_loss / n}
                 if loss_fn.classification:
@@ -185,12 +203,20 @@ class Training:
             ``(loss, accuracy)``: floats, means over the N examples
             (accuracy is None for losses other than cross-entropy).
 
+        After a data-parallel ``fit`` (the model's optimizer is a
+        DistributedOptimizer on several ranks) it is collective: call it on
+        every rank; each evaluates its share of the rows, all get the result.
+
         Example:
             >>> loss, accuracy = model.evaluate(x_test, y_test)
         """
         loss_fn = get_loss(CrossEntropyLoss() if loss is None else loss)
         x, y = _check_data(x, y, loss_fn)
         batch_size = positive_int(batch_size, "batch_size")
+        n = x.shape[0]
+        par = _data_parallel(self.optimizer)
+        mine = par.rows(n)                          # all of x in one process
+        x, y = x[mine], y[mine]
         total_loss, correct = 0.0, 0
         with _inference(self):
             for start in range(0, x.shape[0], batch_size):
@@ -199,7 +225,7 @@ class Training:
                 total_loss += loss_fn(out, yb) * len(xb)
                 if loss_fn.classification:
                     correct += int(np.count_nonzero(np.argmax(out, axis=1) == yb))
-        n = x.shape[0]
+        total_loss, correct = par.reduce_sums(total_loss, correct)
         return total_loss / n, (correct / n if loss_fn.classification else None)
 
     def predict(self, x, batch_size=256):
@@ -212,11 +238,21 @@ class Training:
         Returns:
             float32 array (N, ...) of outputs (logits for a classifier).
 
+        After a data-parallel ``fit`` it is collective, like ``evaluate``:
+        each rank computes its share of the rows and all get every row.
+
         Example:
             >>> labels = model.predict(x_test).argmax(axis=1)
         """
         x = as_float32(x, "x")
         batch_size = positive_int(batch_size, "batch_size")
+        par = _data_parallel(self.optimizer)
+        if par.size > 1 and x.shape[0] >= par.size:
+            part = self._predict_local(x[par.rows(x.shape[0])], batch_size)
+            return par.gather_rows(part, x.shape[0])
+        return self._predict_local(x, batch_size)
+
+    def _predict_local(self, x, batch_size):
         result = None
         with _inference(self):
             if x.shape[0] <= batch_size:
@@ -227,6 +263,39 @@ class Training:
                     result = np.empty((x.shape[0],) + out.shape[1:], np.float32)
                 result[start:start + out.shape[0]] = out
         return result
+
+
+class _LocalData:
+    """fit / evaluate / predict in one process: every batch is all this
+    process's (fastcnn.distributed._DataParallel is the many-rank twin)."""
+    rank, size = 0, 1
+
+    def rows(self, n):
+        return slice(0, n)
+
+    def shard(self, idx):
+        return idx
+
+    def common_seed(self, seed):
+        return seed
+
+    def reduce_sums(self, *values):
+        return values
+
+    def loss_grad_scale(self, local, total):
+        return 1
+
+    def end_epoch(self, model):
+        pass
+
+
+_LOCAL = _LocalData()
+
+
+def _data_parallel(optimizer):
+    """The data-parallel helper of a DistributedOptimizer on several ranks,
+    else the one-process one."""
+    return getattr(optimizer, "data_parallel", None) or _LOCAL
 
 
 class _inference:

@@ -485,10 +485,67 @@ def _add_ref(args):
     return Near(a + b, np.abs(a) + np.abs(b))
 
 
-@fuzz_op("add_backward", "merge", lambda: _any_shape().flatmap(array).map(lambda g: {"grad_y": g}))
+@st.composite
+def _add_backward_args(draw):
+    sa, sb = draw(_broadcast_pair())
+    try:
+        out = np.broadcast_shapes(sa, sb)
+    except ValueError:
+        out = sa
+    args = {"grad_y": draw(array(out))}
+    if accepts("add_backward", "a_shape") and draw(st.integers(0, 3)):
+        args["a_shape"], args["b_shape"] = draw(st.sampled_from([(sa, sb), (list(sa), list(sb))]))
+    return args
+
+
+@fuzz_op("add_backward", "merge", _add_backward_args)
 def _add_backward_ref(args):
     g = f64(args["grad_y"], "grad_y")
-    return Near(g), Near(g)
+    shapes_ = [tuple(args.get(k, g.shape)) for k in ("a_shape", "b_shape")]
+    try:
+        out = np.broadcast_shapes(*shapes_)
+    except ValueError:
+        raise Refused(f"shapes {shapes_} do not broadcast") from None
+    if out != g.shape:
+        raise Refused(f"grad_y.shape={g.shape}, not the broadcast shape {out}")
+    with np.errstate(all="ignore"):
+        return tuple(Near(unbroadcast(g, s), unbroadcast(np.abs(g), s)) for s in shapes_)
+
+
+@st.composite
+def _batch_norm2d_fold_args(draw):
+    K = draw(dims(0, 3))
+    wshape = draw(st.sampled_from([(), (K,), (K, 2), (K, 2, 3, 3)]))
+    vec = (K,) if not rarely(draw) else (K + 1,)
+    args = {"weight": draw(array(wshape)), "running_mean": draw(array(vec)),
+            "running_var": draw(array(vec))}
+    for name in ("bias", "bn_weight", "bn_bias"):
+        args[name] = draw(array(vec)) if draw(st.booleans()) else None
+    if draw(st.booleans()):
+        args["eps"] = draw(st.one_of(st.floats(1e-5, 1.0), st.sampled_from([0.0, -1.0, "x"])))
+    return args
+
+
+@fuzz_op("batch_norm2d_fold", "batchnorm2d", _batch_norm2d_fold_args)
+def _batch_norm2d_fold_ref(args):
+    w = f64(args["weight"], "weight")
+    if w.ndim < 1:
+        raise Refused("a 0-d weight")
+    K = w.shape[0]
+    vectors = {}
+    for name, default in (("bias", 0.0), ("bn_weight", 1.0), ("bn_bias", 0.0),
+                          ("running_mean", None), ("running_var", None)):
+        v = args.get(name)
+        vectors[name] = np.full(K, default) if v is None else f64(v, name)
+        shape_is(vectors[name], (K,), name)
+    eps = ref_float(args.get("eps", 1e-5), "eps", 0.0)
+    with np.errstate(all="ignore"):
+        s = vectors["bn_weight"] / np.sqrt(vectors["running_var"] + eps)
+        ws = s.reshape((K,) + (1,) * (w.ndim - 1))
+        bias = (vectors["bias"] - vectors["running_mean"]) * s + vectors["bn_bias"]
+        scale = (np.abs(vectors["bias"]) + np.abs(vectors["running_mean"])) * np.abs(s) \
+            + np.abs(vectors["bn_bias"])
+        return Near(w * ws), Near(bias, scale)
 
 
 @st.composite

@@ -108,7 +108,8 @@ def test_layer_matches_torch_over_training_steps_and_in_eval(torch, num_threads,
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("passes", [PASSES, ()])
+# (fold_batch_norm changes the arithmetic: tests/test_fold.py checks it within tolerance)
+@pytest.mark.parametrize("passes", [tuple(p for p in PASSES if p != "fold_batch_norm"), ()])
 def test_executor_equals_the_reference_walk(training, passes, rng):
     model = fastcnn.Sequential(fastcnn.Conv2d(2, 3, 3, padding=1), fastcnn.BatchNorm2d(3),
                                fastcnn.ReLU(), fastcnn.MaxPool2d(2), fastcnn.Flatten(),
