@@ -7,7 +7,7 @@ import numpy as np
 
 from . cimport _fastcnn as c
 from ._fastcnn cimport fptr
-from ._checks import as_float32, check_shape, out_buffer
+from ._checks import as_float, as_float32, check_shape, nonnegative_float, out_buffer
 from ._config import get_num_threads
 
 
@@ -32,6 +32,8 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
     """
     xa = as_float32(x, "x", 4)
     cdef int64_t N = xa.shape[0], C = xa.shape[1], HW = xa.shape[2] * xa.shape[3]
+    momentum = as_float(momentum, "momentum")
+    eps = nonnegative_float(eps, "eps")
     g = _batchnorm2d_vector(weight, C, "weight")
     b = _batchnorm2d_vector(bias, C, "bias")
     rm = _batchnorm2d_running(running_mean, C, "running_mean")
@@ -74,6 +76,7 @@ def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=T
     dy = as_float32(grad_y, "grad_y")
     check_shape(dy, xa.shape, "grad_y")
     cdef int64_t N = xa.shape[0], C = xa.shape[1], HW = xa.shape[2] * xa.shape[3]
+    eps = nonnegative_float(eps, "eps")
     g = _batchnorm2d_vector(weight, C, "weight")
     gw = out_buffer(grad_weight, (C,), "grad_weight")
     gb = out_buffer(grad_bias, (C,), "grad_bias")
@@ -113,6 +116,10 @@ def batch_norm2d_fold(weight, bias, bn_weight, bn_bias, running_mean, running_va
         (folded weight, folded bias): fresh float32 arrays.
     """
     w = as_float32(weight, "weight")
+    if w.ndim < 1:
+        raise ValueError(f"weight must have an output-channel dimension (K, ...). "
+                         f"Received: weight.shape={w.shape}")
+    eps = nonnegative_float(eps, "eps")
     cdef int64_t K = w.shape[0], CRS = w.size // w.shape[0]
     b = _batchnorm2d_vector(bias, K, "bias")
     g = _batchnorm2d_vector(bn_weight, K, "bn_weight")

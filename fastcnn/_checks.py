@@ -27,7 +27,8 @@ def as_float32(x, name, ndim=None):
                          f"Received: {name}.shape={arr.shape} ({arr.ndim}-dimensional)")
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty. Received: {name}.shape={arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    # not np.ascontiguousarray: it turns a 0-d array into shape (1,)
+    return np.asarray(arr, dtype=np.float32, order="C")
 
 
 def as_labels(labels, n, classes, name="labels"):

@@ -337,6 +337,7 @@ def dropout(x, p=0.5, training=True, *, generator=None, return_mask=False):
         float32 array of x's shape (and the float32 mask: 0 or 1 / (1 - p)).
     """
     xa = as_float32(x, "x")
+    p = _dropout_p(p)           # checked in eval mode too, as torch does
     mask = dropout_mask(xa.shape, p, generator) if training else np.ones_like(xa)
     y = np.empty_like(xa)
     _merge_mul(y, xa, mask)
@@ -355,14 +356,24 @@ def dropout_backward(grad_y, mask):
 
 def dropout_mask(shape, p, generator=None):
     """A float32 dropout mask of ``shape``: 0 with probability p, else 1 / (1 - p)."""
-    p = as_float(p, "p")
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"p must be in [0, 1). Received: p={p!r}")
+    p = _dropout_p(p)
     if generator is None:
         from . import layers
         generator = layers._generator
-    keep = generator.random(shape, dtype=np.float32) >= p
-    return keep.astype(np.float32) * np.float32(1.0 / (1.0 - p))
+    if not isinstance(generator, np.random.Generator):
+        raise TypeError(f"generator must be a numpy.random.Generator or None. "
+                        f"Received: generator={generator!r}")
+    # an array even for shape (): a numpy scalar here would reach C as a bad pointer
+    mask = np.asarray(generator.random(shape, dtype=np.float32) >= p).astype(np.float32)
+    mask *= np.float32(1.0 / (1.0 - p))
+    return mask
+
+
+def _dropout_p(p):
+    p = as_float(p, "p")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p must be in [0, 1). Received: p={p!r}")
+    return p
 
 
 cdef _merge_mul(out, a, b):

@@ -61,12 +61,12 @@ def tanh(x):
 
 def leaky_relu(x, negative_slope=0.01):
     """``x`` where x > 0, else ``negative_slope * x``."""
-    return pointwise("leaky_relu", x, negative_slope)
+    return pointwise("leaky_relu", x, as_float(negative_slope, "negative_slope"))
 
 
 def hardtanh(x, min_val=-1.0, max_val=1.0):
-    """x clamped to [min_val, max_val]."""
-    return pointwise("hardtanh", x, min_val, max_val)
+    """x clamped to [min_val, max_val] (min_val <= max_val, as in torch)."""
+    return pointwise("hardtanh", x, *_hardtanh_bounds(min_val, max_val))
 
 
 def relu6(x):
@@ -101,12 +101,20 @@ def tanh_backward(grad_y, x):
 
 def leaky_relu_backward(grad_y, x, negative_slope=0.01):
     """Gradient of leaky_relu at its input x."""
-    return pointwise_backward("leaky_relu", grad_y, x, negative_slope)
+    return pointwise_backward("leaky_relu", grad_y, x, as_float(negative_slope, "negative_slope"))
 
 
 def hardtanh_backward(grad_y, x, min_val=-1.0, max_val=1.0):
     """Gradient of hardtanh at its input x (0 at and beyond the bounds, as in torch)."""
-    return pointwise_backward("hardtanh", grad_y, x, min_val, max_val)
+    return pointwise_backward("hardtanh", grad_y, x, *_hardtanh_bounds(min_val, max_val))
+
+
+def _hardtanh_bounds(min_val, max_val):
+    lo, hi = as_float(min_val, "min_val"), as_float(max_val, "max_val")
+    if lo > hi:
+        raise ValueError(f"min_val must not be greater than max_val. "
+                         f"Received: min_val={min_val!r}, max_val={max_val!r}")
+    return lo, hi
 
 
 def relu6_backward(grad_y, x):

@@ -15,6 +15,7 @@ drawn from fastcnn's global generator (seed it with
 :func:`fastcnn.manual_seed`) or from the ``rng`` given to
 ``reset_parameters``; :class:`fastcnn.Sequential` takes a ``seed`` too.
 """
+import copy
 import inspect
 import itertools
 import math
@@ -106,6 +107,22 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter(shape={self.data.shape})"
+
+    def __getstate__(self):
+        """Pickles carry the data, not the gradient (as torch's do), so a model
+        pickles at the size of its weights; unpickled, the gradient is zero."""
+        return self.data
+
+    def __setstate__(self, data):
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+    def __deepcopy__(self, memo):
+        """copy.deepcopy keeps the gradient too (as torch's does)."""
+        twin = Parameter.__new__(Parameter)
+        memo[id(self)] = twin
+        twin.data, twin.grad = copy.deepcopy(self.data, memo), copy.deepcopy(self.grad, memo)
+        return twin
 
 
 class Layer:
