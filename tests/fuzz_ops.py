@@ -391,8 +391,10 @@ def _pointwise_backward_ref(name):
         shape_is(dy, x.shape, "grad_y")
         with np.errstate(all="ignore"):
             d = derivative(x)
-            # the derivative is undefined at a NaN (and at +-inf for the smooth ones)
-            return Free(Near(dy * d), np.isnan(x) | (np.isinf(x) & np.isnan(d)))
+            # the derivative is undefined at a NaN (and at +-inf for the smooth ones);
+            # where it is 0, a non-finite grad_y may give 0 (torch's select) or NaN
+            return Free(Near(dy * d), np.isnan(x) | (np.isinf(x) & np.isnan(d)) |
+                        ((d == 0) & ~np.isfinite(dy)))
     return reference
 
 
@@ -1055,6 +1057,78 @@ def _avg_pool2d_backward_ref(args):
             for h, w in cells:
                 dx[:, :, h, w] += dy[:, :, p, q] / divisor
                 mag[:, :, h, w] += np.abs(dy[:, :, p, q]) / divisor
+    return Near(dx, mag)
+
+
+@st.composite
+def _adaptive_pool2d_args(draw, function):
+    N, C, H, W = draw(dims(0, 2)), draw(dims(0, 2)), draw(dims(0, 7)), draw(dims(0, 7))
+    args = reference_flag(draw, function)
+    shape = (N, C, H, W) if not rarely(draw) else (N, C, H)
+    if function == "adaptive_avg_pool2d_backward":     # the output size is grad_y's
+        args["input_shape"] = shape
+        oh, ow = draw(dims(0, 5)), draw(dims(0, 5))
+        args["grad_y"] = draw(array((N, C, oh, ow) if not rarely(draw) else (N, C, ow)))
+    else:
+        args["output_size"] = draw(int_or_pair(1, 5))
+        args["x"] = draw(array(shape))
+        if function == "adaptive_max_pool2d":
+            args["return_indices"] = True
+    return args
+
+
+def _adaptive_windows(H, W, oh, ow):
+    """Torch's adaptive windows: rows [floor(p H / oh), ceil((p + 1) H / oh)), columns likewise."""
+    for p in range(oh):
+        for q in range(ow):
+            rows = range(p * H // oh, -(-(p + 1) * H // oh))
+            cols = range(q * W // ow, -(-(q + 1) * W // ow))
+            yield p, q, [(h, w) for h in rows for w in cols]
+
+
+@fuzz_op("adaptive_max_pool2d", "pool2d", lambda: _adaptive_pool2d_args("adaptive_max_pool2d"))
+def _adaptive_max_pool2d_ref(args):
+    x = f64(args["x"], "x", 4)
+    N, C, H, W = x.shape
+    oh, ow = ref_pair(args["output_size"], "output_size", 1)
+    windows = [cells for _, _, cells in _adaptive_windows(H, W, oh, ow)]
+    y, idx = np.empty((N, C, oh * ow)), np.empty((N, C, oh * ow), np.int64)
+    for n in range(N):
+        for c in range(C):
+            y[n, c], idx[n, c] = _max_pool2d_plane(x[n, c], windows)
+    return Near(y.reshape(N, C, oh, ow)), idx.reshape(N, C, oh, ow)
+
+
+@fuzz_op("adaptive_avg_pool2d", "pool2d", lambda: _adaptive_pool2d_args("adaptive_avg_pool2d"))
+def _adaptive_avg_pool2d_ref(args):
+    x = f64(args["x"], "x", 4)
+    N, C, H, W = x.shape
+    oh, ow = ref_pair(args["output_size"], "output_size", 1)
+    y, mag = np.zeros((N, C, oh, ow)), np.zeros((N, C, oh, ow))
+    with np.errstate(all="ignore"):
+        for p, q, cells in _adaptive_windows(H, W, oh, ow):
+            for h, w in cells:
+                y[:, :, p, q] += x[:, :, h, w] / len(cells)
+                mag[:, :, p, q] += np.abs(x[:, :, h, w]) / len(cells)
+    return Near(y, mag)
+
+
+@fuzz_op("adaptive_avg_pool2d_backward", "pool2d",
+         lambda: _adaptive_pool2d_args("adaptive_avg_pool2d_backward"))
+def _adaptive_avg_pool2d_backward_ref(args):
+    shape = args["input_shape"]
+    if len(shape) != 4:
+        raise Refused("input_shape is not (N, C, H, W)")
+    N, C, H, W = (ref_int(v, "input_shape", 1) for v in shape)
+    dy = f64(args["grad_y"], "grad_y", 4)
+    oh, ow = dy.shape[2:]
+    shape_is(dy, (N, C, oh, ow), "grad_y")
+    dx, mag = np.zeros((N, C, H, W)), np.zeros((N, C, H, W))
+    with np.errstate(all="ignore"):
+        for p, q, cells in _adaptive_windows(H, W, oh, ow):
+            for h, w in cells:
+                dx[:, :, h, w] += dy[:, :, p, q] / len(cells)
+                mag[:, :, h, w] += np.abs(dy[:, :, p, q]) / len(cells)
     return Near(dx, mag)
 
 

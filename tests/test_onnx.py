@@ -363,8 +363,8 @@ def test_cycle_is_found():
 
 def test_every_unsupported_op_is_listed_at_load():
     model = _tiny([helper.make_node("Relu", ["x"], ["a"], name="r"),
-                   helper.make_node("Erf", ["a"], ["b"], name="erf1"),
-                   helper.make_node("Erf", ["b"], ["c"], name="erf2"),
+                   helper.make_node("Sin", ["a"], ["b"], name="sin1"),
+                   helper.make_node("Sin", ["b"], ["c"], name="sin2"),
                    helper.make_node("Pad", ["c", "p"], ["d"], name="pad", mode="reflect"),
                    helper.make_node("TopK", ["d", "k"], ["y", "i"], name="topk")],
                   [numpy_helper.from_array(np.zeros(8, np.int64), "p"),
@@ -372,7 +372,7 @@ def test_every_unsupported_op_is_listed_at_load():
     with pytest.raises(ValueError) as info:
         fastcnn.onnx.load(model)
     message = str(info.value)
-    for text in ("opset 15", "Erf", "'erf1', 'erf2'", "TopK", "'topk'", "Pad", "reflect"):
+    for text in ("opset 15", "Sin", "'sin1', 'sin2'", "TopK", "'topk'", "Pad", "reflect"):
         assert text in message, message
 
 

@@ -2,7 +2,6 @@
 fastcnn's outputs, at batch sizes 1 and 5 from one file (dynamic batch), and
 every file passes onnx.checker's full check."""
 import importlib
-import inspect
 import os
 
 import numpy as np
@@ -22,15 +21,13 @@ BATCHES = (1, 5)
 
 
 def _backends(path):
-    """Each way to run an exported file: name -> callable(x) -> y. fastcnn's
-    own importer joins here once it exists (fastcnn.onnx.load(path))."""
+    """Each way to run an exported file: name -> callable(x) -> y (onnxruntime
+    and fastcnn's own importer)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    backends = {"onnxruntime": lambda x: session.run(None, {"input": x})[0]}
-    if hasattr(fastcnn.onnx, "load"):               # the importer (branch onnx), once merged
-        backends["fastcnn.onnx.load"] = fastcnn.onnx.load(str(path))
-    return backends
+    return {"onnxruntime": lambda x: session.run(None, {"input": x})[0],
+            "fastcnn.onnx.load": fastcnn.onnx.load(str(path))}
 
 
 def _roundtrip(model, shape, path, opset=17, scale=3.0, seed=0):
@@ -54,12 +51,11 @@ def _roundtrip(model, shape, path, opset=17, scale=3.0, seed=0):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=tol,
                                        err_msg=f"{name}, batch {batch}")
     model.train(was_training)
-    if hasattr(fastcnn.onnx, "load"):               # loads back to the same state dict
-        state = {k: v for k, v in model.named_state() if not k.endswith("num_batches_tracked")}
-        loaded = fastcnn.onnx.load(str(path)).state_dict()
-        assert sorted(loaded) == sorted(state)
-        for key, value in state.items():
-            np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+    state = {k: v for k, v in model.named_state() if not k.endswith("num_batches_tracked")}
+    loaded = fastcnn.onnx.load(str(path)).state_dict()      # the same state dict back
+    assert sorted(loaded) == sorted(state)
+    for key, value in state.items():
+        np.testing.assert_array_equal(loaded[key], value, err_msg=key)
     return proto
 
 
@@ -216,11 +212,7 @@ def test_activation_formulas_before_opset_20(tmp_path):
                                               tmp_path / "d.onnx", opset=13))
 
 
-# ------------------------------------------------------------------ features of other branches
-
-def _has_args(cls, *names):
-    return all(n in inspect.signature(cls.__init__).parameters for n in names)
-
+# ------------------------------------------------------------------ dilation, groups, ceil_mode, mul, cat, softmax
 
 class MulCat(fastcnn.Module):
     """A gate broadcast over the channels (mul), a concatenation and a
@@ -241,48 +233,34 @@ class MulCat(fastcnn.Module):
         return z * self.pool(z) + z
 
 
-FEATURE_CASES = {   # name: (needed, model, input shape, ONNX ops)
-    "conv_groups": (lambda: _has_args(fastcnn.Conv2d, "groups"),
-                    lambda: conv(4, 6, 3, padding=1, groups=2), (4, 7, 7), ["Conv"]),
-    "conv_depthwise_dilated": (lambda: _has_args(fastcnn.Conv2d, "groups", "dilation"),
-                               lambda: conv(4, 4, 3, padding=2, dilation=2, groups=4),
+FEATURE_CASES = {   # name: (model, input shape, ONNX ops)
+    "conv_groups": (lambda: conv(4, 6, 3, padding=1, groups=2), (4, 7, 7), ["Conv"]),
+    "conv_depthwise_dilated": (lambda: conv(4, 4, 3, padding=2, dilation=2, groups=4),
                                (4, 9, 8), ["Conv"]),
-    "conv_dilated_same": (lambda: _has_args(fastcnn.Conv2d, "dilation"),
-                          lambda: conv(3, 4, 4, padding="same", dilation=2), (3, 9, 8),
+    "conv_dilated_same": (lambda: conv(3, 4, 4, padding="same", dilation=2), (3, 9, 8),
                           ["Conv"]),
-    "conv_dilated_stride": (lambda: _has_args(fastcnn.Conv2d, "dilation"),
-                            lambda: conv(3, 4, 3, stride=2, dilation=(2, 1)), (3, 11, 9),
+    "conv_dilated_stride": (lambda: conv(3, 4, 3, stride=2, dilation=(2, 1)), (3, 11, 9),
                             ["Conv"]),
-    "max_pool_ceil": (lambda: _has_args(fastcnn.MaxPool2d, "ceil_mode"),
-                      lambda: after_conv(fastcnn.MaxPool2d(3, 2, 1, ceil_mode=True)),
+    "max_pool_ceil": (lambda: after_conv(fastcnn.MaxPool2d(3, 2, 1, ceil_mode=True)),
                       (3, 10, 7), ["Conv", "MaxPool"]),
-    "max_pool_dilated_ceil": (lambda: _has_args(fastcnn.MaxPool2d, "ceil_mode", "dilation"),
-                              lambda: after_conv(fastcnn.MaxPool2d(2, 2, 0, dilation=2,
+    "max_pool_dilated_ceil": (lambda: after_conv(fastcnn.MaxPool2d(2, 2, 0, dilation=2,
                                                                    ceil_mode=True)),
                               (3, 9, 8), ["Conv", "MaxPool"]),
-    "avg_pool_ceil": (lambda: _has_args(fastcnn.AvgPool2d, "ceil_mode"),
-                      lambda: after_conv(fastcnn.AvgPool2d(3, 2, 1, ceil_mode=True)),
+    "avg_pool_ceil": (lambda: after_conv(fastcnn.AvgPool2d(3, 2, 1, ceil_mode=True)),
                       (3, 10, 7), ["Conv", "AveragePool"]),
-    "avg_pool_ceil_exclude_pad": (lambda: _has_args(fastcnn.AvgPool2d, "ceil_mode"),
-                                  lambda: after_conv(fastcnn.AvgPool2d(
+    "avg_pool_ceil_exclude_pad": (lambda: after_conv(fastcnn.AvgPool2d(
                                       3, 2, 1, ceil_mode=True, count_include_pad=False)),
                                   (3, 10, 7), ["Conv", "AveragePool"]),
-    "mul_cat_broadcasting": (lambda: hasattr(fastcnn, "cat"), MulCat, (4, 6, 6), None),
-    "softmax": (lambda: hasattr(fastcnn, "Softmax"),
-                lambda: after_conv(fastcnn.Softmax(1)), (3, 5, 5), None),
-    "log_softmax_last": (lambda: hasattr(fastcnn, "LogSoftmax"),
-                         lambda: after_conv(fastcnn.LogSoftmax(-1)), (3, 5, 5), None),
+    "mul_cat_broadcasting": (MulCat, (4, 6, 6), None),
+    "softmax": (lambda: after_conv(fastcnn.Softmax(1)), (3, 5, 5), None),
+    "log_softmax_last": (lambda: after_conv(fastcnn.LogSoftmax(-1)), (3, 5, 5), None),
 }
 
 
 @pytest.mark.parametrize("opset", [11, 17])
 @pytest.mark.parametrize("case", sorted(FEATURE_CASES))
-def test_features_of_other_branches(case, opset, tmp_path):
-    """Dilation, groups, ceil_mode, mul, cat and softmax, added by other
-    branches: exercised once they are merged (skipped before)."""
-    needed, make, shape, ops = FEATURE_CASES[case]
-    if not needed():
-        pytest.skip(f"{case}: the layer or argument is not in this build yet")
+def test_dilation_groups_ceil_mode_merges_and_softmax(case, opset, tmp_path):
+    make, shape, ops = FEATURE_CASES[case]
     fastcnn.manual_seed(4)
     proto = _roundtrip(make(), shape, tmp_path / "m.onnx", opset=opset)
     if ops is not None:
@@ -382,8 +360,6 @@ def test_shared_layer_is_one_initializer(tmp_path):
                                          ("resnet50", (3, 32, 32)),
                                          ("mobilenet_v2", (3, 32, 32))])
 def test_models(name, shape, tmp_path):
-    if not hasattr(models, name):
-        pytest.skip(f"fastcnn.models.{name} is not in this build")
     model = _train_a_little(getattr(models, name)(num_classes=10, seed=0), shape)
     proto = _roundtrip(model, shape, tmp_path / "m.onnx", scale=1.0)
     assert "BatchNormalization" in _ops(proto)          # unfused

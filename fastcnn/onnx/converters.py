@@ -9,12 +9,7 @@ and its attributes have one, and otherwise a numpy kernel of
 fastcnn/onnx/kernels.py run as a Python layer (``b.kernel``), which also
 folds nodes whose inputs are all constants. Swapping a fallback for a native
 op is a change in one converter.
-
-The ops other branches are adding natively (conv dilation and groups, pooling
-ceil_mode and dilation, softmax, broadcasting add / mul, cat) are used when
-this fastcnn has them (``_has``) and fall back to the numpy kernels before.
 """
-import inspect
 import math
 
 import numpy as np
@@ -22,7 +17,6 @@ import numpy as np
 from .. import layers as L
 from ..graph import Value
 from ..layers import Layer, Parameter
-from ..ops import OPS
 from . import kernels as K
 
 __all__ = ["CONVERTERS", "Builder", "ParamView", "unsupported_reason", "OPSET_MIN",
@@ -34,19 +28,6 @@ __all__ = ["CONVERTERS", "Builder", "ParamView", "unsupported_reason", "OPSET_MI
 # import, so opsets up to 28 (onnx 1.23's) import as well.
 OPSET_MIN, OPSET_MAX = 7, 28
 
-
-def _has(layer_cls, argument):
-    """Whether this fastcnn's layer takes ``argument`` (a feature other branches add)."""
-    return layer_cls is not None and argument in inspect.signature(layer_cls).parameters
-
-
-NATIVE_CONV_GROUPS = _has(L.Conv2d, "groups")
-NATIVE_CONV_DILATION = _has(L.Conv2d, "dilation")
-NATIVE_POOL_CEIL = _has(L.MaxPool2d, "ceil_mode") and _has(L.AvgPool2d, "ceil_mode")
-NATIVE_POOL_DILATION = _has(L.MaxPool2d, "dilation")
-NATIVE_SOFTMAX = "softmax" in OPS and hasattr(L, "Softmax") and hasattr(L, "LogSoftmax")
-NATIVE_BROADCAST = "mul" in OPS            # the merges branch: add broadcasts, mul exists
-NATIVE_CAT = "cat" in OPS
 
 
 class ParamView:
@@ -239,8 +220,7 @@ def conv(b, x, w, bias=None):
     strides, dilations, pads = _window(b, shape_of(x), kernel)
     groups = int(b.attr("group", 1))
     native = isinstance(x, Value) and isinstance(w, Parameter) and \
-        (bias is None or isinstance(bias, Parameter)) and \
-        (groups == 1 or NATIVE_CONV_GROUPS) and (dilations == (1, 1) or NATIVE_CONV_DILATION)
+        (bias is None or isinstance(bias, Parameter))
     if not native:
         return b.kernel(K.Conv(strides, pads, dilations, groups), x, w,
                         *([] if bias is None else [bias]))
@@ -273,8 +253,7 @@ def _pool(b, x, mode):
                                pads[2 + i], False) for i in range(2)):
         ceil = False                # ceil_mode changes nothing for this input
     native = isinstance(x, Value) and _symmetric(pads) and \
-        all(2 * pads[i] <= kernel[i] for i in range(2)) and \
-        (not ceil or NATIVE_POOL_CEIL) and (dilations == (1, 1) or NATIVE_POOL_DILATION)
+        all(2 * pads[i] <= kernel[i] for i in range(2))
     if mode == "avg" and dilations != (1, 1):
         native = False
     if not native:
@@ -367,6 +346,15 @@ def clip(b, x, lo=None, hi=None):
     return _unary("clip", native, lo, hi)(b, x)
 
 
+def gelu(b, x):
+    approximate = b.attr("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"Gelu's approximate must be 'none' or 'tanh'. "
+                         f"Received: approximate={approximate!r}")
+    name = "gelu" if approximate == "none" else "gelu_tanh"
+    return _unary(name, lambda: L.GELU(approximate))(b, x)
+
+
 def prelu(b, x, slope):
     return b.kernel(K.PRelu(), x, slope)
 
@@ -376,7 +364,7 @@ def _softmax(log):
         nd = len(shape_of(x))
         axis = int(b.attr("axis", 1 if b.opset < 13 else -1)) % nd
         coerce = b.opset < 13 and axis != nd - 1
-        if isinstance(x, Value) and NATIVE_SOFTMAX and not coerce:
+        if isinstance(x, Value) and not coerce:
             cls = L.LogSoftmax if log else L.Softmax
             return b.layer(lambda: cls(axis))(x)
         return b.kernel(K.Softmax(axis, log, coerce), x)
@@ -411,18 +399,14 @@ def _binary(op):
     def convert(b, x, y):
         if isinstance(x, Value) and isinstance(y, Value) and x.id != y.id \
                 and op in ("Add", "Mul"):
-            if op == "Add" and (x.shape == y.shape or NATIVE_BROADCAST):
-                return x.graph.add("add", [x, y])
-            if op == "Mul" and NATIVE_BROADCAST:
-                return x.graph.add("mul", [x, y])
+            return x.graph.add(op.lower(), [x, y])
         return b.kernel(K.Binary(op), x, y)
     return convert
 
 
 def sum_(b, *xs):
     if len(xs) > 1 and all(isinstance(x, Value) for x in xs) and \
-            len({x.id for x in xs}) == len(xs) and \
-            (len({x.shape for x in xs}) == 1 or NATIVE_BROADCAST):
+            len({x.id for x in xs}) == len(xs):
         y = xs[0]
         for x in xs[1:]:
             y = y.graph.add("add", [y, x])
@@ -434,7 +418,7 @@ def sum_(b, *xs):
 
 def concat(b, *xs):
     axis = int(b.attr("axis")) % len(shape_of(xs[0]))
-    if NATIVE_CAT and all(isinstance(x, Value) for x in xs) and len({x.id for x in xs}) == len(xs):
+    if all(isinstance(x, Value) for x in xs) and len({x.id for x in xs}) == len(xs):
         return xs[0].graph.add("cat", list(xs), {"dim": axis})
     return b.kernel(K.Concat(axis), *xs)
 
@@ -594,7 +578,8 @@ CONVERTERS = {
     "Relu": _unary("relu", L.ReLU), "Sigmoid": _unary("sigmoid", L.Sigmoid),
     "Tanh": _unary("tanh", L.Tanh), "LeakyRelu": leaky_relu, "PRelu": prelu,
     "Clip": clip, "HardSigmoid": hard_sigmoid, "HardSwish": _unary("hard_swish", L.Hardswish),
-    "Elu": elu, "Softmax": _softmax(False), "LogSoftmax": _softmax(True),
+    "Elu": elu, "Softmax": _softmax(False), "LogSoftmax": _softmax(True), "Gelu": gelu,
+    "Sqrt": _unary("sqrt"), "Erf": _unary("erf"),
     "Gemm": gemm, "MatMul": matmul,
     "Add": _binary("Add"), "Sub": _binary("Sub"), "Mul": _binary("Mul"),
     "Div": _binary("Div"), "Sum": sum_,

@@ -13,6 +13,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import functional as F
+
 __all__ = []
 
 
@@ -36,6 +38,16 @@ class Kernel:
 
 # -- element-wise --------------------------------------------------------------------
 
+def erf(x):
+    """The error function in float64 (Abramowitz and Stegun 7.1.26, absolute
+    error below 1.5e-7: float32's precision; numpy has no erf)."""
+    x = np.asarray(x, np.float64)
+    t = 1.0 / (1.0 + 0.3275911 * np.abs(x))
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
+                                                                         + t * 1.061405429))))
+    return np.sign(x) * (1.0 - poly * np.exp(-x * x))
+
+
 class Unary(Kernel):
     """y = f(x) element-wise; ``name`` one of FUNCS (forward, derivative from x and y)."""
     FUNCS = {
@@ -52,6 +64,12 @@ class Unary(Kernel):
         "hard_swish": (lambda x, a, b: x * np.clip(x / 6 + 0.5, 0, 1),
                        lambda x, y, a, b: np.where(x < -3, 0.0, np.where(x > 3, 1.0,
                                                                          x / 3 + 0.5))),
+        "sqrt": (lambda x, a, b: np.sqrt(x), lambda x, y, a, b: 0.5 / y),
+        "erf": (lambda x, a, b: erf(x),
+                lambda x, y, a, b: 2 / np.sqrt(np.pi) * np.exp(-np.square(x))),
+        "gelu": (lambda x, a, b: F.gelu(x), lambda x, y, a, b: F.gelu_backward(np.ones_like(x), x)),
+        "gelu_tanh": (lambda x, a, b: F.gelu(x, "tanh"),
+                      lambda x, y, a, b: F.gelu_backward(np.ones_like(x), x, "tanh")),
     }
 
     def __init__(self, name, a=0.0, b=0.0):
