@@ -188,6 +188,27 @@ def test_resnet18_export_matches_onnxruntime(tmp_path, opset):
     _assert_close(model(x), _ort_run(str(path), x))
 
 
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_mobilenet_v2_export_matches_onnxruntime(tmp_path, opset):
+    """torchvision's MobileNetV2 (written out in tests/test_models.py): depthwise
+    convolutions, ReLU6 (Clip), residual adds, all native after import."""
+    from test_models import torch_mobilenet_v2
+    torch = _torch()
+    torch.manual_seed(opset)
+    net = torch_mobilenet_v2(torch, 10, 0.2)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    path = _export(net, (3, 32, 32), tmp_path / "mnv2.onnx", opset)
+    model = fastcnn.onnx.load(path)
+    kinds = {type(layer).__name__ for _, layer in model.children()}
+    assert "KernelLayer" not in kinds, kinds
+    x = np.random.default_rng(opset).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    _assert_close(model(x), _ort_run(str(path), x))
+
+
 def test_gradients_match_torch(tmp_path):
     """Backward through native layers and numpy kernels alike, against PyTorch."""
     nets = _small_nets()
