@@ -63,6 +63,7 @@ _path.prefer_checkout()  # this checkout's in-place build first
 import fastcnn
 import harness
 import bench_activation
+import bench_batchnorm2d
 import bench_conv2d
 import bench_gemm
 import bench_linear
@@ -75,7 +76,8 @@ import bench_softmax
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = [bench_conv2d, bench_pool2d, bench_gemm, bench_models, bench_activation,
-           bench_linear, bench_loss, bench_optim, bench_merge, bench_softmax]
+           bench_linear, bench_loss, bench_optim, bench_merge, bench_softmax,
+           bench_batchnorm2d]
 CASES = [case for module in MODULES for case in module.CASES]
 
 SETTINGS = {   # harness.measure arguments
@@ -90,7 +92,7 @@ GROUPS = {
     "conv fwd+bwd": "each >= 1.0, geomean >= 1.3; large shapes >= 85% of peak",
     "pooling": "each >= 5",
     "gemm": "each >= 1.0",
-    "train step": "LeNet-5 >= 3, CIFAR-net >= 1.5",
+    "train step": "LeNet-5 >= 3, CIFAR-net >= 1.5, ResNet-18 >= 1.3",
     "inference": "vs onnxruntime >= 1.0",
     "memory": "fastcnn peak RSS <= torch's (ratio >= 1)",
     "activation": "-",
@@ -99,6 +101,7 @@ GROUPS = {
     "optimizer": "-",
     "merge": "-",
     "softmax": "-",
+    "batchnorm": "each >= 2 (issue 9)",
 }
 LARGE_PEAK = 0.85       # large conv shapes: fraction of peak
 LARGE_SPEEDUP = 1.85    # large shapes: 2 threads over 1

@@ -134,3 +134,46 @@ def torch_mobilenet_v2(torch, num_classes=1000):
             return self.classifier(torch.flatten(x, 1))
 
     return Net()
+
+
+def torch_resnet18(torch, num_classes=1000):
+    """torchvision's ResNet-18 in plain torch.nn; state-dict names as torchvision's
+    (and fastcnn.models.resnet18's), so weights move across."""
+    nn = torch.nn
+
+    def conv_bn(cin, cout, k, stride):
+        return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)]
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1, self.bn1 = conv_bn(cin, cout, 3, stride)
+            self.relu = nn.ReLU()
+            self.conv2, self.bn2 = conv_bn(cout, cout, 3, 1)
+            self.downsample = (nn.Sequential(*conv_bn(cin, cout, 1, stride))
+                               if stride != 1 or cin != cout else None)
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+            return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = conv_bn(3, 64, 7, 2)
+            self.relu = nn.ReLU()
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            cin = 64
+            for i, (planes, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2))):
+                setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, planes, stride),
+                                                             BasicBlock(planes, planes, 1)))
+                cin = planes
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(512, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return Net()

@@ -1,7 +1,8 @@
 /* batchnorm2d.c - batch normalization over NCHW images, per channel.
  * x, y, dx, dy: (N, C, HW); mean, var, invstd, gamma, beta, dgamma, dbeta: (C).
  * Training normalizes with the batch's statistics (biased variance, summed in
- * double); inference with given ones. gamma and beta may be NULL (1 and 0). */
+ * double); inference with given ones. gamma and beta may be NULL (1 and 0);
+ * y may be NULL in training (the statistics only). */
 #include <math.h>
 
 #include "fastcnn.h"
@@ -13,23 +14,74 @@ static int channel_threads(int64_t N, int64_t C, int64_t HW, int nthreads)
     return nt > C ? (int)C : nt;
 }
 
+/* LANES independent double partial sums: a single running sum is a chain of
+ * dependent additions (4 cycles each), several times slower than memory */
+#define LANES 8
+
+/* sum of x[0..n) */
+static double sum_f64(const float *x, int64_t n)
+{
+    double acc[LANES] = {0.0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++)
+            acc[j] += x[i + j];
+    for (; i < n; i++)
+        acc[0] += x[i];
+    double s = 0.0;
+    for (int j = 0; j < LANES; j++)
+        s += acc[j];
+    return s;
+}
+
+/* sum of (x[i] - m)^2 over x[0..n) */
+static double sum_sq_dev_f64(const float *x, int64_t n, double m)
+{
+    double acc[LANES] = {0.0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            double d = x[i + j] - m;
+            acc[j] += d * d;
+        }
+    for (; i < n; i++) {
+        double d = x[i] - m;
+        acc[0] += d * d;
+    }
+    double s = 0.0;
+    for (int j = 0; j < LANES; j++)
+        s += acc[j];
+    return s;
+}
+
+/* *sdy += sum dy[i], *sdyx += sum dy[i] * (x[i] - m) * is over [0..n): float
+ * vector partial sums over runs of RUN terms, added up in double */
+#define RUN 64
+static void grad_sums_f64(double *sdy, double *sdyx, const float *dy, const float *x, int64_t n,
+                          float m, float is)
+{
+    for (int64_t i = 0; i < n; i += RUN) {
+        int64_t end = i + RUN < n ? i + RUN : n;
+        float a = 0.0f, b = 0.0f;
+        #pragma omp simd reduction(+:a, b)
+        for (int64_t k = i; k < end; k++) {
+            a += dy[k];
+            b += dy[k] * ((x[k] - m) * is);
+        }
+        *sdy += a;
+        *sdyx += b;
+    }
+}
+
 static void channel_stats(double *mean, double *var, const float *x, int64_t N, int64_t C,
                           int64_t HW, int64_t c)
 {
     double s = 0.0, ss = 0.0, m;
-    for (int64_t n = 0; n < N; n++) {
-        const float *xc = x + (n * C + c) * HW;
-        for (int64_t i = 0; i < HW; i++)
-            s += xc[i];
-    }
+    for (int64_t n = 0; n < N; n++)
+        s += sum_f64(x + (n * C + c) * HW, HW);
     m = s / (double)(N * HW);
-    for (int64_t n = 0; n < N; n++) {
-        const float *xc = x + (n * C + c) * HW;
-        for (int64_t i = 0; i < HW; i++) {
-            double d = xc[i] - m;
-            ss += d * d;
-        }
-    }
+    for (int64_t n = 0; n < N; n++)
+        ss += sum_sq_dev_f64(x + (n * C + c) * HW, HW, m);
     *mean = m;
     *var = ss / (double)(N * HW);
 }
@@ -60,8 +112,9 @@ void batchnorm2d_forward_train(float *y, float *mean, float *var, float *invstd,
         mean[c] = (float)m;
         var[c] = (float)v;
         invstd[c] = (float)(1.0 / sqrt(v + eps));
-        normalize_channel(y, x, N, C, HW, c, mean[c], invstd[c], gamma ? gamma[c] : 1.0f,
-                          beta ? beta[c] : 0.0f);
+        if (y)
+            normalize_channel(y, x, N, C, HW, c, mean[c], invstd[c], gamma ? gamma[c] : 1.0f,
+                              beta ? beta[c] : 0.0f);
     }
 }
 
@@ -88,13 +141,8 @@ void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *d
     for (int64_t c = 0; c < C; c++) {
         double sdy = 0.0, sdyx = 0.0;
         float m = mean[c], is = invstd[c];
-        for (int64_t n = 0; n < N; n++) {
-            const float *xc = x + (n * C + c) * HW, *dyc = dy + (n * C + c) * HW;
-            for (int64_t i = 0; i < HW; i++) {
-                sdy += dyc[i];
-                sdyx += (double)dyc[i] * ((xc[i] - m) * is);
-            }
-        }
+        for (int64_t n = 0; n < N; n++)
+            grad_sums_f64(&sdy, &sdyx, dy + (n * C + c) * HW, x + (n * C + c) * HW, HW, m, is);
         if (dgamma)
             dgamma[c] += (float)sdyx;
         if (dbeta)

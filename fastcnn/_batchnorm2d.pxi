@@ -81,7 +81,6 @@ def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=T
     gw = out_buffer(grad_weight, (C,), "grad_weight")
     gb = out_buffer(grad_bias, (C,), "grad_bias")
     mean, var, invstd = (np.empty(C, np.float32) for _ in range(3))
-    scratch = np.empty_like(xa)
     dx = np.empty_like(xa) if need_grad_input else None
     cdef double e = eps
     cdef int nt = get_num_threads()
@@ -89,14 +88,13 @@ def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=T
     cdef const float *pg = NULL if g is None else fptr(g)
     cdef float *pgw = fptr(gw)
     cdef float *pgb = fptr(gb)
-    cdef float *ps = fptr(scratch)
     cdef float *pm = fptr(mean)
     cdef float *pv = fptr(var)
     cdef float *pi = fptr(invstd)
     cdef const float *px = fptr(xa)
     cdef const float *pdy = fptr(dy)
     with nogil:     # the batch's statistics again, exactly as forward computed them
-        c.batchnorm2d_forward_train(ps, pm, pv, pi, px, NULL, NULL, N, C, HW, e, nt)
+        c.batchnorm2d_forward_train(NULL, pm, pv, pi, px, NULL, NULL, N, C, HW, e, nt)
         c.batchnorm2d_backward(pdx, pgw, pgb, pdy, px, pm, pi, pg, N, C, HW, nt)
     return dx, gw, gb
 
