@@ -54,23 +54,19 @@ static double sum_sq_dev_f64(const float *x, int64_t n, double m)
     return s;
 }
 
-/* *sdy += sum dy[i], *sdyx += sum dy[i] * (x[i] - m) * is over [0..n): float
- * vector partial sums over runs of RUN terms, added up in double */
-#define RUN 64
+/* *sdy += sum dy[i], *sdyx += sum dy[i] * (x[i] - m) * is over [0..n), in double
+ * (sum dy cancels: float partial sums would lose digits), vector lanes */
 static void grad_sums_f64(double *sdy, double *sdyx, const float *dy, const float *x, int64_t n,
                           float m, float is)
 {
-    for (int64_t i = 0; i < n; i += RUN) {
-        int64_t end = i + RUN < n ? i + RUN : n;
-        float a = 0.0f, b = 0.0f;
-        #pragma omp simd reduction(+:a, b)
-        for (int64_t k = i; k < end; k++) {
-            a += dy[k];
-            b += dy[k] * ((x[k] - m) * is);
-        }
-        *sdy += a;
-        *sdyx += b;
+    double a = 0.0, b = 0.0;
+    #pragma omp simd reduction(+:a, b)
+    for (int64_t i = 0; i < n; i++) {
+        a += dy[i];
+        b += (double)dy[i] * ((x[i] - m) * is);
     }
+    *sdy += a;
+    *sdyx += b;
 }
 
 static void channel_stats(double *mean, double *var, const float *x, int64_t N, int64_t C,
