@@ -14,14 +14,15 @@
  * per instruction set, reached through conv2d_kernels_for):
  *   forward, stride 1 and C R S <= 75 (first layers): the direct kernel,
  *     output channels x row vectors in registers (conv2d_direct.c);
- *   forward, K a multiple of the vector length and a kernel wider than 1x1:
+ *   forward, K a multiple of the vector length, a kernel wider than 1x1 and
+ *     at least KVEC_MIN_PQ output positions:
  *     the channel-vector kernel, positions x channel vectors in registers
  *     (conv2d_kvec.c); backward data too, as the forward convolution of dy
  *     with the flipped kernel, when the stride is 1, the padding smaller
- *     than the kernel and C fits the vectors;
+ *     than the kernel, C fits the vectors and the map is as large;
  *   backward weight, K a multiple of the vector length, S = 3 or 5, at
- *     least an image per thread: the channel-vector weight gradient
- *     (conv2d_wgrad.c);
+ *     least an image per thread and the map as large: the channel-vector
+ *     weight gradient (conv2d_wgrad.c);
  *   otherwise im2col + GEMM (conv2d_gemm.c).
  * Dilation > 1 takes the GEMM path (im2col reads the dilated taps); the
  * direct, channel-vector and weight-gradient kernels assume dilation 1.
@@ -96,31 +97,45 @@ static int64_t kvec_length(void)
     return conv2d_kernels_for(fastcnn_isa())->vl;
 }
 
-/* By shape: K a multiple of the vector length and a kernel wider than 1x1
- * (a pointwise convolution is a plain GEMM, which the engine does faster). */
+/* By shape, the channel-vector kernels (forward, backward data, backward
+ * weight) need at least this many output positions P Q: they work one image
+ * at a time, and on smaller maps (ResNet-18's last stages at 3x32x32: 2x2,
+ * 1x1) im2col + GEMM was 2-7x faster (bench/MODELS.md). */
+#define KVEC_MIN_PQ 16
+
+static int kvec_map_fits(const conv2d_shape *s)
+{
+    return kvec_mode > 0 || s->P * s->Q >= KVEC_MIN_PQ;
+}
+
+/* By shape: K a multiple of the vector length, a kernel wider than 1x1
+ * (a pointwise convolution is a plain GEMM, which the engine does faster)
+ * and a map of at least KVEC_MIN_PQ positions. */
 static int use_kvec(const conv2d_shape *s)
 {
     if (kvec_mode < 0 || s->K % kvec_length() || !undilated(s))
         return 0;
-    return kvec_mode > 0 || s->R * s->S > 1;
+    return kvec_mode > 0 || (s->R * s->S > 1 && kvec_map_fits(s));
 }
 
 /* Backward data as a forward convolution: stride 1, padding below the
- * kernel size, C a multiple of the vector length, a kernel wider than 1x1. */
+ * kernel size, C a multiple of the vector length, a kernel wider than 1x1,
+ * a map of at least KVEC_MIN_PQ positions. */
 static int kvec_backward_data_fits(const conv2d_shape *s)
 {
     return kvec_mode >= 0 && undilated(s) && s->sh == 1 && s->sw == 1 && s->ph < s->R
         && s->pw < s->S
-        && s->C % kvec_length() == 0 && s->R * s->S > 1;
+        && s->C % kvec_length() == 0 && s->R * s->S > 1 && kvec_map_fits(s);
 }
 
-/* K a multiple of the vector length, S = 3 or 5, and an image per thread
- * (threads split the images; with fewer, the GEMM path splits its product). */
+/* K a multiple of the vector length, S = 3 or 5, an image per thread
+ * (threads split the images; with fewer, the GEMM path splits its product)
+ * and a map of at least KVEC_MIN_PQ positions. */
 static int wgrad_fits(const conv2d_shape *s, int nthreads)
 {
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
     return kvec_mode >= 0 && undilated(s) && s->K % kvec_length() == 0
-        && (s->S == 3 || s->S == 5) && s->N >= nt;
+        && (s->S == 3 || s->S == 5) && s->N >= nt && kvec_map_fits(s);
 }
 
 /* ---- groups ------------------------------------------------------------------- */
