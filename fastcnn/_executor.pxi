@@ -326,8 +326,9 @@ cdef class Program:
         cdef size_t nbytes = o.nbytes
         cdef void *dst = cnp.PyArray_DATA(o)
         cdef void *p = f.ptr[slot]
-        with nogil:
-            memcpy(dst, p, nbytes)
+        if nbytes:                  # (an empty result: no copy, and p may be NULL)
+            with nogil:
+                memcpy(dst, p, nbytes)
         return out
 
     def recycle(self, Frame f):
