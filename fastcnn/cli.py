@@ -12,7 +12,7 @@ import numpy as np
 # the README) in well under a minute on 2 cores.
 DEMO_MODELS = {
     "lenet": {"epochs": 30, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4},
-    "resnet": {"epochs": 8, "batch_size": 64, "lr": 3e-3, "weight_decay": 5e-4},
+    "resnet": {"epochs": 10, "batch_size": 64, "lr": 3e-3, "weight_decay": 5e-4},
 }
 DEMO_EPOCHS = DEMO_MODELS["lenet"]["epochs"]
 DEMO_BATCH = DEMO_MODELS["lenet"]["batch_size"]
