@@ -102,23 +102,30 @@ class StateDict:
                 "model": _top_record(self, input_shape)}
         arrays = {_ARCH_KEY: np.frombuffer(json.dumps(arch).encode("utf-8"), np.uint8)}
         arrays.update(self.state_dict())
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        _sync_directory(directory)
+        write_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def write_atomically(path, write):
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it and
+    rename it over ``path``: ``path`` holds the old file or the new one, never
+    a part (a process killed mid-write leaves the previous file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _sync_directory(directory)
 
 
 def load(path):

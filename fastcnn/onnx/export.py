@@ -17,7 +17,6 @@ batch size.
 import contextlib
 import math
 import os
-import tempfile
 
 import numpy as np
 
@@ -27,7 +26,7 @@ from ..graph import Graph
 from ..layers import Layer
 from ..module import Module
 from ..runner import trace_layer
-from ..saving import _sync_directory
+from ..saving import write_atomically
 from . import require_onnx
 
 __all__ = ["export", "MIN_OPSET", "MAX_OPSET"]
@@ -89,7 +88,7 @@ def export(model, path, input_shape=None, opset=17):
                          f"bytes; the limit is 2 GiB)")
     data = proto.SerializeToString()
     onnx.checker.check_model(data, full_check=True)
-    _write_atomically(os.fspath(path), data)
+    write_atomically(os.fspath(path), lambda f: f.write(data))
     return proto
 
 
@@ -156,28 +155,6 @@ def _batch_dims(shape1, shape2):
     """The output's dims: ints where tracing at batch 1 and 2 agree, else the
     batch ("N", or "N*k" where the batch was merged with other dims)."""
     return [a if a == b else ("N" if a == 1 else f"N*{a}") for a, b in zip(shape1, shape2)]
-
-
-def _write_atomically(path, data):
-    """Write ``data`` to a temporary file beside ``path``, fsync it and rename it
-    over ``path`` (as fastcnn.saving does): ``path`` holds the old file or the new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _sync_directory(directory)
 
 
 class _Writer:
