@@ -7,7 +7,8 @@ import fastcnn
 from fastcnn import models
 
 
-def torch_resnet18(torch, num_classes):
+def torch_basic_block(torch):
+    """torchvision's BasicBlock in plain torch.nn: (cin, cout, stride)."""
     nn = torch.nn
 
     class Block(nn.Module):
@@ -26,6 +27,14 @@ def torch_resnet18(torch, num_classes):
         def forward(self, x):
             out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
             return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+    return Block
+
+
+def torch_resnet18(torch, num_classes):
+    nn = torch.nn
+
+    Block = torch_basic_block(torch)
 
     class Net(nn.Module):
         def __init__(self):
@@ -222,22 +231,7 @@ def torch_cifar_resnet(torch, depth, num_classes, in_channels, width):
     """He et al.'s CIFAR ResNet with projection shortcuts, in plain torch.nn."""
     nn = torch.nn
 
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.relu = nn.ReLU()
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.downsample = None
-            if stride != 1 or cin != cout:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                                nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-            return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+    Block = torch_basic_block(torch)
 
     class Net(nn.Module):
         def __init__(self):
