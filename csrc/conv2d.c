@@ -10,20 +10,22 @@
  * GEMM path bounds-checks every read of x, the direct kernels read a
  * zero-padded copy of one image at a time.
  *
- * Fast paths, chosen by shape (inner loops in conv2d_kernel.h, compiled once
- * per instruction set, reached through conv2d_kernels_for):
- *   forward, stride 1 and C R S <= 75 (first layers): the direct kernel,
- *     output channels x row vectors in registers (conv2d_direct.c);
- *   forward, K a multiple of the vector length, a kernel wider than 1x1 and
- *     at least KVEC_MIN_PQ output positions:
- *     the channel-vector kernel, positions x channel vectors in registers
- *     (conv2d_kvec.c); backward data too, as the forward convolution of dy
- *     with the flipped kernel, when the stride is 1, the padding smaller
- *     than the kernel, C fits the vectors and the map is as large;
- *   backward weight, K a multiple of the vector length, S = 3 or 5, at
- *     least an image per thread and the map as large: the channel-vector
- *     weight gradient (conv2d_wgrad.c);
- *   otherwise im2col + GEMM (conv2d_gemm.c).
+ * Paths (inner loops in conv2d_kernel.h, compiled once per instruction set,
+ * reached through conv2d_kernels_for): im2col + GEMM runs any shape
+ * (conv2d_gemm.c); the direct kernel, output channels x row vectors in
+ * registers, runs stride-1 forwards (conv2d_direct.c); the channel-vector
+ * kernel, positions x channel vectors in registers, runs forwards with K a
+ * multiple of the vector length, and backward data as the forward
+ * convolution of dy with the flipped kernel when the stride is 1, the padding
+ * smaller than the kernel and C fits the vectors (conv2d_kvec.c); the
+ * channel-vector weight gradient needs S = 3 or 5 and K to fit the vectors
+ * (conv2d_wgrad.c). Which of them runs a convolution, and on how many
+ * threads, is timed on its shape's first call (see "path choice by timing");
+ * small convolutions go by the rules of "path choice by shape":
+ *   forward, stride 1 and C R S <= 75 (first layers): direct;
+ *   forward, a kernel wider than 1x1 and at least KVEC_MIN_PQ output
+ *     positions: channel-vector; backward data and weight likewise;
+ *   otherwise im2col + GEMM.
  * Dilation > 1 takes the GEMM path (im2col reads the dilated taps); the
  * direct, channel-vector and weight-gradient kernels assume dilation 1.
  * Groups: depthwise (G == C) has its own kernel (conv2d_depthwise.c); any
@@ -57,7 +59,7 @@ const conv2d_kernels *conv2d_kernels_for(int isa)
     return FASTCNN_KERNELS_FOR(isa, conv2d_kernels);
 }
 
-/* ---- path choice -------------------------------------------------------------- */
+/* ---- path choice by shape -------------------------------------------------------------- */
 
 /* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM. */
 #define DIRECT_MAX_CRS 75
@@ -138,6 +140,193 @@ static int wgrad_fits(const conv2d_shape *s, int nthreads)
         && (s->S == 3 || s->S == 5) && s->N >= nt && kvec_map_fits(s);
 }
 
+/* ---- path choice by timing -------------------------------------------------- */
+
+enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
+/* PATH_KVEC of the weight gradient is conv2d_wgrad.c's kernel. */
+enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC };
+
+/* The by-shape choice: the rules above. */
+static int path_by_shape(int op, const conv2d_shape *s, int nthreads)
+{
+    if (op == FORWARD)
+        return use_direct(s) ? PATH_DIRECT : use_kvec(s) ? PATH_KVEC : PATH_GEMM;
+    if (op == BACKWARD_DATA)
+        return kvec_backward_data_fits(s) ? PATH_KVEC : PATH_GEMM;
+    return wgrad_fits(s, nthreads) ? PATH_KVEC : PATH_GEMM;
+}
+
+/* What one call computes: out (y, dx or dw) from the inputs its op takes. */
+typedef struct {
+    float *out;
+    const float *x, *w, *b, *dy;
+    const conv2d_shape *s;
+} conv_call;
+
+static int run_path(int op, int path, const conv_call *c, int nt)
+{
+    const conv2d_shape *s = c->s;
+    if (op == FORWARD)
+        return path == PATH_DIRECT ? conv2d_direct_forward(c->out, c->x, c->w, c->b, s, nt)
+             : path == PATH_KVEC ? conv2d_kvec_forward(c->out, c->x, c->w, c->b, s, nt)
+             : conv2d_gemm_forward(c->out, c->x, c->w, c->b, s, nt);
+    if (op == BACKWARD_DATA)
+        return path == PATH_KVEC ? conv2d_kvec_backward_data(c->out, c->dy, c->w, s, nt)
+             : conv2d_gemm_backward_data(c->out, c->dy, c->w, s, nt);
+    return path == PATH_KVEC ? conv2d_wgrad_backward_weight(c->out, c->dy, c->x, s, nt)
+         : conv2d_gemm_backward_weight(c->out, c->dy, c->x, s, nt);
+}
+
+/* Hand-set thresholds cannot follow every shape on every CPU, so each
+ * convolution of at least TUNE_MIN_FLOPS is timed on its first call: every
+ * path that can run it, then that path on fewer threads while fewer are
+ * faster (a small map does not feed many threads). The choice is kept for
+ * the shape (conv2d_tune.c) and later calls take it; smaller convolutions,
+ * and calls while a test hook forces a path, go by shape. FASTCNN_CONV_TUNE=0
+ * turns timing off: then the choice, and so the rounding, is the same in
+ * every process. */
+#define TUNE_MIN_FLOPS 4000000
+/* Paths timed only where they can win: the direct kernel reads C R S
+ * broadcast weights per output row, the channel-vector one needs positions. */
+#define DIRECT_TUNE_MAX_CRS 576
+#define KVEC_TUNE_MIN_PQ 4
+#define TUNE_ROUNDS 2
+
+static int tune_mode = -1;      /* -1: FASTCNN_CONV_TUNE not read yet; 0 off, 1 on */
+
+static int tuning(void)
+{
+    if (tune_mode < 0) {
+        const char *e = getenv("FASTCNN_CONV_TUNE");
+        tune_mode = !(e && strcmp(e, "0") == 0);
+    }
+    return tune_mode;
+}
+
+int conv2d_set_tune(int mode)
+{
+    int old = tuning();
+    tune_mode = mode != 0;
+    conv2d_tune_forget();
+    return old;
+}
+
+static int timed(const conv2d_shape *s)
+{
+    double flops = 2.0 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q;
+    return tuning() && direct_mode == 0 && kvec_mode == 0 && flops >= TUNE_MIN_FLOPS;
+}
+
+static int add_path(int *paths, int n, int path)
+{
+    for (int i = 0; i < n; i++)
+        if (paths[i] == path)
+            return n;
+    paths[n] = path;
+    return n + 1;
+}
+
+/* The paths that can run op on s (at most 3). */
+static int candidates(int op, const conv2d_shape *s, int *paths)
+{
+    int n = add_path(paths, 0, PATH_GEMM);
+    int64_t vl = kvec_length(), PQ = s->P * s->Q;
+    if (!undilated(s))
+        return n;
+    if (op == FORWARD) {
+        if (s->sh == 1 && s->sw == 1 && s->C * s->R * s->S <= DIRECT_TUNE_MAX_CRS)
+            n = add_path(paths, n, PATH_DIRECT);
+        if (s->K % vl == 0 && PQ >= KVEC_TUNE_MIN_PQ)
+            n = add_path(paths, n, PATH_KVEC);
+    } else if (op == BACKWARD_DATA) {
+        if (s->sh == 1 && s->sw == 1 && s->ph < s->R && s->pw < s->S && s->C % vl == 0
+            && PQ >= KVEC_TUNE_MIN_PQ)
+            n = add_path(paths, n, PATH_KVEC);
+    } else if (s->K % vl == 0 && (s->S == 3 || s->S == 5) && PQ >= KVEC_TUNE_MIN_PQ) {
+        n = add_path(paths, n, PATH_KVEC);
+    }
+    return n;
+}
+
+/* Seconds of the fastest of `runs` runs of path on nt threads (err set on failure). */
+static double fastest_run(int op, int path, const conv_call *c, int nt, int runs, int *err)
+{
+    double best = 1e300;
+    for (int i = 0; i < runs && !*err; i++) {
+        double t0 = conv2d_seconds();
+        *err = run_path(op, path, c, nt);
+        double t = conv2d_seconds() - t0;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+/* Time the candidates (interleaved rounds after a warm-up run of each), then
+ * the winner on halved thread counts while that is at least 3% faster. */
+static int time_paths(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
+{
+    int paths[3], n = candidates(op, c->s, paths), err = 0;
+    double best[3];
+    for (int i = 0; i < n; i++) {
+        fastest_run(op, paths[i], c, nthreads, 1, &err);
+        best[i] = 1e300;
+    }
+    for (int round = 0; round < TUNE_ROUNDS; round++)
+        for (int i = 0; i < n; i++) {
+            double t = fastest_run(op, paths[i], c, nthreads, 1, &err);
+            best[i] = t < best[i] ? t : best[i];
+        }
+    int win = 0;
+    for (int i = 1; i < n; i++)
+        if (best[i] < best[win])
+            win = i;
+    ch->path = paths[win], ch->threads = nthreads;
+    for (int nt = nthreads / 2; nt >= 1 && !err; nt /= 2) {
+        fastest_run(op, ch->path, c, nt, 1, &err);
+        double t = fastest_run(op, ch->path, c, nt, TUNE_ROUNDS, &err);
+        if (t > 0.97 * best[win])
+            break;
+        ch->threads = nt, best[win] = t;
+    }
+    return err;
+}
+
+/* The path and threads of this call: kept from an earlier call of the
+ * shape, timed now, or by shape. The weight gradient accumulates, so its
+ * timed runs write to a scratch dw. */
+static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
+{
+    const conv2d_shape *s = c->s;
+    nthreads = fastcnn_thread_limit(nthreads);
+    ch->path = path_by_shape(op, s, nthreads), ch->threads = nthreads;
+    if (!timed(s))
+        return FASTCNN_OK;
+    conv2d_tune_key key = conv2d_tune_key_of(op, s, nthreads);
+    if (conv2d_tune_find(&key, ch))
+        return FASTCNN_OK;
+    conv_call trial = *c;
+    float *dw = NULL;
+    if (op == BACKWARD_WEIGHT) {
+        dw = calloc((size_t)(s->K * s->C * s->R * s->S), sizeof(float));
+        if (!dw)
+            return FASTCNN_ENOMEM;
+        trial.out = dw;
+    }
+    int err = time_paths(op, &trial, nthreads, ch);
+    free(dw);
+    if (!err)
+        conv2d_tune_keep(&key, *ch);
+    return err;
+}
+
+/* Run op on the path and threads chosen for it. */
+static int run_chosen(int op, const conv_call *c, int nthreads)
+{
+    conv2d_tune_choice ch;
+    int err = choose(op, c, nthreads, &ch);
+    return err ? err : run_path(op, ch.path, c, ch.threads);
+}
+
 /* ---- groups ------------------------------------------------------------------- */
 
 static int depthwise(const conv2d_shape *s)
@@ -180,8 +369,6 @@ static void give_group_buffers(group_buffers *gb)
     free(gb->y);
 }
 
-enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
-
 /* Run op once per group through the ungrouped entry points: y or dx or dw
  * is out; w and b (forward) or x (weight gradient) or dy as the op needs. */
 static int run_groups(int op, float *out, const float *x, const float *w, const float *b,
@@ -219,11 +406,8 @@ int conv2d_forward(float *y, const float *x, const float *w, const float *b,
         return conv2d_depthwise_forward(y, x, w, b, s, nthreads);
     if (s->G > 1)
         return run_groups(FORWARD, y, x, w, b, NULL, s, nthreads);
-    if (use_direct(s))
-        return conv2d_direct_forward(y, x, w, b, s, nthreads);
-    if (use_kvec(s))
-        return conv2d_kvec_forward(y, x, w, b, s, nthreads);
-    return conv2d_gemm_forward(y, x, w, b, s, nthreads);
+    conv_call c = {y, x, w, b, NULL, s};
+    return run_chosen(FORWARD, &c, nthreads);
 }
 
 int conv2d_backward_data(float *dx, const float *dy, const float *w,
@@ -233,9 +417,8 @@ int conv2d_backward_data(float *dx, const float *dy, const float *w,
         return conv2d_depthwise_backward_data(dx, dy, w, s, nthreads);
     if (s->G > 1)
         return run_groups(BACKWARD_DATA, dx, NULL, w, NULL, dy, s, nthreads);
-    if (kvec_backward_data_fits(s))
-        return conv2d_kvec_backward_data(dx, dy, w, s, nthreads);
-    return conv2d_gemm_backward_data(dx, dy, w, s, nthreads);
+    conv_call c = {dx, NULL, w, NULL, dy, s};
+    return run_chosen(BACKWARD_DATA, &c, nthreads);
 }
 
 /* Sum of v (n) in float lanes (vectorizable), finished in double. */
@@ -268,10 +451,10 @@ static void bias_grad(float *db, const float *dy, const conv2d_shape *s, int nth
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                            const conv2d_shape *s, int nthreads)
 {
+    conv_call c = {dw, x, NULL, NULL, dy, s};
     int err = depthwise(s) ? conv2d_depthwise_backward_weight(dw, dy, x, s, nthreads)
             : s->G > 1 ? run_groups(BACKWARD_WEIGHT, dw, x, NULL, NULL, dy, s, nthreads)
-            : wgrad_fits(s, nthreads) ? conv2d_wgrad_backward_weight(dw, dy, x, s, nthreads)
-            : conv2d_gemm_backward_weight(dw, dy, x, s, nthreads);
+            : run_chosen(BACKWARD_WEIGHT, &c, nthreads);
     if (!err && db)
         bias_grad(db, dy, s, nthreads);
     return err;

@@ -6,6 +6,7 @@
  *   conv2d.c          entry points, path choice, test hooks, bias gradient
  *   conv2d_ref.c      reference kernels (test oracle)
  *   conv2d_scratch.c  the one-slot scratch cache
+ *   conv2d_tune.c     the table of timed path choices
  *   conv2d_im2col.c   im2col / col2im of a group of images
  *   conv2d_gemm.c     im2col + GEMM path (any shape)
  *   conv2d_direct.c   direct forward for first layers
@@ -76,6 +77,29 @@ void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *
                    int nthreads);
 void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape *s,
                    int nthreads);
+
+/* ---- timed path choices (conv2d_tune.c) ----------------------------------- */
+
+/* What a choice is kept for: the op (conv2d.c's FORWARD, BACKWARD_DATA,
+ * BACKWARD_WEIGHT), the shape, the threads the caller allowed and the
+ * instruction set; and what was chosen: the path and the threads to run it on. */
+typedef struct {
+    int op, nthreads, isa;
+    conv2d_shape shape;
+} conv2d_tune_key;
+
+typedef struct {
+    int path, threads;
+} conv2d_tune_choice;
+
+conv2d_tune_key conv2d_tune_key_of(int op, const conv2d_shape *s, int nthreads);
+/* 1 and *out = the kept choice for k, or 0 if none is kept. */
+int conv2d_tune_find(const conv2d_tune_key *k, conv2d_tune_choice *out);
+void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c);
+/* Forget every kept choice (test hook; no convolution may run meanwhile). */
+void conv2d_tune_forget(void);
+/* A monotonic clock, in seconds. */
+double conv2d_seconds(void);
 
 /* ---- the paths (each returns FASTCNN_OK or FASTCNN_ENOMEM) ------------------- */
 

@@ -182,6 +182,10 @@ int conv2d_set_direct(int mode);
 /* Test hook: the forward's channel-vector direct kernel (K a multiple of the
  * vector length) is used by shape (0), whenever K fits (1), or never (-1). */
 int conv2d_set_kvec(int mode);
+/* Paths chosen by timing each shape's first call (1) or by shape only (0);
+ * forgets the choices kept so far. Returns the old mode. The default is 1
+ * unless the environment sets FASTCNN_CONV_TUNE=0. */
+int conv2d_set_tune(int mode);
 void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s);
 void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,

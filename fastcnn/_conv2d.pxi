@@ -267,6 +267,13 @@ def _set_kvec(mode):
     return c.conv2d_set_kvec(int(mode))
 
 
+def _set_tune(mode):
+    """Test hook: each convolution shape's path is chosen by timing its first
+    call (True) or by shape only (False); forgets the choices kept so far.
+    Returns the old mode (FASTCNN_CONV_TUNE=0 in the environment sets False)."""
+    return bool(c.conv2d_set_tune(1 if mode else 0))
+
+
 # ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
 
 ctypedef struct conv2d_step_args:

@@ -4,11 +4,12 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import os
+import threading
 
 import fastcnn.functional as F
 from fastcnn import _native
 from gradcheck import check_directional
-from subproc import run_python_args
+from subproc import run_python, run_python_args
 
 # (N, C, H, W, K, R, S, stride, padding)
 EDGE_CASES = [
@@ -493,6 +494,76 @@ def test_pointwise_gemm_with_fused_bias(case, num_threads, rng):
     x, w, b, stride, padding = make(case, rng)
     close(F.conv2d(x, w, b, stride, padding), conv64(x, w, b, stride, (0, 0, 0, 0)),
           x.shape[1])
+
+
+# ---- paths chosen by timing (csrc/conv2d.c, csrc/conv2d_tune.c) ----------------
+
+# Large enough to be timed (at least 4 MFLOP), each with several paths to time.
+TIMED_CASES = [
+    (2, 16, 24, 24, 16, 3, 3, 1, 1),          # forward: direct, channel-vector, GEMM
+    (1, 128, 7, 7, 64, 3, 3, 1, 1),           # a small map, many channels
+    (3, 8, 30, 30, 24, 5, 5, 2, 2),           # stride 2, S = 5
+]
+
+
+@pytest.fixture
+def tuning():
+    old = _native._set_tune(True)       # also forgets the choices kept so far
+    yield
+    _native._set_tune(old)
+
+
+@pytest.mark.parametrize("case", TIMED_CASES, ids=case_id)
+def test_timed_choice_matches_numpy_and_is_kept(case, tuning, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    pad = pads(H, W, R, S, stride, padding)
+    first = F.conv2d(x, w, b, stride, padding)             # timed now
+    close(first, conv64(x, w, b, stride, pad), C * R * S)
+    np.testing.assert_array_equal(F.conv2d(x, w, b, stride, padding), first)   # kept
+    dy = rng.standard_normal(first.shape).astype(np.float32)
+    gw0 = rng.standard_normal(w.shape).astype(np.float32)
+    gw = gw0.copy()
+    gx, _, gb = F.conv2d_backward(dy, x, w, stride, padding, grad_weight=gw)   # timed now
+    ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
+    P, Q = first.shape[2:]
+    close(gx, ex, K * R * S)
+    close(gw - gw0, ew, N * P * Q)      # the timed runs did not add into the caller's dw
+    again = F.conv2d_backward(dy, x, w, stride, padding)
+    np.testing.assert_array_equal(again[0], gx)
+    np.testing.assert_allclose(again[1], gw - gw0, rtol=1e-5, atol=1e-4)
+
+
+def test_threads_timing_one_shape_at_once_agree(tuning, rng):
+    x, w, b, stride, padding = make(TIMED_CASES[0], rng)
+    expected = conv64(x, w, b, stride, pads(24, 24, 3, 3, stride, padding))
+    results, errors = [None] * 6, []
+
+    def run(i):
+        try:
+            results[i] = F.conv2d(x, w, b, stride, padding)
+        except Exception as e:          # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for y in results:
+        close(y, expected, 16 * 9)
+
+
+def test_timing_turned_off_by_the_environment(tmp_path):
+    done = run_python("from fastcnn import _native; print(_native._set_tune(True))", tmp_path,
+                      FASTCNN_CONV_TUNE="0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    done = run_python("from fastcnn import _native; print(_native._set_tune(True))", tmp_path,
+                      FASTCNN_CONV_TUNE="1")
+    assert done.stdout.strip() == "True"
 
 
 def supported_isas():

@@ -1,0 +1,90 @@
+/* conv2d_tune.c - the table of timed path choices (conv2d.c times the
+ * candidate paths of a convolution the first time its shape comes, and
+ * keeps the fastest here): one entry per (op, shape, requested threads,
+ * instruction set), process-wide, for the life of the process.
+ *
+ * Lock-free, so no thread ever waits on another (nor a forked child on a
+ * lock its parent's threads held): an entry is claimed by one
+ * compare-and-swap of its state, written, then published; readers only
+ * trust published entries. A full table (or a lost race) only means the
+ * shape is timed again by its next call. */
+#include <string.h>
+#include <time.h>
+
+#include "conv2d_internal.h"
+
+#define TUNE_SLOTS 1024     /* a power of two */
+
+enum { SLOT_EMPTY, SLOT_WRITING, SLOT_READY };
+
+typedef struct {
+    int state;
+    conv2d_tune_key key;
+    conv2d_tune_choice choice;
+} tune_slot;
+
+static tune_slot table[TUNE_SLOTS];
+
+conv2d_tune_key conv2d_tune_key_of(int op, const conv2d_shape *s, int nthreads)
+{
+    conv2d_tune_key k;
+    memset(&k, 0, sizeof k);    /* padding too: keys are compared bytewise */
+    k.op = op;
+    k.nthreads = nthreads;
+    k.isa = fastcnn_isa();
+    k.shape = *s;
+    return k;
+}
+
+static uint64_t key_hash(const conv2d_tune_key *k)
+{
+    const unsigned char *p = (const unsigned char *)k;
+    uint64_t h = 1469598103934665603ULL;        /* FNV-1a */
+    for (size_t i = 0; i < sizeof *k; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+int conv2d_tune_find(const conv2d_tune_key *k, conv2d_tune_choice *out)
+{
+    uint64_t h = key_hash(k);
+    for (int i = 0; i < TUNE_SLOTS; i++) {
+        tune_slot *e = &table[(h + (uint64_t)i) & (TUNE_SLOTS - 1)];
+        int state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+        if (state == SLOT_EMPTY)
+            return 0;
+        if (state == SLOT_READY && memcmp(&e->key, k, sizeof *k) == 0) {
+            *out = e->choice;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c)
+{
+    uint64_t h = key_hash(k);
+    for (int i = 0; i < TUNE_SLOTS; i++) {
+        tune_slot *e = &table[(h + (uint64_t)i) & (TUNE_SLOTS - 1)];
+        int empty = SLOT_EMPTY;
+        if (__atomic_compare_exchange_n(&e->state, &empty, SLOT_WRITING, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            e->key = *k;
+            e->choice = c;
+            __atomic_store_n(&e->state, SLOT_READY, __ATOMIC_RELEASE);
+            return;
+        }
+    }
+}
+
+void conv2d_tune_forget(void)
+{
+    for (int i = 0; i < TUNE_SLOTS; i++)
+        __atomic_store_n(&table[i].state, SLOT_EMPTY, __ATOMIC_RELEASE);
+}
+
+double conv2d_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
