@@ -15,6 +15,8 @@
 # Parameters are read from their Parameter objects at every call (their type,
 # shape and contiguity checked), because optimizers may rebind ``.data`` and
 # ``.grad``. Results handed to the caller are fresh arrays, never arena bytes.
+import time
+
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t
@@ -153,6 +155,11 @@ cdef class WeightStep(Step):
         return 0
 
 
+# An inference program slower than this on the threads asked for is not timed
+# on fewer (its work feeds them; timing would only delay its first call).
+cdef double THREADS_TIMED_MAX_S = 0.05
+
+
 cdef class Program:
     """The steps of one graph for one input shape and mode, and its memory plan."""
     cdef readonly tuple in_shape, out_shape
@@ -175,6 +182,7 @@ cdef class Program:
     cdef bint y_is_x, dx_is_dy          # output a view of the input / input grad of dy
     cdef int first_param                # index of the first step with parameters
     cdef list idle                      # frames ready for reuse (inference)
+    cdef readonly dict threads_chosen   # inference: threads asked for -> threads run on
 
     def __init__(self, graph, steps, offsets, arena_bytes, slots, bint training,
                  accumulate=None):
@@ -217,6 +225,7 @@ cdef class Program:
             if s.has_params and self.first_param == self.n:
                 self.first_param = i
         self.idle = []
+        self.threads_chosen = {}
 
     def __dealloc__(self):
         free(self.par_base)
@@ -236,7 +245,7 @@ cdef class Program:
         f.x = x
         f.bind(self.x_slot, x)
         try:
-            self._run(f, False, 0, True)
+            self._run(f, False, 0, True, self._threads(f))
             out = self._result(f, self.y_slot, self.out_shape, self.y_is_x, x)
         except BaseException:
             f.x = None
@@ -253,19 +262,61 @@ cdef class Program:
         f.dy = dy
         f.bind(self.dy_slot, dy)
         try:
-            self._run(f, True, 0 if need_grad_input else self.first_param, need_grad_input)
+            self._run(f, True, 0 if need_grad_input else self.first_param, need_grad_input,
+                      get_num_threads())
             if not need_grad_input:
                 return None
             return self._result(f, self.dx_slot, self.in_shape, self.dx_is_dy, dy)
         finally:
             f.dy = None
 
-    cdef int _run(self, Frame f, bint backward, int first, bint need_first) except -1:
+    cdef int _threads(self, Frame f) except -1:
+        """The threads to run this call on: those asked for (fastcnn.get_num_threads),
+        or, in inference, the fewer that ran the program faster when timed on its
+        first call with that count (a small input cannot feed many threads, and
+        waking them costs more than they save: batch-1 latency must not grow as
+        threads are added)."""
+        cdef int asked = get_num_threads()
+        if self.training or asked == 1:
+            return asked
+        chosen = self.threads_chosen.get(asked)
+        if chosen is None:
+            chosen = self._time_threads(f, asked)
+            self.threads_chosen[asked] = chosen
+        return chosen
+
+    cdef int _time_threads(self, Frame f, int asked) except -1:
+        """Of asked, asked/2, ..., 1 threads, the count whose runs of this
+        inference program were fastest; fewer only when at least 5% faster. A
+        program taking over THREADS_TIMED_MAX_S on `asked` threads feeds them all
+        and is not timed further."""
+        cdef int best_nt = asked, nt = asked // 2
+        cdef double t, best = self._seconds(f, asked)
+        if best > THREADS_TIMED_MAX_S:
+            return asked
+        while nt >= 1:
+            t = self._seconds(f, nt)
+            if t < 0.95 * best:
+                best_nt, best = nt, t
+            nt //= 2
+        return best_nt
+
+    cdef double _seconds(self, Frame f, int nt) except -1.0:
+        """The faster of two timed forward runs on nt threads, after one untimed
+        run (which fills the caches and times the convolutions' paths for nt)."""
+        cdef double t0, best = 1e300
+        self._run(f, False, 0, True, nt)
+        for _ in range(2):
+            t0 = time.perf_counter()
+            self._run(f, False, 0, True, nt)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    cdef int _run(self, Frame f, bint backward, int first, bint need_first, int nt) except -1:
         """Steps first..n-1 forward in order, or backward in reverse order (the
-        input gradient of step `first` only if need_first). Each stretch of
-        native steps runs without the GIL, released once: their parameter
-        pointers are fetched before it."""
-        cdef int nt = get_num_threads()
+        input gradient of step `first` only if need_first), on nt threads. Each
+        stretch of native steps runs without the GIL, released once: their
+        parameter pointers are fetched before it."""
         cdef int m = self.n - first
         cdef int j = 0, jj, end, i, failed
         cdef int need = need_first

@@ -465,3 +465,38 @@ def test_a_second_thread_training_the_same_model_gets_a_clear_error(rng):
     assert all("another thread" in e for e in errors), errors
     model(x)                                    # the model is still usable afterwards
     assert model.backward(g).shape == x.shape
+
+
+def test_inference_times_fewer_threads_once_per_count_and_agrees(rng):
+    """An inference program picks, on its first call with n threads, the
+    count of n, n/2, ..., 1 that ran it fastest, keeps it, and its results
+    equal the one-thread ones (up to the rounding of another conv path)."""
+    model = cifar_net().eval()
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    old = fastcnn.get_num_threads()
+    try:
+        fastcnn.set_num_threads(1)
+        one = model(x)
+        prog = model._runner().programs[0][1]
+        assert prog.threads_chosen == {}            # one thread asked: nothing to time
+        fastcnn.set_num_threads(4)
+        four = model(x)
+        assert set(prog.threads_chosen) == {4} and prog.threads_chosen[4] in (1, 2, 4)
+        chosen = dict(prog.threads_chosen)
+        np.testing.assert_array_equal(model(x), four)     # the kept count: same rounding
+        assert prog.threads_chosen == chosen
+    finally:
+        fastcnn.set_num_threads(old)
+    np.testing.assert_allclose(four, one, rtol=1e-4, atol=1e-5)
+
+
+def test_training_programs_run_on_the_threads_asked_for(rng):
+    model = cifar_net().train()
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    old = fastcnn.get_num_threads()
+    try:
+        fastcnn.set_num_threads(2)
+        model(x)
+    finally:
+        fastcnn.set_num_threads(old)
+    assert model._runner().programs[0][1].threads_chosen == {}
