@@ -9,6 +9,8 @@
  * mc = 168 (the mc x kc A block, 168 KiB, in L2), nc = 4096 (a 4 MiB B
  * panel in L3).
  *
+ * Packing transposes in 8 x 8 register blocks (transpose8).
+ *
  * Compiled with -mavx2 -mfma; calls nothing outside this file.
  */
 #include <immintrin.h>
@@ -81,5 +83,68 @@ static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, flo
     }
 }
 
-const gemm_kernel gemm_kernel_avx2 = {"avx2", MR, NR, 256, 168, 4096, ukernel,
-                                      gemm_transpose_scalar};
+/* Transpose an 8 x 8 block held in r[0..7] (rows) in place. */
+static inline __attribute__((always_inline)) void transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {           /* pairs of rows, interleaved by element */
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {           /* u[4i+q], half h: column 4h+q of rows 4i..4i+3 */
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int q = 0; q < 4; q++) {           /* column q from the low halves, 4 + q from the high */
+        r[q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x20);
+        r[4 + q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x31);
+    }
+}
+
+/* Lanes [0, n) of an 8-lane vector, as a maskload / maskstore mask. */
+static inline __m256i first_lanes(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* gemm_transpose (kernel.h) in 8 x 8 register blocks; masked loads and
+ * stores keep every access inside rows x cols of src and dst. */
+static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
+                      int64_t cols)
+{
+    for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+        int rn = rows - r0 < 8 ? (int)(rows - r0) : 8;
+        __m256i rmask = first_lanes(rn);
+        for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+            int cn = cols - c0 < 8 ? (int)(cols - c0) : 8;
+            __m256 r[8];
+            if (cn == 8) {
+                for (int i = 0; i < 8; i++)
+                    r[i] = i < rn ? _mm256_loadu_ps(src + (r0 + i) * lds + c0)
+                                  : _mm256_setzero_ps();
+            } else {
+                __m256i cmask = first_lanes(cn);
+                for (int i = 0; i < 8; i++)
+                    r[i] = i < rn ? _mm256_maskload_ps(src + (r0 + i) * lds + c0, cmask)
+                                  : _mm256_setzero_ps();
+            }
+            transpose8(r);
+            /* With ldd == rows <= 8, a full store writes 8 - rows floats past
+             * column i, onto the columns after it, which are stored later (in
+             * order) and overwrite them: only the stores that would reach past
+             * the last column need the mask (masked stores are slow on some CPUs) */
+            for (int i = 0; i < cn; i++) {
+                float *d = dst + (c0 + i) * ldd + r0;
+                int inside = (c0 + i) * ldd + 8 <= cols * ldd;
+                if (rn == 8 || (ldd == rows && inside))
+                    _mm256_storeu_ps(d, r[i]);
+                else
+                    _mm256_maskstore_ps(d, rmask, r[i]);
+            }
+        }
+    }
+}
+
+const gemm_kernel gemm_kernel_avx2 = {"avx2", MR, NR, 256, 168, 4096, ukernel, transpose};
