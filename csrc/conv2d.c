@@ -180,11 +180,13 @@ static int run_path(int op, int path, const conv_call *c, int nt)
 /* Hand-set thresholds cannot follow every shape on every CPU, so each
  * convolution of at least TUNE_MIN_FLOPS is timed on its first call: every
  * path that can run it, then that path on fewer threads while fewer are
- * faster (a small map does not feed many threads). The choice is kept for
- * the shape (conv2d_tune.c) and later calls take it; smaller convolutions,
- * and calls while a test hook forces a path, go by shape. FASTCNN_CONV_TUNE=0
- * turns timing off: then the choice, and so the rounding, is the same in
- * every process. */
+ * faster (a small map does not feed many threads). The path is kept for the
+ * shape, the threads for the shape and the threads asked for
+ * (conv2d_tune.c), and later calls take them: so in one process a shape
+ * always runs one path, and its forward results do not depend on the
+ * thread count. Smaller convolutions, and calls while a test hook forces a
+ * path, go by shape. FASTCNN_CONV_TUNE=0 turns timing off: then the path,
+ * and so the rounding, is the same in every process. */
 #define TUNE_MIN_FLOPS 4000000
 /* Paths timed only where they can win: the direct kernel reads C R S
  * broadcast weights per output row, the channel-vector one needs positions. */
@@ -261,9 +263,9 @@ static double fastest_run(int op, int path, const conv_call *c, int nt, int runs
     return best;
 }
 
-/* Time the candidates (interleaved rounds after a warm-up run of each), then
- * the winner on halved thread counts while that is at least 3% faster. */
-static int time_paths(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
+/* The fastest path of the candidates, timed on nthreads in interleaved
+ * rounds after a warm-up run of each. */
+static int time_paths(int op, const conv_call *c, int nthreads, int *path)
 {
     int paths[3], n = candidates(op, c->s, paths), err = 0;
     double best[3];
@@ -280,14 +282,50 @@ static int time_paths(int op, const conv_call *c, int nthreads, conv2d_tune_choi
     for (int i = 1; i < n; i++)
         if (best[i] < best[win])
             win = i;
-    ch->path = paths[win], ch->threads = nthreads;
+    *path = paths[win];
+    return err;
+}
+
+/* The threads to run path on: of nthreads, nthreads/2, ..., 1, fewer only
+ * while that is at least 3% faster. */
+static int time_threads(int op, const conv_call *c, int path, int nthreads, int *threads)
+{
+    int err = 0;
+    *threads = nthreads;
+    if (nthreads == 1)
+        return FASTCNN_OK;
+    fastest_run(op, path, c, nthreads, 1, &err);
+    double best = fastest_run(op, path, c, nthreads, TUNE_ROUNDS, &err);
     for (int nt = nthreads / 2; nt >= 1 && !err; nt /= 2) {
-        fastest_run(op, ch->path, c, nt, 1, &err);
-        double t = fastest_run(op, ch->path, c, nt, TUNE_ROUNDS, &err);
-        if (t > 0.97 * best[win])
+        fastest_run(op, path, c, nt, 1, &err);
+        double t = fastest_run(op, path, c, nt, TUNE_ROUNDS, &err);
+        if (t > 0.97 * best)
             break;
-        ch->threads = nt, best[win] = t;
+        *threads = nt, best = t;
     }
+    return err;
+}
+
+/* Time what is not kept yet: the shape's path (key nthreads 0), then its
+ * threads for nthreads. */
+static int time_choice(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
+{
+    conv2d_tune_key path_key = conv2d_tune_key_of(op, c->s, 0);
+    conv2d_tune_key key = conv2d_tune_key_of(op, c->s, nthreads);
+    conv2d_tune_choice kept;
+    int err = FASTCNN_OK;
+    if (conv2d_tune_find(&path_key, &kept)) {
+        ch->path = kept.path;
+    } else {
+        err = time_paths(op, c, nthreads, &ch->path);
+        kept.path = ch->path, kept.threads = 0;
+        if (!err)
+            conv2d_tune_keep(&path_key, kept);
+    }
+    if (!err)
+        err = time_threads(op, c, ch->path, nthreads, &ch->threads);
+    if (!err)
+        conv2d_tune_keep(&key, *ch);
     return err;
 }
 
@@ -312,10 +350,8 @@ static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *
             return FASTCNN_ENOMEM;
         trial.out = dw;
     }
-    int err = time_paths(op, &trial, nthreads, ch);
+    int err = time_choice(op, &trial, nthreads, ch);
     free(dw);
-    if (!err)
-        conv2d_tune_keep(&key, *ch);
     return err;
 }
 
@@ -399,11 +435,27 @@ static int run_groups(int op, float *out, const float *x, const float *w, const 
 
 /* ---- entry points ------------------------------------------------------------- */
 
+/* y (n) clamped to [lo, hi] as hardtanh does: the depthwise path's epilogue. */
+static void clamp_all(float *y, int64_t n, float lo, float hi, int nthreads)
+{
+    int nt = fastcnn_threads_for(n, nthreads);
+    /* each i written once */
+    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float v = y[i] < lo ? lo : y[i];
+        y[i] = v > hi ? hi : v;
+    }
+}
+
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    const conv2d_shape *s, int nthreads)
 {
-    if (depthwise(s))
-        return conv2d_depthwise_forward(y, x, w, b, s, nthreads);
+    if (depthwise(s)) {
+        int err = conv2d_depthwise_forward(y, x, w, b, s, nthreads);
+        if (!err && s->clamp)
+            clamp_all(y, s->N * s->K * s->P * s->Q, s->lo, s->hi, nthreads);
+        return err;
+    }
     if (s->G > 1)
         return run_groups(FORWARD, y, x, w, b, NULL, s, nthreads);
     conv_call c = {y, x, w, b, NULL, s};

@@ -41,7 +41,8 @@ int conv2d_direct_forward(float *y, const float *x, const float *w, const float 
     conv2d_direct_block_fn fn = kr->direct_block;
     int64_t kb = kr->direct_kb;
     direct_geom g = {s->C, s->K, s->R, s->S, s->P, s->Q, s->P + s->R - 1,
-                     (s->Q + DIRECT_WP_ALIGN - 1) / DIRECT_WP_ALIGN * DIRECT_WP_ALIGN + s->S - 1};
+                     (s->Q + DIRECT_WP_ALIGN - 1) / DIRECT_WP_ALIGN * DIRECT_WP_ALIGN + s->S - 1,
+                     s->clamp, s->lo, s->hi};
     int64_t blocks = (s->K + kb - 1) / kb, items = s->N * blocks;
     int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);

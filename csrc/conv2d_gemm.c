@@ -103,7 +103,8 @@ static void gather_columns(float *cols, const float *stack, int64_t cnt,
     }
 }
 
-/* stack (cnt, K, PQ) = cols (K, cnt PQ) split into images, plus b (K) if given. */
+/* stack (cnt, K, PQ) = cols (K, cnt PQ) split into images, plus b (K) if
+ * given, clamped if s->clamp. */
 static void scatter_columns(float *stack, const float *cols, const float *b, int64_t cnt,
                             const conv2d_shape *s, int nthreads)
 {
@@ -116,6 +117,11 @@ static void scatter_columns(float *stack, const float *cols, const float *b, int
         const float *restrict src = cols + it % s->K * width + it / s->K * PQ;
         float add = b ? b[it % s->K] : 0.0f;
         for (int64_t j = 0; j < PQ; j++) dst[j] = src[j] + add;
+        if (s->clamp)
+            for (int64_t j = 0; j < PQ; j++) {
+                float v = dst[j] < s->lo ? s->lo : dst[j];
+                dst[j] = v > s->hi ? s->hi : v;
+            }
     }
 }
 
@@ -132,8 +138,10 @@ static int forward_group(float *y, const float *x, const float *w, const float *
         conv2d_im2col(scratch, x, cnt, s, nthreads);
         B = scratch;
     }
+    float clamp[2] = {s->lo, s->hi};
     if (cnt == 1)
-        return sgemm_bias(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, 0.0f, y, PQ, b, nthreads);
+        return sgemm_bias_clamp(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, 0.0f, y, PQ, b,
+                                s->clamp ? clamp : NULL, nthreads);
     float *out = scratch + col_part(s, pl);
     int err = sgemm(0, 0, s->K, cols, CRS, 1.0f, w, CRS, B, cols, 0.0f, out, cols, nthreads);
     if (!err)

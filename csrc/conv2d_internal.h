@@ -81,8 +81,9 @@ void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape 
 /* ---- timed path choices (conv2d_tune.c) ----------------------------------- */
 
 /* What a choice is kept for: the op (conv2d.c's FORWARD, BACKWARD_DATA,
- * BACKWARD_WEIGHT), the shape, the threads the caller allowed and the
- * instruction set; and what was chosen: the path and the threads to run it on. */
+ * BACKWARD_WEIGHT), the shape (its epilogue left out), the threads the
+ * caller allowed (0 for the path alone) and the instruction set; and what
+ * was chosen: the path and the threads to run it on. */
 typedef struct {
     int op, nthreads, isa;
     conv2d_shape shape;

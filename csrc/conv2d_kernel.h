@@ -47,6 +47,8 @@ static inline span valid_span(int64_t off, int64_t stride, int64_t size, int64_t
  *   y (K, P, Q) channels k0..k0+kn of this image; w (K, C, R, S); b (K) or NULL. */
 typedef struct {
     int64_t C, K, R, S, P, Q, Hp, Wp;
+    int64_t clamp;      /* outputs clamped to [lo, hi] (conv2d_shape's clamp) */
+    float lo, hi;
 } direct_geom;
 
 #define DIRECT_WP_ALIGN 16
@@ -66,6 +68,8 @@ void conv2d_direct_block_generic(float *y, const float *xpad, const float *w, co
  * Wp = (Q-1) sw + S. y (K, P, Q) of one image, channels k0 .. k0 + kv VL. */
 typedef struct {
     int64_t C, K, R, S, sh, sw, P, Q, Hp, Wp;
+    int64_t clamp;      /* forward outputs clamped to [lo, hi] (conv2d_shape's clamp) */
+    float lo, hi;
 } kvec_geom;
 
 void conv2d_kvec_block_avx512(float *y, const float *xpad, const float *wT, const float *b,
@@ -121,6 +125,18 @@ static inline void direct_store_part(float *dst, dvec vec, int n)
 }
 #endif
 
+typedef int32_t divec __attribute__((vector_size(DIRECT_VBYTES)));
+
+/* v clamped to [lo, hi] lane by lane as hardtanh does (a NaN lane passes). */
+static inline dvec clamp_vec(dvec v, float lo, float hi)
+{
+    dvec vlo = (dvec){0} + lo, vhi = (dvec){0} + hi;
+    divec below = v < vlo;
+    v = (dvec)(((divec)v & ~below) | ((divec)vlo & below));
+    divec above = v > vhi;
+    return (dvec)(((divec)v & ~above) | ((divec)vhi & above));
+}
+
 /* y rows p of channels k0..k0+kn, columns q0..q0+min(Q - q0, nv VL);
  * taps: S when known at compile time (unrolled), else 0. */
 static inline __attribute__((always_inline)) void
@@ -154,6 +170,12 @@ direct_tile(const int kn, const int nv, const int taps, float *y, const float *x
                 }
             }
         }
+    if (g->clamp)
+#pragma GCC unroll 16
+        for (int k = 0; k < kn; k++)
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                acc[k][v] = clamp_vec(acc[k][v], g->lo, g->hi);
     int64_t width = g->Q - q0;
 #pragma GCC unroll 16
     for (int k = 0; k < kn; k++) {
@@ -270,6 +292,11 @@ kvec_tile(const int kv, const int nr, const int np, const int sw, float *y, cons
                 int64_t k = k0 + v * DIRECT_VL + l;
                 float bk = b ? b[k] : 0.0f;
                 for (int i = 0; i < np; i++) yp[k * PQ + i] = lanes[i][l] + bk;
+                if (g->clamp)
+                    for (int i = 0; i < np; i++) {
+                        float v = yp[k * PQ + i] < g->lo ? g->lo : yp[k * PQ + i];
+                        yp[k * PQ + i] = v > g->hi ? g->hi : v;
+                    }
             }
         }
     }

@@ -21,7 +21,8 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
     conv2d_kvec_block_fn fn = kr->kvec_block;
     int64_t vl = kr->vl;
     kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
-                   (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S};
+                   (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S,
+                   s->clamp, s->lo, s->hi};
     int64_t vecs = s->K / vl;
     int kv = vecs % 2 == 0 ? 2 : 1;
     int64_t blocks = vecs / kv, items = s->N * blocks, CRS = s->C * s->R * s->S;

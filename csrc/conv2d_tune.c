@@ -33,6 +33,8 @@ conv2d_tune_key conv2d_tune_key_of(int op, const conv2d_shape *s, int nthreads)
     k.nthreads = nthreads;
     k.isa = fastcnn_isa();
     k.shape = *s;
+    k.shape.clamp = 0;          /* an epilogue does not change the best path */
+    k.shape.lo = k.shape.hi = 0.0f;
     return k;
 }
 

@@ -156,10 +156,15 @@ void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
  * output channel k reads input channels g C/G .. (g+1) C/G - 1, g = k / (K/G),
  * so w is (K, C/G, R, S). Output (p, q) reads input
  * (p sh - ph + r dh, q sw - pw + t dw); positions outside [0,H) x [0,W) read
- * as zero. All sizes >= 1, ph, pw >= 0. */
+ * as zero. All sizes >= 1, ph, pw >= 0. With clamp != 0 the forward's
+ * outputs are clamped to [lo, hi] as hardtanh does (NaN passes): the
+ * activation after a convolution fused into it (ReLU: [0, inf], ReLU6:
+ * [0, 6]); backward kernels and the reference ignore it. */
 typedef struct {
     int64_t N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q;
     int64_t dh, dw, G;
+    int64_t clamp;
+    float lo, hi;
 } conv2d_shape;
 
 /* y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C/G,R,S)) + b (K); b may be NULL. */

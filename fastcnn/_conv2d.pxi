@@ -245,6 +245,7 @@ cdef c.conv2d_shape _conv2d_shape(tuple g):
     s.N, s.C, s.H, s.W, s.K, s.R, s.S = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
     s.sh, s.sw, s.ph, s.pw, s.P, s.Q = g[7], g[8], g[9], g[10], g[11], g[12]
     s.dh, s.dw, s.G = g[13], g[14], g[15]
+    s.clamp, s.lo, s.hi = 0, 0.0, 0.0
     return s
 
 
@@ -309,6 +310,9 @@ cdef class ConvStep(WeightStep):
         super().__init__(node)
         self.set_slots(<step_slots *> &self.a, slots)
         self.a.s = _conv2d_shape(geometry)
+        if "clamp" in node.attrs:           # a fused activation (compiler, inference)
+            self.a.s.clamp = 1
+            self.a.s.lo, self.a.s.hi = node.attrs["clamp"]
         self.weight, self.bias = node.params["weight"], node.params.get("bias")
         self.wshape = (self.a.s.K, self.a.s.C // self.a.s.G, self.a.s.R, self.a.s.S)
         self.bshape = (self.a.s.K,)

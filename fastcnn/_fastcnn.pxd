@@ -75,6 +75,8 @@ cdef extern from "fastcnn.h" nogil:
     ctypedef struct conv2d_shape:
         int64_t N, C, H, W, K, R, S, sh, sw, ph, pw, P, Q
         int64_t dh, dw, G
+        int64_t clamp
+        float lo, hi
     int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                        const conv2d_shape *s, int nthreads)
     int conv2d_backward_data(float *dx, const float *dy, const float *w,

@@ -14,6 +14,10 @@ Passes are rewrites of the graph, each switchable (``passes=``):
   part of it: the convolution runs on weights and a bias folded anew on each
   call from the current parameters and statistics (where that costs less
   than the batch norm's pass over its input; see :func:`fold_batch_norm`).
+- ``fuse_conv_activation`` (inference): a ReLU or hardtanh (ReLU6) whose
+  only input is a convolution's output, read by nothing else, becomes the
+  convolution's epilogue: each tile of the output is clamped as it is
+  written, while in cache, instead of in a pass of its own.
 - ``in_place``: an op that may overwrite its input (an activation; the ReLU
   absorbed by a max pooling in training) takes its input's memory when
   nothing reads that input later, nor keeps it for backward; an activation's
@@ -39,7 +43,8 @@ from .ops import OPS
 
 __all__ = ["PASSES", "compile_graph", "reference_run"]
 
-PASSES = ("fuse_relu_max_pool", "fold_batch_norm", "in_place", "reuse_memory")
+PASSES = ("fuse_relu_max_pool", "fold_batch_norm", "fuse_conv_activation", "in_place",
+          "reuse_memory")
 
 
 def compile_graph(graph, training, passes=PASSES):
@@ -52,6 +57,8 @@ def compile_graph(graph, training, passes=PASSES):
         graph = fuse_relu_max_pool(graph)
     if "fold_batch_norm" in passes and not training:
         graph = fold_batch_norm(graph)
+    if "fuse_conv_activation" in passes and not training:
+        graph = fuse_conv_activation(graph)
     return _Planner(graph, training, "in_place" in passes, "reuse_memory" in passes).program()
 
 
@@ -100,6 +107,34 @@ def fold_batch_norm(graph, only_profitable=True):
                       running_var=bn.params["running_var"])
         nodes[j] = conv.replace(op="conv2d_batch_norm2d", outputs=bn.outputs, params=params,
                                 attrs=dict(conv.attrs, bn_eps=bn.attrs["eps"]))
+        nodes[i] = None
+    return graph.copy([n for n in nodes if n is not None])
+
+
+def _clamp_of(node):
+    """The [lo, hi] an activation node clamps to, or None if it is no clamp."""
+    if node.op == "relu":
+        return (0.0, float("inf"))
+    if node.op == "pointwise" and node.attrs["kind"] == "hardtanh":
+        return (float(node.attrs.get("a", 0.0)), float(node.attrs.get("b", 0.0)))
+    return None
+
+
+def fuse_conv_activation(graph):
+    """Make each inference ReLU / hardtanh whose input only it reads, made by a
+    convolution (plain or with a folded batch norm), that convolution's
+    epilogue: attr clamp = (lo, hi)."""
+    producer = {t: i for i, node in enumerate(graph.nodes) for t in node.outputs}
+    consumers = graph.consumers()
+    nodes = list(graph.nodes)
+    for i, act in enumerate(graph.nodes):
+        clamp = _clamp_of(act)
+        t = act.inputs[0] if clamp else None
+        j = producer.get(t)
+        if j is None or nodes[j].op not in ("conv2d", "conv2d_batch_norm2d") \
+                or "clamp" in nodes[j].attrs or consumers[t] != [i] or t == graph.output:
+            continue
+        nodes[j] = nodes[j].replace(outputs=act.outputs, attrs=dict(nodes[j].attrs, clamp=clamp))
         nodes[i] = None
     return graph.copy([n for n in nodes if n is not None])
 

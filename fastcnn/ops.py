@@ -10,7 +10,9 @@ Attributes of each family (``node.attrs``):
 
 ========== ====================================================================
 conv2d     stride, padding, dilation, groups (as Conv2d takes them; dilation and
-           groups default to 1 when absent); params weight, bias (or None)
+           groups default to 1 when absent), clamp (lo, hi) when the compiler's
+           fuse_conv_activation pass made a ReLU / hardtanh its epilogue
+           (inference only); params weight, bias (or None)
 linear     params weight, bias (or None)
 relu       -
 sigmoid    -
@@ -109,6 +111,10 @@ class Conv2dOp(OpDef):
     def forward(self, node, x, training):
         w, b = node.params["weight"], node.params.get("bias")
         y = F.conv2d(x, w.data, None if b is None else b.data, *self._args(node))
+        if "clamp" in node.attrs:           # a fused activation (inference)
+            lo, hi = node.attrs["clamp"]
+            y = np.where(y < lo, np.float32(lo), y)
+            y = np.where(y > hi, np.float32(hi), y)
         return y, x
 
     def backward(self, node, x, dy, need_dx):

@@ -87,8 +87,9 @@ def test_changed_weights_and_statistics_are_honoured(rng):
     model.eval()
     x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
     graph = trace(model, x.shape)
-    assert [n.op for n in compile_graph(graph, False).graph.nodes] == \
-        ["conv2d_batch_norm2d", "relu", "conv2d_batch_norm2d"]
+    nodes = compile_graph(graph, False).graph.nodes
+    assert [n.op for n in nodes] == ["conv2d_batch_norm2d", "conv2d_batch_norm2d"]
+    assert nodes[0].attrs["clamp"] == (0.0, float("inf"))     # the ReLU, fused
 
     def unfolded():
         return reference_run(graph, x, None, False)[0]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fastcnn
+from fastcnn import _native
 from fastcnn.compiler import PASSES, compile_graph, reference_run
 from fastcnn.runner import trace
 
@@ -500,3 +501,71 @@ def test_training_programs_run_on_the_threads_asked_for(rng):
     finally:
         fastcnn.set_num_threads(old)
     assert model._runner().programs[0][1].threads_chosen == {}
+
+
+# ---- fuse_conv_activation: a ReLU / hardtanh as the convolution's epilogue -------
+
+def _fusable(act, conv=None):
+    conv = conv or L.Conv2d(8, 16, 3, padding=1)
+    return L.Sequential(conv, L.BatchNorm2d(conv.out_channels), act, L.Flatten(), seed=0)
+
+
+@pytest.fixture(params=["by-shape", "gemm", "kvec", "direct"])
+def conv_path(request):
+    """Force each convolution path (the fused clamp is written by each)."""
+    modes = {"by-shape": (0, 0), "gemm": (-1, -1), "kvec": (-1, 1), "direct": (1, -1)}
+    direct, kvec = modes[request.param]
+    old = _native._set_direct(direct), _native._set_kvec(kvec)
+    yield request.param
+    _native._set_direct(old[0])
+    _native._set_kvec(old[1])
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6", "hardtanh"])
+@pytest.mark.parametrize("conv", ["3x3", "depthwise", "groups", "pointwise"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_fused_activation_equals_the_unfused_walk(act, conv, n, conv_path, num_threads, rng):
+    acts = {"relu": L.ReLU, "relu6": L.ReLU6, "hardtanh": lambda: L.Hardtanh(-0.5, 0.25)}
+    convs = {"3x3": lambda: L.Conv2d(8, 16, 3, padding=1),
+             "depthwise": lambda: L.Conv2d(8, 8, 3, stride=2, padding=1, groups=8),
+             "groups": lambda: L.Conv2d(8, 16, 3, padding=1, groups=2),
+             "pointwise": lambda: L.Conv2d(8, 16, 1)}
+    model = _fusable(acts[act](), convs[conv]()).eval()
+    for bn in model[1:2]:
+        bn.running_mean[...] = rng.standard_normal(bn.running_mean.shape)
+    x = rng.standard_normal((n, 8, 11, 9)).astype(np.float32)
+    x[0, 0, 4, 4] = np.nan                      # a NaN passes the clamp, as the activation
+    graph = trace(model, x.shape)
+    prog = compile_graph(graph, False)
+    ops = [node.op for node in prog.graph.nodes]
+    assert "relu" not in ops and "pointwise" not in ops, ops
+    out = prog.forward(x)[0]
+    unfused = compile_graph(graph, False, tuple(p for p in PASSES if p != "fuse_conv_activation"))
+    assert "relu" in ops_of(unfused) or "pointwise" in ops_of(unfused)
+    np.testing.assert_array_equal(out, unfused.forward(x)[0])
+    assert np.isnan(out).any()
+
+
+def ops_of(prog):
+    return [node.op for node in prog.graph.nodes]
+
+
+def test_activation_not_fused_where_its_input_is_read_again_or_in_training(rng):
+    class Skip(L.Layer):
+        def __init__(self):
+            super().__init__()
+            self.conv = L.Conv2d(4, 4, 3, padding=1)
+
+        def trace(self, x):
+            y = self.conv.trace(x)
+            return L.ReLU().trace(y) + y         # the conv's output is read twice
+
+    model = L.Sequential(Skip(), seed=0).eval()
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    graph = trace(model, x.shape)
+    assert "relu" in [node.op for node in compile_graph(graph, False).graph.nodes]
+    np.testing.assert_array_equal(compile_graph(graph, False).forward(x)[0],
+                                  reference_run(graph, x, None, False)[0])
+    fused = _fusable(L.ReLU()).train()
+    graph = trace(fused, (2, 8, 5, 5))
+    assert "relu" in [node.op for node in compile_graph(graph, True).graph.nodes]

@@ -23,6 +23,13 @@ int sgemm_bias(int transa, int transb, int64_t M, int64_t N, int64_t K, float al
                const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                float *C, int64_t ldc, const float *bias, int nthreads);
 
+/* sgemm_bias, then C[i, j] clamped to [clamp[0], clamp[1]] as hardtanh does
+ * (NaN passes; clamp NULL: no clamp), in each tile as it is finished. */
+int sgemm_bias_clamp(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc, const float *bias, const float *clamp,
+                     int nthreads);
+
 /* Plain triple loop with a double accumulator: the oracle. */
 void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
                const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

@@ -118,6 +118,7 @@ typedef struct {
     const float *A, *B;
     float *C;
     const float *bias;      /* per row of C, added after the last k block; or NULL */
+    const float *clamp;     /* {lo, hi}: C clamped after the last k block; or NULL */
     int64_t kc, mc, nc;     /* block sizes for this call */
 } gemm_plan;
 
@@ -182,6 +183,16 @@ static void add_row_bias(float *c, int64_t ldc, const float *bias, int m, int n)
         for (int j = 0; j < n; j++) c[i * ldc + j] += bias[i];
 }
 
+/* c (m, n) with row stride ldc clamped to [lo, hi] as hardtanh does (NaN passes). */
+static void clamp_rows(float *c, int64_t ldc, float lo, float hi, int64_t m, int64_t n)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float v = c[i * ldc + j] < lo ? lo : c[i * ldc + j];
+            c[i * ldc + j] = v > hi ? hi : v;
+        }
+}
+
 /* C[i0:i0+m, j0:j0+n] (+)= packed A block (m x kc) times the B block
  * (kc x n): packed in bp, or used in place when p->direct_b (then its
  * partial last panel is packed into edge, kc x NR). */
@@ -205,8 +216,12 @@ static void macro_kernel(const gemm_plan *p, const float *ap, const float *bp, f
             float *c = p->C + (i0 + ir) * p->ldc + j0 + jr;
             int mb = (int)min64(mr, m - ir);
             p->kr->ukernel(kc, ap + ir * kc, b, ldb, c, p->ldc, p->alpha, beta, mb, nb);
-            if (p->bias && p0 + kc == p->K)     /* the tile is final and still in L1 */
-                add_row_bias(c, p->ldc, p->bias + i0 + ir, mb, nb);
+            if (p0 + kc == p->K) {              /* the tile is final and still in L1 */
+                if (p->bias)
+                    add_row_bias(c, p->ldc, p->bias + i0 + ir, mb, nb);
+                if (p->clamp)
+                    clamp_rows(c, p->ldc, p->clamp[0], p->clamp[1], mb, nb);
+            }
         }
     }
 }
@@ -391,17 +406,28 @@ int sgemm_bias(int transa, int transb, int64_t M, int64_t N, int64_t K, float al
                const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                float *C, int64_t ldc, const float *bias, int nthreads)
 {
+    return sgemm_bias_clamp(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias,
+                            NULL, nthreads);
+}
+
+int sgemm_bias_clamp(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc, const float *bias, const float *clamp,
+                     int nthreads)
+{
     if (M <= 0 || N <= 0)
         return FASTCNN_OK;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(C, M, N, ldc, beta);
         if (bias)
             add_row_bias_all(C, ldc, bias, M, N);
+        if (clamp)
+            clamp_rows(C, ldc, clamp[0], clamp[1], M, N);
         return FASTCNN_OK;
     }
     const gemm_kernel *kr = select_kernel(M, N);
     gemm_plan p = {kr, transa, transb, !transb && M <= DIRECT_B_MAX_ROWS, M, N, K, lda, ldb,
-                   ldc, alpha, beta, A, B, C, bias, 0, 0, 0};
+                   ldc, alpha, beta, A, B, C, bias, clamp, 0, 0, 0};
     p.kc = even_chunk(K, kr->kc, 1);
     p.mc = even_chunk(M, kr->mc, kr->mr);
     p.nc = even_chunk(N, kr->nc, kr->nr);
