@@ -3,11 +3,9 @@
 fastcnn.models, batch norm with random statistics, in eval mode) exported
 with torch.onnx.export at opset 17 with a dynamic batch, the same file
 bench_models.py's 224x224 rows give onnxruntime, against onnxruntime running
-that file: 3x224x224, batch 1 and 8, outputs compared first; heavy rows.
-
-    python bench/bench_onnx.py [--batch 1,8] [--threads 1,2] [--repeat 10] [--size 224]
-
-runs ``fastcnn bench`` (fastcnn.onnx.bench) on each exported file instead.
+that file: 3x224x224, batch 1 and 8, outputs compared first; heavy rows. Run
+as a script (`python bench/bench_onnx.py [--batch 1,8] [--threads 1,2]
+[--repeat 10] [--size 224]`), it runs `fastcnn bench` on each exported file.
 """
 import argparse
 

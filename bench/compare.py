@@ -1,8 +1,11 @@
 """Run the benchmark suite and report fastcnn against its peers, side by side.
 
-    python bench/compare.py            # full run (under 20 minutes), writes bench/RESULTS.md
+    python bench/compare.py            # full run (under 15 minutes), writes bench/RESULTS.md
+    python bench/compare.py --peer-defaults    # the same, peers at their defaults:
+                                               # writes bench/RESULTS-peer-defaults.md
     python bench/compare.py --quick    # under 3 minutes
     python bench/compare.py --only conv --out /tmp/conv.md
+    python bench/compare.py --only '224|MobileNetV2 train' --threads 1 --out /tmp/cnn.md
 
 One row per benchmark (the cases of bench/bench_*.py): fastcnn's median time,
 the peer's, the ratio peer / fastcnn (above 1: fastcnn is faster), GFLOP/s
@@ -19,12 +22,38 @@ in their own child with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they
 slow OpenBLAS on this project's machines). The memory rows run each
 library's 20-step training in its own process.
 
-Idle threads sleep on every side (IDLE_THREADS_SLEEP): with interleaved runs on
-two cores, a library whose idle threads spin after its call (torch's OpenMP,
-OpenBLAS) holds a core while the other side's threads run, and the second
-side's time measures that, not its code (sgemm 512^3 at 2 threads: 1.22 ms
-right after numpy calls, 0.71 ms with OpenBLAS's threads asleep). fastcnn's
-own default is the same (PASSIVE).
+Heavy rows (Case.heavy: ResNet-18 and MobileNetV2 at 3x224x224, the
+MobileNetV2 train step; up to about 1 s a call on one core) get one warm-up
+call and 3 to 11 rounds (HEAVY), about a minute per thread count in all; in
+quick mode, 3 rounds at the largest thread count only.
+
+Two settings modes; the header says which one ran:
+
+- Default: idle threads sleep on every side (IDLE_THREADS_SLEEP): with
+  interleaved runs on two cores, a library whose idle threads spin after its
+  call (torch's OpenMP, OpenBLAS) holds a core while the other side's threads
+  run, and the second side's time measures that, not its code (sgemm 512^3 at
+  2 threads: 1.22 ms right after numpy calls, 0.71 ms with OpenBLAS's threads
+  asleep). fastcnn's own default is the same (PASSIVE). onnxruntime's thread
+  pool is its own and reads neither variable.
+- --peer-defaults: what users get, who change nothing. The benchmark
+  processes run without OMP_WAIT_POLICY, GOMP_SPINCOUNT and
+  OPENBLAS_THREAD_TIMEOUT, and load torch and onnxruntime before fastcnn.
+  torch and fastcnn share one OpenMP runtime per process (the first
+  libgomp.so.1 loaded serves both, and reads its wait policy when it loads),
+  so it starts at torch's default policy (spin, then sleep), not at the
+  PASSIVE one fastcnn asks for when it loads first; the header lists the
+  runtimes the benchmark process had loaded. The GEMM rows still run without
+  OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (this project's machines set them;
+  OpenBLAS's defaults are without them).
+
+The header lists every figure below its BENCHMARKS.md target (row ratios
+against each row's own target, e.g. LeNet-5 train step 3, CIFAR-net 1.5,
+ResNet-18 and MobileNetV2 1.3, inference vs onnxruntime 1.0; large conv
+shapes' percent of peak and 2-thread speedup; the conv groups' geometric
+means) and records the CPU by model name, vendor, family, model and stepping
+(a virtual machine's model name can be generic), its caches, and the
+instruction set fastcnn's kernels use.
 
 The report's header records the software by version, and fastcnn by version
 and git commit (and whether it is this checkout's in-place build or an
@@ -532,13 +561,14 @@ def misses(groups, results, thread_counts, peaks):
                     continue
                 ratios.append(r["peer"] / r["fastcnn"])
                 if ratio_misses(case, r):
-                    found.append(f"{row_label(case)} {t}T: {ratios[-1]:.2f} < {case.target:g}")
+                    found.append(f"{row_label(case)} {t}T: {ratios[-1]:.2f} "
+                                 f"< {case.target:.1f}")
                 if peak_misses(case, r, peaks[t]):
                     found.append(f"{row_label(case)} {t}T: {peak_percent(case, r, peaks[t]):.0f}% "
                                  f"of peak < {100 * LARGE_PEAK:.0f}%")
             g = geomean(ratios)
             if group in GEOMEAN_TARGET and g is not None and g < GEOMEAN_TARGET[group]:
-                found.append(f"{group} geomean {t}T: {g:.2f} < {GEOMEAN_TARGET[group]:g}")
+                found.append(f"{group} geomean {t}T: {g:.2f} < {GEOMEAN_TARGET[group]:.1f}")
         for case in cases:
             s = speedup(case, results, thread_counts)
             if s is not None and speedup_misses(case, s, thread_counts):
