@@ -10,7 +10,7 @@ fastcnn.models.resnet18 (3x32x32, batch 64, 10 classes) and mobilenet_v2
 at 3x224x224, batch 1 and 8: fastcnn.models.resnet18 and mobilenet_v2 in eval
 mode (batch norm with random statistics) against onnxruntime running the
 torch twin with the same weights, exported once per process (opset 17,
-dynamic batch); those rows get fewer rounds (heavy)."""
+dynamic batch). The ResNet-18 and MobileNetV2 rows get fewer rounds (heavy)."""
 import io
 import warnings
 
@@ -84,9 +84,9 @@ def cnn_train_case(name):
                     tm, lambda: models.torch_train_step(tm, topt, torch, tx, tlabels))
 
         def check():
-            """Dropout off: the same loss, and the same change of every float
-            tensor of the state dict in one step (update_check), from the same weights; close
-            losses after two more steps (float32 rounding grows with steps)."""
+            """From the same weights, dropout off: the same loss, the same change
+            of the state dict's float tensors in one step (update_check), and
+            close losses after two more steps (float32 rounding grows)."""
             fm, ours, tm, peer = pair(dropout=False)
             before = {k: np.array(v) for k, v in fm.state_dict().items()}
             assert_close(ours(), peer().item(), "loss at step 0", tol=1e-5)
@@ -99,7 +99,7 @@ def cnn_train_case(name):
         return Pair(ours, peer, check)
 
     return Case("train step", f"{name} train step 3x{size}x{size} b{n} SGD-momentum",
-                "torch", build, items=n, target=target, heavy=name == "MobileNetV2")
+                "torch", build, items=n, target=target, heavy=True)
 
 
 def update_check(before, ours, theirs, tol=1e-3, tensor_tol=5e-2, floor=1e-2):

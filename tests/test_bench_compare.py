@@ -36,7 +36,8 @@ def test_cnn_rows_and_their_targets():
                     "inference 3x224x224", "onnxruntime", 1.0, True)
     assert by_name["MobileNetV2 train step 3x64x64 b32 SGD-momentum"] == (
         "train step", "torch", 1.3, True)
-    assert by_name["ResNet-18 train step 3x32x32 b64 SGD-momentum"][2] == 1.3
+    assert by_name["ResNet-18 train step 3x32x32 b64 SGD-momentum"] == (
+        "train step", "torch", 1.3, True)
     for opt in ("SGD-momentum", "Adam"):
         assert by_name[f"LeNet-5 train step b64 {opt}"][2] == 3.0
         assert by_name[f"CIFAR-net train step b64 {opt}"][2] == 1.5
@@ -51,7 +52,9 @@ def test_misses_list_each_row_against_its_own_target():
                            Case("train step", "CIFAR-net step", "torch", None, target=1.5),
                            Case("train step", "MobileNetV2 step", "torch", None, target=1.3)],
             "inference 3x224x224": [Case("inference 3x224x224", "ResNet-18 b8", "onnxruntime",
-                                         None, target=1.0, heavy=True)],
+                                         None, items=8, target=1.0, heavy=True),
+                                    Case("inference 3x224x224", "ResNet-18 b1", "onnxruntime",
+                                         None, items=1, target=1.0, heavy=True)],
             "conv fwd": [Case("conv fwd", "conv big", "torch", None, flops=1e9, target=1.0,
                               large=True)],
         }
@@ -64,6 +67,8 @@ def test_misses_list_each_row_against_its_own_target():
             ("MobileNetV2 step vs torch", 2): ok(1.2, 1.0),       # 1.2 < 1.3: miss
             ("ResNet-18 b8 vs onnxruntime", 1): ok(0.5, 1.0),     # miss
             ("ResNet-18 b8 vs onnxruntime", 2): {"status": "failed", "reason": "x"},
+            ("ResNet-18 b1 vs onnxruntime", 1): ok(1.2, 1.0),
+            ("ResNet-18 b1 vs onnxruntime", 2): ok(1.5, 1.25),    # batch 1 slower at 2T: miss
             ("conv big vs torch", 1): ok(0.024, 0.02),            # 50 GFLOP/s of 100: 50%
             ("conv big vs torch", 2): ok(0.018, 0.015),           # 33%, 1.33x from 1 thread
         }
@@ -78,13 +83,14 @@ def test_misses_list_each_row_against_its_own_target():
         "LeNet-5 step 1T: 2.50 < 3.0",
         "MobileNetV2 step 2T: 1.20 < 1.3",
         "ResNet-18 b8 vs onnxruntime 1T: 0.50 < 1.0",
+        "ResNet-18 b1 vs onnxruntime 2T/1T: 0.80 < 1.00",
         "conv big 1T: 50% of peak < 85%",
         "conv fwd geomean 1T: 1.20 < 1.3",
         "conv big 2T: 33% of peak < 85%",
         "conv fwd geomean 2T: 1.20 < 1.3",
         "conv big 2T/1T: 1.33 < 1.85",
     ]
-    assert out["line"] == "**Below target (8):** " + "; ".join(out["misses"]) + "."
+    assert out["line"] == "**Below target (9):** " + "; ".join(out["misses"]) + "."
     assert out["none"] == "**Below target:** nothing measured is below its target."
     assert out["cells"] == ["2.50 (miss)", "1.60", "1.40"]
 
