@@ -1,8 +1,11 @@
 """Run the benchmark suite and report fastcnn against its peers, side by side.
 
-    python bench/compare.py            # full run (under 20 minutes), writes bench/RESULTS.md
+    python bench/compare.py            # full run (under 15 minutes), writes bench/RESULTS.md
+    python bench/compare.py --peer-defaults    # the same, peers at their defaults:
+                                               # writes bench/RESULTS-peer-defaults.md
     python bench/compare.py --quick    # under 3 minutes
     python bench/compare.py --only conv --out /tmp/conv.md
+    python bench/compare.py --only '224|MobileNetV2 train' --threads 1 --out /tmp/cnn.md
 
 One row per benchmark (the cases of bench/bench_*.py): fastcnn's median time,
 the peer's, the ratio peer / fastcnn (above 1: fastcnn is faster), GFLOP/s
@@ -19,12 +22,39 @@ in their own child with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they
 slow OpenBLAS on this project's machines). The memory rows run each
 library's 20-step training in its own process.
 
-Idle threads sleep on every side (IDLE_THREADS_SLEEP): with interleaved runs on
-two cores, a library whose idle threads spin after its call (torch's OpenMP,
-OpenBLAS) holds a core while the other side's threads run, and the second
-side's time measures that, not its code (sgemm 512^3 at 2 threads: 1.22 ms
-right after numpy calls, 0.71 ms with OpenBLAS's threads asleep). fastcnn's
-own default is the same (PASSIVE).
+Heavy rows (Case.heavy: ResNet-18 and MobileNetV2, inference at 3x224x224
+and the train steps; up to about 1 s a call on one core) get one warm-up
+call and 3 to 11 rounds (HEAVY), about a minute per thread count in all; in
+quick mode, 3 rounds at the largest thread count only.
+
+Two settings modes; the header says which one ran:
+
+- Default: idle threads sleep on every side (IDLE_THREADS_SLEEP): with
+  interleaved runs on two cores, a library whose idle threads spin after its
+  call (torch's OpenMP, OpenBLAS) holds a core while the other side's threads
+  run, and the second side's time measures that, not its code (sgemm 512^3 at
+  2 threads: 1.22 ms right after numpy calls, 0.71 ms with OpenBLAS's threads
+  asleep). fastcnn's own default is the same (PASSIVE). onnxruntime's thread
+  pool is its own and reads neither variable.
+- --peer-defaults: what users get, who change nothing. The benchmark
+  processes run without OMP_WAIT_POLICY, GOMP_SPINCOUNT and
+  OPENBLAS_THREAD_TIMEOUT, and load torch and onnxruntime before fastcnn.
+  torch and fastcnn share one OpenMP runtime per process (the first
+  libgomp.so.1 loaded serves both, and reads its wait policy when it loads),
+  so it starts at torch's default policy (spin, then sleep), not at the
+  PASSIVE one fastcnn asks for when it loads first; the header lists the
+  runtimes the benchmark process had loaded. The GEMM rows still run without
+  OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (this project's machines set them;
+  OpenBLAS's defaults are without them).
+
+The header lists every figure below its BENCHMARKS.md target (row ratios
+against each row's own target, e.g. LeNet-5 train step 3, CIFAR-net 1.5,
+ResNet-18 and MobileNetV2 1.3, inference vs onnxruntime 1.0; large conv
+shapes' percent of peak and 2-thread speedup; batch-1 inference never
+slower with more threads; the conv groups' geometric means) and records the
+CPU by model name, vendor, family, model and stepping (a virtual machine's
+model name can be generic), its caches, and the instruction set fastcnn's
+kernels use.
 
 The report's header records the software by version, and fastcnn by version
 and git commit (and whether it is this checkout's in-place build or an
@@ -47,6 +77,7 @@ with the measured load average beside it.
 import argparse
 import datetime
 import gc
+import glob
 import json
 import math
 import os
@@ -60,6 +91,24 @@ import time
 
 import _path
 _path.prefer_checkout()  # this checkout's in-place build first
+
+PEER_DEFAULTS = "--peer-defaults"
+
+
+def import_peers_first():
+    """Load the peers before fastcnn. torch and fastcnn share one OpenMP
+    runtime per process (both link libgomp.so.1; the first copy loaded
+    serves both), and it reads its wait policy when it loads: loaded first,
+    torch's copy starts at its own default, not at fastcnn's PASSIVE."""
+    for name in ("torch", "onnxruntime"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+
+
+if PEER_DEFAULTS in sys.argv[1:]:
+    import_peers_first()
 import fastcnn
 import harness
 import bench_activation
@@ -70,12 +119,13 @@ import bench_linear
 import bench_loss
 import bench_merge
 import bench_models
+import bench_onnx
 import bench_optim
 import bench_pool2d
 import bench_softmax
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODULES = [bench_conv2d, bench_pool2d, bench_gemm, bench_models, bench_activation,
+MODULES = [bench_conv2d, bench_pool2d, bench_gemm, bench_models, bench_onnx, bench_activation,
            bench_linear, bench_loss, bench_optim, bench_merge, bench_softmax,
            bench_batchnorm2d]
 CASES = [case for module in MODULES for case in module.CASES]
@@ -86,14 +136,22 @@ SETTINGS = {   # harness.measure arguments
     "full": dict(warmup=2, min_rounds=7, max_rounds=31, budget=4.0, min_sample=5e-3,
                  floor_rounds=5),
 }
+# Heavy rows (Case.heavy: ResNet-18 and MobileNetV2, up to ~1 s a call on 1 core) get
+# fewer warm-up calls and rounds, so that they add about a minute per thread
+# count to a full report; quick mode also runs them at the largest thread count only.
+HEAVY = {
+    "quick": dict(max_rounds=3),
+    "full": dict(warmup=1, min_rounds=5, max_rounds=11, floor_rounds=3),
+}
 # Summary groups, in report order, with what BENCHMARKS.md asks of them.
 GROUPS = {
     "conv fwd": "each >= 1.0, geomean >= 1.3; large shapes >= 85% of peak",
     "conv fwd+bwd": "each >= 1.0, geomean >= 1.3; large shapes >= 85% of peak",
     "pooling": "each >= 5",
     "gemm": "each >= 1.0",
-    "train step": "LeNet-5 >= 3, CIFAR-net >= 1.5, ResNet-18 >= 1.3",
+    "train step": "LeNet-5 >= 3, CIFAR-net >= 1.5, ResNet-18 >= 1.3, MobileNetV2 >= 1.3",
     "inference": "vs onnxruntime >= 1.0",
+    "inference 3x224x224": "vs onnxruntime >= 1.0 (fastcnn.models and fastcnn.onnx.load)",
     "memory": "fastcnn peak RSS <= torch's (ratio >= 1)",
     "activation": "-",
     "linear": "-",
@@ -103,6 +161,7 @@ GROUPS = {
     "softmax": "-",
     "batchnorm": "each >= 2 (issue 9)",
 }
+GEOMEAN_TARGET = {"conv fwd": 1.3, "conv fwd+bwd": 1.3}
 LARGE_PEAK = 0.85       # large conv shapes: fraction of peak
 LARGE_SPEEDUP = 1.85    # large shapes: 2 threads over 1
 MEMORY_STEPS = 20
@@ -129,9 +188,32 @@ def run_case(case, threads, settings):
     return {"status": "ok", "fastcnn": t.fastcnn, "peer": t.peer, "rounds": t.rounds}
 
 
+def settings_for(case, mode):
+    """harness.measure arguments for this row in this mode."""
+    return {**SETTINGS[mode], **(HEAVY[mode] if case.heavy else {})}
+
+
+def row_threads(case, args):
+    """The thread counts this row runs at: heavy rows only the largest in quick mode."""
+    return args.threads[-1:] if args.quick and case.heavy else args.threads
+
+
 # The same OpenMP wait policy for every library in the child, and OpenBLAS's
 # workers asleep after 2**4 cycles, unless the caller chose a policy.
 IDLE_THREADS_SLEEP = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+# --peer-defaults: these are removed from the children's environment instead.
+IDLE_THREAD_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
+
+
+def child_env(args, drop):
+    """The environment of the benchmark children (without ``drop``)."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    if args.peer_defaults:
+        for name in IDLE_THREAD_VARIABLES:
+            env.pop(name, None)
+    elif "OMP_WAIT_POLICY" not in env:
+        env.update(IDLE_THREADS_SLEEP)
+    return env
 
 
 def run_children(cases, args, drop=()):
@@ -139,17 +221,17 @@ def run_children(cases, args, drop=()):
     variables ``drop``), which streams its results back as JSON lines. A
     crash (a fastcnn bug must not take the report down with it) is reported
     on the row that was running, and a fresh child resumes after that row.
-    Returns {(key, threads): result} and the child's BLAS description."""
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    if "OMP_WAIT_POLICY" not in env:
-        env.update(IDLE_THREADS_SLEEP)
-    todo = [(c.key, t) for c in cases for t in args.threads]
-    results, blas = {}, None
+    Returns {(key, threads): result}, the child's BLAS description and the
+    OpenMP runtimes it had loaded at its end."""
+    env = child_env(args, drop)
+    todo = [(c.key, t) for c in cases for t in row_threads(c, args)]
+    results, blas, openmp = {}, None, None
     while todo:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "rows.jsonl")
             cmd = [sys.executable, os.path.abspath(__file__), "--child", out,
-                   "--rows", json.dumps(todo)] + (["--quick"] if args.quick else [])
+                   "--rows", json.dumps(todo)] + (["--quick"] if args.quick else []) + (
+                       [PEER_DEFAULTS] if args.peer_defaults else [])
             child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
             tail = []
@@ -166,6 +248,8 @@ def run_children(cases, args, drop=()):
                         row = tuple(rec.get("row", ()))
                         if rec["event"] == "blas":
                             blas = rec["blas"]
+                        elif rec["event"] == "openmp":
+                            openmp = rec["openmp"]
                         elif rec["event"] == "start":
                             running = row
                         else:
@@ -182,7 +266,7 @@ def run_children(cases, args, drop=()):
             break
         results[running] = {"status": "failed", "reason": reason}
         todo.remove(running)
-    return results, blas
+    return results, blas, openmp
 
 
 def child_main(args):
@@ -197,17 +281,19 @@ def child_main(args):
         for key, t in rows:
             emit(event="start", row=[key, t])
             t0 = time.perf_counter()
-            r = run_case(by_key[key], t, SETTINGS[args.mode])
+            r = run_case(by_key[key], t, settings_for(by_key[key], args.mode))
             emit(event="result", row=[key, t], result=r)
             _progress(by_key[key], t, r, time.perf_counter() - t0)
+        emit(event="openmp", openmp=openmp_runtimes())
 
 
-def memory_result(threads):
+def memory_result(threads, env):
     """Peak RSS of MEMORY_STEPS CIFAR-net training steps, each library in its own process."""
     peaks = {}
     for lib in ("fastcnn", "torch"):
         done = subprocess.run([sys.executable, os.path.join(HERE, "memory_run.py"), lib,
-                               str(threads), str(MEMORY_STEPS)], capture_output=True, text=True)
+                               str(threads), str(MEMORY_STEPS)], capture_output=True, text=True,
+                              env=env)
         try:
             peaks[lib] = side = json.loads(done.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -227,14 +313,72 @@ def memory_result(threads):
 # --- the machine ----------------------------------------------------------------
 
 def cpu_model():
+    """The CPU's model name, with vendor, family, model and stepping where
+    /proc/cpuinfo gives them (a virtual machine's name may be generic)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break           # the end of the first processor's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
+    return f"{name} ({', '.join(filter(None, [fields.get('vendor_id')] + ids))})" if ids else name
+
+
+def cpu_caches():
+    """The first CPU's caches from sysfs, e.g. "L1d 48K, L1i 32K, L2 1024K, L3 32768K"."""
+    sizes = []
+    for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            level, kind, size = (_read(os.path.join(index, name))
+                                 for name in ("level", "type", "size"))
+        except OSError:
+            continue
+        sizes.append(f"L{level}{dict(Data='d', Instruction='i').get(kind, '')} {size}")
+    return ", ".join(sizes) or "unknown (no /sys/devices/system/cpu)"
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def openmp_runtimes():
+    """The OpenMP runtimes mapped into this process (libgomp, libiomp5, libomp),
+    named from site-packages on where they come from a package."""
+    found = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                if re.search(r"/lib(gomp|iomp5|omp)[.-][^/]*$", path):
+                    found.add(path.split("site-packages/")[-1])
+    except OSError:
+        return "unknown (no /proc/self/maps)"
+    return ", ".join(sorted(found)) or "none"
+
+
+def settings_text(args, machine):
+    """The header's account of the idle-thread settings the rows ran with."""
+    runtimes = (f"; OpenMP runtime(s) in the benchmark process: {machine['openmp']}"
+                if machine.get("openmp") else "")
+    if args.peer_defaults:
+        removed = [k for k in IDLE_THREAD_VARIABLES if k in os.environ]
+        return ("peers' defaults (--peer-defaults): no idle-thread variable set"
+                + (f" ({', '.join(removed)} removed)" if removed else "")
+                + "; torch and onnxruntime loaded before fastcnn, so the OpenMP runtime that "
+                "torch and fastcnn share starts at torch's default wait policy (fastcnn's own "
+                "PASSIVE default applies only where fastcnn loads first)" + runtimes)
+    if "OMP_WAIT_POLICY" in os.environ:
+        return f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} (set by the caller){runtimes}"
+    return ("idle threads asleep (the default mode): " + ", ".join(
+        f"{k}={v}" for k, v in IDLE_THREADS_SLEEP.items()) + "; onnxruntime's own thread pool "
+        "reads neither and spins at its default" + runtimes)
 
 
 def blas_info():
@@ -280,19 +424,58 @@ def geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
-def ratio_cell(r, target):
-    text = f"{r['peer'] / r['fastcnn']:.2f}"
-    return text + " (miss)" if target is not None and r["peer"] / r["fastcnn"] < target else text
+def ratio_misses(case, r):
+    """The row's ratio is below the case's own target."""
+    return case.target is not None and r["peer"] / r["fastcnn"] < case.target
+
+
+def peak_percent(case, r, peak):
+    return 100 * case.flops / r["fastcnn"] / 1e9 / peak
+
+
+def peak_misses(case, r, peak):
+    """A large conv shape below LARGE_PEAK of the measured peak."""
+    return bool(case.flops and case.large and case.group.startswith("conv")
+                and peak_percent(case, r, peak) < 100 * LARGE_PEAK)
+
+
+def speedup(case, results, thread_counts):
+    """fastcnn's time at the smallest thread count over the largest, or None."""
+    if len(thread_counts) < 2 or case.group == "memory":
+        return None
+    a, b = (results.get((case.key, t)) for t in (thread_counts[0], thread_counts[-1]))
+    if not a or not b or a["status"] != "ok" or b["status"] != "ok":
+        return None
+    return a["fastcnn"] / b["fastcnn"]
+
+
+def speedup_target(case, thread_counts):
+    """What fastcnn's speedup from the smallest to the largest thread count must
+    reach: LARGE_SPEEDUP for large shapes from n to 2n threads; 1.0 for batch-1
+    inference (its latency must never get worse as threads are added); else None."""
+    if case.large and thread_counts[-1] == 2 * thread_counts[0]:
+        return LARGE_SPEEDUP
+    if case.group.startswith("inference") and case.items == 1:
+        return 1.0
+    return None
+
+
+def speedup_misses(case, s, thread_counts):
+    target = speedup_target(case, thread_counts)
+    return target is not None and s < target
+
+
+def ratio_cell(case, r):
+    return f"{r['peer'] / r['fastcnn']:.2f}" + (" (miss)" if ratio_misses(case, r) else "")
 
 
 def rate_cell(case, r, peak):
     if case.group == "memory":
         return f"{r['fastcnn']:.0f} / {r['peer']:.0f} MiB"
     if case.flops:
-        gflops = case.flops / r["fastcnn"] / 1e9
-        pct = 100 * gflops / peak
-        miss = case.large and case.group.startswith("conv") and pct < 100 * LARGE_PEAK
-        return f"{gflops:.1f} GFLOP/s, {pct:.0f}%" + (" (miss)" if miss else "")
+        return (f"{case.flops / r['fastcnn'] / 1e9:.1f} GFLOP/s, "
+                f"{peak_percent(case, r, peak):.0f}%"
+                + (" (miss)" if peak_misses(case, r, peak) else ""))
     if case.items:
         return f"{fmt_count(case.items / r['fastcnn'])} img/s"
     return ""
@@ -305,21 +488,18 @@ def row_cells(case, r, peak):
         return [r["status"], "", "", ""]
     if case.group == "memory":
         return [f"{r['fastcnn']:.0f} MiB", f"{r['peer']:.0f} MiB",
-                ratio_cell(r, case.target), f"before training: {r['before'][0]:.0f} / "
+                ratio_cell(case, r), f"before training: {r['before'][0]:.0f} / "
                 f"{r['before'][1]:.0f} MiB"]
-    return [fmt_time(r["fastcnn"]), fmt_time(r["peer"]), ratio_cell(r, case.target),
+    return [fmt_time(r["fastcnn"]), fmt_time(r["peer"]), ratio_cell(case, r),
             rate_cell(case, r, peak)]
 
 
 def speedup_cell(case, results, thread_counts):
-    if len(thread_counts) < 2 or case.group == "memory":
+    s = speedup(case, results, thread_counts)
+    if s is None:
         return ""
-    a, b = (results.get((case.key, t)) for t in (thread_counts[0], thread_counts[-1]))
-    if not a or not b or a["status"] != "ok" or b["status"] != "ok":
-        return ""
-    s = a["fastcnn"] / b["fastcnn"]
-    miss = case.large and thread_counts[-1] == 2 * thread_counts[0] and s < LARGE_SPEEDUP
-    text = f"{s:.2f}" + (" (miss)" if miss else "")
+    a, b = (results[case.key, t] for t in (thread_counts[0], thread_counts[-1]))
+    text = f"{s:.2f}" + (" (miss)" if speedup_misses(case, s, thread_counts) else "")
     # More threads should never be much slower: if they are, others' work got in the way.
     slow = [side if side == "fastcnn" else case.peer for side in ("fastcnn", "peer")
             if b[side] > 2 * a[side]]
@@ -365,10 +545,9 @@ def summary_lines(groups, results, thread_counts):
                 if r and r["status"] == "ok":
                     ratio = r["peer"] / r["fastcnn"]
                     ratios.append(ratio)
-                    below += case.target is not None and ratio < case.target
+                    below += ratio_misses(case, r)
                     if worst is None or ratio < worst[0]:
-                        worst = (ratio, f"{case.name}"
-                                 f"{'' if case.peer == 'torch' else ' vs ' + case.peer} {t}T")
+                        worst = (ratio, f"{row_label(case)} {t}T")
             measured += len(ratios)
             g = geomean(ratios)
             cells.append(f"{g:.2f}" if g else "-")
@@ -379,6 +558,47 @@ def summary_lines(groups, results, thread_counts):
         cells.append(GROUPS.get(group, "-"))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def row_label(case):
+    return case.name + ("" if case.peer == "torch" else f" vs {case.peer}")
+
+
+def misses(groups, results, thread_counts, peaks):
+    """Every measured figure below its BENCHMARKS.md target, as short phrases:
+    row ratios, large conv shapes' percent of peak, fastcnn's speedup with
+    more threads (speedup_target), and the conv groups' geometric means."""
+    found = []
+    for group, cases in groups.items():
+        for t in thread_counts:
+            ratios = []
+            for case in cases:
+                r = results.get((case.key, t))
+                if not r or r["status"] != "ok":
+                    continue
+                ratios.append(r["peer"] / r["fastcnn"])
+                if ratio_misses(case, r):
+                    found.append(f"{row_label(case)} {t}T: {ratios[-1]:.2f} "
+                                 f"< {case.target:.1f}")
+                if peak_misses(case, r, peaks[t]):
+                    found.append(f"{row_label(case)} {t}T: {peak_percent(case, r, peaks[t]):.0f}% "
+                                 f"of peak < {100 * LARGE_PEAK:.0f}%")
+            g = geomean(ratios)
+            if group in GEOMEAN_TARGET and g is not None and g < GEOMEAN_TARGET[group]:
+                found.append(f"{group} geomean {t}T: {g:.2f} < {GEOMEAN_TARGET[group]:.1f}")
+        for case in cases:
+            s = speedup(case, results, thread_counts)
+            if s is not None and speedup_misses(case, s, thread_counts):
+                found.append(f"{row_label(case)} {thread_counts[-1]}T/{thread_counts[0]}T: "
+                             f"{s:.2f} < {speedup_target(case, thread_counts):.2f}")
+    return found
+
+
+def misses_line(groups, results, thread_counts, peaks):
+    found = misses(groups, results, thread_counts, peaks)
+    if not found:
+        return "**Below target:** nothing measured is below its target."
+    return f"**Below target ({len(found)}):** " + "; ".join(found) + "."
 
 
 def not_ok_lines(results, cases):
@@ -423,17 +643,20 @@ def chart_rows(groups, results, thread_counts):
     return rows
 
 
-def report(args, results, machine, blas_child, elapsed, memory_case):
+def report(args, results, machine, elapsed, memory_case):
     thread_counts = args.threads
     peaks = {t: max(machine["peaks_start"][t], machine["peaks_end"][t]) for t in thread_counts}
     cases = [c for c in selected(args)] + ([memory_case] if memory_case else [])
     groups = report_groups(args, memory_case)
     now = datetime.datetime.now().astimezone()
     torch_v = harness.peer_version("torch")
+    heavy_warmup = {**SETTINGS[args.mode], **HEAVY[args.mode]}["warmup"]
     out = [
         "# fastcnn benchmark results", "",
         f"Produced by `{args.command}` on {now:%Y-%m-%d %H:%M %Z} "
-        f"({args.mode} mode, {elapsed / 60:.1f} minutes).", "",
+        f"({args.mode} mode, "
+        f"{'peers at their default settings' if args.peer_defaults else 'idle threads asleep'}, "
+        f"{elapsed / 60:.1f} minutes).", "",
     ]
     load = (f"load average (1, 5, 15 min): {_loads(machine['load_start'])} at the start, "
             f"{_loads(machine['load_end'])} at the end, on {os.cpu_count()} CPUs")
@@ -457,9 +680,11 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
                     f"above flag the run as busy): {args.note}", ""]
     elif args.note:
         out += [f"> **Note:** {args.note} ({load}).", ""]
+    out += [misses_line(groups, results, thread_counts, peaks), ""]
     out += [
         "| machine and software | |", "|---|---|",
         f"| CPU | {cpu_model()}, {os.cpu_count()} logical CPUs ({platform.machine()}) |",
+        f"| CPU caches (cpu0) | {cpu_caches()} |",
         f"| ISA in use | {_cpu_isa()} |",
         f"| thread counts | {', '.join(map(str, thread_counts))} (fastcnn.set_num_threads, "
         f"torch.set_num_threads, onnxruntime intra_op_num_threads, threadpoolctl for numpy) |",
@@ -472,11 +697,8 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
         f"| fastcnn | {fastcnn.__version__} ({fastcnn_source()}) |",
         f"| numpy | {harness.peer_version('numpy')}; BLAS in this process: {blas_info()} |",
         f"| numpy in the GEMM rows | child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE "
-        f"unset; BLAS there: {blas_child or 'not run'} |",
-        "| idle threads | " + (f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} (set by the caller)"
-                               if "OMP_WAIT_POLICY" in os.environ else
-                               "sleep on every side: " + ", ".join(
-                                   f"{k}={v}" for k, v in IDLE_THREADS_SLEEP.items())) + " |",
+        f"unset; BLAS there: {machine['blas_child'] or 'not run'} |",
+        f"| settings (idle threads) | {settings_text(args, machine)} |",
         f"| torch | {torch_v} |",
         f"| onnxruntime | {harness.peer_version('onnxruntime')} |",
         f"| onnx | {harness.peer_version('onnx')} |",
@@ -484,12 +706,14 @@ def report(args, results, machine, blas_child, elapsed, memory_case):
         "Ratio = peer time / fastcnn time: above 1 means fastcnn is faster (memory: peer RSS / "
         "fastcnn RSS). \"(miss)\" marks a row below its BENCHMARKS.md target. Times are medians "
         "of interleaved rounds (A B A B ... after the correctness check, which runs each side at "
-        f"least once, and {SETTINGS[args.mode]['warmup']} further warm-up call(s) per side; each "
-        "sample after the "
+        f"least once, and {SETTINGS[args.mode]['warmup']} further warm-up call(s) per side, "
+        f"heavy rows {heavy_warmup}; each sample after the "
         f"first at least {SETTINGS[args.mode]['min_sample'] * 1e3:.0f} ms of repeated calls; "
         "\"rounds\" gives their number per thread count); rate is fastcnn's "
         "GFLOP/s and its percent of the measured peak at that thread count, or images per second "
-        "for model rows. 2T/1T is fastcnn's speedup from 1 to 2 threads.", "",
+        "for model rows. 2T/1T is fastcnn's speedup from 1 to 2 threads. Heavy rows (ResNet-18 "
+        "and MobileNetV2) get fewer rounds" + (", at the largest thread count only" if args.quick
+                                            else "") + ".", "",
         "## Summary", "",
     ]
     out += summary_lines(groups, results, thread_counts)
@@ -558,7 +782,12 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="fewer, shorter rounds (under 3 minutes)")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--only", help="regular expression on 'group: name' of the rows to run")
-    p.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="markdown file to write")
+    p.add_argument(PEER_DEFAULTS, action="store_true",
+                   help="run every peer, and fastcnn, at its default settings: no idle-thread "
+                        "variables (OMP_WAIT_POLICY, GOMP_SPINCOUNT, OPENBLAS_THREAD_TIMEOUT) in "
+                        "the benchmark processes, torch and onnxruntime loaded before fastcnn; "
+                        "the default --out is then bench/RESULTS-peer-defaults.md")
+    p.add_argument("--out", help="markdown file to write (default bench/RESULTS.md)")
     p.add_argument("--note", help="a note for the report's header (e.g. machine busy)")
     p.add_argument("--plot", metavar="DIR",
                    help="also write the ratio tables as bar charts, one PNG per group, into DIR "
@@ -568,6 +797,9 @@ def parse_args(argv):
     args = p.parse_args(argv)
     args.threads = [int(t) for t in args.threads.split(",")]
     args.mode = "quick" if args.quick else "full"
+    if args.out is None:
+        args.out = os.path.join(HERE, "RESULTS-peer-defaults.md" if args.peer_defaults
+                                else "RESULTS.md")
     args.command = " ".join(["python bench/compare.py", shlex.join(argv)]).strip()
     return args
 
@@ -590,15 +822,15 @@ def main(argv=None):
     start = time.perf_counter()
     machine = {"load_start": os.getloadavg(), "peaks_start": measure_peaks(args.threads)}
     cases = selected(args)
-    results, blas_child = {}, None
+    results, machine["blas_child"] = {}, None
     isolated = [c for c in cases if c.isolate]
     if isolated:
         drop = sorted({v for c in isolated for v in c.isolate})
         print(f"running {len(isolated)} row(s) in a child process without {', '.join(drop)}",
               file=sys.stderr)
-        child, blas_child = run_children(isolated, args, drop)
+        child, machine["blas_child"], _ = run_children(isolated, args, drop)
         results.update(child)
-    child, _ = run_children([c for c in cases if not c.isolate], args)
+    child, _, machine["openmp"] = run_children([c for c in cases if not c.isolate], args)
     results.update(child)
     memory_case = None
     if not args.only or re.search(args.only, "memory: CIFAR-net"):
@@ -607,11 +839,11 @@ def main(argv=None):
         # Quick mode: the largest thread count only (memory hardly depends on it).
         for t in args.threads[-1:] if args.quick else args.threads:
             t0 = time.perf_counter()
-            results[(memory_case.key, t)] = r = memory_result(t)
+            results[(memory_case.key, t)] = r = memory_result(t, child_env(args, ()))
             _progress(memory_case, t, r, time.perf_counter() - t0)
     machine["load_end"] = os.getloadavg()
     machine["peaks_end"] = measure_peaks(args.threads)
-    text = report(args, results, machine, blas_child, time.perf_counter() - start, memory_case)
+    text = report(args, results, machine, time.perf_counter() - start, memory_case)
     print(text)
     with open(args.out, "w") as f:
         f.write(text)

@@ -57,6 +57,8 @@ class Case:
     large: a large shape, where 2 threads must be >= 1.85x one thread.
     isolate: environment variables to unset for this row's process (the
         report then runs the row in a child process).
+    heavy: one call takes a large part of a second (224x224 CNNs): the
+        report times it with fewer warm-up calls and rounds (compare.HEAVY).
     """
     group: str
     name: str
@@ -67,6 +69,7 @@ class Case:
     target: Optional[float] = None
     large: bool = False
     isolate: tuple = field(default_factory=tuple)
+    heavy: bool = False
 
     @property
     def key(self):

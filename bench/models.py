@@ -1,5 +1,8 @@
-"""The two models of BENCHMARKS.md, built the same way in fastcnn and torch
-(PyTorch's state_dict keys, so weights move across), and a fixed batch."""
+"""The models of BENCHMARKS.md built the same way in fastcnn and torch
+(PyTorch's state_dict keys, so weights move across), a fixed batch, and the
+ONNX files onnxruntime runs."""
+import os
+
 import numpy as np
 
 # Layer specs: ("conv", in, out, kernel, stride, pad), ("relu",), ("maxpool", k),
@@ -177,3 +180,81 @@ def torch_resnet18(torch, num_classes=1000):
             return self.fc(torch.flatten(self.avgpool(x), 1))
 
     return Net()
+
+
+# --- the 224x224 CNNs: fastcnn.models against their torch twins above ----------------
+
+CNNS = {   # name -> (fastcnn.models function, torch twin)
+    "ResNet-18": ("models.resnet18", torch_resnet18),
+    "MobileNetV2": ("models.mobilenet_v2", torch_mobilenet_v2),
+}
+
+
+def cnn_twins(name, torch, num_classes=1000, seed=0, random_batch_norm=False):
+    """(fastcnn.models network, torch twin) of CNNS[name] with the same weights.
+    With ``random_batch_norm``, batch norm's scale, shift and running statistics
+    are drawn at random (not 1, 0, 0, 1), so that an inference check would
+    catch a wrong batch-norm fold. The same arguments give the same weights."""
+    import harness
+    path, torch_twin = CNNS[name]
+    fm = harness.fastcnn_attr(path, "models, issue 9")(num_classes=num_classes, seed=seed)
+    state = {k: np.array(v) for k, v in fm.state_dict().items()}
+    if random_batch_norm:
+        randomize_batch_norm(state, np.random.default_rng(seed))
+        fm.load_state_dict(state)
+    tm = torch_twin(torch, num_classes)
+    tm.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return fm, tm
+
+
+def randomize_batch_norm(state, rng):
+    """Draw every batch norm's weight, bias, running_mean and running_var of a
+    state dict (in place): scale 0.5..1.5, shift and mean N(0, 0.1), variance 0.5..2."""
+    for key in [k for k in state if k.endswith(".running_mean")]:
+        prefix = key[:-len("running_mean")]
+        shape = state[key].shape
+        state[prefix + "weight"] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        state[prefix + "bias"] = rng.normal(0.0, 0.1, shape).astype(np.float32)
+        state[prefix + "running_mean"] = rng.normal(0.0, 0.1, shape).astype(np.float32)
+        state[prefix + "running_var"] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
+
+
+def export_onnx(tm, torch, path, size):
+    """The torch model, in eval mode, written to ``path`` as ONNX: opset 17,
+    the TorchScript exporter (dynamo=False), input "x" (N, 3, size, size)
+    and output "logits" with a dynamic batch dimension."""
+    import warnings
+    tm.eval()
+    example = torch.zeros(1, 3, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tm, (example,), path, dynamo=False, input_names=["x"],
+                          output_names=["logits"], opset_version=17,
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+
+
+_onnx_dir = None
+_onnx_files = {}
+
+
+def cnn_onnx_file(name, torch, size=224):
+    """Path of cnn_twins(name, random_batch_norm=True)'s torch twin exported to
+    ONNX, written once per process into a temporary directory (removed at exit)."""
+    global _onnx_dir
+    if (name, size) not in _onnx_files:
+        import tempfile
+        if _onnx_dir is None:
+            _onnx_dir = tempfile.TemporaryDirectory(prefix="fastcnn-bench-")
+        path = os.path.join(_onnx_dir.name, f"{name}-{size}.onnx")
+        export_onnx(cnn_twins(name, torch, random_batch_norm=True)[1], torch, path, size)
+        _onnx_files[name, size] = path
+    return _onnx_files[name, size]
+
+
+def ort_session(ort, model, threads):
+    """An onnxruntime CPU session on ``model`` (path or bytes) with ``threads``
+    intra-op threads and one inter-op thread, at onnxruntime's other defaults."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
