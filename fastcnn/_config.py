@@ -105,9 +105,11 @@ def sleeping_idle_threads():
     running when the cores are busy with other work: 2-thread training steps
     measured up to 60x slower (132 ms instead of 2 ms). Sleeping waiters cost
     a few microseconds per kernel on an idle machine instead. libgomp reads the
-    variable once, when it loads; it is removed again at once, so libraries
-    loaded later (torch bundles its own OpenMP) never see it. Set
-    OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine to spin.
+    variable once, when it loads; it is removed again at once, so other
+    OpenMP runtimes loaded later do not see it, but a library loaded later
+    that shares fastcnn's libgomp (torch on Linux finds the one already
+    loaded) runs with PASSIVE too; loaded before fastcnn, it decides the policy
+    for both. Set OMP_WAIT_POLICY=ACTIVE yourself on a dedicated machine to spin.
     """
     user_set = "OMP_WAIT_POLICY" in os.environ
     if not user_set:
