@@ -6,6 +6,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import os
 import threading
 
+import fastcnn
 import fastcnn.functional as F
 from fastcnn import _native
 from gradcheck import check_directional
@@ -533,6 +534,23 @@ def test_timed_choice_matches_numpy_and_is_kept(case, tuning, num_threads, rng):
     again = F.conv2d_backward(dy, x, w, stride, padding)
     np.testing.assert_array_equal(again[0], gx)
     np.testing.assert_allclose(again[1], gw - gw0, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", TIMED_CASES, ids=case_id)
+def test_timed_forward_does_not_depend_on_the_thread_count(case, tuning, rng):
+    """The path is kept per shape (threads per count): 1, 2 and 4 threads run
+    the same path, whose outputs are each computed by one thread."""
+    x, w, b, stride, padding = make(case, rng)
+    old = fastcnn.get_num_threads()
+    try:
+        results = []
+        for n in (2, 1, 4):
+            fastcnn.set_num_threads(n)
+            results.append(F.conv2d(x, w, b, stride, padding))
+    finally:
+        fastcnn.set_num_threads(old)
+    for y in results[1:]:
+        np.testing.assert_array_equal(y, results[0])
 
 
 def test_threads_timing_one_shape_at_once_agree(tuning, rng):
