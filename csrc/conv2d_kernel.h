@@ -63,20 +63,22 @@ void conv2d_direct_block_generic(float *y, const float *xpad, const float *w, co
 /* Channel-vector direct convolution (any stride; K a multiple of the
  * vector length): a tile keeps np output positions of one or two rows x kv
  * vectors of output channels in registers; per tap (c, r, t) it loads kv vectors of
- * the transposed weights wT (C R S, K) and broadcasts np input values from
- * the zero-padded image xpad (C, Hp, Wp), Hp = (P-1) sh + R,
- * Wp = (Q-1) sw + S. y (K, P, Q) of one image, channels k0 .. k0 + kv VL. */
+ * the blocked weights wB (K / (kv VL), C R S, kv VL) (each block of kv VL
+ * channels transposed, so a tile reads its weights in order) and broadcasts
+ * np input values from the zero-padded image xpad (C, Hp, Wp),
+ * Hp = (P-1) sh + R, Wp = (Q-1) sw + S. y (K, P, Q) of one image, channels
+ * k0 .. k0 + kv VL. */
 typedef struct {
     int64_t C, K, R, S, sh, sw, P, Q, Hp, Wp;
     int64_t clamp;      /* forward outputs clamped to [lo, hi] (conv2d_shape's clamp) */
     float lo, hi;
 } kvec_geom;
 
-void conv2d_kvec_block_avx512(float *y, const float *xpad, const float *wT, const float *b,
+void conv2d_kvec_block_avx512(float *y, const float *xpad, const float *wB, const float *b,
                               int64_t k0, int kv, const kvec_geom *g);
-void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wT, const float *b,
+void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wB, const float *b,
                             int64_t k0, int kv, const kvec_geom *g);
-void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wT, const float *b,
+void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wB, const float *b,
                                int64_t k0, int kv, const kvec_geom *g);
 
 /* Channel-vector weight gradient of one image (K a multiple of the vector
@@ -248,7 +250,7 @@ static inline void direct_block(float *y, const float *xpad, const float *w, con
  * through a runtime multiply. */
 static inline __attribute__((always_inline)) KVEC_OPT void
 kvec_tile(const int kv, const int nr, const int np, const int sw, float *y, const float *xpad,
-          const float *wT, const float *b, int64_t k0, int64_t p, int64_t q0,
+          const float *wB, const float *b, int64_t k0, int64_t p, int64_t q0,
           const kvec_geom *g)
 {
     const int64_t PQ = g->P * g->Q, HW = g->Hp * g->Wp, SW = sw ? sw : g->sw;
@@ -261,11 +263,11 @@ kvec_tile(const int kv, const int nr, const int np, const int sw, float *y, cons
 #pragma GCC unroll 2
             for (int v = 0; v < kv; v++)
                 acc[o][i][v] = (dvec){0};
-    const float *wrow = wT + k0;
+    const float *wrow = wB + k0 * g->C * g->R * g->S;     /* block k0 / (kv VL) */
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t r = 0; r < g->R; r++) {
             const float *xr = xpad + c * HW + (p * g->sh + r) * g->Wp + q0 * SW;
-            for (int64_t t = 0; t < g->S; t++, wrow += g->K) {
+            for (int64_t t = 0; t < g->S; t++, wrow += kv * DIRECT_VL) {
                 dvec wv[2];
 #pragma GCC unroll 2
                 for (int v = 0; v < kv; v++)
@@ -305,11 +307,11 @@ kvec_tile(const int kv, const int nr, const int np, const int sw, float *y, cons
 #define KVEC_SW(kv, nr, np)                                                         \
     {                                                                               \
         if (g->sw == 1)                                                             \
-            kvec_tile(kv, nr, np, 1, y, xpad, wT, b, k0, p, q0, g);                 \
+            kvec_tile(kv, nr, np, 1, y, xpad, wB, b, k0, p, q0, g);                 \
         else if (g->sw == 2)                                                        \
-            kvec_tile(kv, nr, np, 2, y, xpad, wT, b, k0, p, q0, g);                 \
+            kvec_tile(kv, nr, np, 2, y, xpad, wB, b, k0, p, q0, g);                 \
         else                                                                        \
-            kvec_tile(kv, nr, np, 0, y, xpad, wT, b, k0, p, q0, g);                 \
+            kvec_tile(kv, nr, np, 0, y, xpad, wB, b, k0, p, q0, g);                 \
     }
 
 #define KVEC_NP_CASE(np)                                                            \
@@ -325,7 +327,7 @@ kvec_tile(const int kv, const int nr, const int np, const int sw, float *y, cons
 /* All positions of one image for channels k0 .. k0 + kv VL (kv 1 or 2):
  * each row in the fewest tiles of at most KVEC_MP positions, evened out;
  * with one channel vector, two rows per tile. */
-static inline KVEC_OPT void kvec_block(float *y, const float *xpad, const float *wT,
+static inline KVEC_OPT void kvec_block(float *y, const float *xpad, const float *wB,
                                        const float *b, int64_t k0, int kv,
                                        const kvec_geom *g)
 {

@@ -5,12 +5,28 @@
  * data, as the forward convolution of dy with the flipped kernel. */
 #include "conv2d_generic.h"
 #include "conv2d_internal.h"
+#include "gemm.h"
 
 /* The portable build of the channel-vector block kernel (conv2d_kernel.h, conv2d_generic.h). */
-void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wT, const float *b,
+void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wB, const float *b,
                                int64_t k0, int kv, const kvec_geom *g)
 {
-    kvec_block(y, xpad, wT, b, k0, kv, g);
+    kvec_block(y, xpad, wB, b, k0, kv, g);
+}
+
+/* wB (K / kb, CRS, kb) = w (K, CRS), each block of kb rows transposed; the
+ * blocks are packed in parallel. */
+static void pack_blocks(float *wB, const float *w, int64_t K, int64_t CRS, int64_t kb,
+                        int nthreads)
+{
+    int64_t blocks = K / kb;
+    int nt = fastcnn_threads_for(K * CRS, nthreads);
+    if (nt > blocks)
+        nt = (int)blocks;
+    /* each block is written by one iteration */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < blocks; i++)
+        sgemm_transpose(wB + i * CRS * kb, kb, w + i * kb * CRS, CRS, kb, CRS);
 }
 
 /* y (N, K, P, Q) = conv(x, w) + b by the channel-vector kernel (K % VL == 0). */
@@ -33,9 +49,8 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
     float *scratch = conv2d_scratch_take(CRS * s->K + nt * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    float *wT = scratch + nt * per;
-    for (int64_t k = 0; k < s->K; k++)
-        for (int64_t i = 0; i < CRS; i++) wT[i * s->K + k] = w[k * CRS + i];
+    float *wB = scratch + nt * per;
+    pack_blocks(wB, w, s->K, CRS, kv * vl, nthreads);
     /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
      * their output planes, and its own padded image */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -47,7 +62,7 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
             if (n != padded)
                 conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
             padded = n;
-            fn(y + n * ysz, xpad, wT, b, k0, kv, &g);
+            fn(y + n * ysz, xpad, wB, b, k0, kv, &g);
         }
     }
     conv2d_scratch_give(scratch);

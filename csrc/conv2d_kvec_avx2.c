@@ -2,8 +2,8 @@
  * conv2d_kernel.h's loop compiled for AVX2 (set up by conv2d_avx2.h). */
 #include "conv2d_avx2.h"
 
-void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wT, const float *b,
+void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wB, const float *b,
                             int64_t k0, int kv, const kvec_geom *g)
 {
-    kvec_block(y, xpad, wT, b, k0, kv, g);
+    kvec_block(y, xpad, wB, b, k0, kv, g);
 }

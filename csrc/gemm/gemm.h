@@ -30,6 +30,11 @@ int sgemm_bias_clamp(int transa, int transb, int64_t M, int64_t N, int64_t K, fl
                      float *C, int64_t ldc, const float *bias, const float *clamp,
                      int nthreads);
 
+/* dst[c ldd + r] = src[r lds + c] for r < rows (<= ldd), c < cols: the
+ * transposing copy that packs operands, in the instruction set's registers. */
+void sgemm_transpose(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
+                     int64_t cols);
+
 /* Plain triple loop with a double accumulator: the oracle. */
 void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
                const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

@@ -394,6 +394,12 @@ static int64_t tiles_per_thread(int64_t tiles, int nt)
     return ceil_div(tiles, nt);
 }
 
+void sgemm_transpose(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
+                     int64_t cols)
+{
+    gemm_kernels_for(fastcnn_isa())->tiles[0]->transpose(dst, ldd, src, lds, rows, cols);
+}
+
 int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
           float *C, int64_t ldc, int nthreads)
