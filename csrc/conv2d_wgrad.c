@@ -6,6 +6,7 @@
 
 #include "conv2d_generic.h"
 #include "conv2d_internal.h"
+#include "gemm.h"
 
 /* The portable build of the channel-vector weight gradient of one image
  * (conv2d_kernel.h, conv2d_generic.h). */
@@ -13,18 +14,6 @@ void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
                                 const kvec_geom *g)
 {
     wgrad_image(dwT, xpad, dyT, g);
-}
-
-/* dyT (PQ, K) = dy (K, PQ) of one image, in 16 x 16 blocks. */
-static void transpose_plane(float *restrict dyT, const float *restrict dy, int64_t K,
-                            int64_t PQ)
-{
-    for (int64_t k0 = 0; k0 < K; k0 += 16)
-        for (int64_t j0 = 0; j0 < PQ; j0 += 16) {
-            int64_t kn = K - k0 < 16 ? K - k0 : 16, jn = PQ - j0 < 16 ? PQ - j0 : 16;
-            for (int64_t k = k0; k < k0 + kn; k++)
-                for (int64_t j = j0; j < j0 + jn; j++) dyT[j * K + k] = dy[k * PQ + j];
-        }
 }
 
 /* dw (K, C, R, S) += the weight gradient, by the channel-vector kernel:
@@ -52,7 +41,7 @@ int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
         memset(dwT, 0, (size_t)wsz * sizeof(float));
         for (int64_t n = split_point(s->N, t, nt); n < split_point(s->N, t + 1, nt); n++) {
             conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
-            transpose_plane(dyT, dy + n * ysz, s->K, PQ);
+            sgemm_transpose(dyT, s->K, dy + n * ysz, PQ, s->K, PQ);   /* dyT (PQ, K) */
             fn(dwT, xpad, dyT, &g);
         }
     }
