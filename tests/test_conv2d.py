@@ -435,6 +435,8 @@ KVEC_CASES = [
     (3, 1, 1, 1, 32, 1, 1, 1, 0),             # 1x1 image
     (1, 2, 7, 30, 16, 4, 4, (2, 1), 3),       # odd rows: a single-row tile at the end
     (2, 3, 6, 5, 64, 3, 3, 1, 2),             # padding = kernel - 1
+    (2, 8, 7, 7, 32, 3, 3, 1, 1),             # a narrow map: tiles run on across rows
+    (1, 4, 3, 9, 32, 3, 3, 1, 0),             # one output row of 7 on the wide grid
     # backward data too: C a multiple of the vector length, stride 1
     (2, 16, 9, 11, 32, 3, 3, 1, 1),
     (1, 32, 7, 30, 16, 5, 5, 1, 2),
