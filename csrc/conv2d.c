@@ -192,7 +192,12 @@ static int run_path(int op, int path, const conv_call *c, int nt)
  * broadcast weights per output row, the channel-vector one needs positions. */
 #define DIRECT_TUNE_MAX_CRS 576
 #define KVEC_TUNE_MIN_PQ 4
+/* Interleaved rounds of timing: at least TUNE_ROUNDS, more (up to
+ * TUNE_MAX_ROUNDS) until each candidate ran TUNE_MIN_SECONDS in all, so that
+ * the minimum of a cheap convolution is not one noisy sample. */
 #define TUNE_ROUNDS 2
+#define TUNE_MAX_ROUNDS 16
+#define TUNE_MIN_SECONDS 0.002
 
 static int tune_mode = -1;      /* -1: FASTCNN_CONV_TUNE not read yet; 0 off, 1 on */
 
@@ -273,17 +278,29 @@ static int time_paths(int op, const conv_call *c, int nthreads, int *path)
         fastest_run(op, paths[i], c, nthreads, 1, &err);
         best[i] = 1e300;
     }
-    for (int round = 0; round < TUNE_ROUNDS; round++)
+    double spent = 0.0;
+    for (int round = 0; round < TUNE_MAX_ROUNDS && !err; round++) {
+        if (round >= TUNE_ROUNDS && spent >= n * TUNE_MIN_SECONDS)
+            break;
         for (int i = 0; i < n; i++) {
             double t = fastest_run(op, paths[i], c, nthreads, 1, &err);
             best[i] = t < best[i] ? t : best[i];
+            spent += t;
         }
+    }
     int win = 0;
     for (int i = 1; i < n; i++)
         if (best[i] < best[win])
             win = i;
     *path = paths[win];
     return err;
+}
+
+/* Runs to time a convolution taking `seconds` once (see TUNE_MIN_SECONDS). */
+static int rounds_for(double seconds)
+{
+    int runs = seconds > 0.0 ? (int)(TUNE_MIN_SECONDS / seconds) + 1 : TUNE_MAX_ROUNDS;
+    return runs < TUNE_ROUNDS ? TUNE_ROUNDS : runs > TUNE_MAX_ROUNDS ? TUNE_MAX_ROUNDS : runs;
 }
 
 /* The threads to run path on: of nthreads, nthreads/2, ..., 1, fewer only
@@ -294,11 +311,11 @@ static int time_threads(int op, const conv_call *c, int path, int nthreads, int 
     *threads = nthreads;
     if (nthreads == 1)
         return FASTCNN_OK;
-    fastest_run(op, path, c, nthreads, 1, &err);
-    double best = fastest_run(op, path, c, nthreads, TUNE_ROUNDS, &err);
+    int runs = rounds_for(fastest_run(op, path, c, nthreads, 1, &err));
+    double best = fastest_run(op, path, c, nthreads, runs, &err);
     for (int nt = nthreads / 2; nt >= 1 && !err; nt /= 2) {
         fastest_run(op, path, c, nt, 1, &err);
-        double t = fastest_run(op, path, c, nt, TUNE_ROUNDS, &err);
+        double t = fastest_run(op, path, c, nt, runs, &err);
         if (t > 0.97 * best)
             break;
         *threads = nt, best = t;
