@@ -488,6 +488,8 @@ typedef struct {
     /* y, am (P, Q) = the 2x2 forward tile loop over x (2P, W) */
     void (*max_tiles_2x2)(float *y, int32_t *am, const float *x, int64_t W, int64_t P,
                           int64_t Q);
+    /* y (P, Q) = the same without the indices (inference) */
+    void (*max_values_2x2)(float *y, const float *x, int64_t W, int64_t P, int64_t Q);
 } pool2d_kernels;
 
 static void max_tiles_2x2_generic(float *y, int32_t *am, const float *x, int64_t W, int64_t P,
@@ -496,10 +498,17 @@ static void max_tiles_2x2_generic(float *y, int32_t *am, const float *x, int64_t
     max_tiles_2x2(y, am, x, W, P, Q);
 }
 
-static const pool2d_kernels pool2d_kernels_generic = {max_tiles_2x2_generic};
+static void max_values_2x2_generic(float *y, const float *x, int64_t W, int64_t P, int64_t Q)
+{
+    max_values_2x2(y, x, W, P, Q);
+}
+
+static const pool2d_kernels pool2d_kernels_generic = {max_tiles_2x2_generic,
+                                                      max_values_2x2_generic};
 #ifdef FASTCNN_X86_KERNELS
-static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2};
-static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512};
+static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2, max_values_2x2_avx2};
+static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512,
+                                                     max_values_2x2_avx512};
 #endif
 
 static const pool2d_kernels *pool2d_kernels_for(int isa)
@@ -547,6 +556,22 @@ void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_s
     #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t nc = 0; nc < s->N * s->C; nc++)
         max_forward_plane(y, argmax, x, s, nc, tiles);
+}
+
+void maxpool2d_forward_inference(float *y, int32_t *argmax, const float *x,
+                                 const pool2d_shape *s, int nthreads)
+{
+    if (!is_tiles(s)) {
+        maxpool2d_forward(y, argmax, x, s, nthreads);
+        return;
+    }
+    const pool2d_kernels *k = pool2d_kernels_for(fastcnn_isa());
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    /* each plane nc writes only its own y plane */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t nc = 0; nc < s->N * s->C; nc++)
+        k->max_values_2x2(y + nc * PQ, x + nc * HW, s->W, s->P, s->Q);
 }
 
 /* Plane nc of max_backward; returns its number of skipped indices. */

@@ -48,3 +48,9 @@ void max_tiles_2x2_avx512(float *y, int32_t *am, const float *x, int64_t W, int6
             tiles16(y + p * Q, am + p * Q, r0, r1, b0, b1, q, (int)(Q - q));
     }
 }
+
+/* The values-only loop (inference): the header's, compiled for AVX-512. */
+void max_values_2x2_avx512(float *y, const float *x, int64_t W, int64_t P, int64_t Q)
+{
+    max_values_2x2(y, x, W, P, Q);
+}

@@ -42,6 +42,25 @@ static inline void max_tiles_2x2(float *restrict y, int32_t *restrict am,
     }
 }
 
+/* y (P, Q) = max_tiles_2x2's y, without the indices (inference): the same
+ * scan order and NaN rule, so the same values. */
+static inline void max_values_2x2(float *restrict y, const float *restrict x, int64_t W,
+                                  int64_t P, int64_t Q)
+{
+    for (int64_t p = 0; p < P; p++) {
+        const float *r0 = x + 2 * p * W, *r1 = r0 + W;
+        float *yr = y + p * Q;
+        for (int64_t q = 0; q < Q; q++) {
+            float m = r0[2 * q], v = r0[2 * q + 1];
+            m = (v > m) | (v != v) ? v : m;
+            v = r1[2 * q];
+            m = (v > m) | (v != v) ? v : m;
+            v = r1[2 * q + 1];
+            yr[q] = (v > m) | (v != v) ? v : m;
+        }
+    }
+}
+
 /* dx (2P, 2Q) = gradient of max_tiles_2x2 from dy, am (P, Q): each position
  * gets its tile's gradient if it is the tile's argmax, else 0 (write-only).
  * With mask (2P, 2Q) non-NULL (a ReLU's output that was the pooling's
@@ -92,5 +111,7 @@ static inline int64_t route_tiles_2x2(float *restrict dx, const float *restrict 
 /* The per-ISA copies (pool2d_avx2.c, pool2d_avx512.c). */
 void max_tiles_2x2_avx2(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q);
 void max_tiles_2x2_avx512(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q);
+void max_values_2x2_avx2(float *y, const float *x, int64_t W, int64_t P, int64_t Q);
+void max_values_2x2_avx512(float *y, const float *x, int64_t W, int64_t P, int64_t Q);
 
 #endif

@@ -527,14 +527,15 @@ cdef int pool2d_step_forward(const void *a, void **ptr, float **par, int need_dx
         c.adaptive_maxpool2d_forward(y, idx, x, &p.s, nt)
     elif p.avg:
         c.avgpool2d_forward(y, x, &p.s, p.incl, nt)
+    elif not p.training:                # no indices needed (only scratch)
+        c.maxpool2d_forward_inference(y, idx, x, &p.s, nt)
+        if p.fused_relu:                # they commute: relu on the pooled output
+            c.relu_forward(y, y, p.ny, nt)
     elif not p.fused_relu:
         c.maxpool2d_forward(y, idx, x, &p.s, nt)
-    elif p.training:                    # relu into its own slot, kept for the backward mask
+    else:                               # relu into its own slot, kept for the backward mask
         c.relu_forward(<float *> ptr[p.relu], x, p.nx, nt)
         c.maxpool2d_forward(y, idx, <float *> ptr[p.relu], &p.s, nt)
-    else:                               # they commute: relu on the pooled output
-        c.maxpool2d_forward(y, idx, x, &p.s, nt)
-        c.relu_forward(y, y, p.ny, nt)
     return c.FASTCNN_OK
 
 

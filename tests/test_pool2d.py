@@ -704,3 +704,22 @@ def test_models_with_ceil_mode_and_dilation_train_and_round_trip(tmp_path, rng):
                                              "dilation": 2, "ceil_mode": True}
     assert loaded.layers[6].ceil_mode is True and loaded.layers[6].count_include_pad is False
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("shape, k, s, p", [
+    ((3, 4, 8, 10), 2, 2, 0),          # 2x2 tiles: the values-only loop
+    ((2, 3, 9, 7), 2, 2, 0),           # odd rows and columns: floor mode drops them
+    ((2, 3, 9, 7), 3, 2, 1),           # overlapping windows: the general planes
+])
+def test_inference_max_pooling_equals_the_functional_values(shape, k, s, p, num_threads, rng):
+    """In inference the executor's max pooling computes no indices; its values
+    are the functional forward's (NaN wins, ties keep the first, signed zeros)."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 0, 0, :4] = [0.0, -0.0, np.nan, 1.0]
+    x[-1, -1, 1, :4] = [-0.0, 0.0, -1.0, -1.0]
+    x[0, 1, 2:4, 2:4] = np.nan
+    layer = fastcnn.Sequential(fastcnn.MaxPool2d(k, s, p)).eval()
+    got = layer(x)
+    want = F.max_pool2d(x, k, s, p)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
