@@ -359,6 +359,13 @@ static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *
     conv2d_tune_key key = conv2d_tune_key_of(op, s, nthreads);
     if (conv2d_tune_find(&key, ch))
         return FASTCNN_OK;
+    if (!conv2d_tune_room()) {  /* a full table: the shape's kept path, else by shape */
+        conv2d_tune_key path_key = conv2d_tune_key_of(op, s, 0);
+        conv2d_tune_choice kept;
+        if (conv2d_tune_find(&path_key, &kept))
+            ch->path = kept.path;
+        return FASTCNN_OK;
+    }
     conv_call trial = *c;
     float *dw = NULL;
     if (op == BACKWARD_WEIGHT) {

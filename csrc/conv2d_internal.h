@@ -97,6 +97,8 @@ conv2d_tune_key conv2d_tune_key_of(int op, const conv2d_shape *s, int nthreads);
 /* 1 and *out = the kept choice for k, or 0 if none is kept. */
 int conv2d_tune_find(const conv2d_tune_key *k, conv2d_tune_choice *out);
 void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c);
+/* Whether the table has room for more shapes (half its slots, so probes stay short). */
+int conv2d_tune_room(void);
 /* Forget every kept choice (test hook; no convolution may run meanwhile). */
 void conv2d_tune_forget(void);
 /* A monotonic clock, in seconds. */

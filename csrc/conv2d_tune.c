@@ -6,14 +6,15 @@
  * Lock-free, so no thread ever waits on another (nor a forked child on a
  * lock its parent's threads held): an entry is claimed by one
  * compare-and-swap of its state, written, then published; readers only
- * trust published entries. A full table (or a lost race) only means the
- * shape is timed again by its next call. */
+ * trust published entries. Once half the slots are taken, no more shapes
+ * are timed (conv2d_tune_room): they go by shape, so a shape never changes
+ * path from one call to the next. */
 #include <string.h>
 #include <time.h>
 
 #include "conv2d_internal.h"
 
-#define TUNE_SLOTS 1024     /* a power of two */
+#define TUNE_SLOTS 8192     /* a power of two */
 
 enum { SLOT_EMPTY, SLOT_WRITING, SLOT_READY };
 
@@ -24,6 +25,7 @@ typedef struct {
 } tune_slot;
 
 static tune_slot table[TUNE_SLOTS];
+static int kept;            /* slots taken */
 
 conv2d_tune_key conv2d_tune_key_of(int op, const conv2d_shape *s, int nthreads)
 {
@@ -73,15 +75,22 @@ void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c)
             e->key = *k;
             e->choice = c;
             __atomic_store_n(&e->state, SLOT_READY, __ATOMIC_RELEASE);
+            __atomic_add_fetch(&kept, 1, __ATOMIC_RELAXED);
             return;
         }
     }
+}
+
+int conv2d_tune_room(void)
+{
+    return __atomic_load_n(&kept, __ATOMIC_RELAXED) < TUNE_SLOTS / 2;
 }
 
 void conv2d_tune_forget(void)
 {
     for (int i = 0; i < TUNE_SLOTS; i++)
         __atomic_store_n(&table[i].state, SLOT_EMPTY, __ATOMIC_RELEASE);
+    __atomic_store_n(&kept, 0, __ATOMIC_RELAXED);
 }
 
 double conv2d_seconds(void)
