@@ -53,7 +53,7 @@ static double slope_one(int kind, double x, double a, double b)
 static void hardtanh_forward(float *y, const float *x, int64_t n, float a, float b, int nt)
 {
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float v = x[i] < a ? a : x[i];      /* a max and a min: NaN stays NaN */
         y[i] = v > b ? b : v;
@@ -65,7 +65,7 @@ static void hardtanh_backward(float *dx, const float *dy, const float *x, int64_
                               float b, int nt)
 {
     /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
+    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float g = dy[i], v = x[i];                  /* both loaded: two selects vectorise */
         float below = v <= a ? 0.0f : g;
