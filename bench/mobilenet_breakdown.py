@@ -9,9 +9,16 @@ weights in torch (bench/models.py) and, when onnx is installed, onnxruntime
 running that torch network exported to ONNX. Ratio = peer / fastcnn (higher
 is better for fastcnn).
 
+Both sides return a fresh output per call. So that this measures the kernels
+and not the kernel's page faults on memory that malloc just got from the
+system (a model reuses its buffers), glibc is told to keep freed memory
+(mallopt: no mmap per large block, no trimming), for both sides alike.
+
     python bench/mobilenet_breakdown.py [--threads 1] [--batch 1] [--repeats 15]
 """
 import argparse
+import ctypes
+import ctypes.util
 import io
 import platform
 import statistics
@@ -37,6 +44,16 @@ RELU6 = [(32, 112, 2), (96, 112, 1), (96, 56, 1), (144, 56, 3), (144, 28, 1), (1
          (192, 14, 1), (384, 14, 8), (576, 14, 5), (576, 7, 1), (960, 7, 6), (1280, 7, 1)]
 # (channels, size, times per forward): the inverted residuals' shortcuts
 ADD = [(24, 56, 1), (32, 28, 2), (64, 14, 3), (96, 14, 2), (160, 7, 2)]
+
+
+def keep_freed_memory():
+    """glibc: serve large blocks from the heap and keep what is freed (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 30)      # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)      # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def depthwise_sides(n, C, H, s):
@@ -135,6 +152,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=15)
     a = ap.parse_args()
     n = a.batch
+    keep_freed_memory()
     torch.set_num_threads(a.threads)
     fastcnn.set_num_threads(a.threads)
     clock = time.thread_time if a.threads == 1 else time.perf_counter
