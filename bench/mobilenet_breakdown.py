@@ -19,6 +19,7 @@ system (a model reuses its buffers), glibc is told to keep freed memory
 import argparse
 import ctypes
 import ctypes.util
+import importlib.util
 import io
 import platform
 import statistics
@@ -103,8 +104,9 @@ def model_sides(n, threads):
 
 
 def onnxruntime_side(tm, tx, x, threads):
+    if importlib.util.find_spec("onnx") is None:    # torch.onnx.export needs it
+        return None
     try:
-        import onnx  # noqa: F401  (torch.onnx.export needs it)
         import onnxruntime as ort
     except ImportError:
         return None

@@ -71,7 +71,6 @@ DEPTHWISE_DECLARE(avx512)
 #define DW_RB 4                 /* output rows per forward block */
 #define DW_QB 2                 /* vectors per row of a forward block: DW_RB DW_QB sums */
 typedef float dwvec __attribute__((vector_size(DEPTHWISE_VBYTES), aligned(4), may_alias));
-typedef int32_t dwidx __attribute__((vector_size(DEPTHWISE_VBYTES)));
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -182,44 +181,45 @@ static inline void dw_forward(float *y, const float *xph, const float *w, const 
         dw_forward_plane(y, xph, w, b, g->R, g->S, g);
 }
 
-/* dst[j] = src[2 j] for j in [j, hi) while whole vectors fit in the
- * src row (src[2 j] stays below src_end); returns the first j not done. */
-static inline int64_t dw_deinterleave(float *restrict dst, const float *restrict src,
-                                      int64_t j, int64_t hi, const float *src_end)
+/* Input row xr (cols) split into its two phase rows: padded column c + pw
+ * goes to phase (c + pw) mod 2, column (c + pw) / 2 - the even input
+ * columns to one phase, the odd ones to the other, in one pass. */
+static inline void dw_split_row2(float *restrict ph0, float *restrict ph1,
+                                 const float *restrict xr, int64_t cols, int64_t pw)
 {
-#if DW_VL == 16
-    const dwidx even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-#elif DW_VL == 8
-    const dwidx even = {0, 2, 4, 6, 8, 10, 12, 14};
-#else
-    const dwidx even = {0, 2, 4, 6};
-#endif
-    for (; j + DW_VL <= hi && src + 2 * (j + DW_VL) <= src_end; j += DW_VL) {
-        dwvec lo = *(const dwvec *)(src + 2 * j), up = *(const dwvec *)(src + 2 * j + DW_VL);
-        *(dwvec *)(dst + j) = __builtin_shuffle(lo, up, even);
+    float *restrict even = (pw & 1 ? ph1 : ph0) + pw / 2;
+    float *restrict odd = (pw & 1 ? ph0 : ph1) + (pw + 1) / 2;
+    int64_t k = 0;
+    for (; 2 * k + 1 < cols; k++) {
+        even[k] = xr[2 * k];
+        odd[k] = xr[2 * k + 1];
     }
-    return j;
+    if (2 * k < cols)
+        even[k] = xr[2 * k];
 }
 
 /* xph (sw, Hp, Wq) = the phases of plane x (H, W): phase f, row h + ph,
  * column j = x (h, j sw + f - pw) for j in [phase_lo[f], phase_hi[f]);
- * stride 1 is a row copy, stride 2 vector de-interleaves. */
+ * strides 1 and 2 copy a row in one pass. */
 static inline void dw_to_phases(float *restrict xph, const float *restrict x,
                                 const depthwise_geom *g)
 {
+    const int64_t phase = g->Hp * g->Wq;
     for (int64_t h = 0; h < g->rows; h++) {
-        const float *xr = x + h * g->W;
+        const float *restrict xr = x + h * g->W;
+        float *restrict dst = xph + (h + g->ph) * g->Wq;
+        if (g->sw == 1) {
+            for (int64_t c = 0; c < g->cols; c++) dst[g->pw + c] = xr[c];
+            continue;
+        }
+        if (g->sw == 2) {
+            dw_split_row2(dst, dst + phase, xr, g->cols, g->pw);
+            continue;
+        }
         for (int64_t f = 0; f < g->sw; f++) {
-            float *restrict dst = xph + (f * g->Hp + h + g->ph) * g->Wq;
-            const float *src = xr + f - g->pw;      /* dst[j] = src[j sw] */
-            int64_t j = g->phase_lo[f], hi = g->phase_hi[f];
-            if (g->sw == 1) {
-                for (; j < hi; j++) dst[j] = src[j];
-                continue;
-            }
-            if (g->sw == 2)
-                j = dw_deinterleave(dst, src, j, hi, xr + g->W);
-            for (; j < hi; j++) dst[j] = src[j * g->sw];
+            const float *src = xr + f - g->pw;      /* phase f's dst[j] = src[j sw] */
+            for (int64_t j = g->phase_lo[f]; j < g->phase_hi[f]; j++)
+                dst[f * phase + j] = src[j * g->sw];
         }
     }
 }
