@@ -4,7 +4,7 @@
  * (image, channel) planes (the weight gradient: the channels); each thread
  * splits its plane into column phases and runs the row loops, both in its
  * instruction set's code (conv2d_depthwise_kernel.h). Shapes: x (N, C, H, W), w (K, 1, R, S),
- * y (N, K, P, Q). */
+ * y (N, K, P, Q); the forward applies s->clamp (a fused hardtanh) as it stores. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +85,7 @@ static depthwise_geom make_geom(const conv2d_shape *s, int64_t *ints)
         lo[f] = js.lo, hi[f] = js.hi;
     }
     g.phase_lo = lo, g.phase_hi = hi;
+    g.clamp = s->clamp, g.lo = s->lo, g.hi = s->hi;
     return g;
 }
 

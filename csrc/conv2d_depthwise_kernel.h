@@ -32,12 +32,15 @@ typedef struct {
     const int64_t *col_off;
     int64_t W, rows, cols, ph, pw, sw;
     const int64_t *phase_lo, *phase_hi;
+    int64_t clamp;              /* forward: outputs clamped to [lo, hi] (a fused hardtanh) */
+    float lo, hi;
 } depthwise_geom;
 
 /* One input channel of one image:
  *   phases:        xph (sw, Hp, Wq) = the phases of plane x (H, W); positions
  *                  outside x keep the zeros they hold;
- *   forward:       y (m, P, Q) = w (m, R, S) * xph + b (m) (b may be NULL);
+ *   forward:       y (m, P, Q) = w (m, R, S) * xph + b (m) (b may be NULL),
+ *                  clamped to [lo, hi] when clamp (NaN passes);
  *   backward data: dxph (sw, Hp, Wq) += the taps of dy (m, P, Q) scattered
  *                  back through w; row (Q rounded up to 16) is scratch;
  *   weight grad:   dw (m, R, S) += dy (m, P, Q) * xph, summed in double;
@@ -71,6 +74,7 @@ DEPTHWISE_DECLARE(avx512)
 #define DW_RB 4                 /* output rows per forward block */
 #define DW_QB 2                 /* vectors per row of a forward block: DW_RB DW_QB sums */
 typedef float dwvec __attribute__((vector_size(DEPTHWISE_VBYTES), aligned(4), may_alias));
+typedef int32_t dwint __attribute__((vector_size(DEPTHWISE_VBYTES)));
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -88,6 +92,18 @@ static inline void dw_store_part(float *dst, dwvec v, int64_t n)
 #else
     for (int64_t l = 0; l < n; l++) dst[l] = v[l];
 #endif
+}
+
+/* Every lane of v as hardtanh maps it: below lo -> lo, then above hi -> hi;
+ * a NaN stays NaN (both compares are false), as the separate pass does. */
+static inline dwvec dw_clamp(dwvec v, float lo, float hi)
+{
+    dwvec l, h;
+    for (int i = 0; i < DW_VL; i++) l[i] = lo, h[i] = hi;      /* broadcasts, -0 kept */
+    dwint below = v < l;
+    v = (dwvec)(((dwint)v & ~below) | ((dwint)l & below));
+    dwint above = v > h;
+    return (dwvec)(((dwint)v & ~above) | ((dwint)h & above));
 }
 
 /* Output rows p0 .. p0+rb-1, vectors starting at columns qs[0 .. nq), of
@@ -116,6 +132,8 @@ dw_forward_block(float *restrict y, const float *restrict xph, const float *rest
     for (int i = 0; i < rb; i++)
         for (int v = 0; v < nq; v++) {
             float *dst = y + (p0 + i) * g->Q + qs[v];
+            if (g->clamp)
+                acc[i][v] = dw_clamp(acc[i][v], g->lo, g->hi);
             if (n == DW_VL)
                 *(dwvec *)dst = acc[i][v];
             else
