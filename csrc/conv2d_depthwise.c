@@ -89,19 +89,46 @@ static depthwise_geom make_geom(const conv2d_shape *s, int64_t *ints)
     return g;
 }
 
+/* dr (cols) = one input row's gradient from its two phase rows ph0, ph1:
+ * input column c is padded column c + pw, phase (c + pw) mod 2, column
+ * (c + pw) / 2 (dw_split_row2's inverse), in one pass. */
+static void merge_row2(float *restrict dr, const float *restrict ph0,
+                       const float *restrict ph1, int64_t cols, int64_t pw)
+{
+    const float *restrict even = (pw & 1 ? ph1 : ph0) + pw / 2;
+    const float *restrict odd = (pw & 1 ? ph0 : ph1) + (pw + 1) / 2;
+    int64_t k = 0;
+    for (; 2 * k + 1 < cols; k++) {
+        dr[2 * k] = even[k];
+        dr[2 * k + 1] = odd[k];
+    }
+    if (2 * k < cols)
+        dr[2 * k] = even[k];
+}
+
 /* dx (H, W) = the input positions of dxph (sw, Hp, Wq); zero where no
  * output reads them. */
 static void from_phases(float *dx, const float *dxph, const conv2d_shape *s,
                         const depthwise_geom *g)
 {
+    const int64_t phase = g->Hp * g->Wq;
     if (g->cols < s->W || g->rows < s->H)
         memset(dx, 0, (size_t)(s->H * s->W) * sizeof(float));
     for (int64_t h = 0; h < g->rows; h++) {
         float *dr = dx + h * s->W;
+        const float *src = dxph + (h + s->ph) * g->Wq;
+        if (s->sw == 1 && g->cols > 0) {
+            memcpy(dr, src + s->pw, (size_t)g->cols * sizeof(float));
+            continue;
+        }
+        if (s->sw == 2) {
+            merge_row2(dr, src, src + phase, g->cols, s->pw);
+            continue;
+        }
         for (int64_t f = 0; f < s->sw; f++) {
-            const float *src = dxph + (f * g->Hp + h + s->ph) * g->Wq;
-            float *dst = dr + f - s->pw;
-            for (int64_t j = g->phase_lo[f]; j < g->phase_hi[f]; j++) dst[j * s->sw] = src[j];
+            float *dst = dr + f - s->pw;        /* phase f's src[j] is dst[j sw] */
+            for (int64_t j = g->phase_lo[f]; j < g->phase_hi[f]; j++)
+                dst[j * s->sw] = src[f * phase + j];
         }
     }
 }
