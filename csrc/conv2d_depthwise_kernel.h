@@ -95,15 +95,20 @@ static inline void dw_store_part(float *dst, dwvec v, int64_t n)
 }
 
 /* Every lane of v as hardtanh maps it: below lo -> lo, then above hi -> hi;
- * a NaN stays NaN (both compares are false), as the separate pass does. */
-static inline dwvec dw_clamp(dwvec v, float lo, float hi)
+ * a NaN stays NaN, as the separate pass does (max and min return their
+ * second operand when one is NaN). lo, hi: the bounds in every lane. */
+static inline dwvec dw_clamp(dwvec v, dwvec lo, dwvec hi)
 {
-    dwvec l, h;
-    for (int i = 0; i < DW_VL; i++) l[i] = lo, h[i] = hi;      /* broadcasts, -0 kept */
-    dwint below = v < l;
-    v = (dwvec)(((dwint)v & ~below) | ((dwint)l & below));
-    dwint above = v > h;
-    return (dwvec)(((dwint)v & ~above) | ((dwint)h & above));
+#if DW_VL == 16 && defined(__AVX512F__)
+    return (dwvec)_mm512_min_ps((__m512)hi, _mm512_max_ps((__m512)lo, (__m512)v));
+#elif DW_VL == 8 && defined(__AVX2__)
+    return (dwvec)_mm256_min_ps((__m256)hi, _mm256_max_ps((__m256)lo, (__m256)v));
+#else
+    dwint below = v < lo;
+    v = (dwvec)(((dwint)v & ~below) | ((dwint)lo & below));
+    dwint above = v > hi;
+    return (dwvec)(((dwint)v & ~above) | ((dwint)hi & above));
+#endif
 }
 
 /* Output rows p0 .. p0+rb-1, vectors starting at columns qs[0 .. nq), of
@@ -116,6 +121,8 @@ dw_forward_block(float *restrict y, const float *restrict xph, const float *rest
                  int64_t n, const int64_t R, const int64_t S, const depthwise_geom *g)
 {
     const int64_t row_step = g->sh * g->Wq;
+    const int clamp = g->clamp != 0;
+    const dwvec lo = g->lo - (dwvec){0}, hi = g->hi - (dwvec){0};   /* x - (+0) keeps -0 */
     dwvec acc[DW_RB][DW_QB];
     for (int i = 0; i < rb; i++)
         for (int v = 0; v < nq; v++) acc[i][v] = (dwvec){0} + bias;
@@ -132,8 +139,8 @@ dw_forward_block(float *restrict y, const float *restrict xph, const float *rest
     for (int i = 0; i < rb; i++)
         for (int v = 0; v < nq; v++) {
             float *dst = y + (p0 + i) * g->Q + qs[v];
-            if (g->clamp)
-                acc[i][v] = dw_clamp(acc[i][v], g->lo, g->hi);
+            if (clamp)
+                acc[i][v] = dw_clamp(acc[i][v], lo, hi);
             if (n == DW_VL)
                 *(dwvec *)dst = acc[i][v];
             else
