@@ -162,6 +162,7 @@ typedef struct {
     int op;
     float *out;                 /* y, dx or dw */
     const float *x, *w, *b, *dy;
+    const depthwise_kernels *kr;    /* this CPU's loops */
 } depthwise_call;
 
 /* Plane nc = (n, c) of the forward or backward data. */
@@ -170,13 +171,13 @@ static void run_plane(const depthwise_call *cc, int64_t nc, thread_scratch *t,
 {
     int64_t c = nc % s->C, HW = s->H * s->W, mPQ = g->m * s->P * s->Q, RS = s->R * s->S;
     if (cc->op == FORWARD) {
-        kernels()->phases(t->xph, cc->x + nc * HW, g);
-        kernels()->forward(cc->out + nc * mPQ, t->xph, cc->w + c * g->m * RS,
+        cc->kr->phases(t->xph, cc->x + nc * HW, g);
+        cc->kr->forward(cc->out + nc * mPQ, t->xph, cc->w + c * g->m * RS,
                            cc->b ? cc->b + c * g->m : NULL, g);
         return;
     }
     memset(t->xph, 0, (size_t)(s->sw * g->Hp * g->Wq) * sizeof(float));
-    kernels()->backward_data(t->xph, cc->dy + nc * mPQ, cc->w + c * g->m * RS, t->row, g);
+    cc->kr->backward_data(t->xph, cc->dy + nc * mPQ, cc->w + c * g->m * RS, t->row, g);
     from_phases(cc->out + nc * HW, t->xph, s, g);
 }
 
@@ -187,8 +188,8 @@ static void run_channel_wgrad(const depthwise_call *cc, int64_t c, thread_scratc
     int64_t HW = s->H * s->W, mPQ = g->m * s->P * s->Q, mRS = g->m * s->R * s->S;
     memset(t->dw, 0, (size_t)mRS * sizeof(double));
     for (int64_t n = 0; n < s->N; n++) {
-        kernels()->phases(t->xph, cc->x + (n * s->C + c) * HW, g);
-        kernels()->wgrad(t->dw, cc->dy + (n * s->C + c) * mPQ, t->xph, t->row, t->acc, g);
+        cc->kr->phases(t->xph, cc->x + (n * s->C + c) * HW, g);
+        cc->kr->wgrad(t->dw, cc->dy + (n * s->C + c) * mPQ, t->xph, t->row, t->acc, g);
     }
     for (int64_t i = 0; i < mRS; i++) cc->out[c * mRS + i] += (float)t->dw[i];
 }
@@ -234,20 +235,20 @@ static int run(const depthwise_call *cc, const conv2d_shape *s, int nthreads)
 int conv2d_depthwise_forward(float *y, const float *x, const float *w, const float *b,
                              const conv2d_shape *s, int nthreads)
 {
-    depthwise_call cc = {FORWARD, y, x, w, b, NULL};
+    depthwise_call cc = {FORWARD, y, x, w, b, NULL, kernels()};
     return run(&cc, s, nthreads);
 }
 
 int conv2d_depthwise_backward_data(float *dx, const float *dy, const float *w,
                                    const conv2d_shape *s, int nthreads)
 {
-    depthwise_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy};
+    depthwise_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy, kernels()};
     return run(&cc, s, nthreads);
 }
 
 int conv2d_depthwise_backward_weight(float *dw, const float *dy, const float *x,
                                      const conv2d_shape *s, int nthreads)
 {
-    depthwise_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy};
+    depthwise_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy, kernels()};
     return run(&cc, s, nthreads);
 }

@@ -113,8 +113,11 @@ static inline dwvec dw_clamp(dwvec v, dwvec lo, dwvec hi)
 
 /* Output rows p0 .. p0+rb-1, vectors starting at columns qs[0 .. nq), of
  * y (P, Q) = w (R, S) * xph + bias; each vector stored whole (n == VL) or
- * its first n lanes. rb, nq, R and S are constants at each call, so the
- * rb nq independent sums stay in registers and the taps unroll. */
+ * its first n lanes. A short row's vector is stored whole too where its
+ * spill stays inside y (P, Q): the rows after it, stored later, overwrite
+ * the spilled lanes (a masked store is slow on some cores). rb, nq, R and
+ * S are constants at each call, so the rb nq independent sums stay in
+ * registers and the taps unroll. */
 static inline __attribute__((always_inline)) void
 dw_forward_block(float *restrict y, const float *restrict xph, const float *restrict w,
                  float bias, int64_t p0, const int rb, const int64_t *qs, const int nq,
@@ -141,7 +144,7 @@ dw_forward_block(float *restrict y, const float *restrict xph, const float *rest
             float *dst = y + (p0 + i) * g->Q + qs[v];
             if (clamp)
                 acc[i][v] = dw_clamp(acc[i][v], lo, hi);
-            if (n == DW_VL)
+            if (n == DW_VL || (p0 + i) * g->Q + qs[v] + DW_VL <= g->P * g->Q)
                 *(dwvec *)dst = acc[i][v];
             else
                 dw_store_part(dst, acc[i][v], n);
