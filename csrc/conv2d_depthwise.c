@@ -239,9 +239,41 @@ int conv2d_depthwise_forward(float *y, const float *x, const float *w, const flo
     return run(&cc, s, nthreads);
 }
 
+/* Stride 1, one output channel per input channel, padding within the
+ * filter's reach: dx is then a forward depthwise convolution of dy with the
+ * filters turned by 180 degrees and the complementary padding, which the
+ * forward's register blocks compute with no scatter (read-add-write) pass. */
+static int transposed_applies(const conv2d_shape *s)
+{
+    return s->sh == 1 && s->sw == 1 && s->K == s->C && s->ph <= (s->R - 1) * s->dh &&
+           s->pw <= (s->S - 1) * s->dw;
+}
+
+/* dx (N, C, H, W) = dy (N, C, P, Q) correlated with w (C, 1, R, S) turned. */
+static int backward_data_transposed(float *dx, const float *dy, const float *w,
+                                    const conv2d_shape *s, int nthreads)
+{
+    int64_t RS = s->R * s->S;
+    float *turned = malloc((size_t)(s->C * RS) * sizeof(float));
+    if (!turned)
+        return FASTCNN_ENOMEM;
+    for (int64_t c = 0; c < s->C; c++)
+        for (int64_t i = 0; i < RS; i++) turned[c * RS + i] = w[c * RS + RS - 1 - i];
+    conv2d_shape t = *s;
+    t.H = s->P, t.W = s->Q, t.P = s->H, t.Q = s->W;
+    t.ph = (s->R - 1) * s->dh - s->ph, t.pw = (s->S - 1) * s->dw - s->pw;
+    t.clamp = 0;
+    depthwise_call cc = {FORWARD, dx, dy, turned, NULL, NULL, kernels()};
+    int err = run(&cc, &t, nthreads);
+    free(turned);
+    return err;
+}
+
 int conv2d_depthwise_backward_data(float *dx, const float *dy, const float *w,
                                    const conv2d_shape *s, int nthreads)
 {
+    if (transposed_applies(s))
+        return backward_data_transposed(dx, dy, w, s, nthreads);
     depthwise_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy, kernels()};
     return run(&cc, s, nthreads);
 }
