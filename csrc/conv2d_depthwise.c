@@ -2,9 +2,9 @@
  * channel k = c m + j filters input channel c alone), forward, backward data
  * and weight gradient, any stride, padding and dilation. Threads split the
  * (image, channel) planes (the weight gradient: the channels); each thread
- * copies its plane into column phases (conv2d_depthwise_kernel.h) and runs
- * its instruction set's row loops. Shapes: x (N, C, H, W), w (K, 1, R, S),
- * y (N, K, P, Q). */
+ * splits its plane into column phases and runs the row loops, both in its
+ * instruction set's code (conv2d_depthwise_kernel.h). Shapes: x (N, C, H, W), w (K, 1, R, S),
+ * y (N, K, P, Q); the forward applies s->clamp (a fused hardtanh) as it stores. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,22 +19,23 @@
 DEPTHWISE_DEFINE(generic)
 
 typedef struct {
+    depthwise_phases_fn phases;
     depthwise_forward_fn forward;
     depthwise_backward_data_fn backward_data;
     depthwise_wgrad_fn wgrad;
 } depthwise_kernels;
 
 static const depthwise_kernels depthwise_kernels_generic = {
-    conv2d_depthwise_forward_generic, conv2d_depthwise_backward_data_generic,
+    conv2d_depthwise_phases_generic, conv2d_depthwise_forward_generic, conv2d_depthwise_backward_data_generic,
     conv2d_depthwise_wgrad_generic,
 };
 #ifdef FASTCNN_X86_KERNELS
 static const depthwise_kernels depthwise_kernels_avx2 = {
-    conv2d_depthwise_forward_avx2, conv2d_depthwise_backward_data_avx2,
+    conv2d_depthwise_phases_avx2, conv2d_depthwise_forward_avx2, conv2d_depthwise_backward_data_avx2,
     conv2d_depthwise_wgrad_avx2,
 };
 static const depthwise_kernels depthwise_kernels_avx512 = {
-    conv2d_depthwise_forward_avx512, conv2d_depthwise_backward_data_avx512,
+    conv2d_depthwise_phases_avx512, conv2d_depthwise_forward_avx512, conv2d_depthwise_backward_data_avx512,
     conv2d_depthwise_wgrad_avx512,
 };
 #endif
@@ -49,57 +50,60 @@ static int64_t round_up16(int64_t n)
     return (n + 15) & ~(int64_t)15;
 }
 
-/* The geometry of s; col_off (S) receives the taps' run offsets. */
-static depthwise_geom make_geom(const conv2d_shape *s, int64_t *col_off)
-{
-    depthwise_geom g;
-    g.m = s->K / s->C;
-    g.R = s->R, g.S = s->S, g.sh = s->sh, g.dh = s->dh, g.P = s->P, g.Q = s->Q;
-    g.Hp = (s->P - 1) * s->sh + (s->R - 1) * s->dh + 1;
-    int64_t Wp = (s->Q - 1) * s->sw + (s->S - 1) * s->dw + 1;
-    g.Wq = round_up16((Wp + s->sw - 1) / s->sw) + 16;
-    for (int64_t t = 0; t < s->S; t++)
-        col_off[t] = (t * s->dw % s->sw) * g.Hp * g.Wq + t * s->dw / s->sw;
-    g.col_off = col_off;
-    return g;
-}
-
 /* Padded input columns a phase holds: those below sw + (S-1) dw + 1. */
 static int64_t padded_width(const conv2d_shape *s)
 {
     return (s->Q - 1) * s->sw + (s->S - 1) * s->dw + 1;
 }
 
-/* Phase f's columns j whose padded column j sw + f holds input column
- * j sw + f - pw in [0, cols): [lo, hi). */
-static span phase_span(int64_t f, int64_t cols, const conv2d_shape *s)
+/* int64s make_geom fills: the taps' run offsets (S), the phases' spans (2 sw). */
+static int64_t geom_ints(const conv2d_shape *s)
 {
-    return valid_span(f - s->pw, s->sw, cols, INT64_MAX / 2);
+    return s->S + 2 * s->sw;
 }
 
-/* xph (sw, Hp, Wq) = the phases of plane x (H, W); positions outside x
- * keep the zeros they were given once per thread. */
-static void to_phases(float *xph, const float *x, const conv2d_shape *s,
-                      const depthwise_geom *g)
+/* The geometry of s; ints (geom_ints) receives its offsets and spans. */
+static depthwise_geom make_geom(const conv2d_shape *s, int64_t *ints)
 {
+    depthwise_geom g;
+    int64_t *col_off = ints, *lo = ints + s->S, *hi = lo + s->sw;
+    g.m = s->K / s->C;
+    g.R = s->R, g.S = s->S, g.sh = s->sh, g.dh = s->dh, g.P = s->P, g.Q = s->Q;
+    g.Hp = (s->P - 1) * s->sh + (s->R - 1) * s->dh + 1;
     int64_t Wp = padded_width(s);
-    int64_t rows = s->H < g->Hp - s->ph ? s->H : g->Hp - s->ph;
-    int64_t cols = s->W < Wp - s->pw ? s->W : Wp - s->pw;
-    if (cols <= 0)
-        return;     /* the padding alone covers what the outputs read */
-    for (int64_t h = 0; h < rows; h++) {
-        const float *xr = x + h * s->W;
-        if (s->sw == 1) {
-            memcpy(xph + (h + s->ph) * g->Wq + s->pw, xr, (size_t)cols * sizeof(float));
-            continue;
-        }
-        for (int64_t f = 0; f < s->sw; f++) {
-            float *dst = xph + (f * g->Hp + h + s->ph) * g->Wq;
-            const float *src = xr + f - s->pw;
-            span js = phase_span(f, cols, s);
-            for (int64_t j = js.lo; j < js.hi; j++) dst[j] = src[j * s->sw];
-        }
+    g.Wq = round_up16((Wp + s->sw - 1) / s->sw) + 16;
+    for (int64_t t = 0; t < s->S; t++)
+        col_off[t] = (t * s->dw % s->sw) * g.Hp * g.Wq + t * s->dw / s->sw;
+    g.col_off = col_off;
+    g.W = s->W, g.ph = s->ph, g.pw = s->pw, g.sw = s->sw;
+    g.rows = s->H < g.Hp - s->ph ? s->H : g.Hp - s->ph;
+    g.cols = s->W < Wp - s->pw ? s->W : Wp - s->pw;
+    for (int64_t f = 0; f < s->sw; f++) {
+        /* phase f's columns j whose padded column j sw + f is input column
+         * j sw + f - pw in [0, cols); none when the padding covers all reads */
+        span js = valid_span(f - s->pw, s->sw, g.cols > 0 ? g.cols : 0, INT64_MAX / 2);
+        lo[f] = js.lo, hi[f] = js.hi;
     }
+    g.phase_lo = lo, g.phase_hi = hi;
+    g.clamp = s->clamp, g.lo = s->lo, g.hi = s->hi;
+    return g;
+}
+
+/* dr (cols) = one input row's gradient from its two phase rows ph0, ph1:
+ * input column c is padded column c + pw, phase (c + pw) mod 2, column
+ * (c + pw) / 2 (dw_split_row2's inverse), in one pass. */
+static void merge_row2(float *restrict dr, const float *restrict ph0,
+                       const float *restrict ph1, int64_t cols, int64_t pw)
+{
+    const float *restrict even = (pw & 1 ? ph1 : ph0) + pw / 2;
+    const float *restrict odd = (pw & 1 ? ph0 : ph1) + (pw + 1) / 2;
+    int64_t k = 0;
+    for (; 2 * k + 1 < cols; k++) {
+        dr[2 * k] = even[k];
+        dr[2 * k + 1] = odd[k];
+    }
+    if (2 * k < cols)
+        dr[2 * k] = even[k];
 }
 
 /* dx (H, W) = the input positions of dxph (sw, Hp, Wq); zero where no
@@ -107,24 +111,24 @@ static void to_phases(float *xph, const float *x, const conv2d_shape *s,
 static void from_phases(float *dx, const float *dxph, const conv2d_shape *s,
                         const depthwise_geom *g)
 {
-    int64_t Wp = padded_width(s);
-    int64_t rows = s->H < g->Hp - s->ph ? s->H : g->Hp - s->ph;
-    int64_t cols = s->W < Wp - s->pw ? s->W : Wp - s->pw;
-    if (cols < s->W || rows < s->H)
+    const int64_t phase = g->Hp * g->Wq;
+    if (g->cols < s->W || g->rows < s->H)
         memset(dx, 0, (size_t)(s->H * s->W) * sizeof(float));
-    if (cols <= 0)
-        return;
-    for (int64_t h = 0; h < rows; h++) {
+    for (int64_t h = 0; h < g->rows; h++) {
         float *dr = dx + h * s->W;
-        if (s->sw == 1) {
-            memcpy(dr, dxph + (h + s->ph) * g->Wq + s->pw, (size_t)cols * sizeof(float));
+        const float *src = dxph + (h + s->ph) * g->Wq;
+        if (s->sw == 1 && g->cols > 0) {
+            memcpy(dr, src + s->pw, (size_t)g->cols * sizeof(float));
+            continue;
+        }
+        if (s->sw == 2) {
+            merge_row2(dr, src, src + phase, g->cols, s->pw);
             continue;
         }
         for (int64_t f = 0; f < s->sw; f++) {
-            const float *src = dxph + (f * g->Hp + h + s->ph) * g->Wq;
-            float *dst = dr + f - s->pw;
-            span js = phase_span(f, cols, s);
-            for (int64_t j = js.lo; j < js.hi; j++) dst[j * s->sw] = src[j];
+            float *dst = dr + f - s->pw;        /* phase f's src[j] is dst[j sw] */
+            for (int64_t j = g->phase_lo[f]; j < g->phase_hi[f]; j++)
+                dst[j * s->sw] = src[f * phase + j];
         }
     }
 }
@@ -158,6 +162,7 @@ typedef struct {
     int op;
     float *out;                 /* y, dx or dw */
     const float *x, *w, *b, *dy;
+    const depthwise_kernels *kr;    /* this CPU's loops */
 } depthwise_call;
 
 /* Plane nc = (n, c) of the forward or backward data. */
@@ -166,13 +171,13 @@ static void run_plane(const depthwise_call *cc, int64_t nc, thread_scratch *t,
 {
     int64_t c = nc % s->C, HW = s->H * s->W, mPQ = g->m * s->P * s->Q, RS = s->R * s->S;
     if (cc->op == FORWARD) {
-        to_phases(t->xph, cc->x + nc * HW, s, g);
-        kernels()->forward(cc->out + nc * mPQ, t->xph, cc->w + c * g->m * RS,
+        cc->kr->phases(t->xph, cc->x + nc * HW, g);
+        cc->kr->forward(cc->out + nc * mPQ, t->xph, cc->w + c * g->m * RS,
                            cc->b ? cc->b + c * g->m : NULL, g);
         return;
     }
     memset(t->xph, 0, (size_t)(s->sw * g->Hp * g->Wq) * sizeof(float));
-    kernels()->backward_data(t->xph, cc->dy + nc * mPQ, cc->w + c * g->m * RS, t->row, g);
+    cc->kr->backward_data(t->xph, cc->dy + nc * mPQ, cc->w + c * g->m * RS, t->row, g);
     from_phases(cc->out + nc * HW, t->xph, s, g);
 }
 
@@ -183,18 +188,18 @@ static void run_channel_wgrad(const depthwise_call *cc, int64_t c, thread_scratc
     int64_t HW = s->H * s->W, mPQ = g->m * s->P * s->Q, mRS = g->m * s->R * s->S;
     memset(t->dw, 0, (size_t)mRS * sizeof(double));
     for (int64_t n = 0; n < s->N; n++) {
-        to_phases(t->xph, cc->x + (n * s->C + c) * HW, s, g);
-        kernels()->wgrad(t->dw, cc->dy + (n * s->C + c) * mPQ, t->xph, t->row, t->acc, g);
+        cc->kr->phases(t->xph, cc->x + (n * s->C + c) * HW, g);
+        cc->kr->wgrad(t->dw, cc->dy + (n * s->C + c) * mPQ, t->xph, t->row, t->acc, g);
     }
     for (int64_t i = 0; i < mRS; i++) cc->out[c * mRS + i] += (float)t->dw[i];
 }
 
 static int run(const depthwise_call *cc, const conv2d_shape *s, int nthreads)
 {
-    int64_t *col_off = malloc((size_t)s->S * sizeof(int64_t));
-    if (!col_off)
+    int64_t *ints = malloc((size_t)geom_ints(s) * sizeof(int64_t));
+    if (!ints)
         return FASTCNN_ENOMEM;
-    depthwise_geom g = make_geom(s, col_off);
+    depthwise_geom g = make_geom(s, ints);
     int64_t tasks = cc->op == BACKWARD_WEIGHT ? s->C : s->N * s->C;
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->R * s->S * s->P * s->Q, nthreads);
     if (nt > tasks)
@@ -202,7 +207,7 @@ static int run(const depthwise_call *cc, const conv2d_shape *s, int nthreads)
     int64_t per = thread_floats(s, &g);
     float *scratch = conv2d_scratch_take(nt * per);
     if (!scratch) {
-        free(col_off);
+        free(ints);
         return FASTCNN_ENOMEM;
     }
     /* each task writes only its own planes of y or dx, or its channel's dw */
@@ -223,27 +228,59 @@ static int run(const depthwise_call *cc, const conv2d_shape *s, int nthreads)
         }
     }
     conv2d_scratch_give(scratch);
-    free(col_off);
+    free(ints);
     return FASTCNN_OK;
 }
 
 int conv2d_depthwise_forward(float *y, const float *x, const float *w, const float *b,
                              const conv2d_shape *s, int nthreads)
 {
-    depthwise_call cc = {FORWARD, y, x, w, b, NULL};
+    depthwise_call cc = {FORWARD, y, x, w, b, NULL, kernels()};
     return run(&cc, s, nthreads);
+}
+
+/* Stride 1, one output channel per input channel, padding within the
+ * filter's reach: dx is then a forward depthwise convolution of dy with the
+ * filters turned by 180 degrees and the complementary padding, which the
+ * forward's register blocks compute with no scatter (read-add-write) pass. */
+static int transposed_applies(const conv2d_shape *s)
+{
+    return s->sh == 1 && s->sw == 1 && s->K == s->C && s->ph <= (s->R - 1) * s->dh &&
+           s->pw <= (s->S - 1) * s->dw;
+}
+
+/* dx (N, C, H, W) = dy (N, C, P, Q) correlated with w (C, 1, R, S) turned. */
+static int backward_data_transposed(float *dx, const float *dy, const float *w,
+                                    const conv2d_shape *s, int nthreads)
+{
+    int64_t RS = s->R * s->S;
+    float *turned = malloc((size_t)(s->C * RS) * sizeof(float));
+    if (!turned)
+        return FASTCNN_ENOMEM;
+    for (int64_t c = 0; c < s->C; c++)
+        for (int64_t i = 0; i < RS; i++) turned[c * RS + i] = w[c * RS + RS - 1 - i];
+    conv2d_shape t = *s;
+    t.H = s->P, t.W = s->Q, t.P = s->H, t.Q = s->W;
+    t.ph = (s->R - 1) * s->dh - s->ph, t.pw = (s->S - 1) * s->dw - s->pw;
+    t.clamp = 0;
+    depthwise_call cc = {FORWARD, dx, dy, turned, NULL, NULL, kernels()};
+    int err = run(&cc, &t, nthreads);
+    free(turned);
+    return err;
 }
 
 int conv2d_depthwise_backward_data(float *dx, const float *dy, const float *w,
                                    const conv2d_shape *s, int nthreads)
 {
-    depthwise_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy};
+    if (transposed_applies(s))
+        return backward_data_transposed(dx, dy, w, s, nthreads);
+    depthwise_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy, kernels()};
     return run(&cc, s, nthreads);
 }
 
 int conv2d_depthwise_backward_weight(float *dw, const float *dy, const float *x,
                                      const conv2d_shape *s, int nthreads)
 {
-    depthwise_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy};
+    depthwise_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy, kernels()};
     return run(&cc, s, nthreads);
 }

@@ -24,18 +24,28 @@
 #include <string.h>
 
 /* m output channels per input channel; col_off[t] (S) = where tap t's run
- * starts in xph: ((t dw) mod sw) Hp Wq + (t dw) / sw. */
+ * starts in xph: ((t dw) mod sw) Hp Wq + (t dw) / sw. The phase split reads
+ * rows x cols of an input plane of row length W, padded by ph rows and pw
+ * columns; phase f's valid columns are [phase_lo[f], phase_hi[f]) (sw). */
 typedef struct {
     int64_t m, R, S, sh, dh, P, Q, Hp, Wq;
     const int64_t *col_off;
+    int64_t W, rows, cols, ph, pw, sw;
+    const int64_t *phase_lo, *phase_hi;
+    int64_t clamp;              /* forward: outputs clamped to [lo, hi] (a fused hardtanh) */
+    float lo, hi;
 } depthwise_geom;
 
 /* One input channel of one image:
- *   forward:       y (m, P, Q) = w (m, R, S) * xph + b (m) (b may be NULL);
+ *   phases:        xph (sw, Hp, Wq) = the phases of plane x (H, W); positions
+ *                  outside x keep the zeros they hold;
+ *   forward:       y (m, P, Q) = w (m, R, S) * xph + b (m) (b may be NULL),
+ *                  clamped to [lo, hi] when clamp (NaN passes);
  *   backward data: dxph (sw, Hp, Wq) += the taps of dy (m, P, Q) scattered
  *                  back through w; row (Q rounded up to 16) is scratch;
  *   weight grad:   dw (m, R, S) += dy (m, P, Q) * xph, summed in double;
  *                  row as above, acc (R S 16 floats) scratch. */
+typedef void (*depthwise_phases_fn)(float *, const float *, const depthwise_geom *);
 typedef void (*depthwise_forward_fn)(float *, const float *, const float *, const float *,
                                      const depthwise_geom *);
 typedef void (*depthwise_backward_data_fn)(float *, const float *, const float *, float *,
@@ -44,6 +54,7 @@ typedef void (*depthwise_wgrad_fn)(double *, const float *, const float *, float
                                    const depthwise_geom *);
 
 #define DEPTHWISE_DECLARE(isa)                                                              \
+    void conv2d_depthwise_phases_##isa(float *xph, const float *x, const depthwise_geom *g);  \
     void conv2d_depthwise_forward_##isa(float *y, const float *xph, const float *w,          \
                                         const float *b, const depthwise_geom *g);           \
     void conv2d_depthwise_backward_data_##isa(float *dxph, const float *dy, const float *w,  \
@@ -60,54 +71,184 @@ DEPTHWISE_DECLARE(avx512)
 #define FASTCNN_CONV2D_DEPTHWISE_LOOPS
 
 #define DW_VL (DEPTHWISE_VBYTES / 4)
-#define DW_RB 4                 /* output rows per forward block (independent sums) */
+#define DW_RB 4                 /* output rows per forward block */
+#define DW_QB 2                 /* vectors per row of a forward block: DW_RB DW_QB sums */
 typedef float dwvec __attribute__((vector_size(DEPTHWISE_VBYTES), aligned(4), may_alias));
+typedef int32_t dwint __attribute__((vector_size(DEPTHWISE_VBYTES)));
 
-/* dst[0 .. min(n, VL)) = the first lanes of v. */
-static inline void dw_store(float *dst, dwvec v, int64_t n)
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+/* dst[0 .. n) = the first n < VL lanes of v (a masked store where the
+ * instruction set has one). */
+static inline void dw_store_part(float *dst, dwvec v, int64_t n)
 {
-    if (n >= DW_VL) {
-        *(dwvec *)dst = v;
-        return;
-    }
-    float lane[DW_VL];
-    *(dwvec *)lane = v;
-    memcpy(dst, lane, (size_t)n * sizeof(float));
+#if DW_VL == 16 && defined(__AVX512F__)
+    _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1), (__m512)v);
+#elif DW_VL == 8 && defined(__AVX2__)
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane), (__m256)v);
+#else
+    for (int64_t l = 0; l < n; l++) dst[l] = v[l];
+#endif
 }
 
-/* Output rows p0 .. p0+rb-1 of y (P, Q) = w (R, S) * xph + bias; rb is a
- * constant at each call, so the rb sums of a vector stay in registers. */
+/* Every lane of v as hardtanh maps it: below lo -> lo, then above hi -> hi;
+ * a NaN stays NaN, as the separate pass does (max and min return their
+ * second operand when one is NaN). lo, hi: the bounds in every lane. */
+static inline dwvec dw_clamp(dwvec v, dwvec lo, dwvec hi)
+{
+#if DW_VL == 16 && defined(__AVX512F__)
+    return (dwvec)_mm512_min_ps((__m512)hi, _mm512_max_ps((__m512)lo, (__m512)v));
+#elif DW_VL == 8 && defined(__AVX2__)
+    return (dwvec)_mm256_min_ps((__m256)hi, _mm256_max_ps((__m256)lo, (__m256)v));
+#else
+    dwint below = v < lo;
+    v = (dwvec)(((dwint)v & ~below) | ((dwint)lo & below));
+    dwint above = v > hi;
+    return (dwvec)(((dwint)v & ~above) | ((dwint)hi & above));
+#endif
+}
+
+/* Output rows p0 .. p0+rb-1, vectors starting at columns qs[0 .. nq), of
+ * y (P, Q) = w (R, S) * xph + bias; each vector stored whole (n == VL) or
+ * its first n lanes. A short row's vector is stored whole too where its
+ * spill stays inside y (P, Q): the rows after it, stored later, overwrite
+ * the spilled lanes (a masked store is slow on some cores). rb, nq, R and
+ * S are constants at each call, so the rb nq independent sums stay in
+ * registers and the taps unroll. */
 static inline __attribute__((always_inline)) void
-dw_forward_rows(float *restrict y, const float *restrict xph, const float *restrict w,
-                float bias, int64_t p0, const int rb, const depthwise_geom *g)
+dw_forward_block(float *restrict y, const float *restrict xph, const float *restrict w,
+                 float bias, int64_t p0, const int rb, const int64_t *qs, const int nq,
+                 int64_t n, const int64_t R, const int64_t S, const depthwise_geom *g)
 {
     const int64_t row_step = g->sh * g->Wq;
-    for (int64_t q0 = 0; q0 < g->Q; q0 += DW_VL) {
-        dwvec acc[DW_RB];
-        for (int i = 0; i < rb; i++) acc[i] = (dwvec){0} + bias;
-        for (int64_t r = 0; r < g->R; r++) {
-            const float *xr = xph + (p0 * g->sh + r * g->dh) * g->Wq + q0;
-            for (int64_t t = 0; t < g->S; t++) {
-                const float wv = w[r * g->S + t];
-                const float *seg = xr + g->col_off[t];
-                for (int i = 0; i < rb; i++) acc[i] += wv * *(const dwvec *)(seg + i * row_step);
-            }
+    const int clamp = g->clamp != 0;
+    const dwvec lo = g->lo - (dwvec){0}, hi = g->hi - (dwvec){0};   /* x - (+0) keeps -0 */
+    dwvec acc[DW_RB][DW_QB];
+    for (int i = 0; i < rb; i++)
+        for (int v = 0; v < nq; v++) acc[i][v] = (dwvec){0} + bias;
+    for (int64_t r = 0; r < R; r++) {
+        const float *xr = xph + (p0 * g->sh + r * g->dh) * g->Wq;
+        for (int64_t t = 0; t < S; t++) {
+            const float wv = w[r * S + t];
+            const float *seg = xr + g->col_off[t];
+            for (int i = 0; i < rb; i++)
+                for (int v = 0; v < nq; v++)
+                    acc[i][v] += wv * *(const dwvec *)(seg + i * row_step + qs[v]);
         }
-        for (int i = 0; i < rb; i++) dw_store(y + (p0 + i) * g->Q + q0, acc[i], g->Q - q0);
+    }
+    for (int i = 0; i < rb; i++)
+        for (int v = 0; v < nq; v++) {
+            float *dst = y + (p0 + i) * g->Q + qs[v];
+            if (clamp)
+                acc[i][v] = dw_clamp(acc[i][v], lo, hi);
+            if (n == DW_VL || (p0 + i) * g->Q + qs[v] + DW_VL <= g->P * g->Q)
+                *(dwvec *)dst = acc[i][v];
+            else
+                dw_store_part(dst, acc[i][v], n);
+        }
+}
+
+/* Output rows p0 .. p0+rb-1 of y (P, Q), whole rows. A row of Q >= VL
+ * columns is covered by whole vectors, the last one ending at column Q
+ * (overlapping its neighbour, which stores the same values): no partial
+ * store; a shorter row is one partial vector. */
+static inline __attribute__((always_inline)) void
+dw_forward_rows(float *y, const float *xph, const float *w, float bias, int64_t p0,
+                const int rb, const int64_t R, const int64_t S, const depthwise_geom *g)
+{
+    const int64_t Q = g->Q, last = Q - DW_VL, nvec = (Q + DW_VL - 1) / DW_VL;
+    if (Q < DW_VL) {
+        const int64_t q0 = 0;
+        dw_forward_block(y, xph, w, bias, p0, rb, &q0, 1, Q, R, S, g);
+        return;
+    }
+    int64_t k = 0;
+    for (; k + DW_QB <= nvec; k += DW_QB) {
+        int64_t qs[DW_QB];
+        for (int v = 0; v < DW_QB; v++) qs[v] = (k + v) * DW_VL < last ? (k + v) * DW_VL : last;
+        dw_forward_block(y, xph, w, bias, p0, rb, qs, DW_QB, DW_VL, R, S, g);
+    }
+    for (; k < nvec; k++) {
+        const int64_t q0 = k * DW_VL < last ? k * DW_VL : last;
+        dw_forward_block(y, xph, w, bias, p0, rb, &q0, 1, DW_VL, R, S, g);
     }
 }
 
+/* y (m, P, Q) = w (m, R, S) * xph + b: blocks of DW_RB rows, then the rest. */
+static inline __attribute__((always_inline)) void
+dw_forward_plane(float *y, const float *xph, const float *w, const float *b, const int64_t R,
+                 const int64_t S, const depthwise_geom *g)
+{
+    const int64_t PQ = g->P * g->Q;
+    for (int64_t j = 0; j < g->m; j++) {
+        const float bias = b ? b[j] : 0.0f;
+        float *yj = y + j * PQ;
+        const float *wj = w + j * R * S;
+        int64_t p = 0;
+        for (; p + DW_RB <= g->P; p += DW_RB)
+            dw_forward_rows(yj, xph, wj, bias, p, DW_RB, R, S, g);
+        switch (g->P - p) {
+        case 3: dw_forward_rows(yj, xph, wj, bias, p, 3, R, S, g); break;
+        case 2: dw_forward_rows(yj, xph, wj, bias, p, 2, R, S, g); break;
+        case 1: dw_forward_rows(yj, xph, wj, bias, p, 1, R, S, g); break;
+        default: break;
+        }
+    }
+}
+
+/* 3x3 filters (MobileNet's, EfficientNet's) with their taps unrolled. */
 static inline void dw_forward(float *y, const float *xph, const float *w, const float *b,
                               const depthwise_geom *g)
 {
-    const int64_t RS = g->R * g->S, PQ = g->P * g->Q;
-    for (int64_t j = 0; j < g->m; j++) {
-        const float bias = b ? b[j] : 0.0f;
-        int64_t p = 0;
-        for (; p + DW_RB <= g->P; p += DW_RB)
-            dw_forward_rows(y + j * PQ, xph, w + j * RS, bias, p, DW_RB, g);
-        for (; p < g->P; p++)
-            dw_forward_rows(y + j * PQ, xph, w + j * RS, bias, p, 1, g);
+    if (g->R == 3 && g->S == 3)
+        dw_forward_plane(y, xph, w, b, 3, 3, g);
+    else
+        dw_forward_plane(y, xph, w, b, g->R, g->S, g);
+}
+
+/* Input row xr (cols) split into its two phase rows: padded column c + pw
+ * goes to phase (c + pw) mod 2, column (c + pw) / 2 - the even input
+ * columns to one phase, the odd ones to the other, in one pass. */
+static inline void dw_split_row2(float *restrict ph0, float *restrict ph1,
+                                 const float *restrict xr, int64_t cols, int64_t pw)
+{
+    float *restrict even = (pw & 1 ? ph1 : ph0) + pw / 2;
+    float *restrict odd = (pw & 1 ? ph0 : ph1) + (pw + 1) / 2;
+    int64_t k = 0;
+    for (; 2 * k + 1 < cols; k++) {
+        even[k] = xr[2 * k];
+        odd[k] = xr[2 * k + 1];
+    }
+    if (2 * k < cols)
+        even[k] = xr[2 * k];
+}
+
+/* xph (sw, Hp, Wq) = the phases of plane x (H, W): phase f, row h + ph,
+ * column j = x (h, j sw + f - pw) for j in [phase_lo[f], phase_hi[f]);
+ * strides 1 and 2 copy a row in one pass. */
+static inline void dw_to_phases(float *restrict xph, const float *restrict x,
+                                const depthwise_geom *g)
+{
+    const int64_t phase = g->Hp * g->Wq;
+    for (int64_t h = 0; h < g->rows; h++) {
+        const float *restrict xr = x + h * g->W;
+        float *restrict dst = xph + (h + g->ph) * g->Wq;
+        if (g->sw == 1) {
+            for (int64_t c = 0; c < g->cols; c++) dst[g->pw + c] = xr[c];
+            continue;
+        }
+        if (g->sw == 2) {
+            dw_split_row2(dst, dst + phase, xr, g->cols, g->pw);
+            continue;
+        }
+        for (int64_t f = 0; f < g->sw; f++) {
+            const float *src = xr + f - g->pw;      /* phase f's dst[j] = src[j sw] */
+            for (int64_t j = g->phase_lo[f]; j < g->phase_hi[f]; j++)
+                dst[f * phase + j] = src[j * g->sw];
+        }
     }
 }
 
@@ -167,6 +308,10 @@ static inline void dw_wgrad(double *dw, const float *dy, const float *xph, float
 
 /* The entry points of one instruction set, named after `isa`. */
 #define DEPTHWISE_DEFINE(isa)                                                               \
+    void conv2d_depthwise_phases_##isa(float *xph, const float *x, const depthwise_geom *g)   \
+    {                                                                                        \
+        dw_to_phases(xph, x, g);                                                             \
+    }                                                                                        \
     void conv2d_depthwise_forward_##isa(float *y, const float *xph, const float *w,          \
                                         const float *b, const depthwise_geom *g)            \
     {                                                                                        \

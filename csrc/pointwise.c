@@ -4,7 +4,8 @@
  * parameters (leaky ReLU's slope; hardtanh's min and max), torch's formulas. */
 #include <math.h>
 
-#include "fastcnn.h"
+#include "dispatch.h"
+#include "pointwise_kernel.h"
 
 #define SQRT1_2 0.70710678118654752440
 #define INV_SQRT_2PI 0.39894228040143267794
@@ -49,28 +50,30 @@ static double slope_one(int kind, double x, double a, double b)
 /* Hardtanh (ReLU6) in float compares and selects, which vectorise: the same
  * values as forward_one and slope_one (a NaN passes through; the slope is 0
  * at and beyond the kinks, as torch's). It dominates MobileNetV2's
- * element-wise time, so it skips the per-element switch. */
-static void hardtanh_forward(float *y, const float *x, int64_t n, float a, float b, int nt)
-{
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i] < a ? a : x[i];      /* a max and a min: NaN stays NaN */
-        y[i] = v > b ? b : v;
-    }
-}
+ * element-wise time, so it skips the per-element switch and runs at the
+ * widest vectors the CPU has (pointwise_kernel.h). */
+POINTWISE_HARDTANH_DEFINE(generic)
 
-__attribute__((optimize("no-trapping-math")))   /* lets the compares vectorise */
-static void hardtanh_backward(float *dx, const float *dy, const float *x, int64_t n, float a,
-                              float b, int nt)
+typedef struct {
+    hardtanh_forward_fn forward;
+    hardtanh_backward_fn backward;
+} hardtanh_kernels;
+
+static const hardtanh_kernels hardtanh_kernels_generic = {
+    pointwise_hardtanh_forward_generic, pointwise_hardtanh_backward_generic,
+};
+#ifdef FASTCNN_X86_KERNELS
+static const hardtanh_kernels hardtanh_kernels_avx2 = {
+    pointwise_hardtanh_forward_avx2, pointwise_hardtanh_backward_avx2,
+};
+static const hardtanh_kernels hardtanh_kernels_avx512 = {
+    pointwise_hardtanh_forward_avx512, pointwise_hardtanh_backward_avx512,
+};
+#endif
+
+static const hardtanh_kernels *hardtanh(void)
 {
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float g = dy[i], v = x[i];                  /* both loaded: two selects vectorise */
-        float below = v <= a ? 0.0f : g;
-        dx[i] = v >= b ? 0.0f : below;
-    }
+    return FASTCNN_KERNELS_FOR(fastcnn_isa(), hardtanh_kernels);
 }
 
 void pointwise_forward(int kind, float *y, const float *x, int64_t n, float a, float b,
@@ -78,7 +81,7 @@ void pointwise_forward(int kind, float *y, const float *x, int64_t n, float a, f
 {
     int nt = fastcnn_threads_for(n * 8, nthreads);     /* ~8x a ReLU's work per element */
     if (kind == POINTWISE_HARDTANH) {
-        hardtanh_forward(y, x, n, a, b, fastcnn_threads_for(n, nthreads));
+        hardtanh()->forward(y, x, n, a, b, fastcnn_threads_for(n, nthreads));
         return;
     }
     /* each i written once */
@@ -92,7 +95,7 @@ void pointwise_backward(int kind, float *dx, const float *dy, const float *x, in
 {
     int nt = fastcnn_threads_for(n * 8, nthreads);
     if (kind == POINTWISE_HARDTANH) {
-        hardtanh_backward(dx, dy, x, n, a, b, fastcnn_threads_for(n, nthreads));
+        hardtanh()->backward(dx, dy, x, n, a, b, fastcnn_threads_for(n, nthreads));
         return;
     }
     /* each i written once */

@@ -127,6 +127,45 @@ def test_matches_numpy(case, reference, num_threads, rng):
     close(gb, eb, N * P * Q)
 
 
+# The depthwise kernel's row paths (csrc/conv2d_depthwise_kernel.h), for
+# vectors of 4, 8 and 16 floats: rows shorter than a vector, exactly one, a
+# few with an overlapping last vector; 1-3 rows left after the blocks of 4;
+# 3x3 (unrolled) and other filters; the stride-2 vector de-interleave of
+# wide rows (even and odd widths, both phase parities), stride 3.
+DEPTHWISE_PATHS = [
+    (1, 2, 5, 3, 2, 3, 3, 1, 1, 1, 2),              # Q 3: below every vector
+    (1, 4, 13, 8, 4, 3, 3, 1, 1, 1, 4),             # Q 8, P 13 (one row after the blocks)
+    (1, 4, 6, 16, 8, 3, 3, 1, 1, 1, 4),             # Q 16, P 6, multiplier 2
+    (1, 4, 7, 17, 4, 3, 3, 1, 1, 1, 4),             # Q 17: last vector overlaps, P 7
+    (1, 3, 5, 33, 3, 3, 3, 1, 1, 1, 3),             # Q 33
+    (1, 2, 9, 45, 2, 3, 3, 1, 3, 3, 2),             # dilation 3, wide
+    (1, 2, 9, 40, 4, 3, 5, 1, (1, 2), 1, 2),        # 3x5, multiplier 2
+    (1, 3, 9, 70, 3, 3, 3, 2, 1, 1, 3),             # stride 2, even width
+    (1, 3, 8, 71, 6, 3, 3, 2, 0, 1, 3),             # stride 2, odd width, no padding, m 2
+    (2, 2, 11, 67, 2, 3, 3, 2, 2, 1, 2),            # stride 2, padding 2
+    (1, 2, 7, 66, 4, 3, 3, 2, 1, 2, 2),             # stride 2, dilation 2, m 2
+    (1, 2, 3, 100, 2, 3, 3, 2, 1, 1, 2),            # stride 2, Q 50
+    (1, 3, 10, 50, 3, 3, 3, 3, 1, 1, 3),            # stride 3
+    (1, 2, 6, 47, 2, 5, 5, (2, 3), 2, 1, 2),        # strides 2 x 3, 5x5
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_PATHS, ids=case_id)
+def test_depthwise_paths_match_numpy(case, num_threads, rng):
+    x, w, b, args = make(case, rng)
+    stride, padding, dilation, groups = args
+    K, Cg, R, S = w.shape
+    pad = pads(R, S, padding, dilation)
+    y = F.conv2d(x, w, b, *args)
+    close(y, conv64(x, w, b, stride, pad, dilation, groups), R * S)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = F.conv2d_backward(dy, x, w, *args)
+    ex, ew, eb = conv64_backward(dy, x, w, stride, pad, dilation, groups)
+    close(gx, ex, K // groups * R * S)
+    close(gw, ew, x.shape[0] * y.shape[2] * y.shape[3])
+    close(gb, eb, x.shape[0] * y.shape[2] * y.shape[3])
+
+
 def test_accumulates_into_given_buffers_without_bias_or_grad_input(rng):
     x, w, b, args = make(CASES[0], rng)
     y = F.conv2d(x, w, None, *args)
@@ -287,7 +326,7 @@ def test_every_isa_path_in_a_subprocess(isa, tmp_path):
     if isa not in supported_isas():
         pytest.skip(f"this CPU does not support {isa}")
     done = run_python_args(["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                            "matches_numpy and fast or agree"], cwd=tmp_path, timeout=600,
+                            "matches_numpy and fast or agree or depthwise_paths"], cwd=tmp_path, timeout=600,
                            FASTCNN_ISA=isa)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and " failed" not in done.stdout

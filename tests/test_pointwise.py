@@ -1,13 +1,17 @@
 """The element-wise activations of csrc/pointwise.c (fastcnn/_pointwise.pxi and
 their layers): forward and gradient against torch, at random points and at
 the kinks (0, -3, 3, the hardtanh bounds), and in a compiled model."""
+import os
+
 import numpy as np
 import pytest
 
 import fastcnn
 import fastcnn.functional as F
+from fastcnn import _native
 from fastcnn.compiler import PASSES, compile_graph, reference_run
 from fastcnn.runner import trace
+from subproc import run_python
 
 # name -> (fastcnn layer, torch layer factory, functional forward, functional backward)
 CASES = {
@@ -89,3 +93,44 @@ def test_arguments_are_checked_and_saved(tmp_path, rng):
     twin = fastcnn.load(tmp_path / "m.fcnn")
     assert repr(twin) == repr(model)
     np.testing.assert_array_equal(twin(x), model(x))
+
+
+# Run in a child per instruction set (FASTCNN_ISA is read once per process):
+# hardtanh's forward and backward at every length up to a few vectors and a
+# long one, with NaN, infinities, signed zeros and the bounds themselves,
+# against numpy's float32 selects, bit for bit.
+HARDTANH_EXACT = """
+import numpy as np
+import fastcnn.functional as F
+rng = np.random.default_rng(0)
+special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -2.0, 1.5, 6.0, 1e-30], np.float32)
+for n in list(range(1, 70)) + [1000, 4099]:
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    x[rng.integers(0, n, min(n, 9))] = special[: min(n, 9)]
+    g = rng.standard_normal(n).astype(np.float32)
+    for lo, hi in ((0.0, 6.0), (-2.0, 1.5), (1.0, 1.0)):
+        v = np.where(x < lo, np.float32(lo), x)
+        want = np.where(v > hi, np.float32(hi), v)
+        got = F.hardtanh(x, lo, hi)
+        assert got.tobytes() == want.tobytes(), (n, lo, hi, x, got, want)
+        want_dx = np.where((x <= lo) | (x >= hi), np.float32(0), g)
+        got_dx = F.hardtanh_backward(g, x, lo, hi)
+        assert got_dx.tobytes() == want_dx.tobytes(), (n, lo, hi, x, got_dx, want_dx)
+print("ok")
+"""
+
+
+def supported_isas():
+    order = ["generic", "avx2", "avx512"]
+    return order[: order.index(_native.cpu_isa()) + 1]
+
+
+@pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
+                    reason="already inside a forced-ISA run")
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_hardtanh_is_exact_on_every_isa(isa, threads, tmp_path):
+    if isa not in supported_isas():
+        pytest.skip(f"this CPU does not support {isa}")
+    done = run_python(HARDTANH_EXACT, tmp_path, FASTCNN_ISA=isa, OMP_NUM_THREADS=threads)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
