@@ -459,27 +459,11 @@ static int run_groups(int op, float *out, const float *x, const float *w, const 
 
 /* ---- entry points ------------------------------------------------------------- */
 
-/* y (n) clamped to [lo, hi] as hardtanh does: the depthwise path's epilogue. */
-static void clamp_all(float *y, int64_t n, float lo, float hi, int nthreads)
-{
-    int nt = fastcnn_threads_for(n, nthreads);
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float v = y[i] < lo ? lo : y[i];
-        y[i] = v > hi ? hi : v;
-    }
-}
-
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    const conv2d_shape *s, int nthreads)
 {
-    if (depthwise(s)) {
-        int err = conv2d_depthwise_forward(y, x, w, b, s, nthreads);
-        if (!err && s->clamp)
-            clamp_all(y, s->N * s->K * s->P * s->Q, s->lo, s->hi, nthreads);
-        return err;
-    }
+    if (depthwise(s))
+        return conv2d_depthwise_forward(y, x, w, b, s, nthreads);
     if (s->G > 1)
         return run_groups(FORWARD, y, x, w, b, NULL, s, nthreads);
     conv_call c = {y, x, w, b, NULL, s};
