@@ -378,7 +378,8 @@ def settings_text(args, machine):
         return f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} (set by the caller){runtimes}"
     return ("idle threads asleep (the default mode): " + ", ".join(
         f"{k}={v}" for k, v in IDLE_THREADS_SLEEP.items()) + "; onnxruntime's own thread pool "
-        "reads neither and spins at its default" + runtimes)
+        "reads neither, so its sessions are made with session.intra_op.allow_spinning=0"
+        + runtimes)
 
 
 def blas_info():

@@ -253,8 +253,15 @@ def cnn_onnx_file(name, torch, size=224):
 
 def ort_session(ort, model, threads):
     """An onnxruntime CPU session on ``model`` (path or bytes) with ``threads``
-    intra-op threads and one inter-op thread, at onnxruntime's other defaults."""
+    intra-op threads and one inter-op thread, at onnxruntime's other defaults,
+    except that under OMP_WAIT_POLICY=PASSIVE (the report's default mode: idle
+    threads asleep on every side) its own pool's threads sleep too
+    (session.intra_op.allow_spinning=0): spinning, they take a core from the
+    other side's next call in the alternating rounds."""
+    import os
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

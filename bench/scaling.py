@@ -79,10 +79,7 @@ def inference(name, n, threads):
     fm, tm = twins(name, torch)
     fm.eval()
     x = input_of(name, n)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(export(tm, torch, x[:1]), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = models.ort_session(ort, export(tm, torch, x[:1]), threads)
     ours, peer = (lambda: fm(x)), (lambda: sess.run(None, {"x": x})[0])
     scale = np.abs(peer()).max()
     assert np.abs(ours() - peer()).max() <= 1e-3 * scale, f"{name}: outputs differ"

@@ -7,9 +7,13 @@ threads, one inter-op thread); their outputs are compared first, then the
 calls alternate (fastcnn, ORT, fastcnn, ...) after a warm-up, and the medians
 are reported: latency per call, throughput in images per second, the ratio
 (ORT's latency / fastcnn's: above 1 means fastcnn is faster), and the largest
-absolute difference of the outputs.
+absolute difference of the outputs. Idle threads sleep on both sides (ORT's
+session.intra_op.allow_spinning=0, as fastcnn's OMP_WAIT_POLICY=PASSIVE)
+unless OMP_WAIT_POLICY=ACTIVE is set: a side's spinning threads would take a
+core from the other's next call.
 """
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -33,6 +37,10 @@ def _ort_session(path, threads):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "ACTIVE":
+        # fastcnn's idle threads sleep (OMP_WAIT_POLICY=PASSIVE unless set):
+        # so do onnxruntime's, or its spinning takes a core from the next call
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
