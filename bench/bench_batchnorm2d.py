@@ -6,7 +6,8 @@ weight, grad bias). Issue 9 asks for at least 2x torch on both.
 Peer forward: torch.nn.functional.batch_norm(training=True) on tensors without
 autograd. Peer backward: the aten kernel autograd runs
 (native_batch_norm_backward) on the mean and inverse std its forward saved;
-fastcnn's backward gets x and recomputes them, so it does that work too."""
+fastcnn's backward likewise gets the mean and inverse std its forward returned
+(batch_norm2d(..., return_stats=True)), as a training step's does."""
 import functools
 
 import numpy as np
@@ -74,9 +75,12 @@ def backward_case():
         aten = torch.ops.aten
         _, save_mean, save_invstd = aten.native_batch_norm(tx, tw, tb, None, None, True,
                                                            MOMENTUM, EPS)
+        batch_norm2d = harness.fastcnn_attr("functional.batch_norm2d", "batchnorm2d family")
+        _, mean, invstd = batch_norm2d(x, weight=w, bias=b, training=True, eps=EPS,
+                                       return_stats=True)
 
         def ours():
-            return batch_norm2d_backward(gy, x, w, EPS)
+            return batch_norm2d_backward(gy, x, w, EPS, mean=mean, invstd=invstd)
 
         def peer():
             return aten.native_batch_norm_backward(tgy, tx, tw, None, None, save_mean,

@@ -1,97 +1,278 @@
 /* batchnorm2d.c - batch normalization over NCHW images, per channel.
  * x, y, dx, dy: (N, C, HW); mean, var, invstd, gamma, beta, dgamma, dbeta: (C).
- * Training normalizes with the batch's statistics (biased variance, summed in
- * double); inference with given ones. gamma and beta may be NULL (1 and 0);
- * y may be NULL in training (the statistics only). */
+ * Training normalizes with the batch's statistics (biased variance);
+ * inference with given ones. gamma and beta may be NULL (1 and 0); y may be
+ * NULL in training (the statistics only).
+ *
+ * Training's forward and backward are each one reduction per channel (the
+ * moments of x; the sums of dy and dy (x - mean)) followed by one map over
+ * the channel (y; dx) with coefficients from it. A channel's values are read
+ * from memory once: the map follows the reduction of the same channel, by
+ * the same thread, while the values are still in the core's L2 cache.
+ *
+ * Summation order, fixed by the shape alone (so the results do not depend on
+ * the thread count): a channel's N * HW values are cut into spans, each of at
+ * most BN_SPAN floats of one image plane, summed in float vectors
+ * (batchnorm2d_kernel.h); consecutive spans form at most BN_PARTS parts,
+ * each accumulated in double; the parts are combined in order. The moments
+ * are taken around the channel's first value and combine by Chan's parallel
+ * update (count, sum, sum of squared deviations), so a large mean does not
+ * cancel the variance's digits. */
 #include <math.h>
+#include <stddef.h>
 
+#include "dispatch.h"
 #include "fastcnn.h"
 
-/* threads for a per-channel loop: by the work, at most one per channel */
-static int channel_threads(int64_t N, int64_t C, int64_t HW, int nthreads)
+#define BN_VBYTES 16
+#include "batchnorm2d_kernel.h"
+
+BATCHNORM2D_DEFINE(generic)
+
+static const batchnorm2d_kernels *batchnorm2d_kernels_for(int isa)
 {
-    int nt = fastcnn_threads_for(N * C * HW, nthreads);
-    return nt > C ? (int)C : nt;
+    return FASTCNN_KERNELS_FOR(isa, batchnorm2d_kernels);
 }
 
-/* LANES independent double partial sums: a single running sum is a chain of
- * dependent additions (4 cycles each), several times slower than memory */
-#define LANES 8
+/* ---- reference kernels: plain loops in double (the test oracle) ---------------- */
 
-/* sum of x[0..n) */
-static double sum_f64(const float *x, int64_t n)
+void batchnorm2d_forward_train_ref(float *y, float *mean, float *var, float *invstd,
+                                   const float *x, const float *gamma, const float *beta,
+                                   int64_t N, int64_t C, int64_t HW, double eps)
 {
-    double acc[LANES] = {0.0};
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++)
-            acc[j] += x[i + j];
-    for (; i < n; i++)
-        acc[0] += x[i];
-    double s = 0.0;
-    for (int j = 0; j < LANES; j++)
-        s += acc[j];
-    return s;
+    double cnt = (double)(N * HW);
+    for (int64_t c = 0; c < C; c++) {
+        double s = 0.0, ss = 0.0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < HW; i++)
+                s += x[(n * C + c) * HW + i];
+        double m = s / cnt;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < HW; i++) {
+                double d = x[(n * C + c) * HW + i] - m;
+                ss += d * d;
+            }
+        double is = 1.0 / sqrt(ss / cnt + eps), g = gamma ? gamma[c] : 1.0;
+        double b = beta ? beta[c] : 0.0;
+        mean[c] = (float)m;
+        var[c] = (float)(ss / cnt);
+        invstd[c] = (float)is;
+        if (y)
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t i = 0; i < HW; i++) {
+                    int64_t j = (n * C + c) * HW + i;
+                    y[j] = (float)((x[j] - m) * is * g + b);
+                }
+    }
 }
 
-/* sum of (x[i] - m)^2 over x[0..n) */
-static double sum_sq_dev_f64(const float *x, int64_t n, double m)
+void batchnorm2d_forward_eval_ref(float *y, const float *x, const float *mean, const float *var,
+                                  const float *gamma, const float *beta, int64_t N, int64_t C,
+                                  int64_t HW, double eps)
 {
-    double acc[LANES] = {0.0};
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            double d = x[i + j] - m;
-            acc[j] += d * d;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) {
+            double is = 1.0 / sqrt((double)var[c] + eps), g = gamma ? gamma[c] : 1.0;
+            double b = beta ? beta[c] : 0.0;
+            for (int64_t i = 0; i < HW; i++) {
+                int64_t j = (n * C + c) * HW + i;
+                y[j] = (float)((x[j] - mean[c]) * is * g + b);
+            }
         }
-    for (; i < n; i++) {
-        double d = x[i] - m;
-        acc[0] += d * d;
+}
+
+void batchnorm2d_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                              const float *x, const float *mean, const float *invstd,
+                              const float *gamma, int64_t N, int64_t C, int64_t HW)
+{
+    double cnt = (double)(N * HW);
+    for (int64_t c = 0; c < C; c++) {
+        double sdy = 0.0, sdyx = 0.0, m = mean[c], is = invstd[c];
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < HW; i++) {
+                int64_t j = (n * C + c) * HW + i;
+                sdy += dy[j];
+                sdyx += dy[j] * (x[j] - m) * is;
+            }
+        if (dgamma)
+            dgamma[c] += (float)sdyx;
+        if (dbeta)
+            dbeta[c] += (float)sdy;
+        if (!dx)
+            continue;
+        double k = (gamma ? gamma[c] : 1.0) * is;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < HW; i++) {
+                int64_t j = (n * C + c) * HW + i;
+                dx[j] = (float)(k * (dy[j] - sdy / cnt - (x[j] - m) * is * sdyx / cnt));
+            }
     }
-    double s = 0.0;
-    for (int j = 0; j < LANES; j++)
-        s += acc[j];
-    return s;
 }
 
-/* *sdy += sum dy[i], *sdyx += sum dy[i] * (x[i] - m) * is over [0..n), in double
- * (sum dy cancels: float partial sums would lose digits), vector lanes */
-static void grad_sums_f64(double *sdy, double *sdyx, const float *dy, const float *x, int64_t n,
-                          float m, float is)
+/* ---- the channel driver: a reduction, then a map, per channel ------------------- */
+
+#define BN_PARTS 16             /* most parts per channel: the threads' grain when C is small */
+
+/* A channel's values as units: plane n's spans, BN_SPAN floats each (the
+ * plane's last one shorter); parts: consecutive runs of units. */
+typedef struct {
+    int64_t N, C, HW, spans, units;     /* spans per plane; units per channel */
+    int parts;
+} bn_layout;
+
+static bn_layout bn_layout_of(int64_t N, int64_t C, int64_t HW)
 {
-    double a = 0.0, b = 0.0;
-    #pragma omp simd reduction(+:a, b)
-    for (int64_t i = 0; i < n; i++) {
-        a += dy[i];
-        b += (double)dy[i] * ((x[i] - m) * is);
+    bn_layout l = {N, C, HW, (HW + BN_SPAN - 1) / BN_SPAN, 0, 0};
+    l.units = N * l.spans;
+    l.parts = (int)(l.units < BN_PARTS ? l.units : BN_PARTS);
+    return l;
+}
+
+/* unit u of channel c: its offset in the (N, C, HW) tensor; *len its floats */
+static inline int64_t bn_unit(const bn_layout *l, int64_t c, int64_t u, int64_t *len)
+{
+    int64_t n = u / l->spans, lo = (u % l->spans) * BN_SPAN;
+    *len = l->HW - lo < BN_SPAN ? l->HW - lo : BN_SPAN;
+    return (n * l->C + c) * l->HW + lo;
+}
+
+/* first unit of part p (p = parts: the end) */
+static inline int64_t bn_part_start(const bn_layout *l, int p)
+{
+    return l->units * p / l->parts;
+}
+
+typedef struct bn_job bn_job;
+struct bn_job {
+    bn_layout l;
+    const batchnorm2d_kernels *k;
+    /* r[3] = units [u0, u1) of channel c reduced (fresh, in double) */
+    void (*reduce)(const bn_job *j, int64_t c, int64_t u0, int64_t u1, double r[3]);
+    /* the parts' r in order -> coef; writes channel c's per-channel outputs */
+    void (*finish)(const bn_job *j, int64_t c, double (*r)[3], float coef[4]);
+    /* units [u0, u1) of channel c mapped with coef; NULL: no map */
+    void (*map)(const bn_job *j, int64_t c, int64_t u0, int64_t u1, const float coef[4]);
+    float *out;                         /* y or dx */
+    float *mean_out, *var_out, *invstd_out;     /* forward's statistics */
+    float *dgamma, *dbeta;
+    const float *mean, *invstd;         /* backward's: the forward's statistics */
+    const float *x, *dy, *gamma, *beta;
+    double eps;
+};
+
+/* channel c whole, by the calling thread */
+static void bn_channel(const bn_job *j, int64_t c)
+{
+    double r[BN_PARTS][3];
+    float coef[4];
+    for (int p = 0; p < j->l.parts; p++)
+        j->reduce(j, c, bn_part_start(&j->l, p), bn_part_start(&j->l, p + 1), r[p]);
+    j->finish(j, c, r, coef);
+    if (j->map)
+        j->map(j, c, 0, j->l.units, coef);
+}
+
+/* every channel, its parts shared by nt threads (few channels) */
+static void bn_channels_split(const bn_job *j, int nt)
+{
+    double r[BN_PARTS][3];
+    float coef[4];
+    const bn_layout *l = &j->l;
+    #pragma omp parallel num_threads(nt)
+    for (int64_t c = 0; c < l->C; c++) {
+        /* each part's sums written by one thread */
+        #pragma omp for schedule(static)
+        for (int p = 0; p < l->parts; p++)
+            j->reduce(j, c, bn_part_start(l, p), bn_part_start(l, p + 1), r[p]);
+        #pragma omp single
+        j->finish(j, c, r, coef);
+        if (j->map) {
+            /* each part's outputs written by one thread, the one that summed it
+             * (same static schedule): its values are in that core's cache;
+             * nowait: the next channel's sums overwrite only r, read by finish */
+            #pragma omp for schedule(static) nowait
+            for (int p = 0; p < l->parts; p++)
+                j->map(j, c, bn_part_start(l, p), bn_part_start(l, p + 1), coef);
+        }
     }
-    *sdy += a;
-    *sdyx += b;
 }
 
-static void channel_stats(double *mean, double *var, const float *x, int64_t N, int64_t C,
-                          int64_t HW, int64_t c)
+static void bn_run(const bn_job *j, int nthreads)
 {
-    double s = 0.0, ss = 0.0, m;
-    for (int64_t n = 0; n < N; n++)
-        s += sum_f64(x + (n * C + c) * HW, HW);
-    m = s / (double)(N * HW);
-    for (int64_t n = 0; n < N; n++)
-        ss += sum_sq_dev_f64(x + (n * C + c) * HW, HW, m);
-    *mean = m;
-    *var = ss / (double)(N * HW);
+    int64_t C = j->l.C;
+    int nt = fastcnn_threads_for(j->l.N * C * j->l.HW, nthreads);
+    /* channels in whole to threads unless that leaves threads idle for long */
+    if (nt > 1 && C % nt != 0 && C < 8 * nt && j->l.parts > 1) {
+        bn_channels_split(j, nt);
+        return;
+    }
+    nt = nt > C ? (int)C : nt;
+    /* each channel's outputs written by one thread */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t c = 0; c < C; c++)
+        bn_channel(j, c);
 }
 
-static void normalize_channel(float *y, const float *x, int64_t N, int64_t C, int64_t HW,
-                              int64_t c, float mean, float invstd, float g, float b)
+/* ---- training forward ------------------------------------------------------------ */
+
+/* r += (count, sum, sum of squared deviations) of a set of values: Chan's
+ * update, the deviations taken from each set's mean (the sum / count) */
+static void moments_merge(double r[3], double n, double sum, double m2)
 {
-    float scale = invstd * g, shift = b - mean * scale;
-    for (int64_t n = 0; n < N; n++) {
-        const float *xc = x + (n * C + c) * HW;
-        float *yc = y + (n * C + c) * HW;
-        #pragma omp simd
-        for (int64_t i = 0; i < HW; i++)
-            yc[i] = xc[i] * scale + shift;
+    if (r[0] == 0.0) {
+        r[0] = n, r[1] = sum, r[2] = m2;
+        return;
+    }
+    double d = sum / n - r[1] / r[0];
+    r[2] += m2 + d * d * (r[0] * n / (r[0] + n));
+    r[0] += n;
+    r[1] += sum;
+}
+
+/* the value channel c's moments are taken around: its first value if finite
+ * (a constant channel sums to exactly 0: its mean is exact), else 0 */
+static float moments_shift(const bn_job *j, int64_t c)
+{
+    float x0 = j->x[c * j->l.HW];
+    return isfinite(x0) ? x0 : 0.0f;
+}
+
+/* r = the moments of units [u0, u1), around moments_shift */
+static void moments_reduce(const bn_job *j, int64_t c, int64_t u0, int64_t u1, double r[3])
+{
+    float shift = moments_shift(j, c);
+    r[0] = r[1] = r[2] = 0.0;
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t len;
+        const float *x = j->x + bn_unit(&j->l, c, u, &len);
+        float s, m2;
+        j->k->moments(&s, &m2, x, len, shift);
+        moments_merge(r, (double)len, s, m2);
+    }
+}
+
+/* coef: scale, shift */
+static void moments_finish(const bn_job *j, int64_t c, double (*r)[3], float coef[4])
+{
+    double t[3] = {0.0, 0.0, 0.0};
+    for (int p = 0; p < j->l.parts; p++)
+        moments_merge(t, r[p][0], r[p][1], r[p][2]);
+    double v = t[2] / t[0];
+    float mean = (float)(moments_shift(j, c) + t[1] / t[0]);
+    float invstd = (float)(1.0 / sqrt(v + j->eps));
+    j->mean_out[c] = mean;
+    j->var_out[c] = (float)v;
+    j->invstd_out[c] = invstd;
+    coef[0] = invstd * (j->gamma ? j->gamma[c] : 1.0f);
+    coef[1] = (j->beta ? j->beta[c] : 0.0f) - mean * coef[0];
+}
+
+static void normalize_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
+                          const float coef[4])
+{
+    for (int64_t u = u1 - 1; u >= u0; u--) {    /* last summed first: still cached */
+        int64_t len, off = bn_unit(&j->l, c, u, &len);
+        j->k->affine(j->out + off, j->x + off, len, coef[0], coef[1]);
     }
 }
 
@@ -99,62 +280,84 @@ void batchnorm2d_forward_train(float *y, float *mean, float *var, float *invstd,
                                const float *gamma, const float *beta, int64_t N, int64_t C,
                                int64_t HW, double eps, int nthreads)
 {
-    int nt = channel_threads(N, C, HW, nthreads);
-    /* each channel's statistics and outputs written by one thread */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t c = 0; c < C; c++) {
-        double m, v;
-        channel_stats(&m, &v, x, N, C, HW, c);
-        mean[c] = (float)m;
-        var[c] = (float)v;
-        invstd[c] = (float)(1.0 / sqrt(v + eps));
-        if (y)
-            normalize_channel(y, x, N, C, HW, c, mean[c], invstd[c], gamma ? gamma[c] : 1.0f,
-                              beta ? beta[c] : 0.0f);
-    }
+    bn_job j = {.l = bn_layout_of(N, C, HW), .k = batchnorm2d_kernels_for(fastcnn_isa()),
+                .reduce = moments_reduce, .finish = moments_finish,
+                .map = y ? normalize_map : NULL, .out = y, .mean_out = mean, .var_out = var,
+                .invstd_out = invstd, .x = x, .gamma = gamma, .beta = beta, .eps = eps};
+    bn_run(&j, nthreads);
 }
 
 void batchnorm2d_forward_eval(float *y, const float *x, const float *mean, const float *var,
                               const float *gamma, const float *beta, int64_t N, int64_t C,
                               int64_t HW, double eps, int nthreads)
 {
-    int nt = channel_threads(N, C, HW, nthreads);
-    /* each channel written by one thread */
+    const batchnorm2d_kernels *k = batchnorm2d_kernels_for(fastcnn_isa());
+    int nt = fastcnn_threads_for(N * C * HW, nthreads);
+    /* each plane written by one thread */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t c = 0; c < C; c++)
-        normalize_channel(y, x, N, C, HW, c, mean[c], (float)(1.0 / sqrt((double)var[c] + eps)),
-                          gamma ? gamma[c] : 1.0f, beta ? beta[c] : 0.0f);
+    for (int64_t nc = 0; nc < N * C; nc++) {
+        int64_t c = nc % C;
+        float scale = (float)(1.0 / sqrt((double)var[c] + eps)) * (gamma ? gamma[c] : 1.0f);
+        float shift = (beta ? beta[c] : 0.0f) - mean[c] * scale;
+        if (HW > 0)
+            k->affine(y + nc * HW, x + nc * HW, HW, scale, shift);
+    }
+}
+
+/* ---- training backward ----------------------------------------------------------- */
+
+/* r = (sum dy, sum dy (x - mean), -) over units [u0, u1) */
+static void grad_reduce(const bn_job *j, int64_t c, int64_t u0, int64_t u1, double r[3])
+{
+    r[0] = r[1] = r[2] = 0.0;
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t len, off = bn_unit(&j->l, c, u, &len);
+        float sdy, sdyx;
+        j->k->grad_sums(&sdy, &sdyx, j->dy + off, j->x + off, len, j->mean[c]);
+        r[0] += sdy;
+        r[1] += sdyx;
+    }
+}
+
+/* dgamma += sum dy xhat, dbeta += sum dy; coef: dx = k (dy - a - b (x - mean))
+ * with k = gamma invstd, a = sum dy / count, b = invstd sum dy xhat / count */
+static void grad_finish(const bn_job *j, int64_t c, double (*r)[3], float coef[4])
+{
+    double sdy = 0.0, sdyx = 0.0, is = j->invstd[c], cnt = (double)(j->l.N * j->l.HW);
+    for (int p = 0; p < j->l.parts; p++) {
+        sdy += r[p][0];
+        sdyx += r[p][1];
+    }
+    sdyx *= is;
+    if (j->dgamma)
+        j->dgamma[c] += (float)sdyx;
+    if (j->dbeta)
+        j->dbeta[c] += (float)sdy;
+    coef[0] = (j->gamma ? j->gamma[c] : 1.0f) * (float)is;
+    coef[1] = (float)(sdy / cnt);
+    coef[2] = (float)(is * sdyx / cnt);
+}
+
+static void grad_input_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
+                           const float coef[4])
+{
+    for (int64_t u = u1 - 1; u >= u0; u--) {    /* last summed first: still cached */
+        int64_t len, off = bn_unit(&j->l, c, u, &len);
+        j->k->grad_input(j->out + off, j->dy + off, j->x + off, len, j->mean[c], coef[0],
+                         coef[1], coef[2]);
+    }
 }
 
 void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                           const float *x, const float *mean, const float *invstd,
                           const float *gamma, int64_t N, int64_t C, int64_t HW, int nthreads)
 {
-    int nt = channel_threads(N, C, HW, nthreads);
-    double cnt = (double)(N * HW);
-    /* each channel's sums and gradients written by one thread */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t c = 0; c < C; c++) {
-        double sdy = 0.0, sdyx = 0.0;
-        float m = mean[c], is = invstd[c];
-        for (int64_t n = 0; n < N; n++)
-            grad_sums_f64(&sdy, &sdyx, dy + (n * C + c) * HW, x + (n * C + c) * HW, HW, m, is);
-        if (dgamma)
-            dgamma[c] += (float)sdyx;
-        if (dbeta)
-            dbeta[c] += (float)sdy;
-        if (!dx)
-            continue;
-        float k = (gamma ? gamma[c] : 1.0f) * is;
-        float a = (float)(sdy / cnt), b = (float)(sdyx / cnt);
-        for (int64_t n = 0; n < N; n++) {
-            const float *xc = x + (n * C + c) * HW, *dyc = dy + (n * C + c) * HW;
-            float *dxc = dx + (n * C + c) * HW;
-            #pragma omp simd
-            for (int64_t i = 0; i < HW; i++)
-                dxc[i] = k * (dyc[i] - a - (xc[i] - m) * is * b);
-        }
-    }
+    bn_job j = {.l = bn_layout_of(N, C, HW), .k = batchnorm2d_kernels_for(fastcnn_isa()),
+                .reduce = grad_reduce, .finish = grad_finish,
+                .map = dx ? grad_input_map : NULL, .out = dx, .dgamma = dgamma,
+                .dbeta = dbeta, .mean = mean, .invstd = invstd, .x = x, .dy = dy,
+                .gamma = gamma};
+    bn_run(&j, nthreads);
 }
 
 void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,

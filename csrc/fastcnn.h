@@ -73,9 +73,20 @@ void batchnorm2d_forward_train(float *y, float *mean, float *var, float *invstd,
 void batchnorm2d_forward_eval(float *y, const float *x, const float *mean, const float *var,
                               const float *gamma, const float *beta, int64_t N, int64_t C,
                               int64_t HW, double eps, int nthreads);
+/* the gradients from the forward's saved mean and invstd (of x's batch):
+ * one pass per channel for the sums of dy and dy xhat, then dx */
 void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                           const float *x, const float *mean, const float *invstd,
                           const float *gamma, int64_t N, int64_t C, int64_t HW, int nthreads);
+void batchnorm2d_forward_train_ref(float *y, float *mean, float *var, float *invstd,
+                                   const float *x, const float *gamma, const float *beta,
+                                   int64_t N, int64_t C, int64_t HW, double eps);
+void batchnorm2d_forward_eval_ref(float *y, const float *x, const float *mean, const float *var,
+                                  const float *gamma, const float *beta, int64_t N, int64_t C,
+                                  int64_t HW, double eps);
+void batchnorm2d_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                              const float *x, const float *mean, const float *invstd,
+                              const float *gamma, int64_t N, int64_t C, int64_t HW);
 /* running = (1 - momentum) running + momentum batch (the variance unbiased by
  * count / (count - 1), count = N * HW) */
 void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,

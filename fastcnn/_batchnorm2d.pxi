@@ -12,7 +12,8 @@ from ._config import get_num_threads
 
 
 def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
-                 training=False, momentum=0.1, eps=1e-5):
+                 training=False, momentum=0.1, eps=1e-5, *, return_stats=False,
+                 reference=False):
     """Batch normalization of NCHW images per channel (torch.nn.functional.batch_norm).
 
     Args:
@@ -26,9 +27,18 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
         training: use the batch's statistics. Default False.
         momentum: the running statistics' update factor. Default 0.1.
         eps: added to the variance. Default 1e-5.
+        return_stats: (training only) also return the batch's mean and
+            inverse standard deviation 1 / sqrt(var + eps), float32 (C,):
+            what :func:`batch_norm2d_backward` takes to skip recomputing them
+            (torch.native_batch_norm's save_mean and save_invstd).
+        reference: use the plain reference kernels (the test oracle).
 
     Returns:
-        float32 array of x's shape.
+        float32 array of x's shape; with return_stats, (y, mean, invstd).
+
+    Raises:
+        ValueError: inference without running statistics, or return_stats
+            without training.
     """
     xa = as_float32(x, "x", 4)
     cdef int64_t N = xa.shape[0], C = xa.shape[1], HW = xa.shape[2] * xa.shape[3]
@@ -40,6 +50,9 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
     rv = _batchnorm2d_running(running_var, C, "running_var")
     if not training and (rm is None or rv is None):
         raise ValueError("batch_norm2d in inference needs running_mean and running_var")
+    if return_stats and not training:
+        raise ValueError("batch_norm2d returns the batch's statistics in training only. "
+                         f"Received: return_stats={return_stats!r}, training={training!r}")
     y = np.empty_like(xa)
     mean, var, invstd = (np.empty(C, np.float32) for _ in range(3))
     cdef float *py = fptr(y)
@@ -53,24 +66,43 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
     cdef float *prv = NULL if rv is None else fptr(rv)
     cdef double e = eps
     cdef int nt = get_num_threads()
-    cdef bint train = training
+    cdef bint train = training, ref = reference
     with nogil:
-        if train:
+        if train and ref:
+            c.batchnorm2d_forward_train_ref(py, pm, pv, pi, px, pg, pb, N, C, HW, e)
+        elif train:
             c.batchnorm2d_forward_train(py, pm, pv, pi, px, pg, pb, N, C, HW, e, nt)
+        elif ref:
+            c.batchnorm2d_forward_eval_ref(py, px, prm, prv, pg, pb, N, C, HW, e)
         else:
             c.batchnorm2d_forward_eval(py, px, prm, prv, pg, pb, N, C, HW, e, nt)
     if train and rm is not None and rv is not None:
         c.batchnorm2d_update_running(prm, prv, pm, pv, C, N * HW, momentum)
-    return y
+    return (y, mean, invstd) if return_stats else y
 
 
 def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=True,
-                          grad_weight=None, grad_bias=None):
-    """Gradients of training-mode ``batch_norm2d(x, weight=weight, ...)``.
+                          grad_weight=None, grad_bias=None, mean=None, invstd=None,
+                          reference=False):
+    """Gradients of training-mode ``batch_norm2d(x, weight=weight, eps=eps, ...)``.
+
+    Args:
+        grad_y: (N, C, H, W) gradient of the output; x: the forward's input.
+        weight: the forward's (C,) scale, or None (1).
+        eps: the forward's eps (used only to recompute the statistics).
+        need_grad_input: compute grad_x (else None is returned for it).
+        grad_weight, grad_bias: float32 (C,) accumulators, or None (fresh zeros).
+        mean, invstd: the batch's (C,) mean and inverse standard deviation as
+            ``batch_norm2d(..., training=True, return_stats=True)`` returned
+            them; both None (the default): recomputed from x.
+        reference: use the plain reference kernels (the test oracle).
 
     Returns:
         (grad_x or None, grad_weight, grad_bias): grad_weight and grad_bias
         (C,) are accumulated into the arrays given (else fresh ones).
+
+    Raises:
+        ValueError: a shape that does not match x, or only one of mean and invstd.
     """
     xa = as_float32(x, "x", 4)
     dy = as_float32(grad_y, "grad_y")
@@ -80,7 +112,17 @@ def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=T
     g = _batchnorm2d_vector(weight, C, "weight")
     gw = out_buffer(grad_weight, (C,), "grad_weight")
     gb = out_buffer(grad_bias, (C,), "grad_bias")
-    mean, var, invstd = (np.empty(C, np.float32) for _ in range(3))
+    if (mean is None) != (invstd is None):
+        raise ValueError("batch_norm2d_backward takes the saved mean and invstd together. "
+                         f"Received: mean={'None' if mean is None else 'an array'}, "
+                         f"invstd={'None' if invstd is None else 'an array'}")
+    saved = mean is not None
+    if saved:
+        mean, invstd = _batchnorm2d_vector(mean, C, "mean"), _batchnorm2d_vector(invstd, C,
+                                                                                  "invstd")
+    else:
+        mean, invstd = np.empty(C, np.float32), np.empty(C, np.float32)
+    var = np.empty(C, np.float32)
     dx = np.empty_like(xa) if need_grad_input else None
     cdef double e = eps
     cdef int nt = get_num_threads()
@@ -93,9 +135,17 @@ def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=T
     cdef float *pi = fptr(invstd)
     cdef const float *px = fptr(xa)
     cdef const float *pdy = fptr(dy)
-    with nogil:     # the batch's statistics again, exactly as forward computed them
-        c.batchnorm2d_forward_train(NULL, pm, pv, pi, px, NULL, NULL, N, C, HW, e, nt)
-        c.batchnorm2d_backward(pdx, pgw, pgb, pdy, px, pm, pi, pg, N, C, HW, nt)
+    cdef bint recompute = not saved, ref = reference
+    with nogil:
+        if recompute:   # the batch's statistics again, exactly as forward computed them
+            if ref:
+                c.batchnorm2d_forward_train_ref(NULL, pm, pv, pi, px, NULL, NULL, N, C, HW, e)
+            else:
+                c.batchnorm2d_forward_train(NULL, pm, pv, pi, px, NULL, NULL, N, C, HW, e, nt)
+        if ref:
+            c.batchnorm2d_backward_ref(pdx, pgw, pgb, pdy, px, pm, pi, pg, N, C, HW)
+        else:
+            c.batchnorm2d_backward(pdx, pgw, pgb, pdy, px, pm, pi, pg, N, C, HW, nt)
     return dx, gw, gb
 
 

@@ -22,6 +22,15 @@ cdef extern from "fastcnn.h" nogil:
     void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                               const float *x, const float *mean, const float *invstd,
                               const float *gamma, int64_t N, int64_t C, int64_t HW, int nthreads)
+    void batchnorm2d_forward_train_ref(float *y, float *mean, float *var, float *invstd,
+                                       const float *x, const float *gamma, const float *beta,
+                                       int64_t N, int64_t C, int64_t HW, double eps)
+    void batchnorm2d_forward_eval_ref(float *y, const float *x, const float *mean,
+                                      const float *var, const float *gamma, const float *beta,
+                                      int64_t N, int64_t C, int64_t HW, double eps)
+    void batchnorm2d_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                  const float *x, const float *mean, const float *invstd,
+                                  const float *gamma, int64_t N, int64_t C, int64_t HW)
     void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
                                     const float *var, int64_t C, int64_t count, double momentum)
     void batchnorm2d_fold(float *wf, float *bf, const float *w, const float *b,

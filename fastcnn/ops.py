@@ -380,17 +380,21 @@ class BatchNorm2dOp(OpDef):
         momentum = a["momentum"]
         if momentum is None and p.get("num_batches_tracked") is not None:
             momentum = 1.0 / int(p["num_batches_tracked"])
-        y = F.batch_norm2d(x, p.get("running_mean") if training or not batch else None,
-                           p.get("running_var") if training or not batch else None,
-                           None if w is None else w.data, None if b is None else b.data,
-                           training=batch, momentum=momentum or 0.0, eps=a["eps"])
-        return y, x
+        out = F.batch_norm2d(x, p.get("running_mean") if training or not batch else None,
+                             p.get("running_var") if training or not batch else None,
+                             None if w is None else w.data, None if b is None else b.data,
+                             training=batch, momentum=momentum or 0.0, eps=a["eps"],
+                             return_stats=batch)
+        # saved: the input and the batch's mean and invstd (as the step's aux slots)
+        return (out[0], (x,) + out[1:]) if batch else (out, (x, None, None))
 
-    def backward(self, node, x, dy, need_dx):
+    def backward(self, node, saved, dy, need_dx):
+        x, mean, invstd = saved
         w, b = node.params.get("weight"), node.params.get("bias")
         dx, gw, gb = F.batch_norm2d_backward(
             dy, x, None if w is None else w.data, node.attrs["eps"], need_grad_input=need_dx,
-            grad_weight=None if w is None else w.grad, grad_bias=None if b is None else b.grad)
+            grad_weight=None if w is None else w.grad, grad_bias=None if b is None else b.grad,
+            mean=mean, invstd=invstd)
         return dx
 
 
