@@ -1,6 +1,6 @@
 """BatchNorm2d (csrc/batchnorm2d.c, fastcnn/_batchnorm2d.pxi, the layer and its
-graph op): against float64 numpy, finite differences' closed form, and torch
-with identical weights; running statistics and state-dict names."""
+graph op): against float64 numpy, finite differences, the C reference kernels
+and torch with identical weights; running statistics and state-dict names."""
 import numpy as np
 import pytest
 
@@ -8,8 +8,18 @@ import fastcnn
 import fastcnn.functional as F
 from fastcnn.compiler import PASSES, compile_graph, reference_run
 from fastcnn.runner import trace
+from gradcheck import check_directional
 
 SHAPES = [(2, 3, 5, 4), (1, 1, 1, 1), (4, 16, 7, 7), (3, 5, 1, 9)]
+# the kernel's cuts (csrc/batchnorm2d.c): spans of at most 4096 floats of a
+# plane, at most 16 parts per channel, threads over channels or over parts
+ODD_SHAPES = [(1, 3, 70, 70),     # N = 1, a plane of two spans (4096 + 804)
+              (40, 2, 3, 3),      # more units than parts, C below the threads
+              (7, 1, 1, 1),       # C = 1, HW = 1
+              (1, 1, 1, 3),       # one image, one channel
+              (3, 300, 2, 5),     # large C, planes shorter than a vector
+              (2, 3, 1, 1),       # HW = 1
+              (5, 17, 13, 11)]    # nothing a multiple of a vector width
 
 
 def np_batch_norm(x, w, b, eps):
@@ -52,6 +62,125 @@ def test_training_forward_backward_and_running_stats_match_float64(shape, num_th
     np.testing.assert_allclose(gb, rgb, rtol=1e-4, atol=1e-4)
 
 
+def _inputs(rng, shape, offset=1.0, scale=3.0):
+    c = shape[1]
+    x = (rng.standard_normal(shape) * scale + offset).astype(np.float32)
+    w = (rng.standard_normal(c) + 0.5).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    return x, w, b, rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES + SHAPES)
+def test_saved_statistics_give_the_recomputed_gradients_exactly(shape, num_threads, rng):
+    x, w, b, dy = _inputs(rng, shape)
+    y, mean, invstd = F.batch_norm2d(x, weight=w, bias=b, training=True, eps=1e-3,
+                                     return_stats=True)
+    np.testing.assert_array_equal(y, F.batch_norm2d(x, weight=w, bias=b, training=True,
+                                                    eps=1e-3))
+    ref, m, v = np_batch_norm(x, w, b, 1e-3)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(mean, m.ravel(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(v.ravel() + 1e-3), rtol=1e-5)
+    saved = F.batch_norm2d_backward(dy, x, w, 1e-3, mean=mean, invstd=invstd)
+    again = F.batch_norm2d_backward(dy, x, w, 1e-3)
+    for got, want in zip(saved, again):
+        np.testing.assert_array_equal(got, want)
+    rdx, rgw, rgb = np_batch_norm_backward(dy, x, w, 1e-3)
+    np.testing.assert_allclose(saved[0], rdx, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(saved[1], rgw, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(saved[2], rgb, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(64, 3, 32, 32), (2, 5, 80, 80), (33, 24, 9, 9)])
+def test_results_do_not_depend_on_the_thread_count(shape, rng):
+    """The summation order is fixed by the shape: 1, 2 and 3 threads (channels
+    shared out whole, or each channel's parts) give the same bits."""
+    x, w, b, dy = _inputs(rng, shape)
+    old = fastcnn.get_num_threads()
+    runs = []
+    try:
+        for nt in (1, 2, 3):
+            fastcnn.set_num_threads(nt)
+            rm, rv = np.zeros(shape[1], np.float32), np.ones(shape[1], np.float32)
+            y, mean, invstd = F.batch_norm2d(x, rm, rv, w, b, training=True, return_stats=True)
+            grads = F.batch_norm2d_backward(dy, x, w, mean=mean, invstd=invstd)
+            runs.append((y, mean, invstd, rm, rv) + grads)
+    finally:
+        fastcnn.set_num_threads(old)
+    for run in runs[1:]:
+        for got, want in zip(run, runs[0]):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES[:4] + [(4, 6, 5, 5)])
+def test_fast_kernels_match_the_reference_kernels(shape, num_threads, rng):
+    x, w, b, dy = _inputs(rng, shape)
+    rm, rv = rng.standard_normal(shape[1]).astype(np.float32), np.ones(shape[1], np.float32)
+    for training in (True, False):
+        fast = F.batch_norm2d(x, rm.copy(), rv.copy(), w, b, training=training)
+        ref = F.batch_norm2d(x, rm.copy(), rv.copy(), w, b, training=training, reference=True)
+        np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-5)
+    for need in (True, False):
+        fast = F.batch_norm2d_backward(dy, x, w, need_grad_input=need)
+        ref = F.batch_norm2d_backward(dy, x, w, need_grad_input=need, reference=True)
+        assert (fast[0] is None) == (ref[0] is None) == (not need)
+        for got, want in zip(fast, ref):
+            if want is not None:
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (4, 2, 1, 1), (2, 1, 70, 70)])
+def test_backward_matches_finite_differences(shape, rng):
+    """The directional derivative of <batch_norm2d(x, w, b), u> along random
+    directions of x, w and b, computed in float64 from float32 forward calls."""
+    x, w, b, u = _inputs(rng, shape, offset=0.5, scale=1.0)
+    _, mean, invstd = F.batch_norm2d(x, weight=w, bias=b, training=True, return_stats=True)
+    dx, gw, gb = F.batch_norm2d_backward(u, x, w, mean=mean, invstd=invstd)
+
+    def forward(x_=x, w_=w, b_=b):
+        return F.batch_norm2d(x_, weight=w_, bias=b_, training=True)
+
+    check_directional(forward, x, u, dx, rng, eps=1e-2)
+    check_directional(lambda w_: forward(w_=w_), w, u, gw, rng, eps=1e-2)
+    check_directional(lambda b_: forward(b_=b_), b, u, gb, rng, eps=1e-2)
+
+
+def test_a_large_mean_keeps_the_variance_and_a_constant_channel_is_exact(rng):
+    """The moments are taken around the channel's first value: a mean 10^4
+    times the spread keeps the variance's digits, and a constant channel gets
+    exactly its value as mean (so its gradient is exactly the (dy - mean dy)
+    invstd part; its output is 0 up to the rounding of torch's form
+    x * scale + (bias - mean * scale), scale = invstd = 316 here)."""
+    x = (1000.0 + 0.1 * rng.standard_normal((8, 3, 40, 40))).astype(np.float32)
+    x[:, 2] = 7.25
+    y, mean, invstd = F.batch_norm2d(x, training=True, eps=1e-5, return_stats=True)
+    ref, _, v = np_batch_norm(x, np.ones(3), np.zeros(3), 1e-5)
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(v.ravel() + 1e-5), rtol=1e-4)
+    np.testing.assert_allclose(y[:, :2], ref[:, :2], rtol=1e-3, atol=2e-3)
+    assert mean[2] == np.float32(7.25)
+    np.testing.assert_allclose(y[:, 2], 0.0, atol=np.spacing(np.float32(7.25 * invstd[2])))
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    dx, gw, gb = F.batch_norm2d_backward(dy, x, mean=mean, invstd=invstd)
+    assert gw[2] == 0
+    want = (dy[:, 2] - dy[:, 2].astype(np.float64).mean()) * invstd[2]
+    np.testing.assert_allclose(dx[:, 2], want, rtol=1e-4, atol=1e-3)
+
+
+def test_saved_statistics_are_checked(rng):
+    x, w, b, dy = _inputs(rng, (2, 3, 4, 4))
+    _, mean, invstd = F.batch_norm2d(x, training=True, return_stats=True)
+    with pytest.raises(ValueError, match="mean and invstd together"):
+        F.batch_norm2d_backward(dy, x, mean=mean)
+    with pytest.raises(ValueError, match="mean and invstd together"):
+        F.batch_norm2d_backward(dy, x, invstd=invstd)
+    with pytest.raises(ValueError, match=r"invstd must have shape \(3,\)"):
+        F.batch_norm2d_backward(dy, x, mean=mean, invstd=invstd[:2])
+    with pytest.raises(TypeError, match="invstd"):
+        F.batch_norm2d_backward(dy, x, mean=mean, invstd=["a", "b", "c"])
+    with pytest.raises(ValueError, match="return_stats=True, training=False"):
+        F.batch_norm2d(x, np.zeros(3, np.float32), np.ones(3, np.float32), return_stats=True)
+
+
 def test_inference_uses_the_running_statistics(rng):
     x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
     rm = rng.standard_normal(3).astype(np.float32)
@@ -65,11 +194,14 @@ def test_inference_uses_the_running_statistics(rng):
         F.batch_norm2d(x, np.zeros(4, np.float32), rv, training=True)
 
 
-def test_layer_matches_torch_over_training_steps_and_in_eval(torch, num_threads, rng):
-    for momentum, affine, track in ((0.1, True, True), (None, True, True), (0.3, False, True),
-                                    (0.1, True, False)):
-        fm = fastcnn.BatchNorm2d(4, momentum=momentum, affine=affine, track_running_stats=track)
-        tm = torch.nn.BatchNorm2d(4, momentum=momentum, affine=affine,
+@pytest.mark.parametrize("C, shape", [(4, (5, 3, 6)), (3, (1, 70, 70)), (37, (2, 1, 1))])
+def test_layer_matches_torch_over_training_steps_and_in_eval(C, shape, torch, num_threads, rng):
+    for momentum, affine, track, eps in ((0.1, True, True, 1e-5), (None, True, True, 1e-5),
+                                         (0.3, False, True, 1e-3), (0.1, True, False, 1e-5),
+                                         (0.0, True, True, 0.1), (1.0, True, True, 1e-5)):
+        fm = fastcnn.BatchNorm2d(C, eps=eps, momentum=momentum, affine=affine,
+                                 track_running_stats=track)
+        tm = torch.nn.BatchNorm2d(C, eps=eps, momentum=momentum, affine=affine,
                                   track_running_stats=track)
         assert [k for k, _ in fm.named_state()] == list(tm.state_dict())
         if affine:
@@ -79,7 +211,7 @@ def test_layer_matches_torch_over_training_steps_and_in_eval(torch, num_threads,
             fm.weight.data[...] = tm.weight.detach().numpy()
             fm.bias.data[...] = tm.bias.detach().numpy()
         for step in range(3):
-            x = (rng.standard_normal((5, 4, 3, 6)) * 2 + step).astype(np.float32)
+            x = (rng.standard_normal((shape[0], C) + shape[1:]) * 2 + step).astype(np.float32)
             tx = torch.from_numpy(x.copy()).requires_grad_(True)
             ty = tm(tx)
             y = fm(x)
@@ -102,7 +234,7 @@ def test_layer_matches_torch_over_training_steps_and_in_eval(torch, num_threads,
             assert int(fm.num_batches_tracked) == int(tm.num_batches_tracked) == 3
         fm.eval()
         tm.eval()
-        x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+        x = rng.standard_normal((2, C, 3, 3)).astype(np.float32)
         np.testing.assert_allclose(fm(x), tm(torch.from_numpy(x)).detach().numpy(),
                                    rtol=1e-4, atol=1e-4)
 
