@@ -11,13 +11,13 @@
  * the same thread, while the values are still in the core's L2 cache.
  *
  * Summation order, fixed by the shape alone (so the results do not depend on
- * the thread count): a channel's N * HW values are cut into spans, each of at
- * most BN_SPAN floats of one image plane, summed in float vectors
- * (batchnorm2d_kernel.h); consecutive spans form at most BN_PARTS parts,
- * each accumulated in double; the parts are combined in order. The moments
- * are taken around the channel's first value and combine by Chan's parallel
- * update (count, sum, sum of squared deviations), so a large mean does not
- * cancel the variance's digits. */
+ * the thread count): a channel's N * HW values are cut into blocks of at most
+ * BN_BLOCK floats (the plane in consecutive images, or a piece of one
+ * plane), each summed in float vectors (batchnorm2d_kernel.h); consecutive
+ * blocks form at most BN_PARTS parts, each accumulated in double; the parts
+ * are combined in order. The moments are taken around the channel's first
+ * value and combine by Chan's parallel update (count, sum, sum of squared
+ * deviations), so a large mean does not cancel the variance's digits. */
 #include <math.h>
 #include <stddef.h>
 
@@ -113,27 +113,42 @@ void batchnorm2d_backward_ref(float *dx, float *dgamma, float *dbeta, const floa
 
 #define BN_PARTS 16             /* most parts per channel: the threads' grain when C is small */
 
-/* A channel's values as units: plane n's spans, BN_SPAN floats each (the
- * plane's last one shorter); parts: consecutive runs of units. */
+/* A channel's values as units (blocks): planes of at most BN_BLOCK floats
+ * grouped by consecutive images, `planes` per unit; larger planes cut into
+ * `spans` units of BN_BLOCK floats (the last shorter). Parts: consecutive
+ * runs of units. Runs of a unit are C * HW floats apart. */
 typedef struct {
-    int64_t N, C, HW, spans, units;     /* spans per plane; units per channel */
+    int64_t N, C, HW, spans, planes, units;     /* per plane; per unit; per channel */
     int parts;
 } bn_layout;
 
 static bn_layout bn_layout_of(int64_t N, int64_t C, int64_t HW)
 {
-    bn_layout l = {N, C, HW, (HW + BN_SPAN - 1) / BN_SPAN, 0, 0};
-    l.units = N * l.spans;
+    bn_layout l = {N, C, HW, (HW + BN_BLOCK - 1) / BN_BLOCK, 1, 0, 0};
+    if (l.spans > 1)
+        l.units = N * l.spans;
+    else {
+        l.planes = BN_BLOCK / (HW > 0 ? HW : 1);
+        l.units = (N + l.planes - 1) / l.planes;
+    }
     l.parts = (int)(l.units < BN_PARTS ? l.units : BN_PARTS);
     return l;
 }
 
-/* unit u of channel c: its offset in the (N, C, HW) tensor; *len its floats */
-static inline int64_t bn_unit(const bn_layout *l, int64_t c, int64_t u, int64_t *len)
+/* unit u of channel c: its offset in the (N, C, HW) tensor, *rows runs of *len floats */
+static inline int64_t bn_unit(const bn_layout *l, int64_t c, int64_t u, int64_t *rows,
+                              int64_t *len)
 {
-    int64_t n = u / l->spans, lo = (u % l->spans) * BN_SPAN;
-    *len = l->HW - lo < BN_SPAN ? l->HW - lo : BN_SPAN;
-    return (n * l->C + c) * l->HW + lo;
+    if (l->spans > 1) {
+        int64_t n = u / l->spans, lo = (u % l->spans) * BN_BLOCK;
+        *rows = 1;
+        *len = l->HW - lo < BN_BLOCK ? l->HW - lo : BN_BLOCK;
+        return (n * l->C + c) * l->HW + lo;
+    }
+    int64_t n = u * l->planes;
+    *rows = l->N - n < l->planes ? l->N - n : l->planes;
+    *len = l->HW;
+    return (n * l->C + c) * l->HW;
 }
 
 /* first unit of part p (p = parts: the end) */
@@ -146,7 +161,7 @@ typedef struct bn_job bn_job;
 struct bn_job {
     bn_layout l;
     const batchnorm2d_kernels *k;
-    /* r[3] = units [u0, u1) of channel c reduced (fresh, in double) */
+    /* r[3] = units [u0, u1) of channel c reduced (fresh, in double); NULL: none */
     void (*reduce)(const bn_job *j, int64_t c, int64_t u0, int64_t u1, double r[3]);
     /* the parts' r in order -> coef; writes channel c's per-channel outputs */
     void (*finish)(const bn_job *j, int64_t c, double (*r)[3], float coef[4]);
@@ -155,7 +170,8 @@ struct bn_job {
     float *out;                         /* y or dx */
     float *mean_out, *var_out, *invstd_out;     /* forward's statistics */
     float *dgamma, *dbeta;
-    const float *mean, *invstd;         /* backward's: the forward's statistics */
+    const float *mean, *var, *invstd;   /* given: the forward's (backward), the running
+                                         * ones (inference) */
     const float *x, *dy, *gamma, *beta;
     double eps;
 };
@@ -165,7 +181,7 @@ static void bn_channel(const bn_job *j, int64_t c)
 {
     double r[BN_PARTS][3];
     float coef[4];
-    for (int p = 0; p < j->l.parts; p++)
+    for (int p = 0; j->reduce && p < j->l.parts; p++)
         j->reduce(j, c, bn_part_start(&j->l, p), bn_part_start(&j->l, p + 1), r[p]);
     j->finish(j, c, r, coef);
     if (j->map)
@@ -183,7 +199,8 @@ static void bn_channels_split(const bn_job *j, int nt)
         /* each part's sums written by one thread */
         #pragma omp for schedule(static)
         for (int p = 0; p < l->parts; p++)
-            j->reduce(j, c, bn_part_start(l, p), bn_part_start(l, p + 1), r[p]);
+            if (j->reduce)
+                j->reduce(j, c, bn_part_start(l, p), bn_part_start(l, p + 1), r[p]);
         #pragma omp single
         j->finish(j, c, r, coef);
         if (j->map) {
@@ -243,11 +260,10 @@ static void moments_reduce(const bn_job *j, int64_t c, int64_t u0, int64_t u1, d
     float shift = moments_shift(j, c);
     r[0] = r[1] = r[2] = 0.0;
     for (int64_t u = u0; u < u1; u++) {
-        int64_t len;
-        const float *x = j->x + bn_unit(&j->l, c, u, &len);
+        int64_t rows, len, off = bn_unit(&j->l, c, u, &rows, &len);
         float s, m2;
-        j->k->moments(&s, &m2, x, len, shift);
-        moments_merge(r, (double)len, s, m2);
+        j->k->moments(&s, &m2, j->x + off, rows, len, j->l.C * j->l.HW, shift);
+        moments_merge(r, (double)(rows * len), s, m2);
     }
 }
 
@@ -271,8 +287,8 @@ static void normalize_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
                           const float coef[4])
 {
     for (int64_t u = u1 - 1; u >= u0; u--) {    /* last summed first: still cached */
-        int64_t len, off = bn_unit(&j->l, c, u, &len);
-        j->k->affine(j->out + off, j->x + off, len, coef[0], coef[1]);
+        int64_t rows, len, off = bn_unit(&j->l, c, u, &rows, &len);
+        j->k->affine(j->out + off, j->x + off, rows, len, j->l.C * j->l.HW, coef[0], coef[1]);
     }
 }
 
@@ -287,21 +303,22 @@ void batchnorm2d_forward_train(float *y, float *mean, float *var, float *invstd,
     bn_run(&j, nthreads);
 }
 
+/* coef: scale, shift from the given statistics (the running ones) */
+static void running_finish(const bn_job *j, int64_t c, double (*r)[3], float coef[4])
+{
+    (void)r;
+    coef[0] = (float)(1.0 / sqrt((double)j->var[c] + j->eps)) * (j->gamma ? j->gamma[c] : 1.0f);
+    coef[1] = (j->beta ? j->beta[c] : 0.0f) - j->mean[c] * coef[0];
+}
+
 void batchnorm2d_forward_eval(float *y, const float *x, const float *mean, const float *var,
                               const float *gamma, const float *beta, int64_t N, int64_t C,
                               int64_t HW, double eps, int nthreads)
 {
-    const batchnorm2d_kernels *k = batchnorm2d_kernels_for(fastcnn_isa());
-    int nt = fastcnn_threads_for(N * C * HW, nthreads);
-    /* each plane written by one thread */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t nc = 0; nc < N * C; nc++) {
-        int64_t c = nc % C;
-        float scale = (float)(1.0 / sqrt((double)var[c] + eps)) * (gamma ? gamma[c] : 1.0f);
-        float shift = (beta ? beta[c] : 0.0f) - mean[c] * scale;
-        if (HW > 0)
-            k->affine(y + nc * HW, x + nc * HW, HW, scale, shift);
-    }
+    bn_job j = {.l = bn_layout_of(N, C, HW), .k = batchnorm2d_kernels_for(fastcnn_isa()),
+                .finish = running_finish, .map = normalize_map, .out = y, .mean = mean,
+                .var = var, .x = x, .gamma = gamma, .beta = beta, .eps = eps};
+    bn_run(&j, nthreads);
 }
 
 /* ---- training backward ----------------------------------------------------------- */
@@ -311,9 +328,10 @@ static void grad_reduce(const bn_job *j, int64_t c, int64_t u0, int64_t u1, doub
 {
     r[0] = r[1] = r[2] = 0.0;
     for (int64_t u = u0; u < u1; u++) {
-        int64_t len, off = bn_unit(&j->l, c, u, &len);
+        int64_t rows, len, off = bn_unit(&j->l, c, u, &rows, &len);
         float sdy, sdyx;
-        j->k->grad_sums(&sdy, &sdyx, j->dy + off, j->x + off, len, j->mean[c]);
+        j->k->grad_sums(&sdy, &sdyx, j->dy + off, j->x + off, rows, len, j->l.C * j->l.HW,
+                        j->mean[c]);
         r[0] += sdy;
         r[1] += sdyx;
     }
@@ -342,9 +360,9 @@ static void grad_input_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
                            const float coef[4])
 {
     for (int64_t u = u1 - 1; u >= u0; u--) {    /* last summed first: still cached */
-        int64_t len, off = bn_unit(&j->l, c, u, &len);
-        j->k->grad_input(j->out + off, j->dy + off, j->x + off, len, j->mean[c], coef[0],
-                         coef[1], coef[2]);
+        int64_t rows, len, off = bn_unit(&j->l, c, u, &rows, &len);
+        j->k->grad_input(j->out + off, j->dy + off, j->x + off, rows, len, j->l.C * j->l.HW,
+                         j->mean[c], coef[0], coef[1], coef[2]);
     }
 }
 
