@@ -11,10 +11,12 @@ from fastcnn.runner import trace
 from gradcheck import check_directional
 
 SHAPES = [(2, 3, 5, 4), (1, 1, 1, 1), (4, 16, 7, 7), (3, 5, 1, 9)]
-# the kernel's cuts (csrc/batchnorm2d.c): spans of at most 4096 floats of a
-# plane, at most 16 parts per channel, threads over channels or over parts
-ODD_SHAPES = [(1, 3, 70, 70),     # N = 1, a plane of two spans (4096 + 804)
-              (40, 2, 3, 3),      # more units than parts, C below the threads
+# the kernel's cuts (csrc/batchnorm2d.c): blocks of at most 8192 floats (whole
+# planes of consecutive images, runs taken two at a time, or pieces of a
+# plane), at most 16 parts per channel, threads over channels or over parts
+ODD_SHAPES = [(1, 3, 100, 100),   # N = 1, a plane of two blocks (8192 + 1808)
+              (2, 3, 300, 300),   # 22 blocks a channel: more than the parts
+              (41, 2, 3, 3),      # an odd number of runs, C below the threads
               (7, 1, 1, 1),       # C = 1, HW = 1
               (1, 1, 1, 3),       # one image, one channel
               (3, 300, 2, 5),     # large C, planes shorter than a vector
@@ -129,7 +131,7 @@ def test_fast_kernels_match_the_reference_kernels(shape, num_threads, rng):
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (4, 2, 1, 1), (2, 1, 70, 70)])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (4, 2, 1, 1), (2, 1, 100, 100)])
 def test_backward_matches_finite_differences(shape, rng):
     """The directional derivative of <batch_norm2d(x, w, b), u> along random
     directions of x, w and b, computed in float64 from float32 forward calls."""
@@ -194,7 +196,7 @@ def test_inference_uses_the_running_statistics(rng):
         F.batch_norm2d(x, np.zeros(4, np.float32), rv, training=True)
 
 
-@pytest.mark.parametrize("C, shape", [(4, (5, 3, 6)), (3, (1, 70, 70)), (37, (2, 1, 1))])
+@pytest.mark.parametrize("C, shape", [(4, (5, 3, 6)), (3, (1, 100, 100)), (37, (8, 1, 1))])
 def test_layer_matches_torch_over_training_steps_and_in_eval(C, shape, torch, num_threads, rng):
     for momentum, affine, track, eps in ((0.1, True, True, 1e-5), (None, True, True, 1e-5),
                                          (0.3, False, True, 1e-3), (0.1, True, False, 1e-5),
@@ -204,12 +206,12 @@ def test_layer_matches_torch_over_training_steps_and_in_eval(C, shape, torch, nu
         tm = torch.nn.BatchNorm2d(C, eps=eps, momentum=momentum, affine=affine,
                                   track_running_stats=track)
         assert [k for k, _ in fm.named_state()] == list(tm.state_dict())
-        if affine:
+        if affine:      # from the seeded numpy generator: the same weights every run
+            fm.weight.data[...] = rng.uniform(0.5, 1.5, C)
+            fm.bias.data[...] = rng.uniform(-1, 1, C)
             with torch.no_grad():
-                tm.weight.uniform_(0.5, 1.5)
-                tm.bias.uniform_(-1, 1)
-            fm.weight.data[...] = tm.weight.detach().numpy()
-            fm.bias.data[...] = tm.bias.detach().numpy()
+                tm.weight.copy_(torch.from_numpy(fm.weight.data))
+                tm.bias.copy_(torch.from_numpy(fm.bias.data))
         for step in range(3):
             x = (rng.standard_normal((shape[0], C) + shape[1:]) * 2 + step).astype(np.float32)
             tx = torch.from_numpy(x.copy()).requires_grad_(True)
