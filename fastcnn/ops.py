@@ -352,7 +352,9 @@ class ReshapeOp(OpDef):
 class BatchNorm2dOp(OpDef):
     """Batch normalization. Params: weight, bias (None without affine),
     running_mean, running_var, num_batches_tracked (None without running
-    statistics: then the batch's statistics in both modes)."""
+    statistics: then the batch's statistics in both modes). In training the
+    forward keeps the batch's mean and inverse std (aux slots; the reference
+    walk saves them beside the input) and the backward uses them."""
     kind = "batch_norm2d"
     saves = ("input",)
 
