@@ -6,7 +6,8 @@ Rows: CIFAR-net and ResNet-18 (3x32x32, 10 classes) inference at batch 256
 against onnxruntime running the torch twin exported to ONNX; their train
 steps at batch 64 (SGD with momentum) against torch; batch-1 latency of
 LeNet-5, CIFAR-net and ResNet-18 at 3x224x224 (1000 classes) against
-onnxruntime. Each table gives, per thread count, fastcnn's time, the peer's,
+onnxruntime. Idle threads sleep on every side (OMP_WAIT_POLICY=PASSIVE
+unless set; onnxruntime's allow_spinning=0). Each table gives, per thread count, fastcnn's time, the peer's,
 the ratio peer / fastcnn (above 1: fastcnn faster) and fastcnn's speedup
 over its own 1-thread time. With --wait-policy, the batch-1 rows run again
 in child processes under OMP_WAIT_POLICY=ACTIVE and PASSIVE (fastcnn's
@@ -35,6 +36,12 @@ import models
 _path.prefer_checkout()
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Idle threads asleep on every side, as in compare.py's default mode (set
+# before torch, fastcnn and onnxruntime load; models.ort_session then makes
+# onnxruntime's own pool sleep too): a side's spinning threads would take a
+# core from the other side's next call. OMP_WAIT_POLICY set by the caller wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def export(tm, torch, example):
