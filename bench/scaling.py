@@ -32,6 +32,7 @@ import numpy as np
 
 import _path
 import models
+from compare import cpu_model
 
 _path.prefer_checkout()
 
@@ -168,17 +169,6 @@ def measure(row, thread_counts, rounds):
     return lines + [""]
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def wait_policy_lines(args):
     """The batch-1 rows in child processes under each idle-thread policy."""
     lines = ["## Batch-1 latency under OpenMP idle-thread policies", ""]
@@ -217,7 +207,7 @@ def main(argv=None):
     if args.wait_policy:
         body += wait_policy_lines(args)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    head = [f"# Thread scaling: {cpu_name()}, {os.cpu_count()} logical CPUs", "",
+    head = [f"# Thread scaling: {cpu_model()}, {os.cpu_count()} logical CPUs", "",
             f"`python bench/scaling.py {' '.join(argv or sys.argv[1:])}` on {now}; "
             f"fastcnn {fastcnn.__version__} ({fastcnn._native.cpu_isa()}), "
             f"Python {platform.python_version()}, numpy {np.__version__}.", ""]
