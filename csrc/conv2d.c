@@ -19,15 +19,16 @@
  * convolution of dy with the flipped kernel when the stride is 1, the padding
  * smaller than the kernel and C fits the vectors (conv2d_kvec.c); the
  * channel-vector weight gradient needs S = 3 or 5 and K to fit the vectors
- * (conv2d_wgrad.c). Which of them runs a convolution, and on how many
+ * (conv2d_wgrad.c); Winograd F(2x2, 3x3) runs 3x3 stride-1 forwards and
+ * backward data (conv2d_winograd.c). Which of them runs a convolution, and on how many
  * threads, is timed on its shape's first call (see "path choice by timing");
  * small convolutions go by the rules of "path choice by shape":
  *   forward, stride 1 and C R S <= 75 (first layers): direct;
  *   forward, a kernel wider than 1x1 and at least KVEC_MIN_PQ output
  *     positions: channel-vector; backward data and weight likewise;
  *   otherwise im2col + GEMM.
- * Dilation > 1 takes the GEMM path (im2col reads the dilated taps); the
- * direct, channel-vector and weight-gradient kernels assume dilation 1.
+ * (Winograd only by timing.) Dilation > 1 takes the GEMM path (im2col reads
+ * the dilated taps); the other kernels assume dilation 1.
  * Groups: depthwise (G == C) has its own kernel (conv2d_depthwise.c); any
  * other G runs the paths above once per group on the group's channels,
  * gathered into contiguous buffers.
@@ -42,15 +43,18 @@
 static const conv2d_kernels conv2d_kernels_generic = {
     conv2d_im2col_tap_generic, conv2d_direct_block_generic, DIRECT_KB_GENERIC,
     conv2d_kvec_block_generic, conv2d_wgrad_image_generic, 4,   /* 16-byte vectors */
+    conv2d_wino_input_generic, conv2d_wino_output_generic,
 };
 #ifdef FASTCNN_X86_KERNELS
 static const conv2d_kernels conv2d_kernels_avx2 = {
     conv2d_im2col_tap_avx2, conv2d_direct_block_avx2, DIRECT_KB_AVX2,
     conv2d_kvec_block_avx2, conv2d_wgrad_image_avx2, 8,
+    conv2d_wino_input_avx2, conv2d_wino_output_avx2,
 };
 static const conv2d_kernels conv2d_kernels_avx512 = {
     conv2d_im2col_tap_avx512, conv2d_direct_block_avx512, DIRECT_KB_AVX512,
     conv2d_kvec_block_avx512, conv2d_wgrad_image_avx512, 16,
+    conv2d_wino_input_avx512, conv2d_wino_output_avx512,
 };
 #endif
 
@@ -61,11 +65,18 @@ const conv2d_kernels *conv2d_kernels_for(int isa)
 
 /* ---- path choice by shape -------------------------------------------------------------- */
 
+/* The ops, and the paths that can run them. */
+enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
+/* PATH_KVEC of the weight gradient is conv2d_wgrad.c's kernel. */
+enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO };
+#define MAX_CANDIDATES 4
+
 /* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM. */
 #define DIRECT_MAX_CRS 75
 
 static int direct_mode = 0;     /* 0: by shape, 1: always when stride 1, -1: never */
 static int kvec_mode = 0;       /* 0: by shape, 1: whenever K fits the vectors, -1: never */
+static int wino_mode = 0;       /* 0: by timing, 1: whenever it fits, -1: never */
 
 int conv2d_set_direct(int mode)
 {
@@ -81,9 +92,24 @@ int conv2d_set_kvec(int mode)
     return old;
 }
 
+int conv2d_set_winograd(int mode)
+{
+    int old = wino_mode;
+    wino_mode = mode;
+    return old;
+}
+
 static int undilated(const conv2d_shape *s)
 {
     return s->dh == 1 && s->dw == 1;
+}
+
+/* Winograd F(2x2, 3x3) runs forward and backward data of 3x3 stride-1
+ * convolutions; backward data needs ph, pw <= 2. */
+static int winograd_fits(int op, const conv2d_shape *s)
+{
+    return s->R == 3 && s->S == 3 && s->sh == 1 && s->sw == 1 && undilated(s)
+        && (op == FORWARD || (op == BACKWARD_DATA && s->ph <= 2 && s->pw <= 2));
 }
 
 static int use_direct(const conv2d_shape *s)
@@ -142,13 +168,11 @@ static int wgrad_fits(const conv2d_shape *s, int nthreads)
 
 /* ---- path choice by timing -------------------------------------------------- */
 
-enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
-/* PATH_KVEC of the weight gradient is conv2d_wgrad.c's kernel. */
-enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC };
-
-/* The by-shape choice: the rules above. */
+/* The by-shape choice: the rules above (or Winograd, when a test forces it). */
 static int path_by_shape(int op, const conv2d_shape *s, int nthreads)
 {
+    if (wino_mode > 0 && winograd_fits(op, s))
+        return PATH_WINO;
     if (op == FORWARD)
         return use_direct(s) ? PATH_DIRECT : use_kvec(s) ? PATH_KVEC : PATH_GEMM;
     if (op == BACKWARD_DATA)
@@ -169,9 +193,11 @@ static int run_path(int op, int path, const conv_call *c, int nt)
     if (op == FORWARD)
         return path == PATH_DIRECT ? conv2d_direct_forward(c->out, c->x, c->w, c->b, s, nt)
              : path == PATH_KVEC ? conv2d_kvec_forward(c->out, c->x, c->w, c->b, s, nt)
+             : path == PATH_WINO ? conv2d_winograd_forward(c->out, c->x, c->w, c->b, s, nt)
              : conv2d_gemm_forward(c->out, c->x, c->w, c->b, s, nt);
     if (op == BACKWARD_DATA)
         return path == PATH_KVEC ? conv2d_kvec_backward_data(c->out, c->dy, c->w, s, nt)
+             : path == PATH_WINO ? conv2d_winograd_backward_data(c->out, c->dy, c->w, s, nt)
              : conv2d_gemm_backward_data(c->out, c->dy, c->w, s, nt);
     return path == PATH_KVEC ? conv2d_wgrad_backward_weight(c->out, c->dy, c->x, s, nt)
          : conv2d_gemm_backward_weight(c->out, c->dy, c->x, s, nt);
@@ -221,7 +247,8 @@ int conv2d_set_tune(int mode)
 static int timed(const conv2d_shape *s)
 {
     double flops = 2.0 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q;
-    return tuning() && direct_mode == 0 && kvec_mode == 0 && flops >= TUNE_MIN_FLOPS;
+    return tuning() && direct_mode == 0 && kvec_mode == 0 && wino_mode == 0
+        && flops >= TUNE_MIN_FLOPS;
 }
 
 static int add_path(int *paths, int n, int path)
@@ -233,13 +260,15 @@ static int add_path(int *paths, int n, int path)
     return n + 1;
 }
 
-/* The paths that can run op on s (at most 3). */
+/* The paths that can run op on s (at most MAX_CANDIDATES). */
 static int candidates(int op, const conv2d_shape *s, int *paths)
 {
     int n = add_path(paths, 0, PATH_GEMM);
     int64_t vl = kvec_length(), PQ = s->P * s->Q;
     if (!undilated(s))
         return n;
+    if (winograd_fits(op, s))
+        n = add_path(paths, n, PATH_WINO);
     if (op == FORWARD) {
         if (s->sh == 1 && s->sw == 1 && s->C * s->R * s->S <= DIRECT_TUNE_MAX_CRS)
             n = add_path(paths, n, PATH_DIRECT);
@@ -272,8 +301,8 @@ static double fastest_run(int op, int path, const conv_call *c, int nt, int runs
  * rounds after a warm-up run of each. */
 static int time_paths(int op, const conv_call *c, int nthreads, int *path)
 {
-    int paths[3], n = candidates(op, c->s, paths), err = 0;
-    double best[3];
+    int paths[MAX_CANDIDATES], n = candidates(op, c->s, paths), err = 0;
+    double best[MAX_CANDIDATES];
     for (int i = 0; i < n; i++) {
         fastest_run(op, paths[i], c, nthreads, 1, &err);
         best[i] = 1e300;

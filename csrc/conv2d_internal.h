@@ -13,6 +13,7 @@
  *   conv2d_kvec.c     channel-vector forward and backward data
  *   conv2d_wgrad.c    channel-vector weight gradient
  *   conv2d_depthwise.c  depthwise convolution (groups == C), any stride and dilation
+ *   conv2d_winograd.c   Winograd F(2x2, 3x3): 3x3 stride-1 forward and backward data
  *   conv2d_<algorithm>_avx2.c / _avx512.c   the per-ISA inner loops
  *
  * Shapes follow conv2d_shape (fastcnn.h): x (N, C, H, W), w (K, C, R, S),
@@ -25,6 +26,7 @@
 
 #include "fastcnn.h"
 #include "conv2d_kernel.h"
+#include "conv2d_winograd_kernel.h"
 #include "dispatch.h"
 
 /* ---- the inner loops of one instruction set (conv2d_kernel.h) ------------ */
@@ -36,6 +38,10 @@ typedef void (*conv2d_direct_block_fn)(float *, const float *, const float *, co
 typedef void (*conv2d_kvec_block_fn)(float *, const float *, const float *, const float *,
                                      int64_t, int, const kvec_geom *);
 typedef void (*conv2d_wgrad_image_fn)(float *, const float *, const float *, const kvec_geom *);
+typedef void (*conv2d_wino_input_fn)(float *, int64_t, const float *, int64_t, int64_t, int64_t,
+                                     const wino_geom *);
+typedef void (*conv2d_wino_output_fn)(float *, const float *, int64_t, int64_t, int64_t, int64_t,
+                                      float, const wino_geom *);
 
 typedef struct {
     conv2d_im2col_tap_fn im2col_tap;        /* im2col of one tap; the ISA's for stride 1 */
@@ -44,6 +50,8 @@ typedef struct {
     conv2d_kvec_block_fn kvec_block;        /* channel-vector forward, one block */
     conv2d_wgrad_image_fn wgrad_image;      /* channel-vector weight gradient, one image */
     int64_t vl;                             /* floats per vector of kvec_block, wgrad_image */
+    conv2d_wino_input_fn wino_input;        /* Winograd input transform of a run of tiles */
+    conv2d_wino_output_fn wino_output;      /* Winograd output transform of a run of tiles */
 } conv2d_kernels;
 
 /* The table of `isa` (fastcnn_isa()): one per instruction set, in conv2d.c. */
@@ -52,6 +60,16 @@ const conv2d_kernels *conv2d_kernels_for(int isa);
 /* The portable im2col of one tap, any stride (conv2d_im2col.c). */
 void conv2d_im2col_tap_generic(float *out, const float *xc, int64_t cnt, int64_t ostride,
                                int64_t xstride, int64_t r, int64_t t, const conv2d_shape *s);
+
+/* The Winograd transforms of each instruction set (conv2d_winograd_kernel.h). */
+#define WINO_DECLARE(isa)                                                                  \
+    void conv2d_wino_input_##isa(float *u, int64_t us, const float *x, int64_t i0,         \
+                                 int64_t j0, int64_t n, const wino_geom *g);               \
+    void conv2d_wino_output_##isa(float *y, const float *m, int64_t ms, int64_t i0,        \
+                                  int64_t j0, int64_t n, float bias, const wino_geom *g);
+WINO_DECLARE(generic)
+WINO_DECLARE(avx2)
+WINO_DECLARE(avx512)
 
 /* ---- shared helpers ---------------------------------------------------------- */
 
@@ -137,5 +155,12 @@ int conv2d_depthwise_backward_data(float *dx, const float *dy, const float *w,
                                    const conv2d_shape *s, int nthreads);
 int conv2d_depthwise_backward_weight(float *dw, const float *dy, const float *x,
                                      const conv2d_shape *s, int nthreads);
+
+/* Winograd F(2x2, 3x3): R = S = 3, stride 1, dilation 1; backward data
+ * also needs ph, pw <= 2 (conv2d_winograd.c). */
+int conv2d_winograd_forward(float *y, const float *x, const float *w, const float *b,
+                            const conv2d_shape *s, int nthreads);
+int conv2d_winograd_backward_data(float *dx, const float *dy, const float *w,
+                                  const conv2d_shape *s, int nthreads);
 
 #endif /* FASTCNN_CONV2D_INTERNAL_H */

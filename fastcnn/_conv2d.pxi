@@ -268,6 +268,13 @@ def _set_kvec(mode):
     return c.conv2d_set_kvec(int(mode))
 
 
+def _set_winograd(mode):
+    """Test hook: Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions is
+    chosen by timing (0), whenever it fits (1: forward, and backward data with
+    padding <= 2), or never (-1). Returns the old mode."""
+    return c.conv2d_set_winograd(int(mode))
+
+
 def _set_tune(mode):
     """Test hook: each convolution shape's path is chosen by timing its first
     call (True) or by shape only (False); forgets the choices kept so far.

@@ -17,7 +17,8 @@
 #   _pointwise.pxi   tanh, leaky_relu, hardtanh, relu6, hardsigmoid, hardswish, silu,
 #                    gelu and their backward (csrc/pointwise.c)
 #   _conv2d.pxi      conv2d, conv2d_backward; _geometry; test hooks _set_direct,
-#                    _set_group_columns, _set_kvec (csrc/conv2d*.c)
+#                    _set_group_columns, _set_kvec, _set_winograd, _set_tune
+#                    (csrc/conv2d*.c)
 #   _pool2d.pxi      max_pool2d, avg_pool2d, adaptive_max_pool2d, adaptive_avg_pool2d
 #                    and their backward; _pool2d_shape;
 #                    test hook _max_pool2d_relu_backward (csrc/pool2d.c)

@@ -499,6 +499,83 @@ def test_pointwise_gemm_with_fused_bias(case, num_threads, rng):
           x.shape[1])
 
 
+# ---- Winograd F(2x2, 3x3) (csrc/conv2d_winograd.c) ------------------------------
+
+# 3x3, stride 1: tiles of 2x2 outputs in runs of at most 64 (a row of tiles,
+# or several rows of a small map), blocks of up to 128 tiles across images;
+# blocks of at most 64 tiles take the transposed products.
+WINO_CASES = [
+    (2, 3, 9, 11, 5, 3, 3, 1, 1),             # odd P and Q: partial last tiles
+    (1, 1, 1, 1, 3, 3, 3, 1, 1),              # a 1x1 image: one tile, mostly padding
+    (1, 4, 4, 4, 2, 3, 3, 1, 0),              # 'valid': backward data pads by 2
+    (2, 5, 6, 7, 3, 3, 3, 1, 2),              # padding 2: the flipped padding is 0
+    (1, 3, 6, 140, 4, 3, 3, 1, 1),            # a row of 70 tiles: two runs per row
+    (3, 2, 8, 8, 17, 3, 3, 1, 1),             # K = 17, runs over several tile rows
+    (40, 6, 10, 10, 7, 3, 3, 1, 1),           # 1000 tiles: blocks split across images
+    (1, 37, 5, 5, 70, 3, 3, 1, 1),            # C, K not multiples of any vector
+    (2, 3, 7, 9, 4, 3, 3, 1, (1, 0)),         # unequal padding
+    (1, 2, 6, 6, 3, 3, 3, 1, "same"),
+]
+
+
+@pytest.fixture(params=[1, -1], ids=["forced", "never"])
+def winograd_mode(request):
+    old = _native._set_winograd(request.param)
+    yield request.param
+    _native._set_winograd(old)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", WINO_CASES, ids=case_id)
+def test_winograd_matches_numpy(case, bias, winograd_mode, num_threads, rng):
+    """Forward, and backward data through the flipped kernel."""
+    x, w, b, stride, padding = make(case, rng)
+    b = b if bias else None
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    pad = pads(H, W, R, S, stride, padding)
+    y = F.conv2d(x, w, b, stride, padding)
+    close(y, conv64(x, w, b, stride, pad), C * R * S)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding)
+    ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
+    close(gx, ex, K * R * S)
+    close(gw, ew, N * y.shape[2] * y.shape[3])
+
+
+def test_winograd_error_stays_that_of_a_direct_sum(rng):
+    """The transforms add and halve, so over 576 products per output the
+    error against float64 stays at float32 rounding: within 1e-5 of the
+    output scale, as the GEMM path is (F(4x4, 3x3) would not be)."""
+    x, w, b, stride, padding = make((2, 64, 14, 14, 32, 3, 3, 1, 1), rng)
+    expected = conv64(x, w, b, stride, (1, 1, 1, 1))
+    old = _native._set_winograd(1)
+    try:
+        y = F.conv2d(x, w, b, stride, padding)
+    finally:
+        _native._set_winograd(old)
+    assert np.abs(y - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_forced_winograd_leaves_other_shapes_to_other_paths(rng):
+    """Forced, Winograd still leaves 5x5, stride-2 and dilated convolutions,
+    and the backward data of padding over 2, to the other paths."""
+    old = _native._set_winograd(1)
+    try:
+        for case, dilation in [((1, 3, 9, 9, 4, 5, 5, 1, 2), 1), ((1, 3, 9, 9, 4, 3, 3, 2, 1), 1),
+                               ((1, 3, 9, 9, 4, 3, 3, 1, 2), 2), ((1, 3, 5, 5, 4, 3, 3, 1, 3), 1)]:
+            x, w, b, stride, padding = make(case, rng)
+            y = F.conv2d(x, w, b, stride, padding, dilation)
+            ref = F.conv2d(x, w, b, stride, padding, dilation, reference=True)
+            np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            gx = F.conv2d_backward(dy, x, w, stride, padding, dilation)[0]
+            rx = F.conv2d_backward(dy, x, w, stride, padding, dilation, reference=True)[0]
+            np.testing.assert_allclose(gx, rx, rtol=1e-4, atol=1e-4)
+    finally:
+        _native._set_winograd(old)
+
+
 # ---- paths chosen by timing (csrc/conv2d.c, csrc/conv2d_tune.c) ----------------
 
 # Large enough to be timed (at least 4 MFLOP), each with several paths to time.

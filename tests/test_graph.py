@@ -510,15 +510,17 @@ def _fusable(act, conv=None):
     return L.Sequential(conv, L.BatchNorm2d(conv.out_channels), act, L.Flatten(), seed=0)
 
 
-@pytest.fixture(params=["by-shape", "gemm", "kvec", "direct"])
+@pytest.fixture(params=["by-shape", "gemm", "kvec", "direct", "winograd"])
 def conv_path(request):
     """Force each convolution path (the fused clamp is written by each)."""
-    modes = {"by-shape": (0, 0), "gemm": (-1, -1), "kvec": (-1, 1), "direct": (1, -1)}
-    direct, kvec = modes[request.param]
-    old = _native._set_direct(direct), _native._set_kvec(kvec)
+    modes = {"by-shape": (0, 0, 0), "gemm": (-1, -1, -1), "kvec": (-1, 1, -1),
+             "direct": (1, -1, -1), "winograd": (-1, -1, 1)}
+    direct, kvec, wino = modes[request.param]
+    old = _native._set_direct(direct), _native._set_kvec(kvec), _native._set_winograd(wino)
     yield request.param
     _native._set_direct(old[0])
     _native._set_kvec(old[1])
+    _native._set_winograd(old[2])
 
 
 @pytest.mark.parametrize("act", ["relu", "relu6", "hardtanh"])

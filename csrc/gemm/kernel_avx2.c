@@ -131,14 +131,16 @@ static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, in
                                   : _mm256_setzero_ps();
             }
             transpose8(r);
-            /* With ldd == rows <= 8, a full store writes 8 - rows floats past
-             * column i, onto the columns after it, which are stored later (in
-             * order) and overwrite them: only the stores that would reach past
-             * the last column need the mask (masked stores are slow on some CPUs) */
+            /* With ldd == rows < 8 (one block of rows), a full store writes
+             * 8 - rows floats past column i, onto the columns after it, which
+             * are stored later (in order) and overwrite them: only the stores
+             * that would reach past the last column need the mask (masked
+             * stores are slow on some CPUs). With more rows, the columns after
+             * it already hold the earlier blocks' rows: masked. */
             for (int i = 0; i < cn; i++) {
                 float *d = dst + (c0 + i) * ldd + r0;
                 int inside = (c0 + i) * ldd + 8 <= cols * ldd;
-                if (rn == 8 || (ldd == rows && inside))
+                if (rn == 8 || (ldd == rows && r0 == 0 && inside))
                     _mm256_storeu_ps(d, r[i]);
                 else
                     _mm256_maskstore_ps(d, rmask, r[i]);

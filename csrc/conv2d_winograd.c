@@ -1,0 +1,317 @@
+/* conv2d_winograd.c - Winograd F(2x2, 3x3) convolution (Lavin and Gray,
+ * "Fast Algorithms for Convolutional Neural Networks", 2015) for 3x3,
+ * stride-1, undilated convolutions (conv2d.c times it against the other
+ * paths): each 2x2 block of outputs costs 16 multiply-adds per channel
+ * pair instead of 36, in 16 GEMMs over channels.
+ *
+ * With V (16, K, C) the transformed filters G g G^T, G = [1 0 0; 1/2 1/2 1/2;
+ * 1/2 -1/2 1/2; 0 0 1], the tiles of all images are taken in blocks of tb:
+ *   U (16, C, tb) = input transforms of the block's tiles  (per ISA)
+ *   M (16, K, tb) = V[xi] U[xi] for each xi                 (sgemm)
+ *   y             = output transforms of M, + b, clamped    (per ISA)
+ * Threads take contiguous ranges of blocks (each with its own U and M, GEMMs
+ * on one thread) when there are blocks for all; otherwise blocks run one
+ * after another and each phase splits over channels or the 16 products.
+ * Backward data is the forward of dy with the flipped kernel (stride 1: dy
+ * padded by 2 - ph, 2 - pw), so it needs ph, pw <= 2. */
+#include <string.h>
+
+#include "conv2d_generic.h"
+#include "conv2d_internal.h"
+#include "gemm.h"
+
+/* The portable build of the transforms (conv2d_winograd_kernel.h). */
+void conv2d_wino_input_generic(float *u, int64_t us, const float *x, int64_t i0, int64_t j0,
+                               int64_t n, const wino_geom *g)
+{
+    wino_input_seg(u, us, x, i0, j0, n, g);
+}
+
+void conv2d_wino_output_generic(float *y, const float *m, int64_t ms, int64_t i0, int64_t j0,
+                                int64_t n, float bias, const wino_geom *g)
+{
+    wino_output_seg(y, m, ms, i0, j0, n, bias, g);
+}
+
+/* ---- filters ------------------------------------------------------------------ */
+
+/* v[xi vs + k .. + VL] (16 rows) = G f G^T for the filters of DIRECT_VL
+ * output channels from their taps f[r][t] (vectors over k). */
+static inline void transform_vector(float *v, int64_t vs, const dvec f[3][3])
+{
+    dvec gf[4][3];      /* G f */
+    for (int t = 0; t < 3; t++) {
+        gf[0][t] = f[0][t];
+        gf[1][t] = 0.5f * (f[0][t] + f[1][t] + f[2][t]);
+        gf[2][t] = 0.5f * (f[0][t] - f[1][t] + f[2][t]);
+        gf[3][t] = f[2][t];
+    }
+    for (int a = 0; a < 4; a++) {
+        *(dvec *)(v + (4 * a + 0) * vs) = gf[a][0];
+        *(dvec *)(v + (4 * a + 1) * vs) = 0.5f * (gf[a][0] + gf[a][1] + gf[a][2]);
+        *(dvec *)(v + (4 * a + 2) * vs) = 0.5f * (gf[a][0] - gf[a][1] + gf[a][2]);
+        *(dvec *)(v + (4 * a + 3) * vs) = gf[a][2];
+    }
+}
+
+/* v[xi vs + k] (16 rows, k < K) = G f G^T of the filters of K output
+ * channels whose taps are f[r][t][k] = taps[(3 r + t, or 8 - that if
+ * flipped) K + k]; the last partial vector through a padded copy. */
+static void transform_taps(float *v, int64_t vs, const float *taps, int64_t K, int flip)
+{
+    for (int64_t k = 0; k < K; k += DIRECT_VL) {
+        dvec f[3][3];
+        int64_t n = K - k < DIRECT_VL ? K - k : DIRECT_VL;
+        for (int rt = 0; rt < 9; rt++) {
+            const float *src = taps + (flip ? 8 - rt : rt) * K + k;
+            if (n == DIRECT_VL) {
+                f[rt / 3][rt % 3] = *(const dvec *)src;
+                continue;
+            }
+            float lane[DIRECT_VL] = {0};
+            for (int64_t i = 0; i < n; i++) lane[i] = src[i];
+            memcpy(&f[rt / 3][rt % 3], lane, sizeof lane);
+        }
+        if (n == DIRECT_VL) {
+            transform_vector(v + k, vs, f);
+            continue;
+        }
+        float part[16][DIRECT_VL];
+        transform_vector(part[0], DIRECT_VL, f);
+        for (int xi = 0; xi < 16; xi++)
+            memcpy(v + xi * vs + k, part[xi], (size_t)n * sizeof(float));
+    }
+}
+
+/* V (16, C, K) if narrow, else (16, K, C), = G f G^T of the filter from
+ * input channel c to output channel k: w (K, C, 3, 3)[k][c], or with flip
+ * (backward data) w (C, K, 3, 3)[c][k] rotated by 180 degrees. Each input
+ * channel's taps are first transposed to (9, K) in tmp (9 C K floats), so
+ * the transform runs along k; the wide layout is then transposed from
+ * (16, C, K) in tmp. */
+static void transform_filters(float *V, float *tmp, const float *w, int64_t K, int64_t C,
+                              int flip, int narrow, int nthreads)
+{
+    float *taps = tmp, *VT = narrow ? V : tmp + 9 * C * K;
+    int64_t chunks = (C + 7) / 8;
+    int nt = fastcnn_threads_for(64 * K * C, nthreads);
+    /* each chunk of 8 input channels c writes its own taps and rows c of VT's
+     * 16 matrices */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t i = 0; i < chunks; i++) {
+        int64_t c0 = 8 * i, cnt = C - c0 < 8 ? C - c0 : 8;
+        if (flip) {
+            for (int64_t c = c0; c < c0 + cnt; c++)
+                sgemm_transpose(taps + c * 9 * K, K, w + c * K * 9, 9, K, 9);
+        } else {
+            sgemm_transpose(taps + c0 * 9 * K, K, w + c0 * 9, C * 9, K, 9 * cnt);
+        }
+        for (int64_t c = c0; c < c0 + cnt; c++)
+            transform_taps(VT + c * K, C * K, taps + c * 9 * K, K, flip);
+    }
+    if (narrow)
+        return;
+    /* each xi writes its own matrix of V */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int xi = 0; xi < 16; xi++)
+        sgemm_transpose(V + xi * K * C, C, VT + xi * C * K, K, C, K);
+}
+
+/* ---- blocks of tiles ---------------------------------------------------------- */
+
+/* Tiles per block at most (the GEMMs' columns), and the bytes of one block's
+ * U and M at most (so that they stay in the outer caches). */
+#define WINO_BLOCK 128
+#define WINO_BLOCK_BYTES ((int64_t)4 << 20)
+
+/* Up to this many tiles per block, the products are taken transposed (see
+ * multiply_block). */
+#define WINO_NARROW 64
+
+typedef struct {
+    const conv2d_kernels *kr;
+    const wino_geom *g;
+    const float *x, *V, *b;
+    float *y;
+    int64_t tb;         /* tiles per block */
+    int narrow;         /* tb <= WINO_NARROW: V is (16, C, K) */
+} wino_call;
+
+/* A run of tiles within one image's rows of tiles: image n, first tile
+ * (i0, j0), len tiles in row-major order. */
+typedef struct {
+    int64_t n, i0, j0, len;
+} tile_run;
+
+/* The run that starts at tile t (counting over all images) and ends at the
+ * image's end, at tile `end` or after WINO_SEG tiles, whichever is first. */
+static tile_run run_at(const wino_geom *g, int64_t t, int64_t end)
+{
+    int64_t per = g->th * g->tw, in = t % per;
+    tile_run r = {t / per, in / g->tw, in % g->tw, per - in};
+    r.len = r.len < end - t ? r.len : end - t;
+    r.len = r.len < WINO_SEG ? r.len : WINO_SEG;
+    return r;
+}
+
+/* U (16, C, tb) = the input transforms of tiles [t0, t0 + cnt). */
+static void input_block(const wino_call *w, float *U, int64_t t0, int64_t cnt, int nt)
+{
+    const wino_geom *g = w->g;
+    int64_t HW = g->H * g->W, us = g->C * w->tb;
+    /* each channel writes its own rows of U */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t off = 0; off < cnt;) {
+            tile_run r = run_at(g, t0 + off, t0 + cnt);
+            w->kr->wino_input(U + c * w->tb + off, us, w->x + (r.n * g->C + c) * HW, r.i0, r.j0,
+                              r.len, g);
+            off += r.len;
+        }
+}
+
+/* M[xi] (K, cnt) = V[xi] (K, C) U[xi] (C, cnt) for the 16 positions xi.
+ * Narrow blocks take M[xi]^T (cnt, K) = U[xi]^T V[xi]^T into T (16, tb, K)
+ * and transpose it: with so few rows the GEMM reads V[xi]^T in place instead
+ * of packing all of V for every block (deep layers at batch 1). */
+static int multiply_block(const wino_call *w, float *M, float *T, const float *U, int64_t cnt,
+                          int nt)
+{
+    const wino_geom *g = w->g;
+    int64_t KC = g->K * g->C, tb = w->tb;
+    int err = FASTCNN_OK;
+    /* each xi writes its own M[xi] (and T[xi]) */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(| : err)
+    for (int xi = 0; xi < 16; xi++) {
+        const float *u = U + xi * g->C * tb, *v = w->V + xi * KC;
+        float *m = M + xi * g->K * tb;
+        if (!w->narrow) {
+            err |= sgemm(0, 0, g->K, cnt, g->C, 1.0f, v, g->C, u, tb, 0.0f, m, tb, 1);
+            continue;
+        }
+        float *mt = T + xi * tb * g->K;
+        err |= sgemm(1, 0, cnt, g->K, g->C, 1.0f, u, tb, v, g->K, 0.0f, mt, g->K, 1);
+        sgemm_transpose(m, tb, mt, g->K, cnt, g->K);
+    }
+    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
+}
+
+/* y's tiles [t0, t0 + cnt) = the output transforms of M (16, K, tb), + b. */
+static void output_block(const wino_call *w, const float *M, int64_t t0, int64_t cnt, int nt)
+{
+    const wino_geom *g = w->g;
+    int64_t PQ = g->P * g->Q, ms = g->K * w->tb;
+    /* each output channel writes its own planes */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t k = 0; k < g->K; k++)
+        for (int64_t off = 0; off < cnt;) {
+            tile_run r = run_at(g, t0 + off, t0 + cnt);
+            w->kr->wino_output(w->y + (r.n * g->K + k) * PQ, M + k * w->tb + off, ms, r.i0,
+                               r.j0, r.len, w->b ? w->b[k] : 0.0f, g);
+            off += r.len;
+        }
+}
+
+/* Scratch floats of one block: U (16, C, tb), M (16, K, tb) and, if narrow,
+ * T (16, tb, K). */
+static int64_t block_floats(const wino_call *w)
+{
+    return 16 * (w->g->C + (w->narrow ? 2 : 1) * w->g->K) * w->tb;
+}
+
+/* Tiles [t0, t0 + cnt) through the three phases, each on nt threads. */
+static int run_block(const wino_call *w, float *scratch, int64_t t0, int64_t cnt, int nt)
+{
+    float *U = scratch, *M = U + 16 * w->g->C * w->tb, *T = M + 16 * w->g->K * w->tb;
+    input_block(w, U, t0, cnt, nt);
+    int err = multiply_block(w, M, T, U, cnt, nt);
+    if (!err)
+        output_block(w, M, t0, cnt, nt);
+    return err;
+}
+
+/* Tiles per block for T tiles on nt threads: at most WINO_BLOCK and
+ * WINO_BLOCK_BYTES of U and M, as even as blocks a multiple of nt make them,
+ * rounded up to 8. */
+static int64_t block_tiles(const wino_geom *g, int64_t T, int nt)
+{
+    int64_t most = WINO_BLOCK_BYTES / (16 * (g->C + g->K) * (int64_t)sizeof(float));
+    most = most > WINO_BLOCK ? WINO_BLOCK : most < 16 ? 16 : most / 8 * 8;
+    int64_t blocks = (T + most - 1) / most;
+    blocks = (blocks + nt - 1) / nt * nt;
+    int64_t tb = (T + blocks - 1) / blocks;
+    return (tb + 7) / 8 * 8;
+}
+
+/* y (N, K, P, Q) from x (N, C, H, W) by the filters transformed in w: its
+ * T tiles on nt threads. */
+static int run_tiles(wino_call *w, int64_t T, int nt)
+{
+    int64_t blocks = (T + w->tb - 1) / w->tb, per = block_floats(w);
+    int outer = blocks >= nt ? nt : 1;
+    float *scratch = conv2d_scratch_take(outer * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    int err = FASTCNN_OK;
+    /* thread t owns blocks [split_point(t), split_point(t + 1)): their outputs,
+     * and its own U and M; with one owner, each phase uses every thread */
+    #pragma omp parallel for num_threads(outer) if (outer > 1) schedule(static) reduction(| : err)
+    for (int t = 0; t < outer; t++)
+        for (int64_t k = split_point(blocks, t, outer); k < split_point(blocks, t + 1, outer); k++) {
+            int64_t t0 = k * w->tb, cnt = T - t0 < w->tb ? T - t0 : w->tb;
+            err |= run_block(w, scratch + t * per, t0, cnt, outer > 1 ? 1 : nt);
+        }
+    conv2d_scratch_give(scratch);
+    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
+}
+
+/* Geometry of a stride-1 3x3 convolution from C planes (H, W) to K planes
+ * (P, Q) with top/left padding ph, pw. */
+static wino_geom geometry(int64_t C, int64_t H, int64_t W, int64_t K, int64_t P, int64_t Q,
+                          int64_t ph, int64_t pw, const conv2d_shape *s)
+{
+    wino_geom g = {C, K, H, W, P, Q, ph, pw, (P + 1) / 2, (Q + 1) / 2, 0, 0.0f, 0.0f};
+    if (s) {
+        g.clamp = s->clamp, g.lo = s->lo, g.hi = s->hi;
+    }
+    return g;
+}
+
+/* y = the convolution of x by w (flipped for backward data), + b, of N
+ * images. */
+static int convolve(float *y, const float *x, const float *w, const float *b,
+                    const wino_geom *g, int64_t N, int flip, int nthreads)
+{
+    int64_t T = N * g->th * g->tw;
+    int nt = fastcnn_threads_for(32 * T * g->K * g->C, nthreads);
+    int64_t KC = g->K * g->C;
+    float *V = conv2d_scratch_take(16 * KC), *tmp = conv2d_scratch_take(25 * KC);
+    int err = V && tmp ? FASTCNN_OK : FASTCNN_ENOMEM;
+    wino_call call = {conv2d_kernels_for(fastcnn_isa()), g, x, V, b, y, block_tiles(g, T, nt), 0};
+    call.narrow = call.tb <= WINO_NARROW;
+    if (!err) {
+        transform_filters(V, tmp, w, g->K, g->C, flip, call.narrow, nthreads);
+        conv2d_scratch_give(tmp);
+        tmp = NULL;
+        err = run_tiles(&call, T, nt);
+    }
+    if (V)
+        conv2d_scratch_give(V);
+    if (tmp)
+        conv2d_scratch_give(tmp);
+    return err;
+}
+
+int conv2d_winograd_forward(float *y, const float *x, const float *w, const float *b,
+                            const conv2d_shape *s, int nthreads)
+{
+    wino_geom g = geometry(s->C, s->H, s->W, s->K, s->P, s->Q, s->ph, s->pw, s);
+    return convolve(y, x, w, b, &g, s->N, 0, nthreads);
+}
+
+int conv2d_winograd_backward_data(float *dx, const float *dy, const float *w,
+                                  const conv2d_shape *s, int nthreads)
+{
+    wino_geom g = geometry(s->K, s->P, s->Q, s->C, s->H, s->W, 2 - s->ph, 2 - s->pw, NULL);
+    return convolve(dx, dy, w, NULL, &g, s->N, 1, nthreads);
+}

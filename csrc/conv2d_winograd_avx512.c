@@ -1,0 +1,16 @@
+/* conv2d_winograd_avx512.c - the Winograd F(2x2, 3x3) input and output
+ * transforms (conv2d_winograd_kernel.h) compiled for AVX-512. */
+#include "conv2d_avx512.h"
+#include "conv2d_internal.h"
+
+void conv2d_wino_input_avx512(float *u, int64_t us, const float *x, int64_t i0, int64_t j0,
+                              int64_t n, const wino_geom *g)
+{
+    wino_input_seg(u, us, x, i0, j0, n, g);
+}
+
+void conv2d_wino_output_avx512(float *y, const float *m, int64_t ms, int64_t i0, int64_t j0,
+                               int64_t n, float bias, const wino_geom *g)
+{
+    wino_output_seg(y, m, ms, i0, j0, n, bias, g);
+}
