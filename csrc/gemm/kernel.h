@@ -11,15 +11,26 @@
  *      the kc rows are readable (a packed, zero-padded panel has ldb = NR;
  *      a full panel of the caller's B is used in place with B's row stride),
  *   c  element (i,j) at c[i*ldc + j]; only i < mr, j < nr is read or written.
- * 1 <= mr <= MR, 1 <= nr <= NR, kc >= 1.
+ * 1 <= mr <= MR, 1 <= nr <= NR, kc >= 1. With an epilogue (bias, clamp) the
+ * stored value is clamp(alpha a b + beta c + bias[i]), each step rounded as
+ * written.
  */
 #ifndef FASTCNN_GEMM_KERNEL_H
 #define FASTCNN_GEMM_KERNEL_H
 
 #include <stdint.h>
 
+/* What a tile's last k block adds before its store (after alpha and beta):
+ * bias[i] on row i (bias NULL: none), then a clamp to [clamp[0], clamp[1]]
+ * as hardtanh does, a NaN passing (clamp NULL: none). */
+typedef struct {
+    const float *bias, *clamp;
+} gemm_epilogue;
+
+/* epi: NULL, or the epilogue of the tile's final k block (bias from its first row). */
 typedef void (*gemm_ukernel)(int64_t kc, const float *a, const float *b, int64_t ldb,
-                             float *c, int64_t ldc, float alpha, float beta, int mr, int nr);
+                             float *c, int64_t ldc, float alpha, float beta, int mr, int nr,
+                             const gemm_epilogue *epi);
 
 /* Transposing copy used to pack the operand stored across the panel (A when
  * not transposed, B when transposed):

@@ -21,9 +21,22 @@
 #define NV 2            /* ymm vectors per row of the tile */
 #define NR (8 * NV)
 
+/* r + bias[i], then clamped (max(lo, r) and min(hi, r) keep a NaN r, as
+ * the scalar clamp does). */
+static inline __m256 finish(__m256 r, const gemm_epilogue *epi, int i)
+{
+    if (epi->bias)
+        r = _mm256_add_ps(r, _mm256_broadcast_ss(epi->bias + i));
+    if (epi->clamp) {
+        r = _mm256_max_ps(_mm256_broadcast_ss(epi->clamp), r);
+        r = _mm256_min_ps(_mm256_broadcast_ss(epi->clamp + 1), r);
+    }
+    return r;
+}
+
 static inline __attribute__((always_inline)) void
 tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-     int64_t ldc, float alpha, float beta, int nr)
+     int64_t ldc, float alpha, float beta, int nr, const gemm_epilogue *epi)
 {
     __m256 acc[MR][NV];
 #pragma GCC unroll 8
@@ -59,23 +72,24 @@ tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             __m256 r = _mm256_mul_ps(acc[i][v], va);
-            if (nr == NR) {
-                if (beta != 0.0f)
-                    r = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8 * v), r);
+            if (beta != 0.0f)
+                r = _mm256_fmadd_ps(vb, nr == NR ? _mm256_loadu_ps(ci + 8 * v)
+                                                 : _mm256_maskload_ps(ci + 8 * v, mask[v]), r);
+            if (epi)
+                r = finish(r, epi, i);
+            if (nr == NR)
                 _mm256_storeu_ps(ci + 8 * v, r);
-            } else {
-                if (beta != 0.0f)
-                    r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci + 8 * v, mask[v]), r);
+            else
                 _mm256_maskstore_ps(ci + 8 * v, mask[v], r);
-            }
         }
     }
 }
 
-#define TILE_CASE(m) case m: tile(m, kc, a, b, ldb, c, ldc, alpha, beta, nr); break;
+#define TILE_CASE(m) case m: tile(m, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi); break;
 
 static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                    int64_t ldc, float alpha, float beta, int mr, int nr)
+                    int64_t ldc, float alpha, float beta, int mr, int nr,
+                    const gemm_epilogue *epi)
 {
     switch (mr) {
     TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)

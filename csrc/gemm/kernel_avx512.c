@@ -38,11 +38,25 @@
 #define ACC_ROWS 14     /* accumulator array bounds covering both tiles */
 #define ACC_VECS 3
 
+/* r + bias[i], then clamped (max(lo, r) and min(hi, r) keep a NaN r, as
+ * the scalar clamp does). */
+static inline __m512 finish(__m512 r, const gemm_epilogue *epi, int i)
+{
+    if (epi->bias)
+        r = _mm512_add_ps(r, _mm512_set1_ps(epi->bias[i]));
+    if (epi->clamp) {
+        r = _mm512_max_ps(_mm512_set1_ps(epi->clamp[0]), r);
+        r = _mm512_min_ps(_mm512_set1_ps(epi->clamp[1]), r);
+    }
+    return r;
+}
+
 /* The tile's first m rows and first nv vectors (nv * 16 >= nr columns) of a
  * tile with mr_pack rows per packed k step of a. */
 static inline __attribute__((always_inline)) void
 tile(const int mr_pack, const int m, const int nv, int64_t kc, const float *a, const float *b,
-     int64_t ldb, float *c, int64_t ldc, float alpha, float beta, int nr)
+     int64_t ldb, float *c, int64_t ldc, float alpha, float beta, int nr,
+     const gemm_epilogue *epi)
 {
     __m512 acc[ACC_ROWS][ACC_VECS];
 #pragma GCC unroll 16
@@ -93,6 +107,8 @@ tile(const int mr_pack, const int m, const int nv, int64_t kc, const float *a, c
             __m512 r = _mm512_mul_ps(acc[i][v], va);
             if (beta != 0.0f)
                 r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], ci + 16 * v), r);
+            if (epi)
+                r = finish(r, epi, i);
             _mm512_mask_storeu_ps(ci + 16 * v, mask[v], r);
         }
     }
@@ -101,23 +117,24 @@ tile(const int mr_pack, const int m, const int nv, int64_t kc, const float *a, c
 #define TILE_CASE(m)                                                        \
     case m:                                                                 \
         if (nr > 16)                                                        \
-            tile(MR, m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr);         \
+            tile(MR, m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
         else        /* an edge of at most 16 columns: half the FMAs */      \
-            tile(MR, m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr);         \
+            tile(MR, m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
         break;
 
 #define TILE8_CASE(m)                                                       \
     case m:                                                                 \
         if (nr > 32)                                                        \
-            tile(MR8, m, 3, kc, a, b, ldb, c, ldc, alpha, beta, nr);        \
+            tile(MR8, m, 3, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
         else if (nr > 16)                                                   \
-            tile(MR8, m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr);        \
+            tile(MR8, m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
         else                                                                \
-            tile(MR8, m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr);        \
+            tile(MR8, m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
         break;
 
 static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                    int64_t ldc, float alpha, float beta, int mr, int nr)
+                    int64_t ldc, float alpha, float beta, int mr, int nr,
+                    const gemm_epilogue *epi)
 {
     switch (mr) {
     TILE_CASE(14) TILE_CASE(13) TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9)
@@ -131,7 +148,8 @@ static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, flo
  * used when M is a multiple of 8 but not of 14 (out-channel counts 16, 64,
  * 128), where the 14-row tile would compute padding rows. */
 static void ukernel8(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                     int64_t ldc, float alpha, float beta, int mr, int nr)
+                     int64_t ldc, float alpha, float beta, int mr, int nr,
+                     const gemm_epilogue *epi)
 {
     switch (mr) {
     TILE8_CASE(8) TILE8_CASE(7) TILE8_CASE(6) TILE8_CASE(5) TILE8_CASE(4) TILE8_CASE(3)

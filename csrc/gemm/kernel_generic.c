@@ -16,7 +16,8 @@
 #define NR 16
 
 static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                    int64_t ldc, float alpha, float beta, int mr, int nr)
+                    int64_t ldc, float alpha, float beta, int mr, int nr,
+                    const gemm_epilogue *epi)
 {
     float acc[MR][NR] = {{0.0f}};
     for (int64_t k = 0; k < kc; k++) {
@@ -34,7 +35,14 @@ static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, flo
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
             float r = alpha * acc[i][j];
-            c[i * ldc + j] = beta == 0.0f ? r : r + beta * c[i * ldc + j];
+            r = beta == 0.0f ? r : r + beta * c[i * ldc + j];
+            if (epi && epi->bias)
+                r += epi->bias[i];
+            if (epi && epi->clamp) {
+                r = r < epi->clamp[0] ? epi->clamp[0] : r;
+                r = r > epi->clamp[1] ? epi->clamp[1] : r;
+            }
+            c[i * ldc + j] = r;
         }
 }
 

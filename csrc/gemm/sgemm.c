@@ -177,12 +177,6 @@ static void pack_b_block(float *dst, const gemm_plan *p, int64_t p0, int64_t kc,
 }
 
 /* c (m, n) with row stride ldc += bias[i] on row i. */
-static void add_row_bias(float *c, int64_t ldc, const float *bias, int m, int n)
-{
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) c[i * ldc + j] += bias[i];
-}
-
 /* c (m, n) with row stride ldc clamped to [lo, hi] as hardtanh does (NaN passes). */
 static void clamp_rows(float *c, int64_t ldc, float lo, float hi, int64_t m, int64_t n)
 {
@@ -215,13 +209,11 @@ static void macro_kernel(const gemm_plan *p, const float *ap, const float *bp, f
         for (int64_t ir = 0; ir < m; ir += mr) {
             float *c = p->C + (i0 + ir) * p->ldc + j0 + jr;
             int mb = (int)min64(mr, m - ir);
-            p->kr->ukernel(kc, ap + ir * kc, b, ldb, c, p->ldc, p->alpha, beta, mb, nb);
-            if (p0 + kc == p->K) {              /* the tile is final and still in L1 */
-                if (p->bias)
-                    add_row_bias(c, p->ldc, p->bias + i0 + ir, mb, nb);
-                if (p->clamp)
-                    clamp_rows(c, p->ldc, p->clamp[0], p->clamp[1], mb, nb);
-            }
+            /* the bias and clamp go in the tile's last k block, before its store */
+            gemm_epilogue epi = {p->bias ? p->bias + i0 + ir : NULL, p->clamp};
+            int final = p0 + kc == p->K && (p->bias || p->clamp);
+            p->kr->ukernel(kc, ap + ir * kc, b, ldb, c, p->ldc, p->alpha, beta, mb, nb,
+                           final ? &epi : NULL);
         }
     }
 }
