@@ -19,18 +19,45 @@ static int64_t *scratch_size(char *block)
     return (int64_t *)block;
 }
 
-/* A buffer of at least `floats` floats (64-byte aligned), or NULL. */
+/* Keep block in an empty slot, or free it if there is none or it is larger
+ * than the cache keeps. */
+static void keep(char *block)
+{
+    if (*scratch_size(block) <= SCRATCH_CACHE_MAX) {
+        for (int i = 0; i < SCRATCH_SLOTS; i++) {
+            char *empty = NULL;
+            if (__atomic_compare_exchange_n(&cached_scratch[i], &empty, block, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                return;
+        }
+    }
+    fastcnn_free(block);
+}
+
+/* A buffer of at least `floats` floats (64-byte aligned), or NULL: a kept
+ * one large enough if there is one, else a new one (one call may take
+ * buffers of several sizes; a kept buffer too small for this one is freed
+ * in its place, so the cache does not grow). */
 float *conv2d_scratch_take(int64_t floats)
 {
     int64_t bytes = (floats > 0 ? floats : 1) * (int64_t)sizeof(float);
-    char *block = NULL;
+    char *block = NULL, *small = NULL;
     for (int i = 0; i < SCRATCH_SLOTS && !block; i++) {
-        block = __atomic_exchange_n(&cached_scratch[i], NULL, __ATOMIC_ACQ_REL);
-        if (block && *scratch_size(block) < bytes) {
-            fastcnn_free(block);    /* too small for this call: allocate below */
-            block = NULL;
-            break;
-        }
+        char *b = __atomic_exchange_n(&cached_scratch[i], NULL, __ATOMIC_ACQ_REL);
+        if (!b)
+            continue;
+        if (*scratch_size(b) >= bytes)
+            block = b;
+        else if (!small)
+            small = b;
+        else
+            keep(b);
+    }
+    if (small) {
+        if (block)
+            keep(small);
+        else
+            fastcnn_free(small);
     }
     if (!block) {
         block = fastcnn_alloc(bytes + SCRATCH_HEADER);
@@ -45,16 +72,7 @@ float *conv2d_scratch_take(int64_t floats)
  * if there is none, or if it is larger than the cache keeps). */
 void conv2d_scratch_give(float *p)
 {
-    char *block = (char *)p - SCRATCH_HEADER;
-    if (*scratch_size(block) <= SCRATCH_CACHE_MAX) {
-        for (int i = 0; i < SCRATCH_SLOTS; i++) {
-            char *empty = NULL;
-            if (__atomic_compare_exchange_n(&cached_scratch[i], &empty, block, 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-                return;
-        }
-    }
-    fastcnn_free(block);
+    keep((char *)p - SCRATCH_HEADER);
 }
 
 __attribute__((destructor)) static void scratch_release(void)

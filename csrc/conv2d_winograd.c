@@ -121,7 +121,7 @@ static void transform_filters(float *V, float *tmp, const float *w, int64_t K, i
 
 /* Tiles per block at most (the GEMMs' columns), and the bytes of one block's
  * U and M at most (so that they stay in the outer caches). */
-#define WINO_BLOCK 128
+#define WINO_BLOCK 512
 #define WINO_BLOCK_BYTES ((int64_t)4 << 20)
 
 /* Up to this many tiles per block, the products are taken transposed (see
