@@ -42,6 +42,7 @@ typedef void (*conv2d_wino_input_fn)(float *, int64_t, const float *, int64_t, i
                                      const wino_geom *);
 typedef void (*conv2d_wino_output_fn)(float *, const float *, int64_t, int64_t, int64_t, int64_t,
                                       float, const wino_geom *);
+typedef void (*conv2d_wino_filters_fn)(float *, int64_t, const float *, int64_t, int);
 
 typedef struct {
     conv2d_im2col_tap_fn im2col_tap;        /* im2col of one tap; the ISA's for stride 1 */
@@ -52,6 +53,7 @@ typedef struct {
     int64_t vl;                             /* floats per vector of kvec_block, wgrad_image */
     conv2d_wino_input_fn wino_input;        /* Winograd input transform of a run of tiles */
     conv2d_wino_output_fn wino_output;      /* Winograd output transform of a run of tiles */
+    conv2d_wino_filters_fn wino_filters;    /* Winograd transform of filters' taps */
 } conv2d_kernels;
 
 /* The table of `isa` (fastcnn_isa()): one per instruction set, in conv2d.c. */
@@ -66,7 +68,9 @@ void conv2d_im2col_tap_generic(float *out, const float *xc, int64_t cnt, int64_t
     void conv2d_wino_input_##isa(float *u, int64_t us, const float *x, int64_t i0,         \
                                  int64_t j0, int64_t n, const wino_geom *g);               \
     void conv2d_wino_output_##isa(float *y, const float *m, int64_t ms, int64_t i0,        \
-                                  int64_t j0, int64_t n, float bias, const wino_geom *g);
+                                  int64_t j0, int64_t n, float bias, const wino_geom *g);  \
+    void conv2d_wino_filters_##isa(float *v, int64_t vs, const float *taps, int64_t K,      \
+                                   int flip);
 WINO_DECLARE(generic)
 WINO_DECLARE(avx2)
 WINO_DECLARE(avx512)

@@ -33,54 +33,26 @@ void conv2d_wino_output_generic(float *y, const float *m, int64_t ms, int64_t i0
     wino_output_seg(y, m, ms, i0, j0, n, bias, g);
 }
 
-/* ---- filters ------------------------------------------------------------------ */
-
-/* v[xi vs + k .. + VL] (16 rows) = G f G^T for the filters of DIRECT_VL
- * output channels from their taps f[r][t] (vectors over k). */
-static inline void transform_vector(float *v, int64_t vs, const dvec f[3][3])
+void conv2d_wino_filters_generic(float *v, int64_t vs, const float *taps, int64_t K, int flip)
 {
-    dvec gf[4][3];      /* G f */
-    for (int t = 0; t < 3; t++) {
-        gf[0][t] = f[0][t];
-        gf[1][t] = 0.5f * (f[0][t] + f[1][t] + f[2][t]);
-        gf[2][t] = 0.5f * (f[0][t] - f[1][t] + f[2][t]);
-        gf[3][t] = f[2][t];
-    }
-    for (int a = 0; a < 4; a++) {
-        *(dvec *)(v + (4 * a + 0) * vs) = gf[a][0];
-        *(dvec *)(v + (4 * a + 1) * vs) = 0.5f * (gf[a][0] + gf[a][1] + gf[a][2]);
-        *(dvec *)(v + (4 * a + 2) * vs) = 0.5f * (gf[a][0] - gf[a][1] + gf[a][2]);
-        *(dvec *)(v + (4 * a + 3) * vs) = gf[a][2];
-    }
+    wino_filters_seg(v, vs, taps, K, flip);
 }
 
-/* v[xi vs + k] (16 rows, k < K) = G f G^T of the filters of K output
- * channels whose taps are f[r][t][k] = taps[(3 r + t, or 8 - that if
- * flipped) K + k]; the last partial vector through a padded copy. */
-static void transform_taps(float *v, int64_t vs, const float *taps, int64_t K, int flip)
+/* ---- filters ------------------------------------------------------------------ */
+
+/* taps (cnt, 9, kb) = the taps of the filters from input channels c0 ..
+ * c0 + cnt - 1 to output channels k0 .. k0 + kb - 1, taps[(c - c0) 9 kb +
+ * rt kb + k - k0] = tap rt (not rotated) of filter (k, c): w (K, C, 3,
+ * 3)[k][c], or with flip w (C, K, 3, 3)[c][k]. */
+static void gather_taps(float *taps, const float *w, int64_t K, int64_t C, int flip, int64_t k0,
+                        int64_t kb, int64_t c0, int64_t cnt)
 {
-    for (int64_t k = 0; k < K; k += DIRECT_VL) {
-        dvec f[3][3];
-        int64_t n = K - k < DIRECT_VL ? K - k : DIRECT_VL;
-        for (int rt = 0; rt < 9; rt++) {
-            const float *src = taps + (flip ? 8 - rt : rt) * K + k;
-            if (n == DIRECT_VL) {
-                f[rt / 3][rt % 3] = *(const dvec *)src;
-                continue;
-            }
-            float lane[DIRECT_VL] = {0};
-            for (int64_t i = 0; i < n; i++) lane[i] = src[i];
-            memcpy(&f[rt / 3][rt % 3], lane, sizeof lane);
-        }
-        if (n == DIRECT_VL) {
-            transform_vector(v + k, vs, f);
-            continue;
-        }
-        float part[16][DIRECT_VL];
-        transform_vector(part[0], DIRECT_VL, f);
-        for (int xi = 0; xi < 16; xi++)
-            memcpy(v + xi * vs + k, part[xi], (size_t)n * sizeof(float));
+    if (!flip) {
+        sgemm_transpose(taps, kb, w + k0 * C * 9 + c0 * 9, C * 9, kb, 9 * cnt);
+        return;
     }
+    for (int64_t c = c0; c < c0 + cnt; c++)
+        sgemm_transpose(taps + (c - c0) * 9 * kb, kb, w + (c * K + k0) * 9, 9, kb, 9);
 }
 
 /* V (16, C, K) if narrow, else (16, K, C), = G f G^T of the filter from
@@ -92,6 +64,7 @@ static void transform_taps(float *v, int64_t vs, const float *taps, int64_t K, i
 static void transform_filters(float *V, float *tmp, const float *w, int64_t K, int64_t C,
                               int flip, int narrow, int nthreads)
 {
+    const conv2d_kernels *kr = conv2d_kernels_for(fastcnn_isa());
     float *taps = tmp, *VT = narrow ? V : tmp + 9 * C * K;
     int64_t chunks = (C + 7) / 8;
     int nt = fastcnn_threads_for(64 * K * C, nthreads);
@@ -100,14 +73,9 @@ static void transform_filters(float *V, float *tmp, const float *w, int64_t K, i
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t i = 0; i < chunks; i++) {
         int64_t c0 = 8 * i, cnt = C - c0 < 8 ? C - c0 : 8;
-        if (flip) {
-            for (int64_t c = c0; c < c0 + cnt; c++)
-                sgemm_transpose(taps + c * 9 * K, K, w + c * K * 9, 9, K, 9);
-        } else {
-            sgemm_transpose(taps + c0 * 9 * K, K, w + c0 * 9, C * 9, K, 9 * cnt);
-        }
+        gather_taps(taps + c0 * 9 * K, w, K, C, flip, 0, K, c0, cnt);
         for (int64_t c = c0; c < c0 + cnt; c++)
-            transform_taps(VT + c * K, C * K, taps + c * 9 * K, K, flip);
+            kr->wino_filters(VT + c * K, C * K, taps + c * 9 * K, K, flip);
     }
     if (narrow)
         return;
@@ -127,14 +95,18 @@ static void transform_filters(float *V, float *tmp, const float *w, int64_t K, i
 /* Up to this many tiles per block, the products are taken transposed (see
  * multiply_block). */
 #define WINO_NARROW 64
+/* Output channels whose filters a fused product transforms at once (at most). */
+#define WINO_KB 64
 
 typedef struct {
     const conv2d_kernels *kr;
     const wino_geom *g;
-    const float *x, *V, *b;
+    const float *x, *w, *V, *b;     /* V: the transformed filters, NULL if fused */
     float *y;
     int64_t tb;         /* tiles per block */
     int narrow;         /* tb <= WINO_NARROW: V is (16, C, K) */
+    int fused;          /* narrow, one block: filters transformed inside the product */
+    int flip;           /* backward data: w is (C, K, 3, 3), rotated */
 } wino_call;
 
 /* A run of tiles within one image's rows of tiles: image n, first tile
@@ -170,6 +142,40 @@ static void input_block(const wino_call *w, float *U, int64_t t0, int64_t cnt, i
         }
 }
 
+/* T[xi] (cnt, K) = U[xi]^T V[xi]^T for the 16 positions xi of the one
+ * narrow block of a call (few tiles: deep layers at batch 1), with the
+ * filters transformed here, kb output channels at a time into a thread's own
+ * Vb (16, C, kb): so V is never written out whole (16 C K floats, 1.8 times
+ * the filters) and read back. */
+static int multiply_fused(const wino_call *w, float *T, const float *U, int64_t cnt, int nt)
+{
+    const wino_geom *g = w->g;
+    int64_t C = g->C, K = g->K, tb = w->tb, kb = WINO_KB;
+    while (kb > 16 && (K + kb - 1) / kb < nt)
+        kb /= 2;
+    int64_t kblocks = (K + kb - 1) / kb, per = 25 * C * kb;
+    int nth = nt < kblocks ? nt : (int)kblocks, err = FASTCNN_OK;
+    float *scratch = conv2d_scratch_take(nth * per);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    /* thread t owns output channel blocks [split_point(t), split_point(t + 1)):
+     * their columns of T, its own taps and Vb */
+    #pragma omp parallel for num_threads(nth) if (nth > 1) schedule(static) reduction(| : err)
+    for (int t = 0; t < nth; t++)
+        for (int64_t i = split_point(kblocks, t, nth); i < split_point(kblocks, t + 1, nth); i++) {
+            int64_t k0 = i * kb, n = K - k0 < kb ? K - k0 : kb;
+            float *taps = scratch + t * per, *vb = taps + 9 * C * kb;
+            gather_taps(taps, w->w, K, C, w->flip, k0, n, 0, C);
+            for (int64_t c = 0; c < C; c++)
+                w->kr->wino_filters(vb + c * n, C * n, taps + c * 9 * n, n, w->flip);
+            for (int xi = 0; xi < 16; xi++)
+                err |= sgemm(1, 0, cnt, n, C, 1.0f, U + xi * C * tb, tb, vb + xi * C * n, n, 0.0f,
+                             T + xi * tb * K + k0, K, 1);
+        }
+    conv2d_scratch_give(scratch);
+    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
+}
+
 /* M[xi] (K, cnt) = V[xi] (K, C) U[xi] (C, cnt) for the 16 positions xi.
  * Narrow blocks take M[xi]^T (cnt, K) = U[xi]^T V[xi]^T into T (16, tb, K)
  * and transpose it: with so few rows the GEMM reads V[xi]^T in place instead
@@ -179,7 +185,14 @@ static int multiply_block(const wino_call *w, float *M, float *T, const float *U
 {
     const wino_geom *g = w->g;
     int64_t KC = g->K * g->C, tb = w->tb;
-    int err = FASTCNN_OK;
+    int err = w->fused ? multiply_fused(w, T, U, cnt, nt) : FASTCNN_OK;
+    if (w->fused) {
+        /* each xi writes its own M[xi] */
+        #pragma omp parallel for num_threads(nt) if (nt > 1 && !err) schedule(static)
+        for (int xi = 0; xi < 16; xi++)
+            sgemm_transpose(M + xi * g->K * tb, tb, T + xi * tb * g->K, g->K, cnt, g->K);
+        return err;
+    }
     /* each xi writes its own M[xi] (and T[xi]) */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(| : err)
     for (int xi = 0; xi < 16; xi++) {
@@ -284,11 +297,16 @@ static int convolve(float *y, const float *x, const float *w, const float *b,
 {
     int64_t T = N * g->th * g->tw;
     int nt = fastcnn_threads_for(32 * T * g->K * g->C, nthreads);
+    wino_call call = {conv2d_kernels_for(fastcnn_isa()), g, x, w, NULL, b, y,
+                      block_tiles(g, T, nt), 0, 0, flip};
+    call.narrow = call.tb <= WINO_NARROW;
+    call.fused = call.narrow && call.tb >= T;
+    if (call.fused)
+        return run_tiles(&call, T, nt);
     int64_t KC = g->K * g->C;
     float *V = conv2d_scratch_take(16 * KC), *tmp = conv2d_scratch_take(25 * KC);
     int err = V && tmp ? FASTCNN_OK : FASTCNN_ENOMEM;
-    wino_call call = {conv2d_kernels_for(fastcnn_isa()), g, x, V, b, y, block_tiles(g, T, nt), 0};
-    call.narrow = call.tb <= WINO_NARROW;
+    call.V = V;
     if (!err) {
         transform_filters(V, tmp, w, g->K, g->C, flip, call.narrow, nthreads);
         conv2d_scratch_give(tmp);

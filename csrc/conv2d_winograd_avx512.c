@@ -1,4 +1,4 @@
-/* conv2d_winograd_avx512.c - the Winograd F(2x2, 3x3) input and output
+/* conv2d_winograd_avx512.c - the Winograd F(2x2, 3x3) filter, input and output
  * transforms (conv2d_winograd_kernel.h) compiled for AVX-512. */
 #include "conv2d_avx512.h"
 #include "conv2d_internal.h"
@@ -13,4 +13,9 @@ void conv2d_wino_output_avx512(float *y, const float *m, int64_t ms, int64_t i0,
                                int64_t n, float bias, const wino_geom *g)
 {
     wino_output_seg(y, m, ms, i0, j0, n, bias, g);
+}
+
+void conv2d_wino_filters_avx512(float *v, int64_t vs, const float *taps, int64_t K, int flip)
+{
+    wino_filters_seg(v, vs, taps, K, flip);
 }

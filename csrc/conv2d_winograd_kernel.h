@@ -1,4 +1,4 @@
-/* conv2d_winograd_kernel.h - the input and output transforms of the Winograd
+/* conv2d_winograd_kernel.h - the filter, input and output transforms of the Winograd
  * F(2x2, 3x3) convolution (conv2d_winograd.c), compiled once per instruction
  * set: loops over runs of tiles in the vectors of conv2d_kernel.h (dvec),
  * defined where a file has set those up (conv2d_generic.h, conv2d_avx2.h,
@@ -164,6 +164,55 @@ static inline void wino_output_seg(float *y, const float *restrict m, int64_t ms
                 row[2 * pairs] = e[pairs];
         }
         t += cnt;
+    }
+}
+
+/* v[xi vs + k .. + VL] (16 rows) = G f G^T for the filters of DIRECT_VL
+ * output channels from their taps f[r][t] (vectors over k). */
+static inline void wino_filter_vector(float *v, int64_t vs, const dvec f[3][3])
+{
+    dvec gf[4][3];      /* G f */
+    for (int t = 0; t < 3; t++) {
+        gf[0][t] = f[0][t];
+        gf[1][t] = 0.5f * (f[0][t] + f[1][t] + f[2][t]);
+        gf[2][t] = 0.5f * (f[0][t] - f[1][t] + f[2][t]);
+        gf[3][t] = f[2][t];
+    }
+    for (int a = 0; a < 4; a++) {
+        *(dvec *)(v + (4 * a + 0) * vs) = gf[a][0];
+        *(dvec *)(v + (4 * a + 1) * vs) = 0.5f * (gf[a][0] + gf[a][1] + gf[a][2]);
+        *(dvec *)(v + (4 * a + 2) * vs) = 0.5f * (gf[a][0] - gf[a][1] + gf[a][2]);
+        *(dvec *)(v + (4 * a + 3) * vs) = gf[a][2];
+    }
+}
+
+/* v[xi vs + k] (16 rows, k < K) = G f G^T of the filters of K output
+ * channels whose taps are f[r][t][k] = taps[(3 r + t, or 8 - that if
+ * flipped) K + k]; the last partial vector through a padded copy. */
+static inline void wino_filters_seg(float *v, int64_t vs, const float *taps, int64_t K,
+                                    int flip)
+{
+    for (int64_t k = 0; k < K; k += DIRECT_VL) {
+        dvec f[3][3];
+        int64_t n = K - k < DIRECT_VL ? K - k : DIRECT_VL;
+        for (int rt = 0; rt < 9; rt++) {
+            const float *src = taps + (flip ? 8 - rt : rt) * K + k;
+            if (n == DIRECT_VL) {
+                f[rt / 3][rt % 3] = *(const dvec *)src;
+                continue;
+            }
+            float lane[DIRECT_VL] = {0};
+            for (int64_t i = 0; i < n; i++) lane[i] = src[i];
+            memcpy(&f[rt / 3][rt % 3], lane, sizeof lane);
+        }
+        if (n == DIRECT_VL) {
+            wino_filter_vector(v + k, vs, f);
+            continue;
+        }
+        float part[16][DIRECT_VL];
+        wino_filter_vector(part[0], DIRECT_VL, f);
+        for (int xi = 0; xi < 16; xi++)
+            memcpy(v + xi * vs + k, part[xi], (size_t)n * sizeof(float));
     }
 }
 

@@ -502,8 +502,9 @@ def test_pointwise_gemm_with_fused_bias(case, num_threads, rng):
 # ---- Winograd F(2x2, 3x3) (csrc/conv2d_winograd.c) ------------------------------
 
 # 3x3, stride 1: tiles of 2x2 outputs in runs of at most 64 (a row of tiles,
-# or several rows of a small map), blocks of up to 128 tiles across images;
-# blocks of at most 64 tiles take the transposed products.
+# or several rows of a small map), blocks of up to 512 tiles across images;
+# blocks of at most 64 tiles take the transposed products, and a call of one
+# such block transforms its filters inside the product.
 WINO_CASES = [
     (2, 3, 9, 11, 5, 3, 3, 1, 1),             # odd P and Q: partial last tiles
     (1, 1, 1, 1, 3, 3, 3, 1, 1),              # a 1x1 image: one tile, mostly padding
@@ -515,6 +516,7 @@ WINO_CASES = [
     (1, 37, 5, 5, 70, 3, 3, 1, 1),            # C, K not multiples of any vector
     (2, 3, 7, 9, 4, 3, 3, 1, (1, 0)),         # unequal padding
     (1, 2, 6, 6, 3, 3, 3, 1, "same"),
+    (2, 1000, 18, 18, 30, 3, 3, 1, 1),        # C + K > 1024: three narrow blocks of 56
 ]
 
 
