@@ -221,9 +221,9 @@ static int run_path(int op, int path, const conv_call *c, int nt)
 /* Interleaved rounds of timing: at least TUNE_ROUNDS, more (up to
  * TUNE_MAX_ROUNDS) until each candidate ran TUNE_MIN_SECONDS in all, so that
  * the minimum of a cheap convolution is not one noisy sample. */
-#define TUNE_ROUNDS 2
+#define TUNE_ROUNDS 3
 #define TUNE_MAX_ROUNDS 16
-#define TUNE_MIN_SECONDS 0.002
+#define TUNE_MIN_SECONDS 0.006
 
 static int tune_mode = -1;      /* -1: FASTCNN_CONV_TUNE not read yet; 0 off, 1 on */
 
