@@ -20,7 +20,7 @@
  * smaller than the kernel and C fits the vectors (conv2d_kvec.c); the
  * channel-vector weight gradient needs S = 3 or 5 and K to fit the vectors
  * (conv2d_wgrad.c); Winograd F(2x2, 3x3) runs 3x3 stride-1 forwards and
- * backward data (conv2d_winograd.c). Which of them runs a convolution, and on how many
+ * backward data, and F(3x3, 2x2) their weight gradients (conv2d_winograd.c). Which of them runs a convolution, and on how many
  * threads, is timed on its shape's first call (see "path choice by timing");
  * small convolutions go by the rules of "path choice by shape":
  *   forward, stride 1 and C R S <= 75 (first layers): direct;
@@ -44,17 +44,20 @@ static const conv2d_kernels conv2d_kernels_generic = {
     conv2d_im2col_tap_generic, conv2d_direct_block_generic, DIRECT_KB_GENERIC,
     conv2d_kvec_block_generic, conv2d_wgrad_image_generic, 4,   /* 16-byte vectors */
     conv2d_wino_input_generic, conv2d_wino_output_generic, conv2d_wino_filters_generic,
+    conv2d_wino_grad_generic,
 };
 #ifdef FASTCNN_X86_KERNELS
 static const conv2d_kernels conv2d_kernels_avx2 = {
     conv2d_im2col_tap_avx2, conv2d_direct_block_avx2, DIRECT_KB_AVX2,
     conv2d_kvec_block_avx2, conv2d_wgrad_image_avx2, 8,
     conv2d_wino_input_avx2, conv2d_wino_output_avx2, conv2d_wino_filters_avx2,
+    conv2d_wino_grad_avx2,
 };
 static const conv2d_kernels conv2d_kernels_avx512 = {
     conv2d_im2col_tap_avx512, conv2d_direct_block_avx512, DIRECT_KB_AVX512,
     conv2d_kvec_block_avx512, conv2d_wgrad_image_avx512, 16,
     conv2d_wino_input_avx512, conv2d_wino_output_avx512, conv2d_wino_filters_avx512,
+    conv2d_wino_grad_avx512,
 };
 #endif
 
@@ -104,12 +107,12 @@ static int undilated(const conv2d_shape *s)
     return s->dh == 1 && s->dw == 1;
 }
 
-/* Winograd F(2x2, 3x3) runs forward and backward data of 3x3 stride-1
- * convolutions; backward data needs ph, pw <= 2. */
+/* Winograd runs every op of 3x3 stride-1 convolutions; backward data needs
+ * ph, pw <= 2. */
 static int winograd_fits(int op, const conv2d_shape *s)
 {
     return s->R == 3 && s->S == 3 && s->sh == 1 && s->sw == 1 && undilated(s)
-        && (op == FORWARD || (op == BACKWARD_DATA && s->ph <= 2 && s->pw <= 2));
+        && (op != BACKWARD_DATA || (s->ph <= 2 && s->pw <= 2));
 }
 
 static int use_direct(const conv2d_shape *s)
@@ -200,6 +203,7 @@ static int run_path(int op, int path, const conv_call *c, int nt)
              : path == PATH_WINO ? conv2d_winograd_backward_data(c->out, c->dy, c->w, s, nt)
              : conv2d_gemm_backward_data(c->out, c->dy, c->w, s, nt);
     return path == PATH_KVEC ? conv2d_wgrad_backward_weight(c->out, c->dy, c->x, s, nt)
+         : path == PATH_WINO ? conv2d_winograd_backward_weight(c->out, c->dy, c->x, s, nt)
          : conv2d_gemm_backward_weight(c->out, c->dy, c->x, s, nt);
 }
 

@@ -43,6 +43,8 @@ typedef void (*conv2d_wino_input_fn)(float *, int64_t, const float *, int64_t, i
 typedef void (*conv2d_wino_output_fn)(float *, const float *, int64_t, int64_t, int64_t, int64_t,
                                       float, const wino_geom *);
 typedef void (*conv2d_wino_filters_fn)(float *, int64_t, const float *, int64_t, int);
+typedef void (*conv2d_wino_grad_fn)(float *, int64_t, const float *, int64_t, int64_t, int64_t,
+                                    const wino_geom *);
 
 typedef struct {
     conv2d_im2col_tap_fn im2col_tap;        /* im2col of one tap; the ISA's for stride 1 */
@@ -54,6 +56,7 @@ typedef struct {
     conv2d_wino_input_fn wino_input;        /* Winograd input transform of a run of tiles */
     conv2d_wino_output_fn wino_output;      /* Winograd output transform of a run of tiles */
     conv2d_wino_filters_fn wino_filters;    /* Winograd transform of filters' taps */
+    conv2d_wino_grad_fn wino_grad;          /* Winograd transform of dy's 2x2 blocks */
 } conv2d_kernels;
 
 /* The table of `isa` (fastcnn_isa()): one per instruction set, in conv2d.c. */
@@ -70,7 +73,9 @@ void conv2d_im2col_tap_generic(float *out, const float *xc, int64_t cnt, int64_t
     void conv2d_wino_output_##isa(float *y, const float *m, int64_t ms, int64_t i0,        \
                                   int64_t j0, int64_t n, float bias, const wino_geom *g);  \
     void conv2d_wino_filters_##isa(float *v, int64_t vs, const float *taps, int64_t K,      \
-                                   int flip);
+                                   int flip);                                              \
+    void conv2d_wino_grad_##isa(float *v, int64_t vs, const float *dy, int64_t i0,         \
+                                int64_t j0, int64_t n, const wino_geom *g);
 WINO_DECLARE(generic)
 WINO_DECLARE(avx2)
 WINO_DECLARE(avx512)
@@ -160,11 +165,13 @@ int conv2d_depthwise_backward_data(float *dx, const float *dy, const float *w,
 int conv2d_depthwise_backward_weight(float *dw, const float *dy, const float *x,
                                      const conv2d_shape *s, int nthreads);
 
-/* Winograd F(2x2, 3x3): R = S = 3, stride 1, dilation 1; backward data
- * also needs ph, pw <= 2 (conv2d_winograd.c). */
+/* Winograd F(2x2, 3x3) (weight gradient: F(3x3, 2x2)): R = S = 3, stride
+ * 1, dilation 1; backward data also needs ph, pw <= 2 (conv2d_winograd.c). */
 int conv2d_winograd_forward(float *y, const float *x, const float *w, const float *b,
                             const conv2d_shape *s, int nthreads);
 int conv2d_winograd_backward_data(float *dx, const float *dy, const float *w,
                                   const conv2d_shape *s, int nthreads);
+int conv2d_winograd_backward_weight(float *dw, const float *dy, const float *x,
+                                    const conv2d_shape *s, int nthreads);
 
 #endif /* FASTCNN_CONV2D_INTERNAL_H */

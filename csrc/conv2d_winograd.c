@@ -13,7 +13,15 @@
  * on one thread) when there are blocks for all; otherwise blocks run one
  * after another and each phase splits over channels or the 16 products.
  * Backward data is the forward of dy with the flipped kernel (stride 1: dy
- * padded by 2 - ph, 2 - pw), so it needs ph, pw <= 2. */
+ * padded by 2 - ph, 2 - pw), so it needs ph, pw <= 2.
+ *
+ * The weight gradient is F(3x3, 2x2) over the same tiles: each tile adds
+ * the correlation of its 4x4 input window d with its 2x2 block e of dy to
+ * dw's 3x3, as A'^T [(G' e G'^T) . (B^T d B)] A' with the forward's B^T,
+ * G' = [1 0; 1/2 1/2; 1/2 -1/2; 0 -1] and A'^T = [1 1 1 0; 0 1 -1 0;
+ * 0 1 1 1] (points 0, 1, -1 and infinity; the sign of B^T's last row moved
+ * into G'). Summed over tiles in 16 GEMMs, MW[xi] (K, C) += E[xi] U[xi]^T,
+ * the 3x3 comes out once per filter at the end. */
 #include <string.h>
 
 #include "conv2d_generic.h"
@@ -36,6 +44,12 @@ void conv2d_wino_output_generic(float *y, const float *m, int64_t ms, int64_t i0
 void conv2d_wino_filters_generic(float *v, int64_t vs, const float *taps, int64_t K, int flip)
 {
     wino_filters_seg(v, vs, taps, K, flip);
+}
+
+void conv2d_wino_grad_generic(float *v, int64_t vs, const float *dy, int64_t i0, int64_t j0,
+                              int64_t n, const wino_geom *g)
+{
+    wino_grad_seg(v, vs, dy, i0, j0, n, g);
 }
 
 /* ---- filters ------------------------------------------------------------------ */
@@ -332,4 +346,81 @@ int conv2d_winograd_backward_data(float *dx, const float *dy, const float *w,
 {
     wino_geom g = geometry(s->K, s->P, s->Q, s->C, s->H, s->W, 2 - s->ph, 2 - s->pw, NULL);
     return convolve(dx, dy, w, NULL, &g, s->N, 1, nthreads);
+}
+
+/* ---- weight gradient ---------------------------------------------------------- */
+
+/* E (16, K, tb) = the output-gradient transforms of tiles [t0, t0 + cnt). */
+static void grad_block(const wino_call *w, const float *dy, float *E, int64_t t0, int64_t cnt,
+                       int nt)
+{
+    const wino_geom *g = w->g;
+    int64_t PQ = g->P * g->Q, es = g->K * w->tb;
+    /* each output channel writes its own rows of E */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t k = 0; k < g->K; k++)
+        for (int64_t off = 0; off < cnt;) {
+            tile_run r = run_at(g, t0 + off, t0 + cnt);
+            w->kr->wino_grad(E + k * w->tb + off, es, dy + (r.n * g->K + k) * PQ, r.i0, r.j0,
+                             r.len, g);
+            off += r.len;
+        }
+}
+
+/* dw (K, C, 3, 3) += A'^T MW A' of each filter's 16 sums MW[xi] (K, C). */
+static void add_filter_grads(float *dw, const float *MW, int64_t K, int64_t C, int nthreads)
+{
+    int nt = fastcnn_threads_for(64 * K * C, nthreads);
+    /* each k writes its own filters */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t c = 0; c < C; c++) {
+            const float *m = MW + k * C + c;
+            float s[3][4];      /* A'^T m: rows */
+            for (int b = 0; b < 4; b++) {
+                float m0 = m[b * K * C], m1 = m[(4 + b) * K * C];
+                float m2 = m[(8 + b) * K * C], m3 = m[(12 + b) * K * C];
+                s[0][b] = m0 + m1 + m2;
+                s[1][b] = m1 - m2;
+                s[2][b] = m1 + m2 + m3;
+            }
+            float *f = dw + (k * C + c) * 9;
+            for (int r = 0; r < 3; r++) {
+                f[3 * r + 0] += s[r][0] + s[r][1] + s[r][2];
+                f[3 * r + 1] += s[r][1] - s[r][2];
+                f[3 * r + 2] += s[r][1] + s[r][2] + s[r][3];
+            }
+        }
+}
+
+int conv2d_winograd_backward_weight(float *dw, const float *dy, const float *x,
+                                    const conv2d_shape *s, int nthreads)
+{
+    wino_geom g = geometry(s->C, s->H, s->W, s->K, s->P, s->Q, s->ph, s->pw, NULL);
+    int64_t T = s->N * g.th * g.tw, KC = s->K * s->C;
+    int nt = fastcnn_threads_for(32 * T * KC, nthreads);
+    wino_call w = {conv2d_kernels_for(fastcnn_isa()), &g, x, NULL, NULL, NULL, NULL,
+                   block_tiles(&g, T, 1), 0, 0, 0};
+    int64_t blocks = (T + w.tb - 1) / w.tb;
+    float *scratch = conv2d_scratch_take(16 * KC + 16 * (s->C + s->K) * w.tb);
+    if (!scratch)
+        return FASTCNN_ENOMEM;
+    float *MW = scratch, *U = MW + 16 * KC, *E = U + 16 * s->C * w.tb;
+    int err = FASTCNN_OK;
+    /* blocks one after another, each phase on every thread; each xi's sums
+     * in block order, so the result does not depend on the thread count */
+    for (int64_t k = 0; k < blocks && !err; k++) {
+        int64_t t0 = k * w.tb, cnt = T - t0 < w.tb ? T - t0 : w.tb;
+        input_block(&w, U, t0, cnt, nt);
+        grad_block(&w, dy, E, t0, cnt, nt);
+        /* each xi writes its own MW[xi] */
+        #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(| : err)
+        for (int xi = 0; xi < 16; xi++)
+            err |= sgemm(0, 1, s->K, s->C, cnt, 1.0f, E + xi * s->K * w.tb, w.tb,
+                         U + xi * s->C * w.tb, w.tb, k ? 1.0f : 0.0f, MW + xi * KC, s->C, 1);
+    }
+    if (!err)
+        add_filter_grads(dw, MW, s->K, s->C, nthreads);
+    conv2d_scratch_give(scratch);
+    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
 }

@@ -113,6 +113,53 @@ static inline void wino_input_seg(float *restrict u, int64_t us, const float *x,
     }
 }
 
+/* v[xi vs + t] (xi < 16, t < n <= WINO_SEG) = G' e G'^T of the 2x2 blocks e
+ * of an output gradient plane dy (P, Q) at the n tiles that follow tile
+ * (i0, j0) in row-major order (zero past P, Q), G' = [1 0; 1/2 1/2;
+ * 1/2 -1/2; 0 -1]: the weight gradient's F(3x3, 2x2) with dy's block as
+ * the filter and B^T of the forward (see conv2d_winograd.c). */
+static inline void wino_grad_seg(float *restrict v, int64_t vs, const float *dy, int64_t i0,
+                                 int64_t j0, int64_t n, const wino_geom *g)
+{
+    float ev[2][WINO_SEG + DIRECT_VL], od[2][WINO_SEG + DIRECT_VL];
+    int64_t cols = 0;
+    for (int64_t i = i0, j = j0; cols < n; i++, j = 0) {
+        int64_t cnt = g->tw - j < n - cols ? g->tw - j : n - cols;
+        for (int a = 0; a < 2; a++) {
+            int64_t p = 2 * i + a;
+            wino_split_row(ev[a] + cols, od[a] + cols, p < g->P ? dy + p * g->Q : NULL, 2 * j,
+                           cnt, g->Q);
+        }
+        cols += cnt;
+    }
+    for (int a = 0; a < 2; a++)         /* the last vector reads past the tiles */
+        for (int64_t t = n; t < n + DIRECT_VL; t++) ev[a][t] = od[a][t] = 0.0f;
+    float tail[16][DIRECT_VL];
+    for (int64_t t = 0; t < n; t += DIRECT_VL) {
+        dvec h[4][2];       /* G' e: rows transformed */
+        for (int b = 0; b < 2; b++) {
+            dvec e0 = *(const dvec *)((b ? od[0] : ev[0]) + t);
+            dvec e1 = *(const dvec *)((b ? od[1] : ev[1]) + t);
+            h[0][b] = e0;
+            h[1][b] = 0.5f * (e0 + e1);
+            h[2][b] = 0.5f * (e0 - e1);
+            h[3][b] = -e1;
+        }
+        int full = t + DIRECT_VL <= n;
+        float *dst = full ? v + t : tail[0];
+        int64_t ds = full ? vs : DIRECT_VL;
+        for (int a = 0; a < 4; a++) {
+            *(dvec *)(dst + (4 * a + 0) * ds) = h[a][0];
+            *(dvec *)(dst + (4 * a + 1) * ds) = 0.5f * (h[a][0] + h[a][1]);
+            *(dvec *)(dst + (4 * a + 2) * ds) = 0.5f * (h[a][0] - h[a][1]);
+            *(dvec *)(dst + (4 * a + 3) * ds) = -h[a][1];
+        }
+        if (!full)
+            for (int xi = 0; xi < 16; xi++)
+                memcpy(v + xi * vs + t, tail[xi], (size_t)(n - t) * sizeof(float));
+    }
+}
+
 /* y = A^T m A + bias (clamped if g->clamp) for the n <= WINO_SEG tiles that
  * follow tile (i0, j0) of one output plane y (P, Q) in row-major order, from
  * m[xi ms + t]; rows and columns past P, Q are not written. */

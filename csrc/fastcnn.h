@@ -198,9 +198,9 @@ int conv2d_set_direct(int mode);
 /* Test hook: the forward's channel-vector direct kernel (K a multiple of the
  * vector length) is used by shape (0), whenever K fits (1), or never (-1). */
 int conv2d_set_kvec(int mode);
-/* Test hook: Winograd F(2x2, 3x3) (3x3, stride 1) is chosen by timing (0),
- * whenever it fits (1; forward, and backward data with padding <= 2), or
- * never (-1). */
+/* Test hook: Winograd (3x3, stride 1) is chosen by timing (0), whenever it
+ * fits (1; forward, weight gradient, and backward data with padding <= 2),
+ * or never (-1). */
 int conv2d_set_winograd(int mode);
 /* Paths chosen by timing each shape's first call (1) or by shape only (0);
  * forgets the choices kept so far. Returns the old mode. The default is 1

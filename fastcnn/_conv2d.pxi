@@ -269,8 +269,8 @@ def _set_kvec(mode):
 
 
 def _set_winograd(mode):
-    """Test hook: Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions is
-    chosen by timing (0), whenever it fits (1: forward, and backward data with
+    """Test hook: Winograd for 3x3 stride-1 convolutions is chosen by timing
+    (0), whenever it fits (1: forward, weight gradient, and backward data with
     padding <= 2), or never (-1). Returns the old mode."""
     return c.conv2d_set_winograd(int(mode))
 

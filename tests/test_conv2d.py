@@ -530,7 +530,8 @@ def winograd_mode(request):
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("case", WINO_CASES, ids=case_id)
 def test_winograd_matches_numpy(case, bias, winograd_mode, num_threads, rng):
-    """Forward, and backward data through the flipped kernel."""
+    """Forward, backward data through the flipped kernel, and the weight
+    gradient through F(3x3, 2x2)."""
     x, w, b, stride, padding = make(case, rng)
     b = b if bias else None
     N, C, H, W = x.shape
@@ -539,10 +540,12 @@ def test_winograd_matches_numpy(case, bias, winograd_mode, num_threads, rng):
     y = F.conv2d(x, w, b, stride, padding)
     close(y, conv64(x, w, b, stride, pad), C * R * S)
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding)
+    gw0 = rng.standard_normal(w.shape).astype(np.float32)
+    gw = gw0.copy()
+    gx, _, gb = F.conv2d_backward(dy, x, w, stride, padding, grad_weight=gw)
     ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
     close(gx, ex, K * R * S)
-    close(gw, ew, N * y.shape[2] * y.shape[3])
+    close(gw - gw0, ew, N * y.shape[2] * y.shape[3])     # added to the caller's gradient
 
 
 def test_winograd_error_stays_that_of_a_direct_sum(rng):
