@@ -107,8 +107,14 @@ static inline void wino_input_seg(float *restrict u, int64_t us, const float *x,
     }
     for (int64_t j = j0, c = 0, t = 0; t < n; j = 0) {     /* drop each row's extra column */
         int64_t cnt = g->tw - j < n - t ? g->tw - j : n - t;
-        for (int xi = 0; xi < 16; xi++)
-            memcpy(u + xi * us + t, tr[xi] + c, (size_t)cnt * sizeof(float));
+        for (int xi = 0; xi < 16; xi++) {
+            float *restrict dst = u + xi * us + t;
+            const float *restrict src = tr[xi] + c;
+            int64_t k = 0;
+            for (; k + DIRECT_VL <= cnt; k += DIRECT_VL)
+                *(dvec *)(dst + k) = *(const dvec *)(src + k);
+            for (; k < cnt; k++) dst[k] = src[k];
+        }
         c += cnt + 1, t += cnt;
     }
 }
