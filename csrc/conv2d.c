@@ -420,6 +420,93 @@ static int run_chosen(int op, const conv_call *c, int nthreads)
     return err ? err : run_path(op, ch.path, c, ch.threads);
 }
 
+/* ---- taps that only read padding ---------------------------------------------- */
+
+/* floor(a / b) for b > 0. */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+/* [lo, hi): the taps r of a kernel of R along one axis (stride st, padding
+ * pad, dilation dil, input size n, output size P) that read the input for
+ * some output p, i.e. 0 <= p st - pad + r dil < n for some p < P. */
+static void taps_used(int64_t n, int64_t P, int64_t st, int64_t pad, int64_t dil, int64_t R,
+                      int64_t *lo, int64_t *hi)
+{
+    *lo = R, *hi = 0;
+    for (int64_t r = 0; r < R; r++) {
+        int64_t first = -floor_div(r * dil - pad, st), last = floor_div(n - 1 + pad - r * dil, st);
+        first = first < 0 ? 0 : first;
+        last = last > P - 1 ? P - 1 : last;
+        if (first <= last) {
+            *lo = r < *lo ? r : *lo;
+            *hi = r + 1;
+        }
+    }
+}
+
+/* Whether s has taps that read only padding on every output (a 3x3 kernel
+ * on a 1x1 map: ResNet's last stage at 32x32 inputs): then t is s with the
+ * kernel cut to rows [r0, r0 + t.R) and columns [s0, s0 + t.S), the padding
+ * moved with it; the cut taps add nothing to the outputs or to dx, and their
+ * weight gradient is zero. */
+static int cropped(const conv2d_shape *s, conv2d_shape *t, int64_t *r0, int64_t *s0)
+{
+    int64_t r1, s1;
+    taps_used(s->H, s->P, s->sh, s->ph, s->dh, s->R, r0, &r1);
+    taps_used(s->W, s->Q, s->sw, s->pw, s->dw, s->S, s0, &s1);
+    if (*r0 >= r1 || *s0 >= s1 || (r1 - *r0 == s->R && s1 - *s0 == s->S))
+        return 0;       /* all taps read the input (or none: left to the paths) */
+    *t = *s;
+    t->R = r1 - *r0, t->S = s1 - *s0;
+    t->ph = s->ph - *r0 * s->dh, t->pw = s->pw - *s0 * s->dw;
+    return 1;
+}
+
+/* Weights (K, C, R, S) <-> the cut kernel (K, C, t->R, t->S) at (r0, s0):
+ * copied out of w, or (add) added into w. */
+static void cut_weights(float *cut, float *w, const conv2d_shape *s, const conv2d_shape *t,
+                        int64_t r0, int64_t s0, int add)
+{
+    for (int64_t kc = 0; kc < s->K * s->C; kc++)
+        for (int64_t r = 0; r < t->R; r++)
+            for (int64_t q = 0; q < t->S; q++) {
+                float *full = w + (kc * s->R + r0 + r) * s->S + s0 + q;
+                float *part = cut + (kc * t->R + r) * t->S + q;
+                if (add)
+                    *full += *part;
+                else
+                    *part = *full;
+            }
+}
+
+/* op on its chosen path, with the kernel cut to the taps that read the
+ * input if some read only padding (one group: G == 1). */
+static int run_op(int op, const conv_call *c, int nthreads)
+{
+    conv2d_shape t;
+    int64_t r0, s0;
+    if (!cropped(c->s, &t, &r0, &s0))
+        return run_chosen(op, c, nthreads);
+    float *cut = calloc((size_t)(t.K * t.C * t.R * t.S), sizeof(float));
+    if (!cut)
+        return FASTCNN_ENOMEM;
+    conv_call cc = *c;
+    cc.s = &t;
+    if (op == BACKWARD_WEIGHT) {
+        cc.out = cut;
+    } else {
+        cut_weights(cut, (float *)c->w, c->s, &t, r0, s0, 0);
+        cc.w = cut;
+    }
+    int err = run_chosen(op, &cc, nthreads);
+    if (!err && op == BACKWARD_WEIGHT)
+        cut_weights(cut, c->out, c->s, &t, r0, s0, 1);
+    free(cut);
+    return err;
+}
+
 /* ---- groups ------------------------------------------------------------------- */
 
 static int depthwise(const conv2d_shape *s)
@@ -500,7 +587,7 @@ int conv2d_forward(float *y, const float *x, const float *w, const float *b,
     if (s->G > 1)
         return run_groups(FORWARD, y, x, w, b, NULL, s, nthreads);
     conv_call c = {y, x, w, b, NULL, s};
-    return run_chosen(FORWARD, &c, nthreads);
+    return run_op(FORWARD, &c, nthreads);
 }
 
 int conv2d_backward_data(float *dx, const float *dy, const float *w,
@@ -511,7 +598,7 @@ int conv2d_backward_data(float *dx, const float *dy, const float *w,
     if (s->G > 1)
         return run_groups(BACKWARD_DATA, dx, NULL, w, NULL, dy, s, nthreads);
     conv_call c = {dx, NULL, w, NULL, dy, s};
-    return run_chosen(BACKWARD_DATA, &c, nthreads);
+    return run_op(BACKWARD_DATA, &c, nthreads);
 }
 
 /* Sum of v (n) in float lanes (vectorizable), finished in double. */
@@ -547,7 +634,7 @@ int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x
     conv_call c = {dw, x, NULL, NULL, dy, s};
     int err = depthwise(s) ? conv2d_depthwise_backward_weight(dw, dy, x, s, nthreads)
             : s->G > 1 ? run_groups(BACKWARD_WEIGHT, dw, x, NULL, NULL, dy, s, nthreads)
-            : run_chosen(BACKWARD_WEIGHT, &c, nthreads);
+            : run_op(BACKWARD_WEIGHT, &c, nthreads);
     if (!err && db)
         bias_grad(db, dy, s, nthreads);
     return err;

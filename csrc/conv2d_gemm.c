@@ -37,6 +37,11 @@ static int pointwise(const conv2d_shape *s)
 
 static int64_t group_columns = GROUP_COLUMNS;
 
+/* A pointwise image with at least this many positions is a GEMM of its own;
+ * smaller ones are grouped (ResNet's 1x1 maps at batch 256: one GEMM of 256
+ * columns instead of 256 of one column, each reading all the weights). */
+#define POINTWISE_ALONE_PQ 256
+
 int64_t conv2d_set_group_columns(int64_t columns)
 {
     int64_t old = group_columns;
@@ -63,8 +68,10 @@ static conv_plan make_plan(const conv2d_shape *s, int nthreads)
         pl.inner = 1;
     }
     int64_t per_thread = (s->N + pl.outer - 1) / pl.outer;
-    /* a pointwise image is its own im2col: alone, it needs no copies in or out */
-    int64_t nb = pointwise(s) && group_columns == GROUP_COLUMNS ? 1 : group_columns / PQ;
+    /* a pointwise image is its own im2col: alone, it needs no copies in or
+     * out, unless its map is too small to make a GEMM of one image fast */
+    int64_t nb = pointwise(s) && group_columns == GROUP_COLUMNS && PQ >= POINTWISE_ALONE_PQ
+                 ? 1 : group_columns / PQ;
     if (nb * CRS * PQ > GROUP_COL_MAX_FLOATS)
         nb = GROUP_COL_MAX_FLOATS / (CRS * PQ);
     pl.nb = nb < 1 ? 1 : nb > per_thread ? per_thread : nb;

@@ -581,6 +581,37 @@ def test_forced_winograd_leaves_other_shapes_to_other_paths(rng):
         _native._set_winograd(old)
 
 
+# ---- taps that read only padding (csrc/conv2d.c, "taps that only read padding") ---
+
+# The kernel is cut to the taps that read the input for some output; the cut
+# taps' weight gradient is zero.
+CROP_CASES = [
+    ((3, 8, 1, 1, 5, 3, 3, 1, 1), 1),         # ResNet's last stage at 32x32: the centre only
+    ((2, 4, 2, 2, 6, 3, 3, 2, 1), 1),         # stride 2 on 2x2: the first row and column cut
+    ((2, 3, 3, 3, 4, 5, 5, 1, 2), 1),         # 5x5 on 3x3: the outer ring cut
+    ((1, 2, 4, 5, 3, 3, 3, 1, 1), 2),         # dilated
+    ((2, 3, 1, 4, 2, 3, 3, (1, 2), 1), 1),    # rows cut, columns kept
+    ((1, 2, 4, 4, 3, 7, 7, 2, 3), 1),
+    ((4, 300, 1, 1, 40, 3, 3, 1, 1), 1),      # a 1x1 map at batch 4: a grouped GEMM
+]
+
+
+@pytest.mark.parametrize("case, dilation", CROP_CASES,
+                         ids=[f"{case_id(c)}-d{d}" for c, d in CROP_CASES])
+def test_taps_reading_only_padding_are_cut(case, dilation, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    y = F.conv2d(x, w, b, stride, padding, dilation)
+    np.testing.assert_allclose(y, F.conv2d(x, w, b, stride, padding, dilation, reference=True),
+                               rtol=1e-4, atol=1e-4)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gw0 = rng.standard_normal(w.shape).astype(np.float32)
+    gw = gw0.copy()
+    gx, _, gb = F.conv2d_backward(dy, x, w, stride, padding, dilation, grad_weight=gw)
+    rx, rw, rb = F.conv2d_backward(dy, x, w, stride, padding, dilation, reference=True)
+    np.testing.assert_allclose(gx, rx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gw - gw0, rw, rtol=1e-4, atol=1e-4)    # added; cut taps + 0
+
+
 # ---- paths chosen by timing (csrc/conv2d.c, csrc/conv2d_tune.c) ----------------
 
 # Large enough to be timed (at least 4 MFLOP), each with several paths to time.
