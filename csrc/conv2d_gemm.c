@@ -37,10 +37,11 @@ static int pointwise(const conv2d_shape *s)
 
 static int64_t group_columns = GROUP_COLUMNS;
 
-/* A pointwise image with at least this many positions is a GEMM of its own;
- * smaller ones are grouped (ResNet's 1x1 maps at batch 256: one GEMM of 256
- * columns instead of 256 of one column, each reading all the weights). */
-#define POINTWISE_ALONE_PQ 256
+/* A pointwise image with at least this many positions is a GEMM of its own
+ * (packing the weights costs a 2 PQ-th of its product); smaller ones are
+ * grouped (ResNet's 1x1 maps at batch 256: one GEMM of 256 columns instead
+ * of 256 of one column, each packing all the weights). */
+#define POINTWISE_ALONE_PQ 16
 
 int64_t conv2d_set_group_columns(int64_t columns)
 {
