@@ -33,6 +33,7 @@
  * other G runs the paths above once per group on the group's channels,
  * gathered into contiguous buffers.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -450,7 +451,7 @@ static void taps_used(int64_t n, int64_t P, int64_t st, int64_t pad, int64_t dil
  * on a 1x1 map: ResNet's last stage at 32x32 inputs): then t is s with the
  * kernel cut to rows [r0, r0 + t.R) and columns [s0, s0 + t.S), the padding
  * moved with it; the cut taps add nothing to the outputs or to dx, and their
- * weight gradient is zero. */
+ * weight gradient is zero (while the values are finite: cut_exact). */
 static int cropped(const conv2d_shape *s, conv2d_shape *t, int64_t *r0, int64_t *s0)
 {
     int64_t r1, s1;
@@ -481,13 +482,48 @@ static void cut_weights(float *cut, float *w, const conv2d_shape *s, const conv2
             }
 }
 
+static int all_finite(const float *v, int64_t n)
+{
+    int ok = 1;
+    for (int64_t i = 0; i < n; i++) ok &= isfinite(v[i]) != 0;
+    return ok;
+}
+
+/* Whether every weight outside the cut kernel at (r0, s0) is finite. */
+static int cut_taps_finite(const float *w, const conv2d_shape *s, const conv2d_shape *t,
+                           int64_t r0, int64_t s0)
+{
+    for (int64_t kc = 0; kc < s->K * s->C; kc++)
+        for (int64_t r = 0; r < s->R; r++)
+            for (int64_t q = 0; q < s->S; q++) {
+                int kept = r >= r0 && r < r0 + t->R && q >= s0 && q < s0 + t->S;
+                if (!kept && !isfinite(w[(kc * s->R + r) * s->S + q]))
+                    return 0;
+            }
+    return 1;
+}
+
+/* Whether op may run on the cut kernel: a cut tap multiplies padding zeros,
+ * which adds nothing unless its weight (forward) or some dy (weight
+ * gradient) is infinite or NaN: then the sum is NaN, as in PyTorch, and the
+ * whole kernel runs. Backward data never reads the cut taps' products. */
+static int cut_exact(int op, const conv_call *c, const conv2d_shape *t, int64_t r0, int64_t s0)
+{
+    const conv2d_shape *s = c->s;
+    if (op == FORWARD)
+        return cut_taps_finite(c->w, s, t, r0, s0);
+    if (op == BACKWARD_WEIGHT)
+        return all_finite(c->dy, s->N * s->K * s->P * s->Q);
+    return 1;
+}
+
 /* op on its chosen path, with the kernel cut to the taps that read the
  * input if some read only padding (one group: G == 1). */
 static int run_op(int op, const conv_call *c, int nthreads)
 {
     conv2d_shape t;
     int64_t r0, s0;
-    if (!cropped(c->s, &t, &r0, &s0))
+    if (!cropped(c->s, &t, &r0, &s0) || !cut_exact(op, c, &t, r0, s0))
         return run_chosen(op, c, nthreads);
     float *cut = calloc((size_t)(t.K * t.C * t.R * t.S), sizeof(float));
     if (!cut)

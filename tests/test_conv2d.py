@@ -612,6 +612,29 @@ def test_taps_reading_only_padding_are_cut(case, dilation, num_threads, rng):
     np.testing.assert_allclose(gw - gw0, rw, rtol=1e-4, atol=1e-4)    # added; cut taps + 0
 
 
+def test_cut_taps_still_carry_nan_and_inf(rng):
+    """A tap that reads only padding multiplies zeros: a NaN or infinite
+    weight there makes every output of its channel NaN, and an infinite dy
+    makes that tap's weight gradient NaN, as in float64 with zero padding
+    (and PyTorch). (The reference kernels skip padding instead.)"""
+    x, w, b, stride, padding = make((2, 3, 1, 1, 4, 3, 3, 1, 1), rng)
+    w[1, 2, 0, 0] = np.nan
+    w[3, 0, 2, 1] = np.inf
+    y = F.conv2d(x, w, b, stride, padding)
+    with np.errstate(invalid="ignore"):
+        expected = conv64(x, w, b, stride, (1, 1, 1, 1))
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    assert np.isnan(y[:, [1, 3]]).all() and np.isfinite(y[:, [0, 2]]).all()
+    w = np.nan_to_num(w, posinf=1.0)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy[0, 2, 0, 0] = np.inf
+    gw = F.conv2d_backward(dy, x, w, stride, padding)[1]
+    with np.errstate(invalid="ignore"):
+        ew = conv64_backward(dy, x, w, stride, (1, 1, 1, 1))[1]
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(ew))
+    assert np.isnan(gw[2, :, 0, 0]).all()
+
+
 # ---- paths chosen by timing (csrc/conv2d.c, csrc/conv2d_tune.c) ----------------
 
 # Large enough to be timed (at least 4 MFLOP), each with several paths to time.
