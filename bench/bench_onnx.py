@@ -3,7 +3,9 @@
 fastcnn.models, batch norm with random statistics, in eval mode) exported
 with torch.onnx.export at opset 17 with a dynamic batch, the same file
 bench_models.py's 224x224 rows give onnxruntime, against onnxruntime running
-that file: 3x224x224, batch 1 and 8, outputs compared first; heavy rows. Run
+that file: 3x224x224, batch 1 and 8, outputs compared first; heavy rows.
+fastcnn runs fastcnn.freeze of the loaded model (a snapshot for inference,
+as onnxruntime's session is). Run
 as a script (`python bench/bench_onnx.py [--batch 1,8] [--threads 1,2]
 [--repeat 10] [--size 224]`), it runs `fastcnn bench` on each exported file.
 """
@@ -24,7 +26,7 @@ def import_case(name, n):
         harness.peer_module("onnx")         # torch.onnx.export and fastcnn.onnx need it
         load = harness.fastcnn_attr("onnx.load", "ONNX interchange")
         path = models.cnn_onnx_file(name, torch, CNN_SIZE)
-        fm = load(path)
+        fm = harness.fastcnn_attr("freeze", "issue 11")(load(path))
         sess = models.ort_session(ort, path, threads)
         x = harness.randn(harness.rng(0), n, 3, CNN_SIZE, CNN_SIZE)
 

@@ -174,6 +174,7 @@ struct bn_job {
                                          * ones (inference) */
     const float *x, *dy, *gamma, *beta;
     double eps;
+    int stream;                         /* map's output by non-temporal stores */
 };
 
 /* channel c whole, by the calling thread */
@@ -214,8 +215,29 @@ static void bn_channels_split(const bn_job *j, int nt)
     }
 }
 
-static void bn_run(const bn_job *j, int nthreads)
+/* A map's output goes around the cache (non-temporal stores) when it is more
+ * than half the last-level cache: with the inputs the op streams through, it
+ * would be evicted before it is read, and a cached store first reads the line
+ * it writes (a third more memory traffic in the backward). */
+static int stream_mode = 0;     /* test hook: 0 by size, 1 always, -1 never */
+
+int batchnorm2d_set_stream(int mode)
 {
+    int old = stream_mode;
+    stream_mode = mode;
+    return old;
+}
+
+static int bn_streams(const bn_layout *l)
+{
+    if (stream_mode)
+        return stream_mode > 0;
+    return l->N * l->C * l->HW * (int64_t)sizeof(float) > fastcnn_llc_bytes() / 2;
+}
+
+static void bn_run(bn_job *j, int nthreads)
+{
+    j->stream = j->map && bn_streams(&j->l);
     int64_t C = j->l.C;
     int nt = fastcnn_threads_for(j->l.N * C * j->l.HW, nthreads);
     /* channels in whole to threads unless that leaves threads idle for long */
@@ -288,7 +310,8 @@ static void normalize_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
 {
     for (int64_t u = u1 - 1; u >= u0; u--) {    /* last summed first: still cached */
         int64_t rows, len, off = bn_unit(&j->l, c, u, &rows, &len);
-        j->k->affine(j->out + off, j->x + off, rows, len, j->l.C * j->l.HW, coef[0], coef[1]);
+        j->k->affine(j->out + off, j->x + off, rows, len, j->l.C * j->l.HW, coef[0], coef[1],
+                     j->stream);
     }
 }
 
@@ -362,7 +385,7 @@ static void grad_input_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
     for (int64_t u = u1 - 1; u >= u0; u--) {    /* last summed first: still cached */
         int64_t rows, len, off = bn_unit(&j->l, c, u, &rows, &len);
         j->k->grad_input(j->out + off, j->dy + off, j->x + off, rows, len, j->l.C * j->l.HW,
-                         j->mean[c], coef[0], coef[1], coef[2]);
+                         j->mean[c], coef[0], coef[1], coef[2], j->stream);
     }
 }
 

@@ -27,12 +27,12 @@ typedef struct {
     /* *sdy = sum dy, *sdyx = sum dy (x - m) */
     void (*grad_sums)(float *sdy, float *sdyx, const float *dy, const float *x, int64_t rows,
                       int64_t n, int64_t ld, float m);
-    /* y = x scale + shift */
+    /* y = x scale + shift; stream: non-temporal stores (y bypasses the cache) */
     void (*affine)(float *y, const float *x, int64_t rows, int64_t n, int64_t ld, float scale,
-                   float shift);
-    /* dx = k (dy - a - b (x - m)) */
+                   float shift, int stream);
+    /* dx = k (dy - a - b (x - m)); stream as for affine */
     void (*grad_input)(float *dx, const float *dy, const float *x, int64_t rows, int64_t n,
-                       int64_t ld, float m, float k, float a, float b);
+                       int64_t ld, float m, float k, float a, float b, int stream);
 } batchnorm2d_kernels;
 
 extern const batchnorm2d_kernels batchnorm2d_kernels_generic;
@@ -62,6 +62,44 @@ static inline void bn_store(float *p, bnvec v)
 static inline bnvec bn_splat(float v)
 {
     return (bnvec){0} + v;
+}
+
+/* Non-temporal store of a vector to a vector-aligned address (x86-64; a plain
+ * store elsewhere), and the fence that orders such stores before the caller
+ * returns. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+static inline void bn_stream(float *p, bnvec v)
+{
+#if BN_VBYTES == 64
+    _mm512_stream_ps(p, (__m512)v);
+#elif BN_VBYTES == 32
+    _mm256_stream_ps(p, (__m256)v);
+#else
+    _mm_stream_ps(p, (__m128)v);
+#endif
+}
+
+static inline void bn_fence(void)
+{
+    _mm_sfence();
+}
+#else
+static inline void bn_stream(float *p, bnvec v)
+{
+    bn_store(p, v);
+}
+
+static inline void bn_fence(void)
+{
+}
+#endif
+
+/* floats before p + i is vector-aligned, at most n */
+static inline int64_t bn_head(const float *p, int64_t n)
+{
+    int64_t h = (int64_t)((BN_VBYTES - (uintptr_t)p % BN_VBYTES) % BN_VBYTES) / 4;
+    return h < n ? h : n;
 }
 
 /* the lanes of acc[0] + ... + acc[3] plus the scalar tail t */
@@ -198,10 +236,26 @@ static inline void bn_affine_run(float *y, const float *x, int64_t n, bnvec s, b
         y[i] = x[i] * s[0] + b[0];
 }
 
+/* bn_affine_run with non-temporal stores from y's first aligned vector on */
+static void bn_affine_stream(float *y, const float *x, int64_t n, bnvec s, bnvec b)
+{
+    int64_t i = bn_head(y, n);
+    bn_affine_run(y, x, i, s, b);
+    for (; i + BN_VL <= n; i += BN_VL)
+        bn_stream(y + i, bn_load(x + i) * s + b);
+    bn_affine_run(y + i, x + i, n - i, s, b);
+}
+
 static void bn_affine(float *y, const float *x, int64_t rows, int64_t n, int64_t ld,
-                      float scale, float shift)
+                      float scale, float shift, int stream)
 {
     bnvec s = bn_splat(scale), b = bn_splat(shift);
+    if (stream) {
+        for (int64_t r = 0; r < rows; r++)
+            bn_affine_stream(y + r * ld, x + r * ld, n, s, b);
+        bn_fence();
+        return;
+    }
     int64_t r = 0;
     for (; r + 1 < rows; r += 2) {
         const float *x0 = x + r * ld, *x1 = x0 + ld;
@@ -229,10 +283,27 @@ static inline void bn_grad_input_run(float *dx, const float *dy, const float *x,
         dx[i] = c[1][0] * ((dy[i] - c[2][0]) - c[3][0] * (x[i] - c[0][0]));
 }
 
+/* bn_grad_input_run with non-temporal stores from dx's first aligned vector on */
+static void bn_grad_input_stream(float *dx, const float *dy, const float *x, int64_t n,
+                                 const bnvec *c)
+{
+    int64_t i = bn_head(dx, n);
+    bn_grad_input_run(dx, dy, x, i, c);
+    for (; i + BN_VL <= n; i += BN_VL)
+        bn_stream(dx + i, c[1] * ((bn_load(dy + i) - c[2]) - c[3] * (bn_load(x + i) - c[0])));
+    bn_grad_input_run(dx + i, dy + i, x + i, n - i, c);
+}
+
 static void bn_grad_input(float *dx, const float *dy, const float *x, int64_t rows, int64_t n,
-                          int64_t ld, float m, float k, float a, float b)
+                          int64_t ld, float m, float k, float a, float b, int stream)
 {
     const bnvec c[4] = {bn_splat(m), bn_splat(k), bn_splat(a), bn_splat(b)};
+    if (stream) {
+        for (int64_t r = 0; r < rows; r++)
+            bn_grad_input_stream(dx + r * ld, dy + r * ld, x + r * ld, n, c);
+        bn_fence();
+        return;
+    }
     int64_t r = 0;
     for (; r + 1 < rows; r += 2) {
         const float *g0 = dy + r * ld, *x0 = x + r * ld, *g1 = g0 + ld, *x1 = x0 + ld;

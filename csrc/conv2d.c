@@ -71,6 +71,9 @@ const conv2d_kernels *conv2d_kernels_for(int isa)
 
 /* The ops, and the paths that can run them. */
 enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
+/* The tuning table's op for a forward with kept derived weights: it costs
+ * less on the paths that derive them, so it is timed apart. */
+enum { FORWARD_PREPARED = BACKWARD_WEIGHT + 1 };
 /* PATH_KVEC of the weight gradient is conv2d_wgrad.c's kernel. */
 enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO };
 #define MAX_CANDIDATES 4
@@ -189,6 +192,7 @@ typedef struct {
     float *out;
     const float *x, *w, *b, *dy;
     const conv2d_shape *s;
+    conv2d_prepared *prep;      /* forward: what paths derive from w, kept; or NULL */
 } conv_call;
 
 static int run_path(int op, int path, const conv_call *c, int nt)
@@ -196,9 +200,10 @@ static int run_path(int op, int path, const conv_call *c, int nt)
     const conv2d_shape *s = c->s;
     if (op == FORWARD)
         return path == PATH_DIRECT ? conv2d_direct_forward(c->out, c->x, c->w, c->b, s, nt)
-             : path == PATH_KVEC ? conv2d_kvec_forward(c->out, c->x, c->w, c->b, s, nt)
-             : path == PATH_WINO ? conv2d_winograd_forward(c->out, c->x, c->w, c->b, s, nt)
-             : conv2d_gemm_forward(c->out, c->x, c->w, c->b, s, nt);
+             : path == PATH_KVEC ? conv2d_kvec_forward(c->out, c->x, c->w, c->b, s, c->prep, nt)
+             : path == PATH_WINO ? conv2d_winograd_forward(c->out, c->x, c->w, c->b, s, c->prep,
+                                                           nt)
+             : conv2d_gemm_forward(c->out, c->x, c->w, c->b, s, c->prep, nt);
     if (op == BACKWARD_DATA)
         return path == PATH_KVEC ? conv2d_kvec_backward_data(c->out, c->dy, c->w, s, nt)
              : path == PATH_WINO ? conv2d_winograd_backward_data(c->out, c->dy, c->w, s, nt)
@@ -357,12 +362,18 @@ static int time_threads(int op, const conv_call *c, int path, int nthreads, int 
     return err;
 }
 
+/* The op a call's choice is kept under. */
+static int tune_op(int op, const conv_call *c)
+{
+    return op == FORWARD && c->prep ? FORWARD_PREPARED : op;
+}
+
 /* Time what is not kept yet: the shape's path (key nthreads 0), then its
  * threads for nthreads. */
 static int time_choice(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
 {
-    conv2d_tune_key path_key = conv2d_tune_key_of(op, c->s, 0);
-    conv2d_tune_key key = conv2d_tune_key_of(op, c->s, nthreads);
+    conv2d_tune_key path_key = conv2d_tune_key_of(tune_op(op, c), c->s, 0);
+    conv2d_tune_key key = conv2d_tune_key_of(tune_op(op, c), c->s, nthreads);
     conv2d_tune_choice kept;
     int err = FASTCNN_OK;
     if (conv2d_tune_find(&path_key, &kept)) {
@@ -390,11 +401,11 @@ static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *
     ch->path = path_by_shape(op, s, nthreads), ch->threads = nthreads;
     if (!timed(s))
         return FASTCNN_OK;
-    conv2d_tune_key key = conv2d_tune_key_of(op, s, nthreads);
+    conv2d_tune_key key = conv2d_tune_key_of(tune_op(op, c), s, nthreads);
     if (conv2d_tune_find(&key, ch))
         return FASTCNN_OK;
     if (!conv2d_tune_room()) {  /* a full table: the shape's kept path, else by shape */
-        conv2d_tune_key path_key = conv2d_tune_key_of(op, s, 0);
+        conv2d_tune_key path_key = conv2d_tune_key_of(tune_op(op, c), s, 0);
         conv2d_tune_choice kept;
         if (conv2d_tune_find(&path_key, &kept))
             ch->path = kept.path;
@@ -530,6 +541,7 @@ static int run_op(int op, const conv_call *c, int nthreads)
         return FASTCNN_ENOMEM;
     conv_call cc = *c;
     cc.s = &t;
+    cc.prep = NULL;             /* the cut weights are a fresh copy */
     if (op == BACKWARD_WEIGHT) {
         cc.out = cut;
     } else {
@@ -623,6 +635,15 @@ int conv2d_forward(float *y, const float *x, const float *w, const float *b,
     if (s->G > 1)
         return run_groups(FORWARD, y, x, w, b, NULL, s, nthreads);
     conv_call c = {y, x, w, b, NULL, s};
+    return run_op(FORWARD, &c, nthreads);
+}
+
+int conv2d_forward_prepared(float *y, const float *x, const float *w, const float *b,
+                            const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
+{
+    if (depthwise(s) || s->G > 1)
+        return conv2d_forward(y, x, w, b, s, nthreads);
+    conv_call c = {y, x, w, b, NULL, s, prep};
     return run_op(FORWARD, &c, nthreads);
 }
 

@@ -135,12 +135,31 @@ static void scatter_columns(float *stack, const float *cols, const float *b, int
 
 /* ---- one group of cnt images ---------------------------------------------- */
 
+/* The weights as the forward's GEMM reads them: w (K, CRS) itself, or
+ * packed ahead for GEMM kernel number `kernel` (packed not NULL). */
+typedef struct {
+    const float *w, *packed;
+    int kernel;
+} gemm_weights;
+
+/* C (K, cols) = w (K, CRS) B (CRS, cols) + bias (or NULL), clamped (or NULL). */
+static int multiply(const gemm_weights *gw, const float *B, float *C, int64_t cols,
+                    const float *bias, const float *clamp, const conv2d_shape *s, int nthreads)
+{
+    int64_t CRS = s->C * s->R * s->S;
+    if (gw->packed)
+        return sgemm_packed_bias_clamp(gw->packed, gw->kernel, s->K, cols, CRS, B, cols, C, cols,
+                                       bias, clamp, nthreads);
+    return sgemm_bias_clamp(0, 0, s->K, cols, CRS, 1.0f, gw->w, CRS, B, cols, 0.0f, C, cols, bias,
+                            clamp, nthreads);
+}
+
 /* y (cnt, K, PQ) = w (K, CRS) im2col(x (cnt, C, H, W)) + b. */
-static int forward_group(float *y, const float *x, const float *w, const float *b,
+static int forward_group(float *y, const float *x, const gemm_weights *gw, const float *b,
                          int64_t cnt, float *scratch, const conv2d_shape *s,
                          const conv_plan *pl, int nthreads)
 {
-    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
+    int64_t PQ = s->P * s->Q, cols = cnt * PQ;
     const float *B = x;
     if (!(pointwise(s) && cnt == 1)) {
         conv2d_im2col(scratch, x, cnt, s, nthreads);
@@ -148,10 +167,9 @@ static int forward_group(float *y, const float *x, const float *w, const float *
     }
     float clamp[2] = {s->lo, s->hi};
     if (cnt == 1)
-        return sgemm_bias_clamp(0, 0, s->K, PQ, CRS, 1.0f, w, CRS, B, PQ, 0.0f, y, PQ, b,
-                                s->clamp ? clamp : NULL, nthreads);
+        return multiply(gw, B, y, PQ, b, s->clamp ? clamp : NULL, s, nthreads);
     float *out = scratch + col_part(s, pl);
-    int err = sgemm(0, 0, s->K, cols, CRS, 1.0f, w, CRS, B, cols, 0.0f, out, cols, nthreads);
+    int err = multiply(gw, B, out, cols, NULL, NULL, s, nthreads);
     if (!err)
         scatter_columns(y, out, b, cnt, s, nthreads);
     return err;
@@ -203,6 +221,7 @@ typedef struct {
     float *out;             /* y, dx, or dw (thread 0's; others use partial sums) */
     const float *x, *w, *b;
     const float *dy;
+    gemm_weights gw;        /* forward: w as its GEMMs read it */
 } conv_call;
 
 /* Run the groups of images [lo, hi) of one thread (or of the whole call). */
@@ -216,8 +235,8 @@ static int run_images(const conv_call *cc, float *dw, int64_t lo, int64_t hi, fl
         int64_t n = lo + split_point(hi - lo, g, groups);
         int64_t cnt = lo + split_point(hi - lo, g + 1, groups) - n;
         if (cc->op == FORWARD)
-            err = forward_group(cc->out + n * ysz, cc->x + n * xsz, cc->w, cc->b, cnt, scratch,
-                                s, pl, nthreads);
+            err = forward_group(cc->out + n * ysz, cc->x + n * xsz, &cc->gw, cc->b, cnt,
+                                scratch, s, pl, nthreads);
         else if (cc->op == BACKWARD_DATA)
             err = backward_data_group(cc->out + n * xsz, cc->dy + n * ysz, cc->w, cnt, scratch,
                                       s, pl, nthreads);
@@ -269,10 +288,27 @@ static int run(const conv_call *cc, const conv2d_shape *s, int nthreads)
     return err ? FASTCNN_ENOMEM : FASTCNN_OK;
 }
 
-int conv2d_gemm_forward(float *y, const float *x, const float *w, const float *b,
-                        const conv2d_shape *s, int nthreads)
+/* conv2d_prepare_fn of the packed weights: variant = the GEMM kernel's number */
+static int prepare_packed(float *packed, const float *w, const conv2d_shape *s, int64_t kernel,
+                          int nthreads)
 {
-    conv_call cc = {FORWARD, y, x, w, b, NULL};
+    int64_t CRS = s->C * s->R * s->S;
+    sgemm_pack_a(packed, (int)kernel, 0, s->K, CRS, w, CRS, nthreads);
+    return FASTCNN_OK;
+}
+
+int conv2d_gemm_forward(float *y, const float *x, const float *w, const float *b,
+                        const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
+{
+    conv_call cc = {FORWARD, y, x, w, b, NULL, {w, NULL, 0}};
+    if (prep) {     /* packed for the kernel of the plan's widest group */
+        conv_plan pl = make_plan(s, nthreads);
+        int64_t CRS = s->C * s->R * s->S;
+        cc.gw.kernel = sgemm_packed_a_kernel(s->K, pl.nb * s->P * s->Q);
+        cc.gw.packed = conv2d_prepared_get(prep, PREPARED_GEMM, w, s, cc.gw.kernel,
+                                           sgemm_packed_a_floats(cc.gw.kernel, s->K, CRS),
+                                           prepare_packed, nthreads);
+    }
     return run(&cc, s, nthreads);
 }
 

@@ -7,6 +7,7 @@
  *   conv2d_ref.c      reference kernels (test oracle)
  *   conv2d_scratch.c  the one-slot scratch cache
  *   conv2d_tune.c     the table of timed path choices
+ *   conv2d_prepared.c weights derived once for weights that do not change
  *   conv2d_im2col.c   im2col / col2im of a group of images
  *   conv2d_gemm.c     im2col + GEMM path (any shape)
  *   conv2d_direct.c   direct forward for first layers
@@ -108,8 +109,8 @@ void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape 
 /* ---- timed path choices (conv2d_tune.c) ----------------------------------- */
 
 /* What a choice is kept for: the op (conv2d.c's FORWARD, BACKWARD_DATA,
- * BACKWARD_WEIGHT), the shape (its epilogue left out), the threads the
- * caller allowed (0 for the path alone) and the instruction set; and what
+ * BACKWARD_WEIGHT, or FORWARD_PREPARED: a forward with kept derived
+ * weights), the shape (its epilogue left out), the threads the caller allowed (0 for the path alone) and the instruction set; and what
  * was chosen: the path and the threads to run it on. */
 typedef struct {
     int op, nthreads, isa;
@@ -131,11 +132,29 @@ void conv2d_tune_forget(void);
 /* A monotonic clock, in seconds. */
 double conv2d_seconds(void);
 
+/* ---- weights derived once (conv2d_prepared.c) ------------------------------ */
+
+/* The kinds a conv2d_prepared keeps, one entry each. */
+enum { PREPARED_GEMM, PREPARED_KVEC, PREPARED_WINO_NARROW, PREPARED_WINO_WIDE, PREPARED_KINDS };
+
+/* Derive a kind's data (floats as the caller asked) from w of shape s. */
+typedef int (*conv2d_prepare_fn)(float *data, const float *w, const conv2d_shape *s,
+                                 int64_t variant, int nthreads);
+
+/* The data of `kind` derived from w (of s's sizes, in the kind's `variant`):
+ * kept in p, made by prepare on first use. NULL when p is NULL, when p keeps
+ * that kind for other weights or sizes, or when memory runs out: the caller
+ * then derives it itself. */
+const float *conv2d_prepared_get(conv2d_prepared *p, int kind, const float *w,
+                                 const conv2d_shape *s, int64_t variant, int64_t floats,
+                                 conv2d_prepare_fn prepare, int nthreads);
+
 /* ---- the paths (each returns FASTCNN_OK or FASTCNN_ENOMEM) ------------------- */
 
-/* im2col + GEMM, any shape (conv2d_gemm.c). */
+/* im2col + GEMM, any shape (conv2d_gemm.c). The forward's packed weights
+ * come from prep where it keeps them. */
 int conv2d_gemm_forward(float *y, const float *x, const float *w, const float *b,
-                        const conv2d_shape *s, int nthreads);
+                        const conv2d_shape *s, conv2d_prepared *prep, int nthreads);
 int conv2d_gemm_backward_data(float *dx, const float *dy, const float *w,
                               const conv2d_shape *s, int nthreads);
 int conv2d_gemm_backward_weight(float *dw, const float *dy, const float *x,
@@ -146,9 +165,10 @@ int conv2d_direct_forward(float *y, const float *x, const float *w, const float 
                           const conv2d_shape *s, int nthreads);
 
 /* Channel-vector forward (K % vl == 0) and backward data (stride 1, padding
- * below the kernel, C % vl == 0) (conv2d_kvec.c). */
+ * below the kernel, C % vl == 0) (conv2d_kvec.c). The forward's weight
+ * blocks come from prep where it keeps them (prep may be NULL). */
 int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b,
-                        const conv2d_shape *s, int nthreads);
+                        const conv2d_shape *s, conv2d_prepared *prep, int nthreads);
 int conv2d_kvec_backward_data(float *dx, const float *dy, const float *w,
                               const conv2d_shape *s, int nthreads);
 
@@ -166,9 +186,10 @@ int conv2d_depthwise_backward_weight(float *dw, const float *dy, const float *x,
                                      const conv2d_shape *s, int nthreads);
 
 /* Winograd F(2x2, 3x3) (weight gradient: F(3x3, 2x2)): R = S = 3, stride
- * 1, dilation 1; backward data also needs ph, pw <= 2 (conv2d_winograd.c). */
+ * 1, dilation 1; backward data also needs ph, pw <= 2 (conv2d_winograd.c).
+ * The forward's transformed filters come from prep where it keeps them. */
 int conv2d_winograd_forward(float *y, const float *x, const float *w, const float *b,
-                            const conv2d_shape *s, int nthreads);
+                            const conv2d_shape *s, conv2d_prepared *prep, int nthreads);
 int conv2d_winograd_backward_data(float *dx, const float *dy, const float *w,
                                   const conv2d_shape *s, int nthreads);
 int conv2d_winograd_backward_weight(float *dw, const float *dy, const float *x,

@@ -29,9 +29,17 @@ static void pack_blocks(float *wB, const float *w, int64_t K, int64_t CRS, int64
         sgemm_transpose(wB + i * CRS * kb, kb, w + i * kb * CRS, CRS, kb, CRS);
 }
 
+/* conv2d_prepare_fn of the weight blocks: variant = rows per block */
+static int prepare_blocks(float *wB, const float *w, const conv2d_shape *s, int64_t kb,
+                          int nthreads)
+{
+    pack_blocks(wB, w, s->K, s->C * s->R * s->S, kb, nthreads);
+    return FASTCNN_OK;
+}
+
 /* y (N, K, P, Q) = conv(x, w) + b by the channel-vector kernel (K % VL == 0). */
 int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b,
-                        const conv2d_shape *s, int nthreads)
+                        const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
 {
     const conv2d_kernels *kr = conv2d_kernels_for(fastcnn_isa());
     conv2d_kvec_block_fn fn = kr->kvec_block;
@@ -46,11 +54,16 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
     int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * s->P * s->Q, nthreads);
     if (nt > items)
         nt = (int)items;
-    float *scratch = conv2d_scratch_take(CRS * s->K + nt * per);
+    const float *kept = conv2d_prepared_get(prep, PREPARED_KVEC, w, s, kv * vl, CRS * s->K,
+                                            prepare_blocks, nthreads);
+    float *scratch = conv2d_scratch_take((kept ? 0 : CRS * s->K) + nt * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    float *wB = scratch + nt * per;
-    pack_blocks(wB, w, s->K, CRS, kv * vl, nthreads);
+    const float *wB = kept;
+    if (!kept) {
+        pack_blocks(scratch + nt * per, w, s->K, CRS, kv * vl, nthreads);
+        wB = scratch + nt * per;
+    }
     /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
      * their output planes, and its own padded image */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -86,7 +99,7 @@ int conv2d_kvec_backward_data(float *dx, const float *dy, const float *w,
         for (int64_t c = 0; c < s->C; c++)
             for (int64_t rt = 0; rt < RS; rt++)
                 wf[(c * s->K + k) * RS + rt] = w[(k * s->C + c) * RS + RS - 1 - rt];
-    int err = conv2d_kvec_forward(dx, dy, wf, NULL, &t, nthreads);
+    int err = conv2d_kvec_forward(dx, dy, wf, NULL, &t, NULL, nthreads);
     fastcnn_free(wf);
     return err;
 }

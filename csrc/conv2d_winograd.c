@@ -304,16 +304,35 @@ static wino_geom geometry(int64_t C, int64_t H, int64_t W, int64_t K, int64_t P,
     return g;
 }
 
+/* conv2d_prepare_fn of the forward's filters: variant = narrow */
+static int prepare_filters(float *V, const float *w, const conv2d_shape *s, int64_t narrow,
+                           int nthreads)
+{
+    float *tmp = conv2d_scratch_take(25 * s->K * s->C);
+    if (!tmp)
+        return FASTCNN_ENOMEM;
+    transform_filters(V, tmp, w, s->K, s->C, 0, (int)narrow, nthreads);
+    conv2d_scratch_give(tmp);
+    return FASTCNN_OK;
+}
+
 /* y = the convolution of x by w (flipped for backward data), + b, of N
- * images. */
+ * images; the forward's filters transformed in prep where it keeps them. */
 static int convolve(float *y, const float *x, const float *w, const float *b,
-                    const wino_geom *g, int64_t N, int flip, int nthreads)
+                    const wino_geom *g, int64_t N, int flip, const conv2d_shape *s,
+                    conv2d_prepared *prep, int nthreads)
 {
     int64_t T = N * g->th * g->tw;
     int nt = fastcnn_threads_for(32 * T * g->K * g->C, nthreads);
     wino_call call = {conv2d_kernels_for(fastcnn_isa()), g, x, w, NULL, b, y,
                       block_tiles(g, T, nt), 0, 0, flip};
     call.narrow = call.tb <= WINO_NARROW;
+    call.V = flip ? NULL : conv2d_prepared_get(prep, call.narrow ? PREPARED_WINO_NARROW
+                                                                : PREPARED_WINO_WIDE, w, s,
+                                               call.narrow, 16 * g->K * g->C, prepare_filters,
+                                               nthreads);
+    if (call.V)
+        return run_tiles(&call, T, nt);
     call.fused = call.narrow && call.tb >= T;
     if (call.fused)
         return run_tiles(&call, T, nt);
@@ -335,17 +354,17 @@ static int convolve(float *y, const float *x, const float *w, const float *b,
 }
 
 int conv2d_winograd_forward(float *y, const float *x, const float *w, const float *b,
-                            const conv2d_shape *s, int nthreads)
+                            const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
 {
     wino_geom g = geometry(s->C, s->H, s->W, s->K, s->P, s->Q, s->ph, s->pw, s);
-    return convolve(y, x, w, b, &g, s->N, 0, nthreads);
+    return convolve(y, x, w, b, &g, s->N, 0, s, prep, nthreads);
 }
 
 int conv2d_winograd_backward_data(float *dx, const float *dy, const float *w,
                                   const conv2d_shape *s, int nthreads)
 {
     wino_geom g = geometry(s->K, s->P, s->Q, s->C, s->H, s->W, 2 - s->ph, 2 - s->pw, NULL);
-    return convolve(dx, dy, w, NULL, &g, s->N, 1, nthreads);
+    return convolve(dx, dy, w, NULL, &g, s->N, 1, s, NULL, nthreads);
 }
 
 /* ---- weight gradient ---------------------------------------------------------- */

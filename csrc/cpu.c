@@ -1,5 +1,6 @@
 /* cpu.c - pick the instruction set of the hot kernels once, at run time. */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,4 +53,52 @@ int fastcnn_isa(void)
         atomic_store_explicit(&resolved, isa, memory_order_relaxed);
     }
     return isa;
+}
+
+/* Size in bytes of the highest-level data (or unified) cache that Linux
+ * describes in sysfs for cpu 0 (what lscpu reports), or 0 if none. The C
+ * library's sysconf is not used: on AMD it reports the L3 of the whole
+ * socket (256 MiB on a 32 MiB-per-CCX EPYC). */
+static int64_t sysfs_llc_bytes(void)
+{
+    int64_t best = 0;
+    int best_level = 0;
+    for (int i = 0; i < 8; i++) {
+        char path[96], type[32] = "";
+        int level = 0;
+        long kib = 0;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        int ok = fscanf(f, "%d", &level) == 1;
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", i);
+        f = fopen(path, "r");
+        ok = ok && f && fscanf(f, "%31s", type) == 1;
+        if (f)
+            fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        f = fopen(path, "r");
+        ok = ok && f && fscanf(f, "%ldK", &kib) == 1;
+        if (f)
+            fclose(f);
+        if (ok && strcmp(type, "Instruction") != 0 && level > best_level && kib > 0) {
+            best_level = level;
+            best = (int64_t)kib << 10;
+        }
+    }
+    return best;
+}
+
+int64_t fastcnn_llc_bytes(void)
+{
+    static _Atomic int64_t resolved = 0;
+    int64_t b = atomic_load_explicit(&resolved, memory_order_relaxed);
+    if (b == 0) {
+        b = sysfs_llc_bytes();
+        b = b > 0 ? b : (int64_t)8 << 20;
+        atomic_store_explicit(&resolved, b, memory_order_relaxed);
+    }
+    return b;
 }

@@ -61,6 +61,9 @@ int fastcnn_isa(void);
 const char *fastcnn_isa_name(int isa);
 /* Best ISA the CPU supports, ignoring FASTCNN_ISA. */
 int fastcnn_cpu_isa(void);
+/* Bytes of the last-level data cache (Linux sysfs, as lscpu shows it); 8 MiB
+ * where the system does not say. Read once, on first call. */
+int64_t fastcnn_llc_bytes(void);
 
 /* batchnorm2d.c --------------------------------------------------------------- */
 
@@ -89,6 +92,10 @@ void batchnorm2d_backward_ref(float *dx, float *dgamma, float *dbeta, const floa
                               const float *gamma, int64_t N, int64_t C, int64_t HW);
 /* running = (1 - momentum) running + momentum batch (the variance unbiased by
  * count / (count - 1), count = N * HW) */
+/* Test hook: the maps write their output with non-temporal stores when it is
+ * more than half the last-level cache (mode 0), always (1) or never (-1).
+ * Returns the old mode. The values written are the same. */
+int batchnorm2d_set_stream(int mode);
 void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
                                 const float *var, int64_t C, int64_t count, double momentum);
 /* wf (K, CRS) = w * s[k], bf (K) = (b - mean) * s + beta, s = gamma / sqrt(var + eps):
@@ -181,6 +188,19 @@ typedef struct {
 /* y (N,K,P,Q) = conv(x (N,C,H,W), w (K,C/G,R,S)) + b (K); b may be NULL. */
 int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                    const conv2d_shape *s, int nthreads);
+/* What the paths derive from a convolution's weights alone (transposed or
+ * transformed copies), kept across calls: for weights that do not change
+ * while it is in use (a frozen model's). Opaque; NULL if out of memory. */
+typedef struct conv2d_prepared conv2d_prepared;
+conv2d_prepared *conv2d_prepared_new(void);
+void conv2d_prepared_free(conv2d_prepared *p);
+/* conv2d_forward, keeping in prep what it derives from w, and reusing it
+ * on later calls with the same w (same address and shape); prep may be
+ * NULL. w must not change while prep is in use. Paths are timed apart from
+ * conv2d_forward's (their costs differ), so results agree with it within
+ * rounding, not bitwise. */
+int conv2d_forward_prepared(float *y, const float *x, const float *w, const float *b,
+                            const conv2d_shape *s, conv2d_prepared *prep, int nthreads);
 /* dx (N,C,H,W) = gradient of the input from dy (N,K,P,Q) and w (K,C/G,R,S). */
 int conv2d_backward_data(float *dx, const float *dy, const float *w,
                          const conv2d_shape *s, int nthreads);

@@ -13,6 +13,7 @@ from .losses import CrossEntropyLoss, MSELoss
 from .module import Module
 from .graph import cat
 from .saving import load
+from .frozen import freeze
 from .sequential import Sequential
 from .training import History
 from .optim import SGD, Adam, AdamW
@@ -29,5 +30,5 @@ __all__ = ["functional", "datasets", "losses", "models", "optim", "get_num_threa
            "MaxPool2d", "AvgPool2d", "BatchNorm2d", "Flatten", "Module", "Sequential",
            "Tanh", "LeakyReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
            "Identity", "Dropout", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "GlobalAvgPool2d",
-           "History", "load", "cat", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
+           "History", "load", "freeze", "cat", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
            "register_threadpoolctl", "__version__", "Softmax", "LogSoftmax"]

@@ -149,6 +149,12 @@ def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=T
     return dx, gw, gb
 
 
+def _set_stream(mode):
+    """Test hook: batch norm's maps store their output past the cache when
+    it is large (0), always (1) or never (-1). Returns the old mode."""
+    return c.batchnorm2d_set_stream(int(mode))
+
+
 def batch_norm2d_fold(weight, bias, bn_weight, bn_bias, running_mean, running_var, eps=1e-5):
     """A convolution followed by batch norm in inference, as one convolution:
     with s = bn_weight / sqrt(running_var + eps), the weight (K, C, R, S)

@@ -287,13 +287,15 @@ def _set_tune(mode):
 ctypedef struct conv2d_step_args:
     int x, y, dx, dy            # step_slots
     c.conv2d_shape s
+    c.conv2d_prepared *prep     # a frozen model's: what the paths derive from the weights
 
 
 cdef int conv2d_step_forward(const void *a, void **ptr, float **par, int need_dx,
                              int nt) noexcept nogil:
     # par: weight, bias (or NULL)
     cdef const conv2d_step_args *p = <const conv2d_step_args *> a
-    return c.conv2d_forward(<float *> ptr[p.y], <float *> ptr[p.x], par[0], par[1], &p.s, nt)
+    return c.conv2d_forward_prepared(<float *> ptr[p.y], <float *> ptr[p.x], par[0], par[1],
+                                     &p.s, p.prep, nt)
 
 
 cdef int conv2d_step_backward(const void *a, void **ptr, float **par, int need_dx,
@@ -321,7 +323,14 @@ cdef class ConvStep(WeightStep):
             self.a.s.clamp = 1
             self.a.s.lo, self.a.s.hi = node.attrs["clamp"]
         self.weight, self.bias = node.params["weight"], node.params.get("bias")
+        if node.attrs.get("frozen"):        # weights that never change (fastcnn.freeze)
+            self.a.prep = c.conv2d_prepared_new()
+            if self.a.prep == NULL:
+                raise MemoryError("fastcnn: out of memory for a frozen convolution")
         self.wshape = (self.a.s.K, self.a.s.C // self.a.s.G, self.a.s.R, self.a.s.S)
         self.bshape = (self.a.s.K,)
         self.args, self.fwd, self.bwd = &self.a, conv2d_step_forward, conv2d_step_backward
         self.npar, self.has_params = 3, True
+
+    def __dealloc__(self):
+        c.conv2d_prepared_free(self.a.prep)

@@ -31,6 +31,7 @@ cdef extern from "fastcnn.h" nogil:
     void batchnorm2d_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
                                   const float *x, const float *mean, const float *invstd,
                                   const float *gamma, int64_t N, int64_t C, int64_t HW)
+    int batchnorm2d_set_stream(int mode)
     void batchnorm2d_update_running(float *running_mean, float *running_var, const float *mean,
                                     const float *var, int64_t C, int64_t count, double momentum)
     void batchnorm2d_fold(float *wf, float *bf, const float *w, const float *b,
@@ -88,6 +89,12 @@ cdef extern from "fastcnn.h" nogil:
         float lo, hi
     int conv2d_forward(float *y, const float *x, const float *w, const float *b,
                        const conv2d_shape *s, int nthreads)
+    ctypedef struct conv2d_prepared:
+        pass
+    conv2d_prepared *conv2d_prepared_new()
+    void conv2d_prepared_free(conv2d_prepared *p)
+    int conv2d_forward_prepared(float *y, const float *x, const float *w, const float *b,
+                                const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
     int conv2d_backward_data(float *dx, const float *dy, const float *w,
                              const conv2d_shape *s, int nthreads)
     int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
@@ -187,6 +194,13 @@ cdef extern from "gemm.h" nogil:
     int sgemm(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
               float *C, int64_t ldc, int nthreads)
+    int sgemm_packed_a_kernel(int64_t M, int64_t N)
+    int64_t sgemm_packed_a_floats(int kernel, int64_t M, int64_t K)
+    void sgemm_pack_a(float *packed, int kernel, int transa, int64_t M, int64_t K,
+                      const float *A, int64_t lda, int nthreads)
+    int sgemm_packed_bias_clamp(const float *packed, int kernel, int64_t M, int64_t N,
+                                int64_t K, const float *B, int64_t ldb, float *C, int64_t ldc,
+                                const float *bias, const float *clamp, int nthreads)
     void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                    float *C, int64_t ldc)

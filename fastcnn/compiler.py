@@ -14,6 +14,11 @@ Passes are rewrites of the graph, each switchable (``passes=``):
   part of it: the convolution runs on weights and a bias folded anew on each
   call from the current parameters and statistics (where that costs less
   than the batch norm's pass over its input; see :func:`fold_batch_norm`).
+- ``freeze_weights`` (inference of a frozen model, :func:`fastcnn.freeze`;
+  not switchable): the weights never change, so every batch norm after a
+  convolution is folded into it once, at compile time, profitable or not,
+  and every convolution keeps what its paths derive from the weights
+  (transposed weight blocks, Winograd's transformed filters) across calls.
 - ``fuse_conv_activation`` (inference): a ReLU or hardtanh (ReLU6) whose
   only input is a convolution's output, read by nothing else, becomes the
   convolution's epilogue: each tile of the output is clamped as it is
@@ -39,7 +44,7 @@ import numpy as np
 
 from . import _native as E
 from . import functional as F
-from .ops import OPS
+from .ops import OPS, Folded
 
 __all__ = ["PASSES", "compile_graph", "reference_run"]
 
@@ -47,15 +52,20 @@ PASSES = ("fuse_relu_max_pool", "fold_batch_norm", "fuse_conv_activation", "in_p
           "reuse_memory")
 
 
-def compile_graph(graph, training, passes=PASSES):
+def compile_graph(graph, training, passes=PASSES, frozen=False):
     """The Program running ``graph`` in training (forward saves for backward)
-    or inference mode, with the named passes applied."""
+    or inference mode, with the named passes applied; ``frozen``: inference
+    on weights that never change (``freeze_weights``)."""
     unknown = set(passes) - set(PASSES)
     if unknown:
         raise ValueError(f"unknown passes {sorted(unknown)}; the passes are {PASSES}")
+    if frozen and training:
+        raise ValueError("a frozen model runs inference only")
     if "fuse_relu_max_pool" in passes:
         graph = fuse_relu_max_pool(graph)
-    if "fold_batch_norm" in passes and not training:
+    if frozen:
+        graph = freeze_weights(fold_batch_norm(graph, only_profitable=False))
+    elif "fold_batch_norm" in passes and not training:
         graph = fold_batch_norm(graph)
     if "fuse_conv_activation" in passes and not training:
         graph = fuse_conv_activation(graph)
@@ -109,6 +119,36 @@ def fold_batch_norm(graph, only_profitable=True):
                                 attrs=dict(conv.attrs, bn_eps=bn.attrs["eps"]))
         nodes[i] = None
     return graph.copy([n for n in nodes if n is not None])
+
+
+def freeze_weights(graph):
+    """For weights that never change (a frozen model's): each
+    conv2d_batch_norm2d node becomes a conv2d on weights and a bias folded
+    now, once (read-only arrays), and every conv2d is marked ``frozen``: its
+    step keeps what the convolution paths derive from its weights."""
+    nodes = []
+    for node in graph.nodes:
+        if node.op == "conv2d_batch_norm2d":
+            node = _folded_conv(node)
+        if node.op == "conv2d":
+            node = node.replace(attrs=dict(node.attrs, frozen=True))
+        nodes.append(node)
+    return graph.copy(nodes)
+
+
+def _folded_conv(node):
+    """The conv2d of a conv2d_batch_norm2d node on its weights folded now."""
+    p = node.params
+    w, b, gamma, beta = (p.get(k) for k in ("weight", "bias", "bn_weight", "bn_bias"))
+    wf, bf = F.batch_norm2d_fold(w.data, None if b is None else b.data,
+                                 None if gamma is None else gamma.data,
+                                 None if beta is None else beta.data,
+                                 p["running_mean"], p["running_var"], node.attrs["bn_eps"])
+    for a in (wf, bf):
+        a.flags.writeable = False
+    attrs = {k: v for k, v in node.attrs.items() if k != "bn_eps"}
+    return node.replace(op="conv2d", params={"weight": Folded(wf), "bias": Folded(bf)},
+                        attrs=attrs)
 
 
 def _clamp_of(node):

@@ -177,7 +177,7 @@ class Layer:
     def _runner(self):
         runner = self.__dict__.get("_runner_state")
         if runner is None:
-            runner = self.__dict__["_runner_state"] = Runner()
+            runner = self.__dict__["_runner_state"] = Runner(self.__dict__.get("_frozen", False))
         return runner
 
     def __getstate__(self):

@@ -500,15 +500,16 @@ class Conv2dBatchNormOp(Conv2dOp):
                                      None if gamma is None else gamma.data,
                                      None if beta is None else beta.data,
                                      p["running_mean"], p["running_var"], node.attrs["bn_eps"])
-        folded = node.replace(params=dict(p, weight=_Folded(wf), bias=_Folded(bf)))
+        folded = node.replace(params=dict(p, weight=Folded(wf), bias=Folded(bf)))
         return super().forward(folded, x, training)[0], None
 
     def backward(self, node, saved, dy, need_dx):
         raise TypeError("a folded conv2d + batch_norm2d runs in inference only")
 
 
-class _Folded:
-    """Folded weights in the place of a Parameter (reference_run reads ``.data``)."""
+class Folded:
+    """Folded weights in the place of a Parameter (steps and reference_run
+    read ``.data``)."""
     __slots__ = ("data",)
 
     def __init__(self, data):

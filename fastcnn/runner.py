@@ -42,9 +42,11 @@ def trace_layer(layer, x):
 
 
 class Runner:
-    """The compiled Programs of one layer, and its pending training frame."""
+    """The compiled Programs of one layer, and its pending training frame;
+    ``frozen``: inference only, on weights that never change (fastcnn.freeze)."""
 
-    def __init__(self):
+    def __init__(self, frozen=False):
+        self.frozen = frozen
         self.programs = []
         self.generation = -1            # layers.generation when programs[0] was last checked
         self.frame = self.program = self.owner = None
@@ -64,7 +66,7 @@ class Runner:
                     self.programs.insert(0, self.programs.pop(i))
                 break
         else:
-            prog = compile_graph(trace(layer, shape), training, self.passes)
+            prog = compile_graph(trace(layer, shape), training, self.passes, self.frozen)
             self.programs.insert(0, (key, prog))
             del self.programs[MAX_PROGRAMS:]
         self.generation = generation        # programs[0] holds for the layers as they were
@@ -72,6 +74,10 @@ class Runner:
 
     def forward(self, layer, x):
         x = as_float32(x, "x")
+        if self.frozen and layer.training:
+            raise ValueError(f"this {type(layer).__name__} was made by fastcnn.freeze() and runs "
+                             f"inference only; it cannot run in training mode (train the "
+                             f"original model, then freeze it again)")
         if not layer.training:
             self.frame = None               # (only training calls recycle frames)
             return self.find(layer, x.shape, False).forward(x)[0]

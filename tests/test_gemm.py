@@ -262,3 +262,41 @@ def test_every_isa_path_in_a_subprocess(isa, tmp_path):
                            cwd=tmp_path, timeout=600, FASTCNN_ISA=isa)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and " failed" not in done.stdout
+
+
+# ---- A packed ahead (sgemm_pack_a + sgemm_packed_bias_clamp: a frozen model's weights) ----
+
+PACKED = [(1, 1, 1), (7, 33, 15), (17, 1000, 255), (257, 31, 257), (64, 700, 513),
+          (65, 9, 1000), (300, 4100, 20), (700, 90, 600)]
+
+
+@pytest.mark.parametrize("ta", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("M,N,K", PACKED, ids=[f"{m}x{n}x{k}" for m, n, k in PACKED])
+def test_packed_a_matches_float64(M, N, K, ta, num_threads, rng):
+    a, b = operands(rng, M, N, K, ta, False)
+    want, tol = expected(a, b, None, ta, False, 1.0, 0.0)
+    got = _native._sgemm_packed(a, b, trans_a=ta)
+    err = np.abs(got - want)
+    assert np.all(err <= tol), f"M={M} N={N} K={K} ta={ta}: max err {err.max()}"
+
+
+@pytest.mark.parametrize("M,N,K", PACKED[1:5], ids=[f"{m}x{n}x{k}" for m, n, k in PACKED[1:5]])
+def test_packed_a_equals_sgemm_bitwise_with_bias_and_clamp(M, N, K, num_threads, rng):
+    """Same kernel, same blocks: the packed product is bit for bit sgemm's,
+    bias and clamp (NaN passing) included."""
+    a, b = operands(rng, M, N, K, False, False)
+    b[0, :3] = np.nan
+    bias = rng.standard_normal(M).astype(np.float32)
+    got = _native._sgemm_packed(a, b, bias=bias, clamp=(0.0, 6.0))
+    ref = _native.sgemm(a, b) + bias[:, None]
+    ref = np.where(np.isnan(ref), ref, np.clip(ref, np.float32(0), np.float32(6)))
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_packed_a_every_kernel_of_the_instruction_set(rng):
+    """Packed for each kernel number (AVX-512 has two tile shapes; others
+    fall back to their one), the product is right."""
+    a, b = operands(rng, 45, 200, 300, False, False)
+    want, tol = expected(a, b, None, False, False, 1.0, 0.0)
+    for kernel in (0, 1):
+        assert np.all(np.abs(_native._sgemm_packed(a, b, kernel=kernel) - want) <= tol)

@@ -30,6 +30,21 @@ int sgemm_bias_clamp(int transa, int transb, int64_t M, int64_t N, int64_t K, fl
                      float *C, int64_t ldc, const float *bias, const float *clamp,
                      int nthreads);
 
+/* op(A) packed ahead, for products that reuse one A (a frozen model's
+ * weights). The packed layout is a kernel's: sgemm_packed_a_kernel is the
+ * number of the kernel sgemm would run for an M x N product;
+ * sgemm_pack_a packs op(A) (M, K; stored as for sgemm) for kernel number
+ * `kernel` into packed (sgemm_packed_a_floats floats); and
+ * sgemm_packed_bias_clamp is sgemm_bias_clamp with alpha 1, beta 0 and that
+ * packed A (same kernel, M and K), on that kernel. */
+int sgemm_packed_a_kernel(int64_t M, int64_t N);
+int64_t sgemm_packed_a_floats(int kernel, int64_t M, int64_t K);
+void sgemm_pack_a(float *packed, int kernel, int transa, int64_t M, int64_t K, const float *A,
+                  int64_t lda, int nthreads);
+int sgemm_packed_bias_clamp(const float *packed, int kernel, int64_t M, int64_t N, int64_t K,
+                            const float *B, int64_t ldb, float *C, int64_t ldc,
+                            const float *bias, const float *clamp, int nthreads);
+
 /* dst[c ldd + r] = src[r lds + c] for r < rows (<= ldd), c < cols: the
  * transposing copy that packs operands, in the instruction set's registers. */
 void sgemm_transpose(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,

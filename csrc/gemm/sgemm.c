@@ -120,6 +120,7 @@ typedef struct {
     const float *bias;      /* per row of C, added after the last k block; or NULL */
     const float *clamp;     /* {lo, hi}: C clamped after the last k block; or NULL */
     int64_t kc, mc, nc;     /* block sizes for this call */
+    const float *packed_a;  /* op(A) packed whole by sgemm_pack_a, or NULL: pack per block */
 } gemm_plan;
 
 /* One MR-row micro-panel of op(A): rows i0..i0+m, depth p0..p0+kc, as
@@ -176,7 +177,14 @@ static void pack_b_block(float *dst, const gemm_plan *p, int64_t p0, int64_t kc,
         pack_b_panel(dst + jp * kc, p, p0, kc, j0 + jp, min64(nr, n - jp));
 }
 
-/* c (m, n) with row stride ldc += bias[i] on row i. */
+/* The packed rows i0.. (a multiple of MR) at depth p0 of a whole packed A:
+ * each kc block holds round_up(M, MR) rows, panel after panel (see
+ * sgemm_pack_a). */
+static const float *packed_rows(const gemm_plan *p, int64_t i0, int64_t p0, int64_t kc)
+{
+    return p->packed_a + p0 * round_up(p->M, p->kr->mr) + i0 * kc;
+}
+
 /* c (m, n) with row stride ldc clamped to [lo, hi] as hardtanh does (NaN passes). */
 static void clamp_rows(float *c, int64_t ldc, float lo, float hi, int64_t m, int64_t n)
 {
@@ -324,8 +332,12 @@ static void run_split_m(const gemm_plan *p, gemm_sync *sync, int t, int nt, int6
             for (int64_t b = grab(sync); b < nb; b = grab(sync)) {
                 int64_t i0, i1;
                 share(p->M, p->kr->mr, b, nb, &i0, &i1);
-                pack_a_block(ap, p, i0, i1 - i0, p0, kc);
-                macro_kernel(p, ap, bshared, ep, i0, i1 - i0, j0, n, p0, kc, beta);
+                const float *a = ap;
+                if (p->packed_a)
+                    a = packed_rows(p, i0, p0, kc);
+                else
+                    pack_a_block(ap, p, i0, i1 - i0, p0, kc);
+                macro_kernel(p, a, bshared, ep, i0, i1 - i0, j0, n, p0, kc, beta);
             }
             wait_all(sync, nt);     /* bshared is repacked next */
         }
@@ -347,18 +359,21 @@ static void run_split_n(const gemm_plan *p, gemm_sync *sync, int t, int nt, int6
         for (int64_t i0 = 0; i0 < p->M; i0 += p->mc) {
             int64_t m = min64(p->mc, p->M - i0);
             int64_t panels = ceil_div(m, mr);
-            /* each thread packs whole, disjoint MR-row panels of A */
-            for (int64_t ip = grab(sync); ip < panels; ip = grab(sync))
-                pack_a_panel(ashared + ip * mr * kc, p, i0 + ip * mr, min64(mr, m - ip * mr),
-                             p0, kc);
-            wait_all(sync, nt);
+            const float *a = p->packed_a ? packed_rows(p, i0, p0, kc) : ashared;
+            if (!p->packed_a) {
+                /* each thread packs whole, disjoint MR-row panels of A */
+                for (int64_t ip = grab(sync); ip < panels; ip = grab(sync))
+                    pack_a_panel(ashared + ip * mr * kc, p, i0 + ip * mr,
+                                 min64(mr, m - ip * mr), p0, kc);
+                wait_all(sync, nt);
+            }
             /* each block writes its own columns of C */
             for (int64_t b = grab(sync); b < nb; b = grab(sync)) {
                 int64_t j0, j1;
                 share(p->N, p->kr->nr, b, nb, &j0, &j1);
                 if (!p->direct_b)
                     pack_b_block(bp, p, p0, kc, j0, j1 - j0);
-                macro_kernel(p, ashared, bp, ep, i0, m, j0, j1 - j0, p0, kc, beta);
+                macro_kernel(p, a, bp, ep, i0, m, j0, j1 - j0, p0, kc, beta);
             }
             wait_all(sync, nt);     /* ashared is repacked next */
         }
@@ -408,28 +423,26 @@ int sgemm_bias(int transa, int transb, int64_t M, int64_t N, int64_t K, float al
                             NULL, nthreads);
 }
 
-int sgemm_bias_clamp(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                     float *C, int64_t ldc, const float *bias, const float *clamp,
-                     int nthreads)
+/* The plan of a product on kernel kr (block sizes from it and the sizes). */
+static gemm_plan plan_of(const gemm_kernel *kr, int transa, int transb, int64_t M, int64_t N,
+                         int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                         int64_t ldb, float beta, float *C, int64_t ldc, const float *bias,
+                         const float *clamp)
 {
-    if (M <= 0 || N <= 0)
-        return FASTCNN_OK;
-    if (K <= 0 || alpha == 0.0f) {
-        scale_c(C, M, N, ldc, beta);
-        if (bias)
-            add_row_bias_all(C, ldc, bias, M, N);
-        if (clamp)
-            clamp_rows(C, ldc, clamp[0], clamp[1], M, N);
-        return FASTCNN_OK;
-    }
-    const gemm_kernel *kr = select_kernel(M, N);
     gemm_plan p = {kr, transa, transb, !transb && M <= DIRECT_B_MAX_ROWS, M, N, K, lda, ldb,
-                   ldc, alpha, beta, A, B, C, bias, clamp, 0, 0, 0};
+                   ldc, alpha, beta, A, B, C, bias, clamp, 0, 0, 0, NULL};
     p.kc = even_chunk(K, kr->kc, 1);
     p.mc = even_chunk(M, kr->mc, kr->mr);
     p.nc = even_chunk(N, kr->nc, kr->nr);
+    return p;
+}
 
+/* Run the plan of a product with M, N, K >= 1 and alpha != 0. */
+static int run_plan(const gemm_plan *pp, int nthreads)
+{
+    gemm_plan p = *pp;
+    const gemm_kernel *kr = p.kr;
+    int64_t M = p.M, N = p.N, K = p.K;
     int64_t tm = ceil_div(M, kr->mr), tn = ceil_div(N, kr->nr);
     int nt = fastcnn_threads_for(M * N * K / 64, nthreads);
     if (nt > tm * tn)
@@ -438,10 +451,12 @@ int sgemm_bias_clamp(int transa, int transb, int64_t M, int64_t N, int64_t K, fl
     int split_n = nt > 1 && tiles_per_thread(tn, nt) * tm < tiles_per_thread(tm, nt) * tn;
     int64_t nb = split_n ? block_count(N, p.nc, tn, nt) : block_count(M, p.mc, tm, nt);
 
-    /* shared block, then per-thread blocks, then per-thread edge panels */
-    int64_t shared = split_n ? p.mc * p.kc : (p.direct_b ? 0 : p.nc * p.kc);
+    /* shared block, then per-thread blocks, then per-thread edge panels; no
+     * A blocks when A comes packed */
+    int64_t a_shared = p.packed_a ? 0 : p.mc * p.kc;
+    int64_t shared = split_n ? a_shared : (p.direct_b ? 0 : p.nc * p.kc);
     int64_t priv = split_n ? (p.direct_b ? 0 : share_max(N, kr->nr, nb) * p.kc)
-                           : share_max(M, kr->mr, nb) * p.kc;
+                           : (p.packed_a ? 0 : share_max(M, kr->mr, nb) * p.kc);
     int64_t edge = round_up(p.kc * kr->nr, 16);
     shared = round_up(shared, 16);
     priv = round_up(priv, 16);
@@ -470,4 +485,79 @@ int sgemm_bias_clamp(int transa, int transb, int64_t M, int64_t N, int64_t K, fl
     }
     fastcnn_free(buf);
     return FASTCNN_OK;
+}
+
+int sgemm_bias_clamp(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc, const float *bias, const float *clamp,
+                     int nthreads)
+{
+    if (M <= 0 || N <= 0)
+        return FASTCNN_OK;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(C, M, N, ldc, beta);
+        if (bias)
+            add_row_bias_all(C, ldc, bias, M, N);
+        if (clamp)
+            clamp_rows(C, ldc, clamp[0], clamp[1], M, N);
+        return FASTCNN_OK;
+    }
+    gemm_plan p = plan_of(select_kernel(M, N), transa, transb, M, N, K, alpha, A, lda, B, ldb,
+                          beta, C, ldc, bias, clamp);
+    return run_plan(&p, nthreads);
+}
+
+/* ---- A packed ahead ------------------------------------------------------------ */
+
+/* The instruction set's kernel number i (the default if there is none). */
+static const gemm_kernel *kernel_at(int i)
+{
+    const gemm_kernels *ks = gemm_kernels_for(fastcnn_isa());
+    return i > 0 && i < GEMM_MAX_TILES && ks->tiles[i] ? ks->tiles[i] : ks->tiles[0];
+}
+
+int sgemm_packed_a_kernel(int64_t M, int64_t N)
+{
+    const gemm_kernel *kr = select_kernel(M, N);
+    for (int i = 1; i < GEMM_MAX_TILES; i++)
+        if (kernel_at(i) == kr)
+            return i;
+    return 0;
+}
+
+int64_t sgemm_packed_a_floats(int kernel, int64_t M, int64_t K)
+{
+    return round_up(M, kernel_at(kernel)->mr) * K;
+}
+
+void sgemm_pack_a(float *packed, int kernel, int transa, int64_t M, int64_t K, const float *A,
+                  int64_t lda, int nthreads)
+{
+    gemm_plan p = plan_of(kernel_at(kernel), transa, 0, M, 1, K, 1.0f, A, lda, NULL, 0, 0.0f,
+                          NULL, 0, NULL, NULL);
+    p.packed_a = packed;
+    int mr = p.kr->mr;
+    int64_t panels = ceil_div(M, mr);
+    int nt = fastcnn_threads_for(M * K, nthreads);
+    for (int64_t p0 = 0; p0 < K; p0 += p.kc) {
+        int64_t kc = min64(p.kc, K - p0);
+        /* each panel written by one iteration */
+        #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t ip = 0; ip < panels; ip++)
+            pack_a_panel((float *)packed_rows(&p, ip * mr, p0, kc), &p, ip * mr,
+                         min64(mr, M - ip * mr), p0, kc);
+    }
+}
+
+int sgemm_packed_bias_clamp(const float *packed, int kernel, int64_t M, int64_t N, int64_t K,
+                            const float *B, int64_t ldb, float *C, int64_t ldc,
+                            const float *bias, const float *clamp, int nthreads)
+{
+    if (M <= 0 || N <= 0 || K <= 0)     /* A is not read */
+        return sgemm_bias_clamp(0, 0, M, N, K, 1.0f, packed, 1, B, ldb, 0.0f, C, ldc, bias,
+                                clamp, nthreads);
+    gemm_plan p = plan_of(kernel_at(kernel), 0, 0, M, N, K, 1.0f, NULL, K, B, ldb, 0.0f, C,
+                          ldc, bias, clamp);
+    p.packed_a = packed;
+    return run_plan(&p, nthreads);
 }
