@@ -213,14 +213,21 @@ direct_tile(const int kn, const int nv, const int taps, float *y, const float *x
         }                                                                           \
         break;
 
-/* Channels k0..k0+kn (kn <= DIRECT_KB) of one image, every row and column. */
+/* Channels k0..k0+kn (kn <= DIRECT_KB) of one image, every row and column:
+ * each row in the fewest tiles of at most DIRECT_NVMAX vectors, evened out
+ * (a row of 4 vectors is 2 + 2, not 3 + 1: a one-vector tile keeps too few
+ * accumulators to cover the multiply-add latency; 3x32x32 -> 32 at batch
+ * 256: 48 -> 57 GFLOP/s on Zen 3). */
 static inline void direct_block(float *y, const float *xpad, const float *w, const float *b,
                                 int64_t k0, int64_t kn, const direct_geom *g)
 {
+    int64_t vecs = (g->Q + DIRECT_VL - 1) / DIRECT_VL;
+    int64_t tiles = (vecs + DIRECT_NVMAX - 1) / DIRECT_NVMAX;
+    int64_t even = (vecs + tiles - 1) / tiles;
     for (int64_t p = 0; p < g->P; p++)
-        for (int64_t q0 = 0; q0 < g->Q; q0 += DIRECT_NVMAX * DIRECT_VL) {
+        for (int64_t q0 = 0; q0 < g->Q; q0 += even * DIRECT_VL) {
             int64_t rest = (g->Q - q0 + DIRECT_VL - 1) / DIRECT_VL;
-            int nv = rest < DIRECT_NVMAX ? (int)rest : DIRECT_NVMAX;
+            int nv = rest < even ? (int)rest : (int)even;
             switch (kn) {
 #if DIRECT_KB >= 8
             DIRECT_NV_CASES(8) DIRECT_NV_CASES(7) DIRECT_NV_CASES(6) DIRECT_NV_CASES(5)

@@ -158,6 +158,7 @@ cdef class WeightStep(Step):
 # An inference program slower than this on the threads asked for is not timed
 # on fewer (its work feeds them; timing would only delay its first call).
 cdef double THREADS_TIMED_MAX_S = 0.05
+cdef int THREADS_TIMED_ROUNDS = 3
 
 
 cdef class Program:
@@ -287,30 +288,38 @@ cdef class Program:
 
     cdef int _time_threads(self, Frame f, int asked) except -1:
         """Of asked, asked/2, ..., 1 threads, the count whose runs of this
-        inference program were fastest; fewer only when at least 5% faster. A
-        program taking over THREADS_TIMED_MAX_S on `asked` threads feeds them all
-        and is not timed further."""
-        cdef int best_nt = asked, nt = asked // 2
-        cdef double t, best = self._seconds(f, asked)
-        if best > THREADS_TIMED_MAX_S:
-            return asked
+        inference program were fastest (the best of THREADS_TIMED_ROUNDS
+        interleaved rounds, so that a disturbance hits every count alike); fewer
+        only when at least 5% faster. A program taking over
+        THREADS_TIMED_MAX_S on `asked` threads feeds them all and is not timed
+        further."""
+        cdef list counts = []
+        cdef int nt = asked
         while nt >= 1:
-            t = self._seconds(f, nt)
-            if t < 0.95 * best:
-                best_nt, best = nt, t
+            counts.append(nt)
             nt //= 2
-        return best_nt
+        best = [self._seconds(f, n, True) for n in counts]       # fills caches, tunes
+        if best[0] > THREADS_TIMED_MAX_S:
+            return asked
+        for _ in range(THREADS_TIMED_ROUNDS):
+            for i, n in enumerate(counts):
+                best[i] = min(best[i], self._seconds(f, n, False))
+        cdef int chosen = 0
+        for i in range(1, len(counts)):
+            if best[i] < 0.95 * best[chosen]:
+                chosen = i
+        return counts[chosen]
 
-    cdef double _seconds(self, Frame f, int nt) except -1.0:
-        """The faster of two timed forward runs on nt threads, after one untimed
-        run (which fills the caches and times the convolutions' paths for nt)."""
-        cdef double t0, best = 1e300
-        self._run(f, False, 0, True, nt)
-        for _ in range(2):
-            t0 = time.perf_counter()
+    cdef double _seconds(self, Frame f, int nt, bint first) except -1.0:
+        """Seconds of one forward run on nt threads; the first for nt runs once
+        untimed before (it fills the caches and times the convolutions' paths
+        for nt)."""
+        cdef double t0
+        if first:
             self._run(f, False, 0, True, nt)
-            best = min(best, time.perf_counter() - t0)
-        return best
+        t0 = time.perf_counter()
+        self._run(f, False, 0, True, nt)
+        return time.perf_counter() - t0
 
     cdef int _run(self, Frame f, bint backward, int first, bint need_first, int nt) except -1:
         """Steps first..n-1 forward in order, or backward in reverse order (the
