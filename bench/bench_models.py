@@ -1,7 +1,7 @@
 """Whole models (BENCHMARKS.md): LeNet-5 and CIFAR-net train steps at batch 64
 (forward + softmax cross-entropy + backward + optimizer step, SGD with
 momentum and Adam) against torch, and inference (logits; neither side adds
-a softmax) at batch 1 and 256 against torch and against onnxruntime running
+a softmax) at batch 1, 32 and 256 against torch and against onnxruntime running
 the torch model exported to ONNX. The models start from the same weights and
 the results are compared before timing. Issue 9 adds train steps of
 fastcnn.models.resnet18 (3x32x32, batch 64, 10 classes) and mobilenet_v2
@@ -232,7 +232,7 @@ def infer_case(model, n, peer_name):
 
 CASES = ([train_case(m, o) for m in models.SPECS for o in models.OPTIMIZERS]
          + [cnn_train_case(m) for m in CNN_TRAIN]
-         + [infer_case(m, n, p) for m in models.SPECS for n in (1, 256)
+         + [infer_case(m, n, p) for m in models.SPECS for n in (1, 32, 256)
             for p in ("torch", "onnxruntime")]
          + [cnn_infer_case(m, n) for m in models.CNNS for n in CNN_BATCHES])
 

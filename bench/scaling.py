@@ -82,13 +82,15 @@ def input_of(name, n):
 
 def inference(name, n, threads):
     """(fastcnn call, onnxruntime call) for `name` at batch n on `threads`."""
+    import fastcnn
     import onnxruntime as ort
     import torch
     fm, tm = twins(name, torch)
     fm.eval()
+    frozen = fastcnn.freeze(fm)     # a snapshot for inference, as the session is
     x = input_of(name, n)
     sess = models.ort_session(ort, export(tm, torch, x[:1]), threads)
-    ours, peer = (lambda: fm(x)), (lambda: sess.run(None, {"x": x})[0])
+    ours, peer = (lambda: frozen(x)), (lambda: sess.run(None, {"x": x})[0])
     scale = np.abs(peer()).max()
     assert np.abs(ours() - peer()).max() <= 1e-3 * scale, f"{name}: outputs differ"
     return ours, peer
