@@ -203,6 +203,17 @@ def test_frozen_first_calls_from_many_threads_agree(rng):
             np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+def test_frozen_summary_and_save_load_like_the_model(tmp_path, rng):
+    model = conv_bn_relu(4, 8, 3, 1, True, rng)
+    frozen = fastcnn.freeze(model)
+    frozen.summary(input_shape=(4, 6, 6))
+    frozen.save(tmp_path / "f.fcnn")
+    back = fastcnn.load(tmp_path / "f.fcnn")       # an ordinary, trainable model
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(back.eval()(x), frozen(x), rtol=1e-5, atol=1e-5)
+    back.layers[0].weight.data[...] = 0.0
+
+
 def test_freeze_rejects_what_is_not_a_model():
     with pytest.raises(TypeError, match="Received: dict"):
         fastcnn.freeze({})

@@ -185,7 +185,9 @@ def test_resnet18_export_matches_onnxruntime(tmp_path, opset):
     kinds = {type(layer).__name__ for _, layer in model.children()}
     assert kinds <= {"Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "Linear"}, kinds   # all native
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    _assert_close(model(x), _ort_run(str(path), x))
+    want = _ort_run(str(path), x)
+    _assert_close(model(x), want)
+    _assert_close(fastcnn.freeze(model)(x), want)       # the serving snapshot too
 
 
 @pytest.mark.parametrize("opset", [11, 13, 17])
@@ -206,7 +208,9 @@ def test_mobilenet_v2_export_matches_onnxruntime(tmp_path, opset):
     kinds = {type(layer).__name__ for _, layer in model.children()}
     assert "KernelLayer" not in kinds, kinds
     x = np.random.default_rng(opset).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    _assert_close(model(x), _ort_run(str(path), x))
+    want = _ort_run(str(path), x)
+    _assert_close(model(x), want)
+    _assert_close(fastcnn.freeze(model)(x), want)
 
 
 def test_gradients_match_torch(tmp_path):
