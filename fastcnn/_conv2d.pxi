@@ -311,9 +311,25 @@ cdef int conv2d_step_backward(const void *a, void **ptr, float **par, int need_d
     return err
 
 
+cdef class PreparedWeights:
+    """What the convolution paths derive from one weight array that never
+    changes (csrc/conv2d_prepared.c), kept across calls and shared by a frozen
+    model's compiled graphs of every input shape."""
+    cdef c.conv2d_prepared *p
+
+    def __cinit__(self):
+        self.p = c.conv2d_prepared_new()
+        if self.p == NULL:
+            raise MemoryError("fastcnn: out of memory for a frozen convolution")
+
+    def __dealloc__(self):
+        c.conv2d_prepared_free(self.p)
+
+
 cdef class ConvStep(WeightStep):
     """conv2d: y = conv(x, weight) + bias; backward dx, dweight, dbias."""
     cdef conv2d_step_args a
+    cdef PreparedWeights prepared       # a frozen model's (node attr "prepared"), or None
 
     def __init__(self, node, slots, tuple geometry):
         super().__init__(node)
@@ -323,14 +339,10 @@ cdef class ConvStep(WeightStep):
             self.a.s.clamp = 1
             self.a.s.lo, self.a.s.hi = node.attrs["clamp"]
         self.weight, self.bias = node.params["weight"], node.params.get("bias")
-        if node.attrs.get("frozen"):        # weights that never change (fastcnn.freeze)
-            self.a.prep = c.conv2d_prepared_new()
-            if self.a.prep == NULL:
-                raise MemoryError("fastcnn: out of memory for a frozen convolution")
+        self.prepared = node.attrs.get("prepared")     # weights that never change
+        if self.prepared is not None:
+            self.a.prep = self.prepared.p
         self.wshape = (self.a.s.K, self.a.s.C // self.a.s.G, self.a.s.R, self.a.s.S)
         self.bshape = (self.a.s.K,)
         self.args, self.fwd, self.bwd = &self.a, conv2d_step_forward, conv2d_step_backward
         self.npar, self.has_params = 3, True
-
-    def __dealloc__(self):
-        c.conv2d_prepared_free(self.a.prep)

@@ -18,7 +18,9 @@ Passes are rewrites of the graph, each switchable (``passes=``):
   not switchable): the weights never change, so every batch norm after a
   convolution is folded into it once, at compile time, profitable or not,
   and every convolution keeps what its paths derive from the weights
-  (transposed weight blocks, Winograd's transformed filters) across calls.
+  (packed or transposed weights, Winograd's transformed filters) across
+  calls; both are shared by the model's graphs of every input shape
+  (:class:`FrozenWeights`).
 - ``fuse_conv_activation`` (inference): a ReLU or hardtanh (ReLU6) whose
   only input is a convolution's output, read by nothing else, becomes the
   convolution's epilogue: each tile of the output is clamped as it is
@@ -52,19 +54,20 @@ PASSES = ("fuse_relu_max_pool", "fold_batch_norm", "fuse_conv_activation", "in_p
           "reuse_memory")
 
 
-def compile_graph(graph, training, passes=PASSES, frozen=False):
+def compile_graph(graph, training, passes=PASSES, frozen=None):
     """The Program running ``graph`` in training (forward saves for backward)
-    or inference mode, with the named passes applied; ``frozen``: inference
-    on weights that never change (``freeze_weights``)."""
+    or inference mode, with the named passes applied; ``frozen``: a
+    FrozenWeights, for inference on weights that never change
+    (``freeze_weights``)."""
     unknown = set(passes) - set(PASSES)
     if unknown:
         raise ValueError(f"unknown passes {sorted(unknown)}; the passes are {PASSES}")
-    if frozen and training:
+    if frozen is not None and training:
         raise ValueError("a frozen model runs inference only")
     if "fuse_relu_max_pool" in passes:
         graph = fuse_relu_max_pool(graph)
-    if frozen:
-        graph = freeze_weights(fold_batch_norm(graph, only_profitable=False))
+    if frozen is not None:
+        graph = freeze_weights(fold_batch_norm(graph, only_profitable=False), frozen)
     elif "fold_batch_norm" in passes and not training:
         graph = fold_batch_norm(graph)
     if "fuse_conv_activation" in passes and not training:
@@ -121,34 +124,59 @@ def fold_batch_norm(graph, only_profitable=True):
     return graph.copy([n for n in nodes if n is not None])
 
 
-def freeze_weights(graph):
+class FrozenWeights:
+    """What a frozen model's compiled graphs share: folded weights and each
+    convolution's PreparedWeights, made once per source arrays and found by
+    their identity (the sources are held here, so no other object can take
+    their ids)."""
+
+    def __init__(self):
+        self._kept = {}
+
+    def get(self, sources, make):
+        """make() the first time these source objects come, then the same result."""
+        key = tuple(map(id, sources))
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = self._kept[key] = (tuple(sources), make())
+        return kept[1]
+
+
+def freeze_weights(graph, frozen):
     """For weights that never change (a frozen model's): each
     conv2d_batch_norm2d node becomes a conv2d on weights and a bias folded
-    now, once (read-only arrays), and every conv2d is marked ``frozen``: its
-    step keeps what the convolution paths derive from its weights."""
+    once (read-only arrays), and every conv2d gets the PreparedWeights of its
+    weight array (attr ``prepared``), where its step keeps what the
+    convolution paths derive from it; both kept in ``frozen`` (FrozenWeights)."""
     nodes = []
     for node in graph.nodes:
         if node.op == "conv2d_batch_norm2d":
-            node = _folded_conv(node)
+            node = _folded_conv(node, frozen)
         if node.op == "conv2d":
-            node = node.replace(attrs=dict(node.attrs, frozen=True))
+            w = node.params["weight"].data
+            node = node.replace(attrs=dict(node.attrs,
+                                           prepared=frozen.get([w], E.PreparedWeights)))
         nodes.append(node)
     return graph.copy(nodes)
 
 
-def _folded_conv(node):
-    """The conv2d of a conv2d_batch_norm2d node on its weights folded now."""
+def _folded_conv(node, frozen):
+    """The conv2d of a conv2d_batch_norm2d node on its weights folded once."""
     p = node.params
-    w, b, gamma, beta = (p.get(k) for k in ("weight", "bias", "bn_weight", "bn_bias"))
-    wf, bf = F.batch_norm2d_fold(w.data, None if b is None else b.data,
-                                 None if gamma is None else gamma.data,
-                                 None if beta is None else beta.data,
-                                 p["running_mean"], p["running_var"], node.attrs["bn_eps"])
-    for a in (wf, bf):
-        a.flags.writeable = False
+    names = ("weight", "bias", "bn_weight", "bn_bias")
+    arrays = [None if p.get(k) is None else p[k].data for k in names]
+    sources = arrays + [p["running_mean"], p["running_var"]]
+
+    def fold():
+        wf, bf = F.batch_norm2d_fold(*arrays, p["running_mean"], p["running_var"],
+                                     node.attrs["bn_eps"])
+        for a in (wf, bf):
+            a.flags.writeable = False
+        return Folded(wf), Folded(bf)
+
+    wf, bf = frozen.get(sources, fold)
     attrs = {k: v for k, v in node.attrs.items() if k != "bn_eps"}
-    return node.replace(op="conv2d", params={"weight": Folded(wf), "bias": Folded(bf)},
-                        attrs=attrs)
+    return node.replace(op="conv2d", params={"weight": wf, "bias": bf}, attrs=attrs)
 
 
 def _clamp_of(node):

@@ -64,10 +64,12 @@ def freeze(model):
 
 def _freeze_parameter(p):
     """Make p (in place: every layer holding it sees the change) a
-    _FrozenParameter on a read-only copy of its array."""
-    data = np.array(p.data, dtype=np.float32, order="C", copy=True)
+    _FrozenParameter: its array read-only (the copy's own: deepcopy made it),
+    its gradient a read-only zero that takes no memory."""
+    data = np.ascontiguousarray(p.data, dtype=np.float32)
     data.flags.writeable = False
     p.data = data
+    p.grad = np.broadcast_to(np.float32(0.0), data.shape)
     p.__class__ = _FrozenParameter
 
 
@@ -80,6 +82,9 @@ class _FrozenParameter(Parameter):
         raise AttributeError(f"a frozen model's parameters cannot change (fastcnn.freeze); "
                              f"change the original model and freeze it again. Received: "
                              f"{name} = {type(value).__name__}")
+
+    def zero_grad(self):
+        """Nothing to clear: a frozen model has no gradients."""
 
     def __deepcopy__(self, memo):
         return self                     # immutable: copies share it

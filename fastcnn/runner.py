@@ -15,7 +15,7 @@ import numpy as np
 
 from . import layers
 from ._checks import as_float32, check_shape
-from .compiler import PASSES, compile_graph
+from .compiler import PASSES, FrozenWeights, compile_graph
 from .graph import Graph
 
 __all__ = ["Runner", "trace"]
@@ -46,7 +46,7 @@ class Runner:
     ``frozen``: inference only, on weights that never change (fastcnn.freeze)."""
 
     def __init__(self, frozen=False):
-        self.frozen = frozen
+        self.frozen = FrozenWeights() if frozen else None
         self.programs = []
         self.generation = -1            # layers.generation when programs[0] was last checked
         self.frame = self.program = self.owner = None
@@ -74,7 +74,7 @@ class Runner:
 
     def forward(self, layer, x):
         x = as_float32(x, "x")
-        if self.frozen and layer.training:
+        if self.frozen is not None and layer.training:
             raise ValueError(f"this {type(layer).__name__} was made by fastcnn.freeze() and runs "
                              f"inference only; it cannot run in training mode (train the "
                              f"original model, then freeze it again)")

@@ -203,6 +203,20 @@ def test_frozen_first_calls_from_many_threads_agree(rng):
             np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+def test_frozen_graphs_of_every_shape_share_folded_and_derived_weights(rng):
+    model = conv_bn_relu(8, 16, 3, 1, True, rng)
+    frozen = fastcnn.freeze(model)
+    for n in (1, 2):
+        frozen(rng.standard_normal((n, 8, 6, 6)).astype(np.float32))
+    progs = [prog for _, prog in frozen._runner().programs]
+    convs = [[node for node in prog.graph.nodes if node.op == "conv2d"] for prog in progs]
+    assert len(progs) == 2 and all(len(c) == 1 for c in convs)
+    (a,), (b,) = convs
+    assert a.attrs["prepared"] is b.attrs["prepared"]
+    assert a.params["weight"] is b.params["weight"]         # folded once
+    assert not a.params["weight"].data.flags.writeable
+
+
 def test_frozen_summary_and_save_load_like_the_model(tmp_path, rng):
     model = conv_bn_relu(4, 8, 3, 1, True, rng)
     frozen = fastcnn.freeze(model)
