@@ -5,7 +5,7 @@ A model's parameters are numpy arrays that may change between any two calls
 anew what the kernels need from them: a batch norm folded into the
 convolution before it, weight blocks transposed, Winograd filters
 transformed. A frozen copy's weights cannot change, so it derives them once,
-on the first call for each input shape, and keeps them (as an ONNX Runtime
+on its first call, and keeps them for every input shape (as an ONNX Runtime
 session or ``torch.jit.freeze`` does).
 """
 import copy
