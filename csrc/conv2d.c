@@ -462,7 +462,7 @@ static void taps_used(int64_t n, int64_t P, int64_t st, int64_t pad, int64_t dil
  * on a 1x1 map: ResNet's last stage at 32x32 inputs): then t is s with the
  * kernel cut to rows [r0, r0 + t.R) and columns [s0, s0 + t.S), the padding
  * moved with it; the cut taps add nothing to the outputs or to dx, and their
- * weight gradient is zero (while the values are finite: cut_exact). */
+ * weight gradient is zero (while the values are finite: run_op). */
 static int cropped(const conv2d_shape *s, conv2d_shape *t, int64_t *r0, int64_t *s0)
 {
     int64_t r1, s1;
@@ -476,82 +476,95 @@ static int cropped(const conv2d_shape *s, conv2d_shape *t, int64_t *r0, int64_t 
     return 1;
 }
 
-/* Weights (K, C, R, S) <-> the cut kernel (K, C, t->R, t->S) at (r0, s0):
- * copied out of w, or (add) added into w. */
-static void cut_weights(float *cut, float *w, const conv2d_shape *s, const conv2d_shape *t,
-                        int64_t r0, int64_t s0, int add)
-{
-    for (int64_t kc = 0; kc < s->K * s->C; kc++)
-        for (int64_t r = 0; r < t->R; r++)
-            for (int64_t q = 0; q < t->S; q++) {
-                float *full = w + (kc * s->R + r0 + r) * s->S + s0 + q;
-                float *part = cut + (kc * t->R + r) * t->S + q;
-                if (add)
-                    *full += *part;
-                else
-                    *part = *full;
-            }
-}
+/* Filters (K C of them) per chunk of the cut's passes: their weights are
+ * checked, then their kept taps copied while still in L1. */
+#define CUT_CHUNK 256
 
+/* Whether every float of v is finite (one pass the compiler vectorizes:
+ * an exponent of all ones marks an infinity or a NaN). */
 static int all_finite(const float *v, int64_t n)
 {
-    int ok = 1;
-    for (int64_t i = 0; i < n; i++) ok &= isfinite(v[i]) != 0;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, v + i, sizeof bits);
+        bad |= (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    return !bad;
+}
+
+/* Filters [f0, f1) of weights (K, C, R, S) <-> of the cut kernel (K, C,
+ * t->R, t->S) at (r0, s0): copied out of w, or (add) added into w. */
+static void cut_filters(float *cut, float *w, const conv2d_shape *s, const conv2d_shape *t,
+                        int64_t r0, int64_t s0, int64_t f0, int64_t f1, int add)
+{
+    int64_t RS = s->R * s->S, tRS = t->R * t->S;
+    for (int64_t r = 0; r < t->R; r++)
+        for (int64_t q = 0; q < t->S; q++) {
+            float *full = w + (r0 + r) * s->S + s0 + q;
+            float *part = cut + r * t->S + q;
+            if (add)
+                for (int64_t f = f0; f < f1; f++) full[f * RS] += part[f * tRS];
+            else
+                for (int64_t f = f0; f < f1; f++) part[f * tRS] = full[f * RS];
+        }
+}
+
+/* The cut kernel (K, C, t->R, t->S) at (r0, s0) of the weights (K, C, R, S)
+ * of s: copied out of w (check: unless some weight is not finite; returns
+ * 0 then), or (add) added into w. */
+static int cut_weights(float *cut, float *w, const conv2d_shape *s, const conv2d_shape *t,
+                       int64_t r0, int64_t s0, int add, int check, int nthreads)
+{
+    int64_t filters = s->K * s->C, RS = s->R * s->S;
+    int64_t chunks = (filters + CUT_CHUNK - 1) / CUT_CHUNK;
+    int nt = fastcnn_threads_for(filters * RS, nthreads), ok = 1;
+    /* each chunk writes its own filters */
+    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(& : ok)
+    for (int64_t i = 0; i < chunks; i++) {
+        int64_t f0 = i * CUT_CHUNK, f1 = f0 + CUT_CHUNK < filters ? f0 + CUT_CHUNK : filters;
+        if (check)
+            ok &= all_finite(w + f0 * RS, (f1 - f0) * RS);
+        cut_filters(cut, w, s, t, r0, s0, f0, f1, add);
+    }
     return ok;
 }
 
-/* Whether every weight outside the cut kernel at (r0, s0) is finite. */
-static int cut_taps_finite(const float *w, const conv2d_shape *s, const conv2d_shape *t,
-                           int64_t r0, int64_t s0)
-{
-    for (int64_t kc = 0; kc < s->K * s->C; kc++)
-        for (int64_t r = 0; r < s->R; r++)
-            for (int64_t q = 0; q < s->S; q++) {
-                int kept = r >= r0 && r < r0 + t->R && q >= s0 && q < s0 + t->S;
-                if (!kept && !isfinite(w[(kc * s->R + r) * s->S + q]))
-                    return 0;
-            }
-    return 1;
-}
-
-/* Whether op may run on the cut kernel: a cut tap multiplies padding zeros,
- * which adds nothing unless its weight (forward) or some dy (weight
- * gradient) is infinite or NaN: then the sum is NaN, as in PyTorch, and the
- * whole kernel runs. Backward data never reads the cut taps' products. */
-static int cut_exact(int op, const conv_call *c, const conv2d_shape *t, int64_t r0, int64_t s0)
-{
-    const conv2d_shape *s = c->s;
-    if (op == FORWARD)
-        return cut_taps_finite(c->w, s, t, r0, s0);
-    if (op == BACKWARD_WEIGHT)
-        return all_finite(c->dy, s->N * s->K * s->P * s->Q);
-    return 1;
-}
-
 /* op on its chosen path, with the kernel cut to the taps that read the
- * input if some read only padding (one group: G == 1). */
+ * input if some read only padding (one group: G == 1). A cut tap
+ * multiplies padding zeros, which adds nothing unless its weight (forward)
+ * or some dy (weight gradient) is infinite or NaN: then the sum is NaN, as
+ * in PyTorch, so the whole kernel runs when any weight or dy is not finite
+ * (which taps hold them does not matter). Backward data never reads the cut
+ * taps' products. */
 static int run_op(int op, const conv_call *c, int nthreads)
 {
     conv2d_shape t;
     int64_t r0, s0;
-    if (!cropped(c->s, &t, &r0, &s0) || !cut_exact(op, c, &t, r0, s0))
+    const conv2d_shape *s = c->s;
+    if (!cropped(s, &t, &r0, &s0)
+        || (op == BACKWARD_WEIGHT && !all_finite(c->dy, s->N * s->K * s->P * s->Q)))
         return run_chosen(op, c, nthreads);
-    float *cut = calloc((size_t)(t.K * t.C * t.R * t.S), sizeof(float));
+    float *cut = conv2d_scratch_take(t.K * t.C * t.R * t.S);
     if (!cut)
         return FASTCNN_ENOMEM;
     conv_call cc = *c;
     cc.s = &t;
     cc.prep = NULL;             /* the cut weights are a fresh copy */
+    int err = FASTCNN_OK;
     if (op == BACKWARD_WEIGHT) {
+        memset(cut, 0, (size_t)(t.K * t.C * t.R * t.S) * sizeof(float));
         cc.out = cut;
-    } else {
-        cut_weights(cut, (float *)c->w, c->s, &t, r0, s0, 0);
+        err = run_chosen(op, &cc, nthreads);
+        if (!err)
+            cut_weights(cut, c->out, s, &t, r0, s0, 1, 0, nthreads);
+    } else if (cut_weights(cut, (float *)c->w, s, &t, r0, s0, 0, op == FORWARD, nthreads)) {
         cc.w = cut;
+        err = run_chosen(op, &cc, nthreads);
+    } else {
+        err = run_chosen(op, c, nthreads);
     }
-    int err = run_chosen(op, &cc, nthreads);
-    if (!err && op == BACKWARD_WEIGHT)
-        cut_weights(cut, c->out, c->s, &t, r0, s0, 1);
-    free(cut);
+    conv2d_scratch_give(cut);
     return err;
 }
 

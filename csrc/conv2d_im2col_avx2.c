@@ -1,9 +1,33 @@
 /* conv2d_im2col_avx2.c - the stride-1 im2col of one kernel tap (masked loads):
- * conv2d_kernel.h's loop compiled for AVX2 (set up by conv2d_avx2.h). */
+ * conv2d_kernel.h's loop compiled for AVX2 (set up by conv2d_avx2.h); planes
+ * of at most 8 floats (2x2 maps) are one permute per image instead of a
+ * loop over rows of a few floats. */
 #include "conv2d_avx2.h"
+
+/* im2col_tap for H W <= 8 and P Q <= 8: each image's output plane is its
+ * input plane permuted, padding lanes zeroed. */
+static void small_tap(float *out, const float *xc, int64_t cnt, int64_t ostride,
+                      int64_t xstride, int64_t r, int64_t t, const conv2d_shape *s)
+{
+    int32_t idx[8];
+    uint32_t keep = small_tap_index(idx, r, t, s);
+    __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    __m256 kept = _mm256_castsi256_ps(
+        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)keep), lane), lane));
+    __m256i in = lane_range(0, s->H * s->W), all = lane_range(0, s->P * s->Q);
+    __m256i vi = _mm256_loadu_si256((const __m256i *)idx);
+    for (int64_t i = 0; i < cnt; i++) {
+        __m256 v = _mm256_maskload_ps(xc + i * xstride, in);
+        _mm256_maskstore_ps(out + i * ostride, all,
+                            _mm256_and_ps(_mm256_permutevar8x32_ps(v, vi), kept));
+    }
+}
 
 void conv2d_im2col_tap_avx2(float *out, const float *xc, int64_t cnt, int64_t ostride,
                             int64_t xstride, int64_t r, int64_t t, const conv2d_shape *s)
 {
-    im2col_tap(out, xc, cnt, ostride, xstride, r, t, s);
+    if (s->H * s->W <= 8 && s->P * s->Q <= 8)
+        small_tap(out, xc, cnt, ostride, xstride, r, t, s);
+    else
+        im2col_tap(out, xc, cnt, ostride, xstride, r, t, s);
 }

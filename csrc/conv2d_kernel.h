@@ -488,6 +488,22 @@ static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const flo
 }
 
 #ifdef DIRECT_LOAD_RANGE
+/* For planes of at most VL floats in (H W) and out (P Q): idx[j] = where
+ * output j of the tap at offset (r, t) reads the input plane, and bit j of
+ * the returned mask set where that is inside it (clear: padding, 0). */
+static inline uint32_t small_tap_index(int32_t idx[DIRECT_VL], int64_t r, int64_t t,
+                                       const conv2d_shape *s)
+{
+    uint32_t keep = 0;
+    for (int64_t j = 0; j < DIRECT_VL; j++) {
+        int64_t h = j / s->Q * s->sh - s->ph + r, w = j % s->Q * s->sw - s->pw + t;
+        int inside = j < s->P * s->Q && h >= 0 && h < s->H && w >= 0 && w < s->W;
+        idx[j] = inside ? (int32_t)(h * s->W + w) : 0;
+        keep |= (uint32_t)inside << j;
+    }
+    return keep;
+}
+
 /* conv2d_im2col_tap_* (above). DIRECT_LOAD_RANGE(src, lo, hi): a vector
  * whose lanes j in [lo, hi) come from src[j] (no other lane is read), the
  * rest zero; defined by the including file (masked loads). */

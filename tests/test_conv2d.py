@@ -420,6 +420,44 @@ def test_direct_and_gemm_forward_agree(rng):
     np.testing.assert_allclose(direct, gemm, rtol=1e-5, atol=1e-5)
 
 
+# Planes of at most one vector (16 floats on AVX-512, 8 on AVX2) in and out:
+# the stride-1 im2col permutes each image's plane in one step (padding lanes
+# zeroed) instead of copying rows of a few floats. The GEMM path forced.
+SMALL_PLANE_CASES = [
+    (3, 5, 2, 2, 4, 3, 3, 1, 1),              # ResNet's 2x2 stage
+    (2, 3, 4, 4, 5, 3, 3, 1, 1),              # 4x4: one AVX-512 vector, two AVX2
+    (2, 3, 2, 3, 4, 2, 2, 1, (1, 0)),         # unequal padding
+    (2, 3, 4, 2, 3, 3, 3, (2, 1), 1),         # row stride 2
+    (2, 3, 2, 2, 4, 2, 2, 1, 0),              # P = Q = 1
+    (2, 3, 3, 3, 4, 3, 3, 1, 2),              # 3x3 in, 5x5 out: past a vector
+    (5, 4, 1, 3, 6, 1, 3, 1, (0, 1)),         # one row
+]
+
+
+@pytest.mark.parametrize("case", SMALL_PLANE_CASES, ids=case_id)
+def test_small_plane_gemm_matches_numpy(case, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    pad = pads(H, W, R, S, stride, padding)
+    old = (_native._set_tune(False), _native._set_direct(-1), _native._set_kvec(-1),
+           _native._set_winograd(-1))
+    try:
+        y = F.conv2d(x, w, b, stride, padding)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding)
+    finally:
+        _native._set_tune(old[0])
+        _native._set_direct(old[1])
+        _native._set_kvec(old[2])
+        _native._set_winograd(old[3])
+    close(y, conv64(x, w, b, stride, pad), C * R * S)
+    ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
+    P, Q = y.shape[2:]
+    close(gx, ex, K * R * S)
+    close(gw, ew, N * P * Q)
+
+
 # The forward's channel-vector kernel (K a multiple of the vector length:
 # 16, 8 or 4 floats): tiles of up to 14 positions of a row (or two rows when
 # K is one vector) x 1 or 2 channel vectors; strides 1, 2 compiled in, others
@@ -612,19 +650,27 @@ def test_taps_reading_only_padding_are_cut(case, dilation, num_threads, rng):
     np.testing.assert_allclose(gw - gw0, rw, rtol=1e-4, atol=1e-4)    # added; cut taps + 0
 
 
-def test_cut_taps_still_carry_nan_and_inf(rng):
+@pytest.mark.parametrize("case", [(2, 3, 1, 1, 4, 3, 3, 1, 1), (2, 300, 1, 1, 40, 3, 3, 1, 1)],
+                         ids=["few-filters", "12000-filters"])
+def test_cut_taps_still_carry_nan_and_inf(case, num_threads, rng):
     """A tap that reads only padding multiplies zeros: a NaN or infinite
     weight there makes every output of its channel NaN, and an infinite dy
     makes that tap's weight gradient NaN, as in float64 with zero padding
-    (and PyTorch). (The reference kernels skip padding instead.)"""
-    x, w, b, stride, padding = make((2, 3, 1, 1, 4, 3, 3, 1, 1), rng)
+    (and PyTorch). (The reference kernels skip padding instead.) The weights
+    are checked in chunks of filters, on every thread: the last filter's
+    NaN counts too."""
+    x, w, b, stride, padding = make(case, rng)
+    K, C = w.shape[:2]
     w[1, 2, 0, 0] = np.nan
     w[3, 0, 2, 1] = np.inf
+    w[K - 1, C - 1, 2, 2] = np.nan
     y = F.conv2d(x, w, b, stride, padding)
     with np.errstate(invalid="ignore"):
         expected = conv64(x, w, b, stride, (1, 1, 1, 1))
     np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
-    assert np.isnan(y[:, [1, 3]]).all() and np.isfinite(y[:, [0, 2]]).all()
+    bad = [1, 3, K - 1]
+    assert np.isnan(y[:, bad]).all()
+    assert np.isfinite(np.delete(y, bad, axis=1)).all()
     w = np.nan_to_num(w, posinf=1.0)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dy[0, 2, 0, 0] = np.inf

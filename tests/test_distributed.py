@@ -13,6 +13,7 @@ ranks on fewer cores; each rank computes on one thread.
 """
 import importlib.util
 import os
+import re
 import shutil
 import sys
 
@@ -136,10 +137,12 @@ def test_demo_on_two_ranks_reports_the_accuracy_of_one_process(tmp_path):
     two = mpiexec(args, tmp_path)
     one = run_command([sys.executable, *args], tmp_path, timeout=TIMEOUT, OMP_NUM_THREADS="1")
     assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
-    accuracy = [line for line in one.stdout.splitlines() if line.startswith("Test accuracy")]
-    assert len(accuracy) == 1
     assert two.stdout.count("Test accuracy") == 1          # rank 0 alone prints
-    assert accuracy[0] in two.stdout.splitlines()
+    # the same training within rounding (module docstring): a digit or two on
+    # the edge may flip, so the correct counts agree within 5 of 1,000
+    correct = [int(re.search(r"Test accuracy: [0-9.]+% \((\d+)/1000\)", out.stdout).group(1))
+               for out in (one, two)]
+    assert abs(correct[0] - correct[1]) <= 5, correct
     assert "data-parallel on 2 MPI ranks" in two.stdout
 
 
