@@ -7,7 +7,7 @@
  * With V (16, K, C) the transformed filters G g G^T, G = [1 0 0; 1/2 1/2 1/2;
  * 1/2 -1/2 1/2; 0 0 1], the tiles of all images are taken in blocks of tb:
  *   U (16, C, tb) = input transforms of the block's tiles  (per ISA)
- *   M (16, K, tb) = V[xi] U[xi] for each xi                 (sgemm)
+ *   M (16, K, tb) = V[xi] U[xi] for each xi                 (sgemm, V packed)
  *   y             = output transforms of M, + b, clamped    (per ISA)
  * Threads take contiguous ranges of blocks (each with its own U and M, GEMMs
  * on one thread) when there are blocks for all; otherwise blocks run one
@@ -69,12 +69,27 @@ static void gather_taps(float *taps, const float *w, int64_t K, int64_t C, int f
         sgemm_transpose(taps + (c - c0) * 9 * kb, kb, w + (c * K + k0) * 9, 9, kb, 9);
 }
 
-/* V (16, C, K) if narrow, else (16, K, C), = G f G^T of the filter from
- * input channel c to output channel k: w (K, C, 3, 3)[k][c], or with flip
- * (backward data) w (C, K, 3, 3)[c][k] rotated by 180 degrees. Each input
- * channel's taps are first transposed to (9, K) in tmp (9 C K floats), so
- * the transform runs along k; the wide layout is then transposed from
- * (16, C, K) in tmp. */
+/* The GEMM kernel of the wide layout's packed V[xi] (K, C): chosen by K
+ * alone, so that one packing serves every batch size. */
+static int wide_kernel(int64_t K)
+{
+    return sgemm_packed_a_kernel(K, 1 << 16);
+}
+
+/* Floats of V: (16, C, K) if narrow; else 16 V[xi] (K, C), each packed as
+ * sgemm's A for wide_kernel(K). */
+static int64_t filter_floats(int64_t K, int64_t C, int narrow)
+{
+    return 16 * (narrow ? K * C : sgemm_packed_a_floats(wide_kernel(K), K, C));
+}
+
+/* V (filter_floats) = G f G^T of the filter from input channel c to output
+ * channel k: w (K, C, 3, 3)[k][c], or with flip (backward data) w (C, K,
+ * 3, 3)[c][k] rotated by 180 degrees. Each input channel's taps are first
+ * transposed to (9, K) in tmp (9 C K floats), so the transform runs along
+ * k into (16, C, K), in tmp (16 C K floats more) when wide: each V[xi] is
+ * then packed from its transpose, once per call (not once per block of
+ * tiles: the deep layers' V is larger than their blocks' inputs). */
 static void transform_filters(float *V, float *tmp, const float *w, int64_t K, int64_t C,
                               int flip, int narrow, int nthreads)
 {
@@ -93,10 +108,12 @@ static void transform_filters(float *V, float *tmp, const float *w, int64_t K, i
     }
     if (narrow)
         return;
-    /* each xi writes its own matrix of V */
+    int kernel = wide_kernel(K);
+    int64_t packed = sgemm_packed_a_floats(kernel, K, C);
+    /* each xi writes its own packed matrix of V */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int xi = 0; xi < 16; xi++)
-        sgemm_transpose(V + xi * K * C, C, VT + xi * C * K, K, C, K);
+        sgemm_pack_a(V + xi * packed, kernel, 1, K, C, VT + xi * C * K, K, 1);
 }
 
 /* ---- blocks of tiles ---------------------------------------------------------- */
@@ -118,7 +135,7 @@ typedef struct {
     const float *x, *w, *V, *b;     /* V: the transformed filters, NULL if fused */
     float *y;
     int64_t tb;         /* tiles per block */
-    int narrow;         /* tb <= WINO_NARROW: V is (16, C, K) */
+    int narrow;         /* tb <= WINO_NARROW: V is (16, C, K), else packed (filter_floats) */
     int fused;          /* narrow, one block: filters transformed inside the product */
     int flip;           /* backward data: w is (C, K, 3, 3), rotated */
 } wino_call;
@@ -190,15 +207,17 @@ static int multiply_fused(const wino_call *w, float *T, const float *U, int64_t 
     return err ? FASTCNN_ENOMEM : FASTCNN_OK;
 }
 
-/* M[xi] (K, cnt) = V[xi] (K, C) U[xi] (C, cnt) for the 16 positions xi.
- * Narrow blocks take M[xi]^T (cnt, K) = U[xi]^T V[xi]^T into T (16, tb, K)
- * and transpose it: with so few rows the GEMM reads V[xi]^T in place instead
- * of packing all of V for every block (deep layers at batch 1). */
+/* M[xi] (K, cnt) = V[xi] (K, C) U[xi] (C, cnt) for the 16 positions xi,
+ * V[xi] packed. Narrow blocks take M[xi]^T (cnt, K) = U[xi]^T V[xi]^T into
+ * T (16, tb, K) and transpose it: with so few rows the GEMM reads V[xi]^T
+ * in place (deep layers at batch 1). */
 static int multiply_block(const wino_call *w, float *M, float *T, const float *U, int64_t cnt,
                           int nt)
 {
     const wino_geom *g = w->g;
     int64_t KC = g->K * g->C, tb = w->tb;
+    int kernel = wide_kernel(g->K);
+    int64_t packed = sgemm_packed_a_floats(kernel, g->K, g->C);
     int err = w->fused ? multiply_fused(w, T, U, cnt, nt) : FASTCNN_OK;
     if (w->fused) {
         /* each xi writes its own M[xi] */
@@ -210,14 +229,16 @@ static int multiply_block(const wino_call *w, float *M, float *T, const float *U
     /* each xi writes its own M[xi] (and T[xi]) */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(| : err)
     for (int xi = 0; xi < 16; xi++) {
-        const float *u = U + xi * g->C * tb, *v = w->V + xi * KC;
+        const float *u = U + xi * g->C * tb;
         float *m = M + xi * g->K * tb;
         if (!w->narrow) {
-            err |= sgemm(0, 0, g->K, cnt, g->C, 1.0f, v, g->C, u, tb, 0.0f, m, tb, 1);
+            err |= sgemm_packed_bias_clamp(w->V + xi * packed, kernel, g->K, cnt, g->C, u, tb, m,
+                                           tb, NULL, NULL, 1);
             continue;
         }
         float *mt = T + xi * tb * g->K;
-        err |= sgemm(1, 0, cnt, g->K, g->C, 1.0f, u, tb, v, g->K, 0.0f, mt, g->K, 1);
+        err |= sgemm(1, 0, cnt, g->K, g->C, 1.0f, u, tb, w->V + xi * KC, g->K, 0.0f, mt, g->K,
+                     1);
         sgemm_transpose(m, tb, mt, g->K, cnt, g->K);
     }
     return err ? FASTCNN_ENOMEM : FASTCNN_OK;
@@ -327,17 +348,18 @@ static int convolve(float *y, const float *x, const float *w, const float *b,
     wino_call call = {conv2d_kernels_for(fastcnn_isa()), g, x, w, NULL, b, y,
                       block_tiles(g, T, nt), 0, 0, flip};
     call.narrow = call.tb <= WINO_NARROW;
-    call.V = flip ? NULL : conv2d_prepared_get(prep, call.narrow ? PREPARED_WINO_NARROW
-                                                                : PREPARED_WINO_WIDE, w, s,
-                                               call.narrow, 16 * g->K * g->C, prepare_filters,
-                                               nthreads);
+    int kind = call.narrow ? PREPARED_WINO_NARROW : PREPARED_WINO_WIDE;
+    call.V = flip ? NULL : conv2d_prepared_get(prep, kind, w, s, call.narrow,
+                                               filter_floats(g->K, g->C, call.narrow),
+                                               prepare_filters, nthreads);
     if (call.V)
         return run_tiles(&call, T, nt);
     call.fused = call.narrow && call.tb >= T;
     if (call.fused)
         return run_tiles(&call, T, nt);
     int64_t KC = g->K * g->C;
-    float *V = conv2d_scratch_take(16 * KC), *tmp = conv2d_scratch_take(25 * KC);
+    float *V = conv2d_scratch_take(filter_floats(g->K, g->C, call.narrow));
+    float *tmp = conv2d_scratch_take(25 * KC);
     int err = V && tmp ? FASTCNN_OK : FASTCNN_ENOMEM;
     call.V = V;
     if (!err) {
