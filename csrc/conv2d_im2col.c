@@ -1,6 +1,6 @@
 /* conv2d_im2col.c - im2col and col2im of a group of images side by side
- * (the GEMM path's copies, conv2d_gemm.c), and the portable im2col of one
- * kernel tap (any stride; the per-ISA ones, stride 1, are in
+ * (the GEMM path's copies, conv2d_gemm.c), and the portable im2col and
+ * col2im of one kernel tap (any stride; the per-ISA ones are in
  * conv2d_im2col_avx2.c / conv2d_im2col_avx512.c). */
 #include <string.h>
 
@@ -60,9 +60,9 @@ void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *
 /* For i < cnt: the plane dxc + i xstride (H, W) += the plane in + i istride
  * (P, Q) scattered back through the kernel tap at offset (r, t). */
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
-static void col2im_row(float *restrict dxc, const float *restrict in, int64_t cnt,
-                       int64_t xstride, int64_t istride, int64_t r, int64_t t,
-                       const conv2d_shape *s)
+void conv2d_col2im_tap_generic(float *restrict dxc, const float *restrict in, int64_t cnt,
+                               int64_t xstride, int64_t istride, int64_t r, int64_t t,
+                               const conv2d_shape *s)
 {
     span ps = valid_span(r - s->ph, s->sh, s->H, s->P);
     span qs = valid_span(t - s->pw, s->sw, s->W, s->Q);
@@ -87,6 +87,7 @@ void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape 
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q, RS = s->R * s->S, cols = cnt * PQ;
     int64_t CHW = s->C * HW;
+    conv2d_col2im_tap_fn tap = conv2d_kernels_for(fastcnn_isa())->col2im_tap;
     int nt = fastcnn_threads_for(cnt * s->C * RS * PQ, nthreads);
     /* channel c owns its planes of dx (in every image) and reads only its rows of col */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -94,7 +95,7 @@ void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape 
         for (int64_t i = 0; i < cnt; i++)
             memset(dx + i * CHW + c * HW, 0, (size_t)HW * sizeof(float));
         for (int64_t rt = 0; rt < RS; rt++)
-            col2im_row(dx + c * HW, col + (c * RS + rt) * cols, cnt, CHW, PQ,
-                       rt / s->S * s->dh, rt % s->S * s->dw, s);
+            tap(dx + c * HW, col + (c * RS + rt) * cols, cnt, CHW, PQ, rt / s->S * s->dh,
+                rt % s->S * s->dw, s);
     }
 }

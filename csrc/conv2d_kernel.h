@@ -102,6 +102,17 @@ void conv2d_im2col_tap_avx512(float *out, const float *xc, int64_t cnt, int64_t 
 void conv2d_im2col_tap_avx2(float *out, const float *xc, int64_t cnt, int64_t ostride,
                             int64_t xstride, int64_t r, int64_t t, const conv2d_shape *s);
 
+/* col2im of kernel tap (r, t) for cnt images, any stride: the input plane
+ * dxc (H, W), image i at dxc + i xstride, += the plane in (P, Q), image i at
+ * in + i istride, scattered back through the tap (the portable one in
+ * conv2d_im2col.c, which the others call for planes larger than a vector). */
+void conv2d_col2im_tap_generic(float *dxc, const float *in, int64_t cnt, int64_t xstride,
+                               int64_t istride, int64_t r, int64_t t, const conv2d_shape *s);
+void conv2d_col2im_tap_avx512(float *dxc, const float *in, int64_t cnt, int64_t xstride,
+                              int64_t istride, int64_t r, int64_t t, const conv2d_shape *s);
+void conv2d_col2im_tap_avx2(float *dxc, const float *in, int64_t cnt, int64_t xstride,
+                            int64_t istride, int64_t r, int64_t t, const conv2d_shape *s);
+
 /* Output channels per block (the largest kn a tile takes) for an instruction set. */
 #define DIRECT_KB_AVX512 8
 #define DIRECT_KB_AVX2 4
@@ -502,6 +513,24 @@ static inline uint32_t small_tap_index(int32_t idx[DIRECT_VL], int64_t r, int64_
         keep |= (uint32_t)inside << j;
     }
     return keep;
+}
+
+/* For planes of at most VL floats in (H W) and out (P Q): inv[k] = the
+ * output that the tap at offset (r, t) reads input k from (one at most: a
+ * tap reads each input once), and bit k of the returned mask set where there
+ * is one. */
+static inline uint32_t small_col2im_index(int32_t inv[DIRECT_VL], int64_t r, int64_t t,
+                                          const conv2d_shape *s)
+{
+    int32_t idx[DIRECT_VL];
+    uint32_t keep = small_tap_index(idx, r, t, s), back = 0;
+    for (int64_t k = 0; k < DIRECT_VL; k++) inv[k] = 0;
+    for (int64_t j = 0; j < DIRECT_VL; j++)
+        if (keep >> j & 1) {
+            inv[idx[j]] = (int32_t)j;
+            back |= 1u << idx[j];
+        }
+    return back;
 }
 
 /* conv2d_im2col_tap_* (above). DIRECT_LOAD_RANGE(src, lo, hi): a vector

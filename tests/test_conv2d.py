@@ -422,12 +422,14 @@ def test_direct_and_gemm_forward_agree(rng):
 
 # Planes of at most one vector (16 floats on AVX-512, 8 on AVX2) in and out:
 # the stride-1 im2col permutes each image's plane in one step (padding lanes
-# zeroed) instead of copying rows of a few floats. The GEMM path forced.
+# zeroed) instead of copying rows of a few floats, and col2im (backward data)
+# permutes it back, any stride. The GEMM path forced.
 SMALL_PLANE_CASES = [
     (3, 5, 2, 2, 4, 3, 3, 1, 1),              # ResNet's 2x2 stage
     (2, 3, 4, 4, 5, 3, 3, 1, 1),              # 4x4: one AVX-512 vector, two AVX2
     (2, 3, 2, 3, 4, 2, 2, 1, (1, 0)),         # unequal padding
     (2, 3, 4, 2, 3, 3, 3, (2, 1), 1),         # row stride 2
+    (3, 4, 4, 4, 5, 3, 3, 2, 1),              # stride 2 (col2im: any stride)
     (2, 3, 2, 2, 4, 2, 2, 1, 0),              # P = Q = 1
     (2, 3, 3, 3, 4, 3, 3, 1, 2),              # 3x3 in, 5x5 out: past a vector
     (5, 4, 1, 3, 6, 1, 3, 1, (0, 1)),         # one row
