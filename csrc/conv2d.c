@@ -33,7 +33,6 @@
  * other G runs the paths above once per group on the group's channels,
  * gathered into contiguous buffers.
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -70,10 +70,11 @@ static void gather_taps(float *taps, const float *w, int64_t K, int64_t C, int f
 }
 
 /* The GEMM kernel of the wide layout's packed V[xi] (K, C): chosen by K
- * alone, so that one packing serves every batch size. */
+ * alone (sgemm's choice for K rows and many columns, where the columns'
+ * padding no longer counts), so that one packing serves every batch size. */
 static int wide_kernel(int64_t K)
 {
-    return sgemm_packed_a_kernel(K, 1 << 16);
+    return sgemm_packed_a_kernel(K, (int64_t)1 << 20);
 }
 
 /* Floats of V: (16, C, K) if narrow; else 16 V[xi] (K, C), each packed as
