@@ -1,6 +1,7 @@
 """Batch inference on Dask (the README's recipe): a model pickles small, predicts
-through dask.array.map_blocks on a LocalCluster of worker processes exactly as in
-process, and each Dask thread runs fastcnn's kernels on one OpenMP thread.
+through dask.array.map_blocks on a LocalCluster of worker processes as in process
+(up to float32 rounding: each process times its own convolution paths), and each
+Dask thread runs fastcnn's kernels on one OpenMP thread.
 
 One cluster (2 worker processes, 1 thread each, loopback only) serves the module
 and is closed after it, its worker processes checked gone.
@@ -112,7 +113,10 @@ def test_model_pickles_as_architecture_and_weights(make):
 def test_map_blocks_predict_equals_predict_in_process(client, make):
     model = make()
     x = images(200, seed=1)
-    np.testing.assert_array_equal(predict_on_dask(model, x, chunk=64), model.predict(x))
+    # equal up to float32 rounding: each process (and thread count) times its own
+    # choice of convolution path, and two paths round differently
+    np.testing.assert_allclose(predict_on_dask(model, x, chunk=64), model.predict(x),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_each_dask_thread_runs_kernels_on_one_thread(client):
