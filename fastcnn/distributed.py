@@ -27,6 +27,7 @@ running statistics of all ranks at the end of every epoch (call
 Dropout draws its masks per rank, so a model with Dropout trains correctly
 but not bit-comparably to one process.
 """
+import io
 import os
 import sys
 import time
@@ -81,6 +82,28 @@ def _open_comm():
     return comm
 
 
+# How long a failing rank waits between printing its traceback and aborting:
+# the launcher (Hydra, mpirun) tears the job down on Abort and may drop output
+# of that rank it has not read yet (seen under load: half a traceback).
+LAUNCHER_DRAIN_S = 0.5
+
+
+def _report_in_one_write(report, *exc_info):
+    """Run the excepthook ``report`` into a buffer and hand its text to
+    stderr in one write, so the launcher forwards all of it or nothing."""
+    stderr = sys.stderr
+    if stderr is None:
+        report(*exc_info)
+        return
+    buffer = sys.stderr = io.StringIO()
+    try:
+        report(*exc_info)
+    finally:
+        sys.stderr = stderr
+    stderr.write(buffer.getvalue())
+    stderr.flush()
+
+
 def _abort_on_uncaught_exception():
     """An exception that ends one rank aborts the whole job, so the other
     ranks do not wait forever in their next collective call (or in MPI's
@@ -88,8 +111,8 @@ def _abort_on_uncaught_exception():
     previous = sys.excepthook
 
     def hook(kind, value, traceback):
-        previous(kind, value, traceback)
-        sys.stderr.flush()
+        _report_in_one_write(previous, kind, value, traceback)
+        time.sleep(LAUNCHER_DRAIN_S)
         try:
             comm = _comm()
         except ImportError:
