@@ -1,12 +1,16 @@
 """Max and average 2-d pooling (csrc/pool2d.c) against float64 numpy, finite
 differences and torch."""
+import os
+
 import numpy as np
 import pytest
 
 import fastcnn
 import fastcnn.functional as F
+from fastcnn import _native
 from fastcnn._native import _max_pool2d_relu_backward
 from gradcheck import check_directional
+from subproc import run_python
 
 # (N, C, H, W, kernel_size, stride, padding): N=1, C=1, non-square, odd sizes,
 # stride > kernel, stride < kernel (overlapping windows), maximal padding,
@@ -709,6 +713,8 @@ def test_models_with_ceil_mode_and_dilation_train_and_round_trip(tmp_path, rng):
 @pytest.mark.parametrize("shape, k, s, p", [
     ((3, 4, 8, 10), 2, 2, 0),          # 2x2 tiles: the values-only loop
     ((2, 3, 9, 7), 2, 2, 0),           # odd rows and columns: floor mode drops them
+    ((2, 3, 6, 40), 2, 2, 0),          # rows of 20 outputs: a full vector and a tail
+    ((1, 2, 4, 67), 2, 2, 0),          # 33 outputs and a dropped column
     ((2, 3, 9, 7), 3, 2, 1),           # overlapping windows: the general planes
 ])
 def test_inference_max_pooling_equals_the_functional_values(shape, k, s, p, num_threads, rng):
@@ -723,3 +729,51 @@ def test_inference_max_pooling_equals_the_functional_values(shape, k, s, p, num_
     want = F.max_pool2d(x, k, s, p)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+# Run in a child per instruction set (FASTCNN_ISA is read once per process):
+# the 2x2 stride-2 tile loops (values and indices in training, values alone
+# in inference) at every width up to a few vectors, with NaN and signed zeros,
+# against a sequential scan in numpy (the first maximum, or the last NaN).
+TILES_EXACT = """
+import numpy as np
+import fastcnn, fastcnn.functional as F
+rng = np.random.default_rng(0)
+special = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, 1.0, 1.0], np.float32)
+for W in list(range(2, 72)) + [255]:
+    x = rng.integers(-2, 3, (2, 3, 6, W)).astype(np.float32)   # many ties
+    flat = x.reshape(-1)
+    flat[rng.integers(0, flat.size, flat.size // 5)] = rng.choice(special, flat.size // 5)
+    Q = W // 2
+    win = x[:, :, :, :2 * Q].reshape(2, 3, 3, 2, Q, 2).transpose(0, 1, 2, 4, 3, 5)
+    win = win.reshape(2, 3, 3, Q, 4)
+    rows, cols = np.divmod(np.arange(4), 2)
+    m, k = win[..., 0].copy(), np.zeros(win.shape[:-1], np.int64)
+    for j in range(1, 4):
+        v = win[..., j]
+        take = (v > m) | np.isnan(v)
+        m, k = np.where(take, v, m), np.where(take, j, k)
+    p, q = np.meshgrid(np.arange(3), np.arange(Q), indexing="ij")
+    want_idx = (2 * p + rows[k]) * W + 2 * q + cols[k]
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    assert y.tobytes() == m.tobytes(), (W, y, m)
+    assert (idx == want_idx).all(), (W, idx, want_idx)
+    got = fastcnn.Sequential(fastcnn.MaxPool2d(2)).eval()(x)
+    assert got.tobytes() == m.tobytes(), (W, got, m)
+print("ok")
+"""
+
+
+def supported_isas():
+    order = ["generic", "avx2", "avx512"]
+    return order[: order.index(_native.cpu_isa()) + 1]
+
+
+@pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
+                    reason="already inside a forced-ISA run")
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_tile_loops_are_exact_on_every_isa(isa, tmp_path):
+    if isa not in supported_isas():
+        pytest.skip(f"this CPU does not support {isa}")
+    done = run_python(TILES_EXACT, tmp_path, FASTCNN_ISA=isa)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
