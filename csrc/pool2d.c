@@ -490,6 +490,10 @@ typedef struct {
                           int64_t Q);
     /* y (P, Q) = the same without the indices (inference) */
     void (*max_values_2x2)(float *y, const float *x, int64_t W, int64_t P, int64_t Q);
+    /* dx (2P, 2Q) = dy (P, Q) routed to am's positions in their tiles (and
+     * masked); returns the hits */
+    int64_t (*route_tiles_2x2)(float *dx, const float *dy, const int32_t *am, const float *mask,
+                               int64_t P, int64_t Q);
 } pool2d_kernels;
 
 static void max_tiles_2x2_generic(float *y, int32_t *am, const float *x, int64_t W, int64_t P,
@@ -503,12 +507,19 @@ static void max_values_2x2_generic(float *y, const float *x, int64_t W, int64_t 
     max_values_2x2(y, x, W, P, Q);
 }
 
-static const pool2d_kernels pool2d_kernels_generic = {max_tiles_2x2_generic,
-                                                      max_values_2x2_generic};
+static int64_t route_tiles_2x2_generic(float *dx, const float *dy, const int32_t *am,
+                                       const float *mask, int64_t P, int64_t Q)
+{
+    return route_tiles_2x2(dx, dy, am, mask, P, Q);
+}
+
+static const pool2d_kernels pool2d_kernels_generic = {
+    max_tiles_2x2_generic, max_values_2x2_generic, route_tiles_2x2_generic};
 #ifdef FASTCNN_X86_KERNELS
-static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2, max_values_2x2_avx2};
-static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512,
-                                                     max_values_2x2_avx512};
+static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2, max_values_2x2_avx2,
+                                                   route_tiles_2x2_avx2};
+static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512, max_values_2x2_avx512,
+                                                     route_tiles_2x2_avx512};
 #endif
 
 static const pool2d_kernels *pool2d_kernels_for(int isa)
@@ -584,7 +595,8 @@ static inline int64_t max_backward_plane(float *dx, const float *dy, const int32
     const float *m = mask ? mask + nc * HW : NULL;
     if (!tiles)
         bad = max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
-    else if (route_tiles_2x2(d, dy + nc * PQ, argmax + nc * PQ, m, s->P, s->Q) == PQ)
+    else if (pool2d_kernels_for(fastcnn_isa())->route_tiles_2x2(d, dy + nc * PQ, argmax + nc * PQ,
+                                                                 m, s->P, s->Q) == PQ)
         return 0;
     else    /* an index outside its tile (overlapping windows...): scatter */
         bad = scatter_plane(d, dy + nc * PQ, argmax + nc * PQ, HW, PQ);

@@ -1,9 +1,9 @@
-/* pool2d_avx2.c - csrc/pool2d_kernel.h's 2x2 forward tile loops written with
- * AVX2 intrinsics; the same results as the header's loop. (gcc compiles the
- * header's loop for AVX2 with a branch per candidate wherever a row has
- * fewer than 8 outputs left: LeNet-5's 14 and 5 wide maps.) */
+/* pool2d_avx2.c - csrc/pool2d_kernel.h's 2x2 tile loops (forward, and
+ * backward routing) written with AVX2 intrinsics; the same results as the
+ * header's loops. (gcc compiles the header's forward for AVX2 with a branch
+ * per candidate wherever a row has fewer than 8 outputs left: LeNet-5's 14
+ * and 5 wide maps.) */
 #include <immintrin.h>
-#include <string.h>
 
 #include "pool2d_kernel.h"
 
@@ -13,10 +13,23 @@ static inline __m256 beats(__m256 v, __m256 m)
     return _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 
-/* *ev, *od = the even and odd ones of the 16 floats at r. */
-static inline void split16(__m256 *ev, __m256 *od, const float *r)
+/* The lanes below n (all ones); n may be <= 0 or >= 8. */
+static inline __m256i lanes_below(int n)
 {
-    __m256 a = _mm256_loadu_ps(r), b = _mm256_loadu_ps(r + 8);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* *ev, *od = the even and odd ones of the 16 floats at r, of which the
+ * first 2n (n <= 8) are read, the rest taken as zero. */
+static inline void split16(__m256 *ev, __m256 *od, const float *r, int n)
+{
+    __m256 a, b;
+    if (n == 8) {
+        a = _mm256_loadu_ps(r), b = _mm256_loadu_ps(r + 8);
+    } else {
+        a = _mm256_maskload_ps(r, lanes_below(2 * n));
+        b = _mm256_maskload_ps(r + 8, lanes_below(2 * n - 8));
+    }
     /* per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6; then the 64-bit pairs reordered */
     __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
     __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
@@ -24,20 +37,24 @@ static inline void split16(__m256 *ev, __m256 *od, const float *r)
     *od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-/* y[0 .. 8) = the maxima of 8 tiles whose rows start at c0, c1 (16 floats
- * each); with am, am[0 .. 8) = their flat indices, i0 and i1 those of c0[0]
- * and c1[0]. A tree (each row's pair, then the rows) that gives the header's
- * sequential scan's results: the first maximum, or the last NaN. */
+/* y[0 .. n) = the maxima of n <= 8 tiles whose rows start at c0, c1 (2n
+ * floats each); with am, am[0 .. n) = their flat indices, i0 and i1 those of
+ * c0[0] and c1[0]. A tree (each row's pair, then the rows) that gives the
+ * header's sequential scan's results: the first maximum, or the last NaN. */
 static inline void tiles8(float *y, int32_t *am, const float *c0, const float *c1, int32_t i0,
-                          int32_t i1)
+                          int32_t i1, int n)
 {
     __m256 a, b, c, d;
-    split16(&a, &b, c0);
-    split16(&c, &d, c1);
+    split16(&a, &b, c0, n);
+    split16(&c, &d, c1, n);
     __m256 tb = beats(b, a), td = beats(d, c);
     __m256 top = _mm256_blendv_ps(a, b, tb), bottom = _mm256_blendv_ps(c, d, td);
     __m256 tr = beats(bottom, top);
-    _mm256_storeu_ps(y, _mm256_blendv_ps(top, bottom, tr));
+    __m256 m = _mm256_blendv_ps(top, bottom, tr);
+    if (n == 8)
+        _mm256_storeu_ps(y, m);
+    else
+        _mm256_maskstore_ps(y, lanes_below(n), m);
     if (!am)
         return;
     const __m256i cols = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
@@ -46,35 +63,23 @@ static inline void tiles8(float *y, int32_t *am, const float *c0, const float *c
                                   _mm256_castps_si256(tb));
     __m256i ib = _mm256_sub_epi32(_mm256_add_epi32(_mm256_set1_epi32(i1), cols),
                                   _mm256_castps_si256(td));
-    __m256 idx = _mm256_blendv_ps(_mm256_castsi256_ps(it), _mm256_castsi256_ps(ib), tr);
-    _mm256_storeu_si256((__m256i *)am, _mm256_castps_si256(idx));
+    __m256i idx = _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(it), _mm256_castsi256_ps(ib), tr));
+    if (n == 8)
+        _mm256_storeu_si256((__m256i *)am, idx);
+    else
+        _mm256_maskstore_epi32((int *)am, lanes_below(n), idx);
 }
 
-/* Rows p of y (and am, when not NULL) from x (2P, W): 8 tiles at a time,
- * the last n < 8 through zero-padded copies. */
+/* Rows p of y (and am, when not NULL) from x (2P, W), 8 tiles at a time. */
 static void max_rows_2x2(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q)
 {
     for (int64_t p = 0; p < P; p++) {
         const float *r0 = x + 2 * p * W, *r1 = r0 + W;
         int32_t b0 = (int32_t)(2 * p * W), b1 = b0 + (int32_t)W;
-        float *yr = y + p * Q;
-        int32_t *ar = am ? am + p * Q : NULL;
-        int64_t q = 0;
-        for (; q + 8 <= Q; q += 8)
-            tiles8(yr + q, ar ? ar + q : NULL, r0 + 2 * q, r1 + 2 * q, b0 + (int32_t)(2 * q),
-                   b1 + (int32_t)(2 * q));
-        if (q == Q)
-            continue;
-        float rows[2][16] = {{0}}, out[8];
-        int32_t idx[8];
-        size_t n = (size_t)(Q - q);
-        memcpy(rows[0], r0 + 2 * q, 2 * n * sizeof(float));
-        memcpy(rows[1], r1 + 2 * q, 2 * n * sizeof(float));
-        tiles8(out, ar ? idx : NULL, rows[0], rows[1], b0 + (int32_t)(2 * q),
-               b1 + (int32_t)(2 * q));
-        memcpy(yr + q, out, n * sizeof(float));
-        if (ar)
-            memcpy(ar + q, idx, n * sizeof(int32_t));
+        for (int64_t q = 0; q < Q; q += 8)
+            tiles8(y + p * Q + q, am ? am + p * Q + q : NULL, r0 + 2 * q, r1 + 2 * q,
+                   b0 + (int32_t)(2 * q), b1 + (int32_t)(2 * q), Q - q < 8 ? (int)(Q - q) : 8);
     }
 }
 
@@ -86,4 +91,81 @@ void max_tiles_2x2_avx2(float *y, int32_t *am, const float *x, int64_t W, int64_
 void max_values_2x2_avx2(float *y, const float *x, int64_t W, int64_t P, int64_t Q)
 {
     max_rows_2x2(y, NULL, x, W, P, Q);
+}
+
+/* d[0 .. 2n) = ev and od interleaved (d[2i] = ev[i], d[2i + 1] = od[i]), n <= 8. */
+static inline void store_interleaved(float *d, __m256 ev, __m256 od, int n)
+{
+    __m256 lo = _mm256_unpacklo_ps(ev, od), hi = _mm256_unpackhi_ps(ev, od);
+    __m256 a = _mm256_permute2f128_ps(lo, hi, 0x20), b = _mm256_permute2f128_ps(lo, hi, 0x31);
+    if (n == 8) {
+        _mm256_storeu_ps(d, a);
+        _mm256_storeu_ps(d + 8, b);
+        return;
+    }
+    _mm256_maskstore_ps(d, lanes_below(2 * n), a);
+    _mm256_maskstore_ps(d + 8, lanes_below(2 * n - 8), b);
+}
+
+/* The lanes where the even or odd ones of the 2n floats at m are > 0. */
+static inline void positive(__m256 *ev, __m256 *od, const float *m, int n)
+{
+    split16(ev, od, m, n);
+    *ev = _mm256_cmp_ps(*ev, _mm256_setzero_ps(), _CMP_GT_OQ);
+    *od = _mm256_cmp_ps(*od, _mm256_setzero_ps(), _CMP_GT_OQ);
+}
+
+/* n <= 8 tiles of route_tiles_2x2: d0, d1 (2n floats of rows 2p, 2p + 1 at
+ * column 2q, whose flat indices are c0, c1) from g, a (n each) and, if m0
+ * is not NULL, the mask rows m0, m1 (2n each); returns the hits. */
+static inline int route8(float *d0, float *d1, const float *g, const int32_t *a,
+                         const float *m0, const float *m1, int32_t c0, int32_t c1, int n)
+{
+    const __m256i cols = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i one = _mm256_set1_epi32(1);
+    __m256i in = lanes_below(n);
+    __m256 gv = n == 8 ? _mm256_loadu_ps(g) : _mm256_maskload_ps(g, in);
+    __m256i av = n == 8 ? _mm256_loadu_si256((const __m256i *)a)
+                        : _mm256_maskload_epi32((const int *)a, in);
+    gv = _mm256_add_ps(gv, _mm256_setzero_ps());    /* -0 -> +0 */
+    __m256i e0 = _mm256_add_epi32(_mm256_set1_epi32(c0), cols);
+    __m256i e1 = _mm256_add_epi32(_mm256_set1_epi32(c1), cols);
+    __m256 h00 = _mm256_castsi256_ps(_mm256_and_si256(in, _mm256_cmpeq_epi32(av, e0)));
+    __m256 h01 = _mm256_castsi256_ps(
+        _mm256_and_si256(in, _mm256_cmpeq_epi32(av, _mm256_add_epi32(e0, one))));
+    __m256 h10 = _mm256_castsi256_ps(_mm256_and_si256(in, _mm256_cmpeq_epi32(av, e1)));
+    __m256 h11 = _mm256_castsi256_ps(
+        _mm256_and_si256(in, _mm256_cmpeq_epi32(av, _mm256_add_epi32(e1, one))));
+    int hits = __builtin_popcount((unsigned)_mm256_movemask_ps(h00))
+             + __builtin_popcount((unsigned)_mm256_movemask_ps(h01))
+             + __builtin_popcount((unsigned)_mm256_movemask_ps(h10))
+             + __builtin_popcount((unsigned)_mm256_movemask_ps(h11));
+    if (m0) {   /* a ReLU's output: only where it is > 0 */
+        __m256 ev, od;
+        positive(&ev, &od, m0, n);
+        h00 = _mm256_and_ps(h00, ev), h01 = _mm256_and_ps(h01, od);
+        positive(&ev, &od, m1, n);
+        h10 = _mm256_and_ps(h10, ev), h11 = _mm256_and_ps(h11, od);
+    }
+    store_interleaved(d0, _mm256_and_ps(h00, gv), _mm256_and_ps(h01, gv), n);
+    store_interleaved(d1, _mm256_and_ps(h10, gv), _mm256_and_ps(h11, gv), n);
+    return hits;
+}
+
+/* csrc/pool2d_kernel.h's route_tiles_2x2, 8 tiles at a time. */
+int64_t route_tiles_2x2_avx2(float *dx, const float *dy, const int32_t *am, const float *mask,
+                             int64_t P, int64_t Q)
+{
+    int64_t W = 2 * Q, hits = 0;
+    for (int64_t p = 0; p < P; p++) {
+        int64_t r0 = 2 * p * W, r1 = r0 + W;
+        for (int64_t q = 0; q < Q; q += 8)
+            hits += route8(dx + r0 + 2 * q, dx + r1 + 2 * q, dy + p * Q + q, am + p * Q + q,
+                           mask ? mask + r0 + 2 * q : NULL, mask ? mask + r1 + 2 * q : NULL,
+                           (int32_t)(r0 + 2 * q), (int32_t)(r1 + 2 * q),
+                           Q - q < 8 ? (int)(Q - q) : 8);
+        if (hits != (p + 1) * Q)
+            break;
+    }
+    return hits;
 }

@@ -1,8 +1,7 @@
-/* pool2d_avx512.c - csrc/pool2d_kernel.h's 2x2 forward tile loops written with
- * AVX512 intrinsics (gcc vectorizes its stride-2 reads poorly for 64-byte
- * vectors); the same results as the header's loop. (The backward stays
- * portable: its masked 64-byte stores ran 2x slower than the header's loop
- * on Zen 5, 64x64x56x56.) */
+/* pool2d_avx512.c - csrc/pool2d_kernel.h's 2x2 tile loops (forward, and
+ * backward routing) written with AVX512 intrinsics (gcc vectorizes their
+ * stride-2 accesses poorly, and not at all on rows narrower than a vector);
+ * the same results as the header's loops. */
 #include <immintrin.h>
 
 #include "pool2d_kernel.h"
@@ -94,4 +93,86 @@ void max_values_2x2_avx512(float *y, const float *x, int64_t W, int64_t P, int64
         for (int64_t q = 0; q < Q; q += 16)
             values16(y + p * Q, r0, r1, q, Q - q < 16 ? (int)(Q - q) : 16);
     }
+}
+
+/* Even (0) and odd (1) lanes of the 32 floats at r, the first 2n of them
+ * loaded (the rest zero). */
+static inline void split32(__m512 *ev, __m512 *od, const float *r, int n)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    __mmask16 lo = first_lanes(2 * n), hi = first_lanes(2 * n - 16 > 0 ? 2 * n - 16 : 0);
+    __m512 l = _mm512_maskz_loadu_ps(lo, r), h = _mm512_maskz_loadu_ps(hi, r + 16);
+    *ev = _mm512_permutex2var_ps(l, even, h);
+    *od = _mm512_permutex2var_ps(l, odd, h);
+}
+
+/* d[0 .. 2n) = ev and od interleaved (d[2i] = ev[i], d[2i + 1] = od[i]);
+ * masked stores only for a row's last tiles (masked stores throughout made
+ * this loop 2x slower than the portable one on Zen 5). */
+static inline void store_interleaved(float *d, __m512 ev, __m512 od, int n)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    __m512 a = _mm512_permutex2var_ps(ev, lo, od), b = _mm512_permutex2var_ps(ev, hi, od);
+    if (n == 16) {
+        _mm512_storeu_ps(d, a);
+        _mm512_storeu_ps(d + 16, b);
+        return;
+    }
+    _mm512_mask_storeu_ps(d, first_lanes(2 * n), a);
+    _mm512_mask_storeu_ps(d + 16, first_lanes(2 * n - 16 > 0 ? 2 * n - 16 : 0), b);
+}
+
+/* One row of tiles (at column 2q of rows r0 = d0, r1 = d1 of dx; c0, c1 the
+ * flat indices of their column 2q) for n <= 16 outputs: route_tiles_2x2's
+ * stores; returns its hits. */
+static inline int route16(float *d0, float *d1, const float *g, const int32_t *a,
+                          const float *m0, const float *m1, int32_t c0, int32_t c1, int n)
+{
+    const __m512i cols = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i one = _mm512_set1_epi32(1);
+    __mmask16 out = first_lanes(n);
+    __m512 gv = _mm512_add_ps(_mm512_maskz_loadu_ps(out, g), _mm512_setzero_ps());  /* -0 -> +0 */
+    __m512i av = _mm512_maskz_loadu_epi32(out, a);
+    __m512i e0 = _mm512_add_epi32(_mm512_set1_epi32(c0), cols);
+    __m512i e1 = _mm512_add_epi32(_mm512_set1_epi32(c1), cols);
+    __mmask16 h00 = _mm512_mask_cmpeq_epi32_mask(out, av, e0);
+    __mmask16 h01 = _mm512_mask_cmpeq_epi32_mask(out, av, _mm512_add_epi32(e0, one));
+    __mmask16 h10 = _mm512_mask_cmpeq_epi32_mask(out, av, e1);
+    __mmask16 h11 = _mm512_mask_cmpeq_epi32_mask(out, av, _mm512_add_epi32(e1, one));
+    int hits = __builtin_popcount(h00) + __builtin_popcount(h01) + __builtin_popcount(h10)
+             + __builtin_popcount(h11);
+    if (m0) {   /* a ReLU's output: only where it is > 0 */
+        __m512 ev, od;
+        split32(&ev, &od, m0, n);
+        h00 &= _mm512_cmp_ps_mask(ev, _mm512_setzero_ps(), _CMP_GT_OQ);
+        h01 &= _mm512_cmp_ps_mask(od, _mm512_setzero_ps(), _CMP_GT_OQ);
+        split32(&ev, &od, m1, n);
+        h10 &= _mm512_cmp_ps_mask(ev, _mm512_setzero_ps(), _CMP_GT_OQ);
+        h11 &= _mm512_cmp_ps_mask(od, _mm512_setzero_ps(), _CMP_GT_OQ);
+    }
+    store_interleaved(d0, _mm512_maskz_mov_ps(h00, gv), _mm512_maskz_mov_ps(h01, gv), n);
+    store_interleaved(d1, _mm512_maskz_mov_ps(h10, gv), _mm512_maskz_mov_ps(h11, gv), n);
+    return hits;
+}
+
+/* csrc/pool2d_kernel.h's route_tiles_2x2, 16 tiles at a time. */
+int64_t route_tiles_2x2_avx512(float *dx, const float *dy, const int32_t *am, const float *mask,
+                               int64_t P, int64_t Q)
+{
+    int64_t W = 2 * Q, hits = 0;
+    for (int64_t p = 0; p < P; p++) {
+        int64_t r0 = 2 * p * W, r1 = r0 + W;
+        for (int64_t q = 0; q < Q; q += 16)
+            hits += route16(dx + r0 + 2 * q, dx + r1 + 2 * q, dy + p * Q + q, am + p * Q + q,
+                            mask ? mask + r0 + 2 * q : NULL, mask ? mask + r1 + 2 * q : NULL,
+                            (int32_t)(r0 + 2 * q), (int32_t)(r1 + 2 * q),
+                            Q - q < 16 ? (int)(Q - q) : 16);
+        if (hits != (p + 1) * Q)
+            break;
+    }
+    return hits;
 }

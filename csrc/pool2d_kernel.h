@@ -113,5 +113,9 @@ void max_tiles_2x2_avx2(float *y, int32_t *am, const float *x, int64_t W, int64_
 void max_tiles_2x2_avx512(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q);
 void max_values_2x2_avx2(float *y, const float *x, int64_t W, int64_t P, int64_t Q);
 void max_values_2x2_avx512(float *y, const float *x, int64_t W, int64_t P, int64_t Q);
+int64_t route_tiles_2x2_avx2(float *dx, const float *dy, const int32_t *am, const float *mask,
+                             int64_t P, int64_t Q);
+int64_t route_tiles_2x2_avx512(float *dx, const float *dy, const int32_t *am, const float *mask,
+                               int64_t P, int64_t Q);
 
 #endif

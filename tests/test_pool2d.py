@@ -734,10 +734,12 @@ def test_inference_max_pooling_equals_the_functional_values(shape, k, s, p, num_
 # Run in a child per instruction set (FASTCNN_ISA is read once per process):
 # the 2x2 stride-2 tile loops (values and indices in training, values alone
 # in inference) at every width up to a few vectors, with NaN and signed zeros,
-# against a sequential scan in numpy (the first maximum, or the last NaN).
+# against a sequential scan in numpy (the first maximum, or the last NaN); and
+# the backward's routing to those indices, alone and fused with a ReLU's.
 TILES_EXACT = """
 import numpy as np
 import fastcnn, fastcnn.functional as F
+from fastcnn._native import _max_pool2d_relu_backward
 rng = np.random.default_rng(0)
 special = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, 1.0, 1.0], np.float32)
 for W in list(range(2, 72)) + [255]:
@@ -760,6 +762,22 @@ for W in list(range(2, 72)) + [255]:
     assert (idx == want_idx).all(), (W, idx, want_idx)
     got = fastcnn.Sequential(fastcnn.MaxPool2d(2)).eval()(x)
     assert got.tobytes() == m.tobytes(), (W, got, m)
+    if W % 2:
+        continue        # the backward's tile loop needs W = 2 Q
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy.reshape(-1)[::7] = -0.0
+    want = np.zeros_like(x)
+    n, c = np.meshgrid(np.arange(2), np.arange(3), indexing="ij")
+    for i in range(3 * Q):
+        flat_dx = want.reshape(2, 3, -1)
+        flat_dx[n, c, idx.reshape(2, 3, -1)[:, :, i]] = dy.reshape(2, 3, -1)[:, :, i] + 0.0
+    dx = F.max_pool2d_backward(dy, idx, x.shape)
+    assert dx.tobytes() == want.tobytes(), (W, dx, want)
+    relu = np.where(rng.random(x.shape) < 0.3, -x, x)
+    relu[0, 0, 0, :2] = [np.nan, -0.0]
+    fused = _max_pool2d_relu_backward(dy, idx, relu)
+    masked = np.where(relu > 0, want, np.float32(0))
+    assert fused.tobytes() == masked.tobytes(), (W, fused, masked)
 print("ok")
 """
 
