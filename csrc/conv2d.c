@@ -15,13 +15,15 @@
  * (conv2d_gemm.c); the direct kernel, output channels x row vectors in
  * registers, runs stride-1 forwards (conv2d_direct.c); the channel-vector
  * kernel, positions x channel vectors in registers, runs forwards with K a
- * multiple of the vector length, and backward data as the forward
- * convolution of dy with the flipped kernel when the stride is 1, the padding
- * smaller than the kernel and C fits the vectors (conv2d_kvec.c); the
- * channel-vector weight gradient needs S = 3 or 5 and K to fit the vectors
- * (conv2d_wgrad.c); Winograd F(2x2, 3x3) runs 3x3 stride-1 forwards and
- * backward data, and F(3x3, 2x2) their weight gradients (conv2d_winograd.c). Which of them runs a convolution, and on how many
- * threads, is timed on its shape's first call (see "path choice by timing");
+ * multiple of the vector length (conv2d_kvec.c); both also run backward
+ * data as the forward convolution of dy with the flipped kernel when the
+ * stride is 1 and the padding smaller than the kernel (the channel-vector
+ * one when C fits the vectors); the channel-vector weight gradient needs S
+ * = 3 or 5 and K to fit the vectors (conv2d_wgrad.c); Winograd F(2x2, 3x3)
+ * runs 3x3 stride-1 forwards and backward data, and F(3x3, 2x2) their
+ * weight gradients (conv2d_winograd.c). Which of them runs a convolution,
+ * and on how many threads, is timed on its shape's first call (see "path
+ * choice by timing");
  * small convolutions go by the rules of "path choice by shape":
  *   forward, stride 1 and C R S <= 75 (first layers): direct;
  *   forward, a kernel wider than 1x1 and at least KVEC_MIN_PQ output
@@ -75,14 +77,17 @@ enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
 /* The tuning table's op for a forward with kept derived weights: it costs
  * less on the paths that derive them, so it is timed apart. */
 enum { FORWARD_PREPARED = BACKWARD_WEIGHT + 1 };
-/* PATH_KVEC of the weight gradient is conv2d_wgrad.c's kernel. */
+/* PATH_KVEC of the weight gradient is conv2d_wgrad.c's kernel; PATH_DIRECT
+ * and PATH_KVEC of backward data are the forward kernels run on dy
+ * (backward_data_as_forward). */
 enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO };
 #define MAX_CANDIDATES 4
 
 /* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM. */
 #define DIRECT_MAX_CRS 75
 
-static int direct_mode = 0;     /* 0: by shape, 1: always when stride 1, -1: never */
+/* 0: by shape, 1: always when stride 1 (forward and backward data), -1: never */
+static int direct_mode = 0;
 static int kvec_mode = 0;       /* 0: by shape, 1: whenever K fits the vectors, -1: never */
 static int wino_mode = 0;       /* 0: by timing, 1: whenever it fits, -1: never */
 
@@ -154,14 +159,19 @@ static int use_kvec(const conv2d_shape *s)
     return kvec_mode > 0 || (s->R * s->S > 1 && kvec_map_fits(s));
 }
 
-/* Backward data as a forward convolution: stride 1, padding below the
- * kernel size, C a multiple of the vector length, a kernel wider than 1x1,
- * a map of at least KVEC_MIN_PQ positions. */
+/* Backward data as a forward convolution (backward_data_as_forward): stride
+ * 1, undilated, padding below the kernel size. */
+static int backward_data_as_forward_fits(const conv2d_shape *s)
+{
+    return undilated(s) && s->sh == 1 && s->sw == 1 && s->ph < s->R && s->pw < s->S;
+}
+
+/* ... on the channel-vector kernel: also C a multiple of the vector length,
+ * a kernel wider than 1x1, a map of at least KVEC_MIN_PQ positions. */
 static int kvec_backward_data_fits(const conv2d_shape *s)
 {
-    return kvec_mode >= 0 && undilated(s) && s->sh == 1 && s->sw == 1 && s->ph < s->R
-        && s->pw < s->S
-        && s->C % kvec_length() == 0 && s->R * s->S > 1 && kvec_map_fits(s);
+    return kvec_mode >= 0 && backward_data_as_forward_fits(s) && s->C % kvec_length() == 0
+        && s->R * s->S > 1 && kvec_map_fits(s);
 }
 
 /* K a multiple of the vector length, S = 3 or 5, an image per thread
@@ -183,6 +193,8 @@ static int path_by_shape(int op, const conv2d_shape *s, int nthreads)
         return PATH_WINO;
     if (op == FORWARD)
         return use_direct(s) ? PATH_DIRECT : use_kvec(s) ? PATH_KVEC : PATH_GEMM;
+    if (op == BACKWARD_DATA && direct_mode > 0 && backward_data_as_forward_fits(s))
+        return PATH_DIRECT;
     if (op == BACKWARD_DATA)
         return kvec_backward_data_fits(s) ? PATH_KVEC : PATH_GEMM;
     return wgrad_fits(s, nthreads) ? PATH_KVEC : PATH_GEMM;
@@ -196,6 +208,31 @@ typedef struct {
     conv2d_prepared *prep;      /* forward: what paths derive from w, kept; or NULL */
 } conv_call;
 
+static int run_path(int op, int path, const conv_call *c, int nt);
+
+/* Backward data as a forward convolution on `path` (direct or channel-vector;
+ * stride 1, padding below the kernel size): dx is dy, padded by R-1-ph on
+ * top and S-1-pw on the left, convolved with the kernel flipped in both
+ * axes, channels swapped. */
+static int backward_data_as_forward(int path, const conv_call *c, int nt)
+{
+    const conv2d_shape *s = c->s;
+    conv2d_shape t = {s->N, s->K, s->P, s->Q, s->C, s->R, s->S, 1, 1, s->R - 1 - s->ph,
+                      s->S - 1 - s->pw, s->H, s->W, 1, 1, 1, 0, 0.0f, 0.0f};
+    int64_t RS = s->R * s->S;
+    float *wf = fastcnn_alloc(s->K * s->C * RS * (int64_t)sizeof(float));
+    if (!wf)
+        return FASTCNN_ENOMEM;
+    for (int64_t k = 0; k < s->K; k++)      /* wf (C, K, R, S) = w (K, C, R, S) flipped */
+        for (int64_t ch = 0; ch < s->C; ch++)
+            for (int64_t rt = 0; rt < RS; rt++)
+                wf[(ch * s->K + k) * RS + rt] = c->w[(k * s->C + ch) * RS + RS - 1 - rt];
+    conv_call f = {c->out, c->dy, wf, NULL, NULL, &t, NULL};
+    int err = run_path(FORWARD, path, &f, nt);
+    fastcnn_free(wf);
+    return err;
+}
+
 static int run_path(int op, int path, const conv_call *c, int nt)
 {
     const conv2d_shape *s = c->s;
@@ -206,7 +243,7 @@ static int run_path(int op, int path, const conv_call *c, int nt)
                                                            nt)
              : conv2d_gemm_forward(c->out, c->x, c->w, c->b, s, c->prep, nt);
     if (op == BACKWARD_DATA)
-        return path == PATH_KVEC ? conv2d_kvec_backward_data(c->out, c->dy, c->w, s, nt)
+        return path == PATH_KVEC || path == PATH_DIRECT ? backward_data_as_forward(path, c, nt)
              : path == PATH_WINO ? conv2d_winograd_backward_data(c->out, c->dy, c->w, s, nt)
              : conv2d_gemm_backward_data(c->out, c->dy, c->w, s, nt);
     return path == PATH_KVEC ? conv2d_wgrad_backward_weight(c->out, c->dy, c->x, s, nt)
@@ -285,9 +322,10 @@ static int candidates(int op, const conv2d_shape *s, int *paths)
             n = add_path(paths, n, PATH_DIRECT);
         if (s->K % vl == 0 && PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
-    } else if (op == BACKWARD_DATA) {
-        if (s->sh == 1 && s->sw == 1 && s->ph < s->R && s->pw < s->S && s->C % vl == 0
-            && PQ >= KVEC_TUNE_MIN_PQ)
+    } else if (op == BACKWARD_DATA && backward_data_as_forward_fits(s)) {
+        if (s->K * s->R * s->S <= DIRECT_TUNE_MAX_CRS)
+            n = add_path(paths, n, PATH_DIRECT);
+        if (s->C % vl == 0 && PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
     } else if (s->K % vl == 0 && (s->S == 3 || s->S == 5) && PQ >= KVEC_TUNE_MIN_PQ) {
         n = add_path(paths, n, PATH_KVEC);

@@ -167,13 +167,10 @@ int conv2d_gemm_backward_weight(float *dw, const float *dy, const float *x,
 int conv2d_direct_forward(float *y, const float *x, const float *w, const float *b,
                           const conv2d_shape *s, int nthreads);
 
-/* Channel-vector forward (K % vl == 0) and backward data (stride 1, padding
- * below the kernel, C % vl == 0) (conv2d_kvec.c). The forward's weight
- * blocks come from prep where it keeps them (prep may be NULL). */
+/* Channel-vector forward (K % vl == 0) (conv2d_kvec.c). The weight blocks
+ * come from prep where it keeps them (prep may be NULL). */
 int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s, conv2d_prepared *prep, int nthreads);
-int conv2d_kvec_backward_data(float *dx, const float *dy, const float *w,
-                              const conv2d_shape *s, int nthreads);
 
 /* Channel-vector weight gradient, dw += (K % vl == 0, S = 3 or 5) (conv2d_wgrad.c). */
 int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,

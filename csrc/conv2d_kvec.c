@@ -1,8 +1,9 @@
 /* conv2d_kvec.c - the channel-vector direct convolution (conv2d.c chooses
  * it when K is a multiple of the vector length and the kernel is wider than
  * 1x1): a tile keeps output positions x channel vectors in registers (the
- * loops in conv2d_kernel.h, compiled per instruction set). Also backward
- * data, as the forward convolution of dy with the flipped kernel. */
+ * loops in conv2d_kernel.h, compiled per instruction set). (conv2d.c also
+ * runs backward data on it, as the forward convolution of dy with the
+ * flipped kernel.) */
 #include "conv2d_generic.h"
 #include "conv2d_internal.h"
 #include "gemm.h"
@@ -80,26 +81,4 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
     }
     conv2d_scratch_give(scratch);
     return FASTCNN_OK;
-}
-
-/* dx (N, C, H, W) = backward data as a forward convolution (stride 1,
- * padding below the kernel size, C % VL == 0): dx is dy, padded by R-1-ph on
- * top and S-1-pw on the left, convolved with the kernel flipped in both
- * axes, channels swapped. */
-int conv2d_kvec_backward_data(float *dx, const float *dy, const float *w,
-                              const conv2d_shape *s, int nthreads)
-{
-    conv2d_shape t = {s->N, s->K, s->P, s->Q, s->C, s->R, s->S, 1, 1,
-                      s->R - 1 - s->ph, s->S - 1 - s->pw, s->H, s->W};
-    int64_t RS = s->R * s->S;
-    float *wf = fastcnn_alloc(s->K * s->C * RS * (int64_t)sizeof(float));
-    if (!wf)
-        return FASTCNN_ENOMEM;
-    for (int64_t k = 0; k < s->K; k++)      /* wf (C, K, R, S) = w (K, C, R, S) flipped */
-        for (int64_t c = 0; c < s->C; c++)
-            for (int64_t rt = 0; rt < RS; rt++)
-                wf[(c * s->K + k) * RS + rt] = w[(k * s->C + c) * RS + RS - 1 - rt];
-    int err = conv2d_kvec_forward(dx, dy, wf, NULL, &t, NULL, nthreads);
-    fastcnn_free(wf);
-    return err;
 }

@@ -406,6 +406,19 @@ def test_direct_forward_matches_numpy(case, bias, direct_mode, num_threads, rng)
     close(y, conv64(x, w, b, stride, pads(H, W, R, S, stride, padding)), C * R * S)
 
 
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=case_id)
+def test_direct_backward_data_matches_numpy(case, direct_mode, num_threads, rng):
+    """Backward data as the direct forward of dy with the flipped kernel
+    (forced where the padding is below the kernel size; else other paths)."""
+    x, w, b, stride, padding = make(case, rng)
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    pad = pads(H, W, R, S, stride, padding)
+    dy = rng.standard_normal(F.conv2d(x, w, b, stride, padding).shape).astype(np.float32)
+    gx = F.conv2d_backward(dy, x, w, stride, padding)[0]
+    close(gx, conv64_backward(dy, x, w, stride, pad)[0], K * R * S)
+
+
 def test_direct_and_gemm_forward_agree(rng):
     """The direct kernel and im2col + GEMM give the same outputs (up to rounding)."""
     x, w, b, stride, padding = make((4, 3, 17, 19, 10, 3, 3, 1, 1), rng)
