@@ -19,12 +19,13 @@
  * data as the forward convolution of dy with the flipped kernel when the
  * stride is 1 and the padding smaller than the kernel (the channel-vector
  * one when C fits the vectors); the channel-vector weight gradient needs S
- * = 3 or 5 and K to fit the vectors (conv2d_wgrad.c); Winograd F(2x2, 3x3)
- * runs 3x3 stride-1 forwards and backward data, and F(3x3, 2x2) their
- * weight gradients (conv2d_winograd.c). Which of them runs a convolution,
- * and on how many threads, is timed on its shape's first call (see "path
- * choice by timing");
- * small convolutions go by the rules of "path choice by shape":
+ * = 3 or 5 and K to fit the vectors, the position-vector one (first
+ * layers: each tap's sums over all positions) stride 1 (conv2d_wgrad.c);
+ * Winograd F(2x2, 3x3) runs 3x3 stride-1 forwards and backward data, and
+ * F(3x3, 2x2) their weight gradients (conv2d_winograd.c). Which of them
+ * runs a convolution, and on how many threads, is timed on its shape's
+ * first call (see "path choice by timing"); small convolutions go by the
+ * rules of "path choice by shape":
  *   forward, stride 1 and C R S <= 75 (first layers): direct;
  *   forward, a kernel wider than 1x1 and at least KVEC_MIN_PQ output
  *     positions: channel-vector; backward data and weight likewise;
@@ -46,20 +47,21 @@ static const conv2d_kernels conv2d_kernels_generic = {
     conv2d_im2col_tap_generic, conv2d_col2im_tap_generic, conv2d_direct_block_generic,
     DIRECT_KB_GENERIC,
     conv2d_kvec_block_generic, conv2d_wgrad_image_generic, 4,   /* 16-byte vectors */
+    conv2d_wgrad_taps_generic,
     conv2d_wino_input_generic, conv2d_wino_output_generic, conv2d_wino_filters_generic,
     conv2d_wino_grad_generic,
 };
 #ifdef FASTCNN_X86_KERNELS
 static const conv2d_kernels conv2d_kernels_avx2 = {
     conv2d_im2col_tap_avx2, conv2d_col2im_tap_avx2, conv2d_direct_block_avx2, DIRECT_KB_AVX2,
-    conv2d_kvec_block_avx2, conv2d_wgrad_image_avx2, 8,
+    conv2d_kvec_block_avx2, conv2d_wgrad_image_avx2, 8, conv2d_wgrad_taps_avx2,
     conv2d_wino_input_avx2, conv2d_wino_output_avx2, conv2d_wino_filters_avx2,
     conv2d_wino_grad_avx2,
 };
 static const conv2d_kernels conv2d_kernels_avx512 = {
     conv2d_im2col_tap_avx512, conv2d_col2im_tap_avx512, conv2d_direct_block_avx512,
     DIRECT_KB_AVX512,
-    conv2d_kvec_block_avx512, conv2d_wgrad_image_avx512, 16,
+    conv2d_kvec_block_avx512, conv2d_wgrad_image_avx512, 16, conv2d_wgrad_taps_avx512,
     conv2d_wino_input_avx512, conv2d_wino_output_avx512, conv2d_wino_filters_avx512,
     conv2d_wino_grad_avx512,
 };
@@ -77,16 +79,16 @@ enum { FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT };
 /* The tuning table's op for a forward with kept derived weights: it costs
  * less on the paths that derive them, so it is timed apart. */
 enum { FORWARD_PREPARED = BACKWARD_WEIGHT + 1 };
-/* PATH_KVEC of the weight gradient is conv2d_wgrad.c's kernel; PATH_DIRECT
- * and PATH_KVEC of backward data are the forward kernels run on dy
- * (backward_data_as_forward). */
+/* PATH_KVEC and PATH_DIRECT of the weight gradient are conv2d_wgrad.c's
+ * channel-vector and position-vector kernels; PATH_DIRECT and PATH_KVEC of
+ * backward data are the forward kernels run on dy (backward_data_as_forward). */
 enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO };
 #define MAX_CANDIDATES 4
 
 /* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM. */
 #define DIRECT_MAX_CRS 75
 
-/* 0: by shape, 1: always when stride 1 (forward and backward data), -1: never */
+/* 0: by shape, 1: always when stride 1 (every op), -1: never */
 static int direct_mode = 0;
 static int kvec_mode = 0;       /* 0: by shape, 1: whenever K fits the vectors, -1: never */
 static int wino_mode = 0;       /* 0: by timing, 1: whenever it fits, -1: never */
@@ -195,6 +197,8 @@ static int path_by_shape(int op, const conv2d_shape *s, int nthreads)
         return use_direct(s) ? PATH_DIRECT : use_kvec(s) ? PATH_KVEC : PATH_GEMM;
     if (op == BACKWARD_DATA && direct_mode > 0 && backward_data_as_forward_fits(s))
         return PATH_DIRECT;
+    if (op == BACKWARD_WEIGHT && direct_mode > 0 && undilated(s) && s->sh == 1 && s->sw == 1)
+        return PATH_DIRECT;
     if (op == BACKWARD_DATA)
         return kvec_backward_data_fits(s) ? PATH_KVEC : PATH_GEMM;
     return wgrad_fits(s, nthreads) ? PATH_KVEC : PATH_GEMM;
@@ -247,6 +251,7 @@ static int run_path(int op, int path, const conv_call *c, int nt)
              : path == PATH_WINO ? conv2d_winograd_backward_data(c->out, c->dy, c->w, s, nt)
              : conv2d_gemm_backward_data(c->out, c->dy, c->w, s, nt);
     return path == PATH_KVEC ? conv2d_wgrad_backward_weight(c->out, c->dy, c->x, s, nt)
+         : path == PATH_DIRECT ? conv2d_wgrad_taps_backward_weight(c->out, c->dy, c->x, s, nt)
          : path == PATH_WINO ? conv2d_winograd_backward_weight(c->out, c->dy, c->x, s, nt)
          : conv2d_gemm_backward_weight(c->out, c->dy, c->x, s, nt);
 }
@@ -266,6 +271,9 @@ static int run_path(int op, int path, const conv_call *c, int nt)
  * broadcast weights per output row, the channel-vector one needs positions. */
 #define DIRECT_TUNE_MAX_CRS 576
 #define KVEC_TUNE_MIN_PQ 4
+/* The position-vector weight gradient sums every image per tap: timed only
+ * for first layers (C K at most this). */
+#define WGRAD_TAPS_TUNE_MAX_CK 256
 /* Interleaved rounds of timing: at least TUNE_ROUNDS, more (up to
  * TUNE_MAX_ROUNDS) until each candidate ran TUNE_MIN_SECONDS in all, so that
  * the minimum of a cheap convolution is not one noisy sample. */
@@ -327,8 +335,11 @@ static int candidates(int op, const conv2d_shape *s, int *paths)
             n = add_path(paths, n, PATH_DIRECT);
         if (s->C % vl == 0 && PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
-    } else if (s->K % vl == 0 && (s->S == 3 || s->S == 5) && PQ >= KVEC_TUNE_MIN_PQ) {
-        n = add_path(paths, n, PATH_KVEC);
+    } else if (op == BACKWARD_WEIGHT) {
+        if (s->K % vl == 0 && (s->S == 3 || s->S == 5) && PQ >= KVEC_TUNE_MIN_PQ)
+            n = add_path(paths, n, PATH_KVEC);
+        if (s->sh == 1 && s->sw == 1 && s->C * s->K <= WGRAD_TAPS_TUNE_MAX_CK)
+            n = add_path(paths, n, PATH_DIRECT);
     }
     return n;
 }

@@ -41,6 +41,8 @@ typedef void (*conv2d_direct_block_fn)(float *, const float *, const float *, co
 typedef void (*conv2d_kvec_block_fn)(float *, const float *, const float *, const float *,
                                      int64_t, int, const kvec_geom *);
 typedef void (*conv2d_wgrad_image_fn)(float *, const float *, const float *, const kvec_geom *);
+typedef void (*conv2d_wgrad_taps_fn)(float *, const float *, const float *, int64_t, int64_t,
+                                     int64_t, int64_t, int64_t, const direct_geom *);
 typedef void (*conv2d_wino_input_fn)(float *, int64_t, const float *, int64_t, int64_t, int64_t,
                                      const wino_geom *);
 typedef void (*conv2d_wino_output_fn)(float *, const float *, int64_t, int64_t, int64_t, int64_t,
@@ -57,6 +59,7 @@ typedef struct {
     conv2d_kvec_block_fn kvec_block;        /* channel-vector forward, one block */
     conv2d_wgrad_image_fn wgrad_image;      /* channel-vector weight gradient, one image */
     int64_t vl;                             /* floats per vector of kvec_block, wgrad_image */
+    conv2d_wgrad_taps_fn wgrad_taps;        /* position-vector weight gradient, one tap */
     conv2d_wino_input_fn wino_input;        /* Winograd input transform of a run of tiles */
     conv2d_wino_output_fn wino_output;      /* Winograd output transform of a run of tiles */
     conv2d_wino_filters_fn wino_filters;    /* Winograd transform of filters' taps */
@@ -175,6 +178,9 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
 /* Channel-vector weight gradient, dw += (K % vl == 0, S = 3 or 5) (conv2d_wgrad.c). */
 int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
                                  const conv2d_shape *s, int nthreads);
+/* Position-vector weight gradient, dw += (stride 1, dilation 1) (conv2d_wgrad.c). */
+int conv2d_wgrad_taps_backward_weight(float *dw, const float *dy, const float *x,
+                                      const conv2d_shape *s, int nthreads);
 
 /* Depthwise: G == C, K = m C, any stride, padding and dilation; dw +=
  * (conv2d_depthwise.c). */

@@ -94,6 +94,19 @@ void conv2d_wgrad_image_avx2(float *dwT, const float *xpad, const float *dyT,
 void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
                                 const kvec_geom *g);
 
+/* Position-vector weight gradient of one tap and image (stride 1; first
+ * layers, few channels): sums[k] (k < kn <= the ISA's DIRECT_KB) += the sum
+ * over positions (p, q) of dy (k0 + k, p, q) xpad (c, p + r, q + t), xpad
+ * (C, Hp, Wp) the zero-padded image (wgrad_taps below). */
+void conv2d_wgrad_taps_avx512(float *sums, const float *xpad, const float *dy, int64_t c,
+                              int64_t r, int64_t t, int64_t k0, int64_t kn,
+                              const direct_geom *g);
+void conv2d_wgrad_taps_avx2(float *sums, const float *xpad, const float *dy, int64_t c,
+                            int64_t r, int64_t t, int64_t k0, int64_t kn, const direct_geom *g);
+void conv2d_wgrad_taps_generic(float *sums, const float *xpad, const float *dy, int64_t c,
+                               int64_t r, int64_t t, int64_t k0, int64_t kn,
+                               const direct_geom *g);
+
 /* im2col of kernel tap (r, t) for cnt images, column stride 1: out (P, Q),
  * image i at out + i ostride, from the input plane xc (H, W), image i at
  * xc + i xstride (s->sw == 1 only; any s->sh). */
@@ -496,6 +509,80 @@ static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const flo
                 else
                     WGRAD_NR(1, 5)
             }
+}
+
+/* ---- position-vector weight gradient (first layers: few channels) ---- */
+
+/* sums[k] (k < kn <= DIRECT_KB) += one image's weight gradient of tap (c,
+ * r, t) for output channel k0 + k, stride 1: dy (K, P, Q) times the
+ * zero-padded image xpad (C, Hp, Wp) shifted by the tap, summed over the
+ * positions in vectors along the rows (two accumulators per channel); a
+ * row's last partial vector has the lanes past Q of both factors zeroed
+ * (0 times a NaN would be NaN). */
+static inline __attribute__((always_inline)) void
+wgrad_taps_kn(const int kn, float *sums, const float *xpad, const float *dy, int64_t c,
+              int64_t r, int64_t t, int64_t k0, const direct_geom *g)
+{
+    const int64_t PQ = g->P * g->Q, full = g->Q / DIRECT_VL * DIRECT_VL;
+    int32_t lane[DIRECT_VL];
+    for (int j = 0; j < DIRECT_VL; j++) lane[j] = j < g->Q - full ? -1 : 0;
+    divec tail;
+    memcpy(&tail, lane, sizeof tail);
+    dvec acc[DIRECT_KB][2];
+#pragma GCC unroll 8
+    for (int k = 0; k < kn; k++)
+        acc[k][0] = acc[k][1] = (dvec){0};
+    for (int64_t p = 0; p < g->P; p++) {
+        const float *xr = xpad + (c * g->Hp + p + r) * g->Wp + t;
+        const float *dr = dy + k0 * PQ + p * g->Q;
+        int64_t q = 0;
+        for (; q + 2 * DIRECT_VL <= full; q += 2 * DIRECT_VL) {
+            dvec x0 = *(const dvec *)(xr + q), x1 = *(const dvec *)(xr + q + DIRECT_VL);
+#pragma GCC unroll 8
+            for (int k = 0; k < kn; k++) {
+                acc[k][0] += *(const dvec *)(dr + k * PQ + q) * x0;
+                acc[k][1] += *(const dvec *)(dr + k * PQ + q + DIRECT_VL) * x1;
+            }
+        }
+        if (q < full) {
+            dvec x0 = *(const dvec *)(xr + q);
+#pragma GCC unroll 8
+            for (int k = 0; k < kn; k++) acc[k][0] += *(const dvec *)(dr + k * PQ + q) * x0;
+            q += DIRECT_VL;
+        }
+        if (q < g->Q) {
+            dvec x1 = (dvec)((divec)(*(const dvec *)(xr + q)) & tail);
+#pragma GCC unroll 8
+            for (int k = 0; k < kn; k++)
+                acc[k][1] += (dvec)((divec)(*(const dvec *)(dr + k * PQ + q)) & tail) * x1;
+        }
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < kn; k++) {
+        float v[DIRECT_VL];
+        dvec sum = acc[k][0] + acc[k][1];
+        memcpy(v, &sum, sizeof v);
+        for (int j = 0; j < DIRECT_VL; j++) sums[k] += v[j];
+    }
+}
+
+/* conv2d_wgrad_taps_* (wgrad_taps_kn for kn channels, 1 <= kn <= DIRECT_KB). */
+static inline void wgrad_taps(float *sums, const float *xpad, const float *dy, int64_t c,
+                              int64_t r, int64_t t, int64_t k0, int64_t kn,
+                              const direct_geom *g)
+{
+    switch (kn) {
+#if DIRECT_KB >= 8
+    case 8: wgrad_taps_kn(8, sums, xpad, dy, c, r, t, k0, g); break;
+    case 7: wgrad_taps_kn(7, sums, xpad, dy, c, r, t, k0, g); break;
+    case 6: wgrad_taps_kn(6, sums, xpad, dy, c, r, t, k0, g); break;
+    case 5: wgrad_taps_kn(5, sums, xpad, dy, c, r, t, k0, g); break;
+#endif
+    case 4: wgrad_taps_kn(4, sums, xpad, dy, c, r, t, k0, g); break;
+    case 3: wgrad_taps_kn(3, sums, xpad, dy, c, r, t, k0, g); break;
+    case 2: wgrad_taps_kn(2, sums, xpad, dy, c, r, t, k0, g); break;
+    default: wgrad_taps_kn(1, sums, xpad, dy, c, r, t, k0, g); break;
+    }
 }
 
 #ifdef DIRECT_LOAD_RANGE

@@ -1,9 +1,16 @@
-/* conv2d_wgrad_avx2.c - the channel-vector weight gradient of one image:
- * conv2d_kernel.h's loop compiled for AVX2 (set up by conv2d_avx2.h). */
+/* conv2d_wgrad_avx2.c - the channel-vector weight gradient of one image
+ * and the position-vector one of a tap: conv2d_kernel.h's loops compiled
+ * for AVX2 (set up by conv2d_avx2.h). */
 #include "conv2d_avx2.h"
 
 void conv2d_wgrad_image_avx2(float *dwT, const float *xpad, const float *dyT,
                              const kvec_geom *g)
 {
     wgrad_image(dwT, xpad, dyT, g);
+}
+
+void conv2d_wgrad_taps_avx2(float *sums, const float *xpad, const float *dy, int64_t c,
+                            int64_t r, int64_t t, int64_t k0, int64_t kn, const direct_geom *g)
+{
+    wgrad_taps(sums, xpad, dy, c, r, t, k0, kn, g);
 }

@@ -407,16 +407,50 @@ def test_direct_forward_matches_numpy(case, bias, direct_mode, num_threads, rng)
 
 
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=case_id)
-def test_direct_backward_data_matches_numpy(case, direct_mode, num_threads, rng):
+def test_direct_backward_matches_numpy(case, direct_mode, num_threads, rng):
     """Backward data as the direct forward of dy with the flipped kernel
-    (forced where the padding is below the kernel size; else other paths)."""
+    (forced where the padding is below the kernel size; else other paths),
+    and the position-vector weight gradient (forced: every tap's sums in
+    vectors along the rows, a row's last vector masked)."""
     x, w, b, stride, padding = make(case, rng)
     N, C, H, W = x.shape
     K, _, R, S = w.shape
     pad = pads(H, W, R, S, stride, padding)
-    dy = rng.standard_normal(F.conv2d(x, w, b, stride, padding).shape).astype(np.float32)
-    gx = F.conv2d_backward(dy, x, w, stride, padding)[0]
-    close(gx, conv64_backward(dy, x, w, stride, pad)[0], K * R * S)
+    y = F.conv2d(x, w, b, stride, padding)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gw0 = rng.standard_normal(w.shape).astype(np.float32)
+    gw = gw0.copy()
+    gx = F.conv2d_backward(dy, x, w, stride, padding, grad_weight=gw)[0]
+    ex, ew, _ = conv64_backward(dy, x, w, stride, pad)
+    close(gx, ex, K * R * S)
+    close(gw - gw0, ew, N * y.shape[2] * y.shape[3])     # added to the caller's gradient
+
+
+def test_position_vector_weight_gradient_agrees_with_gemm_on_nan_and_inf(rng):
+    """A NaN in dy reaches every tap whose window covers it, padding
+    included (0 x NaN is NaN, as torch gives and the GEMM path too), an
+    infinity in x the taps that read it; past a row's end nothing leaks in
+    (the next row's dy, x beyond the output columns)."""
+    x, w, b, stride, padding = make((2, 3, 9, 21, 5, 3, 3, 1, 1), rng)
+    dy = rng.standard_normal((2, 5, 9, 21)).astype(np.float32)
+    dy[1, 2, 0, 0] = np.nan          # top-left corner: 5 of its taps read padding
+    dy[0, 4, 3, 0] = np.nan          # first column: right after a row's end in memory
+    x[0, 1, 4, 20] = np.inf          # last column
+    grads = []
+    for mode in (1, -1):             # position-vector kernel forced, then GEMM
+        old = _native._set_direct(mode), _native._set_kvec(-1), _native._set_winograd(-1)
+        try:
+            grads.append(F.conv2d_backward(dy, x, w, stride, padding)[1])
+        finally:
+            _native._set_direct(old[0])
+            _native._set_kvec(old[1])
+            _native._set_winograd(old[2])
+    gw, want = grads
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(gw), np.isinf(want))
+    finite = np.isfinite(want)
+    assert 0 < finite.sum() < finite.size
+    np.testing.assert_allclose(gw[finite], want[finite], rtol=1e-4, atol=1e-4)
 
 
 def test_direct_and_gemm_forward_agree(rng):
