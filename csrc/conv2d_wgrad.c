@@ -18,6 +18,28 @@ void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
     wgrad_image(dwT, xpad, dyT, g);
 }
 
+/* Threads for a weight gradient whose threads split the images. */
+static int image_threads(const conv2d_shape *s, int nthreads)
+{
+    int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
+    return nt > s->N ? (int)s->N : nt;
+}
+
+/* dw (K, CRS) += the sums of nt threads, each (CRS, K) in the last K CRS
+ * of its `per` floats of scratch. */
+static void add_thread_sums(float *dw, const float *scratch, int64_t per, int nt, int64_t K,
+                            int64_t CRS, int nthreads)
+{
+    int ntr = fastcnn_threads_for(K * CRS * nt, nthreads);
+    /* each k writes its own row of dw */
+    #pragma omp parallel for num_threads(ntr) if (ntr > 1) schedule(static)
+    for (int64_t k = 0; k < K; k++)
+        for (int t = 0; t < nt; t++) {
+            const float *sums = scratch + (t + 1) * per - K * CRS;
+            for (int64_t i = 0; i < CRS; i++) dw[k * CRS + i] += sums[i * K + k];
+        }
+}
+
 /* dw (K, C, R, S) += the weight gradient, by the channel-vector kernel:
  * threads take contiguous ranges of images, each summing into its own
  * dwT (CRS, K), added to dw at the end. */
@@ -30,9 +52,7 @@ int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
     int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, wsz = CRS * s->K;
     int64_t xsz = s->C * s->H * s->W, ysz = s->K * PQ;
     int64_t per = s->C * g.Hp * g.Wp + PQ * s->K + wsz;
-    int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * PQ, nthreads);
-    if (nt > s->N)
-        nt = (int)s->N;
+    int nt = image_threads(s, nthreads);
     float *scratch = conv2d_scratch_take(nt * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
@@ -47,14 +67,7 @@ int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
             fn(dwT, xpad, dyT, &g);
         }
     }
-    int ntr = fastcnn_threads_for(wsz * nt, nthreads);
-    /* each k writes its own row of dw */
-    #pragma omp parallel for num_threads(ntr) if (ntr > 1) schedule(static)
-    for (int64_t k = 0; k < s->K; k++)
-        for (int t = 0; t < nt; t++) {
-            const float *dwT = scratch + t * per + s->C * g.Hp * g.Wp + PQ * s->K;
-            for (int64_t i = 0; i < CRS; i++) dw[k * CRS + i] += dwT[i * s->K + k];
-        }
+    add_thread_sums(dw, scratch, per, nt, s->K, CRS, nthreads);
     conv2d_scratch_give(scratch);
     return FASTCNN_OK;
 }
@@ -83,9 +96,7 @@ int conv2d_wgrad_taps_backward_weight(float *dw, const float *dy, const float *x
     int64_t xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
     /* a row's last vector reads up to a vector past the padded image */
     int64_t per = s->C * g.Hp * g.Wp + kr->vl + wsz;
-    int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * s->P * s->Q, nthreads);
-    if (nt > s->N)
-        nt = (int)s->N;
+    int nt = image_threads(s, nthreads);
     float *scratch = conv2d_scratch_take(nt * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
@@ -103,14 +114,7 @@ int conv2d_wgrad_taps_backward_weight(float *dw, const float *dy, const float *x
                                    s->K - k0 < kb ? s->K - k0 : kb, &g);
         }
     }
-    int ntr = fastcnn_threads_for(wsz * nt, nthreads);
-    /* each k writes its own row of dw */
-    #pragma omp parallel for num_threads(ntr) if (ntr > 1) schedule(static)
-    for (int64_t k = 0; k < s->K; k++)
-        for (int t = 0; t < nt; t++) {
-            const float *sums = scratch + (t + 1) * per - wsz;
-            for (int64_t i = 0; i < CRS; i++) dw[k * CRS + i] += sums[i * s->K + k];
-        }
+    add_thread_sums(dw, scratch, per, nt, s->K, CRS, nthreads);
     conv2d_scratch_give(scratch);
     return FASTCNN_OK;
 }

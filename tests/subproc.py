@@ -14,6 +14,12 @@ import fastcnn
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file__)))
 
 
+def supported_isas():
+    """The instruction sets FASTCNN_ISA can force on this CPU, narrowest first."""
+    order = ["generic", "avx2", "avx512"]
+    return order[: order.index(fastcnn._native.cpu_isa()) + 1]
+
+
 def run_python(code, cwd, timeout=120, **env_overrides):
     """Run `code` with env_overrides set; returns the CompletedProcess (text mode)."""
     return run_python_args(["-c", code], cwd, timeout, **env_overrides)

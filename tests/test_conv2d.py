@@ -10,7 +10,7 @@ import fastcnn
 import fastcnn.functional as F
 from fastcnn import _native
 from gradcheck import check_directional
-from subproc import run_python, run_python_args
+from subproc import run_python, run_python_args, supported_isas
 
 # (N, C, H, W, K, R, S, stride, padding)
 EDGE_CASES = [
@@ -815,11 +815,6 @@ def test_timing_turned_off_by_the_environment(tmp_path):
     done = run_python("from fastcnn import _native; print(_native._set_tune(True))", tmp_path,
                       FASTCNN_CONV_TUNE="1")
     assert done.stdout.strip() == "True"
-
-
-def supported_isas():
-    order = ["generic", "avx2", "avx512"]
-    return order[: order.index(_native.cpu_isa()) + 1]
 
 
 @pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,

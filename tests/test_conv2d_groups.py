@@ -9,9 +9,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import fastcnn
 import fastcnn.functional as F
-from fastcnn import _native
 from gradcheck import check_directional
-from subproc import run_python_args
+from subproc import run_python_args, supported_isas
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
 CASES = [
@@ -310,11 +309,6 @@ def test_layer_rejects_input_with_other_channels(rng):
     model = fastcnn.Sequential(fastcnn.Conv2d(6, 6, 3, groups=6))
     with pytest.raises(ValueError, match=r"Conv2d expects input of shape \(N, 6, H, W\)"):
         model(rng.standard_normal((1, 3, 8, 8)))
-
-
-def supported_isas():
-    order = ["generic", "avx2", "avx512"]
-    return order[: order.index(_native.cpu_isa()) + 1]
 
 
 @pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,

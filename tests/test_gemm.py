@@ -12,7 +12,7 @@ import pytest
 
 import fastcnn
 from fastcnn import _native
-from subproc import run_python_args
+from subproc import run_python_args, supported_isas
 
 TRANS = list(itertools.product([False, True], repeat=2))
 TRANS_IDS = ["NN", "NT", "TN", "TT"]
@@ -232,11 +232,6 @@ def test_errors():
         _native.sgemm(a, b, alpha=float("nan"))
     with pytest.raises(TypeError, match=r"beta must be a real number. Received: beta='1'"):
         _native.sgemm(a, b, beta="1")
-
-
-def supported_isas():
-    order = ["generic", "avx2", "avx512"]
-    return order[: order.index(_native.cpu_isa()) + 1]
 
 
 def test_isa_is_the_forced_one():

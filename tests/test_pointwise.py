@@ -8,10 +8,9 @@ import pytest
 
 import fastcnn
 import fastcnn.functional as F
-from fastcnn import _native
 from fastcnn.compiler import PASSES, compile_graph, reference_run
 from fastcnn.runner import trace
-from subproc import run_python
+from subproc import run_python, supported_isas
 
 # name -> (fastcnn layer, torch layer factory, functional forward, functional backward)
 CASES = {
@@ -118,11 +117,6 @@ for n in list(range(1, 70)) + [1000, 4099]:
         assert got_dx.tobytes() == want_dx.tobytes(), (n, lo, hi, x, got_dx, want_dx)
 print("ok")
 """
-
-
-def supported_isas():
-    order = ["generic", "avx2", "avx512"]
-    return order[: order.index(_native.cpu_isa()) + 1]
 
 
 @pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,

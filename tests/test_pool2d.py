@@ -7,10 +7,9 @@ import pytest
 
 import fastcnn
 import fastcnn.functional as F
-from fastcnn import _native
 from fastcnn._native import _max_pool2d_relu_backward
 from gradcheck import check_directional
-from subproc import run_python
+from subproc import run_python, supported_isas
 
 # (N, C, H, W, kernel_size, stride, padding): N=1, C=1, non-square, odd sizes,
 # stride > kernel, stride < kernel (overlapping windows), maximal padding,
@@ -780,11 +779,6 @@ for W in list(range(2, 72)) + [255]:
     assert fused.tobytes() == masked.tobytes(), (W, fused, masked)
 print("ok")
 """
-
-
-def supported_isas():
-    order = ["generic", "avx2", "avx512"]
-    return order[: order.index(_native.cpu_isa()) + 1]
 
 
 @pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
