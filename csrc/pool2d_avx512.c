@@ -18,20 +18,25 @@ static inline __mmask16 first_lanes(int n)
     return (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
 }
 
-/* The four candidates of 16 (or n < 16: the rest zero) tiles from rows r0,
- * r1 at column 2q: t[0], t[1] r0's even and odd columns, t[2], t[3] r1's. */
-static inline void load_tiles16(__m512 t[4], const float *r0, const float *r1, int64_t q, int n)
+/* Even (0) and odd (1) lanes of the 32 floats at r, the first 2n of them
+ * loaded (the rest zero). */
+static inline void split32(__m512 *ev, __m512 *od, const float *r, int n)
 {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
                                            28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     __mmask16 lo = first_lanes(2 * n), hi = first_lanes(2 * n - 16 > 0 ? 2 * n - 16 : 0);
-    __m512 l0 = _mm512_maskz_loadu_ps(lo, r0 + 2 * q);
-    __m512 h0 = _mm512_maskz_loadu_ps(hi, r0 + 2 * q + 16);
-    __m512 l1 = _mm512_maskz_loadu_ps(lo, r1 + 2 * q);
-    __m512 h1 = _mm512_maskz_loadu_ps(hi, r1 + 2 * q + 16);
-    t[0] = _mm512_permutex2var_ps(l0, even, h0), t[1] = _mm512_permutex2var_ps(l0, odd, h0);
-    t[2] = _mm512_permutex2var_ps(l1, even, h1), t[3] = _mm512_permutex2var_ps(l1, odd, h1);
+    __m512 l = _mm512_maskz_loadu_ps(lo, r), h = _mm512_maskz_loadu_ps(hi, r + 16);
+    *ev = _mm512_permutex2var_ps(l, even, h);
+    *od = _mm512_permutex2var_ps(l, odd, h);
+}
+
+/* The four candidates of 16 (or n < 16: the rest zero) tiles from rows r0,
+ * r1 at column 2q: t[0], t[1] r0's even and odd columns, t[2], t[3] r1's. */
+static inline void load_tiles16(__m512 t[4], const float *r0, const float *r1, int64_t q, int n)
+{
+    split32(&t[0], &t[1], r0 + 2 * q, n);
+    split32(&t[2], &t[3], r1 + 2 * q, n);
 }
 
 /* 16 (or n < 16: masked) outputs of max_tiles_2x2 from rows r0, r1 at column
@@ -93,19 +98,6 @@ void max_values_2x2_avx512(float *y, const float *x, int64_t W, int64_t P, int64
         for (int64_t q = 0; q < Q; q += 16)
             values16(y + p * Q, r0, r1, q, Q - q < 16 ? (int)(Q - q) : 16);
     }
-}
-
-/* Even (0) and odd (1) lanes of the 32 floats at r, the first 2n of them
- * loaded (the rest zero). */
-static inline void split32(__m512 *ev, __m512 *od, const float *r, int n)
-{
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                           28, 30);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    __mmask16 lo = first_lanes(2 * n), hi = first_lanes(2 * n - 16 > 0 ? 2 * n - 16 : 0);
-    __m512 l = _mm512_maskz_loadu_ps(lo, r), h = _mm512_maskz_loadu_ps(hi, r + 16);
-    *ev = _mm512_permutex2var_ps(l, even, h);
-    *od = _mm512_permutex2var_ps(l, odd, h);
 }
 
 /* d[0 .. 2n) = ev and od interleaved (d[2i] = ev[i], d[2i + 1] = od[i]);
