@@ -153,6 +153,23 @@ static inline void direct_store_part(float *dst, dvec vec, int n)
 
 typedef int32_t divec __attribute__((vector_size(DIRECT_VBYTES)));
 
+/* DIRECT_LOAD_PART(src, n): the first n (< VL) floats at src, the other
+ * lanes zero, nothing past them read: a masked load where the including
+ * file defines DIRECT_LOAD_RANGE, else a plain loop. */
+#ifdef DIRECT_LOAD_RANGE
+#define DIRECT_LOAD_PART(src, n) DIRECT_LOAD_RANGE(src, 0, n)
+#else
+#define DIRECT_LOAD_PART(src, n) direct_load_part(src, n)
+static inline dvec direct_load_part(const float *src, int64_t n)
+{
+    float tmp[DIRECT_VL] = {0};
+    for (int64_t j = 0; j < n; j++) tmp[j] = src[j];
+    dvec v;
+    memcpy(&v, tmp, sizeof v);
+    return v;
+}
+#endif
+
 /* v clamped to [lo, hi] lane by lane as hardtanh does (a NaN lane passes). */
 static inline dvec clamp_vec(dvec v, float lo, float hi)
 {
@@ -517,17 +534,13 @@ static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const flo
  * r, t) for output channel k0 + k, stride 1: dy (K, P, Q) times the
  * zero-padded image xpad (C, Hp, Wp) shifted by the tap, summed over the
  * positions in vectors along the rows (two accumulators per channel); a
- * row's last partial vector has the lanes past Q of both factors zeroed
- * (0 times a NaN would be NaN). */
+ * row's last partial vector loads both factors' lanes past Q as zeros
+ * (0 times a NaN would be NaN, and dy may end there). */
 static inline __attribute__((always_inline)) void
 wgrad_taps_kn(const int kn, float *sums, const float *xpad, const float *dy, int64_t c,
               int64_t r, int64_t t, int64_t k0, const direct_geom *g)
 {
     const int64_t PQ = g->P * g->Q, full = g->Q / DIRECT_VL * DIRECT_VL;
-    int32_t lane[DIRECT_VL];
-    for (int j = 0; j < DIRECT_VL; j++) lane[j] = j < g->Q - full ? -1 : 0;
-    divec tail;
-    memcpy(&tail, lane, sizeof tail);
     dvec acc[DIRECT_KB][2];
 #pragma GCC unroll 8
     for (int k = 0; k < kn; k++)
@@ -551,10 +564,10 @@ wgrad_taps_kn(const int kn, float *sums, const float *xpad, const float *dy, int
             q += DIRECT_VL;
         }
         if (q < g->Q) {
-            dvec x1 = (dvec)((divec)(*(const dvec *)(xr + q)) & tail);
+            dvec x1 = DIRECT_LOAD_PART(xr + q, g->Q - q);
 #pragma GCC unroll 8
             for (int k = 0; k < kn; k++)
-                acc[k][1] += (dvec)((divec)(*(const dvec *)(dr + k * PQ + q)) & tail) * x1;
+                acc[k][1] += DIRECT_LOAD_PART(dr + k * PQ + q, g->Q - q) * x1;
         }
     }
 #pragma GCC unroll 8

@@ -94,8 +94,7 @@ int conv2d_wgrad_taps_backward_weight(float *dw, const float *dy, const float *x
                      0, 0.0f, 0.0f};
     int64_t kb = kr->direct_kb, RS = s->R * s->S, CRS = s->C * RS, wsz = s->K * CRS;
     int64_t xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
-    /* a row's last vector reads up to a vector past the padded image */
-    int64_t per = s->C * g.Hp * g.Wp + kr->vl + wsz;
+    int64_t per = s->C * g.Hp * g.Wp + wsz;
     int nt = image_threads(s, nthreads);
     float *scratch = conv2d_scratch_take(nt * per);
     if (!scratch)
