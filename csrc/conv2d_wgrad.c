@@ -1,9 +1,9 @@
 /* conv2d_wgrad.c - the channel-vector weight gradient (conv2d.c chooses it
  * when K is a multiple of the vector length, S = 3 or 5 and there is an
- * image per thread): threads split the images, each summing into its own
- * transposed dw; and the position-vector one for first layers (few
- * channels, any K; by timing): threads split the taps (the loops in
- * conv2d_kernel.h, compiled per instruction set). */
+ * image per thread) and the position-vector one for first layers (few
+ * channels, any K; by timing): in both, threads split the images, each
+ * summing into its own transposed dw (the loops in conv2d_kernel.h,
+ * compiled per instruction set). */
 #include <string.h>
 
 #include "conv2d_generic.h"
