@@ -292,6 +292,55 @@ static inline void direct_block(float *y, const float *xpad, const float *w, con
  * into tap t + 1 of position i, spilling the accumulators: off.) */
 #define KVEC_OPT __attribute__((optimize("no-predictive-commoning")))
 
+/* KVEC_TRANSPOSE(m): the VL x VL floats of m[0 .. VL) transposed in place;
+ * KVEC_STORE_RUN(dst, vec, lo, hi): lanes lo .. hi of vec to dst[0 .. hi -
+ * lo). An including file may define them with shuffles and masked stores,
+ * else plain loops. */
+#ifndef KVEC_TRANSPOSE
+#define KVEC_TRANSPOSE(m) transpose_lanes(m)
+static inline void transpose_lanes(dvec m[DIRECT_VL])
+{
+    float t[DIRECT_VL][DIRECT_VL];
+    memcpy(t, m, sizeof t);
+    for (int i = 0; i < DIRECT_VL; i++)
+        for (int j = 0; j < DIRECT_VL; j++)
+            m[i][j] = t[j][i];
+}
+#endif
+#ifndef KVEC_STORE_RUN
+#define KVEC_STORE_RUN(dst, vec, lo, hi) store_run(dst, vec, lo, hi)
+static inline void store_run(float *dst, dvec vec, int lo, int hi)
+{
+    for (int l = lo; l < hi; l++)
+        dst[l - lo] = vec[l];
+}
+#endif
+
+/* Tile positions lo .. hi stored at offset `at` of an output plane onward. */
+typedef struct {
+    int lo, hi;
+    int64_t at;
+} kvec_run;
+
+/* The runs of a tile's np positions from q0 (of row p; wide: of the grid of
+ * padded-width rows) that are outputs, one per output row they cross; their
+ * number. */
+static inline int kvec_runs(kvec_run *runs, int wide, int64_t p, int64_t q0, int np,
+                            const kvec_geom *g)
+{
+    int n = 0;
+    for (int i = 0; i < np;) {
+        int64_t j = q0 + i, row = wide ? j / g->Wp : p, col = wide ? j % g->Wp : j;
+        int64_t len = wide ? g->Wp - col : np - i, keep = g->Q - col;
+        len = len < np - i ? len : np - i;
+        keep = keep < 0 ? 0 : keep < len ? keep : len;
+        if (keep > 0)
+            runs[n++] = (kvec_run){i, i + (int)keep, row * g->Q + col};
+        i += (int)len;
+    }
+    return n;
+}
+
 /* y (channels k0 .. k0 + kv VL, rows p .. p + nr, columns q0 .. q0 + np) of
  * one image (kv nr <= 2). sw: the column stride when known at compile time
  * (1 or 2), else 0: then the input of position i is xr[i g->sw + t]
@@ -334,33 +383,37 @@ kvec_tile(const int kv, const int nr, const int np, const int sw, const int wide
                     }
             }
         }
-    int64_t at[2][KVEC_MP];     /* each position's offset in an output plane; -1: none */
+    dvec bias[2];
+#pragma GCC unroll 2
+    for (int v = 0; v < kv; v++)
+        bias[v] = b ? *(const dvec *)(b + k0 + v * DIRECT_VL) : (dvec){0};
+    /* positions c0 .. c0 + VL at a time, transposed to channel rows */
+#pragma GCC unroll 2
     for (int o = 0; o < nr; o++)
-        for (int i = 0; i < np; i++) {
-            int64_t row = wide ? (q0 + i) / g->Wp : p + o, col = wide ? (q0 + i) % g->Wp : q0 + i;
-            at[o][i] = col < g->Q ? row * g->Q + col : -1;
-        }
+#pragma GCC unroll 4
+        for (int c0 = 0; c0 < np; c0 += DIRECT_VL) {
+            int cnt = np - c0 < DIRECT_VL ? np - c0 : DIRECT_VL;
+            kvec_run runs[DIRECT_VL];
+            int nrun = kvec_runs(runs, wide, p + o, q0 + c0, cnt, g);
 #pragma GCC unroll 2
-    for (int o = 0; o < nr; o++) {
-#pragma GCC unroll 2
-        for (int v = 0; v < kv; v++) {
-            float lanes[KVEC_MP][DIRECT_VL];
-            for (int i = 0; i < np; i++) memcpy(lanes[i], &acc[o][i][v], sizeof lanes[i]);
-            for (int l = 0; l < DIRECT_VL; l++) {
-                int64_t k = k0 + v * DIRECT_VL + l;
-                float bk = b ? b[k] : 0.0f, *yk = y + k * PQ;
-                for (int i = 0; i < np; i++) {
-                    float val = lanes[i][l] + bk;
-                    if (g->clamp) {
-                        val = val < g->lo ? g->lo : val;
-                        val = val > g->hi ? g->hi : val;
-                    }
-                    if (at[o][i] >= 0)
-                        yk[at[o][i]] = val;
+            for (int v = 0; v < kv; v++) {
+                dvec m[DIRECT_VL];
+#pragma GCC unroll 16
+                for (int i = 0; i < DIRECT_VL; i++) {
+                    m[i] = (dvec){0};
+                    if (i < cnt)
+                        m[i] = acc[o][c0 + i][v] + bias[v];
+                    if (g->clamp)
+                        m[i] = clamp_vec(m[i], g->lo, g->hi);
+                }
+                KVEC_TRANSPOSE(m);
+                for (int l = 0; l < DIRECT_VL; l++) {
+                    float *yk = y + (k0 + v * DIRECT_VL + l) * PQ;
+                    for (int j = 0; j < nrun; j++)
+                        KVEC_STORE_RUN(yk + runs[j].at, m[l], runs[j].lo, runs[j].hi);
                 }
             }
         }
-    }
 }
 
 #define KVEC_SW(kv, nr, np)                                                         \
