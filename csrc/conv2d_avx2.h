@@ -1,7 +1,8 @@
 /* conv2d_avx2.h - conv2d_kernel.h's loops set up for AVX2: 8-float vectors;
  * the direct tile holds 4 channels x 3 vectors (12 of the 16 ymm
  * registers); masked stores and loads for row ends and the stride-1
- * im2col. Included by the conv2d_<algorithm>_avx2.c files, each compiled
+ * im2col; the channel-vector epilogue's 8 x 8 register transpose
+ * (transpose_regs.h). Included by the conv2d_<algorithm>_avx2.c files, each compiled
  * with AVX2 + FMA flags. */
 #ifndef FASTCNN_CONV2D_AVX2_H
 #define FASTCNN_CONV2D_AVX2_H
@@ -11,6 +12,8 @@
     _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), (__m256)(vec))
 #include <immintrin.h>
+
+#include "transpose_regs.h"
 
 /* Lanes [lo, hi) of an 8-lane vector, as a maskload mask. */
 static inline __m256i lane_range(int64_t lo, int64_t hi)
@@ -23,26 +26,6 @@ static inline __m256i lane_range(int64_t lo, int64_t hi)
 }
 #define DIRECT_LOAD_RANGE(src, lo, hi) ((dvec)_mm256_maskload_ps(src, lane_range(lo, hi)))
 
-/* The 8 x 8 floats of m[0 .. 8) transposed in place: pairs of rows
- * interleaved by floats, then by pairs, then 128-bit halves regathered. */
-static inline void transpose8(__m256 m[8])
-{
-    __m256 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(m[i], m[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(m[i], m[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4)      /* u[i + j]: column 4h + j of rows i .. i + 3, half h */
-        for (int h = 0; h < 2; h++) {
-            __m256d a = _mm256_castps_pd(t[i + h]), c = _mm256_castps_pd(t[i + 2 + h]);
-            u[i + 2 * h] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
-            u[i + 2 * h + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
-        }
-    for (int j = 0; j < 4; j++) {
-        m[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
-        m[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
-    }
-}
 #define KVEC_TRANSPOSE(m) transpose8((__m256 *)(m))
 
 /* Lanes lo .. hi of v to dst[0 .. hi - lo): moved down (permute), masked. */

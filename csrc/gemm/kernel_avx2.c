@@ -15,6 +15,8 @@
  */
 #include <immintrin.h>
 
+#include "transpose_regs.h"
+
 #include "kernel.h"
 
 #define MR 6
@@ -94,26 +96,6 @@ static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, flo
     switch (mr) {
     TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
     default: break;
-    }
-}
-
-/* Transpose an 8 x 8 block held in r[0..7] (rows) in place. */
-static inline __attribute__((always_inline)) void transpose8(__m256 r[8])
-{
-    __m256 t[8], u[8];
-    for (int i = 0; i < 4; i++) {           /* pairs of rows, interleaved by element */
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; i++) {           /* u[4i+q], half h: column 4h+q of rows 4i..4i+3 */
-        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int q = 0; q < 4; q++) {           /* column q from the low halves, 4 + q from the high */
-        r[q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x20);
-        r[4 + q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x31);
     }
 }
 

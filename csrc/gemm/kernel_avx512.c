@@ -29,6 +29,8 @@
  */
 #include <immintrin.h>
 
+#include "transpose_regs.h"
+
 #include "kernel.h"
 
 #define MR 14           /* the 14 x 32 tile */
@@ -155,34 +157,6 @@ static void ukernel8(int64_t kc, const float *a, const float *b, int64_t ldb, fl
     TILE8_CASE(8) TILE8_CASE(7) TILE8_CASE(6) TILE8_CASE(5) TILE8_CASE(4) TILE8_CASE(3)
     TILE8_CASE(2) TILE8_CASE(1)
     default: break;
-    }
-}
-
-/* Transpose a 16 x 16 block held in r[0..15] (rows) in place. */
-static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
-{
-    __m512 t[16], u[16];
-    for (int i = 0; i < 8; i++) {           /* pairs of rows, interleaved by element */
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {           /* u[4i+q], lane L: column 4L+q of rows 4i..4i+3 */
-        __m512d a0 = _mm512_castps_pd(t[4 * i]), a1 = _mm512_castps_pd(t[4 * i + 1]);
-        __m512d b0 = _mm512_castps_pd(t[4 * i + 2]), b1 = _mm512_castps_pd(t[4 * i + 3]);
-        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, b0));
-        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, b0));
-        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, b1));
-        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, b1));
-    }
-    for (int q = 0; q < 4; q++) {           /* gather lane L of u[q], u[4+q], u[8+q], u[12+q] */
-        __m512 v0 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x44);
-        __m512 v1 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xEE);
-        __m512 w0 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x44);
-        __m512 w1 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xEE);
-        r[q] = _mm512_shuffle_f32x4(v0, w0, 0x88);
-        r[4 + q] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
-        r[8 + q] = _mm512_shuffle_f32x4(v1, w1, 0x88);
-        r[12 + q] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
     }
 }
 
