@@ -28,6 +28,27 @@ static inline __m256i lane_range(int64_t lo, int64_t hi)
 
 #define KVEC_TRANSPOSE(m) transpose8((__m256 *)(m))
 
+/* Winograd's column split (conv2d_winograd_kernel.h): 16 columns in two
+ * masked loads, their even and odd floats shuffled apart. */
+static inline void wino_split8(const float *row, int64_t c0, int64_t W, __m256 *ev, __m256 *od)
+{
+    __m256 a = _mm256_maskload_ps(row + c0, lane_range(-c0, W - c0));
+    __m256 b = _mm256_maskload_ps(row + c0 + 8, lane_range(-c0 - 8, W - c0 - 8));
+    *ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+    *od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
+}
+#define WINO_SPLIT(row, c0, W, ev, od) wino_split8(row, c0, W, (__m256 *)&(ev), (__m256 *)&(od))
+
+/* The first n (<= 16) floats of ev and od interleaved, to dst. */
+static inline void wino_merge8(float *dst, __m256 ev, __m256 od, int64_t n)
+{
+    __m256 a = _mm256_unpacklo_ps(ev, od), b = _mm256_unpackhi_ps(ev, od);
+    _mm256_maskstore_ps(dst, lane_range(0, n), _mm256_permute2f128_ps(a, b, 0x20));
+    if (n > 8)
+        _mm256_maskstore_ps(dst + 8, lane_range(0, n - 8), _mm256_permute2f128_ps(a, b, 0x31));
+}
+#define WINO_MERGE_STORE(dst, ev, od, n) wino_merge8(dst, (__m256)(ev), (__m256)(od), n)
+
 /* Lanes lo .. hi of v to dst[0 .. hi - lo): moved down (permute), masked. */
 static inline void store_run8(float *dst, __m256 v, int lo, int hi)
 {

@@ -26,6 +26,29 @@ static inline __mmask16 lane_range(int64_t lo, int64_t hi)
 
 #define KVEC_TRANSPOSE(m) transpose16((__m512 *)(m))
 
+/* Winograd's column split (conv2d_winograd_kernel.h): 32 columns in two
+ * masked loads, their even and odd floats permuted apart. */
+static inline void wino_split16(const float *row, int64_t c0, int64_t W, __m512 *ev, __m512 *od)
+{
+    __m512 a = _mm512_maskz_loadu_ps(lane_range(-c0, W - c0), row + c0);
+    __m512 b = _mm512_maskz_loadu_ps(lane_range(-c0 - 16, W - c0 - 16), row + c0 + 16);
+    __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *ev = _mm512_permutex2var_ps(a, even, b);
+    *od = _mm512_permutex2var_ps(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
+}
+#define WINO_SPLIT(row, c0, W, ev, od) wino_split16(row, c0, W, (__m512 *)&(ev), (__m512 *)&(od))
+
+/* The first n (<= 32) floats of ev and od interleaved, to dst. */
+static inline void wino_merge16(float *dst, __m512 ev, __m512 od, int64_t n)
+{
+    __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    _mm512_mask_storeu_ps(dst, lane_range(0, n), _mm512_permutex2var_ps(ev, lo, od));
+    if (n > 16)
+        _mm512_mask_storeu_ps(dst + 16, lane_range(0, n - 16), _mm512_permutex2var_ps(ev, hi, od));
+}
+#define WINO_MERGE_STORE(dst, ev, od, n) wino_merge16(dst, (__m512)(ev), (__m512)(od), n)
+
 /* Lanes lo .. hi of v to dst[0 .. hi - lo): moved down (compress), masked. */
 static inline void store_run16(float *dst, __m512 v, int lo, int hi)
 {

@@ -31,9 +31,6 @@ typedef struct {
 
 #ifdef DIRECT_VBYTES     /* the vectors of conv2d_kernel.h: an instruction set's build */
 
-/* Room in a transform's column arrays: two runs' worth and a vector past. */
-#define WINO_COLS (2 * WINO_SEG + 2 * DIRECT_VL)
-
 static inline void wino_split_checked(float *ev, float *od, const float *row, int64_t c0,
                                       int64_t k0, int64_t k1, int64_t W)
 {
@@ -44,82 +41,58 @@ static inline void wino_split_checked(float *ev, float *od, const float *row, in
     }
 }
 
-/* ev[k] = row[c0 + 2k], od[k] = row[c0 + 2k + 1] for k < n, zero outside
- * [0, W) or where row is NULL (a row of the padding). */
-static inline void wino_split_row(float *restrict ev, float *restrict od, const float *row,
-                                  int64_t c0, int64_t n, int64_t W)
+/* WINO_SPLIT(row, c0, W, ev, od): ev[l] = row[c0 + 2l], od[l] = row[c0 + 2l
+ * + 1] for the VL lanes l, zero outside [0, W); nothing outside it read. An
+ * including file may define it with masked loads and permutes, else a
+ * plain loop. */
+#ifndef WINO_SPLIT
+#define WINO_SPLIT(row, c0, W, ev, od) wino_split_lanes(row, c0, W, &(ev), &(od))
+static inline void wino_split_lanes(const float *row, int64_t c0, int64_t W, dvec *ev, dvec *od)
 {
-    if (!row) {
-        memset(ev, 0, (size_t)n * sizeof(float));
-        memset(od, 0, (size_t)n * sizeof(float));
-        return;
-    }
-    /* [lo, hi): the k whose two columns are both inside the row */
-    int64_t lo = c0 >= 0 ? 0 : (1 - c0) / 2, hi = W - 2 - c0 < 0 ? 0 : (W - 2 - c0) / 2 + 1;
-    hi = hi < n ? hi : n;
-    lo = lo < hi ? lo : hi;
-    wino_split_checked(ev, od, row, c0, 0, lo, W);
-    for (int64_t k = lo; k < hi; k++) {
-        ev[k] = row[c0 + 2 * k];
-        od[k] = row[c0 + 2 * k + 1];
-    }
-    wino_split_checked(ev, od, row, c0, hi, n, W);
+    float e[DIRECT_VL], o[DIRECT_VL];
+    wino_split_checked(e, o, row, c0, 0, DIRECT_VL, W);
+    memcpy(ev, e, sizeof e);
+    memcpy(od, o, sizeof o);
 }
+#endif
 
-/* u[xi us + t] (xi < 16, t < n <= WINO_SEG) = B^T d B of the n tiles that
- * follow tile (i0, j0) of one input plane x (H, W) in row-major order (rows
- * of tiles after the first start at j = 0). The windows of a row of tiles
- * are split into even and odd columns, each row's run followed by the one
- * extra column its last window reads, so that the transform is one vector
- * loop over those columns; it is then compacted to the tiles' order. */
-/* (GCC would turn the compaction's vector copies, 4 to 16 floats each, into
- * memcpy calls: 4% of a CIFAR-net inference at batch 256. Kept inline.) */
-static inline __attribute__((optimize("no-tree-loop-distribute-patterns"))) void
-wino_input_seg(float *restrict u, int64_t us, const float *x, int64_t i0, int64_t j0, int64_t n,
-               const wino_geom *g)
+/* u[xi us + t] (xi < 16, t < n) = B^T d B of the n tiles that follow tile
+ * (i0, j0) of one input plane x (H, W) in row-major order (rows of tiles
+ * after the first start at j = 0): up to VL tiles of one row at a time, each
+ * window row split into its even and odd columns (tile j's columns 2j +
+ * 0 .. 3 are ev[j], od[j], ev[j + 1], od[j + 1]). */
+static inline void wino_input_seg(float *restrict u, int64_t us, const float *x, int64_t i0,
+                                  int64_t j0, int64_t n, const wino_geom *g)
 {
-    float ev[4][WINO_COLS], od[4][WINO_COLS], tr[16][WINO_COLS];
-    int64_t cols = 0;
-    for (int64_t i = i0, j = j0, left = n; left > 0; i++, j = 0) {
-        int64_t cnt = g->tw - j < left ? g->tw - j : left;
-        for (int r = 0; r < 4; r++) {
-            int64_t h = 2 * i - g->ph + r;
-            wino_split_row(ev[r] + cols, od[r] + cols, h >= 0 && h < g->H ? x + h * g->W : NULL,
-                           2 * j - g->pw, cnt + 1, g->W);
+    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0)
+        for (int64_t end = t + (g->tw - j < n - t ? g->tw - j : n - t); t < end;) {
+            int64_t cnt = end - t < DIRECT_VL ? end - t : DIRECT_VL, c0 = 2 * j - g->pw;
+            dvec v[4][4];       /* d B: rows of the window, columns transformed */
+            for (int r = 0; r < 4; r++) {
+                int64_t h = 2 * i - g->ph + r;
+                dvec d0 = {0}, d1 = {0}, d2 = {0}, d3 = {0};
+                if (h >= 0 && h < g->H) {
+                    WINO_SPLIT(x + h * g->W, c0, g->W, d0, d1);
+                    WINO_SPLIT(x + h * g->W, c0 + 2, g->W, d2, d3);
+                }
+                v[r][0] = d0 - d2;
+                v[r][1] = d1 + d2;
+                v[r][2] = d2 - d1;
+                v[r][3] = d1 - d3;
+            }
+            for (int b = 0; b < 4; b++) {
+                dvec col[4] = {v[0][b] - v[2][b], v[1][b] + v[2][b], v[2][b] - v[1][b],
+                               v[1][b] - v[3][b]};
+                for (int a = 0; a < 4; a++) {
+                    float *dst = u + (4 * a + b) * us + t;
+                    if (cnt == DIRECT_VL)
+                        *(dvec *)dst = col[a];
+                    else
+                        DIRECT_STORE_PART(dst, col[a], (int)cnt);
+                }
+            }
+            t += cnt, j += cnt;
         }
-        cols += cnt + 1, left -= cnt;
-    }
-    for (int r = 0; r < 4; r++)         /* the last vector reads past the columns */
-        for (int64_t c = cols; c < cols + DIRECT_VL; c++) ev[r][c] = od[r][c] = 0.0f;
-    for (int64_t c = 0; c + 1 < cols; c += DIRECT_VL) {
-        dvec v[4][4];       /* d B: rows of the window, columns transformed */
-        for (int r = 0; r < 4; r++) {
-            dvec d0 = *(const dvec *)(ev[r] + c), d1 = *(const dvec *)(od[r] + c);
-            dvec d2 = *(const dvec *)(ev[r] + c + 1), d3 = *(const dvec *)(od[r] + c + 1);
-            v[r][0] = d0 - d2;
-            v[r][1] = d1 + d2;
-            v[r][2] = d2 - d1;
-            v[r][3] = d1 - d3;
-        }
-        for (int b = 0; b < 4; b++) {
-            *(dvec *)(tr[b] + c) = v[0][b] - v[2][b];
-            *(dvec *)(tr[4 + b] + c) = v[1][b] + v[2][b];
-            *(dvec *)(tr[8 + b] + c) = v[2][b] - v[1][b];
-            *(dvec *)(tr[12 + b] + c) = v[1][b] - v[3][b];
-        }
-    }
-    for (int64_t j = j0, c = 0, t = 0; t < n; j = 0) {     /* drop each row's extra column */
-        int64_t cnt = g->tw - j < n - t ? g->tw - j : n - t;
-        for (int xi = 0; xi < 16; xi++) {
-            float *restrict dst = u + xi * us + t;
-            const float *restrict src = tr[xi] + c;
-            int64_t k = 0;
-            for (; k + DIRECT_VL <= cnt; k += DIRECT_VL)
-                *(dvec *)(dst + k) = *(const dvec *)(src + k);
-            for (; k < cnt; k++) dst[k] = src[k];
-        }
-        c += cnt + 1, t += cnt;
-    }
 }
 
 /* v[xi vs + t] (xi < 16, t < n <= WINO_SEG) = G' e G'^T of the 2x2 blocks e
@@ -130,97 +103,79 @@ wino_input_seg(float *restrict u, int64_t us, const float *x, int64_t i0, int64_
 static inline void wino_grad_seg(float *restrict v, int64_t vs, const float *dy, int64_t i0,
                                  int64_t j0, int64_t n, const wino_geom *g)
 {
-    float ev[2][WINO_SEG + DIRECT_VL], od[2][WINO_SEG + DIRECT_VL];
-    int64_t cols = 0;
-    for (int64_t i = i0, j = j0; cols < n; i++, j = 0) {
-        int64_t cnt = g->tw - j < n - cols ? g->tw - j : n - cols;
-        for (int a = 0; a < 2; a++) {
-            int64_t p = 2 * i + a;
-            wino_split_row(ev[a] + cols, od[a] + cols, p < g->P ? dy + p * g->Q : NULL, 2 * j,
-                           cnt, g->Q);
+    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0)
+        for (int64_t end = t + (g->tw - j < n - t ? g->tw - j : n - t); t < end;) {
+            int64_t cnt = end - t < DIRECT_VL ? end - t : DIRECT_VL;
+            dvec e[2][2] = {{{0}, {0}}, {{0}, {0}}};    /* [row a][even, odd column] */
+            for (int a = 0; a < 2; a++)
+                if (2 * i + a < g->P)
+                    WINO_SPLIT(dy + (2 * i + a) * g->Q, 2 * j, g->Q, e[a][0], e[a][1]);
+            dvec h[4][2];       /* G' e: rows transformed */
+            for (int b = 0; b < 2; b++) {
+                h[0][b] = e[0][b];
+                h[1][b] = 0.5f * (e[0][b] + e[1][b]);
+                h[2][b] = 0.5f * (e[0][b] - e[1][b]);
+                h[3][b] = -e[1][b];
+            }
+            for (int a = 0; a < 4; a++) {
+                dvec row[4] = {h[a][0], 0.5f * (h[a][0] + h[a][1]), 0.5f * (h[a][0] - h[a][1]),
+                               -h[a][1]};
+                for (int b = 0; b < 4; b++) {
+                    float *dst = v + (4 * a + b) * vs + t;
+                    if (cnt == DIRECT_VL)
+                        *(dvec *)dst = row[b];
+                    else
+                        DIRECT_STORE_PART(dst, row[b], (int)cnt);
+                }
+            }
+            t += cnt, j += cnt;
         }
-        cols += cnt;
-    }
-    for (int a = 0; a < 2; a++)         /* the last vector reads past the tiles */
-        for (int64_t t = n; t < n + DIRECT_VL; t++) ev[a][t] = od[a][t] = 0.0f;
-    float tail[16][DIRECT_VL];
-    for (int64_t t = 0; t < n; t += DIRECT_VL) {
-        dvec h[4][2];       /* G' e: rows transformed */
-        for (int b = 0; b < 2; b++) {
-            dvec e0 = *(const dvec *)((b ? od[0] : ev[0]) + t);
-            dvec e1 = *(const dvec *)((b ? od[1] : ev[1]) + t);
-            h[0][b] = e0;
-            h[1][b] = 0.5f * (e0 + e1);
-            h[2][b] = 0.5f * (e0 - e1);
-            h[3][b] = -e1;
-        }
-        int full = t + DIRECT_VL <= n;
-        float *dst = full ? v + t : tail[0];
-        int64_t ds = full ? vs : DIRECT_VL;
-        for (int a = 0; a < 4; a++) {
-            *(dvec *)(dst + (4 * a + 0) * ds) = h[a][0];
-            *(dvec *)(dst + (4 * a + 1) * ds) = 0.5f * (h[a][0] + h[a][1]);
-            *(dvec *)(dst + (4 * a + 2) * ds) = 0.5f * (h[a][0] - h[a][1]);
-            *(dvec *)(dst + (4 * a + 3) * ds) = -h[a][1];
-        }
-        if (!full)
-            for (int xi = 0; xi < 16; xi++)
-                memcpy(v + xi * vs + t, tail[xi], (size_t)(n - t) * sizeof(float));
-    }
 }
 
-/* y = A^T m A + bias (clamped if g->clamp) for the n <= WINO_SEG tiles that
- * follow tile (i0, j0) of one output plane y (P, Q) in row-major order, from
- * m[xi ms + t]; rows and columns past P, Q are not written. */
+/* WINO_MERGE_STORE(dst, ev, od, n): the first n (<= 2 VL) floats of ev[0],
+ * od[0], ev[1], od[1], ... to dst. An including file may define it with
+ * permutes and masked stores, else a plain loop. */
+#ifndef WINO_MERGE_STORE
+#define WINO_MERGE_STORE(dst, ev, od, n) wino_merge_lanes(dst, ev, od, n)
+static inline void wino_merge_lanes(float *dst, dvec ev, dvec od, int64_t n)
+{
+    for (int64_t k = 0; k < n; k++)
+        dst[k] = k % 2 ? od[k / 2] : ev[k / 2];
+}
+#endif
+
+/* y = A^T m A + bias (clamped if g->clamp) for the n tiles that follow tile
+ * (i0, j0) of one output plane y (P, Q) in row-major order, from m[xi ms +
+ * t]; up to VL tiles of one row at a time; rows and columns past P, Q are
+ * not written. */
 static inline void wino_output_seg(float *y, const float *restrict m, int64_t ms, int64_t i0,
                                    int64_t j0, int64_t n, float bias, const wino_geom *g)
 {
-    float out[2][2][WINO_SEG + DIRECT_VL];      /* [row a][column b][tile] */
-    float tail[16][DIRECT_VL];
-    for (int64_t t = 0; t < n; t += DIRECT_VL) {
-        const float *src = m + t;
-        int64_t stride = ms;
-        if (t + DIRECT_VL > n) {        /* the last tiles, through a padded copy */
-            memset(tail, 0, sizeof tail);
-            for (int xi = 0; xi < 16; xi++)
-                memcpy(tail[xi], m + xi * ms + t, (size_t)(n - t) * sizeof(float));
-            src = tail[0], stride = DIRECT_VL;
-        }
-        dvec s[2][4];       /* A^T m: rows transformed */
-        for (int b = 0; b < 4; b++) {
-            dvec m0 = *(const dvec *)(src + b * stride);
-            dvec m1 = *(const dvec *)(src + (4 + b) * stride);
-            dvec m2 = *(const dvec *)(src + (8 + b) * stride);
-            dvec m3 = *(const dvec *)(src + (12 + b) * stride);
-            s[0][b] = m0 + m1 + m2;
-            s[1][b] = m1 - m2 - m3;
-        }
-        for (int a = 0; a < 2; a++) {
-            dvec y0 = s[a][0] + s[a][1] + s[a][2] + bias;
-            dvec y1 = s[a][1] - s[a][2] - s[a][3] + bias;
-            if (g->clamp) {
-                y0 = clamp_vec(y0, g->lo, g->hi);
-                y1 = clamp_vec(y1, g->lo, g->hi);
+    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0)
+        for (int64_t end = t + (g->tw - j < n - t ? g->tw - j : n - t); t < end;) {
+            int64_t cnt = end - t < DIRECT_VL ? end - t : DIRECT_VL;
+            dvec s[2][4];       /* A^T m: rows transformed */
+            for (int b = 0; b < 4; b++) {
+                dvec mv[4];
+                for (int a = 0; a < 4; a++) {
+                    const float *src = m + (4 * a + b) * ms + t;
+                    mv[a] = cnt == DIRECT_VL ? *(const dvec *)src : DIRECT_LOAD_PART(src, cnt);
+                }
+                s[0][b] = mv[0] + mv[1] + mv[2];
+                s[1][b] = mv[1] - mv[2] - mv[3];
             }
-            *(dvec *)(out[a][0] + t) = y0;
-            *(dvec *)(out[a][1] + t) = y1;
-        }
-    }
-    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0) {
-        int64_t cnt = g->tw - j < n - t ? g->tw - j : n - t;
-        int64_t q0 = 2 * j, pairs = (g->Q - q0) / 2 < cnt ? (g->Q - q0) / 2 : cnt;
-        for (int a = 0; a < 2 && 2 * i + a < g->P; a++) {
-            float *restrict row = y + (2 * i + a) * g->Q + q0;
-            const float *restrict e = out[a][0] + t, *restrict o = out[a][1] + t;
-            for (int64_t k = 0; k < pairs; k++) {
-                row[2 * k] = e[k];
-                row[2 * k + 1] = o[k];
+            int64_t cols = g->Q - 2 * j < 2 * cnt ? g->Q - 2 * j : 2 * cnt;
+            for (int a = 0; a < 2 && 2 * i + a < g->P; a++) {
+                dvec y0 = s[a][0] + s[a][1] + s[a][2] + bias;
+                dvec y1 = s[a][1] - s[a][2] - s[a][3] + bias;
+                if (g->clamp) {
+                    y0 = clamp_vec(y0, g->lo, g->hi);
+                    y1 = clamp_vec(y1, g->lo, g->hi);
+                }
+                WINO_MERGE_STORE(y + (2 * i + a) * g->Q + 2 * j, y0, y1, cols);
             }
-            if (pairs < cnt)    /* an odd Q: the last tile's first column only */
-                row[2 * pairs] = e[pairs];
+            t += cnt, j += cnt;
         }
-        t += cnt;
-    }
 }
 
 /* v[xi vs + k .. + VL] (16 rows) = G f G^T for the filters of DIRECT_VL
