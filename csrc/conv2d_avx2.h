@@ -37,7 +37,12 @@ static inline void wino_split8(const float *row, int64_t c0, int64_t W, __m256 *
     *ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
     *od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
 }
-#define WINO_SPLIT(row, c0, W, ev, od) wino_split8(row, c0, W, (__m256 *)&(ev), (__m256 *)&(od))
+#define WINO_SPLIT(row, c0, W, ev, od)                                          \
+    do {                                                                        \
+        __m256 e_, o_;     /* ev, od may be less aligned than __m256 */            \
+        wino_split8(row, c0, W, &e_, &o_);                                      \
+        (ev) = (dvec)e_, (od) = (dvec)o_;                                       \
+    } while (0)
 
 /* The first n (<= 16) floats of ev and od interleaved, to dst. */
 static inline void wino_merge8(float *dst, __m256 ev, __m256 od, int64_t n)

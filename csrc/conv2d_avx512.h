@@ -36,7 +36,12 @@ static inline void wino_split16(const float *row, int64_t c0, int64_t W, __m512 
     *ev = _mm512_permutex2var_ps(a, even, b);
     *od = _mm512_permutex2var_ps(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
 }
-#define WINO_SPLIT(row, c0, W, ev, od) wino_split16(row, c0, W, (__m512 *)&(ev), (__m512 *)&(od))
+#define WINO_SPLIT(row, c0, W, ev, od)                                          \
+    do {                                                                        \
+        __m512 e_, o_;     /* ev, od may be less aligned than __m512 */            \
+        wino_split16(row, c0, W, &e_, &o_);                                     \
+        (ev) = (dvec)e_, (od) = (dvec)o_;                                       \
+    } while (0)
 
 /* The first n (<= 32) floats of ev and od interleaved, to dst. */
 static inline void wino_merge16(float *dst, __m512 ev, __m512 od, int64_t n)

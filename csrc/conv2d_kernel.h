@@ -397,7 +397,8 @@ kvec_tile(const int kv, const int nr, const int np, const int sw, const int wide
             int nrun = kvec_runs(runs, wide, p + o, q0 + c0, cnt, g);
 #pragma GCC unroll 2
             for (int v = 0; v < kv; v++) {
-                dvec m[DIRECT_VL];
+                /* aligned as the ISA's vector type: KVEC_TRANSPOSE may access it as one */
+                dvec m[DIRECT_VL] __attribute__((aligned(DIRECT_VBYTES)));
 #pragma GCC unroll 16
                 for (int i = 0; i < DIRECT_VL; i++) {
                     m[i] = (dvec){0};
