@@ -257,7 +257,7 @@ static int run_path(int op, int path, const conv_call *c, int nt)
 }
 
 /* Hand-set thresholds cannot follow every shape on every CPU, so each
- * convolution of at least TUNE_MIN_FLOPS is timed on its first call: every
+ * convolution of at least CONV2D_TUNE_MIN_FLOPS is timed on its first call: every
  * path that can run it, then that path on fewer threads while fewer are
  * faster (a small map does not feed many threads). The path is kept for the
  * shape, the threads for the shape and the threads asked for
@@ -266,7 +266,6 @@ static int run_path(int op, int path, const conv_call *c, int nt)
  * thread count. Smaller convolutions, and calls while a test hook forces a
  * path, go by shape. FASTCNN_CONV_TUNE=0 turns timing off: then the path,
  * and so the rounding, is the same in every process. */
-#define TUNE_MIN_FLOPS 4000000
 /* Paths timed only where they can win: the direct kernel reads C R S
  * broadcast weights per output row, the channel-vector one needs positions. */
 #define DIRECT_TUNE_MAX_CRS 576
@@ -274,16 +273,10 @@ static int run_path(int op, int path, const conv_call *c, int nt)
 /* The position-vector weight gradient sums every image per tap: timed only
  * for first layers (C K at most this). */
 #define WGRAD_TAPS_TUNE_MAX_CK 256
-/* Interleaved rounds of timing: at least TUNE_ROUNDS, more (up to
- * TUNE_MAX_ROUNDS) until each candidate ran TUNE_MIN_SECONDS in all, so that
- * the minimum of a cheap convolution is not one noisy sample. */
-#define TUNE_ROUNDS 3
-#define TUNE_MAX_ROUNDS 16
-#define TUNE_MIN_SECONDS 0.006
 
 static int tune_mode = -1;      /* -1: FASTCNN_CONV_TUNE not read yet; 0 off, 1 on */
 
-static int tuning(void)
+int conv2d_tuning(void)
 {
     if (tune_mode < 0) {
         const char *e = getenv("FASTCNN_CONV_TUNE");
@@ -294,7 +287,7 @@ static int tuning(void)
 
 int conv2d_set_tune(int mode)
 {
-    int old = tuning();
+    int old = conv2d_tuning();
     tune_mode = mode != 0;
     conv2d_tune_forget();
     return old;
@@ -303,8 +296,8 @@ int conv2d_set_tune(int mode)
 static int timed(const conv2d_shape *s)
 {
     double flops = 2.0 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q;
-    return tuning() && direct_mode == 0 && kvec_mode == 0 && wino_mode == 0
-        && flops >= TUNE_MIN_FLOPS;
+    return conv2d_tuning() && direct_mode == 0 && kvec_mode == 0 && wino_mode == 0
+        && flops >= CONV2D_TUNE_MIN_FLOPS;
 }
 
 static int add_path(int *paths, int n, int path)
@@ -357,39 +350,36 @@ static double fastest_run(int op, int path, const conv_call *c, int nt, int runs
     return best;
 }
 
-/* The fastest path of the candidates, timed on nthreads in interleaved
- * rounds after a warm-up run of each. */
+/* One candidate path of time_paths. */
+typedef struct {
+    int op, nthreads;
+    const int *paths;
+    const conv_call *c;
+} path_trial;
+
+static int run_trial(void *arg, int i)
+{
+    const path_trial *t = arg;
+    return run_path(t->op, t->paths[i], t->c, t->nthreads);
+}
+
+/* The fastest path of the candidates on nthreads. */
 static int time_paths(int op, const conv_call *c, int nthreads, int *path)
 {
-    int paths[MAX_CANDIDATES], n = candidates(op, c->s, paths), err = 0;
-    double best[MAX_CANDIDATES];
-    for (int i = 0; i < n; i++) {
-        fastest_run(op, paths[i], c, nthreads, 1, &err);
-        best[i] = 1e300;
-    }
-    double spent = 0.0;
-    for (int round = 0; round < TUNE_MAX_ROUNDS && !err; round++) {
-        if (round >= TUNE_ROUNDS && spent >= n * TUNE_MIN_SECONDS)
-            break;
-        for (int i = 0; i < n; i++) {
-            double t = fastest_run(op, paths[i], c, nthreads, 1, &err);
-            best[i] = t < best[i] ? t : best[i];
-            spent += t;
-        }
-    }
-    int win = 0;
-    for (int i = 1; i < n; i++)
-        if (best[i] < best[win])
-            win = i;
+    int paths[MAX_CANDIDATES], n = candidates(op, c->s, paths), win = 0;
+    path_trial trial = {op, nthreads, paths, c};
+    int err = conv2d_time_fastest(n, run_trial, &trial, &win);
     *path = paths[win];
     return err;
 }
 
-/* Runs to time a convolution taking `seconds` once (see TUNE_MIN_SECONDS). */
+/* Runs to time a convolution taking `seconds` once (see CONV2D_TUNE_MIN_SECONDS). */
 static int rounds_for(double seconds)
 {
-    int runs = seconds > 0.0 ? (int)(TUNE_MIN_SECONDS / seconds) + 1 : TUNE_MAX_ROUNDS;
-    return runs < TUNE_ROUNDS ? TUNE_ROUNDS : runs > TUNE_MAX_ROUNDS ? TUNE_MAX_ROUNDS : runs;
+    int runs = seconds > 0.0 ? (int)(CONV2D_TUNE_MIN_SECONDS / seconds) + 1
+                             : CONV2D_TUNE_MAX_ROUNDS;
+    return runs < CONV2D_TUNE_ROUNDS ? CONV2D_TUNE_ROUNDS
+         : runs > CONV2D_TUNE_MAX_ROUNDS ? CONV2D_TUNE_MAX_ROUNDS : runs;
 }
 
 /* The threads to run path on: of nthreads, nthreads/2, ..., 1, fewer only

@@ -3,8 +3,13 @@
  * and weight gradient, any stride, padding and dilation. Threads split the
  * (image, channel) planes (the weight gradient: the channels); each thread
  * splits its plane into column phases and runs the row loops, both in its
- * instruction set's code (conv2d_depthwise_kernel.h). Shapes: x (N, C, H, W), w (K, 1, R, S),
- * y (N, K, P, Q); the forward applies s->clamp (a fused hardtanh) as it stores. */
+ * instruction set's code (conv2d_depthwise_kernel.h). The forward with m = 1
+ * and C a multiple of the vector length may instead run in channel vectors
+ * (a vector's worth of channels of one image per task, transposed in and
+ * out), which wins on short rows and strides above 1: timed against the row
+ * loops on its first call where the work allows, else chosen by shape.
+ * Shapes: x (N, C, H, W), w (K, 1, R, S), y (N, K, P, Q); the forward
+ * applies s->clamp (a fused hardtanh) as it stores. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,20 +28,22 @@ typedef struct {
     depthwise_forward_fn forward;
     depthwise_backward_data_fn backward_data;
     depthwise_wgrad_fn wgrad;
+    depthwise_vectors_fn vectors;
+    int64_t vl;                 /* channels per vector of `vectors` */
 } depthwise_kernels;
 
 static const depthwise_kernels depthwise_kernels_generic = {
     conv2d_depthwise_phases_generic, conv2d_depthwise_forward_generic, conv2d_depthwise_backward_data_generic,
-    conv2d_depthwise_wgrad_generic,
+    conv2d_depthwise_wgrad_generic, conv2d_depthwise_vectors_generic, 4,
 };
 #ifdef FASTCNN_X86_KERNELS
 static const depthwise_kernels depthwise_kernels_avx2 = {
     conv2d_depthwise_phases_avx2, conv2d_depthwise_forward_avx2, conv2d_depthwise_backward_data_avx2,
-    conv2d_depthwise_wgrad_avx2,
+    conv2d_depthwise_wgrad_avx2, conv2d_depthwise_vectors_avx2, 8,
 };
 static const depthwise_kernels depthwise_kernels_avx512 = {
     conv2d_depthwise_phases_avx512, conv2d_depthwise_forward_avx512, conv2d_depthwise_backward_data_avx512,
-    conv2d_depthwise_wgrad_avx512,
+    conv2d_depthwise_wgrad_avx512, conv2d_depthwise_vectors_avx512, 16,
 };
 #endif
 
@@ -75,7 +82,8 @@ static depthwise_geom make_geom(const conv2d_shape *s, int64_t *ints)
     for (int64_t t = 0; t < s->S; t++)
         col_off[t] = (t * s->dw % s->sw) * g.Hp * g.Wq + t * s->dw / s->sw;
     g.col_off = col_off;
-    g.W = s->W, g.ph = s->ph, g.pw = s->pw, g.sw = s->sw;
+    g.H = s->H, g.W = s->W, g.ph = s->ph, g.pw = s->pw, g.sw = s->sw;
+    g.Wp = Wp, g.dil_w = s->dw;
     g.rows = s->H < g.Hp - s->ph ? s->H : g.Hp - s->ph;
     g.cols = s->W < Wp - s->pw ? s->W : Wp - s->pw;
     for (int64_t f = 0; f < s->sw; f++) {
@@ -232,11 +240,130 @@ static int run(const depthwise_call *cc, const conv2d_shape *s, int nthreads)
     return FASTCNN_OK;
 }
 
+/* ---- channel vectors ---------------------------------------------------------- */
+
+static int vectors_mode = 0;    /* test hook: 0 chosen, 1 whenever they fit, -1 never */
+
+int conv2d_set_depthwise_vectors(int mode)
+{
+    int old = vectors_mode;
+    vectors_mode = mode;
+    return old;
+}
+
+static int vectors_fit(const conv2d_shape *s, const depthwise_kernels *kr)
+{
+    return s->K == s->C && s->C % kr->vl == 0 && vectors_mode >= 0;
+}
+
+/* wv (C / vl, R S, vl) = w (C, R S), each vl channels' taps as vectors. */
+static void tap_vectors(float *wv, const float *w, int64_t C, int64_t RS, int64_t vl)
+{
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t t = 0; t < RS; t++) wv[((c / vl) * RS + t) * vl + c % vl] = w[c * RS + t];
+}
+
+/* The forward in channel vectors (vectors_fit): a task is vl channels of
+ * one image, xs and ys its thread's scratch (conv2d_depthwise_kernel.h). */
+static int run_vectors(float *y, const float *x, const float *w, const float *b,
+                       const conv2d_shape *s, const depthwise_kernels *kr, int nthreads)
+{
+    int64_t *ints = malloc((size_t)geom_ints(s) * sizeof(int64_t));
+    if (!ints)
+        return FASTCNN_ENOMEM;
+    depthwise_geom g = make_geom(s, ints);
+    int64_t vl = kr->vl, groups = s->C / vl, tasks = s->N * groups, RS = s->R * s->S;
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int64_t xs_floats = round_up16(g.Hp * g.Wp * vl), per = xs_floats + round_up16(PQ * vl);
+    int nt = fastcnn_threads_for(2 * s->N * s->K * RS * PQ, nthreads);
+    if (nt > tasks)
+        nt = (int)tasks;
+    float *scratch = conv2d_scratch_take(nt * per + s->C * RS);
+    if (!scratch) {
+        free(ints);
+        return FASTCNN_ENOMEM;
+    }
+    float *wv = scratch + nt * per;
+    tap_vectors(wv, w, s->C, RS, vl);
+    /* each task writes only its own vl planes of y */
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *xs = scratch + tid * per;
+        memset(xs, 0, (size_t)(g.Hp * g.Wp * vl) * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int64_t i = 0; i < tasks; i++) {
+            int64_t c0 = i % groups * vl, plane = i / groups * s->C + c0;
+            kr->vectors(y + plane * PQ, x + plane * HW, wv + c0 * RS, b ? b + c0 : NULL, xs,
+                        xs + xs_floats, &g);
+        }
+    }
+    conv2d_scratch_give(scratch);
+    free(ints);
+    return FASTCNN_OK;
+}
+
+/* One forward call, either way. */
+typedef struct {
+    float *y;
+    const float *x, *w, *b;
+    const conv2d_shape *s;
+    const depthwise_kernels *kr;
+    int nthreads;
+} forward_call;
+
+static int run_forward(void *arg, int vectors)
+{
+    const forward_call *f = arg;
+    if (vectors)
+        return run_vectors(f->y, f->x, f->w, f->b, f->s, f->kr, f->nthreads);
+    depthwise_call cc = {FORWARD, f->y, f->x, f->w, f->b, NULL, f->kr};
+    return run(&cc, f->s, f->nthreads);
+}
+
+/* By shape: channel vectors where a row would fill few of the row loops'
+ * vectors (at stride 1 under 1.5, else 2, measured on AVX-512); a stride
+ * above 1 also costs the row loops a phase split the channel vectors skip. */
+static int vectors_by_shape(const conv2d_shape *s, const depthwise_kernels *kr)
+{
+    return s->sw == 1 ? 2 * s->Q <= 3 * kr->vl : s->Q <= 2 * kr->vl;
+}
+
+/* *vectors = whether f runs in channel vectors: when they fit, the way kept
+ * for the shape, or timed now against the row loops where the work is
+ * enough to time (the results are the same bits either way), else by
+ * shape. */
+static int choose_forward(const forward_call *f, int *vectors)
+{
+    const conv2d_shape *s = f->s;
+    *vectors = vectors_fit(s, f->kr) && (vectors_mode > 0 || vectors_by_shape(s, f->kr));
+    double flops = 2.0 * s->N * s->K * s->R * s->S * s->P * s->Q;
+    if (!vectors_fit(s, f->kr) || vectors_mode || !conv2d_tuning()
+        || flops < CONV2D_TUNE_MIN_FLOPS)
+        return FASTCNN_OK;
+    conv2d_tune_key key = conv2d_tune_key_of(CONV2D_TUNE_DEPTHWISE, s, 0);
+    conv2d_tune_choice kept;
+    if (conv2d_tune_find(&key, &kept)) {
+        *vectors = kept.path;
+        return FASTCNN_OK;
+    }
+    if (!conv2d_tune_room())
+        return FASTCNN_OK;
+    int err = conv2d_time_fastest(2, run_forward, (void *)f, vectors);
+    if (!err)
+        conv2d_tune_keep(&key, (conv2d_tune_choice){*vectors, 0});
+    return err;
+}
+
 int conv2d_depthwise_forward(float *y, const float *x, const float *w, const float *b,
                              const conv2d_shape *s, int nthreads)
 {
-    depthwise_call cc = {FORWARD, y, x, w, b, NULL, kernels()};
-    return run(&cc, s, nthreads);
+    forward_call f = {y, x, w, b, s, kernels(), nthreads};
+    int vectors, err = choose_forward(&f, &vectors);
+    return err ? err : run_forward(&f, vectors);
 }
 
 /* Stride 1, one output channel per input channel, padding within the

@@ -30,7 +30,8 @@
 typedef struct {
     int64_t m, R, S, sh, dh, P, Q, Hp, Wq;
     const int64_t *col_off;
-    int64_t W, rows, cols, ph, pw, sw;
+    int64_t H, W, rows, cols, ph, pw, sw;
+    int64_t Wp, dil_w;          /* padded columns read; the dilation along them */
     const int64_t *phase_lo, *phase_hi;
     int64_t clamp;              /* forward: outputs clamped to [lo, hi] (a fused hardtanh) */
     float lo, hi;
@@ -52,6 +53,12 @@ typedef void (*depthwise_backward_data_fn)(float *, const float *, const float *
                                            const depthwise_geom *);
 typedef void (*depthwise_wgrad_fn)(double *, const float *, const float *, float *, float *,
                                    const depthwise_geom *);
+/* VL channels of one image (m == 1), channel vectors:
+ *   vectors:       y (VL, P, Q) = wv (R S, VL) * x (VL, H, W) + b (VL; NULL: 0),
+ *                  clamped as forward; xs (Hp, Wp, VL) is scratch whose
+ *                  padding positions hold zeros, ys (P Q, VL) scratch. */
+typedef void (*depthwise_vectors_fn)(float *, const float *, const float *, const float *,
+                                     float *, float *, const depthwise_geom *);
 
 #define DEPTHWISE_DECLARE(isa)                                                              \
     void conv2d_depthwise_phases_##isa(float *xph, const float *x, const depthwise_geom *g);  \
@@ -60,7 +67,10 @@ typedef void (*depthwise_wgrad_fn)(double *, const float *, const float *, float
     void conv2d_depthwise_backward_data_##isa(float *dxph, const float *dy, const float *w,  \
                                               float *row, const depthwise_geom *g);          \
     void conv2d_depthwise_wgrad_##isa(double *dw, const float *dy, const float *xph,         \
-                                      float *row, float *acc, const depthwise_geom *g);
+                                      float *row, float *acc, const depthwise_geom *g);      \
+    void conv2d_depthwise_vectors_##isa(float *y, const float *x, const float *wv,           \
+                                        const float *b, float *xs, float *ys,               \
+                                        const depthwise_geom *g);
 DEPTHWISE_DECLARE(generic)
 DEPTHWISE_DECLARE(avx2)
 DEPTHWISE_DECLARE(avx512)
@@ -306,6 +316,159 @@ static inline void dw_wgrad(double *dw, const float *dy, const float *xph, float
     }
 }
 
+/* ---- channel vectors: VL channels of one image at a time ----
+ * The planes are transposed to one vector of channels per position (xs),
+ * so every tap of every output is one aligned vector load and one FMA
+ * whatever the stride, and a short row fills whole vectors; the outputs
+ * (ys) are transposed back. */
+
+#define DW_CB 8                 /* output positions per block of the row loop */
+
+#if DW_VL == 16 && defined(__AVX512F__)
+#include "transpose_regs.h"
+#define DW_TRANSPOSE(m) transpose16((__m512 *)(m))
+#elif DW_VL == 8 && defined(__AVX2__)
+#include "transpose_regs.h"
+#define DW_TRANSPOSE(m) transpose8((__m256 *)(m))
+#else
+#define DW_TRANSPOSE(m) dw_transpose_lanes(m)
+static inline void dw_transpose_lanes(dwvec m[DW_VL])
+{
+    float t[DW_VL][DW_VL];
+    memcpy(t, m, sizeof t);
+    for (int i = 0; i < DW_VL; i++)
+        for (int j = 0; j < DW_VL; j++) m[i][j] = t[j][i];
+}
+#endif
+
+/* The first n < VL floats of src in the low lanes, zeros above (a masked
+ * load where the instruction set has one: src + n may end the array). */
+static inline dwvec dw_load_part(const float *src, int64_t n)
+{
+#if DW_VL == 16 && defined(__AVX512F__)
+    return (dwvec)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), src);
+#elif DW_VL == 8 && defined(__AVX2__)
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return (dwvec)_mm256_maskload_ps(src, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane));
+#else
+    dwvec v = {0};
+    for (int64_t l = 0; l < n; l++) v[l] = src[l];
+    return v;
+#endif
+}
+
+/* xs (Hp, Wp, VL): padded position (h + ph, w + pw), lane l = x (l, h, w)
+ * for the rows x cols of the planes that are read, VL consecutive positions
+ * of the planes at a time (a chunk's runs along rows stored in turn); the
+ * padding keeps its zeros. */
+static inline void dw_vectors_in(float *restrict xs, const float *restrict x,
+                                 const depthwise_geom *g)
+{
+    const int64_t HW = g->H * g->W, n = g->rows * g->W;
+    int64_t h = 0, w = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += DW_VL) {
+        const int64_t cnt = n - i0 < DW_VL ? n - i0 : DW_VL;
+        dwvec m[DW_VL] __attribute__((aligned(DEPTHWISE_VBYTES)));
+        if (cnt == DW_VL)
+            for (int l = 0; l < DW_VL; l++) m[l] = *(const dwvec *)(x + l * HW + i0);
+        else
+            for (int l = 0; l < DW_VL; l++) m[l] = dw_load_part(x + l * HW + i0, cnt);
+        DW_TRANSPOSE(m);
+        for (int64_t j = 0; j < cnt;) {
+            const int64_t run = cnt - j < g->W - w ? cnt - j : g->W - w;
+            const int64_t keep = w >= g->cols ? 0 : run < g->cols - w ? run : g->cols - w;
+            dwvec *dst = (dwvec *)(xs + ((h + g->ph) * g->Wp + w + g->pw) * DW_VL);
+            for (int64_t k = 0; k < keep; k++) dst[k] = m[j + k];
+            j += run, w += run;
+            if (w == g->W)
+                w = 0, h++;
+        }
+    }
+}
+
+/* ys positions (p, q0) .. (p, q0 + nb) = bias + the taps wv (R S) times xs,
+ * clamped as the forward; the same sums in the same order as the row
+ * loops. nb, R, S, and SW and DW (the stride and dilation along rows; 0:
+ * g's) are constants at each call. */
+static inline __attribute__((always_inline)) void
+dw_vectors_block(float *restrict ys, const float *restrict xs, const dwvec *wv, dwvec bias,
+                 int64_t p, int64_t q0, const int nb, const int64_t R, const int64_t S,
+                 const int64_t SW, const int64_t DW, const depthwise_geom *g)
+{
+    const int64_t sw = SW ? SW : g->sw, dil = DW ? DW : g->dil_w;
+    dwvec acc[DW_CB];
+    for (int j = 0; j < nb; j++) acc[j] = bias;
+    for (int64_t r = 0; r < R; r++) {
+        const dwvec *row = (const dwvec *)xs + (p * g->sh + r * g->dh) * g->Wp + q0 * sw;
+        for (int64_t t = 0; t < S; t++) {
+            const dwvec wt = wv[r * S + t];
+            for (int j = 0; j < nb; j++) acc[j] += wt * row[t * dil + j * sw];
+        }
+    }
+    const dwvec lo = g->lo - (dwvec){0}, hi = g->hi - (dwvec){0};
+    dwvec *out = (dwvec *)ys + p * g->Q + q0;
+    for (int j = 0; j < nb; j++) out[j] = g->clamp ? dw_clamp(acc[j], lo, hi) : acc[j];
+}
+
+static inline __attribute__((always_inline)) void
+dw_vectors_rows(float *ys, const float *xs, const dwvec *wv, dwvec bias, const int64_t R,
+                const int64_t S, const int64_t SW, const int64_t DW, const depthwise_geom *g)
+{
+#define DW_BLOCK(nb) dw_vectors_block(ys, xs, wv, bias, p, q0, nb, R, S, SW, DW, g)
+    for (int64_t p = 0; p < g->P; p++) {
+        int64_t q0 = 0;
+        for (; q0 + DW_CB <= g->Q; q0 += DW_CB)
+            DW_BLOCK(DW_CB);
+        switch (g->Q - q0) {
+        case 7: DW_BLOCK(7); break;
+        case 6: DW_BLOCK(6); break;
+        case 5: DW_BLOCK(5); break;
+        case 4: DW_BLOCK(4); break;
+        case 3: DW_BLOCK(3); break;
+        case 2: DW_BLOCK(2); break;
+        case 1: DW_BLOCK(1); break;
+        default: break;
+        }
+    }
+#undef DW_BLOCK
+}
+
+/* y (VL, P Q) = ys (P Q, VL) transposed, VL positions at a time. */
+static inline void dw_vectors_out(float *restrict y, const float *restrict ys,
+                                  const depthwise_geom *g)
+{
+    const int64_t PQ = g->P * g->Q;
+    for (int64_t i0 = 0; i0 < PQ; i0 += DW_VL) {
+        const int64_t cnt = PQ - i0 < DW_VL ? PQ - i0 : DW_VL;
+        dwvec m[DW_VL] __attribute__((aligned(DEPTHWISE_VBYTES)));
+        for (int j = 0; j < DW_VL; j++)
+            m[j] = *(const dwvec *)(ys + (i0 + (j < cnt ? j : 0)) * DW_VL);
+        DW_TRANSPOSE(m);
+        for (int l = 0; l < DW_VL; l++) {
+            if (cnt == DW_VL)
+                *(dwvec *)(y + l * PQ + i0) = m[l];
+            else
+                dw_store_part(y + l * PQ + i0, m[l], cnt);
+        }
+    }
+}
+
+static inline void dw_vectors(float *y, const float *x, const float *wv, const float *b,
+                              float *xs, float *ys, const depthwise_geom *g)
+{
+    /* 0 + b, as the row loops start: a bias of -0 sums as +0 */
+    const dwvec bias = (dwvec){0} + (b ? *(const dwvec *)b : (dwvec){0});
+    const dwvec *taps = (const dwvec *)wv;
+    dw_vectors_in(xs, x, g);
+    if (g->R == 3 && g->S == 3 && g->dil_w == 1 && g->sw == 1)
+        dw_vectors_rows(ys, xs, taps, bias, 3, 3, 1, 1, g);
+    else if (g->R == 3 && g->S == 3 && g->dil_w == 1 && g->sw == 2)
+        dw_vectors_rows(ys, xs, taps, bias, 3, 3, 2, 1, g);
+    else
+        dw_vectors_rows(ys, xs, taps, bias, g->R, g->S, 0, 0, g);
+    dw_vectors_out(y, ys, g);
+}
+
 /* The entry points of one instruction set, named after `isa`. */
 #define DEPTHWISE_DEFINE(isa)                                                               \
     void conv2d_depthwise_phases_##isa(float *xph, const float *x, const depthwise_geom *g)   \
@@ -326,6 +489,12 @@ static inline void dw_wgrad(double *dw, const float *dy, const float *xph, float
                                       float *row, float *acc, const depthwise_geom *g)       \
     {                                                                                        \
         dw_wgrad(dw, dy, xph, row, acc, g);                                                  \
+    }                                                                                        \
+    void conv2d_depthwise_vectors_##isa(float *y, const float *x, const float *wv,           \
+                                        const float *b, float *xs, float *ys,               \
+                                        const depthwise_geom *g)                            \
+    {                                                                                        \
+        dw_vectors(y, x, wv, b, xs, ys, g);                                                  \
     }
 
 #endif /* DEPTHWISE_VBYTES */

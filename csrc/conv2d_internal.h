@@ -137,6 +137,24 @@ int conv2d_tune_room(void);
 void conv2d_tune_forget(void);
 /* A monotonic clock, in seconds. */
 double conv2d_seconds(void);
+/* Whether convolutions are timed (FASTCNN_CONV_TUNE, conv2d_set_tune), and
+ * from how much work on (conv2d.c says why). */
+int conv2d_tuning(void);
+#define CONV2D_TUNE_MIN_FLOPS 4000000
+/* Interleaved rounds of timing: at least CONV2D_TUNE_ROUNDS, more (up to
+ * CONV2D_TUNE_MAX_ROUNDS) until each candidate ran CONV2D_TUNE_MIN_SECONDS in
+ * all, so that the minimum of a cheap convolution is not one noisy sample. */
+#define CONV2D_TUNE_ROUNDS 3
+#define CONV2D_TUNE_MAX_ROUNDS 16
+#define CONV2D_TUNE_MIN_SECONDS 0.006
+/* *fastest = the index of the fastest of n candidates (run(arg, i) runs
+ * candidate i once and returns FASTCNN_OK or an error): a warm-up run of
+ * each, then the best of each in interleaved rounds as above. Returns the
+ * first error, if any. */
+int conv2d_time_fastest(int n, int (*run)(void *arg, int i), void *arg, int *fastest);
+/* The table's op for the depthwise forward's choice (conv2d_depthwise.c);
+ * conv2d.c's ops are below it. */
+#define CONV2D_TUNE_DEPTHWISE 16
 
 /* ---- weights derived once (conv2d_prepared.c) ------------------------------ */
 

@@ -15,6 +15,7 @@
 #include "conv2d_internal.h"
 
 #define TUNE_SLOTS 8192     /* a power of two */
+#define CONV2D_TIMED_MAX 8  /* most candidates conv2d_time_fastest compares */
 
 enum { SLOT_EMPTY, SLOT_WRITING, SLOT_READY };
 
@@ -98,4 +99,38 @@ double conv2d_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Seconds of one run of candidate i (err set on failure). */
+static double one_run(int (*run)(void *, int), void *arg, int i, int *err)
+{
+    double t0 = conv2d_seconds();
+    *err = run(arg, i);
+    return conv2d_seconds() - t0;
+}
+
+int conv2d_time_fastest(int n, int (*run)(void *arg, int i), void *arg, int *fastest)
+{
+    double best[CONV2D_TIMED_MAX];
+    int err = FASTCNN_OK;
+    n = n < CONV2D_TIMED_MAX ? n : CONV2D_TIMED_MAX;
+    for (int i = 0; i < n && !err; i++) {
+        one_run(run, arg, i, &err);
+        best[i] = 1e300;
+    }
+    double spent = 0.0;
+    for (int round = 0; round < CONV2D_TUNE_MAX_ROUNDS && !err; round++) {
+        if (round >= CONV2D_TUNE_ROUNDS && spent >= n * CONV2D_TUNE_MIN_SECONDS)
+            break;
+        for (int i = 0; i < n && !err; i++) {
+            double t = one_run(run, arg, i, &err);
+            best[i] = t < best[i] ? t : best[i];
+            spent += t;
+        }
+    }
+    *fastest = 0;
+    for (int i = 1; i < n; i++)
+        if (best[i] < best[*fastest])
+            *fastest = i;
+    return err;
 }

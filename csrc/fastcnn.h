@@ -218,6 +218,10 @@ int conv2d_set_direct(int mode);
 /* Test hook: the forward's channel-vector direct kernel (K a multiple of the
  * vector length) is used by shape (0), whenever K fits (1), or never (-1). */
 int conv2d_set_kvec(int mode);
+/* Test hook: the depthwise forward runs in channel vectors (one output
+ * channel per input channel, C a multiple of the vector length) where timing
+ * or the shape chooses them (0), whenever they fit (1), or never (-1). */
+int conv2d_set_depthwise_vectors(int mode);
 /* Test hook: Winograd (3x3, stride 1) is chosen by timing (0), whenever it
  * fits (1; forward, weight gradient, and backward data with padding <= 2),
  * or never (-1). */

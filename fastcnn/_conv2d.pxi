@@ -268,6 +268,14 @@ def _set_kvec(mode):
     return c.conv2d_set_kvec(int(mode))
 
 
+def _set_depthwise_vectors(mode):
+    """Test hook: the depthwise forward runs in channel vectors where timing
+    or the shape chooses them (0), whenever one output channel per input
+    channel and C a multiple of the vector length allow it (1), or never (-1).
+    Returns the old mode."""
+    return c.conv2d_set_depthwise_vectors(int(mode))
+
+
 def _set_winograd(mode):
     """Test hook: Winograd for 3x3 stride-1 convolutions is chosen by timing
     (0), whenever it fits (1: forward, weight gradient, and backward data with

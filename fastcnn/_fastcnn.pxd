@@ -102,6 +102,7 @@ cdef extern from "fastcnn.h" nogil:
     int64_t conv2d_set_group_columns(int64_t columns)
     int conv2d_set_direct(int mode)
     int conv2d_set_kvec(int mode)
+    int conv2d_set_depthwise_vectors(int mode)
     int conv2d_set_winograd(int mode)
     int conv2d_set_tune(int mode)
     void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,

@@ -165,6 +165,48 @@ def test_depthwise_paths_match_numpy(case, num_threads, rng):
     close(gb, eb, x.shape[0] * y.shape[2] * y.shape[3])
 
 
+# The depthwise forward in channel vectors (conv2d_depthwise_kernel.h
+# dw_vectors_*), forced, against float64 and bit for bit against the row
+# loops; C a multiple of 16, so every vector length runs it: maps narrower
+# than a vector of positions, position chunks that cross rows, blocks of 8
+# positions and 1-7 left, strides 1-3, 3x3 (unrolled) and other filters,
+# dilation, padding wider than the kernel, input rows and columns that no
+# output reads, a 1x1 image.
+DEPTHWISE_VECTORS = [
+    (1, 16, 7, 7, 16, 3, 3, 1, 1, 1, 16),
+    (2, 32, 14, 13, 32, 3, 3, 2, 1, 1, 32),
+    (1, 16, 5, 43, 16, 3, 3, 1, 1, 1, 16),
+    (2, 16, 9, 11, 16, 5, 5, 2, 2, 1, 16),
+    (1, 16, 9, 9, 16, 3, 3, 1, 2, 2, 16),
+    (1, 32, 1, 1, 32, 3, 3, 1, 1, 1, 32),
+    (1, 16, 8, 8, 16, 3, 3, 2, 0, 1, 16),
+    (1, 16, 6, 6, 16, 3, 3, 1, 4, 1, 16),
+    (3, 16, 10, 10, 16, 3, 3, (2, 1), (1, 0), 1, 16),
+    (1, 16, 12, 12, 16, 3, 3, 3, 1, 1, 16),
+    (1, 48, 3, 5, 48, 1, 1, 1, 0, 1, 48),
+]
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("case", DEPTHWISE_VECTORS, ids=case_id)
+def test_depthwise_vectors_match_numpy_and_the_row_loops(case, bias, num_threads, rng):
+    x, w, b, args = make(case, rng)
+    stride, padding, dilation, groups = args
+    K, Cg, R, S = w.shape
+    b = b if bias else None
+    old = fastcnn._native._set_depthwise_vectors(1)
+    try:
+        y = F.conv2d(x, w, b, *args)
+        fastcnn._native._set_depthwise_vectors(-1)
+        rows = F.conv2d(x, w, b, *args)
+    finally:
+        fastcnn._native._set_depthwise_vectors(old)
+    want = conv64(x, w, np.zeros(K, np.float32) if b is None else b, stride,
+                  pads(R, S, padding, dilation), dilation, groups)
+    close(y, want, R * S)
+    np.testing.assert_array_equal(y, rows)
+
+
 def test_accumulates_into_given_buffers_without_bias_or_grad_input(rng):
     x, w, b, args = make(CASES[0], rng)
     y = F.conv2d(x, w, None, *args)
@@ -320,7 +362,8 @@ def test_every_isa_path_in_a_subprocess(isa, tmp_path):
     if isa not in supported_isas():
         pytest.skip(f"this CPU does not support {isa}")
     done = run_python_args(["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                            "matches_numpy and fast or agree or depthwise_paths"], cwd=tmp_path, timeout=600,
+                            "matches_numpy and fast or agree or depthwise_paths"
+                            " or depthwise_vectors"], cwd=tmp_path, timeout=600,
                            FASTCNN_ISA=isa)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and " failed" not in done.stdout

@@ -510,17 +510,21 @@ def _fusable(act, conv=None):
     return L.Sequential(conv, L.BatchNorm2d(conv.out_channels), act, L.Flatten(), seed=0)
 
 
-@pytest.fixture(params=["by-shape", "gemm", "kvec", "direct", "winograd"])
+@pytest.fixture(params=["by-shape", "gemm", "kvec", "direct", "winograd", "dw-vectors"])
 def conv_path(request):
-    """Force each convolution path (the fused clamp is written by each)."""
-    modes = {"by-shape": (0, 0, 0), "gemm": (-1, -1, -1), "kvec": (-1, 1, -1),
-             "direct": (1, -1, -1), "winograd": (-1, -1, 1)}
-    direct, kvec, wino = modes[request.param]
-    old = _native._set_direct(direct), _native._set_kvec(kvec), _native._set_winograd(wino)
+    """Force each convolution path (the fused clamp is written by each); the
+    depthwise row loops but in by-shape and dw-vectors (channel vectors)."""
+    modes = {"by-shape": (0, 0, 0, 0), "gemm": (-1, -1, -1, -1), "kvec": (-1, 1, -1, -1),
+             "direct": (1, -1, -1, -1), "winograd": (-1, -1, 1, -1),
+             "dw-vectors": (0, 0, 0, 1)}
+    direct, kvec, wino, dw_vectors = modes[request.param]
+    old = (_native._set_direct(direct), _native._set_kvec(kvec), _native._set_winograd(wino),
+           _native._set_depthwise_vectors(dw_vectors))
     yield request.param
     _native._set_direct(old[0])
     _native._set_kvec(old[1])
     _native._set_winograd(old[2])
+    _native._set_depthwise_vectors(old[3])
 
 
 @pytest.mark.parametrize("act", ["relu", "relu6", "hardtanh"])
@@ -529,13 +533,13 @@ def conv_path(request):
 def test_fused_activation_equals_the_unfused_walk(act, conv, n, conv_path, num_threads, rng):
     acts = {"relu": L.ReLU, "relu6": L.ReLU6, "hardtanh": lambda: L.Hardtanh(-0.5, 0.25)}
     convs = {"3x3": lambda: L.Conv2d(8, 16, 3, padding=1),
-             "depthwise": lambda: L.Conv2d(8, 8, 3, stride=2, padding=1, groups=8),
+             "depthwise": lambda: L.Conv2d(16, 16, 3, stride=2, padding=1, groups=16),
              "groups": lambda: L.Conv2d(8, 16, 3, padding=1, groups=2),
              "pointwise": lambda: L.Conv2d(8, 16, 1)}
     model = _fusable(acts[act](), convs[conv]()).eval()
     for bn in model[1:2]:
         bn.running_mean[...] = rng.standard_normal(bn.running_mean.shape)
-    x = rng.standard_normal((n, 8, 11, 9)).astype(np.float32)
+    x = rng.standard_normal((n, model[0].in_channels, 11, 9)).astype(np.float32)
     x[0, 0, 4, 4] = np.nan                      # a NaN passes the clamp, as the activation
     graph = trace(model, x.shape)
     prog = compile_graph(graph, False)
