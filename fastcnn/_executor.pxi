@@ -287,12 +287,14 @@ cdef class Program:
         return chosen
 
     cdef int _time_threads(self, Frame f, int asked) except -1:
-        """Of asked, asked/2, ..., 1 threads, the count whose runs of this
-        inference program were fastest (the best of THREADS_TIMED_ROUNDS
-        interleaved rounds, so that a disturbance hits every count alike); fewer
-        only when at least 5% faster. A program taking over
-        THREADS_TIMED_MAX_S on `asked` threads feeds them all and is not timed
-        further."""
+        """Of asked, asked/2, ..., 1 threads (halving), the count whose runs of
+        this inference program were fastest (the best of THREADS_TIMED_ROUNDS
+        interleaved rounds, so that a disturbance hits every count alike);
+        from one thread up, more only when at least 5% faster than the count
+        chosen so far, so that within the timing's noise the latency never
+        grows with the threads asked for. A program taking
+        over THREADS_TIMED_MAX_S on `asked` threads feeds them all and is not
+        timed further."""
         cdef list counts = []
         cdef int nt = asked
         while nt >= 1:
@@ -304,8 +306,8 @@ cdef class Program:
         for _ in range(THREADS_TIMED_ROUNDS):
             for i, n in enumerate(counts):
                 best[i] = min(best[i], self._seconds(f, n, False))
-        cdef int chosen = 0
-        for i in range(1, len(counts)):
+        cdef int chosen = len(counts) - 1             # one thread
+        for i in range(len(counts) - 2, -1, -1):
             if best[i] < 0.95 * best[chosen]:
                 chosen = i
         return counts[chosen]
