@@ -51,7 +51,11 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
     int64_t vecs = s->K / vl;
     int kv = vecs % 2 == 0 ? 2 : 1;
     int64_t blocks = vecs / kv, items = s->N * blocks, CRS = s->C * s->R * s->S;
-    int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    /* an image that is its own padded grid (no padding, every row and column
+     * read: stride 1 'valid', e.g. a pointwise convolution) is read in place */
+    int in_place = s->ph == 0 && s->pw == 0 && g.Hp == s->H && g.Wp == s->W;
+    int64_t per = in_place ? 0 : s->C * g.Hp * g.Wp;
+    int64_t xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
     int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * s->P * s->Q, nthreads);
     if (nt > items)
         nt = (int)items;
@@ -66,17 +70,17 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
         wB = scratch + nt * per;
     }
     /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
-     * their output planes, and its own padded image */
+     * their output planes, and its own padded image (unless in place) */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int t = 0; t < nt; t++) {
         float *xpad = scratch + t * per;
         int64_t padded = -1;
         for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
             int64_t n = it / blocks, k0 = it % blocks * kv * vl;
-            if (n != padded)
+            if (n != padded && !in_place)
                 conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
             padded = n;
-            fn(y + n * ysz, xpad, wB, b, k0, kv, &g);
+            fn(y + n * ysz, in_place ? x + n * xsz : xpad, wB, b, k0, kv, &g);
         }
     }
     conv2d_scratch_give(scratch);

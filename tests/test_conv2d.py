@@ -517,7 +517,9 @@ KVEC_CASES = [
     (1, 2, 30, 31, 48, 3, 3, 1, 1),           # three vectors; Q = 31: tiles of 11, 10, 10
     (2, 4, 11, 13, 16, 3, 3, 2, 1),           # stride 2
     (2, 3, 13, 12, 32, 3, 2, 3, (1, 2)),      # stride 3 (run-time stride)
-    (1, 5, 7, 6, 16, 1, 1, 1, 0),             # pointwise (forced only)
+    (1, 5, 7, 6, 16, 1, 1, 1, 0),             # pointwise (forced only): read in place
+    (3, 6, 5, 7, 32, 1, 1, 1, 0),             # pointwise, images after the first in place
+    (2, 6, 7, 7, 32, 1, 1, 2, 0),             # pointwise stride 2: a copy (rows skipped)
     (2, 2, 5, 4, 16, 2, 3, 1, "same"),        # even kernel, bottom/right padding
     (3, 1, 1, 1, 32, 1, 1, 1, 0),             # 1x1 image
     (1, 2, 7, 30, 16, 4, 4, (2, 1), 3),       # odd rows: a single-row tile at the end
