@@ -369,7 +369,8 @@ int conv2d_depthwise_forward(float *y, const float *x, const float *w, const flo
 /* Stride 1, one output channel per input channel, padding within the
  * filter's reach: dx is then a forward depthwise convolution of dy with the
  * filters turned by 180 degrees and the complementary padding, which the
- * forward's register blocks compute with no scatter (read-add-write) pass. */
+ * forward (either way, chosen for this shape) computes with no scatter
+ * (read-add-write) pass. */
 static int transposed_applies(const conv2d_shape *s)
 {
     return s->sh == 1 && s->sw == 1 && s->K == s->C && s->ph <= (s->R - 1) * s->dh &&
@@ -390,8 +391,7 @@ static int backward_data_transposed(float *dx, const float *dy, const float *w,
     t.H = s->P, t.W = s->Q, t.P = s->H, t.Q = s->W;
     t.ph = (s->R - 1) * s->dh - s->ph, t.pw = (s->S - 1) * s->dw - s->pw;
     t.clamp = 0;
-    depthwise_call cc = {FORWARD, dx, dy, turned, NULL, NULL, kernels()};
-    int err = run(&cc, &t, nthreads);
+    int err = conv2d_depthwise_forward(dx, dy, turned, NULL, &t, nthreads);
     free(turned);
     return err;
 }

@@ -194,17 +194,21 @@ def test_depthwise_vectors_match_numpy_and_the_row_loops(case, bias, num_threads
     stride, padding, dilation, groups = args
     K, Cg, R, S = w.shape
     b = b if bias else None
+    dy = rng.standard_normal(conv64(x, w, np.zeros(K), stride, pads(R, S, padding, dilation),
+                                    dilation, groups).shape).astype(np.float32)
     old = fastcnn._native._set_depthwise_vectors(1)
-    try:
-        y = F.conv2d(x, w, b, *args)
+    try:                        # backward data at stride 1 is a forward of dy
+        y, gx = F.conv2d(x, w, b, *args), F.conv2d_backward(dy, x, w, *args)[0]
         fastcnn._native._set_depthwise_vectors(-1)
-        rows = F.conv2d(x, w, b, *args)
+        rows, rows_gx = F.conv2d(x, w, b, *args), F.conv2d_backward(dy, x, w, *args)[0]
     finally:
         fastcnn._native._set_depthwise_vectors(old)
-    want = conv64(x, w, np.zeros(K, np.float32) if b is None else b, stride,
-                  pads(R, S, padding, dilation), dilation, groups)
-    close(y, want, R * S)
+    pad = pads(R, S, padding, dilation)
+    close(y, conv64(x, w, np.zeros(K, np.float32) if b is None else b, stride, pad, dilation,
+                    groups), R * S)
+    close(gx, conv64_backward(dy, x, w, stride, pad, dilation, groups)[0], R * S)
     np.testing.assert_array_equal(y, rows)
+    np.testing.assert_array_equal(gx, rows_gx)
 
 
 def test_accumulates_into_given_buffers_without_bias_or_grad_input(rng):
