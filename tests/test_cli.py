@@ -67,6 +67,7 @@ def test_bad_command_lines_exit_with_a_message(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.long
 def test_demo_trains_the_residual_net():
     result = run("demo", "--model", "resnet", "--epochs", "1", "--threads", "2")
     assert result.returncode == 0, result.stderr

@@ -491,6 +491,7 @@ def test_training_memory_does_not_grow(rng):
 
 # ---------------------------------------------------------------- end to end
 
+@pytest.mark.long
 def test_lenet5_reaches_97_percent_on_the_bundled_digits():
     # Exactly what `fastcnn demo` runs with its default settings (seeded).
     from fastcnn import cli

@@ -303,6 +303,7 @@ def test_reshape_chains_are_folded_and_views(tmp_path):
 # -- the model zoo's light graphs ----------------------------------------------------------
 LIGHT = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
          "shufflenet", "squeezenet", "vgg19", "zfnet512"]
+LONG = {"vgg19", "zfnet512"}    # 8-18 s each: big 224x224 convolutions
 
 
 def _light_with_random_weights(name, seed=0):
@@ -334,7 +335,8 @@ def _light_with_random_weights(name, seed=0):
     return model
 
 
-@pytest.mark.parametrize("name", LIGHT)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.long) if n in LONG else n
+                                  for n in LIGHT])
 def test_model_zoo_light_graphs_match_onnxruntime(name):
     model = _light_with_random_weights(name)
     imported = fastcnn.onnx.load(model)

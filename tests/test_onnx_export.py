@@ -357,7 +357,8 @@ def test_shared_layer_is_one_initializer(tmp_path):
 
 
 @pytest.mark.parametrize("name, shape", [("resnet18", (3, 32, 32)), ("resnet20", (3, 32, 32)),
-                                         ("resnet50", (3, 32, 32)),
+                                         pytest.param("resnet50", (3, 32, 32),
+                                                      marks=pytest.mark.long),
                                          ("mobilenet_v2", (3, 32, 32))])
 def test_models(name, shape, tmp_path):
     model = _train_a_little(getattr(models, name)(num_classes=10, seed=0), shape)

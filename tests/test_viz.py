@@ -196,6 +196,7 @@ def test_multi_panel_pictures_fill_a_given_subfigure(trained):
     assert len(fig.axes) == 7 + 4
 
 
+@pytest.mark.long
 def test_demo_plot_writes_the_four_pictures():
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "pictures")
