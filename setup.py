@@ -12,11 +12,10 @@ with a printed notice.  ``FASTCNN_USE_OPENMP=0`` forces it off.
 
 Speed: every C file is compiled as its own object by a pool of
 os.cpu_count() workers (``FASTCNN_BUILD_JOBS`` overrides it). The kernels
-start at once, the slowest to compile first; the Cython translation runs
-meanwhile, and the generated C file jumps the queue when it is ready. The
-generated glue is compiled at -O2 (it validates arguments and calls C; the
-kernels carry the work, at -O3). Nothing carries debug information unless
-CFLAGS has -g.
+start at once; the Cython translation runs meanwhile, and the generated C
+file, the largest job, jumps the queue when it is ready. The generated glue
+is compiled at -O2 (it validates arguments and calls C; the kernels carry
+the work, at -O3). Nothing carries debug information unless CFLAGS has -g.
 """
 import glob
 import os
@@ -101,18 +100,6 @@ def kernel_flags(source):
 KERNELS = [(s, kernel_flags(s)) for s in C_SOURCES if kernel_flags(s) is not None]
 
 
-# The files that take longest to compile start first, as they bound the wall
-# time: the per-ISA channel-vector and direct convolution kernels instantiate
-# their unrolled tiles for every width (measured at -O3: 89 s and 18 s for
-# the AVX-512 ones, the next file 7 s); then the rest, biggest first.
-SLOW_TO_COMPILE = ("csrc/conv2d_kvec_", "csrc/conv2d_direct_")
-
-
-def compile_order(source):
-    """Sort key of a kernel file in the compile pool: lowest first."""
-    return (not source.startswith(SLOW_TO_COMPILE), -os.path.getsize(source))
-
-
 def jobs():
     return max(1, int(os.environ.get("FASTCNN_BUILD_JOBS") or 0) or os.cpu_count() or 1)
 
@@ -154,7 +141,7 @@ class ParallelCompile:
     def wait(self):
         """Run every submitted job to its end; raise the first failure."""
         for _ in self.threads:
-            self.queue.put(((True, float("inf")), self.count, None))
+            self.queue.put((float("inf"), self.count, None))
             self.count += 1
         for t in self.threads:
             t.join()
@@ -185,8 +172,9 @@ class BuildNative(build_ext):
             print(f"skipping '{ext.name}' extension (up-to-date)")
             return
         pool = ParallelCompile(self.compiler, self.build_temp, jobs())
-        kernel_objs = [pool.submit(compile_order(src), src, MACROS, flags, HEADERS, self.force)
-                       for src, flags in KERNELS]
+        # biggest files first: they bound the wall time
+        kernel_objs = [pool.submit(-os.path.getsize(src), src, MACROS, flags, HEADERS, self.force)
+                       for src, flags in sorted(KERNELS, key=lambda k: -os.path.getsize(k[0]))]
         try:
             # the generated C file replaces the .pyx (the Extension keeps the
             # attributes build_ext gave it)
@@ -201,8 +189,7 @@ class BuildNative(build_ext):
                          extra_preargs=None, extra_postargs=None, depends=None):
             """build_ext's compile call: the glue joins the pool (first in line),
             then every object of the module is returned for the link."""
-            first = (False, -float("inf"))
-            objs = [pool.submit(first, src, macros, extra_postargs, HEADERS, self.force)
+            objs = [pool.submit(-float("inf"), src, macros, extra_postargs, HEADERS, self.force)
                     for src in sources]
             pool.wait()
             return objs + kernel_objs
