@@ -252,10 +252,9 @@ typedef struct {
  * flat index h*W + w of the maximum within its plane (PyTorch's indices). */
 void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
                        const pool2d_shape *s, int nthreads);
-/* maxpool2d_forward's y for inference: argmax (N,C,P,Q) is scratch, written
- * only where the windows are not 2x2 tiles (a values-only loop runs those). */
-void maxpool2d_forward_inference(float *y, int32_t *argmax, const float *x,
-                                 const pool2d_shape *s, int nthreads);
+/* maxpool2d_forward's y alone, for inference (values-only loops, the
+ * same values bit for bit). */
+void maxpool2d_forward_inference(float *y, const float *x, const pool2d_shape *s, int nthreads);
 /* dx (N,C,H,W) = dy (N,C,P,Q) scattered (added) to argmax (N,C,P,Q). An index
  * outside [0, H*W) is skipped; returns the number of those (0 when valid).
  * Uses only N, C, H, W, P, Q of s: the window geometry is not needed. */

@@ -12,10 +12,12 @@
  * whose window lies inside the image (the interior) run through a loop with
  * a fixed window width and stride that the compiler vectorizes (stride 2 via
  * an even/odd split of the input row), the few border columns through the
- * plain per-window code the reference kernels use. The average's backward
- * spreads each output row along one row, then adds it to the input rows it
- * covers; the max's backward writes tiled planes (2x2 stride 2 ...) without
- * a scatter and scatters otherwise.
+ * plain per-window code the reference kernels use. In inference the max
+ * needs no indices: 2x2 tiles and any other window run values-only loops
+ * (pool2d_kernel.h, per instruction set), the same values bit for bit. The
+ * average's backward spreads each output row along one row, then adds it to
+ * the input rows it covers; the max's backward writes tiled planes (2x2
+ * stride 2 ...) without a scatter and scatters otherwise.
  *
  * Adaptive pooling (windows of uneven sizes, torch's floor/ceil rule) runs
  * the plain per-window code on each plane, the planes in parallel; its max
@@ -494,6 +496,11 @@ typedef struct {
      * masked); returns the hits */
     int64_t (*route_tiles_2x2)(float *dx, const float *dy, const int32_t *am, const float *mask,
                                int64_t P, int64_t Q);
+    /* y (.., Q) = one output row's interior columns [qa, qb), values only,
+     * any window (max_values_row's arguments) */
+    void (*max_values_row)(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                           int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
+                           int64_t pw);
 } pool2d_kernels;
 
 static void max_tiles_2x2_generic(float *y, int32_t *am, const float *x, int64_t W, int64_t P,
@@ -513,13 +520,22 @@ static int64_t route_tiles_2x2_generic(float *dx, const float *dy, const int32_t
     return route_tiles_2x2(dx, dy, am, mask, P, Q);
 }
 
+static void max_values_row_generic(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                                   int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw,
+                                   int64_t dw, int64_t pw)
+{
+    max_values_row(y, x, W, h0, h1, dh, qa, qb, S, sw, dw, pw);
+}
+
 static const pool2d_kernels pool2d_kernels_generic = {
-    max_tiles_2x2_generic, max_values_2x2_generic, route_tiles_2x2_generic};
+    max_tiles_2x2_generic, max_values_2x2_generic, route_tiles_2x2_generic,
+    max_values_row_generic};
 #ifdef FASTCNN_X86_KERNELS
 static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2, max_values_2x2_avx2,
-                                                   route_tiles_2x2_avx2};
+                                                   route_tiles_2x2_avx2, max_values_row_avx2};
 static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512, max_values_2x2_avx512,
-                                                     route_tiles_2x2_avx512};
+                                                     route_tiles_2x2_avx512,
+                                                     max_values_row_avx512};
 #endif
 
 static const pool2d_kernels *pool2d_kernels_for(int isa)
@@ -569,20 +585,44 @@ void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_s
         max_forward_plane(y, argmax, x, s, nc, tiles);
 }
 
-void maxpool2d_forward_inference(float *y, int32_t *argmax, const float *x,
-                                 const pool2d_shape *s, int nthreads)
+/* y (P, Q) = max pooling of the plane x (H, W), values only: the border
+ * columns window by window, the interior through the ISA's row loop. */
+static void max_values_plane(float *y, const float *x, const pool2d_shape *s,
+                             const pool2d_kernels *k)
 {
-    if (!is_tiles(s)) {
-        maxpool2d_forward(y, argmax, x, s, nthreads);
-        return;
+    int64_t qa, qb;
+    int32_t unused;
+    interior_cols(s, &qa, &qb);
+    for (int64_t p = 0; p < s->P; p++) {
+        int64_t h0 = row_lo(s, p), h1 = row_hi(s, p);
+        float *yr = y + p * s->Q;
+        for (int64_t q = 0; q < s->Q; q++) {
+            if (q == qa)
+                q = qb;
+            if (q < s->Q)
+                max_window(&yr[q], &unused, x, s->W, h0, h1, s->dh, col_lo(s, q), col_hi(s, q),
+                           s->dw);
+        }
+        if (qa < qb)
+            k->max_values_row(yr, x, s->W, h0, h1, s->dh, qa, qb, (int)s->S, s->sw, s->dw,
+                              s->pw);
     }
+}
+
+void maxpool2d_forward_inference(float *y, const float *x, const pool2d_shape *s, int nthreads)
+{
     const pool2d_kernels *k = pool2d_kernels_for(fastcnn_isa());
+    int tiles = is_tiles(s);
     int64_t HW = s->H * s->W, PQ = s->P * s->Q;
     int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
     /* each plane nc writes only its own y plane */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        k->max_values_2x2(y + nc * PQ, x + nc * HW, s->W, s->P, s->Q);
+    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
+        if (tiles)
+            k->max_values_2x2(y + nc * PQ, x + nc * HW, s->W, s->P, s->Q);
+        else
+            max_values_plane(y + nc * PQ, x + nc * HW, s, k);
+    }
 }
 
 /* Plane nc of max_backward; returns its number of skipped indices. */

@@ -169,3 +169,11 @@ int64_t route_tiles_2x2_avx2(float *dx, const float *dy, const int32_t *am, cons
     }
     return hits;
 }
+
+/* The header's values-only row of any window, compiled for AVX2. */
+void max_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                         int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
+                         int64_t pw)
+{
+    max_values_row(y, x, W, h0, h1, dh, qa, qb, S, sw, dw, pw);
+}

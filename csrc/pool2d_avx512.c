@@ -168,3 +168,53 @@ int64_t route_tiles_2x2_avx512(float *dx, const float *dy, const int32_t *am, co
     }
     return hits;
 }
+
+/* 16 (or n < 16: masked) windows 3 wide at stride 2 of the row r from
+ * column 2q: their scan (the first maximum, or the last NaN), with the
+ * columns 2q .. 2q + 2n read and no further. */
+static inline __m512 windows3s2(const float *r, int64_t q, int n)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i next = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                                           16);
+    const float *c = r + 2 * q;
+    int m = 2 * n + 1;      /* columns read */
+    __m512 a = _mm512_maskz_loadu_ps(first_lanes(m), c);
+    __m512 b = _mm512_maskz_loadu_ps(first_lanes(m - 16 > 0 ? m - 16 : 0), c + 16);
+    __m512 t = _mm512_maskz_loadu_ps(first_lanes(m - 32 > 0 ? m - 32 : 0), c + 32);
+    __m512 ev = _mm512_permutex2var_ps(a, even, b);
+    __m512 od = _mm512_permutex2var_ps(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
+    __m512 ev1 = _mm512_permutex2var_ps(ev, next, t);   /* columns 2k + 2 */
+    __m512 w = _mm512_mask_blend_ps(beats(od, ev), ev, od);
+    return _mm512_mask_blend_ps(beats(ev1, w), w, ev1);
+}
+
+/* max_values_row for 3-wide windows at stride 2 (ResNet's 3x3 stride-2
+ * pooling): 16 windows of each row at a time, rows combined by the same
+ * rule (the row-major scan). */
+static void values_3s2(float *y, const float *x, int64_t W, int64_t h0, int64_t h1, int64_t dh,
+                       int64_t qa, int64_t qb, int64_t pw)
+{
+    for (int64_t q = qa; q < qb; q += 16) {
+        int n = qb - q < 16 ? (int)(qb - q) : 16;
+        __m512 acc = windows3s2(x + h0 * W - pw, q, n);
+        for (int64_t h = h0 + dh; h < h1; h += dh) {
+            __m512 v = windows3s2(x + h * W - pw, q, n);
+            acc = _mm512_mask_blend_ps(beats(v, acc), acc, v);
+        }
+        _mm512_mask_storeu_ps(y + q, first_lanes(n), acc);
+    }
+}
+
+/* The header's values-only row of any window, compiled for AVX-512; 3-wide
+ * windows at stride 2 through values_3s2. */
+void max_values_row_avx512(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                           int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
+                           int64_t pw)
+{
+    if (S == 3 && sw == 2 && dw == 1)
+        values_3s2(y, x, W, h0, h1, dh, qa, qb, pw);
+    else
+        max_values_row(y, x, W, h0, h1, dh, qa, qb, S, sw, dw, pw);
+}

@@ -1,6 +1,7 @@
 /* pool2d_kernel.h - the 2x2 stride-2 max pooling of whole tiles (no padding,
  * H = 2P, W = 2Q: LeNet's and most CNNs' pooling), forward and backward, for
- * one plane (private to the pool2d family). Included by pool2d.c (portable
+ * one plane, and the values-only rows of any max pooling window (inference:
+ * ResNet's 3x3 stride 2) (private to the pool2d family). Included by pool2d.c (portable
  * build) and by pool2d_avx2.c / pool2d_avx512.c, so each compiles the same
  * loops with its own instruction set; only inline code here.
  *
@@ -9,6 +10,7 @@
 #ifndef FASTCNN_POOL2D_KERNEL_H
 #define FASTCNN_POOL2D_KERNEL_H
 
+#include <math.h>
 #include <stdint.h>
 
 /* One candidate of a window: take v if it beats m (or is NaN). */
@@ -108,11 +110,96 @@ static inline int64_t route_tiles_2x2(float *restrict dx, const float *restrict 
     return hits;
 }
 
+/* The scan's step: m, or v if v beats it (greater, or NaN). */
+#define POOL2D_BEAT(m, v) (((v) > (m)) | ((v) != (v)) ? (v) : (m))
+
+/* Output columns per block of max_values_cols (its stack buffers). */
+#define POOL2D_VALUES_BLOCK 256
+
+/* t[k] = the scan of r[k sw + j dw] over j < S, for k < n: one input row's
+ * part of n windows (its first maximum, or its last NaN). At stride 2 the
+ * columns the windows reach are first split into the even and odd ones
+ * (ev, od: n + 8 floats each, so windows up to 17 wide), so that every
+ * read has unit stride and the loops vectorize. */
+static inline __attribute__((always_inline)) void
+row_windows(float *restrict t, const float *restrict r, int n, int S, int64_t sw, int64_t dw,
+            float *restrict ev, float *restrict od)
+{
+    if (sw == 2 && dw == 1 && S <= 17) {
+        int ne = n + (S - 1) / 2, no = n + S / 2 - 1;      /* columns 2k, 2k + 1 reached */
+        for (int k = 0; k < no; k++) {
+            ev[k] = r[2 * k];
+            od[k] = r[2 * k + 1];
+        }
+        if (ne > no)
+            ev[no] = r[2 * no];
+        for (int k = 0; k < n; k++)
+            t[k] = ev[k];
+        for (int j = 1; j < S; j++) {
+            const float *c = (j & 1 ? od : ev) + j / 2;
+            for (int k = 0; k < n; k++)
+                t[k] = POOL2D_BEAT(t[k], c[k]);
+        }
+        return;
+    }
+    for (int k = 0; k < n; k++)
+        t[k] = r[k * sw];
+    for (int j = 1; j < S; j++)
+        for (int k = 0; k < n; k++)
+            t[k] = POOL2D_BEAT(t[k], r[k * sw + j * dw]);
+}
+
+/* One output row of a max pooling by any window (inference: values, no
+ * indices), its interior columns [qa, qb) (windows inside the row): y[q] =
+ * the scan of rows h0, h0 + dh, .. < h1 of x (.., W), columns q sw - pw + j
+ * dw (j < S) of each. Each row's windows are scanned first, then those
+ * results top to bottom by the same rule: the row-major scan of the whole
+ * window, so the same value bit for bit (signed zeros, which NaN). Inlined
+ * with S, sw and dw constant, the loops vectorize. */
+static inline __attribute__((always_inline)) void
+max_values_cols(float *restrict y, const float *restrict x, int64_t W, int64_t h0, int64_t h1,
+                int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw, int64_t pw)
+{
+    float t[POOL2D_VALUES_BLOCK], ev[POOL2D_VALUES_BLOCK + 8], od[POOL2D_VALUES_BLOCK + 8];
+    for (int64_t q0 = qa; q0 < qb; q0 += POOL2D_VALUES_BLOCK) {
+        int n = (int)(qb - q0 < POOL2D_VALUES_BLOCK ? qb - q0 : POOL2D_VALUES_BLOCK);
+        float *yb = y + q0;
+        row_windows(yb, x + h0 * W - pw + q0 * sw, n, S, sw, dw, ev, od);
+        for (int64_t h = h0 + dh; h < h1; h += dh) {
+            row_windows(t, x + h * W - pw + q0 * sw, n, S, sw, dw, ev, od);
+            for (int k = 0; k < n; k++)
+                yb[k] = POOL2D_BEAT(yb[k], t[k]);
+        }
+    }
+}
+
+/* max_values_cols for the common windows (3 or 2 wide at stride 2, 3 wide
+ * at stride 1, undilated) with those constant, else as given. */
+static inline void max_values_row(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                                  int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw,
+                                  int64_t dw, int64_t pw)
+{
+    if (S == 3 && sw == 2 && dw == 1)
+        max_values_cols(y, x, W, h0, h1, dh, qa, qb, 3, 2, 1, pw);
+    else if (S == 2 && sw == 2 && dw == 1)
+        max_values_cols(y, x, W, h0, h1, dh, qa, qb, 2, 2, 1, pw);
+    else if (S == 3 && sw == 1 && dw == 1)
+        max_values_cols(y, x, W, h0, h1, dh, qa, qb, 3, 1, 1, pw);
+    else
+        max_values_cols(y, x, W, h0, h1, dh, qa, qb, S, sw, dw, pw);
+}
+
 /* The per-ISA copies (pool2d_avx2.c, pool2d_avx512.c). */
 void max_tiles_2x2_avx2(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q);
 void max_tiles_2x2_avx512(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q);
 void max_values_2x2_avx2(float *y, const float *x, int64_t W, int64_t P, int64_t Q);
 void max_values_2x2_avx512(float *y, const float *x, int64_t W, int64_t P, int64_t Q);
+void max_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                        int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
+                        int64_t pw);
+void max_values_row_avx512(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                          int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
+                          int64_t pw);
 int64_t route_tiles_2x2_avx2(float *dx, const float *dy, const int32_t *am, const float *mask,
                              int64_t P, int64_t Q);
 int64_t route_tiles_2x2_avx512(float *dx, const float *dy, const int32_t *am, const float *mask,

@@ -116,8 +116,7 @@ cdef extern from "fastcnn.h" nogil:
         int64_t N, C, H, W, R, S, sh, sw, ph, pw, dh, dw, P, Q
     void maxpool2d_forward(float *y, int32_t *argmax, const float *x,
                            const pool2d_shape *s, int nthreads)
-    void maxpool2d_forward_inference(float *y, int32_t *argmax, const float *x,
-                                     const pool2d_shape *s, int nthreads)
+    void maxpool2d_forward_inference(float *y, const float *x, const pool2d_shape *s, int nthreads)
     int64_t maxpool2d_backward(float *dx, const float *dy, const int32_t *argmax,
                                const pool2d_shape *s, int nthreads)
     int64_t maxpool2d_relu_backward(float *dx, const float *dy, const int32_t *argmax,

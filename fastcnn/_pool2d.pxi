@@ -520,15 +520,15 @@ cdef int pool2d_step_forward(const void *a, void **ptr, float **par, int need_dx
     cdef const pool2d_step_args *p = <const pool2d_step_args *> a
     cdef float *x = <float *> ptr[p.x]
     cdef float *y = <float *> ptr[p.y]
-    cdef int32_t *idx = NULL if p.avg else <int32_t *> ptr[p.idx]
+    cdef int32_t *idx = NULL if p.idx < 0 else <int32_t *> ptr[p.idx]
     if p.adaptive and p.avg:
         c.adaptive_avgpool2d_forward(y, x, &p.s, nt)
     elif p.adaptive:
         c.adaptive_maxpool2d_forward(y, idx, x, &p.s, nt)
     elif p.avg:
         c.avgpool2d_forward(y, x, &p.s, p.incl, nt)
-    elif not p.training:                # no indices needed (only scratch)
-        c.maxpool2d_forward_inference(y, idx, x, &p.s, nt)
+    elif not p.training:                # values only: no indices
+        c.maxpool2d_forward_inference(y, x, &p.s, nt)
         if p.fused_relu:                # they commute: relu on the pooled output
             c.relu_forward(y, y, p.ny, nt)
     elif not p.fused_relu:

@@ -234,8 +234,10 @@ class MaxPool2dOp(_Pool2dOp):
     kind = "max_pool2d"
 
     def aux(self, node, x, y, training):
-        slots = {"indices": (y, np.int32, training)}
-        if node.attrs.get("relu") and training:
+        if not training:    # values only (maxpool2d_forward_inference)
+            return {}
+        slots = {"indices": (y, np.int32, True)}
+        if node.attrs.get("relu"):
             slots["relu"] = (x, np.float32, True)
         return slots
 

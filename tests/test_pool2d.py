@@ -781,11 +781,46 @@ print("ok")
 """
 
 
+
+
+# In a child per instruction set: the inference max pooling of any window
+# (values only: 3x3 stride 2 through its own AVX-512 loop, the rest through
+# the vectorized rows of pool2d_kernel.h and the border windows one by one)
+# against the functional forward, byte for byte (the first maximum, the last
+# NaN, signed zeros), on random windows, strides, paddings, dilations and
+# ceil mode, and widths around the vector length and the row blocks.
+ANY_WINDOW_EXACT = """
+import numpy as np
+import fastcnn, fastcnn.functional as F
+rng = np.random.default_rng(1)
+special = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, 1.0, 1.0], np.float32)
+cases = [((2, 3, 9, 7), 3, 2, 1, 1, False), ((1, 2, 7, 600), 3, 2, 1, 1, False),
+         ((1, 2, 5, 33), 3, 2, 0, 1, True), ((1, 1, 4, 70), 1, 2, 0, 1, False),
+         ((1, 2, 6, 40), (2, 20), (1, 2), 0, 1, False), ((1, 2, 8, 45), 3, 1, 1, 1, False)]
+for _ in range(60):
+    k = int(rng.integers(1, 6))
+    cases.append(((1, 2, int(rng.integers(k + 2, 12)), int(rng.integers(k + 2, 70))), k,
+                  int(rng.integers(1, 4)), int(rng.integers(0, k // 2 + 1)),
+                  int(rng.integers(1, 3)), bool(rng.integers(0, 2))))
+for shape, k, s, p, d, ceil in cases:
+    if min(shape[2:]) + 2 * p < d * (np.max(k) - 1) + 1:
+        continue    # the window does not fit
+    x = rng.integers(-2, 3, shape).astype(np.float32)    # many ties
+    flat = x.reshape(-1)
+    flat[rng.integers(0, flat.size, flat.size // 5)] = rng.choice(special, flat.size // 5)
+    want = F.max_pool2d(x, k, s, p, d, ceil)
+    got = fastcnn.Sequential(fastcnn.MaxPool2d(k, s, p, d, ceil)).eval()(x)
+    assert got.tobytes() == want.tobytes(), (shape, k, s, p, d, ceil, got, want)
+print("ok")
+"""
+
+
 @pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
                     reason="already inside a forced-ISA run")
+@pytest.mark.parametrize("script", [TILES_EXACT, ANY_WINDOW_EXACT], ids=["tiles", "any_window"])
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
-def test_tile_loops_are_exact_on_every_isa(isa, tmp_path):
+def test_max_pooling_loops_are_exact_on_every_isa(isa, script, tmp_path):
     if isa not in supported_isas():
         pytest.skip(f"this CPU does not support {isa}")
-    done = run_python(TILES_EXACT, tmp_path, FASTCNN_ISA=isa)
+    done = run_python(script, tmp_path, FASTCNN_ISA=isa)
     assert done.returncode == 0 and "ok" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
