@@ -1,18 +1,20 @@
 /* conv2d_direct.c - the direct forward convolution for first layers (stride
  * 1, C R S <= 75; conv2d.c chooses): output channels x row vectors in
  * registers (the loops in conv2d_kernel.h, compiled per instruction set),
- * reading a zero-padded copy of one image at a time; and that copy
- * (conv2d_pad_image), also used by the channel-vector kernels. */
+ * reading a zero-padded copy of one image at a time and the weights packed
+ * in blocks of a tile's channels; and that copy (conv2d_pad_image), also
+ * used by the channel-vector kernels. */
 #include <string.h>
 
 #include "conv2d_generic.h"
 #include "conv2d_internal.h"
+#include "gemm.h"
 
 /* The portable build of the direct block kernel (conv2d_kernel.h, conv2d_generic.h). */
-void conv2d_direct_block_generic(float *y, const float *xpad, const float *w, const float *b,
+void conv2d_direct_block_generic(float *y, const float *xpad, const float *wB, const float *b,
                                  int64_t k0, int64_t kn, const direct_geom *g)
 {
-    direct_block(y, xpad, w, b, k0, kn, g);
+    direct_block(y, xpad, wB, b, k0, kn, g);
 }
 
 /* xpad (C, Hp, Wp) = image x (C, H, W) shifted by the top/left padding,
@@ -33,6 +35,19 @@ void conv2d_pad_image(float *xpad, const float *x, const conv2d_shape *s, int64_
         }
 }
 
+/* wB (ceil(K / kb), C R S, kb) = w (K, C R S) in blocks of kb output
+ * channels, each block transposed, zeros past K: a tap's kb weights are
+ * adjacent, so the kernel broadcasts them from one pointer. */
+static void pack_blocks(float *wB, const float *w, int64_t K, int64_t CRS, int64_t kb)
+{
+    for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        int64_t n = K - k0 < kb ? K - k0 : kb;
+        if (n < kb)
+            memset(wB + k0 * CRS, 0, (size_t)(kb * CRS) * sizeof(float));
+        sgemm_transpose(wB + k0 * CRS, kb, w + k0 * CRS, CRS, n, CRS);
+    }
+}
+
 /* y (N, K, P, Q) = conv(x, w) + b by the direct kernel (stride 1). */
 int conv2d_direct_forward(float *y, const float *x, const float *w, const float *b,
                           const conv2d_shape *s, int nthreads)
@@ -43,14 +58,16 @@ int conv2d_direct_forward(float *y, const float *x, const float *w, const float 
     direct_geom g = {s->C, s->K, s->R, s->S, s->P, s->Q, s->P + s->R - 1,
                      (s->Q + DIRECT_WP_ALIGN - 1) / DIRECT_WP_ALIGN * DIRECT_WP_ALIGN + s->S - 1,
                      s->clamp, s->lo, s->hi};
-    int64_t blocks = (s->K + kb - 1) / kb, items = s->N * blocks;
+    int64_t blocks = (s->K + kb - 1) / kb, items = s->N * blocks, CRS = s->C * s->R * s->S;
     int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
     if (nt > items)
         nt = (int)items;
-    float *scratch = conv2d_scratch_take(nt * per);
+    float *scratch = conv2d_scratch_take(nt * per + blocks * kb * CRS);
     if (!scratch)
         return FASTCNN_ENOMEM;
+    float *wB = scratch + nt * per;
+    pack_blocks(wB, w, s->K, CRS, kb);
     /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
      * their output planes, and its own padded image */
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -62,7 +79,7 @@ int conv2d_direct_forward(float *y, const float *x, const float *w, const float 
             if (n != padded)
                 conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
             padded = n;
-            fn(y + n * ysz, xpad, w, b, k0, s->K - k0 < kb ? s->K - k0 : kb, &g);
+            fn(y + n * ysz, xpad, wB, b, k0, s->K - k0 < kb ? s->K - k0 : kb, &g);
         }
     }
     conv2d_scratch_give(scratch);

@@ -2,8 +2,8 @@
  * conv2d_kernel.h's loop compiled for AVX2 (set up by conv2d_avx2.h). */
 #include "conv2d_avx2.h"
 
-void conv2d_direct_block_avx2(float *y, const float *xpad, const float *w, const float *b,
+void conv2d_direct_block_avx2(float *y, const float *xpad, const float *wB, const float *b,
                               int64_t k0, int64_t kn, const direct_geom *g)
 {
-    direct_block(y, xpad, w, b, k0, kn, g);
+    direct_block(y, xpad, wB, b, k0, kn, g);
 }

@@ -44,7 +44,10 @@ static inline span valid_span(int64_t off, int64_t stride, int64_t size, int64_t
  *   xpad (C, Hp, Wp): the image with its padding, Hp = P + R - 1 rows and
  *       Wp = round_up(Q, VL) + S - 1 columns (VL = floats per vector of the
  *       widest instruction set, 16), zeros outside the image;
- *   y (K, P, Q) channels k0..k0+kn of this image; w (K, C, R, S); b (K) or NULL. */
+ *   y (K, P, Q) channels k0..k0+kn of this image; b (K) or NULL;
+ *   wB (K / kb, C R S, kb): w (K, C, R, S) in blocks of kb output channels
+ *       (the instruction set's DIRECT_KB_*), each block transposed so that
+ *       a tap's kb weights are adjacent, zeros past K (conv2d_direct_pack). */
 typedef struct {
     int64_t C, K, R, S, P, Q, Hp, Wp;
     int64_t clamp;      /* outputs clamped to [lo, hi] (conv2d_shape's clamp) */
@@ -53,11 +56,11 @@ typedef struct {
 
 #define DIRECT_WP_ALIGN 16
 
-void conv2d_direct_block_avx512(float *y, const float *xpad, const float *w, const float *b,
+void conv2d_direct_block_avx512(float *y, const float *xpad, const float *wB, const float *b,
                                 int64_t k0, int64_t kn, const direct_geom *g);
-void conv2d_direct_block_avx2(float *y, const float *xpad, const float *w, const float *b,
+void conv2d_direct_block_avx2(float *y, const float *xpad, const float *wB, const float *b,
                               int64_t k0, int64_t kn, const direct_geom *g);
-void conv2d_direct_block_generic(float *y, const float *xpad, const float *w, const float *b,
+void conv2d_direct_block_generic(float *y, const float *xpad, const float *wB, const float *b,
                                  int64_t k0, int64_t kn, const direct_geom *g);
 
 /* Channel-vector direct convolution (any stride; K a multiple of the
@@ -183,8 +186,9 @@ static inline dvec clamp_vec(dvec v, float lo, float hi)
 /* y rows p of channels k0..k0+kn, columns q0..q0+min(Q - q0, nv VL);
  * taps: S when known at compile time (unrolled), else 0. */
 static inline __attribute__((always_inline)) void
-direct_tile(const int kn, const int nv, const int taps, float *y, const float *xpad, const float *w,
-            const float *b, int64_t k0, int64_t p, int64_t q0, const direct_geom *g)
+direct_tile(const int kn, const int nv, const int taps, float *y, const float *xpad,
+            const float *wB, const float *b, int64_t k0, int64_t p, int64_t q0,
+            const direct_geom *g)
 {
     const int64_t CRS = g->C * g->R * g->S, PQ = g->P * g->Q;
     dvec acc[DIRECT_KB][DIRECT_NVMAX];
@@ -196,7 +200,7 @@ direct_tile(const int kn, const int nv, const int taps, float *y, const float *x
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t r = 0; r < g->R; r++) {
             const float *xr = xpad + (c * g->Hp + p + r) * g->Wp + q0;
-            const float *wr = w + k0 * CRS + (c * g->R + r) * g->S;
+            const float *wr = wB + k0 * CRS + (c * g->R + r) * g->S * DIRECT_KB;
             const int64_t S = taps ? taps : g->S;
 #pragma GCC unroll 8
             for (int64_t t = 0; t < S; t++) {
@@ -206,7 +210,7 @@ direct_tile(const int kn, const int nv, const int taps, float *y, const float *x
                     xv[v] = *(const dvec *)(xr + t + v * DIRECT_VL);
 #pragma GCC unroll 16
                 for (int k = 0; k < kn; k++) {
-                    float wk = wr[k * CRS + t];
+                    float wk = wr[t * DIRECT_KB + k];
 #pragma GCC unroll 4
                     for (int v = 0; v < nv; v++)
                         acc[k][v] += wk * xv[v];
@@ -237,11 +241,11 @@ direct_tile(const int kn, const int nv, const int taps, float *y, const float *x
 
 #define DIRECT_TAPS(kn, nv)                                                         \
     if (g->S == 3)                                                                  \
-        direct_tile(kn, nv, 3, y, xpad, w, b, k0, p, q0, g);                        \
+        direct_tile(kn, nv, 3, y, xpad, wB, b, k0, p, q0, g);                        \
     else if (g->S == 5)                                                             \
-        direct_tile(kn, nv, 5, y, xpad, w, b, k0, p, q0, g);                        \
+        direct_tile(kn, nv, 5, y, xpad, wB, b, k0, p, q0, g);                        \
     else                                                                            \
-        direct_tile(kn, nv, 0, y, xpad, w, b, k0, p, q0, g);
+        direct_tile(kn, nv, 0, y, xpad, wB, b, k0, p, q0, g);
 
 #define DIRECT_NV_CASES(kn)                                                         \
     case kn:                                                                        \
@@ -259,7 +263,7 @@ direct_tile(const int kn, const int nv, const int taps, float *y, const float *x
  * (a row of 4 vectors is 2 + 2, not 3 + 1: a one-vector tile keeps too few
  * accumulators to cover the multiply-add latency; 3x32x32 -> 32 at batch
  * 256: 48 -> 57 GFLOP/s on Zen 3). */
-static inline void direct_block(float *y, const float *xpad, const float *w, const float *b,
+static inline void direct_block(float *y, const float *xpad, const float *wB, const float *b,
                                 int64_t k0, int64_t kn, const direct_geom *g)
 {
     int64_t vecs = (g->Q + DIRECT_VL - 1) / DIRECT_VL;
