@@ -6,6 +6,7 @@ backward), with every pass on or off, in training and inference; buffers
 must never leak into what the caller holds; memory stays within the plan."""
 import copy
 import itertools
+import os
 import pickle
 import threading
 
@@ -190,6 +191,11 @@ def test_memory_plan_shares_bytes_and_stays_within_its_bound():
         assert infer.arena_bytes <= sum(largest) + 128, build
 
 
+# Under AddressSanitizer (.ci/asan preloads libasan) the RSS is ASan's: freed
+# blocks wait in its quarantine, so it grows with every allocation (the same
+# 108 MB over these steps before and after a change; 13 MB in one CI run).
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="memory figures are meaningless under ASan")
 def test_rss_is_flat_over_a_thousand_training_steps(rng):
     def rss():
         with open("/proc/self/statm") as f:
