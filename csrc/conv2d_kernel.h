@@ -45,9 +45,10 @@ static inline span valid_span(int64_t off, int64_t stride, int64_t size, int64_t
  *       Wp = round_up(Q, VL) + S - 1 columns (VL = floats per vector of the
  *       widest instruction set, 16), zeros outside the image;
  *   y (K, P, Q) channels k0..k0+kn of this image; b (K) or NULL;
- *   wB (K / kb, C R S, kb): w (K, C, R, S) in blocks of kb output channels
- *       (the instruction set's DIRECT_KB_*), each block transposed so that
- *       a tap's kb weights are adjacent, zeros past K (conv2d_direct_pack). */
+ *   wB (ceil(K / kb), C R S, kb): w (K, C, R, S) in blocks of kb output
+ *       channels (the instruction set's DIRECT_KB_*), each block transposed
+ *       so that a tap's kb weights are adjacent, zeros past K (packed by
+ *       conv2d_direct.c). */
 typedef struct {
     int64_t C, K, R, S, P, Q, Hp, Wp;
     int64_t clamp;      /* outputs clamped to [lo, hi] (conv2d_shape's clamp) */
@@ -241,9 +242,9 @@ direct_tile(const int kn, const int nv, const int taps, float *y, const float *x
 
 #define DIRECT_TAPS(kn, nv)                                                         \
     if (g->S == 3)                                                                  \
-        direct_tile(kn, nv, 3, y, xpad, wB, b, k0, p, q0, g);                        \
+        direct_tile(kn, nv, 3, y, xpad, wB, b, k0, p, q0, g);                       \
     else if (g->S == 5)                                                             \
-        direct_tile(kn, nv, 5, y, xpad, wB, b, k0, p, q0, g);                        \
+        direct_tile(kn, nv, 5, y, xpad, wB, b, k0, p, q0, g);                       \
     else                                                                            \
         direct_tile(kn, nv, 0, y, xpad, wB, b, k0, p, q0, g);
 

@@ -1,9 +1,9 @@
 /* pool2d_kernel.h - the 2x2 stride-2 max pooling of whole tiles (no padding,
  * H = 2P, W = 2Q: LeNet's and most CNNs' pooling), forward and backward, for
- * one plane, and the values-only rows of any max pooling window (inference:
- * ResNet's 3x3 stride 2) (private to the pool2d family). Included by pool2d.c (portable
- * build) and by pool2d_avx2.c / pool2d_avx512.c, so each compiles the same
- * loops with its own instruction set; only inline code here.
+ * one plane, and the values-only rows of any max pooling window (inference)
+ * (private to the pool2d family). Included by pool2d.c (portable build) and
+ * by pool2d_avx2.c / pool2d_avx512.c, so each compiles the same loops with
+ * its own instruction set; only inline code here.
  *
  * Same results as the general kernels: scan order (row by row, left to
  * right), first maximum wins, a NaN is the maximum (the last NaN wins). */
