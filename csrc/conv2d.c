@@ -85,10 +85,13 @@ enum { FORWARD_PREPARED = BACKWARD_WEIGHT + 1 };
 enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO };
 #define MAX_CANDIDATES 4
 
-/* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM. */
+/* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM.
+ * (At stride 2 only timing chooses it: it won on batch-1 224x224 stems and
+ * lost to the channel-vector kernel on batched 3x3 ones, bench/CONV2D.md.) */
 #define DIRECT_MAX_CRS 75
 
-/* 0: by shape, 1: always when stride 1 (every op), -1: never */
+/* 0: by shape, 1: always when it fits (stride 1 or 2 forward, stride-1
+ * backward ops), -1: never */
 static int direct_mode = 0;
 static int kvec_mode = 0;       /* 0: by shape, 1: whenever K fits the vectors, -1: never */
 static int wino_mode = 0;       /* 0: by timing, 1: whenever it fits, -1: never */
@@ -127,11 +130,17 @@ static int winograd_fits(int op, const conv2d_shape *s)
         && (op != BACKWARD_DATA || (s->ph <= 2 && s->pw <= 2));
 }
 
+/* The direct kernel's forward strides: 1 or 2, the same both ways. */
+static int direct_stride(const conv2d_shape *s)
+{
+    return s->sh == s->sw && (s->sh == 1 || s->sh == 2);
+}
+
 static int use_direct(const conv2d_shape *s)
 {
-    if (s->sh != 1 || s->sw != 1 || direct_mode < 0 || !undilated(s))
+    if (!direct_stride(s) || direct_mode < 0 || !undilated(s))
         return 0;
-    return direct_mode > 0 || s->C * s->R * s->S <= DIRECT_MAX_CRS;
+    return direct_mode > 0 || (s->sh == 1 && s->C * s->R * s->S <= DIRECT_MAX_CRS);
 }
 
 /* Floats per vector of the channel-vector kernels in use. */
@@ -319,7 +328,7 @@ static int candidates(int op, const conv2d_shape *s, int *paths)
     if (winograd_fits(op, s))
         n = add_path(paths, n, PATH_WINO);
     if (op == FORWARD) {
-        if (s->sh == 1 && s->sw == 1 && s->C * s->R * s->S <= DIRECT_TUNE_MAX_CRS)
+        if (direct_stride(s) && s->C * s->R * s->S <= DIRECT_TUNE_MAX_CRS)
             n = add_path(paths, n, PATH_DIRECT);
         if (s->K % vl == 0 && PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);

@@ -1,9 +1,10 @@
 /* conv2d_direct.c - the direct forward convolution for first layers (stride
- * 1, C R S <= 75; conv2d.c chooses): output channels x row vectors in
- * registers (the loops in conv2d_kernel.h, compiled per instruction set),
- * reading a zero-padded copy of one image at a time and the weights packed
- * in blocks of a tile's channels; and that copy (conv2d_pad_image), also
- * used by the channel-vector kernels. */
+ * 1 or 2, C R S <= 75 or timed; conv2d.c chooses): output channels x row
+ * vectors in registers (the loops in conv2d_kernel.h, compiled per
+ * instruction set), reading a zero-padded copy of one image at a time (at
+ * stride 2 each row split into its even and odd columns) and the weights
+ * packed in blocks of a tile's channels; and the padded copy
+ * (conv2d_pad_image), also used by the channel-vector kernels. */
 #include <string.h>
 
 #include "conv2d_generic.h"
@@ -35,6 +36,42 @@ void conv2d_pad_image(float *xpad, const float *x, const conv2d_shape *s, int64_
         }
 }
 
+/* dst[i] = xr[2 i + off] where 0 <= 2 i + off < W, else 0 (i < Wh): one
+ * column phase of a padded row. */
+static void column_phase(float *dst, const float *xr, int64_t W, int64_t off, int64_t Wh)
+{
+    int64_t lo = off >= 0 ? 0 : (1 - off) / 2;          /* first i with 2 i + off >= 0 */
+    int64_t hi = W > off ? (W - off + 1) / 2 : 0;       /* first i with 2 i + off >= W */
+    lo = lo < Wh ? lo : Wh;
+    hi = hi < lo ? lo : hi < Wh ? hi : Wh;
+    for (int64_t i = 0; i < lo; i++)
+        dst[i] = 0.0f;
+    for (int64_t i = lo; i < hi; i++)
+        dst[i] = xr[2 * i + off];
+    for (int64_t i = hi; i < Wh; i++)
+        dst[i] = 0.0f;
+}
+
+/* xpad (C, Hp, 2 Wh) = image x (C, H, W) zero-padded (top and left by the
+ * shape's padding), each row stored as its even columns then its odd ones
+ * (Wh each). */
+static void pad_image_phases(float *xpad, const float *x, const conv2d_shape *s, int64_t Hp,
+                             int64_t Wh)
+{
+    for (int64_t c = 0; c < s->C; c++)
+        for (int64_t hp = 0; hp < Hp; hp++) {
+            float *even = xpad + (c * Hp + hp) * 2 * Wh;
+            int64_t h = hp - s->ph;
+            if (h < 0 || h >= s->H) {
+                memset(even, 0, (size_t)(2 * Wh) * sizeof(float));
+                continue;
+            }
+            const float *xr = x + (c * s->H + h) * s->W;
+            column_phase(even, xr, s->W, -s->pw, Wh);
+            column_phase(even + Wh, xr, s->W, 1 - s->pw, Wh);
+        }
+}
+
 /* wB (ceil(K / kb), C R S, kb) = w (K, C R S) in blocks of kb output
  * channels, each block transposed, zeros past K: a tap's kb weights are
  * adjacent, so the kernel broadcasts them from one pointer. */
@@ -48,16 +85,17 @@ static void pack_blocks(float *wB, const float *w, int64_t K, int64_t CRS, int64
     }
 }
 
-/* y (N, K, P, Q) = conv(x, w) + b by the direct kernel (stride 1). */
+/* y (N, K, P, Q) = conv(x, w) + b by the direct kernel (stride 1 or 2, both ways). */
 int conv2d_direct_forward(float *y, const float *x, const float *w, const float *b,
                           const conv2d_shape *s, int nthreads)
 {
     const conv2d_kernels *kr = conv2d_kernels_for(fastcnn_isa());
     conv2d_direct_block_fn fn = kr->direct_block;
     int64_t kb = kr->direct_kb;
-    direct_geom g = {s->C, s->K, s->R, s->S, s->P, s->Q, s->P + s->R - 1,
-                     (s->Q + DIRECT_WP_ALIGN - 1) / DIRECT_WP_ALIGN * DIRECT_WP_ALIGN + s->S - 1,
-                     s->clamp, s->lo, s->hi};
+    int64_t Qv = (s->Q + DIRECT_WP_ALIGN - 1) / DIRECT_WP_ALIGN * DIRECT_WP_ALIGN;
+    int64_t Wh = s->sw == 2 ? Qv + s->S / 2 : 0;
+    direct_geom g = {s->C, s->K, s->R, s->S, s->P, s->Q, (s->P - 1) * s->sh + s->R,
+                     Wh ? 2 * Wh : Qv + s->S - 1, s->clamp, s->lo, s->hi, Wh};
     int64_t blocks = (s->K + kb - 1) / kb, items = s->N * blocks, CRS = s->C * s->R * s->S;
     int64_t per = s->C * g.Hp * g.Wp, xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
@@ -76,7 +114,9 @@ int conv2d_direct_forward(float *y, const float *x, const float *w, const float 
         int64_t padded = -1;
         for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
             int64_t n = it / blocks, k0 = it % blocks * kb;
-            if (n != padded)
+            if (n != padded && Wh)
+                pad_image_phases(xpad, x + n * xsz, s, g.Hp, Wh);
+            else if (n != padded)
                 conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
             padded = n;
             fn(y + n * ysz, xpad, wB, b, k0, s->K - k0 < kb ? s->K - k0 : kb, &g);

@@ -40,10 +40,13 @@ static inline span valid_span(int64_t off, int64_t stride, int64_t size, int64_t
     return v;
 }
 
-/* One image's direct convolution, stride 1:
- *   xpad (C, Hp, Wp): the image with its padding, Hp = P + R - 1 rows and
- *       Wp = round_up(Q, VL) + S - 1 columns (VL = floats per vector of the
- *       widest instruction set, 16), zeros outside the image;
+/* One image's direct convolution, stride 1 or 2 (both ways):
+ *   xpad (C, Hp, Wp): the image with its padding, zeros outside the image;
+ *       stride 1: Hp = P + R - 1 rows of Wp = round_up(Q, VL) + S - 1
+ *       columns (VL = floats per vector of the widest instruction set, 16);
+ *       stride 2 (Wh > 0): Hp = 2 (P - 1) + R rows of Wp = 2 Wh floats,
+ *       the padded row's even columns then its odd ones, Wh = round_up(Q,
+ *       VL) + S / 2 each, so a tap reads its outputs' inputs as one run;
  *   y (K, P, Q) channels k0..k0+kn of this image; b (K) or NULL;
  *   wB (ceil(K / kb), C R S, kb): w (K, C, R, S) in blocks of kb output
  *       channels (the instruction set's DIRECT_KB_*), each block transposed
@@ -53,6 +56,7 @@ typedef struct {
     int64_t C, K, R, S, P, Q, Hp, Wp;
     int64_t clamp;      /* outputs clamped to [lo, hi] (conv2d_shape's clamp) */
     float lo, hi;
+    int64_t Wh;         /* stride 2: the width of a row's column phase; stride 1: 0 */
 } direct_geom;
 
 #define DIRECT_WP_ALIGN 16
@@ -185,11 +189,12 @@ static inline dvec clamp_vec(dvec v, float lo, float hi)
 }
 
 /* y rows p of channels k0..k0+kn, columns q0..q0+min(Q - q0, nv VL);
- * taps: S when known at compile time (unrolled), else 0. */
+ * taps: S when known at compile time (unrolled), else 0; stride: 1, or 2
+ * (rows of column phases, g->Wh). */
 static inline __attribute__((always_inline)) void
-direct_tile(const int kn, const int nv, const int taps, float *y, const float *xpad,
-            const float *wB, const float *b, int64_t k0, int64_t p, int64_t q0,
-            const direct_geom *g)
+direct_tile(const int kn, const int nv, const int taps, const int stride, float *y,
+            const float *xpad, const float *wB, const float *b, int64_t k0, int64_t p,
+            int64_t q0, const direct_geom *g)
 {
     const int64_t CRS = g->C * g->R * g->S, PQ = g->P * g->Q;
     dvec acc[DIRECT_KB][DIRECT_NVMAX];
@@ -200,15 +205,17 @@ direct_tile(const int kn, const int nv, const int taps, float *y, const float *x
             acc[k][v] = (dvec){0} + (b ? b[k0 + k] : 0.0f);
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t r = 0; r < g->R; r++) {
-            const float *xr = xpad + (c * g->Hp + p + r) * g->Wp + q0;
+            const float *xr = xpad + (c * g->Hp + p * stride + r) * g->Wp + q0;
             const float *wr = wB + k0 * CRS + (c * g->R + r) * g->S * DIRECT_KB;
             const int64_t S = taps ? taps : g->S;
 #pragma GCC unroll 8
             for (int64_t t = 0; t < S; t++) {
+                /* stride 2: input column 2 q + t is q + t / 2 of phase t % 2 */
+                const float *xt = stride == 2 ? xr + (t & 1) * g->Wh + (t >> 1) : xr + t;
                 dvec xv[DIRECT_NVMAX];
 #pragma GCC unroll 4
                 for (int v = 0; v < nv; v++)
-                    xv[v] = *(const dvec *)(xr + t + v * DIRECT_VL);
+                    xv[v] = *(const dvec *)(xt + v * DIRECT_VL);
 #pragma GCC unroll 16
                 for (int k = 0; k < kn; k++) {
                     float wk = wr[t * DIRECT_KB + k];
@@ -241,12 +248,18 @@ direct_tile(const int kn, const int nv, const int taps, float *y, const float *x
 }
 
 #define DIRECT_TAPS(kn, nv)                                                         \
-    if (g->S == 3)                                                                  \
-        direct_tile(kn, nv, 3, y, xpad, wB, b, k0, p, q0, g);                       \
+    if (g->Wh && g->S == 3)                                                         \
+        direct_tile(kn, nv, 3, 2, y, xpad, wB, b, k0, p, q0, g);                    \
+    else if (g->Wh && g->S == 7)                                                    \
+        direct_tile(kn, nv, 7, 2, y, xpad, wB, b, k0, p, q0, g);                    \
+    else if (g->Wh)                                                                 \
+        direct_tile(kn, nv, 0, 2, y, xpad, wB, b, k0, p, q0, g);                    \
+    else if (g->S == 3)                                                             \
+        direct_tile(kn, nv, 3, 1, y, xpad, wB, b, k0, p, q0, g);                    \
     else if (g->S == 5)                                                             \
-        direct_tile(kn, nv, 5, y, xpad, wB, b, k0, p, q0, g);                       \
+        direct_tile(kn, nv, 5, 1, y, xpad, wB, b, k0, p, q0, g);                    \
     else                                                                            \
-        direct_tile(kn, nv, 0, y, xpad, wB, b, k0, p, q0, g);
+        direct_tile(kn, nv, 0, 1, y, xpad, wB, b, k0, p, q0, g);
 
 #define DIRECT_NV_CASES(kn)                                                         \
     case kn:                                                                        \

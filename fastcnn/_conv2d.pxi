@@ -257,7 +257,8 @@ def _set_group_columns(columns):
 
 def _set_direct(mode):
     """Test hook: the forward's direct first-layer kernel is used by shape
-    (0), whenever the stride is 1 (1), or never (-1). Returns the old mode."""
+    (0), whenever the stride is 1 or 2 both ways (1), or never (-1). Returns
+    the old mode."""
     return c.conv2d_set_direct(int(mode))
 
 

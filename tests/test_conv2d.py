@@ -371,9 +371,10 @@ def test_repeated_calls_reuse_scratch_and_agree(rng):
     np.testing.assert_array_equal(F.conv2d(*small), first)
 
 
-# The forward's direct kernel (stride 1, few input channels; forced on here
-# for every stride-1 case): channel blocks of 8 (AVX-512) or 4, row segments
-# of up to 3 vectors, a zero-padded copy of each image.
+# The forward's direct kernel (stride 1 or 2, few input channels; forced on
+# here for every such case): channel blocks of 8 (AVX-512) or 4, row
+# segments of up to 3 vectors, a zero-padded copy of each image (at stride
+# 2 each row split into its even and odd columns).
 DIRECT_CASES = [
     (3, 1, 28, 28, 6, 5, 5, 1, 2),            # lenet_c1
     (2, 1, 9, 13, 11, 3, 3, 1, 1),            # K = 11: a full and a partial block
@@ -385,6 +386,13 @@ DIRECT_CASES = [
     (2, 6, 14, 14, 16, 5, 5, 1, 0),           # lenet_c2: C R S = 150
     (2, 2, 5, 9, 3, 2, 7, 1, (1, 3)),         # S = 7: the generic tap loop
     (3, 1, 1, 1, 5, 1, 1, 1, 0),              # 1x1 image
+    (2, 3, 37, 41, 32, 3, 3, 2, 1),           # stride 2: a MobileNet stem, odd sizes
+    (1, 3, 30, 29, 10, 7, 7, 2, 3),           # a ResNet stem, K = 10
+    (2, 1, 9, 8, 5, 5, 5, 2, 2),              # stride 2, S = 5: the generic tap loop
+    (1, 2, 6, 70, 9, 3, 3, 2, (0, 1)),        # stride 2, Q = 35: three vectors
+    (1, 4, 5, 6, 3, 2, 2, 2, 0),              # stride 2, even kernel
+    (3, 1, 1, 1, 5, 3, 3, 2, 1),              # stride 2, 1x1 image
+    (1, 2, 9, 10, 4, 3, 3, (2, 1), 1),        # mixed strides: other paths
 ]
 
 
