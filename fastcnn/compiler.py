@@ -9,7 +9,9 @@ Passes are rewrites of the graph, each switchable (``passes=``):
   masks its backward scatter with it (one pass over the gradient instead of
   two); in inference it pools first and applies the ReLU to the pooled output
   (they commute: both are monotone, and a NaN stays a NaN), a quarter of the
-  elements for a 2x2 window.
+  elements for a 2x2 window. In inference it runs after
+  ``fuse_conv_activation``, which makes a ReLU after a convolution free: the
+  pooling takes only the ReLUs left.
 - ``fold_batch_norm`` (inference): a batch norm after a convolution becomes
   part of it: the convolution runs on weights and a bias folded anew on each
   call from the current parameters and statistics (where that costs less
@@ -64,7 +66,7 @@ def compile_graph(graph, training, passes=PASSES, frozen=None):
         raise ValueError(f"unknown passes {sorted(unknown)}; the passes are {PASSES}")
     if frozen is not None and training:
         raise ValueError("a frozen model runs inference only")
-    if "fuse_relu_max_pool" in passes:
+    if "fuse_relu_max_pool" in passes and training:
         graph = fuse_relu_max_pool(graph)
     if frozen is not None:
         graph = freeze_weights(fold_batch_norm(graph, only_profitable=False), frozen)
@@ -72,6 +74,8 @@ def compile_graph(graph, training, passes=PASSES, frozen=None):
         graph = fold_batch_norm(graph)
     if "fuse_conv_activation" in passes and not training:
         graph = fuse_conv_activation(graph)
+    if "fuse_relu_max_pool" in passes and not training:
+        graph = fuse_relu_max_pool(graph)   # the ReLUs no convolution took
     return _Planner(graph, training, "in_place" in passes, "reuse_memory" in passes).program()
 
 

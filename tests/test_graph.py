@@ -166,6 +166,22 @@ def test_passes_rewrite_the_graph_as_documented():
         compile_graph(graph, False, ("fold_everything",))
 
 
+def test_inference_relu_before_a_max_pooling_goes_to_the_convolution(rng):
+    """In inference a ReLU after a convolution becomes its epilogue (free)
+    even where a max pooling reads it; training keeps it in the pooling."""
+    model = lenet()
+    graph = trace(model, (3, 1, 28, 28))
+    infer = compile_graph(graph, False).graph.nodes
+    assert [n.op for n in infer] == ["conv2d", "max_pool2d", "conv2d", "max_pool2d",
+                                     "flatten", "linear", "relu", "linear", "relu", "linear"]
+    assert infer[0].attrs["clamp"] == (0.0, float("inf")) and not infer[1].attrs.get("relu")
+    train = compile_graph(graph, True).graph.nodes
+    assert "clamp" not in train[0].attrs and train[1].attrs["relu"]
+    x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(compile_graph(graph, False).forward(x)[0],
+                               reference_run(graph, x, None, False)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_memory_plan_shares_bytes_and_stays_within_its_bound():
     """The arena of a training step holds what backward needs (each op's saved
     tensors) plus at most the two largest gradients in flight; inference needs
