@@ -208,6 +208,7 @@ def fuse_conv_activation(graph):
             continue
         nodes[j] = nodes[j].replace(outputs=act.outputs, attrs=dict(nodes[j].attrs, clamp=clamp))
         nodes[i] = None
+        producer[act.outputs[0]] = j     # an activation after this one finds the convolution
     return graph.copy([n for n in nodes if n is not None])
 
 

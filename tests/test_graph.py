@@ -578,6 +578,22 @@ def ops_of(prog):
     return [node.op for node in prog.graph.nodes]
 
 
+@pytest.mark.parametrize("second", ["relu", "relu6"])
+def test_activation_after_a_fused_activation_runs_as_its_own_step(second, rng):
+    """conv -> ReLU6 / ReLU -> another activation: the first becomes the
+    convolution's epilogue, the second (its input now the convolution's
+    output, which already has a clamp) stays a step."""
+    acts = {"relu": L.ReLU, "relu6": L.ReLU6}
+    model = L.Sequential(L.Conv2d(2, 3, 3, padding=1), acts[second](), L.ReLU(),
+                         seed=0).eval()
+    x = rng.standard_normal((2, 2, 5, 6)).astype(np.float32) * 8
+    graph = trace(model, x.shape)
+    prog = compile_graph(graph, False)
+    assert ops_of(prog) == ["conv2d", "relu"], ops_of(prog)
+    np.testing.assert_array_equal(prog.forward(x)[0], reference_run(graph, x, None, False)[0])
+    np.testing.assert_array_equal(model(x), prog.forward(x)[0])
+
+
 def test_activation_not_fused_where_its_input_is_read_again_or_in_training(rng):
     class Skip(L.Layer):
         def __init__(self):
