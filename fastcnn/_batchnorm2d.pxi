@@ -46,8 +46,8 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
     eps = nonnegative_float(eps, "eps")
     g = _batchnorm2d_vector(weight, C, "weight")
     b = _batchnorm2d_vector(bias, C, "bias")
-    rm = _batchnorm2d_running(running_mean, C, "running_mean")
-    rv = _batchnorm2d_running(running_var, C, "running_var")
+    rm = _batchnorm2d_running(running_mean, C, "running_mean", training)
+    rv = _batchnorm2d_running(running_var, C, "running_var", training)
     if not training and (rm is None or rv is None):
         raise ValueError("batch_norm2d in inference needs running_mean and running_var")
     if return_stats and not training:
@@ -206,13 +206,15 @@ def _batchnorm2d_vector(v, int64_t C, str name):
     return a
 
 
-def _batchnorm2d_running(v, int64_t C, str name):
+def _batchnorm2d_running(v, int64_t C, str name, bint writeable):
+    """A running statistic: updated in place in training (writeable), only
+    read in inference (a frozen model's read-only buffers)."""
     if v is None:
         return None
     if not isinstance(v, np.ndarray) or v.dtype != np.float32 or not v.flags.c_contiguous \
-            or not v.flags.writeable or v.shape != (C,):
-        raise ValueError(f"{name} must be a writeable C-contiguous float32 array of shape "
-                         f"({C},). Received: {type(v).__name__}"
+            or (writeable and not v.flags.writeable) or v.shape != (C,):
+        raise ValueError(f"{name} must be a {'writeable ' if writeable else ''}C-contiguous "
+                         f"float32 array of shape ({C},). Received: {type(v).__name__}"
                          + (f" of shape {v.shape}, dtype={v.dtype}"
                             if isinstance(v, np.ndarray) else ""))
     return v
@@ -293,8 +295,9 @@ cdef class BatchNormStep(Step):
         par[1] = NULL if self.bias is None else _param_ptr(self.bias.data, shape, False, "bias")
         par[2] = par[3] = NULL
         if self.running_mean is not None:
-            par[2] = _param_ptr(self.running_mean, shape, True, "running_mean")
-            par[3] = _param_ptr(self.running_var, shape, True, "running_var")
+            # written in training only: a frozen model's are read-only
+            par[2] = _param_ptr(self.running_mean, shape, self.a.update, "running_mean")
+            par[3] = _param_ptr(self.running_var, shape, self.a.update, "running_var")
         if self.a.update:           # training holds the model: no other call runs this step
             self.tracked[...] += 1
             self.a.factor = (1.0 / int(self.tracked) if self.momentum is None

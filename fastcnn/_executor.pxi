@@ -44,7 +44,8 @@ cdef float *_param_ptr(object a, tuple shape, bint writeable, str what) except N
                     break
             else:
                 return <float *> cnp.PyArray_DATA(arr)
-    raise ValueError(f"{what} must be a C-contiguous float32 array of shape {shape}. "
+    raise ValueError(f"{what} must be a {'writeable ' if writeable else ''}C-contiguous "
+                     f"float32 array of shape {shape}. "
                      f"Received: {type(a).__name__}"
                      + (f" of shape {a.shape}, dtype={a.dtype}" if isinstance(a, np.ndarray)
                         else ""))

@@ -125,6 +125,7 @@ def fold_batch_norm(graph, only_profitable=True):
         nodes[j] = conv.replace(op="conv2d_batch_norm2d", outputs=bn.outputs, params=params,
                                 attrs=dict(conv.attrs, bn_eps=bn.attrs["eps"]))
         nodes[i] = None
+        producer[bn.outputs[0]] = j      # a batch norm after this one finds the folded node
     return graph.copy([n for n in nodes if n is not None])
 
 

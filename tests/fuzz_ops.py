@@ -257,6 +257,14 @@ def f32_state(a, shape, name):
     return a.astype(np.float64)
 
 
+def f32_read(a, shape, name):
+    """A buffer only read: a C-contiguous float32 array of `shape`, writeable or not."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous:
+        raise Refused(f"{name} is not a C-contiguous float32 array")
+    shape_is(a, shape, name)
+    return a.astype(np.float64)
+
+
 def accumulator(a, shape, name):
     """An optional gradient accumulator (zeros when None)."""
     return np.zeros(shape) if a is None else f32_state(a, shape, name)
@@ -672,8 +680,9 @@ def _batch_norm2d_ref(args):
     b = np.zeros(C) if args.get("bias") is None else f64(args["bias"], "bias")
     shape_is(b, (C,), "bias")
     rm, rv = args.get("running_mean"), args.get("running_var")
-    rm = None if rm is None else f32_state(rm, (C,), "running_mean")
-    rv = None if rv is None else f32_state(rv, (C,), "running_var")
+    stat = f32_state if args["training"] else f32_read     # inference only reads them
+    rm = None if rm is None else stat(rm, (C,), "running_mean")
+    rv = None if rv is None else stat(rv, (C,), "running_var")
     momentum = ref_float(args.get("momentum", 0.1), "momentum")
     c = (slice(None), None, None)
     with np.errstate(all="ignore"):

@@ -218,6 +218,12 @@ def test_inference_uses_the_running_statistics(rng):
         F.batch_norm2d(x)
     with pytest.raises(ValueError, match=r"running_mean must be .* shape \(3,\)"):
         F.batch_norm2d(x, np.zeros(4, np.float32), rv, training=True)
+    # inference only reads the statistics: read-only arrays (a frozen model's) do;
+    # training updates them in place
+    rm.flags.writeable = rv.flags.writeable = False
+    np.testing.assert_array_equal(F.batch_norm2d(x, rm, rv, eps=1e-3), y)
+    with pytest.raises(ValueError, match=r"running_mean must be a writeable C-contiguous"):
+        F.batch_norm2d(x, rm, rv, training=True)
 
 
 @pytest.mark.parametrize("C, shape", [(4, (5, 3, 6)), (3, (1, 100, 100)), (37, (8, 1, 1))])

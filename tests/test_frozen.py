@@ -114,6 +114,22 @@ def test_frozen_mobilenet_block_with_depthwise_and_groups(num_threads, rng):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+def test_frozen_batch_norms_that_do_not_fold(num_threads, rng):
+    """Batch norms with no convolution right before them (first, after a
+    ReLU as in pre-activation blocks and DenseNet, one after another) run
+    as steps on the frozen, read-only statistics."""
+    model = fastcnn.Sequential([
+        fastcnn.BatchNorm2d(3), fastcnn.Conv2d(3, 8, 3, padding=1), fastcnn.ReLU(),
+        fastcnn.BatchNorm2d(8), fastcnn.Conv2d(8, 8, 3, padding=1), fastcnn.BatchNorm2d(8),
+        fastcnn.BatchNorm2d(8), fastcnn.ReLU()]).eval()
+    random_batch_norms(model, rng)
+    x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    want = model(x)
+    frozen = fastcnn.freeze(model)
+    np.testing.assert_allclose(frozen(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(frozen.predict(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_frozen_is_a_snapshot(rng):
     model = conv_bn_relu(4, 8, 3, 1, True, rng)
     x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
