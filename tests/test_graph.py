@@ -117,6 +117,67 @@ def assert_same(a, b):
         np.testing.assert_array_equal(p, q)
 
 
+def _random_chain(rng):
+    """A Sequential of 1-6 layers drawn from those the passes rewrite
+    (convolutions, batch norms, clamps, poolings, residual adds) and others,
+    in any order, on a random channel count; its input shape without the
+    batch."""
+    c = c0 = int(rng.integers(1, 6))
+    layers = []
+    for _ in range(int(rng.integers(1, 7))):
+        kind = int(rng.integers(0, 13))
+        if kind == 1:
+            layers.append(L.Conv2d(c, int(rng.integers(1, 9)), 1))
+            c = layers[-1].out_channels
+            continue
+        layers.append([lambda: L.Conv2d(c, c, 3, padding=1), None, lambda: L.BatchNorm2d(c),
+                       L.ReLU, L.ReLU6, lambda: L.Hardtanh(-0.5, 0.5), L.Tanh, L.Identity,
+                       lambda: L.MaxPool2d(2, 1), lambda: L.MaxPool2d(3, 1, 1),
+                       lambda: L.AvgPool2d(3, 1, 1),
+                       lambda: L.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
+                       lambda: Residual(L.Conv2d(c, c, 3, padding=1), L.BatchNorm2d(c))][kind]())
+    model = L.Sequential(*layers, seed=int(rng.integers(1 << 30)))
+    random_batch_norms(model, rng)
+    return model, (c0, 7, 6)
+
+
+def random_batch_norms(model, rng):
+    for layer in model.modules():
+        if isinstance(layer, L.BatchNorm2d):
+            layer.running_mean[...] = rng.normal(0.0, 0.5, layer.running_mean.shape)
+            layer.running_var[...] = rng.uniform(0.5, 2.0, layer.running_var.shape)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_layer_chains_equal_the_reference_walk(seed):
+    """Any order of the layers the passes rewrite (a ReLU after a ReLU6 that
+    became a convolution's epilogue, a batch norm after a folded one, batch
+    norms no convolution precedes) compiles and runs as the reference walk
+    does: eval, frozen (read-only weights and statistics) and a training step."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        model, shape = _random_chain(rng)
+        x = rng.standard_normal((2,) + shape).astype(np.float32)
+        what = [type(layer).__name__ for layer in model]
+        want = reference_run(trace(model.eval(), x.shape), x, None, False)[0]
+        np.testing.assert_allclose(model(x), want, rtol=1e-4, atol=1e-4, err_msg=str(what))
+        np.testing.assert_allclose(fastcnn.freeze(model)(x), want, rtol=1e-4, atol=1e-4,
+                                   err_msg=str(what))
+        dy = rng.standard_normal(want.shape).astype(np.float32)
+        graph = trace(model.train(), x.shape)
+        state = copy.deepcopy(model.state_dict())
+        model.zero_grad()
+        want, want_dx = reference_run(graph, x, dy, True)
+        want_grads = [p.grad.copy() for p in model.parameters()]
+        model.load_state_dict(state)         # the reference walk updated the statistics
+        model.zero_grad()
+        np.testing.assert_allclose(model(x), want, rtol=1e-4, atol=1e-4, err_msg=str(what))
+        np.testing.assert_allclose(model.backward(dy), want_dx, rtol=1e-3, atol=1e-3,
+                                   err_msg=str(what))
+        for p, g in zip(model.parameters(), want_grads):
+            np.testing.assert_allclose(p.grad, g, rtol=1e-3, atol=1e-3, err_msg=str(what))
+
+
 @pytest.mark.parametrize("passes", PASS_SETS, ids=lambda p: "+".join(p) or "none")
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("arch", sorted(ARCHS))
