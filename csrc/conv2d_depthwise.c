@@ -13,10 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #define DEPTHWISE_VBYTES 16
 #include "conv2d_internal.h"
 #include "conv2d_depthwise_kernel.h"
@@ -202,6 +198,32 @@ static void run_channel_wgrad(const depthwise_call *cc, int64_t c, thread_scratc
     for (int64_t i = 0; i < mRS; i++) cc->out[c * mRS + i] += (float)t->dw[i];
 }
 
+/* One call's tasks, for fastcnn_parallel_for. */
+typedef struct {
+    const depthwise_call *cc;
+    const conv2d_shape *s;
+    const depthwise_geom *g;
+    float *scratch;             /* per slot: thread_floats */
+    int64_t per;
+    int *ready;                 /* per slot: its padded planes' borders are zero */
+} depthwise_run;
+
+/* Task i: plane i of y or dx, or channel i's dw; the slot zeroes its
+ * scratch planes on its first task. */
+static void depthwise_task(void *ctx, int64_t i, int slot)
+{
+    const depthwise_run *r = ctx;
+    thread_scratch t = scratch_of(r->scratch + slot * r->per, r->s, r->g);
+    if (!r->ready[slot]) {
+        memset(t.xph, 0, (size_t)(r->s->sw * r->g->Hp * r->g->Wq) * sizeof(float));
+        r->ready[slot] = 1;
+    }
+    if (r->cc->op == BACKWARD_WEIGHT)
+        run_channel_wgrad(r->cc, i, &t, r->s, r->g);
+    else
+        run_plane(r->cc, i, &t, r->s, r->g);
+}
+
 static int run(const depthwise_call *cc, const conv2d_shape *s, int nthreads)
 {
     int64_t *ints = malloc((size_t)geom_ints(s) * sizeof(int64_t));
@@ -213,28 +235,15 @@ static int run(const depthwise_call *cc, const conv2d_shape *s, int nthreads)
     if (nt > tasks)
         nt = (int)tasks;
     int64_t per = thread_floats(s, &g);
-    float *scratch = conv2d_scratch_take(nt * per);
+    float *scratch = conv2d_scratch_take(nt * per + nt);
     if (!scratch) {
         free(ints);
         return FASTCNN_ENOMEM;
     }
+    depthwise_run r = {cc, s, &g, scratch, per, (int *)(scratch + nt * per)};
+    memset(r.ready, 0, (size_t)nt * sizeof(int));
     /* each task writes only its own planes of y or dx, or its channel's dw */
-    #pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        thread_scratch t = scratch_of(scratch + tid * per, s, &g);
-        memset(t.xph, 0, (size_t)(s->sw * g.Hp * g.Wq) * sizeof(float));
-        #pragma omp for schedule(static)
-        for (int64_t i = 0; i < tasks; i++) {
-            if (cc->op == BACKWARD_WEIGHT)
-                run_channel_wgrad(cc, i, &t, s, &g);
-            else
-                run_plane(cc, i, &t, s, &g);
-        }
-    }
+    fastcnn_parallel_for(tasks, depthwise_task, &r, nt);
     conv2d_scratch_give(scratch);
     free(ints);
     return FASTCNN_OK;
@@ -263,6 +272,34 @@ static void tap_vectors(float *wv, const float *w, int64_t C, int64_t RS, int64_
         for (int64_t t = 0; t < RS; t++) wv[((c / vl) * RS + t) * vl + c % vl] = w[c * RS + t];
 }
 
+/* One forward call in channel vectors, for fastcnn_parallel_for. */
+typedef struct {
+    float *y;
+    const float *x, *wv, *b;
+    const conv2d_shape *s;
+    const depthwise_kernels *kr;
+    const depthwise_geom *g;
+    float *scratch;             /* per slot: per floats, xs then ys */
+    int64_t per, xs_floats;
+    int *ready;                 /* per slot: its xs borders are zero */
+} vectors_run;
+
+/* Task i: vl channels of one image. */
+static void vectors_task(void *ctx, int64_t i, int slot)
+{
+    const vectors_run *r = ctx;
+    const conv2d_shape *s = r->s;
+    int64_t vl = r->kr->vl, groups = s->C / vl, RS = s->R * s->S;
+    int64_t c0 = i % groups * vl, plane = i / groups * s->C + c0;
+    float *xs = r->scratch + slot * r->per;
+    if (!r->ready[slot]) {
+        memset(xs, 0, (size_t)(r->g->Hp * r->g->Wp * vl) * sizeof(float));
+        r->ready[slot] = 1;
+    }
+    r->kr->vectors(r->y + plane * s->P * s->Q, r->x + plane * s->H * s->W, r->wv + c0 * RS,
+                   r->b ? r->b + c0 : NULL, xs, xs + r->xs_floats, r->g);
+}
+
 /* The forward in channel vectors (vectors_fit): a task is vl channels of
  * one image, xs and ys its thread's scratch (conv2d_depthwise_kernel.h). */
 static int run_vectors(float *y, const float *x, const float *w, const float *b,
@@ -273,34 +310,23 @@ static int run_vectors(float *y, const float *x, const float *w, const float *b,
         return FASTCNN_ENOMEM;
     depthwise_geom g = make_geom(s, ints);
     int64_t vl = kr->vl, groups = s->C / vl, tasks = s->N * groups, RS = s->R * s->S;
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    int64_t PQ = s->P * s->Q;
     int64_t xs_floats = round_up16(g.Hp * g.Wp * vl), per = xs_floats + round_up16(PQ * vl);
     int nt = fastcnn_threads_for(2 * s->N * s->K * RS * PQ, nthreads);
     if (nt > tasks)
         nt = (int)tasks;
-    float *scratch = conv2d_scratch_take(nt * per + s->C * RS);
+    float *scratch = conv2d_scratch_take(nt * per + s->C * RS + nt);
     if (!scratch) {
         free(ints);
         return FASTCNN_ENOMEM;
     }
     float *wv = scratch + nt * per;
     tap_vectors(wv, w, s->C, RS, vl);
+    vectors_run r = {y, x, wv, b, s, kr, &g, scratch, per, xs_floats,
+                     (int *)(scratch + nt * per + s->C * RS)};
+    memset(r.ready, 0, (size_t)nt * sizeof(int));
     /* each task writes only its own vl planes of y */
-    #pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float *xs = scratch + tid * per;
-        memset(xs, 0, (size_t)(g.Hp * g.Wp * vl) * sizeof(float));
-        #pragma omp for schedule(static)
-        for (int64_t i = 0; i < tasks; i++) {
-            int64_t c0 = i % groups * vl, plane = i / groups * s->C + c0;
-            kr->vectors(y + plane * PQ, x + plane * HW, wv + c0 * RS, b ? b + c0 : NULL, xs,
-                        xs + xs_floats, &g);
-        }
-    }
+    fastcnn_parallel_for(tasks, vectors_task, &r, nt);
     conv2d_scratch_give(scratch);
     free(ints);
     return FASTCNN_OK;

@@ -85,6 +85,35 @@ static void pack_blocks(float *wB, const float *w, int64_t K, int64_t CRS, int64
     }
 }
 
+/* One forward call's work items (image, channel block), for fastcnn_parallel_for. */
+typedef struct {
+    float *y;
+    const float *x, *wB, *b;
+    const conv2d_shape *s;
+    const direct_geom *g;
+    conv2d_direct_block_fn fn;
+    int64_t blocks, kb, per, xsz, ysz;
+    float *scratch;         /* per slot: a padded image */
+    int64_t *padded;        /* per slot: the image its padded copy holds, or -1 */
+} direct_run;
+
+/* Item it: its output planes, from the slot's padded copy of its image. */
+static void direct_item(void *ctx, int64_t it, int slot)
+{
+    const direct_run *r = ctx;
+    const conv2d_shape *s = r->s;
+    int64_t n = it / r->blocks, k0 = it % r->blocks * r->kb;
+    float *xpad = r->scratch + slot * r->per;
+    if (r->padded[slot] != n) {
+        if (r->g->Wh)
+            pad_image_phases(xpad, r->x + n * r->xsz, s, r->g->Hp, r->g->Wh);
+        else
+            conv2d_pad_image(xpad, r->x + n * r->xsz, s, r->g->Hp, r->g->Wp);
+        r->padded[slot] = n;
+    }
+    r->fn(r->y + n * r->ysz, xpad, r->wB, r->b, k0, s->K - k0 < r->kb ? s->K - k0 : r->kb, r->g);
+}
+
 /* y (N, K, P, Q) = conv(x, w) + b by the direct kernel (stride 1 or 2, both ways). */
 int conv2d_direct_forward(float *y, const float *x, const float *w, const float *b,
                           const conv2d_shape *s, int nthreads)
@@ -101,27 +130,20 @@ int conv2d_direct_forward(float *y, const float *x, const float *w, const float 
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
     if (nt > items)
         nt = (int)items;
-    float *scratch = conv2d_scratch_take(nt * per + blocks * kb * CRS);
+    /* per slot: padded images, then the images they hold (int64); then the
+     * packed weights */
+    int64_t marks = (2 * nt + 15) / 16 * 16;
+    float *scratch = conv2d_scratch_take(nt * per + marks + blocks * kb * CRS);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    float *wB = scratch + nt * per;
+    float *wB = scratch + nt * per + marks;
     pack_blocks(wB, w, s->K, CRS, kb);
-    /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
-     * their output planes, and its own padded image */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int t = 0; t < nt; t++) {
-        float *xpad = scratch + t * per;
-        int64_t padded = -1;
-        for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
-            int64_t n = it / blocks, k0 = it % blocks * kb;
-            if (n != padded && Wh)
-                pad_image_phases(xpad, x + n * xsz, s, g.Hp, Wh);
-            else if (n != padded)
-                conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
-            padded = n;
-            fn(y + n * ysz, xpad, wB, b, k0, s->K - k0 < kb ? s->K - k0 : kb, &g);
-        }
-    }
+    direct_run r = {y, x, wB, b, s, &g, fn, blocks, kb, per, xsz, ysz, scratch,
+                    (int64_t *)(scratch + nt * per)};
+    for (int t = 0; t < nt; t++)
+        r.padded[t] = -1;
+    /* each item (image, channel block) writes its own output planes */
+    fastcnn_parallel_for(items, direct_item, &r, nt);
     conv2d_scratch_give(scratch);
     return FASTCNN_OK;
 }

@@ -38,6 +38,33 @@ static int prepare_blocks(float *wB, const float *w, const conv2d_shape *s, int6
     return FASTCNN_OK;
 }
 
+/* One forward call's work items (image, channel block), for fastcnn_parallel_for. */
+typedef struct {
+    float *y;
+    const float *x, *wB, *b;
+    const conv2d_shape *s;
+    const kvec_geom *g;
+    conv2d_kvec_block_fn fn;
+    int64_t blocks, kv, vl, per, xsz, ysz;
+    int in_place;
+    float *scratch;         /* per slot: a padded image (unless in place) */
+    int64_t *padded;        /* per slot: the image its padded copy holds, or -1 */
+} kvec_call;
+
+/* Item it: its output planes, from the slot's padded copy of its image. */
+static void kvec_item(void *ctx, int64_t it, int slot)
+{
+    const kvec_call *r = ctx;
+    int64_t n = it / r->blocks, k0 = it % r->blocks * r->kv * r->vl;
+    float *xpad = r->scratch + slot * r->per;
+    if (!r->in_place && r->padded[slot] != n) {
+        conv2d_pad_image(xpad, r->x + n * r->xsz, r->s, r->g->Hp, r->g->Wp);
+        r->padded[slot] = n;
+    }
+    r->fn(r->y + n * r->ysz, r->in_place ? r->x + n * r->xsz : xpad, r->wB, r->b, k0, (int)r->kv,
+          r->g);
+}
+
 /* y (N, K, P, Q) = conv(x, w) + b by the channel-vector kernel (K % VL == 0). */
 int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
@@ -61,28 +88,23 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
         nt = (int)items;
     const float *kept = conv2d_prepared_get(prep, PREPARED_KVEC, w, s, kv * vl, CRS * s->K,
                                             prepare_blocks, nthreads);
-    float *scratch = conv2d_scratch_take((kept ? 0 : CRS * s->K) + nt * per);
+    /* per slot: padded images, then the images they hold (int64), then the
+     * packed weights unless kept */
+    int64_t marks = (2 * nt + 15) / 16 * 16;
+    float *scratch = conv2d_scratch_take(nt * per + marks + (kept ? 0 : CRS * s->K));
     if (!scratch)
         return FASTCNN_ENOMEM;
     const float *wB = kept;
     if (!kept) {
-        pack_blocks(scratch + nt * per, w, s->K, CRS, kv * vl, nthreads);
-        wB = scratch + nt * per;
+        pack_blocks(scratch + nt * per + marks, w, s->K, CRS, kv * vl, nthreads);
+        wB = scratch + nt * per + marks;
     }
-    /* thread t owns items (image, channel block) [split_point(t), split_point(t+1)):
-     * their output planes, and its own padded image (unless in place) */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int t = 0; t < nt; t++) {
-        float *xpad = scratch + t * per;
-        int64_t padded = -1;
-        for (int64_t it = split_point(items, t, nt); it < split_point(items, t + 1, nt); it++) {
-            int64_t n = it / blocks, k0 = it % blocks * kv * vl;
-            if (n != padded && !in_place)
-                conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
-            padded = n;
-            fn(y + n * ysz, in_place ? x + n * xsz : xpad, wB, b, k0, kv, &g);
-        }
-    }
+    kvec_call r = {y, x, wB, b, s, &g, fn, blocks, kv, vl, per, xsz, ysz, in_place, scratch,
+                  (int64_t *)(scratch + nt * per)};
+    for (int t = 0; t < nt; t++)
+        r.padded[t] = -1;
+    /* each item (image, channel block) writes its own output planes */
+    fastcnn_parallel_for(items, kvec_item, &r, nt);
     conv2d_scratch_give(scratch);
     return FASTCNN_OK;
 }

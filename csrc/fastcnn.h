@@ -50,6 +50,20 @@ int fastcnn_openmp_enabled(void);
 void *fastcnn_alloc(int64_t bytes);
 void fastcnn_free(void *p);
 
+/* pool.c ------------------------------------------------------------------ */
+
+/* One chunk of a parallel loop; slot (0 .. nthreads-1) is unique among the
+ * threads running the loop's chunks at the same time (per-thread scratch). */
+typedef void (*fastcnn_chunk_fn)(void *ctx, int64_t chunk, int slot);
+/* Calls fn(ctx, i, slot) once for each i in [0, chunks), in any order, on up
+ * to fastcnn_thread_limit(nthreads) threads: the caller and fastcnn's worker
+ * threads. The caller never waits for a worker that has not started (see
+ * pool.c). Returns when every chunk is done. */
+void fastcnn_parallel_for(int64_t chunks, fastcnn_chunk_fn fn, void *ctx, int nthreads);
+/* Test hook: `jobs` parallel loops of `chunks` chunks on nthreads; 0 if every
+ * chunk ran exactly once and no slot ran two chunks at once, else -1. */
+int fastcnn_pool_check(int64_t chunks, int nthreads, int jobs);
+
 /* cpu.c -------------------------------------------------------------------- */
 
 enum fastcnn_isa { FASTCNN_ISA_GENERIC = 0, FASTCNN_ISA_AVX2 = 1, FASTCNN_ISA_AVX512 = 2 };

@@ -25,20 +25,55 @@ void mul_forward_ref(float *y, const float *a, const float *b, int64_t n)
         y[i] = a[i] * b[i];
 }
 
+#define ELEMENT_CHUNK 16384   /* elements of one work item of add / mul */
+
+/* y[i] = a[i] + b[i] (or *) for i in [lo, hi); y may be a or b. */
+static void add_span(float *y, const float *a, const float *b, int64_t lo, int64_t hi)
+{
+    #pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        y[i] = a[i] + b[i];
+}
+
+static void mul_span(float *y, const float *a, const float *b, int64_t lo, int64_t hi)
+{
+    #pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        y[i] = a[i] * b[i];
+}
+
+typedef struct {
+    float *y;
+    const float *a, *b;
+    int64_t n;
+    void (*span)(float *, const float *, const float *, int64_t, int64_t);
+} element_run;
+
+/* Work item c: elements [c ELEMENT_CHUNK, (c + 1) ELEMENT_CHUNK) of y. */
+static void element_chunk(void *ctx, int64_t c, int slot)
+{
+    const element_run *r = ctx;
+    int64_t lo = c * ELEMENT_CHUNK, hi = lo + ELEMENT_CHUNK < r->n ? lo + ELEMENT_CHUNK : r->n;
+    (void)slot;
+    r->span(r->y, r->a, r->b, lo, hi);
+}
+
+static void element_wise(element_run *r, int nthreads)
+{
+    int nt = fastcnn_threads_for(r->n, nthreads);
+    if (nt == 1) {  /* no work items for small work */
+        r->span(r->y, r->a, r->b, 0, r->n);
+        return;
+    }
+    /* each work item writes its own elements */
+    fastcnn_parallel_for((r->n + ELEMENT_CHUNK - 1) / ELEMENT_CHUNK, element_chunk, r, nt);
+}
+
 /* y may be a or b (in place) */
 void add_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
 {
-    int nt = fastcnn_threads_for(n, nthreads);
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        #pragma omp simd
-        for (int64_t i = 0; i < n; i++)
-            y[i] = a[i] + b[i];
-        return;
-    }
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = a[i] + b[i];
+    element_run r = {y, a, b, n, add_span};
+    element_wise(&r, nthreads);
 }
 
 void add_accumulate(float *y, const float *x, int64_t n, int nthreads)
@@ -49,17 +84,8 @@ void add_accumulate(float *y, const float *x, int64_t n, int nthreads)
 /* y may be a or b (in place) */
 void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
 {
-    int nt = fastcnn_threads_for(n, nthreads);
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        #pragma omp simd
-        for (int64_t i = 0; i < n; i++)
-            y[i] = a[i] * b[i];
-        return;
-    }
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = a[i] * b[i];
+    element_run r = {y, a, b, n, mul_span};
+    element_wise(&r, nthreads);
 }
 
 /* ---- broadcasting merges ----------------------------------------------------

@@ -1,4 +1,7 @@
-# Bindings of csrc/cpu.c and csrc/threads.c: what this build and this CPU run.
+# Bindings of csrc/cpu.c, csrc/threads.c and csrc/pool.c: what this build and this
+# CPU run, and the worker threads.
+from libc.stdint cimport int64_t
+
 from . cimport _fastcnn as c
 
 
@@ -21,3 +24,13 @@ def forked_child():
     """True in a process forked after fastcnn loaded: its kernels run serially
     there (GNU libgomp cannot run parallel regions after fork)."""
     return bool(c.fastcnn_forked_child())
+
+
+def _pool_check(int64_t chunks, int nthreads, int jobs):
+    """Test hook: `jobs` parallel loops of `chunks` chunks on fastcnn's worker
+    threads (csrc/pool.c); True if every chunk ran exactly once and no thread
+    slot ran two chunks at once."""
+    cdef int err
+    with nogil:
+        err = c.fastcnn_pool_check(chunks, nthreads, jobs)
+    return err == 0

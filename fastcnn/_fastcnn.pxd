@@ -9,6 +9,7 @@ cdef extern from "fastcnn.h" nogil:
     int fastcnn_threads_for(int64_t work, int nthreads)
     int fastcnn_openmp_enabled()
     int fastcnn_forked_child()
+    int fastcnn_pool_check(int64_t chunks, int nthreads, int jobs)
     int fastcnn_isa()
     int fastcnn_cpu_isa()
     const char *fastcnn_isa_name(int isa)

@@ -3,7 +3,7 @@
 # as conv2d_set_direct) exists once per process.
 #
 # It holds one binding file per op family, included here (fastcnn/_<family>.pxi):
-#   _cpu.pxi         isa, cpu_isa, openmp_enabled (csrc/cpu.c, threads.c)
+#   _cpu.pxi         isa, cpu_isa, openmp_enabled (csrc/cpu.c, threads.c, pool.c)
 #   _peak.pxi        fma_peak_gflops (csrc/peak.c; for the benchmarks)
 #   _gemm.pxi        sgemm (csrc/gemm/)
 #   _executor.pxi    Program, Frame, Step: the executor of compiled graphs

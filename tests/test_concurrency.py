@@ -2,7 +2,7 @@
 
 Every kernel runs with the GIL released, so calls from different threads
 overlap in native code and share its static state (the conv2d scratch cache,
-the thread pool). Each of 8 threads calls an op a few times on its own random
+the thread pools). Each of 8 threads calls an op a few times on its own random
 input, all starting together at a Barrier; every result must be bit-identical
 to the same call made sequentially, with 1 and with 2 OpenMP threads per call.
 """
@@ -70,8 +70,25 @@ def _linear(rng):
     return call
 
 
+def _worker_pool(rng):
+    # Large enough to run on fastcnn's worker threads (csrc/pool.c): a 1x1
+    # convolution (GEMM or channel-vector kernel), a depthwise 3x3 one, both
+    # backward, and a residual add.
+    x = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
+    w1 = rng.standard_normal((64, 64, 1, 1)).astype(np.float32)
+    wd = rng.standard_normal((64, 1, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
+
+    def call():
+        y = F.conv2d(x, w1)
+        z = F.conv2d(y, wd, padding=1, groups=64)
+        return [y, z, F.add(y, z), *F.conv2d_backward(gy, x, w1),
+                *F.conv2d_backward(gy, y, wd, padding=1, groups=64)]
+    return call
+
+
 OPS = {"conv2d": _conv2d, "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d,
-       "linear": _linear}
+       "linear": _linear, "worker_pool": _worker_pool}
 
 
 def _run_together(calls):

@@ -50,3 +50,32 @@ def test_idle_threads_sleep_unless_the_user_chose(user, expected, tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"OMP_WAIT_POLICY = '{expected}'" in done.stderr
     assert done.stdout.split() == ["after", str(user)]
+
+
+@pytest.mark.parametrize("chunks, nthreads", [(64, 16), (5, 8), (1, 2), (2, 2), (3, 2), (97, 2),
+                                              (1000, 3), (200, 1)])
+def test_worker_pool_runs_every_chunk_once_in_distinct_slots(chunks, nthreads):
+    """fastcnn's own worker threads (csrc/pool.c): in each of many loops, every
+    chunk runs exactly once and a thread slot (per-thread scratch) never runs
+    two chunks at once, whether the workers join early, late or not at all,
+    and a loop on fewer threads than the pool has (16 started first) uses no
+    more slots than its threads."""
+    assert _native._pool_check(chunks, nthreads, 300)
+
+
+def test_worker_pool_from_many_python_threads_at_once():
+    """Callers that find the pool taken run their loops serially, correctly."""
+    import threading
+    results = []
+    start = threading.Barrier(6)
+
+    def worker(nthreads):
+        start.wait()
+        results.append(_native._pool_check(50, nthreads, 200))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in (1, 2, 2, 3, 4, 8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 6

@@ -14,25 +14,17 @@
  *
  * Threads: C is cut along M (each thread packs A for the row blocks it
  * takes; all share one B panel, packed together, or each packs its own when
- * it is small) or, when N has more
- * MR x NR tiles to share out evenly, along N (each thread packs B for its
- * column blocks; all share one A block). Blocks, a multiple of the thread
- * count, are handed out dynamically, and threads wait for each other
- * yielding the core (see gemm_sync). Small M: B is not packed; its full
+ * it is small) or, when N has more MR x NR tiles to share out evenly, along
+ * N (each thread packs B for its column blocks; all share one A block).
+ * Blocks, a multiple of the thread count, are handed out by
+ * fastcnn_parallel_for (pool.c): one loop per packing of a shared panel, one
+ * per step over the blocks of C, each joined by the workers that are awake,
+ * none waiting for one that is not. Small M: B is not packed; its full
  * NR-wide panels are read in place (packing B costs one copy per 2M flops,
  * too much when M is small).
  */
 #include <stddef.h>
 #include <string.h>
-
-#include <stdatomic.h>
-#if defined(__unix__) || defined(__APPLE__)
-#include <sched.h>
-#endif
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "dispatch.h"
 #include "fastcnn.h"
@@ -256,141 +248,114 @@ static int64_t block_count(int64_t total, int64_t block, int64_t units, int nt)
     return min64(units, round_up(ceil_div(total, block), nt));
 }
 
-/* The threads of one call hand out blocks with an atomic counter and wait
- * for each other in wait_all(), which yields the core (sched_yield) while
- * waiting instead of spinning as OpenMP's barrier does: on a machine with
- * more runnable threads than cores, a spinning waiter keeps its partner (often
- * queued on the same core) from running, and each step then costs a time
- * slice. Uncontended, sched_yield returns at once. */
+/* One call's loops on fastcnn_parallel_for: each step of the outer loops
+ * is one parallel loop over the panels to pack into a shared buffer, then
+ * one over the blocks of C; a thread's scratch is at its slot. */
 typedef struct {
-    atomic_llong next;      /* next block of the current step */
-    atomic_llong arrived;   /* threads at the end of the current step */
-    atomic_llong gen;       /* steps completed */
-} gemm_sync;
+    const gemm_plan *p;
+    int64_t nb;                     /* blocks of C per step */
+    float *shared, *priv, *edge;    /* shared block; per-slot blocks and edge panels */
+    int64_t priv_stride, edge_stride;
+    int64_t bstride;                /* > 0: each slot packs its own B at shared + slot bstride */
+    int64_t step;                   /* steps started (the private B of which step a slot holds) */
+    int64_t *b_step;                /* per slot */
+    int64_t i0, m, j0, n, p0, kc;   /* the current step's rows, columns and depth */
+    float beta;
+} gemm_run;
 
-static inline void yield_core(void)
+/* Split M: chunk jp packs panel jp of the shared B panel. */
+static void pack_b_chunk(void *ctx, int64_t jp, int slot)
 {
-#if defined(__unix__) || defined(__APPLE__)
-    sched_yield();
-#endif
+    const gemm_run *r = ctx;
+    const int nr = r->p->kr->nr;
+    (void)slot;
+    pack_b_panel(r->shared + jp * nr * r->kc, r->p, r->p0, r->kc, r->j0 + jp * nr,
+                 min64(nr, r->n - jp * nr));
 }
 
-static inline int64_t grab(gemm_sync *s)
+/* Split M: chunk b computes row block b of C (each block writes its own rows),
+ * packing the slot's own B first when the run keeps one per slot. */
+static void m_block_chunk(void *ctx, int64_t b, int slot)
 {
-    return atomic_fetch_add_explicit(&s->next, 1, memory_order_relaxed);
-}
-
-/* End of a step: returns when all nt threads have called it, with the
- * block counter reset (every thread has stopped grabbing by then) and every
- * thread's writes visible. */
-static void wait_all(gemm_sync *s, int nt)
-{
-    long long gen = atomic_load_explicit(&s->gen, memory_order_acquire);
-    if (atomic_fetch_add_explicit(&s->arrived, 1, memory_order_acq_rel) + 1 == nt) {
-        atomic_store_explicit(&s->next, 0, memory_order_relaxed);
-        atomic_store_explicit(&s->arrived, 0, memory_order_relaxed);
-        atomic_store_explicit(&s->gen, gen + 1, memory_order_release);
-    } else {
-        while (atomic_load_explicit(&s->gen, memory_order_acquire) == gen)
-            yield_core();
-    }
-}
-
-static inline int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-/* Threads that actually run the parallel region (wait_all counts them). */
-static inline int team_size(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
-/* Split along M: nb row blocks of C are handed out dynamically (a thread
- * that is descheduled on a busy machine holds the others up less); each
- * thread packs A into its own buffer, and all share the B panel (bshared),
- * packed together, or with bstride > 0 each packs its own at bshared + t
- * bstride (PRIVATE_B_*). Runs on each of nt threads (nt = 1: serially). */
-static void run_split_m(const gemm_plan *p, gemm_sync *sync, int t, int nt, int64_t nb,
-                        float *bshared, float *abuf, float *edge, int64_t astride,
-                        int64_t estride, int64_t bstride)
-{
+    gemm_run *r = ctx;
+    const gemm_plan *p = r->p;
     const int nr = p->kr->nr;
-    float *ap = abuf + t * astride, *ep = edge + t * estride;
-    bshared += t * bstride;
-    for (int64_t j0 = 0; j0 < p->N; j0 += p->nc) {
-        int64_t n = min64(p->nc, p->N - j0);
-        for (int64_t p0 = 0; p0 < p->K; p0 += p->kc) {
-            int64_t kc = min64(p->kc, p->K - p0);
-            float beta = p0 == 0 ? p->beta : 1.0f;
-            if (!p->direct_b) {
-                /* shared: each thread packs whole, disjoint panels of B; private
-                 * (bstride): each thread all of them, into its own */
-                int64_t panels = ceil_div(n, nr);
-                for (int64_t jp = bstride ? 0 : grab(sync); jp < panels;
-                     jp = bstride ? jp + 1 : grab(sync))
-                    pack_b_panel(bshared + jp * nr * kc, p, p0, kc, j0 + jp * nr,
-                                 min64(nr, n - jp * nr));
-                if (!bstride)
-                    wait_all(sync, nt);
-            }
-            /* each block writes its own rows of C */
-            for (int64_t b = grab(sync); b < nb; b = grab(sync)) {
-                int64_t i0, i1;
-                share(p->M, p->kr->mr, b, nb, &i0, &i1);
-                const float *a = ap;
-                if (p->packed_a)
-                    a = packed_rows(p, i0, p0, kc);
-                else
-                    pack_a_block(ap, p, i0, i1 - i0, p0, kc);
-                macro_kernel(p, a, bshared, ep, i0, i1 - i0, j0, n, p0, kc, beta);
-            }
-            wait_all(sync, nt);     /* bshared is repacked next */
+    float *bp = r->shared + slot * r->bstride;
+    if (r->bstride && r->b_step[slot] != r->step) {
+        for (int64_t jp = 0; jp < ceil_div(r->n, nr); jp++)
+            pack_b_panel(bp + jp * nr * r->kc, p, r->p0, r->kc, r->j0 + jp * nr,
+                         min64(nr, r->n - jp * nr));
+        r->b_step[slot] = r->step;
+    }
+    int64_t i0, i1;
+    share(p->M, p->kr->mr, b, r->nb, &i0, &i1);
+    const float *a = r->priv + slot * r->priv_stride;
+    if (p->packed_a)
+        a = packed_rows(p, i0, r->p0, r->kc);
+    else
+        pack_a_block((float *)a, p, i0, i1 - i0, r->p0, r->kc);
+    macro_kernel(p, a, bp, r->edge + slot * r->edge_stride, i0, i1 - i0, r->j0, r->n, r->p0,
+                 r->kc, r->beta);
+}
+
+/* Split M: row blocks of C handed out to the threads; each packs A for its
+ * blocks, all share the B panel (packed together first), or with bstride > 0
+ * each slot packs its own (PRIVATE_B_*). */
+static void run_split_m(gemm_run *r, int nt)
+{
+    const gemm_plan *p = r->p;
+    for (r->j0 = 0; r->j0 < p->N; r->j0 += p->nc) {
+        r->n = min64(p->nc, p->N - r->j0);
+        for (r->p0 = 0; r->p0 < p->K; r->p0 += p->kc) {
+            r->kc = min64(p->kc, p->K - r->p0);
+            r->beta = r->p0 == 0 ? p->beta : 1.0f;
+            r->step++;
+            if (!p->direct_b && !r->bstride)
+                fastcnn_parallel_for(ceil_div(r->n, p->kr->nr), pack_b_chunk, r, nt);
+            fastcnn_parallel_for(r->nb, m_block_chunk, r, nt);
         }
     }
 }
 
-/* Split along N: nb column blocks of C are handed out dynamically; each
- * thread packs B into its own buffer, and all share the A block (ashared),
- * packed together. */
-static void run_split_n(const gemm_plan *p, gemm_sync *sync, int t, int nt, int64_t nb,
-                        float *ashared, float *bbuf, float *edge, int64_t bstride,
-                        int64_t estride)
+/* Split N: chunk ip packs MR-row panel ip of the shared A block. */
+static void pack_a_chunk(void *ctx, int64_t ip, int slot)
 {
-    const int mr = p->kr->mr;
-    float *bp = bbuf + t * bstride, *ep = edge + t * estride;
-    for (int64_t p0 = 0; p0 < p->K; p0 += p->kc) {
-        int64_t kc = min64(p->kc, p->K - p0);
-        float beta = p0 == 0 ? p->beta : 1.0f;
-        for (int64_t i0 = 0; i0 < p->M; i0 += p->mc) {
-            int64_t m = min64(p->mc, p->M - i0);
-            int64_t panels = ceil_div(m, mr);
-            const float *a = p->packed_a ? packed_rows(p, i0, p0, kc) : ashared;
-            if (!p->packed_a) {
-                /* each thread packs whole, disjoint MR-row panels of A */
-                for (int64_t ip = grab(sync); ip < panels; ip = grab(sync))
-                    pack_a_panel(ashared + ip * mr * kc, p, i0 + ip * mr,
-                                 min64(mr, m - ip * mr), p0, kc);
-                wait_all(sync, nt);
-            }
-            /* each block writes its own columns of C */
-            for (int64_t b = grab(sync); b < nb; b = grab(sync)) {
-                int64_t j0, j1;
-                share(p->N, p->kr->nr, b, nb, &j0, &j1);
-                if (!p->direct_b)
-                    pack_b_block(bp, p, p0, kc, j0, j1 - j0);
-                macro_kernel(p, a, bp, ep, i0, m, j0, j1 - j0, p0, kc, beta);
-            }
-            wait_all(sync, nt);     /* ashared is repacked next */
+    const gemm_run *r = ctx;
+    const int mr = r->p->kr->mr;
+    (void)slot;
+    pack_a_panel(r->shared + ip * mr * r->kc, r->p, r->i0 + ip * mr,
+                 min64(mr, r->m - ip * mr), r->p0, r->kc);
+}
+
+/* Split N: chunk b computes column block b of C (each block writes its own
+ * columns), packing B for it into the slot's buffer. */
+static void n_block_chunk(void *ctx, int64_t b, int slot)
+{
+    const gemm_run *r = ctx;
+    const gemm_plan *p = r->p;
+    float *bp = r->priv + slot * r->priv_stride;
+    const float *a = p->packed_a ? packed_rows(p, r->i0, r->p0, r->kc) : r->shared;
+    int64_t j0, j1;
+    share(p->N, p->kr->nr, b, r->nb, &j0, &j1);
+    if (!p->direct_b)
+        pack_b_block(bp, p, r->p0, r->kc, j0, j1 - j0);
+    macro_kernel(p, a, bp, r->edge + slot * r->edge_stride, r->i0, r->m, j0, j1 - j0, r->p0,
+                 r->kc, r->beta);
+}
+
+/* Split N: column blocks of C handed out to the threads; each packs B for its
+ * blocks, all share the A block (packed together first, unless A came packed). */
+static void run_split_n(gemm_run *r, int nt)
+{
+    const gemm_plan *p = r->p;
+    for (r->p0 = 0; r->p0 < p->K; r->p0 += p->kc) {
+        r->kc = min64(p->kc, p->K - r->p0);
+        r->beta = r->p0 == 0 ? p->beta : 1.0f;
+        for (r->i0 = 0; r->i0 < p->M; r->i0 += p->mc) {
+            r->m = min64(p->mc, p->M - r->i0);
+            if (!p->packed_a)
+                fastcnn_parallel_for(ceil_div(r->m, p->kr->mr), pack_a_chunk, r, nt);
+            fastcnn_parallel_for(r->nb, n_block_chunk, r, nt);
         }
     }
 }
@@ -483,29 +448,18 @@ static int run_plan(const gemm_plan *pp, int nthreads)
     int64_t bstride = private_b ? shared : 0;
     shared *= private_b ? nt : 1;
     priv = round_up(priv, 16);
-    float *buf = fastcnn_alloc((shared + nt * (priv + edge)) * (int64_t)sizeof(float));
+    float *buf = fastcnn_alloc((shared + nt * (priv + edge)) * (int64_t)sizeof(float)
+                               + nt * (int64_t)sizeof(int64_t));
     if (buf == NULL)
         return FASTCNN_ENOMEM;
-    float *sbuf = buf, *pbuf = buf + shared, *ebuf = pbuf + nt * priv;
-
-    gemm_sync sync;
-    atomic_init(&sync.next, 0);
-    atomic_init(&sync.arrived, 0);
-    atomic_init(&sync.gen, 0);
-    if (nt == 1) {          /* no parallel region: it costs ~1 us on tiny products */
-        /* thread 0's buffers, even when called from a caller's parallel region */
-        run_split_m(&p, &sync, 0, 1, nb, sbuf, pbuf, ebuf, priv, edge, 0);
-    } else {
-        /* threads write disjoint row (split M) or column (split N) blocks of C */
-        #pragma omp parallel num_threads(nt)
-        {
-            int t = thread_id(), team = team_size();  /* team may be < nt (nested, limits) */
-            if (split_n)
-                run_split_n(&p, &sync, t, team, nb, sbuf, pbuf, ebuf, priv, edge);
-            else
-                run_split_m(&p, &sync, t, team, nb, sbuf, pbuf, ebuf, priv, edge, bstride);
-        }
-    }
+    gemm_run r = {&p, nb, buf, buf + shared, buf + shared + nt * priv, priv, edge, bstride, 0,
+                  (int64_t *)(buf + shared + nt * (priv + edge))};
+    for (int t = 0; t < nt; t++)
+        r.b_step[t] = -1;
+    if (split_n)
+        run_split_n(&r, nt);
+    else
+        run_split_m(&r, nt);
     fastcnn_free(buf);
     return FASTCNN_OK;
 }
