@@ -30,19 +30,41 @@ void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
 
+#define RELU_CHUNK 16384     /* elements of one work item of relu_forward */
+
+typedef struct {
+    float *y;
+    const float *x;
+    int64_t n;
+} relu_call;
+
+/* y[i] = max(x[i], 0) for i in [lo, hi). */
+static void relu_span(float *y, const float *x, int64_t lo, int64_t hi)
+{
+    #pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+/* Work item c: elements [c RELU_CHUNK, (c + 1) RELU_CHUNK) of y. */
+static void relu_chunk(void *ctx, int64_t c, int slot)
+{
+    const relu_call *r = ctx;
+    int64_t lo = c * RELU_CHUNK;
+    (void)slot;
+    relu_span(r->y, r->x, lo, lo + RELU_CHUNK < r->n ? lo + RELU_CHUNK : r->n);
+}
+
 void relu_forward(float *y, const float *x, int64_t n, int nthreads)
 {
+    relu_call r = {y, x, n};
     int nt = fastcnn_threads_for(n, nthreads);
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        #pragma omp simd
-        for (int64_t i = 0; i < n; i++)
-            y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    if (nt == 1) {  /* no work items for small work */
+        relu_span(y, x, 0, n);
         return;
     }
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    /* each work item writes its own elements */
+    fastcnn_parallel_for((n + RELU_CHUNK - 1) / RELU_CHUNK, relu_chunk, &r, nt);
 }
 
 void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)

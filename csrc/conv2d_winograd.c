@@ -22,6 +22,7 @@
  * 0 1 1 1] (points 0, 1, -1 and infinity; the sign of B^T's last row moved
  * into G'). Summed over tiles in 16 GEMMs, MW[xi] (K, C) += E[xi] U[xi]^T,
  * the 3x3 comes out once per filter at the end. */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "conv2d_generic.h"
@@ -158,20 +159,38 @@ static tile_run run_at(const wino_geom *g, int64_t t, int64_t end)
     return r;
 }
 
+/* One phase of one block of tiles [t0, t0 + cnt), for fastcnn_parallel_for. */
+typedef struct {
+    const wino_call *w;
+    float *M, *T, *scratch;
+    const float *U;
+    int64_t t0, cnt, kb, per;
+    atomic_int err;
+} wino_phase;
+
+/* Channel c's rows of U: the input transforms of the block's tiles. */
+static void input_channel(void *ctx, int64_t c, int slot)
+{
+    const wino_phase *ph = ctx;
+    const wino_call *w = ph->w;
+    const wino_geom *g = w->g;
+    int64_t HW = g->H * g->W, us = g->C * w->tb;
+    float *U = (float *)ph->U;
+    (void)slot;
+    for (int64_t off = 0; off < ph->cnt;) {
+        tile_run r = run_at(g, ph->t0 + off, ph->t0 + ph->cnt);
+        w->kr->wino_input(U + c * w->tb + off, us, w->x + (r.n * g->C + c) * HW, r.i0, r.j0,
+                          r.len, g);
+        off += r.len;
+    }
+}
+
 /* U (16, C, tb) = the input transforms of tiles [t0, t0 + cnt). */
 static void input_block(const wino_call *w, float *U, int64_t t0, int64_t cnt, int nt)
 {
-    const wino_geom *g = w->g;
-    int64_t HW = g->H * g->W, us = g->C * w->tb;
+    wino_phase ph = {w, NULL, NULL, NULL, U, t0, cnt, 0, 0, 0};
     /* each channel writes its own rows of U */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t c = 0; c < g->C; c++)
-        for (int64_t off = 0; off < cnt;) {
-            tile_run r = run_at(g, t0 + off, t0 + cnt);
-            w->kr->wino_input(U + c * w->tb + off, us, w->x + (r.n * g->C + c) * HW, r.i0, r.j0,
-                              r.len, g);
-            off += r.len;
-        }
+    fastcnn_parallel_for(w->g->C, input_channel, &ph, nt);
 }
 
 /* T[xi] (cnt, K) = U[xi]^T V[xi]^T for the 16 positions xi of the one
@@ -179,86 +198,107 @@ static void input_block(const wino_call *w, float *U, int64_t t0, int64_t cnt, i
  * filters transformed here, kb output channels at a time into a thread's own
  * Vb (16, C, kb): so V is never written out whole (16 C K floats, 1.8 times
  * the filters) and read back. */
+/* Output channel block i of multiply_fused, in the slot's taps and Vb. */
+static void fused_kblock(void *ctx, int64_t i, int slot)
+{
+    wino_phase *ph = ctx;
+    const wino_call *w = ph->w;
+    int64_t C = w->g->C, K = w->g->K, kb = ph->kb, tb = w->tb;
+    int64_t k0 = i * kb, n = K - k0 < kb ? K - k0 : kb;
+    float *taps = ph->scratch + slot * ph->per, *vb = taps + 9 * C * kb;
+    gather_taps(taps, w->w, K, C, w->flip, k0, n, 0, C);
+    for (int64_t c = 0; c < C; c++)
+        w->kr->wino_filters(vb + c * n, C * n, taps + c * 9 * n, n, w->flip);
+    for (int xi = 0; xi < 16; xi++)
+        if (sgemm(1, 0, ph->cnt, n, C, 1.0f, ph->U + xi * C * tb, tb, vb + xi * C * n, n, 0.0f,
+                  ph->T + xi * tb * K + k0, K, 1))
+            atomic_store(&ph->err, 1);
+}
+
 static int multiply_fused(const wino_call *w, float *T, const float *U, int64_t cnt, int nt)
 {
     const wino_geom *g = w->g;
-    int64_t C = g->C, K = g->K, tb = w->tb, kb = WINO_KB;
+    int64_t C = g->C, K = g->K, kb = WINO_KB;
     while (kb > 16 && (K + kb - 1) / kb < nt)
         kb /= 2;
     int64_t kblocks = (K + kb - 1) / kb, per = 25 * C * kb;
-    int nth = nt < kblocks ? nt : (int)kblocks, err = FASTCNN_OK;
+    int nth = nt < kblocks ? nt : (int)kblocks;
     float *scratch = conv2d_scratch_take(nth * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    /* thread t owns output channel blocks [split_point(t), split_point(t + 1)):
-     * their columns of T, its own taps and Vb */
-    #pragma omp parallel for num_threads(nth) if (nth > 1) schedule(static) reduction(| : err)
-    for (int t = 0; t < nth; t++)
-        for (int64_t i = split_point(kblocks, t, nth); i < split_point(kblocks, t + 1, nth); i++) {
-            int64_t k0 = i * kb, n = K - k0 < kb ? K - k0 : kb;
-            float *taps = scratch + t * per, *vb = taps + 9 * C * kb;
-            gather_taps(taps, w->w, K, C, w->flip, k0, n, 0, C);
-            for (int64_t c = 0; c < C; c++)
-                w->kr->wino_filters(vb + c * n, C * n, taps + c * 9 * n, n, w->flip);
-            for (int xi = 0; xi < 16; xi++)
-                err |= sgemm(1, 0, cnt, n, C, 1.0f, U + xi * C * tb, tb, vb + xi * C * n, n, 0.0f,
-                             T + xi * tb * K + k0, K, 1);
-        }
+    wino_phase ph = {w, NULL, T, scratch, U, 0, cnt, kb, per, 0};
+    /* each output channel block writes its own columns of T */
+    fastcnn_parallel_for(kblocks, fused_kblock, &ph, nth);
     conv2d_scratch_give(scratch);
-    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
+    return atomic_load(&ph.err) ? FASTCNN_ENOMEM : FASTCNN_OK;
 }
 
 /* M[xi] (K, cnt) = V[xi] (K, C) U[xi] (C, cnt) for the 16 positions xi,
  * V[xi] packed. Narrow blocks take M[xi]^T (cnt, K) = U[xi]^T V[xi]^T into
  * T (16, tb, K) and transpose it: with so few rows the GEMM reads V[xi]^T
  * in place (deep layers at batch 1). */
+/* Position xi of multiply_block: M[xi], through T[xi] when narrow (or only
+ * T[xi]'s transpose when fused). */
+static void multiply_position(void *ctx, int64_t xi, int slot)
+{
+    wino_phase *ph = ctx;
+    const wino_call *w = ph->w;
+    const wino_geom *g = w->g;
+    int64_t tb = w->tb, cnt = ph->cnt;
+    const float *u = ph->U + xi * g->C * tb;
+    float *m = ph->M + xi * g->K * tb, *mt = ph->T + xi * tb * g->K;
+    int kernel = wide_kernel(g->K), err = FASTCNN_OK;
+    (void)slot;
+    if (w->fused) {
+        sgemm_transpose(m, tb, mt, g->K, cnt, g->K);
+        return;
+    }
+    if (!w->narrow) {
+        err = sgemm_packed_bias_clamp(w->V + xi * sgemm_packed_a_floats(kernel, g->K, g->C),
+                                      kernel, g->K, cnt, g->C, u, tb, m, tb, NULL, NULL, 1);
+    } else {
+        err = sgemm(1, 0, cnt, g->K, g->C, 1.0f, u, tb, w->V + xi * g->K * g->C, g->K, 0.0f,
+                    mt, g->K, 1);
+        sgemm_transpose(m, tb, mt, g->K, cnt, g->K);
+    }
+    if (err)
+        atomic_store(&ph->err, 1);
+}
+
 static int multiply_block(const wino_call *w, float *M, float *T, const float *U, int64_t cnt,
                           int nt)
 {
-    const wino_geom *g = w->g;
-    int64_t KC = g->K * g->C, tb = w->tb;
-    int kernel = wide_kernel(g->K);
-    int64_t packed = sgemm_packed_a_floats(kernel, g->K, g->C);
     int err = w->fused ? multiply_fused(w, T, U, cnt, nt) : FASTCNN_OK;
-    if (w->fused) {
-        /* each xi writes its own M[xi] */
-        #pragma omp parallel for num_threads(nt) if (nt > 1 && !err) schedule(static)
-        for (int xi = 0; xi < 16; xi++)
-            sgemm_transpose(M + xi * g->K * tb, tb, T + xi * tb * g->K, g->K, cnt, g->K);
+    if (err)
         return err;
-    }
+    wino_phase ph = {w, M, T, NULL, U, 0, cnt, 0, 0, 0};
     /* each xi writes its own M[xi] (and T[xi]) */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(| : err)
-    for (int xi = 0; xi < 16; xi++) {
-        const float *u = U + xi * g->C * tb;
-        float *m = M + xi * g->K * tb;
-        if (!w->narrow) {
-            err |= sgemm_packed_bias_clamp(w->V + xi * packed, kernel, g->K, cnt, g->C, u, tb, m,
-                                           tb, NULL, NULL, 1);
-            continue;
-        }
-        float *mt = T + xi * tb * g->K;
-        err |= sgemm(1, 0, cnt, g->K, g->C, 1.0f, u, tb, w->V + xi * KC, g->K, 0.0f, mt, g->K,
-                     1);
-        sgemm_transpose(m, tb, mt, g->K, cnt, g->K);
+    fastcnn_parallel_for(16, multiply_position, &ph, nt);
+    return atomic_load(&ph.err) ? FASTCNN_ENOMEM : FASTCNN_OK;
+}
+
+/* Output channel k's planes of the block's tiles. */
+static void output_channel(void *ctx, int64_t k, int slot)
+{
+    const wino_phase *ph = ctx;
+    const wino_call *w = ph->w;
+    const wino_geom *g = w->g;
+    int64_t PQ = g->P * g->Q, ms = g->K * w->tb;
+    (void)slot;
+    for (int64_t off = 0; off < ph->cnt;) {
+        tile_run r = run_at(g, ph->t0 + off, ph->t0 + ph->cnt);
+        w->kr->wino_output(w->y + (r.n * g->K + k) * PQ, ph->M + k * w->tb + off, ms, r.i0,
+                           r.j0, r.len, w->b ? w->b[k] : 0.0f, g);
+        off += r.len;
     }
-    return err ? FASTCNN_ENOMEM : FASTCNN_OK;
 }
 
 /* y's tiles [t0, t0 + cnt) = the output transforms of M (16, K, tb), + b. */
 static void output_block(const wino_call *w, const float *M, int64_t t0, int64_t cnt, int nt)
 {
-    const wino_geom *g = w->g;
-    int64_t PQ = g->P * g->Q, ms = g->K * w->tb;
+    wino_phase ph = {w, (float *)M, NULL, NULL, NULL, t0, cnt, 0, 0, 0};
     /* each output channel writes its own planes */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t k = 0; k < g->K; k++)
-        for (int64_t off = 0; off < cnt;) {
-            tile_run r = run_at(g, t0 + off, t0 + cnt);
-            w->kr->wino_output(w->y + (r.n * g->K + k) * PQ, M + k * w->tb + off, ms, r.i0,
-                               r.j0, r.len, w->b ? w->b[k] : 0.0f, g);
-            off += r.len;
-        }
+    fastcnn_parallel_for(w->g->K, output_channel, &ph, nt);
 }
 
 /* Scratch floats of one block: U (16, C, tb), M (16, K, tb) and, if narrow,
@@ -292,6 +332,23 @@ static int64_t block_tiles(const wino_geom *g, int64_t T, int nt)
     return (tb + 7) / 8 * 8;
 }
 
+/* The blocks of run_tiles, one thread each, for fastcnn_parallel_for. */
+typedef struct {
+    const wino_call *w;
+    float *scratch;
+    int64_t T, per;
+    atomic_int err;
+} wino_blocks;
+
+/* Block k through the three phases on the slot's thread, in its U and M. */
+static void one_block(void *ctx, int64_t k, int slot)
+{
+    wino_blocks *bl = ctx;
+    int64_t t0 = k * bl->w->tb, cnt = bl->T - t0 < bl->w->tb ? bl->T - t0 : bl->w->tb;
+    if (run_block(bl->w, bl->scratch + slot * bl->per, t0, cnt, 1))
+        atomic_store(&bl->err, 1);
+}
+
 /* y (N, K, P, Q) from x (N, C, H, W) by the filters transformed in w: its
  * T tiles on nt threads. */
 static int run_tiles(wino_call *w, int64_t T, int nt)
@@ -301,15 +358,20 @@ static int run_tiles(wino_call *w, int64_t T, int nt)
     float *scratch = conv2d_scratch_take(outer * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    int err = FASTCNN_OK;
-    /* thread t owns blocks [split_point(t), split_point(t + 1)): their outputs,
-     * and its own U and M; with one owner, each phase uses every thread */
-    #pragma omp parallel for num_threads(outer) if (outer > 1) schedule(static) reduction(| : err)
-    for (int t = 0; t < outer; t++)
-        for (int64_t k = split_point(blocks, t, outer); k < split_point(blocks, t + 1, outer); k++) {
+    int err;
+    if (outer > 1) {
+        /* each block writes its own outputs, in its thread's U and M */
+        wino_blocks bl = {w, scratch, T, per, 0};
+        fastcnn_parallel_for(blocks, one_block, &bl, outer);
+        err = atomic_load(&bl.err);
+    } else {
+        /* one block at a time, each phase on every thread */
+        err = FASTCNN_OK;
+        for (int64_t k = 0; k < blocks && !err; k++) {
             int64_t t0 = k * w->tb, cnt = T - t0 < w->tb ? T - t0 : w->tb;
-            err |= run_block(w, scratch + t * per, t0, cnt, outer > 1 ? 1 : nt);
+            err = run_block(w, scratch, t0, cnt, nt);
         }
+    }
     conv2d_scratch_give(scratch);
     return err ? FASTCNN_ENOMEM : FASTCNN_OK;
 }

@@ -131,23 +131,36 @@ static const linear_kernels *linear_kernels_for(int isa)
     return FASTCNN_KERNELS_FOR(isa, linear_kernels);
 }
 
+/* One linear_few_rows call, for fastcnn_parallel_for. */
+typedef struct {
+    float *y;
+    const float *x, *w, *b;
+    int64_t N, F, O;
+    const linear_kernels *kr;
+} few_rows_call;
+
+/* Block blk: outputs (columns of y) [blk FEW_ROWS_BLOCK, +FEW_ROWS_BLOCK). */
+static void few_rows_block(void *ctx, int64_t blk, int slot)
+{
+    const few_rows_call *c = ctx;
+    int64_t o0 = blk * FEW_ROWS_BLOCK, o1 = o0 + FEW_ROWS_BLOCK < c->O ? o0 + FEW_ROWS_BLOCK : c->O;
+    (void)slot;
+    c->kr->rows(c->y, c->x, c->w, c->b, c->N, c->F, c->O, o0, o1);
+}
+
 /* linear_forward for N <= LINEAR_FEW_ROWS: dot products, no packing. */
 static void linear_few_rows(float *y, const float *x, const float *w, const float *b,
                             int64_t N, int64_t F, int64_t O, int nthreads)
 {
     int64_t nblocks = (O + FEW_ROWS_BLOCK - 1) / FEW_ROWS_BLOCK;
     int nt = fastcnn_threads_for(N * O * F / 4, nthreads);
-    const linear_kernels *kr = linear_kernels_for(fastcnn_isa());
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        kr->rows(y, x, w, b, N, F, O, 0, O);
+    few_rows_call c = {y, x, w, b, N, F, O, linear_kernels_for(fastcnn_isa())};
+    if (nt == 1) {  /* no work items for small work */
+        c.kr->rows(y, x, w, b, N, F, O, 0, O);
         return;
     }
-    /* each block of outputs (columns of y) is written by one iteration */
-    #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-        int64_t o0 = blk * FEW_ROWS_BLOCK, o1 = o0 + FEW_ROWS_BLOCK < O ? o0 + FEW_ROWS_BLOCK : O;
-        kr->rows(y, x, w, b, N, F, O, o0, o1);
-    }
+    /* each block of outputs (columns of y) is written by one work item */
+    fastcnn_parallel_for(nblocks, few_rows_block, &c, nt);
 }
 
 int linear_forward(float *y, const float *x, const float *w, const float *b,

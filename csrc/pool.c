@@ -7,11 +7,16 @@
  * longer than many layers of a batch-1 inference take in all (a 1x1
  * convolution on a 14x14 map: 96 us on one thread, 168 us on two).
  *
- * Here the caller publishes a job (n chunks, handed out by an atomic counter),
- * wakes the workers and runs chunks itself at once. A worker joins the job
- * when it gets there; the caller, out of chunks, closes the job to new
- * workers and waits only for the ones that joined (they are running and
- * finish their last chunk). A worker that finished a job spins for
+ * Here the caller publishes a job of n chunks, cut into one contiguous range
+ * per thread slot (slot 0 the caller's, slot i + 1 worker i's, as OpenMP's
+ * static schedule cuts them, so that consecutive loops over the same
+ * tensors find their parts in the same core's cache), wakes the workers and
+ * runs its own range at once. A worker joins the job when it gets there and
+ * runs what is left of its range; a thread out of chunks takes the last
+ * chunks of other ranges, so a worker that has not woken yet holds no one
+ * up: its range is done by the others. The caller, out of chunks, closes
+ * the job to new workers and waits only for the ones that joined (they are
+ * running and finish their last chunk). A worker that finished a job spins for
  * POOL_SPIN_NS, so that the next job of the same model run (microseconds
  * later) finds it awake, then sleeps on a condition variable.
  *
@@ -49,6 +54,12 @@
 
 #ifdef POOL_THREADS
 
+/* A slot's range of chunks [front, back): front << 32 | back, on its own cache
+ * line. The owner takes from the front, the others from the back. */
+typedef struct {
+    _Alignas(64) atomic_ullong span;
+} slot_range;
+
 typedef struct {
     pthread_mutex_t caller;         /* held by the thread running a job */
     pthread_mutex_t sleep_lock;     /* guards sleepers and the condition */
@@ -59,9 +70,9 @@ typedef struct {
     /* the current job, written before its job word is published */
     fastcnn_chunk_fn fn;
     void *ctx;
-    int64_t chunks;
-    atomic_llong next;              /* next chunk to hand out */
+    int slots;                      /* workers the job may use + 1 */
     atomic_int finished;            /* joined workers that are done */
+    slot_range range[POOL_MAX_WORKERS + 1];
 } pool_state;
 
 static pool_state pool = {
@@ -82,23 +93,45 @@ static long long generation_of(long long job)
     return job >> JOB_GEN_SHIFT;
 }
 
+/* A chunk of slot v's range, from its front (own) or back (taken by
+ * another slot); -1 when the range is empty. */
+static int64_t take(int v, int own)
+{
+    atomic_ullong *span = &pool.range[v].span;
+    unsigned long long r = atomic_load_explicit(span, memory_order_relaxed);
+    for (;;) {
+        unsigned long long front = r >> 32, back = r & 0xffffffffULL;
+        if (front >= back)
+            return -1;
+        unsigned long long next = own ? (front + 1) << 32 | back : front << 32 | (back - 1);
+        if (atomic_compare_exchange_weak_explicit(span, &r, next, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return (int64_t)(own ? front : back - 1);
+    }
+}
+
+/* Runs chunks as slot `slot`: its own range, then the others' leftovers. */
 static void run_chunks(int slot)
 {
     int64_t i;
-    while ((i = atomic_fetch_add_explicit(&pool.next, 1, memory_order_relaxed)) < pool.chunks)
+    while ((i = take(slot, 1)) >= 0)
         pool.fn(pool.ctx, i, slot);
+    for (int k = 1; k < pool.slots; k++) {
+        int v = (slot + k) % pool.slots;
+        while ((i = take(v, 0)) >= 0)
+            pool.fn(pool.ctx, i, slot);
+    }
 }
 
-/* The worker's slot (1 up) in the current job, or 0 if it may not join
- * (closed, or as many workers as the job wants joined already). */
-static int join(void)
+/* Whether worker `id` joined the current job (not closed, id below the
+ * workers it wants); its slot is then id + 1. */
+static int join(int id)
 {
     long long w = atomic_load_explicit(&pool.job, memory_order_acquire);
-    while (!(w & JOB_CLOSED)
-           && (w & JOB_COUNT_MASK) < ((w >> JOB_WANT_SHIFT) & JOB_COUNT_MASK))
+    while (!(w & JOB_CLOSED) && id < ((w >> JOB_WANT_SHIFT) & JOB_COUNT_MASK))
         if (atomic_compare_exchange_weak_explicit(&pool.job, &w, w + 1, memory_order_acq_rel,
                                                   memory_order_acquire))
-            return (int)(w & JOB_COUNT_MASK) + 1;
+            return 1;
     return 0;
 }
 
@@ -128,14 +161,19 @@ static long long await_job(long long seen)
     return g;
 }
 
+typedef struct {
+    int id;
+    long long seen;     /* the generation when it started */
+} worker_start;
+
 static void *worker_main(void *arg)
 {
-    long long seen = (long long)(intptr_t)arg;
+    worker_start w = *(worker_start *)arg;
+    free(arg);
     for (;;) {
-        seen = await_job(seen);
-        int slot = join();
-        if (slot) {
-            run_chunks(slot);
+        w.seen = await_job(w.seen);
+        if (join(w.id)) {
+            run_chunks(w.id + 1);
             atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
         }
     }
@@ -150,28 +188,39 @@ static void start_workers(int count)
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     while (pool.workers < count) {
         pthread_t t;
-        long long g = generation_of(atomic_load_explicit(&pool.job, memory_order_acquire));
-        if (pthread_create(&t, &attr, worker_main, (void *)(intptr_t)g) != 0)
+        worker_start *w = malloc(sizeof *w);
+        if (!w)
             break;
+        w->id = pool.workers;
+        w->seen = generation_of(atomic_load_explicit(&pool.job, memory_order_acquire));
+        if (pthread_create(&t, &attr, worker_main, w) != 0) {
+            free(w);
+            break;
+        }
         pool.workers++;
     }
     pthread_attr_destroy(&attr);
 }
 
-/* Publishes the job (the caller holds pool.caller, no worker is in a job). */
+/* Publishes the job (the caller holds pool.caller, no worker is in a job):
+ * slot s gets chunks [chunks s / slots, chunks (s + 1) / slots). */
 static void publish(fastcnn_chunk_fn fn, void *ctx, int64_t chunks, int want)
 {
     pool.fn = fn;
     pool.ctx = ctx;
-    pool.chunks = chunks;
-    atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
+    pool.slots = want + 1;
+    for (int s = 0; s < pool.slots; s++) {
+        unsigned long long lo = (unsigned long long)(chunks * s / pool.slots);
+        unsigned long long hi = (unsigned long long)(chunks * (s + 1) / pool.slots);
+        atomic_store_explicit(&pool.range[s].span, lo << 32 | hi, memory_order_relaxed);
+    }
     atomic_store_explicit(&pool.finished, 0, memory_order_relaxed);
     long long g = generation_of(atomic_load_explicit(&pool.job, memory_order_relaxed)) + 1;
     atomic_store_explicit(&pool.job, g << JOB_GEN_SHIFT | (long long)want << JOB_WANT_SHIFT,
                           memory_order_release);
     pthread_mutex_lock(&pool.sleep_lock);
-    for (int i = 0; i < want && i < pool.sleepers; i++)
-        pthread_cond_signal(&pool.wake);
+    if (pool.sleepers)
+        pthread_cond_broadcast(&pool.wake);     /* workers past `want` sleep again */
     pthread_mutex_unlock(&pool.sleep_lock);
 }
 
@@ -201,7 +250,8 @@ void fastcnn_parallel_for(int64_t chunks, fastcnn_chunk_fn fn, void *ctx, int nt
         want = POOL_MAX_WORKERS;
     if (want > chunks - 1)
         want = (int)(chunks - 1);
-    if (want < 1 || pthread_mutex_trylock(&pool.caller) != 0) {
+    /* (ranges hold 32-bit chunk numbers) */
+    if (want < 1 || chunks > 0xffffffffLL || pthread_mutex_trylock(&pool.caller) != 0) {
         run_serially(chunks, fn, ctx);
         return;
     }

@@ -567,22 +567,32 @@ static inline void max_forward_plane(float *y, int32_t *argmax, const float *x,
         max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
 }
 
+/* One forward call of a pooling over planes, for fastcnn_parallel_for. */
+typedef struct {
+    float *y;
+    int32_t *argmax;
+    const float *x;
+    const pool2d_shape *s;
+    const pool2d_kernels *k;    /* maxpool2d_forward: the 2x2 tile loop, or NULL */
+    int flag;                   /* avgpool2d_forward: count_include_pad; values only: tiles */
+} plane_call;
+
+static void max_forward_chunk(void *ctx, int64_t nc, int slot)
+{
+    const plane_call *c = ctx;
+    (void)slot;
+    max_forward_plane(c->y, c->argmax, c->x, c->s, nc, c->k);
+}
+
 /* y, argmax (N,C,P,Q); x (N,C,H,W) */
 void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_shape *s,
                        int nthreads)
 {
     int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     /* the 2x2 tile loop of the running ISA when the windows are the tiles */
-    const pool2d_kernels *tiles = is_tiles(s) ? pool2d_kernels_for(fastcnn_isa()) : NULL;
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        for (int64_t nc = 0; nc < s->N * s->C; nc++)
-            max_forward_plane(y, argmax, x, s, nc, tiles);
-        return;
-    }
+    plane_call c = {y, argmax, x, s, is_tiles(s) ? pool2d_kernels_for(fastcnn_isa()) : NULL, 0};
     /* each plane nc writes only its own y and argmax plane */
-    #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        max_forward_plane(y, argmax, x, s, nc, tiles);
+    fastcnn_parallel_for(s->N * s->C, max_forward_chunk, &c, nt);
 }
 
 /* y (P, Q) = max pooling of the plane x (H, W), values only: the border
@@ -609,20 +619,24 @@ static void max_values_plane(float *y, const float *x, const pool2d_shape *s,
     }
 }
 
+static void max_values_chunk(void *ctx, int64_t nc, int slot)
+{
+    const plane_call *c = ctx;
+    const pool2d_shape *s = c->s;
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    (void)slot;
+    if (c->flag)
+        c->k->max_values_2x2(c->y + nc * PQ, c->x + nc * HW, s->W, s->P, s->Q);
+    else
+        max_values_plane(c->y + nc * PQ, c->x + nc * HW, s, c->k);
+}
+
 void maxpool2d_forward_inference(float *y, const float *x, const pool2d_shape *s, int nthreads)
 {
-    const pool2d_kernels *k = pool2d_kernels_for(fastcnn_isa());
-    int tiles = is_tiles(s);
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
+    plane_call c = {y, NULL, x, s, pool2d_kernels_for(fastcnn_isa()), is_tiles(s)};
+    int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     /* each plane nc writes only its own y plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
-        if (tiles)
-            k->max_values_2x2(y + nc * PQ, x + nc * HW, s->W, s->P, s->Q);
-        else
-            max_values_plane(y + nc * PQ, x + nc * HW, s, k);
-    }
+    fastcnn_parallel_for(s->N * s->C, max_values_chunk, &c, nt);
 }
 
 /* Plane nc of max_backward; returns its number of skipped indices. */
@@ -688,21 +702,22 @@ int64_t maxpool2d_relu_backward(float *dx, const float *dy, const int32_t *argma
     return max_backward(dx, dy, argmax, y, s, nthreads);
 }
 
+static void avg_forward_chunk(void *ctx, int64_t nc, int slot)
+{
+    const plane_call *c = ctx;
+    int64_t HW = c->s->H * c->s->W, PQ = c->s->P * c->s->Q;
+    (void)slot;
+    avg_plane(c->y + nc * PQ, c->x + nc * HW, c->s, c->flag);
+}
+
 /* y (N,C,P,Q); x (N,C,H,W) */
 void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int count_include_pad,
                        int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        for (int64_t nc = 0; nc < s->N * s->C; nc++)
-            avg_plane(y + nc * PQ, x + nc * HW, s, count_include_pad);
-        return;
-    }
+    plane_call c = {y, NULL, x, s, NULL, count_include_pad};
+    int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     /* each plane nc writes only its own y plane */
-    #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        avg_plane(y + nc * PQ, x + nc * HW, s, count_include_pad);
+    fastcnn_parallel_for(s->N * s->C, avg_forward_chunk, &c, nt);
 }
 
 /* dx (N,C,H,W); dy (N,C,P,Q). Returns FASTCNN_OK or FASTCNN_ENOMEM. */
