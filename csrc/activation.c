@@ -67,24 +67,42 @@ void relu_forward(float *y, const float *x, int64_t n, int nthreads)
     fastcnn_parallel_for((n + RELU_CHUNK - 1) / RELU_CHUNK, relu_chunk, &r, nt);
 }
 
-void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
+typedef struct {
+    float *dx;
+    const float *dy, *y;
+    int64_t n;
+} relu_grad_call;
+
+/* dx[i] = dy[i] where y[i] > 0, else 0, for i in [lo, hi); dy is loaded
+ * unconditionally (a select, not a branch): the loop vectorizes. */
+static void relu_grad_span(float *dx, const float *dy, const float *y, int64_t lo, int64_t hi)
 {
-    int nt = fastcnn_threads_for(n, nthreads);
-    /* dy is loaded unconditionally (a select, not a branch): the loops vectorize */
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        #pragma omp simd
-        for (int64_t i = 0; i < n; i++) {
-            float d = dy[i];
-            dx[i] = y[i] > 0.0f ? d : 0.0f;
-        }
-        return;
-    }
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
+    #pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
         float d = dy[i];
         dx[i] = y[i] > 0.0f ? d : 0.0f;
     }
+}
+
+/* Work item c: elements [c RELU_CHUNK, (c + 1) RELU_CHUNK) of dx. */
+static void relu_grad_chunk(void *ctx, int64_t c, int slot)
+{
+    const relu_grad_call *r = ctx;
+    int64_t lo = c * RELU_CHUNK;
+    (void)slot;
+    relu_grad_span(r->dx, r->dy, r->y, lo, lo + RELU_CHUNK < r->n ? lo + RELU_CHUNK : r->n);
+}
+
+void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
+{
+    relu_grad_call r = {dx, dy, y, n};
+    int nt = fastcnn_threads_for(n, nthreads);
+    if (nt == 1) {  /* no work items for small work */
+        relu_grad_span(dx, dy, y, 0, n);
+        return;
+    }
+    /* each work item writes its own elements */
+    fastcnn_parallel_for((n + RELU_CHUNK - 1) / RELU_CHUNK, relu_grad_chunk, &r, nt);
 }
 
 /* The activation family's loops of one instruction set (expf_vec.h). */

@@ -189,6 +189,13 @@ static void bn_channel(const bn_job *j, int64_t c)
         j->map(j, c, 0, j->l.units, coef);
 }
 
+/* bn_channel for fastcnn_parallel_for */
+static void bn_channel_chunk(void *ctx, int64_t c, int slot)
+{
+    (void)slot;
+    bn_channel(ctx, c);
+}
+
 /* every channel, its parts shared by nt threads (few channels) */
 static void bn_channels_split(const bn_job *j, int nt)
 {
@@ -252,11 +259,8 @@ static void bn_run(bn_job *j, int nthreads)
         bn_channels_split(j, nt);
         return;
     }
-    nt = nt > C ? (int)C : nt;
     /* each channel's outputs written by one thread */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t c = 0; c < C; c++)
-        bn_channel(j, c);
+    fastcnn_parallel_for(C, bn_channel_chunk, j, nt);
 }
 
 /* ---- training forward ------------------------------------------------------------ */

@@ -733,18 +733,30 @@ static double row_sum(const float *v, int64_t n)
     return acc;
 }
 
+typedef struct {
+    float *db;
+    const float *dy;
+    const conv2d_shape *s;
+} bias_grad_call;
+
+/* db[k] += sum of dy[:, k] (each k written by one work item). */
+static void bias_grad_channel(void *ctx, int64_t k, int slot)
+{
+    const bias_grad_call *b = ctx;
+    const conv2d_shape *s = b->s;
+    int64_t PQ = s->P * s->Q;
+    double acc = 0.0;
+    (void)slot;
+    for (int64_t n = 0; n < s->N; n++) acc += row_sum(b->dy + (n * s->K + k) * PQ, PQ);
+    b->db[k] += (float)acc;
+}
+
 /* db (K) += sum of dy (N, K, PQ) over N and PQ. */
 static void bias_grad(float *db, const float *dy, const conv2d_shape *s, int nthreads)
 {
-    int64_t PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(s->N * s->K * PQ, nthreads);
-    /* each k writes only db[k] */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t k = 0; k < s->K; k++) {
-        double acc = 0.0;
-        for (int64_t n = 0; n < s->N; n++) acc += row_sum(dy + (n * s->K + k) * PQ, PQ);
-        db[k] += (float)acc;
-    }
+    bias_grad_call b = {db, dy, s};
+    fastcnn_parallel_for(s->K, bias_grad_channel, &b,
+                         fastcnn_threads_for(s->N * s->K * s->P * s->Q, nthreads));
 }
 
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,

@@ -130,16 +130,16 @@ int conv2d_direct_forward(float *y, const float *x, const float *w, const float 
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
     if (nt > items)
         nt = (int)items;
-    /* per slot: padded images, then the images they hold (int64); then the
-     * packed weights */
+    /* per slot: the image its padded copy holds (int64, first: aligned), then
+     * the padded images, then the packed weights */
     int64_t marks = (2 * nt + 15) / 16 * 16;
-    float *scratch = conv2d_scratch_take(nt * per + marks + blocks * kb * CRS);
+    float *scratch = conv2d_scratch_take(marks + nt * per + blocks * kb * CRS);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    float *wB = scratch + nt * per + marks;
+    float *wB = scratch + marks + nt * per;
     pack_blocks(wB, w, s->K, CRS, kb);
-    direct_run r = {y, x, wB, b, s, &g, fn, blocks, kb, per, xsz, ysz, scratch,
-                    (int64_t *)(scratch + nt * per)};
+    direct_run r = {y, x, wB, b, s, &g, fn, blocks, kb, per, xsz, ysz, scratch + marks,
+                    (int64_t *)scratch};
     for (int t = 0; t < nt; t++)
         r.padded[t] = -1;
     /* each item (image, channel block) writes its own output planes */

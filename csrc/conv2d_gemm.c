@@ -14,6 +14,7 @@
  * after another and the GEMM and copies use every thread. Scratch comes
  * from a one-slot cache, so repeated calls do not page-fault it afresh.
  */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "conv2d_internal.h"
@@ -258,8 +259,35 @@ static void reduce_partials(float *dw, const float *parts, int nparts, int64_t n
         for (int j = 0; j < nparts; j++) dw[i] += parts[j * n + i];
 }
 
-/* Split the images by the plan and run cc; backward weight: threads t >= 1
- * accumulate into zeroed partial sums, added to dw at the end. */
+/* One run's image ranges, for fastcnn_parallel_for. */
+typedef struct {
+    const conv_call *cc;
+    const conv2d_shape *s;
+    const conv_plan *pl;
+    float *scratch, *partial;
+    int64_t per, wsz;
+    atomic_int err;
+} images_run;
+
+/* Range t: images [split_point(t), split_point(t+1)) of the output, in scratch
+ * t, and (backward weight) into dw itself (t = 0) or partial t - 1, zeroed. */
+static void image_range(void *ctx, int64_t t, int slot)
+{
+    images_run *r = ctx;
+    const conv_call *cc = r->cc;
+    float *dw = t == 0 ? cc->out : r->partial + (t - 1) * r->wsz;
+    (void)slot;
+    if (cc->op == BACKWARD_WEIGHT && t > 0)
+        memset(dw, 0, (size_t)r->wsz * sizeof(float));
+    if (run_images(cc, dw, split_point(r->s->N, t, r->pl->outer),
+                   split_point(r->s->N, t + 1, r->pl->outer), r->scratch + t * r->per, r->s,
+                   r->pl, r->pl->inner))
+        atomic_store(&r->err, 1);
+}
+
+/* Split the images by the plan and run cc; backward weight: ranges t >= 1
+ * accumulate into zeroed partial sums, added to dw at the end (in order:
+ * the sums do not depend on which thread ran a range). */
 static int run(const conv_call *cc, const conv2d_shape *s, int nthreads)
 {
     conv_plan pl = make_plan(s, nthreads);
@@ -268,22 +296,12 @@ static int run(const conv_call *cc, const conv2d_shape *s, int nthreads)
     float *scratch = conv2d_scratch_take(pl.outer * per + parts);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    float *partial = scratch + pl.outer * per;
-    int err = 0;
-    /* thread t owns images [split_point(t), split_point(t+1)) of the output,
-     * its scratch, and (backward weight) its own dw: dw itself or a partial */
-    #pragma omp parallel for num_threads(pl.outer) if (pl.outer > 1) schedule(static) \
-        reduction(|:err)
-    for (int t = 0; t < pl.outer; t++) {
-        float *dw = t == 0 ? cc->out : partial + (t - 1) * wsz;
-        if (cc->op == BACKWARD_WEIGHT && t > 0)
-            memset(dw, 0, (size_t)wsz * sizeof(float));
-        err |= run_images(cc, dw, split_point(s->N, t, pl.outer),
-                          split_point(s->N, t + 1, pl.outer), scratch + t * per, s, &pl,
-                          pl.inner);
-    }
+    images_run r = {cc, s, &pl, scratch, scratch + pl.outer * per, per, wsz, 0};
+    /* each range writes its own images of the output, or its own dw */
+    fastcnn_parallel_for(pl.outer, image_range, &r, pl.outer);
+    int err = atomic_load(&r.err);
     if (!err && parts)
-        reduce_partials(cc->out, partial, pl.outer - 1, wsz, nthreads);
+        reduce_partials(cc->out, r.partial, pl.outer - 1, wsz, nthreads);
     conv2d_scratch_give(scratch);
     return err ? FASTCNN_ENOMEM : FASTCNN_OK;
 }

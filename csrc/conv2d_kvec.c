@@ -88,19 +88,19 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
         nt = (int)items;
     const float *kept = conv2d_prepared_get(prep, PREPARED_KVEC, w, s, kv * vl, CRS * s->K,
                                             prepare_blocks, nthreads);
-    /* per slot: padded images, then the images they hold (int64), then the
-     * packed weights unless kept */
+    /* per slot: the image its padded copy holds (int64, first: aligned), then
+     * the padded images, then the packed weights unless kept */
     int64_t marks = (2 * nt + 15) / 16 * 16;
-    float *scratch = conv2d_scratch_take(nt * per + marks + (kept ? 0 : CRS * s->K));
+    float *scratch = conv2d_scratch_take(marks + nt * per + (kept ? 0 : CRS * s->K));
     if (!scratch)
         return FASTCNN_ENOMEM;
     const float *wB = kept;
     if (!kept) {
-        pack_blocks(scratch + nt * per + marks, w, s->K, CRS, kv * vl, nthreads);
-        wB = scratch + nt * per + marks;
+        pack_blocks(scratch + marks + nt * per, w, s->K, CRS, kv * vl, nthreads);
+        wB = scratch + marks + nt * per;
     }
-    kvec_call r = {y, x, wB, b, s, &g, fn, blocks, kv, vl, per, xsz, ysz, in_place, scratch,
-                  (int64_t *)(scratch + nt * per)};
+    kvec_call r = {y, x, wB, b, s, &g, fn, blocks, kv, vl, per, xsz, ysz, in_place,
+                   scratch + marks, (int64_t *)scratch};
     for (int t = 0; t < nt; t++)
         r.padded[t] = -1;
     /* each item (image, channel block) writes its own output planes */

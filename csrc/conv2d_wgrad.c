@@ -25,19 +25,56 @@ static int image_threads(const conv2d_shape *s, int nthreads)
     return nt > s->N ? (int)s->N : nt;
 }
 
-/* dw (K, CRS) += the sums of nt threads, each (CRS, K) in the last K CRS
- * of its `per` floats of scratch. */
-static void add_thread_sums(float *dw, const float *scratch, int64_t per, int nt, int64_t K,
-                            int64_t CRS, int nthreads)
+/* One weight gradient's image ranges, for fastcnn_parallel_for. */
+typedef struct {
+    float *dw;
+    const float *dy, *x;
+    const conv2d_shape *s;
+    const void *geom;       /* kvec_geom or direct_geom */
+    const conv2d_kernels *kr;
+    float *scratch;
+    int64_t per;            /* floats of a range's scratch, its sums last */
+    int nt;                 /* ranges */
+} wgrad_run;
+
+/* Row k of dw += row k of every range's sums (CRS, K), in range order. */
+static void add_sums_row(void *ctx, int64_t k, int slot)
 {
-    int ntr = fastcnn_threads_for(K * CRS * nt, nthreads);
+    const wgrad_run *r = ctx;
+    int64_t K = r->s->K, CRS = r->s->C * r->s->R * r->s->S;
+    (void)slot;
+    for (int t = 0; t < r->nt; t++) {
+        const float *sums = r->scratch + (t + 1) * r->per - K * CRS;
+        for (int64_t i = 0; i < CRS; i++) r->dw[k * CRS + i] += sums[i * K + k];
+    }
+}
+
+/* dw (K, CRS) += the sums of the nt ranges, each (CRS, K) in the last K CRS
+ * of its `per` floats of scratch. */
+static void add_thread_sums(const wgrad_run *r, int nthreads)
+{
+    int64_t K = r->s->K, CRS = r->s->C * r->s->R * r->s->S;
+    int ntr = fastcnn_threads_for(K * CRS * r->nt, nthreads);
     /* each k writes its own row of dw */
-    #pragma omp parallel for num_threads(ntr) if (ntr > 1) schedule(static)
-    for (int64_t k = 0; k < K; k++)
-        for (int t = 0; t < nt; t++) {
-            const float *sums = scratch + (t + 1) * per - K * CRS;
-            for (int64_t i = 0; i < CRS; i++) dw[k * CRS + i] += sums[i * K + k];
-        }
+    fastcnn_parallel_for(K, add_sums_row, (void *)r, ntr);
+}
+
+/* Range t of the channel-vector weight gradient: its images into its dwT. */
+static void kvec_range(void *ctx, int64_t t, int slot)
+{
+    const wgrad_run *r = ctx;
+    const conv2d_shape *s = r->s;
+    const kvec_geom *g = r->geom;
+    int64_t PQ = s->P * s->Q, xsz = s->C * s->H * s->W, ysz = s->K * PQ;
+    float *xpad = r->scratch + t * r->per, *dyT = xpad + s->C * g->Hp * g->Wp;
+    float *dwT = dyT + PQ * s->K;
+    (void)slot;
+    memset(dwT, 0, (size_t)(s->K * s->C * s->R * s->S) * sizeof(float));
+    for (int64_t n = split_point(s->N, t, r->nt); n < split_point(s->N, t + 1, r->nt); n++) {
+        conv2d_pad_image(xpad, r->x + n * xsz, s, g->Hp, g->Wp);
+        sgemm_transpose(dyT, s->K, r->dy + n * ysz, PQ, s->K, PQ);   /* dyT (PQ, K) */
+        r->kr->wgrad_image(dwT, xpad, dyT, g);
+    }
 }
 
 /* dw (K, C, R, S) += the weight gradient, by the channel-vector kernel:
@@ -46,28 +83,18 @@ static void add_thread_sums(float *dw, const float *scratch, int64_t per, int nt
 int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
                                  const conv2d_shape *s, int nthreads)
 {
-    conv2d_wgrad_image_fn fn = conv2d_kernels_for(fastcnn_isa())->wgrad_image;
     kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
                    (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S};
     int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, wsz = CRS * s->K;
-    int64_t xsz = s->C * s->H * s->W, ysz = s->K * PQ;
     int64_t per = s->C * g.Hp * g.Wp + PQ * s->K + wsz;
     int nt = image_threads(s, nthreads);
     float *scratch = conv2d_scratch_take(nt * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    /* thread t owns images [split_point(t), split_point(t+1)) and its scratch */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int t = 0; t < nt; t++) {
-        float *xpad = scratch + t * per, *dyT = xpad + s->C * g.Hp * g.Wp, *dwT = dyT + PQ * s->K;
-        memset(dwT, 0, (size_t)wsz * sizeof(float));
-        for (int64_t n = split_point(s->N, t, nt); n < split_point(s->N, t + 1, nt); n++) {
-            conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
-            sgemm_transpose(dyT, s->K, dy + n * ysz, PQ, s->K, PQ);   /* dyT (PQ, K) */
-            fn(dwT, xpad, dyT, &g);
-        }
-    }
-    add_thread_sums(dw, scratch, per, nt, s->K, CRS, nthreads);
+    wgrad_run r = {dw, dy, x, s, &g, conv2d_kernels_for(fastcnn_isa()), scratch, per, nt};
+    /* range t: images [split_point(t), split_point(t+1)), its scratch */
+    fastcnn_parallel_for(nt, kvec_range, &r, nt);
+    add_thread_sums(&r, nthreads);
     conv2d_scratch_give(scratch);
     return FASTCNN_OK;
 }
@@ -81,6 +108,27 @@ void conv2d_wgrad_taps_generic(float *sums, const float *xpad, const float *dy, 
     wgrad_taps(sums, xpad, dy, c, r, t, k0, kn, g);
 }
 
+/* Range t of the position-vector weight gradient: its images into its sums. */
+static void taps_range(void *ctx, int64_t t, int slot)
+{
+    const wgrad_run *r = ctx;
+    const conv2d_shape *s = r->s;
+    const direct_geom *g = r->geom;
+    int64_t kb = r->kr->direct_kb, RS = s->R * s->S, CRS = s->C * RS, wsz = s->K * CRS;
+    int64_t xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    float *xpad = r->scratch + t * r->per, *sums = xpad + r->per - wsz;
+    (void)slot;
+    memset(xpad, 0, (size_t)r->per * sizeof(float));
+    for (int64_t n = split_point(s->N, t, r->nt); n < split_point(s->N, t + 1, r->nt); n++) {
+        conv2d_pad_image(xpad, r->x + n * xsz, s, g->Hp, g->Wp);
+        for (int64_t k0 = 0; k0 < s->K; k0 += kb)
+            for (int64_t tap = 0; tap < CRS; tap++)
+                r->kr->wgrad_taps(sums + tap * s->K + k0, xpad, r->dy + n * ysz, tap / RS,
+                                  tap / s->S % s->R, tap % s->S, k0,
+                                  s->K - k0 < kb ? s->K - k0 : kb, g);
+    }
+}
+
 /* dw (K, C, R, S) += the weight gradient, by the position-vector kernel
  * (stride 1, dilation 1): threads take contiguous ranges of images, each
  * padding one image at a time and summing, block of output channels by
@@ -92,28 +140,15 @@ int conv2d_wgrad_taps_backward_weight(float *dw, const float *dy, const float *x
     const conv2d_kernels *kr = conv2d_kernels_for(fastcnn_isa());
     direct_geom g = {s->C, s->K, s->R, s->S, s->P, s->Q, s->P + s->R - 1, s->Q + s->S - 1,
                      0, 0.0f, 0.0f};
-    int64_t kb = kr->direct_kb, RS = s->R * s->S, CRS = s->C * RS, wsz = s->K * CRS;
-    int64_t xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
-    int64_t per = s->C * g.Hp * g.Wp + wsz;
+    int64_t wsz = s->K * s->C * s->R * s->S, per = s->C * g.Hp * g.Wp + wsz;
     int nt = image_threads(s, nthreads);
     float *scratch = conv2d_scratch_take(nt * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    /* thread t owns images [split_point(t), split_point(t+1)) and its scratch */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int t = 0; t < nt; t++) {
-        float *xpad = scratch + t * per, *sums = xpad + per - wsz;
-        memset(xpad, 0, (size_t)per * sizeof(float));
-        for (int64_t n = split_point(s->N, t, nt); n < split_point(s->N, t + 1, nt); n++) {
-            conv2d_pad_image(xpad, x + n * xsz, s, g.Hp, g.Wp);
-            for (int64_t k0 = 0; k0 < s->K; k0 += kb)
-                for (int64_t tap = 0; tap < CRS; tap++)
-                    kr->wgrad_taps(sums + tap * s->K + k0, xpad, dy + n * ysz, tap / RS,
-                                   tap / s->S % s->R, tap % s->S, k0,
-                                   s->K - k0 < kb ? s->K - k0 : kb, &g);
-        }
-    }
-    add_thread_sums(dw, scratch, per, nt, s->K, CRS, nthreads);
+    wgrad_run r = {dw, dy, x, s, &g, kr, scratch, per, nt};
+    /* range t: images [split_point(t), split_point(t+1)), its scratch */
+    fastcnn_parallel_for(nt, taps_range, &r, nt);
+    add_thread_sums(&r, nthreads);
     conv2d_scratch_give(scratch);
     return FASTCNN_OK;
 }

@@ -32,11 +32,10 @@ typedef struct {
 
 /* param, grad: (n). SGD without momentum. */
 static inline void sgd_plain_loop(float *restrict param, const float *restrict grad,
-                                  int64_t n, const sgd_coefs *c, int nt)
+                                  int64_t n, const sgd_coefs *c)
 {
     const sgd_coefs k = *c;
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
+    #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         float g = k.maximize ? -grad[i] : grad[i];
         float d = k.has_wd ? fmaf(param[i], k.wd, g) : g;
@@ -47,11 +46,10 @@ static inline void sgd_plain_loop(float *restrict param, const float *restrict g
 /* param, buf, grad: (n). SGD with momentum (plain or Nesterov). */
 static inline void sgd_momentum_loop(float *restrict param, float *restrict buf,
                                      const float *restrict grad, int64_t n,
-                                     const sgd_coefs *c, int nt)
+                                     const sgd_coefs *c)
 {
     const sgd_coefs k = *c;
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)
+    #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         float g = k.maximize ? -grad[i] : grad[i];
         float d = k.has_wd ? fmaf(param[i], k.wd, g) : g;
@@ -97,11 +95,9 @@ static inline __attribute__((always_inline)) void adam_range(
 
 /* param, m, v, vmax, grad: (n); vmax may be NULL (no AMSGrad). */
 static inline void adam_loop(float *param, float *m, float *v, float *vmax, const float *grad,
-                             int64_t n, const adam_coefs *c, int nt)
+                             int64_t n, const adam_coefs *c)
 {
     int64_t blocks = (n + ADAM_BLOCK - 1) / ADAM_BLOCK;
-    /* each block of elements written by one thread */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
         int64_t i0 = b * ADAM_BLOCK, i1 = i0 + ADAM_BLOCK < n ? i0 + ADAM_BLOCK : n;
         if (vmax != NULL)
@@ -112,15 +108,15 @@ static inline void adam_loop(float *param, float *m, float *v, float *vmax, cons
 }
 
 /* The same loops compiled per ISA (optim_avx2.c, optim_avx512.c). */
-void sgd_plain_loop_avx2(float *param, const float *grad, int64_t n, const sgd_coefs *c, int nt);
+void sgd_plain_loop_avx2(float *param, const float *grad, int64_t n, const sgd_coefs *c);
 void sgd_momentum_loop_avx2(float *param, float *buf, const float *grad, int64_t n,
-                            const sgd_coefs *c, int nt);
+                            const sgd_coefs *c);
 void adam_loop_avx2(float *param, float *m, float *v, float *vmax, const float *grad,
-                    int64_t n, const adam_coefs *c, int nt);
-void sgd_plain_loop_avx512(float *param, const float *grad, int64_t n, const sgd_coefs *c, int nt);
+                    int64_t n, const adam_coefs *c);
+void sgd_plain_loop_avx512(float *param, const float *grad, int64_t n, const sgd_coefs *c);
 void sgd_momentum_loop_avx512(float *param, float *buf, const float *grad, int64_t n,
-                              const sgd_coefs *c, int nt);
+                              const sgd_coefs *c);
 void adam_loop_avx512(float *param, float *m, float *v, float *vmax, const float *grad,
-                      int64_t n, const adam_coefs *c, int nt);
+                      int64_t n, const adam_coefs *c);
 
 #endif /* FASTCNN_OPTIM_KERNEL_H */

@@ -24,6 +24,7 @@
  * shares the max's backward (a scatter through the indices). */
 #include <math.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "dispatch.h"
@@ -662,27 +663,37 @@ static inline int64_t max_backward_plane(float *dx, const float *dy, const int32
     return bad;
 }
 
+typedef struct {
+    float *dx;
+    const float *dy, *mask;
+    const int32_t *argmax;
+    const pool2d_shape *s;
+    int tiles;
+    atomic_llong bad;
+} max_backward_call;
+
+static void max_backward_chunk(void *ctx, int64_t nc, int slot)
+{
+    max_backward_call *c = ctx;
+    int64_t bad = max_backward_plane(c->dx, c->dy, c->argmax, c->mask, c->s, nc, c->tiles);
+    (void)slot;
+    if (bad)
+        atomic_fetch_add(&c->bad, bad);
+}
+
 /* dx (N,C,H,W) = dy (N,C,P,Q) scattered to argmax (N,C,P,Q), then masked by
  * mask (N,C,H,W) > 0 when mask is not NULL, plane by plane. Returns the number
  * of indices outside [0, H*W) (skipped). */
 static int64_t max_backward(float *dx, const float *dy, const int32_t *argmax, const float *mask,
                             const pool2d_shape *s, int nthreads)
 {
-    int64_t bad = 0;
     int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     /* the gradient of 2x2 tiles (whatever the windows were: an index outside
      * its tile sends the plane to the general path) */
-    int tiles = s->H == 2 * s->P && s->W == 2 * s->Q;
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        for (int64_t nc = 0; nc < s->N * s->C; nc++)
-            bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles);
-        return bad;
-    }
+    max_backward_call c = {dx, dy, mask, argmax, s, s->H == 2 * s->P && s->W == 2 * s->Q, 0};
     /* each plane nc writes only its own dx plane */
-    #pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : bad)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        bad += max_backward_plane(dx, dy, argmax, mask, s, nc, tiles);
-    return bad;
+    fastcnn_parallel_for(s->N * s->C, max_backward_chunk, &c, nt);
+    return atomic_load(&c.bad);
 }
 
 /* dx (N,C,H,W); dy, argmax (N,C,P,Q). Indices outside [0, H*W) are skipped
