@@ -1,6 +1,7 @@
 /* activation.c - element-wise ReLU and sigmoid, forward and backward.
  * Every buffer is (n). Backward kernels take the forward output y. */
 #include <math.h>
+#include <stddef.h>
 
 #include "dispatch.h"
 #include "expf_vec.h"
@@ -30,53 +31,38 @@ void sigmoid_backward_ref(float *dx, const float *dy, const float *y, int64_t n)
         dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
 
-#define RELU_CHUNK 16384     /* elements of one work item of relu_forward */
+#define RELU_SPAN 16384      /* elements of one work item */
 
 typedef struct {
-    float *y;
-    const float *x;
-    int64_t n;
+    float *out;             /* y or dx */
+    const float *in, *dy;   /* x, or y and dy */
 } relu_call;
 
 /* y[i] = max(x[i], 0) for i in [lo, hi). */
-static void relu_span(float *y, const float *x, int64_t lo, int64_t hi)
+static void relu_span(void *ctx, int64_t lo, int64_t hi)
 {
+    const relu_call *r = ctx;
+    float *y = r->out;
+    const float *x = r->in;
     #pragma omp simd
     for (int64_t i = lo; i < hi; i++)
         y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
 
-/* Work item c: elements [c RELU_CHUNK, (c + 1) RELU_CHUNK) of y. */
-static void relu_chunk(void *ctx, int64_t c, int slot)
-{
-    const relu_call *r = ctx;
-    int64_t lo = c * RELU_CHUNK;
-    (void)slot;
-    relu_span(r->y, r->x, lo, lo + RELU_CHUNK < r->n ? lo + RELU_CHUNK : r->n);
-}
-
 void relu_forward(float *y, const float *x, int64_t n, int nthreads)
 {
-    relu_call r = {y, x, n};
-    int nt = fastcnn_threads_for(n, nthreads);
-    if (nt == 1) {  /* no work items for small work */
-        relu_span(y, x, 0, n);
-        return;
-    }
-    /* each work item writes its own elements */
-    fastcnn_parallel_for((n + RELU_CHUNK - 1) / RELU_CHUNK, relu_chunk, &r, nt);
+    relu_call r = {y, x, NULL};
+    /* each span writes its own elements */
+    fastcnn_parallel_spans(n, RELU_SPAN, relu_span, &r, fastcnn_threads_for(n, nthreads));
 }
-
-typedef struct {
-    float *dx;
-    const float *dy, *y;
-    int64_t n;
-} relu_grad_call;
 
 /* dx[i] = dy[i] where y[i] > 0, else 0, for i in [lo, hi); dy is loaded
  * unconditionally (a select, not a branch): the loop vectorizes. */
-static void relu_grad_span(float *dx, const float *dy, const float *y, int64_t lo, int64_t hi)
+static void relu_grad_span(void *ctx, int64_t lo, int64_t hi)
 {
+    const relu_call *r = ctx;
+    float *dx = r->out;
+    const float *y = r->in, *dy = r->dy;
     #pragma omp simd
     for (int64_t i = lo; i < hi; i++) {
         float d = dy[i];
@@ -84,25 +70,11 @@ static void relu_grad_span(float *dx, const float *dy, const float *y, int64_t l
     }
 }
 
-/* Work item c: elements [c RELU_CHUNK, (c + 1) RELU_CHUNK) of dx. */
-static void relu_grad_chunk(void *ctx, int64_t c, int slot)
-{
-    const relu_grad_call *r = ctx;
-    int64_t lo = c * RELU_CHUNK;
-    (void)slot;
-    relu_grad_span(r->dx, r->dy, r->y, lo, lo + RELU_CHUNK < r->n ? lo + RELU_CHUNK : r->n);
-}
-
 void relu_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
 {
-    relu_grad_call r = {dx, dy, y, n};
-    int nt = fastcnn_threads_for(n, nthreads);
-    if (nt == 1) {  /* no work items for small work */
-        relu_grad_span(dx, dy, y, 0, n);
-        return;
-    }
-    /* each work item writes its own elements */
-    fastcnn_parallel_for((n + RELU_CHUNK - 1) / RELU_CHUNK, relu_grad_chunk, &r, nt);
+    relu_call r = {dx, y, dy};
+    /* each span writes its own elements */
+    fastcnn_parallel_spans(n, RELU_SPAN, relu_grad_span, &r, fastcnn_threads_for(n, nthreads));
 }
 
 /* The activation family's loops of one instruction set (expf_vec.h). */

@@ -97,19 +97,52 @@ static int64_t col_part(const conv2d_shape *s, const conv_plan *pl)
 
 /* ---- regrouping the output columns -------------------------------------- */
 
+/* One regrouping of the output columns, for fastcnn_parallel_for. */
+typedef struct {
+    float *to;                  /* cols (gather) or the stack (scatter) */
+    const float *from;          /* the other */
+    const float *b;
+    int64_t cnt;
+    const conv2d_shape *s;
+} columns_call;
+
+/* Row it = (image, k) of the stack copied into cols. */
+static void gather_row(void *ctx, int64_t it, int slot)
+{
+    const columns_call *c = ctx;
+    int64_t K = c->s->K, PQ = c->s->P * c->s->Q;
+    const float *restrict src = c->from + it * PQ;
+    float *restrict dst = c->to + it % K * c->cnt * PQ + it / K * PQ;
+    (void)slot;
+    for (int64_t j = 0; j < PQ; j++) dst[j] = src[j];
+}
+
 /* cols (K, cnt PQ) = the stack of cnt images (cnt, K, PQ) side by side. */
 static void gather_columns(float *cols, const float *stack, int64_t cnt,
                            const conv2d_shape *s, int nthreads)
 {
-    int64_t PQ = s->P * s->Q, width = cnt * PQ;
-    int nt = fastcnn_threads_for(cnt * s->K * PQ, nthreads);
-    /* each (image, k) row is copied by one iteration */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t it = 0; it < cnt * s->K; it++) {
-        const float *restrict src = stack + it * PQ;
-        float *restrict dst = cols + it % s->K * width + it / s->K * PQ;
-        for (int64_t j = 0; j < PQ; j++) dst[j] = src[j];
-    }
+    columns_call c = {cols, stack, NULL, cnt, s};
+    /* each (image, k) row is copied by one work item */
+    fastcnn_parallel_for(cnt * s->K, gather_row, &c,
+                         fastcnn_threads_for(cnt * s->K * s->P * s->Q, nthreads));
+}
+
+/* Row it = (image, k) of the stack from cols, + b[k], clamped if s->clamp. */
+static void scatter_row(void *ctx, int64_t it, int slot)
+{
+    const columns_call *c = ctx;
+    const conv2d_shape *s = c->s;
+    int64_t PQ = s->P * s->Q;
+    float *restrict dst = c->to + it * PQ;
+    const float *restrict src = c->from + it % s->K * c->cnt * PQ + it / s->K * PQ;
+    float add = c->b ? c->b[it % s->K] : 0.0f;
+    (void)slot;
+    for (int64_t j = 0; j < PQ; j++) dst[j] = src[j] + add;
+    if (s->clamp)
+        for (int64_t j = 0; j < PQ; j++) {
+            float v = dst[j] < s->lo ? s->lo : dst[j];
+            dst[j] = v > s->hi ? s->hi : v;
+        }
 }
 
 /* stack (cnt, K, PQ) = cols (K, cnt PQ) split into images, plus b (K) if
@@ -117,21 +150,10 @@ static void gather_columns(float *cols, const float *stack, int64_t cnt,
 static void scatter_columns(float *stack, const float *cols, const float *b, int64_t cnt,
                             const conv2d_shape *s, int nthreads)
 {
-    int64_t PQ = s->P * s->Q, width = cnt * PQ;
-    int nt = fastcnn_threads_for(cnt * s->K * PQ, nthreads);
-    /* each (image, k) row is written by one iteration */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t it = 0; it < cnt * s->K; it++) {
-        float *restrict dst = stack + it * PQ;
-        const float *restrict src = cols + it % s->K * width + it / s->K * PQ;
-        float add = b ? b[it % s->K] : 0.0f;
-        for (int64_t j = 0; j < PQ; j++) dst[j] = src[j] + add;
-        if (s->clamp)
-            for (int64_t j = 0; j < PQ; j++) {
-                float v = dst[j] < s->lo ? s->lo : dst[j];
-                dst[j] = v > s->hi ? s->hi : v;
-            }
-    }
+    columns_call c = {stack, cols, b, cnt, s};
+    /* each (image, k) row is written by one work item */
+    fastcnn_parallel_for(cnt * s->K, scatter_row, &c,
+                         fastcnn_threads_for(cnt * s->K * s->P * s->Q, nthreads));
 }
 
 /* ---- one group of cnt images ---------------------------------------------- */
@@ -248,15 +270,33 @@ static int run_images(const conv_call *cc, float *dw, int64_t lo, int64_t hi, fl
     return err;
 }
 
+#define PARTIALS_CHUNK 4096     /* elements of dw per work item of reduce_partials */
+
+typedef struct {
+    float *dw;
+    const float *parts;
+    int nparts;
+    int64_t n;
+} partials_call;
+
+/* Elements [c PARTIALS_CHUNK, (c + 1) PARTIALS_CHUNK) of dw, parts in order. */
+static void reduce_chunk(void *ctx, int64_t c, int slot)
+{
+    const partials_call *p = ctx;
+    int64_t lo = c * PARTIALS_CHUNK, hi = lo + PARTIALS_CHUNK < p->n ? lo + PARTIALS_CHUNK : p->n;
+    (void)slot;
+    for (int64_t i = lo; i < hi; i++)
+        for (int j = 0; j < p->nparts; j++) p->dw[i] += p->parts[j * p->n + i];
+}
+
 /* dw (n) += the nparts partial sums stacked in parts (nparts, n). */
 static void reduce_partials(float *dw, const float *parts, int nparts, int64_t n,
                             int nthreads)
 {
-    int nt = fastcnn_threads_for(n * nparts, nthreads);
-    /* each i written once */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        for (int j = 0; j < nparts; j++) dw[i] += parts[j * n + i];
+    partials_call p = {dw, parts, nparts, n};
+    /* each work item writes its own elements */
+    fastcnn_parallel_for((n + PARTIALS_CHUNK - 1) / PARTIALS_CHUNK, reduce_chunk, &p,
+                         fastcnn_threads_for(n * nparts, nthreads));
 }
 
 /* One run's image ranges, for fastcnn_parallel_for. */

@@ -38,23 +38,40 @@ void conv2d_im2col_tap_generic(float *restrict out, const float *restrict xc, in
     }
 }
 
+/* One im2col or col2im call, for fastcnn_parallel_for. */
+typedef struct {
+    float *out;             /* col (im2col) or dx (col2im) */
+    const float *in;        /* x or col */
+    int64_t cnt;
+    const conv2d_shape *s;
+    conv2d_im2col_tap_fn im2col;    /* the one in use, the other NULL */
+    conv2d_col2im_tap_fn col2im;
+} cols_call;
+
+/* Row (c, r, t) of col. */
+static void im2col_row(void *ctx, int64_t row, int slot)
+{
+    const cols_call *k = ctx;
+    const conv2d_shape *s = k->s;
+    int64_t PQ = s->P * s->Q, c = row / (s->R * s->S), r = row / s->S % s->R, t = row % s->S;
+    (void)slot;
+    k->im2col(k->out + row * k->cnt * PQ, k->in + c * s->H * s->W, k->cnt, PQ,
+              s->C * s->H * s->W, r * s->dh, t * s->dw, s);
+}
+
 /* col (CRS, cnt PQ) = the im2col matrices of cnt images x (cnt, C, H, W),
  * image i in columns [i PQ, (i+1) PQ). */
 void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *s,
                    int nthreads)
 {
-    int64_t rows = s->C * s->R * s->S, PQ = s->P * s->Q, cols = cnt * PQ;
-    int64_t CHW = s->C * s->H * s->W;
+    int64_t rows = s->C * s->R * s->S;
     /* the instruction set's masked vector copies for stride 1, else plain loops */
     conv2d_im2col_tap_fn tap = s->sw == 1 ? conv2d_kernels_for(fastcnn_isa())->im2col_tap
                                           : conv2d_im2col_tap_generic;
-    int nt = fastcnn_threads_for(rows * cols, nthreads);
-    /* each row (c, r, t) of col is written by one iteration */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t row = 0; row < rows; row++) {
-        int64_t c = row / (s->R * s->S), r = row / s->S % s->R, t = row % s->S;
-        tap(col + row * cols, x + c * s->H * s->W, cnt, PQ, CHW, r * s->dh, t * s->dw, s);
-    }
+    cols_call k = {col, x, cnt, s, tap, NULL};
+    /* each row (c, r, t) of col is written by one work item */
+    fastcnn_parallel_for(rows, im2col_row, &k,
+                         fastcnn_threads_for(rows * cnt * s->P * s->Q, nthreads));
 }
 
 /* For i < cnt: the plane dxc + i xstride (H, W) += the plane in + i istride
@@ -81,21 +98,26 @@ void conv2d_col2im_tap_generic(float *restrict dxc, const float *restrict in, in
         }
 }
 
+/* Channel c's planes of dx (in every image), from its rows of col. */
+static void col2im_channel(void *ctx, int64_t c, int slot)
+{
+    const cols_call *k = ctx;
+    const conv2d_shape *s = k->s;
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q, RS = s->R * s->S, CHW = s->C * HW;
+    (void)slot;
+    for (int64_t i = 0; i < k->cnt; i++)
+        memset(k->out + i * CHW + c * HW, 0, (size_t)HW * sizeof(float));
+    for (int64_t rt = 0; rt < RS; rt++)
+        k->col2im(k->out + c * HW, k->in + (c * RS + rt) * k->cnt * PQ, k->cnt, CHW, PQ,
+                  rt / s->S * s->dh, rt % s->S * s->dw, s);
+}
+
 /* dx (cnt, C, H, W) = col2im of col (CRS, cnt PQ), laid out as im2col's. */
 void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape *s,
                    int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q, RS = s->R * s->S, cols = cnt * PQ;
-    int64_t CHW = s->C * HW;
-    conv2d_col2im_tap_fn tap = conv2d_kernels_for(fastcnn_isa())->col2im_tap;
-    int nt = fastcnn_threads_for(cnt * s->C * RS * PQ, nthreads);
+    cols_call k = {dx, col, cnt, s, NULL, conv2d_kernels_for(fastcnn_isa())->col2im_tap};
     /* channel c owns its planes of dx (in every image) and reads only its rows of col */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t c = 0; c < s->C; c++) {
-        for (int64_t i = 0; i < cnt; i++)
-            memset(dx + i * CHW + c * HW, 0, (size_t)HW * sizeof(float));
-        for (int64_t rt = 0; rt < RS; rt++)
-            tap(dx + c * HW, col + (c * RS + rt) * cols, cnt, CHW, PQ, rt / s->S * s->dh,
-                rt % s->S * s->dw, s);
-    }
+    fastcnn_parallel_for(s->C, col2im_channel, &k,
+                         fastcnn_threads_for(cnt * s->C * s->R * s->S * s->P * s->Q, nthreads));
 }

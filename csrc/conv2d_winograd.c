@@ -85,6 +85,35 @@ static int64_t filter_floats(int64_t K, int64_t C, int narrow)
     return 16 * (narrow ? K * C : sgemm_packed_a_floats(wide_kernel(K), K, C));
 }
 
+/* One filter transform, for fastcnn_parallel_for. */
+typedef struct {
+    const conv2d_kernels *kr;
+    float *V, *VT, *taps;
+    const float *w;
+    int64_t K, C;
+    int flip, kernel;
+} filter_transform;
+
+/* Input channels [8 i, 8 i + 8): their taps and rows of VT's 16 matrices. */
+static void transform_channels(void *ctx, int64_t i, int slot)
+{
+    const filter_transform *ft = ctx;
+    int64_t K = ft->K, C = ft->C, c0 = 8 * i, cnt = C - c0 < 8 ? C - c0 : 8;
+    (void)slot;
+    gather_taps(ft->taps + c0 * 9 * K, ft->w, K, C, ft->flip, 0, K, c0, cnt);
+    for (int64_t c = c0; c < c0 + cnt; c++)
+        ft->kr->wino_filters(ft->VT + c * K, C * K, ft->taps + c * 9 * K, K, ft->flip);
+}
+
+/* Packed matrix xi of V from VT's. */
+static void pack_position(void *ctx, int64_t xi, int slot)
+{
+    const filter_transform *ft = ctx;
+    (void)slot;
+    sgemm_pack_a(ft->V + xi * sgemm_packed_a_floats(ft->kernel, ft->K, ft->C), ft->kernel, 1,
+                 ft->K, ft->C, ft->VT + xi * ft->C * ft->K, ft->K, 1);
+}
+
 /* V (filter_floats) = G f G^T of the filter from input channel c to output
  * channel k: w (K, C, 3, 3)[k][c], or with flip (backward data) w (C, K,
  * 3, 3)[c][k] rotated by 180 degrees. Each input channel's taps are first
@@ -95,27 +124,15 @@ static int64_t filter_floats(int64_t K, int64_t C, int narrow)
 static void transform_filters(float *V, float *tmp, const float *w, int64_t K, int64_t C,
                               int flip, int narrow, int nthreads)
 {
-    const conv2d_kernels *kr = conv2d_kernels_for(fastcnn_isa());
-    float *taps = tmp, *VT = narrow ? V : tmp + 9 * C * K;
-    int64_t chunks = (C + 7) / 8;
+    filter_transform ft = {conv2d_kernels_for(fastcnn_isa()), V, narrow ? V : tmp + 9 * C * K,
+                           tmp, w, K, C, flip, wide_kernel(K)};
     int nt = fastcnn_threads_for(64 * K * C, nthreads);
     /* each chunk of 8 input channels c writes its own taps and rows c of VT's
      * 16 matrices */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < chunks; i++) {
-        int64_t c0 = 8 * i, cnt = C - c0 < 8 ? C - c0 : 8;
-        gather_taps(taps + c0 * 9 * K, w, K, C, flip, 0, K, c0, cnt);
-        for (int64_t c = c0; c < c0 + cnt; c++)
-            kr->wino_filters(VT + c * K, C * K, taps + c * 9 * K, K, flip);
-    }
-    if (narrow)
-        return;
-    int kernel = wide_kernel(K);
-    int64_t packed = sgemm_packed_a_floats(kernel, K, C);
-    /* each xi writes its own packed matrix of V */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int xi = 0; xi < 16; xi++)
-        sgemm_pack_a(V + xi * packed, kernel, 1, K, C, VT + xi * C * K, K, 1);
+    fastcnn_parallel_for((C + 7) / 8, transform_channels, &ft, nt);
+    if (!narrow)
+        /* each xi writes its own packed matrix of V */
+        fastcnn_parallel_for(16, pack_position, &ft, nt);
 }
 
 /* ---- blocks of tiles ---------------------------------------------------------- */
@@ -454,47 +471,81 @@ int conv2d_winograd_backward_data(float *dx, const float *dy, const float *w,
 
 /* ---- weight gradient ---------------------------------------------------------- */
 
-/* E (16, K, tb) = the output-gradient transforms of tiles [t0, t0 + cnt). */
-static void grad_block(const wino_call *w, const float *dy, float *E, int64_t t0, int64_t cnt,
-                       int nt)
+/* One phase of the weight gradient's block, for fastcnn_parallel_for. */
+typedef struct {
+    const wino_call *w;
+    const float *dy;
+    float *E, *U, *MW;
+    int64_t t0, cnt, first;     /* first: the first block (MW = rather than +=) */
+    atomic_int err;
+} wgrad_phase;
+
+/* Output channel k's rows of E: the gradient transforms of the block's tiles. */
+static void grad_channel(void *ctx, int64_t k, int slot)
 {
+    const wgrad_phase *ph = ctx;
+    const wino_call *w = ph->w;
     const wino_geom *g = w->g;
     int64_t PQ = g->P * g->Q, es = g->K * w->tb;
-    /* each output channel writes its own rows of E */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t k = 0; k < g->K; k++)
-        for (int64_t off = 0; off < cnt;) {
-            tile_run r = run_at(g, t0 + off, t0 + cnt);
-            w->kr->wino_grad(E + k * w->tb + off, es, dy + (r.n * g->K + k) * PQ, r.i0, r.j0,
-                             r.len, g);
-            off += r.len;
+    (void)slot;
+    for (int64_t off = 0; off < ph->cnt;) {
+        tile_run r = run_at(g, ph->t0 + off, ph->t0 + ph->cnt);
+        w->kr->wino_grad(ph->E + k * w->tb + off, es, ph->dy + (r.n * g->K + k) * PQ, r.i0,
+                         r.j0, r.len, g);
+        off += r.len;
+    }
+}
+
+/* MW[xi] (K, C) (+)= E[xi] (K, cnt) U[xi]^T (cnt, C). */
+static void grad_position(void *ctx, int64_t xi, int slot)
+{
+    wgrad_phase *ph = ctx;
+    const wino_geom *g = ph->w->g;
+    int64_t tb = ph->w->tb;
+    (void)slot;
+    if (sgemm(0, 1, g->K, g->C, ph->cnt, 1.0f, ph->E + xi * g->K * tb, tb,
+              ph->U + xi * g->C * tb, tb, ph->first ? 0.0f : 1.0f, ph->MW + xi * g->K * g->C,
+              g->C, 1))
+        atomic_store(&ph->err, 1);
+}
+
+typedef struct {
+    float *dw;
+    const float *MW;
+    int64_t K, C;
+} filter_grads;
+
+/* Output channel k's filters dw (C, 3, 3) += A'^T MW A'. */
+static void filter_grad_channel(void *ctx, int64_t k, int slot)
+{
+    const filter_grads *fg = ctx;
+    int64_t K = fg->K, C = fg->C;
+    (void)slot;
+    for (int64_t c = 0; c < C; c++) {
+        const float *m = fg->MW + k * C + c;
+        float s[3][4];      /* A'^T m: rows */
+        for (int b = 0; b < 4; b++) {
+            float m0 = m[b * K * C], m1 = m[(4 + b) * K * C];
+            float m2 = m[(8 + b) * K * C], m3 = m[(12 + b) * K * C];
+            s[0][b] = m0 + m1 + m2;
+            s[1][b] = m1 - m2;
+            s[2][b] = m1 + m2 + m3;
         }
+        float *f = fg->dw + (k * C + c) * 9;
+        for (int r = 0; r < 3; r++) {
+            f[3 * r + 0] += s[r][0] + s[r][1] + s[r][2];
+            f[3 * r + 1] += s[r][1] - s[r][2];
+            f[3 * r + 2] += s[r][1] + s[r][2] + s[r][3];
+        }
+    }
 }
 
 /* dw (K, C, 3, 3) += A'^T MW A' of each filter's 16 sums MW[xi] (K, C). */
 static void add_filter_grads(float *dw, const float *MW, int64_t K, int64_t C, int nthreads)
 {
-    int nt = fastcnn_threads_for(64 * K * C, nthreads);
+    filter_grads fg = {dw, MW, K, C};
     /* each k writes its own filters */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t c = 0; c < C; c++) {
-            const float *m = MW + k * C + c;
-            float s[3][4];      /* A'^T m: rows */
-            for (int b = 0; b < 4; b++) {
-                float m0 = m[b * K * C], m1 = m[(4 + b) * K * C];
-                float m2 = m[(8 + b) * K * C], m3 = m[(12 + b) * K * C];
-                s[0][b] = m0 + m1 + m2;
-                s[1][b] = m1 - m2;
-                s[2][b] = m1 + m2 + m3;
-            }
-            float *f = dw + (k * C + c) * 9;
-            for (int r = 0; r < 3; r++) {
-                f[3 * r + 0] += s[r][0] + s[r][1] + s[r][2];
-                f[3 * r + 1] += s[r][1] - s[r][2];
-                f[3 * r + 2] += s[r][1] + s[r][2] + s[r][3];
-            }
-        }
+    fastcnn_parallel_for(K, filter_grad_channel, &fg, fastcnn_threads_for(64 * K * C, nthreads));
 }
 
 int conv2d_winograd_backward_weight(float *dw, const float *dy, const float *x,
@@ -515,13 +566,13 @@ int conv2d_winograd_backward_weight(float *dw, const float *dy, const float *x,
      * in block order, so the result does not depend on the thread count */
     for (int64_t k = 0; k < blocks && !err; k++) {
         int64_t t0 = k * w.tb, cnt = T - t0 < w.tb ? T - t0 : w.tb;
+        wgrad_phase ph = {&w, dy, E, U, MW, t0, cnt, k == 0, 0};
         input_block(&w, U, t0, cnt, nt);
-        grad_block(&w, dy, E, t0, cnt, nt);
+        /* each output channel writes its own rows of E */
+        fastcnn_parallel_for(s->K, grad_channel, &ph, nt);
         /* each xi writes its own MW[xi] */
-        #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(| : err)
-        for (int xi = 0; xi < 16; xi++)
-            err |= sgemm(0, 1, s->K, s->C, cnt, 1.0f, E + xi * s->K * w.tb, w.tb,
-                         U + xi * s->C * w.tb, w.tb, k ? 1.0f : 0.0f, MW + xi * KC, s->C, 1);
+        fastcnn_parallel_for(16, grad_position, &ph, nt);
+        err = atomic_load(&ph.err);
     }
     if (!err)
         add_filter_grads(dw, MW, s->K, s->C, nthreads);

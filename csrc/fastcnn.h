@@ -60,6 +60,11 @@ typedef void (*fastcnn_chunk_fn)(void *ctx, int64_t chunk, int slot);
  * threads. The caller never waits for a worker that has not started (see
  * pool.c). Returns when every chunk is done. */
 void fastcnn_parallel_for(int64_t chunks, fastcnn_chunk_fn fn, void *ctx, int nthreads);
+/* fn(ctx, lo, hi) on spans covering [0, n): one span [0, n) when nthreads <=
+ * 1, else spans of `span` elements (the last shorter) on the worker threads. */
+typedef void (*fastcnn_span_fn)(void *ctx, int64_t lo, int64_t hi);
+void fastcnn_parallel_spans(int64_t n, int64_t span, fastcnn_span_fn fn, void *ctx,
+                            int nthreads);
 /* Test hook: `jobs` parallel loops of `chunks` chunks on nthreads; 0 if every
  * chunk ran exactly once and no slot ran two chunks at once, else -1. */
 int fastcnn_pool_check(int64_t chunks, int nthreads, int jobs);

@@ -2,6 +2,8 @@
  *
  * x (N,F), w (O,F) as in PyTorch, b (O), y (N,O). The matrix products go to
  * sgemm (row-major); only the bias add and the bias gradient live here. */
+#include <stddef.h>
+
 #include "dispatch.h"
 #include "fastcnn.h"
 #include "gemm.h"
@@ -58,51 +60,52 @@ static inline void add_row(float *yi, const float *b, int64_t O)
         yi[o] += b[o];
 }
 
+typedef struct {
+    float *y, *db;
+    const float *b, *dy;
+    int64_t N, O;
+} linear_rows_call;
+
+static void add_bias_row(void *ctx, int64_t i, int slot)
+{
+    const linear_rows_call *c = ctx;
+    (void)slot;
+    add_row(c->y + i * c->O, c->b, c->O);
+}
+
 /* y (N,O) += b (O) on every row. */
 static void add_bias(float *y, const float *b, int64_t N, int64_t O, int nthreads)
 {
-    int nt = fastcnn_threads_for(N * O, nthreads);
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        for (int64_t i = 0; i < N; i++)
-            add_row(y + i * O, b, O);
-        return;
-    }
-    /* each row of y is written by one iteration */
-    #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < N; i++)
-        add_row(y + i * O, b, O);
+    linear_rows_call c = {y, NULL, b, NULL, N, O};
+    /* each row of y is written by one work item */
+    fastcnn_parallel_for(N, add_bias_row, &c, fastcnn_threads_for(N * O, nthreads));
 }
 
 /* Columns [blk DB_BLOCK, +DB_BLOCK) of sum_columns. */
-static inline void sum_block(float *db, const float *dy, int64_t N, int64_t O, int64_t blk)
+static void sum_block(void *ctx, int64_t blk, int slot)
 {
-    int64_t o0 = blk * DB_BLOCK;
+    const linear_rows_call *c = ctx;
+    int64_t N = c->N, O = c->O, o0 = blk * DB_BLOCK;
     int64_t m = O - o0 < DB_BLOCK ? O - o0 : DB_BLOCK;
     double acc[DB_BLOCK] = {0.0};
+    (void)slot;
     for (int64_t i = 0; i < N; i++) {
-        const float *row = dy + i * O + o0;
+        const float *row = c->dy + i * O + o0;
         #pragma omp simd
         for (int64_t j = 0; j < m; j++)
             acc[j] += row[j];
     }
     for (int64_t j = 0; j < m; j++)
-        db[o0 + j] += (float)acc[j];
+        c->db[o0 + j] += (float)acc[j];
 }
 
 /* db (O) += sum over rows of dy (N,O), with double accumulators. */
 static void sum_columns(float *db, const float *dy, int64_t N, int64_t O, int nthreads)
 {
-    int64_t nblocks = (O + DB_BLOCK - 1) / DB_BLOCK;
-    int nt = fastcnn_threads_for(N * O, nthreads);
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        for (int64_t blk = 0; blk < nblocks; blk++)
-            sum_block(db, dy, N, O, blk);
-        return;
-    }
-    /* each block of columns (and its slice of db) belongs to one iteration */
-    #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t blk = 0; blk < nblocks; blk++)
-        sum_block(db, dy, N, O, blk);
+    linear_rows_call c = {NULL, db, NULL, dy, N, O};
+    /* each block of columns (and its slice of db) belongs to one work item */
+    fastcnn_parallel_for((O + DB_BLOCK - 1) / DB_BLOCK, sum_block, &c,
+                         fastcnn_threads_for(N * O, nthreads));
 }
 
 /* Outputs per block of linear_few_rows: a block's weight rows stream once. */

@@ -25,55 +25,40 @@ void mul_forward_ref(float *y, const float *a, const float *b, int64_t n)
         y[i] = a[i] * b[i];
 }
 
-#define ELEMENT_CHUNK 16384   /* elements of one work item of add / mul */
+#define ELEMENT_SPAN 16384   /* elements of one work item of add / mul */
 
-/* y[i] = a[i] + b[i] (or *) for i in [lo, hi); y may be a or b. */
-static void add_span(float *y, const float *a, const float *b, int64_t lo, int64_t hi)
+typedef struct {
+    float *y;
+    const float *a, *b;
+} element_call;
+
+/* y[i] = a[i] + b[i] for i in [lo, hi); y may be a or b. */
+static void add_span(void *ctx, int64_t lo, int64_t hi)
 {
+    const element_call *e = ctx;
+    float *y = e->y;
+    const float *a = e->a, *b = e->b;
     #pragma omp simd
     for (int64_t i = lo; i < hi; i++)
         y[i] = a[i] + b[i];
 }
 
-static void mul_span(float *y, const float *a, const float *b, int64_t lo, int64_t hi)
+static void mul_span(void *ctx, int64_t lo, int64_t hi)
 {
+    const element_call *e = ctx;
+    float *y = e->y;
+    const float *a = e->a, *b = e->b;
     #pragma omp simd
     for (int64_t i = lo; i < hi; i++)
         y[i] = a[i] * b[i];
 }
 
-typedef struct {
-    float *y;
-    const float *a, *b;
-    int64_t n;
-    void (*span)(float *, const float *, const float *, int64_t, int64_t);
-} element_run;
-
-/* Work item c: elements [c ELEMENT_CHUNK, (c + 1) ELEMENT_CHUNK) of y. */
-static void element_chunk(void *ctx, int64_t c, int slot)
-{
-    const element_run *r = ctx;
-    int64_t lo = c * ELEMENT_CHUNK, hi = lo + ELEMENT_CHUNK < r->n ? lo + ELEMENT_CHUNK : r->n;
-    (void)slot;
-    r->span(r->y, r->a, r->b, lo, hi);
-}
-
-static void element_wise(element_run *r, int nthreads)
-{
-    int nt = fastcnn_threads_for(r->n, nthreads);
-    if (nt == 1) {  /* no work items for small work */
-        r->span(r->y, r->a, r->b, 0, r->n);
-        return;
-    }
-    /* each work item writes its own elements */
-    fastcnn_parallel_for((r->n + ELEMENT_CHUNK - 1) / ELEMENT_CHUNK, element_chunk, r, nt);
-}
-
 /* y may be a or b (in place) */
 void add_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
 {
-    element_run r = {y, a, b, n, add_span};
-    element_wise(&r, nthreads);
+    element_call e = {y, a, b};
+    /* each span writes its own elements */
+    fastcnn_parallel_spans(n, ELEMENT_SPAN, add_span, &e, fastcnn_threads_for(n, nthreads));
 }
 
 void add_accumulate(float *y, const float *x, int64_t n, int nthreads)
@@ -84,8 +69,9 @@ void add_accumulate(float *y, const float *x, int64_t n, int nthreads)
 /* y may be a or b (in place) */
 void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
 {
-    element_run r = {y, a, b, n, mul_span};
-    element_wise(&r, nthreads);
+    element_call e = {y, a, b};
+    /* each span writes its own elements */
+    fastcnn_parallel_spans(n, ELEMENT_SPAN, mul_span, &e, fastcnn_threads_for(n, nthreads));
 }
 
 /* ---- broadcasting merges ----------------------------------------------------

@@ -1,8 +1,8 @@
 /* optim.c - fused torch.optim SGD and Adam/AdamW steps, in place.
  * Every buffer is (n). The float32 coefficients are derived here once per
  * step, in double, as torch derives them from Python floats; the element
- * loops live in optim_kernel.h (compiled per ISA), run on chunks of
- * OPTIM_CHUNK elements by the worker threads (pool.c). The _ref twins are plain
+ * loops live in optim_kernel.h (compiled per ISA), run on spans of
+ * OPTIM_SPAN elements by the worker threads (pool.c). The _ref twins are plain
  * loops that follow torch's single-tensor code op by op. */
 #include <math.h>
 
@@ -89,21 +89,21 @@ static adam_coefs make_adam_coefs(double lr, double beta1, double beta2, double 
     return k;
 }
 
-#define OPTIM_CHUNK 16384   /* elements of one work item (a multiple of ADAM_BLOCK) */
+#define OPTIM_SPAN 16384    /* elements of one work item (a multiple of ADAM_BLOCK) */
 
-/* One step's update, for fastcnn_parallel_for. */
+/* One step's update, for fastcnn_parallel_spans. */
 typedef struct {
     const optim_kernels *kr;
     float *param, *buf, *m, *v, *vmax;  /* buf: SGD's momentum (NULL: none); m, v, vmax: Adam's */
     const float *grad;
-    int64_t n;
     const sgd_coefs *sgd;               /* NULL: Adam */
     const adam_coefs *adam;
 } optim_call;
 
-/* Elements [lo, hi) of the update, on the calling thread. */
-static void optim_span(const optim_call *o, int64_t lo, int64_t hi)
+/* Elements [lo, hi) of the update. */
+static void optim_span(void *ctx, int64_t lo, int64_t hi)
 {
+    const optim_call *o = ctx;
     int64_t n = hi - lo;
     if (o->adam)
         o->kr->adam(o->param + lo, o->m + lo, o->v + lo, o->vmax ? o->vmax + lo : NULL,
@@ -114,26 +114,6 @@ static void optim_span(const optim_call *o, int64_t lo, int64_t hi)
         o->kr->sgd_plain(o->param + lo, o->grad + lo, n, o->sgd);
 }
 
-/* Work item c: elements [c OPTIM_CHUNK, (c + 1) OPTIM_CHUNK). */
-static void optim_chunk(void *ctx, int64_t c, int slot)
-{
-    const optim_call *o = ctx;
-    int64_t lo = c * OPTIM_CHUNK;
-    (void)slot;
-    optim_span(o, lo, lo + OPTIM_CHUNK < o->n ? lo + OPTIM_CHUNK : o->n);
-}
-
-static void optim_run(const optim_call *o, int nthreads)
-{
-    int nt = fastcnn_threads_for(o->n, nthreads);
-    if (nt == 1) {  /* no work items for small work */
-        optim_span(o, 0, o->n);
-        return;
-    }
-    /* each work item writes its own elements */
-    fastcnn_parallel_for((o->n + OPTIM_CHUNK - 1) / OPTIM_CHUNK, optim_chunk, (void *)o, nt);
-}
-
 void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
               double momentum, double dampening, double weight_decay, int nesterov,
               int maximize, int first_step, int nthreads)
@@ -141,8 +121,9 @@ void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
     sgd_coefs k = make_sgd_coefs(lr, momentum, dampening, weight_decay, nesterov, maximize,
                                  first_step);
     optim_call o = {optim_kernels_for(fastcnn_isa()), param, momentum == 0.0 ? NULL : buf,
-                    NULL, NULL, NULL, grad, n, &k, NULL};
-    optim_run(&o, nthreads);
+                    NULL, NULL, NULL, grad, &k, NULL};
+    /* each span writes its own elements */
+    fastcnn_parallel_spans(n, OPTIM_SPAN, optim_span, &o, fastcnn_threads_for(n, nthreads));
 }
 
 void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
@@ -153,8 +134,9 @@ void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_a
     adam_coefs k = make_adam_coefs(lr, beta1, beta2, eps, weight_decay, decoupled, maximize,
                                    step);
     optim_call o = {optim_kernels_for(fastcnn_isa()), param, NULL, exp_avg, exp_avg_sq,
-                    max_exp_avg_sq, grad, n, NULL, &k};
-    optim_run(&o, nthreads);
+                    max_exp_avg_sq, grad, NULL, &k};
+    /* each span writes its own elements */
+    fastcnn_parallel_spans(n, OPTIM_SPAN, optim_span, &o, fastcnn_threads_for(n, nthreads));
 }
 
 void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, double lr,

@@ -3,6 +3,7 @@
  * x, y, dx, dy: (n). Backward takes the forward input x. a, b: the kind's
  * parameters (leaky ReLU's slope; hardtanh's min and max), torch's formulas. */
 #include <math.h>
+#include <stddef.h>
 
 #include "dispatch.h"
 #include "pointwise_kernel.h"
@@ -76,30 +77,52 @@ static const hardtanh_kernels *hardtanh(void)
     return FASTCNN_KERNELS_FOR(fastcnn_isa(), hardtanh_kernels);
 }
 
+#define POINTWISE_SPAN 16384    /* elements of one work item */
+
+/* One forward or backward call, for fastcnn_parallel_spans. */
+typedef struct {
+    int kind, backward;
+    float *out;                 /* y or dx */
+    const float *x, *dy;
+    float a, b;
+} pointwise_call;
+
+/* Elements [lo, hi) of the call. */
+static void pointwise_span(void *ctx, int64_t lo, int64_t hi)
+{
+    const pointwise_call *p = ctx;
+    float *out = p->out;
+    const float *x = p->x, *dy = p->dy;
+    if (p->kind == POINTWISE_HARDTANH && p->backward)
+        hardtanh()->backward(out + lo, dy + lo, x + lo, hi - lo, p->a, p->b);
+    else if (p->kind == POINTWISE_HARDTANH)
+        hardtanh()->forward(out + lo, x + lo, hi - lo, p->a, p->b);
+    else if (p->backward)
+        for (int64_t i = lo; i < hi; i++)
+            out[i] = (float)(dy[i] * slope_one(p->kind, x[i], p->a, p->b));
+    else
+        for (int64_t i = lo; i < hi; i++)
+            out[i] = (float)forward_one(p->kind, x[i], p->a, p->b);
+}
+
+static void pointwise_run(pointwise_call *p, int64_t n, int nthreads)
+{
+    /* hardtanh: a ReLU's work per element; the others ~8x */
+    int nt = fastcnn_threads_for(p->kind == POINTWISE_HARDTANH ? n : n * 8, nthreads);
+    /* each span writes its own elements */
+    fastcnn_parallel_spans(n, POINTWISE_SPAN, pointwise_span, p, nt);
+}
+
 void pointwise_forward(int kind, float *y, const float *x, int64_t n, float a, float b,
                        int nthreads)
 {
-    int nt = fastcnn_threads_for(n * 8, nthreads);     /* ~8x a ReLU's work per element */
-    if (kind == POINTWISE_HARDTANH) {
-        hardtanh()->forward(y, x, n, a, b, fastcnn_threads_for(n, nthreads));
-        return;
-    }
-    /* each i written once */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = (float)forward_one(kind, x[i], a, b);
+    pointwise_call p = {kind, 0, y, x, NULL, a, b};
+    pointwise_run(&p, n, nthreads);
 }
 
 void pointwise_backward(int kind, float *dx, const float *dy, const float *x, int64_t n,
                         float a, float b, int nthreads)
 {
-    int nt = fastcnn_threads_for(n * 8, nthreads);
-    if (kind == POINTWISE_HARDTANH) {
-        hardtanh()->backward(dx, dy, x, n, a, b, fastcnn_threads_for(n, nthreads));
-        return;
-    }
-    /* each i written once */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = (float)(dy[i] * slope_one(kind, x[i], a, b));
+    pointwise_call p = {kind, 1, dx, x, dy, a, b};
+    pointwise_run(&p, n, nthreads);
 }

@@ -9,28 +9,27 @@
 
 #include <stdint.h>
 
-typedef void (*hardtanh_forward_fn)(float *, const float *, int64_t, float, float, int);
+typedef void (*hardtanh_forward_fn)(float *, const float *, int64_t, float, float);
 typedef void (*hardtanh_backward_fn)(float *, const float *, const float *, int64_t, float,
-                                     float, int);
+                                     float);
 
 #define POINTWISE_HARDTANH_DECLARE(isa)                                                    \
     void pointwise_hardtanh_forward_##isa(float *y, const float *x, int64_t n, float a,     \
-                                          float b, int nt);                                \
+                                          float b);                                        \
     void pointwise_hardtanh_backward_##isa(float *dx, const float *dy, const float *x,      \
-                                           int64_t n, float a, float b, int nt);
+                                           int64_t n, float a, float b);
 POINTWISE_HARDTANH_DECLARE(generic)
 POINTWISE_HARDTANH_DECLARE(avx2)
 POINTWISE_HARDTANH_DECLARE(avx512)
 
 /* y = min(max(x, a), b); dx = dy where a < x < b, else 0 (torch's slope at
- * the kinks). y may be x (in place). if(parallel:) leaves the simd loop on
- * when nt == 1 (a plain if clause would apply to simd too). */
+ * the kinks). y may be x (in place). One thread: pointwise.c hands out
+ * chunks. */
 #define POINTWISE_HARDTANH_DEFINE(isa)                                                     \
     void pointwise_hardtanh_forward_##isa(float *y, const float *x, int64_t n, float a,     \
-                                          float b, int nt)                                 \
+                                          float b)                                         \
     {                                                                                      \
-        /* each i written once */                                                          \
-        _Pragma("omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)") \
+        _Pragma("omp simd")                                                                \
         for (int64_t i = 0; i < n; i++) {                                                  \
             float v = x[i] < a ? a : x[i];      /* a max and a min: NaN stays NaN */       \
             y[i] = v > b ? b : v;                                                          \
@@ -38,10 +37,9 @@ POINTWISE_HARDTANH_DECLARE(avx512)
     }                                                                                      \
     __attribute__((optimize("no-trapping-math")))   /* lets the compares vectorise */      \
     void pointwise_hardtanh_backward_##isa(float *dx, const float *dy, const float *x,      \
-                                           int64_t n, float a, float b, int nt)            \
+                                           int64_t n, float a, float b)                    \
     {                                                                                      \
-        /* each i written once */                                                          \
-        _Pragma("omp parallel for simd num_threads(nt) if (parallel: nt > 1) schedule(static)") \
+        _Pragma("omp simd")                                                                \
         for (int64_t i = 0; i < n; i++) {                                                  \
             float g = dy[i], v = x[i];          /* both loaded: two selects vectorise */   \
             float below = v <= a ? 0.0f : g;                                               \

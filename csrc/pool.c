@@ -275,6 +275,33 @@ void fastcnn_parallel_for(int64_t chunks, fastcnn_chunk_fn fn, void *ctx, int nt
 
 #endif
 
+/* ---- spans of elements ------------------------------------------------------ */
+
+typedef struct {
+    fastcnn_span_fn fn;
+    void *ctx;
+    int64_t n, span;
+} span_call;
+
+static void run_span(void *ctx, int64_t c, int slot)
+{
+    const span_call *s = ctx;
+    int64_t lo = c * s->span;
+    (void)slot;
+    s->fn(s->ctx, lo, lo + s->span < s->n ? lo + s->span : s->n);
+}
+
+void fastcnn_parallel_spans(int64_t n, int64_t span, fastcnn_span_fn fn, void *ctx,
+                            int nthreads)
+{
+    if (nthreads <= 1 || n <= span) {   /* one span: no work items */
+        fn(ctx, 0, n);
+        return;
+    }
+    span_call s = {fn, ctx, n, span};
+    fastcnn_parallel_for((n + span - 1) / span, run_span, &s, nthreads);
+}
+
 /* ---- test hook ------------------------------------------------------------- */
 
 typedef struct {

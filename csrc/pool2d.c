@@ -31,12 +31,6 @@
 #include "fastcnn.h"
 #include "pool2d_kernel.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-static inline int thread_num(void) { return omp_get_thread_num(); }
-#else
-static inline int thread_num(void) { return 0; }
-#endif
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -732,25 +726,39 @@ void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int coun
 }
 
 /* dx (N,C,H,W); dy (N,C,P,Q). Returns FASTCNN_OK or FASTCNN_ENOMEM. */
+typedef struct {
+    float *dx;
+    const float *dy, *cols;
+    float *scratch;         /* per slot: its g and c */
+    int64_t per_slot;
+    const pool2d_shape *s;
+    int count_include_pad;
+} avg_backward_call;
+
+static void avg_backward_chunk(void *ctx, int64_t nc, int slot)
+{
+    const avg_backward_call *c = ctx;
+    const pool2d_shape *s = c->s;
+    float *g = c->scratch + slot * c->per_slot;
+    avg_plane_backward(c->dx + nc * s->H * s->W, c->dy + nc * s->P * s->Q, s, c->cols, g,
+                       g + s->Q, c->count_include_pad);
+}
+
 int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int count_include_pad,
                        int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    /* cols, then each thread's g and c, each on its own cache lines */
+    /* cols, then each slot's g and c, each on its own cache lines */
     int64_t lead = (s->Q + 15) / 16 * 16;
-    int64_t per_thread = (s->Q + (s->Q - 1) * s->sw + s->S + 15) / 16 * 16;
-    int nt = fastcnn_threads_for(s->N * s->C * HW, nthreads);
-    float *cols = fastcnn_alloc((lead + nt * per_thread) * (int64_t)sizeof(float));
+    int64_t per_slot = (s->Q + (s->Q - 1) * s->sw + s->S + 15) / 16 * 16;
+    int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
+    float *cols = fastcnn_alloc((lead + nt * per_slot) * (int64_t)sizeof(float));
     if (cols == NULL)
         return FASTCNN_ENOMEM;
     for (int64_t q = 0; q < s->Q; q++)
         cols[q] = (float)col_count(s, q, count_include_pad);
-    /* each plane nc writes only its own dx plane and its thread's g and c */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++) {
-        float *g = cols + lead + thread_num() * per_thread;
-        avg_plane_backward(dx + nc * HW, dy + nc * PQ, s, cols, g, g + s->Q, count_include_pad);
-    }
+    avg_backward_call c = {dx, dy, cols, cols + lead, per_slot, s, count_include_pad};
+    /* each plane nc writes only its own dx plane and its slot's g and c */
+    fastcnn_parallel_for(s->N * s->C, avg_backward_chunk, &c, nt);
     fastcnn_free(cols);
     return FASTCNN_OK;
 }

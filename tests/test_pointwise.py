@@ -95,15 +95,16 @@ def test_arguments_are_checked_and_saved(tmp_path, rng):
 
 
 # Run in a child per instruction set (FASTCNN_ISA is read once per process):
-# hardtanh's forward and backward at every length up to a few vectors and a
-# long one, with NaN, infinities, signed zeros and the bounds themselves,
+# hardtanh's forward and backward at every length up to a few vectors and
+# long ones (70001: several work items of the worker threads), with NaN,
+# infinities, signed zeros and the bounds themselves,
 # against numpy's float32 selects, bit for bit.
 HARDTANH_EXACT = """
 import numpy as np
 import fastcnn.functional as F
 rng = np.random.default_rng(0)
 special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -2.0, 1.5, 6.0, 1e-30], np.float32)
-for n in list(range(1, 70)) + [1000, 4099]:
+for n in list(range(1, 70)) + [1000, 4099, 70001]:
     x = (rng.standard_normal(n) * 4).astype(np.float32)
     x[rng.integers(0, n, min(n, 9))] = special[: min(n, 9)]
     g = rng.standard_normal(n).astype(np.float32)
