@@ -60,6 +60,9 @@ typedef void (*fastcnn_chunk_fn)(void *ctx, int64_t chunk, int slot);
  * threads. The caller never waits for a worker that has not started (see
  * pool.c). Returns when every chunk is done. */
 void fastcnn_parallel_for(int64_t chunks, fastcnn_chunk_fn fn, void *ctx, int nthreads);
+/* Idle workers sleep now instead of spinning for the next loop (the end of
+ * a model run: no loop follows soon). */
+void fastcnn_pool_rest(void);
 /* fn(ctx, lo, hi) on spans covering [0, n): one span [0, n) when nthreads <=
  * 1, else spans of `span` elements (the last shorter) on the worker threads. */
 typedef void (*fastcnn_span_fn)(void *ctx, int64_t lo, int64_t hi);

@@ -18,7 +18,9 @@
  * the job to new workers and waits only for the ones that joined (they are
  * running and finish their last chunk). A worker that finished a job spins for
  * POOL_SPIN_NS, so that the next job of the same model run (microseconds
- * later) finds it awake, then sleeps on a condition variable.
+ * later) finds it awake, then sleeps on a condition variable; at the end of
+ * a model run (fastcnn_pool_rest) it sleeps at once, so that it takes no
+ * core from whatever the process runs next.
  *
  * One caller at a time holds the pool; a concurrent caller (another Python
  * thread, or a chunk that starts a loop of its own) runs its loop serially.
@@ -72,6 +74,7 @@ typedef struct {
     void *ctx;
     int slots;                      /* workers the job may use + 1 */
     atomic_int finished;            /* joined workers that are done */
+    atomic_int resting;             /* set by fastcnn_pool_rest: idle workers sleep now */
     slot_range range[POOL_MAX_WORKERS + 1];
 } pool_state;
 
@@ -145,6 +148,8 @@ static long long await_job(long long seen)
         g = generation_of(atomic_load_explicit(&pool.job, memory_order_acquire));
         if (g != seen)
             return g;
+        if (atomic_load_explicit(&pool.resting, memory_order_relaxed))
+            break;
         cpu_relax();
         if (spins % 256 == 0) {
             if (now_ns() - start > POOL_SPIN_NS)
@@ -215,6 +220,7 @@ static void publish(fastcnn_chunk_fn fn, void *ctx, int64_t chunks, int want)
         atomic_store_explicit(&pool.range[s].span, lo << 32 | hi, memory_order_relaxed);
     }
     atomic_store_explicit(&pool.finished, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.resting, 0, memory_order_relaxed);
     long long g = generation_of(atomic_load_explicit(&pool.job, memory_order_relaxed)) + 1;
     atomic_store_explicit(&pool.job, g << JOB_GEN_SHIFT | (long long)want << JOB_WANT_SHIFT,
                           memory_order_release);
@@ -273,7 +279,16 @@ void fastcnn_parallel_for(int64_t chunks, fastcnn_chunk_fn fn, void *ctx, int nt
         fn(ctx, i, 0);
 }
 
+void fastcnn_pool_rest(void)
+{
+}
+
 #endif
+
+void fastcnn_pool_rest(void)
+{
+    atomic_store_explicit(&pool.resting, 1, memory_order_relaxed);
+}
 
 /* ---- spans of elements ------------------------------------------------------ */
 

@@ -368,6 +368,7 @@ cdef class Program:
                 s = steps[failed]
                 raise MemoryError(f"{s.what}: out of memory for its scratch buffers")
             j = end
+        c.fastcnn_pool_rest()       # no loop follows soon: idle workers sleep now
         return 0
 
     cdef void _accumulate(self, Frame f, int i, int nt) noexcept nogil:

@@ -10,6 +10,7 @@ cdef extern from "fastcnn.h" nogil:
     int fastcnn_openmp_enabled()
     int fastcnn_forked_child()
     int fastcnn_pool_check(int64_t chunks, int nthreads, int jobs)
+    void fastcnn_pool_rest()
     int fastcnn_isa()
     int fastcnn_cpu_isa()
     const char *fastcnn_isa_name(int isa)
