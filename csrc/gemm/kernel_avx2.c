@@ -41,6 +41,13 @@ tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float
      int64_t ldc, float alpha, float beta, int nr, const gemm_epilogue *epi)
 {
     __m256 acc[MR][NV];
+    /* the tile's rows of C (each may span two cache lines) start on their
+     * way into L1 while the k loop runs */
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < m; i++)
 #pragma GCC unroll 4
