@@ -1,18 +1,17 @@
 /* conv2d_avx2.h - conv2d_kernel.h's loops set up for AVX2: 8-float vectors;
  * the direct tile holds 4 channels x 3 vectors (12 of the 16 ymm
- * registers); masked stores and loads for row ends and the stride-1
- * im2col; the channel-vector epilogue's 8 x 8 register transpose
- * (transpose_regs.h). Included by the conv2d_<algorithm>_avx2.c files, each compiled
- * with AVX2 + FMA flags. */
+ * registers); part-vector stores (store_part_avx2.h) and masked loads for
+ * row ends and the stride-1 im2col; the channel-vector epilogue's 8 x 8
+ * register transpose (transpose_regs.h). Included by the
+ * conv2d_<algorithm>_avx2.c files, each compiled with AVX2 + FMA flags. */
 #ifndef FASTCNN_CONV2D_AVX2_H
 #define FASTCNN_CONV2D_AVX2_H
 #define DIRECT_VBYTES 32
 #define DIRECT_ACC 12
-#define DIRECT_STORE_PART(dst, vec, n) \
-    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
-                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), (__m256)(vec))
+#define DIRECT_STORE_PART(dst, vec, n) store_part8(dst, (__m256)(vec), n)
 #include <immintrin.h>
 
+#include "store_part_avx2.h"
 #include "transpose_regs.h"
 
 /* Lanes [lo, hi) of an 8-lane vector, as a maskload mask. */
@@ -48,9 +47,9 @@ static inline void wino_split8(const float *row, int64_t c0, int64_t W, __m256 *
 static inline void wino_merge8(float *dst, __m256 ev, __m256 od, int64_t n)
 {
     __m256 a = _mm256_unpacklo_ps(ev, od), b = _mm256_unpackhi_ps(ev, od);
-    _mm256_maskstore_ps(dst, lane_range(0, n), _mm256_permute2f128_ps(a, b, 0x20));
+    store_part8(dst, _mm256_permute2f128_ps(a, b, 0x20), (int)(n < 8 ? n : 8));
     if (n > 8)
-        _mm256_maskstore_ps(dst + 8, lane_range(0, n - 8), _mm256_permute2f128_ps(a, b, 0x31));
+        store_part8(dst + 8, _mm256_permute2f128_ps(a, b, 0x31), (int)(n - 8));
 }
 #define WINO_MERGE_STORE(dst, ev, od, n) wino_merge8(dst, (__m256)(ev), (__m256)(od), n)
 
@@ -64,7 +63,7 @@ static inline void store_run8(float *dst, __m256 v, int lo, int hi)
     if (lo > 0)
         v = _mm256_permutevar8x32_ps(v, _mm256_add_epi32(_mm256_set1_epi32(lo),
                                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-    _mm256_maskstore_ps(dst, lane_range(0, hi - lo), v);
+    store_part8(dst, v, hi - lo);
 }
 #define KVEC_STORE_RUN(dst, vec, lo, hi) store_run8(dst, (__m256)(vec), lo, hi)
 #include "conv2d_kernel.h"

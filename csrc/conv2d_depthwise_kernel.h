@@ -88,17 +88,18 @@ typedef int32_t dwint __attribute__((vector_size(DEPTHWISE_VBYTES)));
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+
+#include "store_part_avx2.h"
 #endif
 
-/* dst[0 .. n) = the first n < VL lanes of v (a masked store where the
- * instruction set has one). */
+/* dst[0 .. n) = the first n < VL lanes of v (AVX-512: a masked store;
+ * AVX2: store_part8, its masked store is slow on AMD). */
 static inline void dw_store_part(float *dst, dwvec v, int64_t n)
 {
 #if DW_VL == 16 && defined(__AVX512F__)
     _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1), (__m512)v);
 #elif DW_VL == 8 && defined(__AVX2__)
-    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane), (__m256)v);
+    store_part8(dst, (__m256)v, (int)n);
 #else
     for (int64_t l = 0; l < n; l++) dst[l] = v[l];
 #endif

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "pool2d_kernel.h"
+#include "store_part_avx2.h"
 
 /* The lanes where v replaces m (all ones): v > m, or v is NaN. */
 static inline __m256 beats(__m256 v, __m256 m)
@@ -51,10 +52,7 @@ static inline void tiles8(float *y, int32_t *am, const float *c0, const float *c
     __m256 top = _mm256_blendv_ps(a, b, tb), bottom = _mm256_blendv_ps(c, d, td);
     __m256 tr = beats(bottom, top);
     __m256 m = _mm256_blendv_ps(top, bottom, tr);
-    if (n == 8)
-        _mm256_storeu_ps(y, m);
-    else
-        _mm256_maskstore_ps(y, lanes_below(n), m);
+    store_part8(y, m, n);
     if (!am)
         return;
     const __m256i cols = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
@@ -65,10 +63,7 @@ static inline void tiles8(float *y, int32_t *am, const float *c0, const float *c
                                   _mm256_castps_si256(td));
     __m256i idx = _mm256_castps_si256(
         _mm256_blendv_ps(_mm256_castsi256_ps(it), _mm256_castsi256_ps(ib), tr));
-    if (n == 8)
-        _mm256_storeu_si256((__m256i *)am, idx);
-    else
-        _mm256_maskstore_epi32((int *)am, lanes_below(n), idx);
+    store_part8((float *)am, _mm256_castsi256_ps(idx), n);   /* bits moved, not computed */
 }
 
 /* Rows p of y (and am, when not NULL) from x (2P, W), 8 tiles at a time. */
@@ -98,13 +93,8 @@ static inline void store_interleaved(float *d, __m256 ev, __m256 od, int n)
 {
     __m256 lo = _mm256_unpacklo_ps(ev, od), hi = _mm256_unpackhi_ps(ev, od);
     __m256 a = _mm256_permute2f128_ps(lo, hi, 0x20), b = _mm256_permute2f128_ps(lo, hi, 0x31);
-    if (n == 8) {
-        _mm256_storeu_ps(d, a);
-        _mm256_storeu_ps(d + 8, b);
-        return;
-    }
-    _mm256_maskstore_ps(d, lanes_below(2 * n), a);
-    _mm256_maskstore_ps(d + 8, lanes_below(2 * n - 8), b);
+    store_part8(d, a, 2 * n);
+    store_part8(d + 8, b, 2 * n - 8);
 }
 
 /* The lanes where the even or odd ones of the 2n floats at m are > 0. */

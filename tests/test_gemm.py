@@ -71,6 +71,22 @@ def test_sgemm_matches_float64_block_edges(M, N, K, ta, tb, num_threads, rng):
     check(rng, M, N, K, ta, tb, alpha=-1.5, beta=0.25)
 
 
+def test_every_column_count_of_an_edge_tile(num_threads, rng):
+    """N = 1 .. 50: each partial width of the last column tile (the tiles are
+    at most 48 wide), inside a wider C: right values, and the 8 columns past
+    each row's end (the rest of a part-vector store) untouched."""
+    for N in range(1, 51):
+        for alpha, beta in ((1.0, 0.0), (0.5, -1.0)):
+            a, b = operands(rng, 13, N, 19, False, False)
+            wide = np.full((13, N + 8), 7.0, np.float32)
+            wide[:, :N] = rng.standard_normal((13, N))
+            c0 = wide[:, :N].copy()
+            _native.sgemm(a, b, wide[:, :N], alpha=alpha, beta=beta)
+            want, tol = expected(a, b, c0, False, False, alpha, beta)
+            assert np.all(np.abs(wide[:, :N] - want) <= tol), f"N={N} beta={beta}"
+            assert np.all(wide[:, N:] == 7.0), f"N={N} beta={beta}: a store past the row"
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0, -2.0])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
 @pytest.mark.parametrize("M,N,K", [(3, 5, 2), (40, 70, 300), (129, 33, 17)])

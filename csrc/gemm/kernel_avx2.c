@@ -15,6 +15,7 @@
  */
 #include <immintrin.h>
 
+#include "store_part_avx2.h"
 #include "transpose_regs.h"
 
 #include "kernel.h"
@@ -86,10 +87,7 @@ tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float
                                                  : _mm256_maskload_ps(ci + 8 * v, mask[v]), r);
             if (epi)
                 r = finish(r, epi, i);
-            if (nr == NR)
-                _mm256_storeu_ps(ci + 8 * v, r);
-            else
-                _mm256_maskstore_ps(ci + 8 * v, mask[v], r);
+            store_part8(ci + 8 * v, r, nr - 8 * v);
         }
     }
 }
