@@ -19,12 +19,12 @@ static void small_tap(float *out, const float *xc, int64_t cnt, int64_t ostride,
 {
     int32_t idx[8];
     __m256 kept = lanes_of(small_tap_index(idx, r, t, s));
-    __m256i in = lane_range(0, s->H * s->W), all = lane_range(0, s->P * s->Q);
+    __m256i in = lane_range(0, s->H * s->W);
     __m256i vi = _mm256_loadu_si256((const __m256i *)idx);
     for (int64_t i = 0; i < cnt; i++) {
         __m256 v = _mm256_maskload_ps(xc + i * xstride, in);
-        _mm256_maskstore_ps(out + i * ostride, all,
-                            _mm256_and_ps(_mm256_permutevar8x32_ps(v, vi), kept));
+        store_part8(out + i * ostride, _mm256_and_ps(_mm256_permutevar8x32_ps(v, vi), kept),
+                    (int)(s->P * s->Q));
     }
 }
 
@@ -38,8 +38,7 @@ void conv2d_im2col_tap_avx2(float *out, const float *xc, int64_t cnt, int64_t os
 }
 
 /* col2im of one tap for H W <= 8 and P Q <= 8: each image's input plane
- * gains its output plane permuted back (lanes the tap does not reach are
- * not written). */
+ * gains its output plane permuted back. */
 static void small_col2im(float *dxc, const float *in, int64_t cnt, int64_t xstride,
                          int64_t istride, int64_t r, int64_t t, const conv2d_shape *s)
 {
@@ -50,9 +49,10 @@ static void small_col2im(float *dxc, const float *in, int64_t cnt, int64_t xstri
     for (int64_t i = 0; i < cnt; i++) {
         float *d = dxc + i * xstride;
         __m256 v = _mm256_maskload_ps(in + i * istride, all);
-        __m256 sum = _mm256_add_ps(_mm256_maskload_ps(d, plane),
-                                   _mm256_and_ps(_mm256_permutevar8x32_ps(v, vi), back));
-        _mm256_maskstore_ps(d, _mm256_castps_si256(back), sum);
+        __m256 old = _mm256_maskload_ps(d, plane);
+        __m256 sum = _mm256_add_ps(old, _mm256_permutevar8x32_ps(v, vi));
+        /* lanes the tap does not reach keep their value (-0.0 included) */
+        store_part8(d, _mm256_blendv_ps(old, sum, back), (int)(s->H * s->W));
     }
 }
 
