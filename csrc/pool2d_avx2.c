@@ -63,7 +63,13 @@ static inline void tiles8(float *y, int32_t *am, const float *c0, const float *c
                                   _mm256_castps_si256(td));
     __m256i idx = _mm256_castps_si256(
         _mm256_blendv_ps(_mm256_castsi256_ps(it), _mm256_castsi256_ps(ib), tr));
-    store_part8((float *)am, _mm256_castsi256_ps(idx), n);   /* bits moved, not computed */
+    if (n == 8) {
+        _mm256_storeu_si256((__m256i *)am, idx);
+        return;
+    }
+    int32_t lanes[8];       /* no masked store (slow on AMD): the first n lanes by hand */
+    _mm256_storeu_si256((__m256i *)lanes, idx);
+    for (int j = 0; j < n; j++) am[j] = lanes[j];
 }
 
 /* Rows p of y (and am, when not NULL) from x (2P, W), 8 tiles at a time. */
