@@ -53,13 +53,9 @@ static inline void wino_merge8(float *dst, __m256 ev, __m256 od, int64_t n)
 }
 #define WINO_MERGE_STORE(dst, ev, od, n) wino_merge8(dst, (__m256)(ev), (__m256)(od), n)
 
-/* Lanes lo .. hi of v to dst[0 .. hi - lo): moved down (permute), masked. */
+/* Lanes lo .. hi of v to dst[0 .. hi - lo): moved down (permute), stored in part. */
 static inline void store_run8(float *dst, __m256 v, int lo, int hi)
 {
-    if (lo == 0 && hi == 8) {
-        _mm256_storeu_ps(dst, v);
-        return;
-    }
     if (lo > 0)
         v = _mm256_permutevar8x32_ps(v, _mm256_add_epi32(_mm256_set1_epi32(lo),
                                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
