@@ -21,11 +21,11 @@
  * one when C fits the vectors); the channel-vector weight gradient needs S
  * = 3 or 5 and K to fit the vectors, the position-vector one (first
  * layers: each tap's sums over all positions) stride 1 (conv2d_wgrad.c);
- * Winograd F(2x2, 3x3) runs 3x3 stride-1 forwards and backward data, and
- * F(3x3, 2x2) their weight gradients (conv2d_winograd.c). Which of them
- * runs a convolution, and on how many threads, is timed on its shape's
- * first call (see "path choice by timing"); small convolutions go by the
- * rules of "path choice by shape":
+ * Winograd F(2x2, 3x3) runs 3x3 stride-1 forwards and backward data,
+ * F(3x3, 2x2) their weight gradients, F(4x4, 3x3) a frozen model's forwards
+ * (conv2d_winograd.c). Which of them runs a convolution, and on how many
+ * threads, is timed on its shape's first call (see "path choice by
+ * timing"); small convolutions go by the rules of "path choice by shape":
  *   forward, stride 1 and C R S <= 75 (first layers): direct;
  *   forward, a kernel wider than 1x1 and at least KVEC_MIN_PQ output
  *     positions: channel-vector; backward data and weight likewise;
@@ -82,8 +82,12 @@ enum { FORWARD_PREPARED = BACKWARD_WEIGHT + 1 };
 /* PATH_KVEC and PATH_DIRECT of the weight gradient are conv2d_wgrad.c's
  * channel-vector and position-vector kernels; PATH_DIRECT and PATH_KVEC of
  * backward data are the forward kernels run on dy (backward_data_as_forward). */
-enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO };
-#define MAX_CANDIDATES 4
+/* PATH_WINO is F(2x2, 3x3) (its weight gradient F(3x3, 2x2)), PATH_WINO4
+ * F(4x4, 3x3): forwards only, timed only for weights that do not change
+ * (a frozen model's: its error is about ten times the other paths', so
+ * training keeps their numbers). */
+enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO, PATH_WINO4 };
+#define MAX_CANDIDATES 5
 
 /* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM.
  * (At stride 2 only timing chooses it: it won on batch-1 224x224 stems and
@@ -94,7 +98,9 @@ enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO };
  * backward ops), -1: never */
 static int direct_mode = 0;
 static int kvec_mode = 0;       /* 0: by shape, 1: whenever K fits the vectors, -1: never */
-static int wino_mode = 0;       /* 0: by timing, 1: whenever it fits, -1: never */
+/* 0: by timing, 1: F(2x2, 3x3) whenever it fits, 2: the same with
+ * F(4x4, 3x3) for forwards, -1: never */
+static int wino_mode = 0;
 
 int conv2d_set_direct(int mode)
 {
@@ -201,7 +207,7 @@ static int wgrad_fits(const conv2d_shape *s, int nthreads)
 static int path_by_shape(int op, const conv2d_shape *s, int nthreads)
 {
     if (wino_mode > 0 && winograd_fits(op, s))
-        return PATH_WINO;
+        return wino_mode == 2 && op == FORWARD ? PATH_WINO4 : PATH_WINO;
     if (op == FORWARD)
         return use_direct(s) ? PATH_DIRECT : use_kvec(s) ? PATH_KVEC : PATH_GEMM;
     if (op == BACKWARD_DATA && direct_mode > 0 && backward_data_as_forward_fits(s))
@@ -252,8 +258,9 @@ static int run_path(int op, int path, const conv_call *c, int nt)
     if (op == FORWARD)
         return path == PATH_DIRECT ? conv2d_direct_forward(c->out, c->x, c->w, c->b, s, nt)
              : path == PATH_KVEC ? conv2d_kvec_forward(c->out, c->x, c->w, c->b, s, c->prep, nt)
-             : path == PATH_WINO ? conv2d_winograd_forward(c->out, c->x, c->w, c->b, s, c->prep,
-                                                           nt)
+             : path == PATH_WINO || path == PATH_WINO4
+                 ? conv2d_winograd_forward(c->out, c->x, c->w, c->b, s, path == PATH_WINO4 ? 4 : 2,
+                                           c->prep, nt)
              : conv2d_gemm_forward(c->out, c->x, c->w, c->b, s, c->prep, nt);
     if (op == BACKWARD_DATA)
         return path == PATH_KVEC || path == PATH_DIRECT ? backward_data_as_forward(path, c, nt)
@@ -318,8 +325,9 @@ static int add_path(int *paths, int n, int path)
     return n + 1;
 }
 
-/* The paths that can run op on s (at most MAX_CANDIDATES). */
-static int candidates(int op, const conv2d_shape *s, int *paths)
+/* The paths that can run op on s (at most MAX_CANDIDATES); prepared: the
+ * forward of weights that do not change. */
+static int candidates(int op, const conv2d_shape *s, int prepared, int *paths)
 {
     int n = add_path(paths, 0, PATH_GEMM);
     int64_t vl = kvec_length(), PQ = s->P * s->Q;
@@ -327,6 +335,8 @@ static int candidates(int op, const conv2d_shape *s, int *paths)
         return n;
     if (winograd_fits(op, s))
         n = add_path(paths, n, PATH_WINO);
+    if (winograd_fits(op, s) && op == FORWARD && prepared)
+        n = add_path(paths, n, PATH_WINO4);
     if (op == FORWARD) {
         if (direct_stride(s) && s->C * s->R * s->S <= DIRECT_TUNE_MAX_CRS)
             n = add_path(paths, n, PATH_DIRECT);
@@ -375,7 +385,7 @@ static int run_trial(void *arg, int i)
 /* The fastest path of the candidates on nthreads. */
 static int time_paths(int op, const conv_call *c, int nthreads, int *path)
 {
-    int paths[MAX_CANDIDATES], n = candidates(op, c->s, paths), win = 0;
+    int paths[MAX_CANDIDATES], n = candidates(op, c->s, c->prep != NULL, paths), win = 0;
     path_trial trial = {op, nthreads, paths, c};
     int err = conv2d_time_fastest(n, run_trial, &trial, &win);
     *path = paths[win];

@@ -53,6 +53,52 @@ static inline void wino_merge8(float *dst, __m256 ev, __m256 od, int64_t n)
 }
 #define WINO_MERGE_STORE(dst, ev, od, n) wino_merge8(dst, (__m256)(ev), (__m256)(od), n)
 
+/* Each 128-bit lane's 4 x 4 block of v[0 .. 3] transposed. */
+static inline void transpose_lanes4x4(__m256 v[4])
+{
+    __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    v[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    v[1] = _mm256_shuffle_ps(t0, t2, 0xee);
+    v[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    v[3] = _mm256_shuffle_ps(t1, t3, 0xee);
+}
+
+/* F(4x4, 3x3)'s column split (conv2d_winograd_kernel.h): four 8-column
+ * loads (masked across a row's ends); the lane transpose leaves phase r of
+ * tiles 0, 2, 4, 6, 1, 3, 5, 7 in vector r, permuted to tile order. */
+static inline void wino4_split8(const float *rows[4], const int64_t cols[4], int64_t W,
+                                __m256 p[4])
+{
+    __m256 v[4];
+    for (int k = 0; k < 4; k++) {
+        int64_t at = cols[k];
+        v[k] = !rows[k] || at + 8 <= 0 || at >= W ? _mm256_setzero_ps()
+             : at >= 0 && at + 8 <= W ? _mm256_loadu_ps(rows[k] + at)
+             : _mm256_maskload_ps(rows[k] + at, lane_range(-at, W - at));
+    }
+    transpose_lanes4x4(v);
+    __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int r = 0; r < 4; r++)
+        p[r] = _mm256_permutevar8x32_ps(v[r], order);
+}
+#define WINO4_SPLIT(rows, cols, W, p) wino4_split8(rows, cols, W, (__m256 *)(p))
+
+/* The four phases y interleaved, chunk k (8 floats) stored in part to
+ * dst[k]: the split's steps undone in reverse. */
+static inline void wino4_merge8(float *dst[4], const int64_t n[4], const __m256 y[4])
+{
+    __m256 v[4];
+    __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    for (int r = 0; r < 4; r++)
+        v[r] = _mm256_permutevar8x32_ps(y[r], order);
+    transpose_lanes4x4(v);
+    for (int k = 0; k < 4; k++)
+        if (dst[k])
+            store_part8(dst[k], v[k], (int)n[k]);
+}
+#define WINO4_MERGE_STORE(dst, n, y) wino4_merge8(dst, n, (const __m256 *)(y))
+
 /* Lanes lo .. hi of v to dst[0 .. hi - lo): moved down (permute), stored in part. */
 static inline void store_run8(float *dst, __m256 v, int lo, int hi)
 {

@@ -54,6 +54,46 @@ static inline void wino_merge16(float *dst, __m512 ev, __m512 od, int64_t n)
 }
 #define WINO_MERGE_STORE(dst, ev, od, n) wino_merge16(dst, (__m512)(ev), (__m512)(od), n)
 
+/* F(4x4, 3x3)'s column split (conv2d_winograd_kernel.h): four masked
+ * 16-column loads; phase r of tiles 0 .. 7 permuted out of the first two,
+ * of tiles 8 .. 15 out of the last two. */
+static inline void wino4_split16(const float *rows[4], const int64_t cols[4], int64_t W,
+                                 __m512 p[4])
+{
+    __m512 v[4];
+    for (int k = 0; k < 4; k++)
+        v[k] = rows[k] ? _mm512_maskz_loadu_ps(lane_range(-cols[k], W - cols[k]), rows[k] + cols[k])
+                       : _mm512_setzero_ps();
+    __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    for (int r = 0; r < 4; r++) {
+        __m512i at = _mm512_add_epi32(idx, _mm512_set1_epi32(r));
+        p[r] = _mm512_mask_blend_ps(0xff00, _mm512_permutex2var_ps(v[0], at, v[1]),
+                                    _mm512_permutex2var_ps(v[2], at, v[3]));
+    }
+}
+#define WINO4_SPLIT(rows, cols, W, p) wino4_split16(rows, cols, W, (__m512 *)(p))
+
+/* The four phases y interleaved, chunk k (16 floats) stored masked to
+ * dst[k]: phases 0, 1 and 2, 3 paired, then the pairs interleaved. */
+static inline void wino4_merge16(float *dst[4], const int64_t n[4], const __m512 y[4])
+{
+    __m512i pair = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    __m512i quad = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    __m512i eight = _mm512_set1_epi32(8);
+    for (int h = 0; h < 2; h++) {       /* tiles 8 h .. 8 h + 7 */
+        __m512i at = h ? _mm512_add_epi32(pair, eight) : pair;
+        __m512 p01 = _mm512_permutex2var_ps(y[0], at, y[1]);
+        __m512 p23 = _mm512_permutex2var_ps(y[2], at, y[3]);
+        for (int q = 0; q < 2; q++) {   /* tiles 8 h + 4 q .. + 3: chunk 2 h + q */
+            int k = 2 * h + q;
+            __m512 out = _mm512_permutex2var_ps(p01, q ? _mm512_add_epi32(quad, eight) : quad, p23);
+            if (dst[k])
+                _mm512_mask_storeu_ps(dst[k], lane_range(0, n[k]), out);
+        }
+    }
+}
+#define WINO4_MERGE_STORE(dst, n, y) wino4_merge16(dst, n, (const __m512 *)(y))
+
 /* Lanes lo .. hi of v to dst[0 .. hi - lo): moved down (compress), masked. */
 static inline void store_run16(float *dst, __m512 v, int lo, int hi)
 {

@@ -14,7 +14,8 @@
  *   conv2d_kvec.c     channel-vector forward and backward data
  *   conv2d_wgrad.c    channel-vector weight gradient
  *   conv2d_depthwise.c  depthwise convolution (groups == C), any stride and dilation
- *   conv2d_winograd.c   Winograd F(2x2, 3x3): 3x3 stride-1 forward and backward data
+ *   conv2d_winograd.c   Winograd F(2x2, 3x3): 3x3 stride-1 forward and backward data;
+ *                       F(4x4, 3x3): forward
  *   conv2d_<algorithm>_avx2.c / _avx512.c   the per-ISA inner loops
  *
  * Shapes follow conv2d_shape (fastcnn.h): x (N, C, H, W), w (K, C, R, S),
@@ -47,7 +48,7 @@ typedef void (*conv2d_wino_input_fn)(float *, int64_t, const float *, int64_t, i
                                      const wino_geom *);
 typedef void (*conv2d_wino_output_fn)(float *, const float *, int64_t, int64_t, int64_t, int64_t,
                                       float, const wino_geom *);
-typedef void (*conv2d_wino_filters_fn)(float *, int64_t, const float *, int64_t, int);
+typedef void (*conv2d_wino_filters_fn)(float *, int64_t, const float *, int64_t, int, int);
 typedef void (*conv2d_wino_grad_fn)(float *, int64_t, const float *, int64_t, int64_t, int64_t,
                                     const wino_geom *);
 
@@ -80,7 +81,7 @@ void conv2d_im2col_tap_generic(float *out, const float *xc, int64_t cnt, int64_t
     void conv2d_wino_output_##isa(float *y, const float *m, int64_t ms, int64_t i0,        \
                                   int64_t j0, int64_t n, float bias, const wino_geom *g);  \
     void conv2d_wino_filters_##isa(float *v, int64_t vs, const float *taps, int64_t K,      \
-                                   int flip);                                              \
+                                   int flip, int m);                                       \
     void conv2d_wino_grad_##isa(float *v, int64_t vs, const float *dy, int64_t i0,         \
                                 int64_t j0, int64_t n, const wino_geom *g);
 WINO_DECLARE(generic)
@@ -159,7 +160,10 @@ int conv2d_time_fastest(int n, int (*run)(void *arg, int i), void *arg, int *fas
 /* ---- weights derived once (conv2d_prepared.c) ------------------------------ */
 
 /* The kinds a conv2d_prepared keeps, one entry each. */
-enum { PREPARED_GEMM, PREPARED_KVEC, PREPARED_WINO_NARROW, PREPARED_WINO_WIDE, PREPARED_KINDS };
+enum {
+    PREPARED_GEMM, PREPARED_KVEC, PREPARED_WINO_NARROW, PREPARED_WINO_WIDE,
+    PREPARED_WINO4_NARROW, PREPARED_WINO4_WIDE, PREPARED_KINDS
+};
 
 /* Derive a kind's data (floats as the caller asked) from w of shape s. */
 typedef int (*conv2d_prepare_fn)(float *data, const float *w, const conv2d_shape *s,
@@ -209,11 +213,12 @@ int conv2d_depthwise_backward_data(float *dx, const float *dy, const float *w,
 int conv2d_depthwise_backward_weight(float *dw, const float *dy, const float *x,
                                      const conv2d_shape *s, int nthreads);
 
-/* Winograd F(2x2, 3x3) (weight gradient: F(3x3, 2x2)): R = S = 3, stride
- * 1, dilation 1; backward data also needs ph, pw <= 2 (conv2d_winograd.c).
- * The forward's transformed filters come from prep where it keeps them. */
+/* Winograd F(2x2, 3x3) (weight gradient: F(3x3, 2x2)), and F(4x4, 3x3) for
+ * the forward (m = 4; else m = 2): R = S = 3, stride 1, dilation 1; backward
+ * data also needs ph, pw <= 2 (conv2d_winograd.c). The forward's
+ * transformed filters come from prep where it keeps them. */
 int conv2d_winograd_forward(float *y, const float *x, const float *w, const float *b,
-                            const conv2d_shape *s, conv2d_prepared *prep, int nthreads);
+                            const conv2d_shape *s, int m, conv2d_prepared *prep, int nthreads);
 int conv2d_winograd_backward_data(float *dx, const float *dy, const float *w,
                                   const conv2d_shape *s, int nthreads);
 int conv2d_winograd_backward_weight(float *dw, const float *dy, const float *x,

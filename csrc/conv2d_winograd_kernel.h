@@ -1,5 +1,5 @@
 /* conv2d_winograd_kernel.h - the filter, input and output transforms of the Winograd
- * F(2x2, 3x3) convolution (conv2d_winograd.c), compiled once per instruction
+ * F(2x2, 3x3) and F(4x4, 3x3) convolutions (conv2d_winograd.c), compiled once per instruction
  * set: loops over runs of tiles in the vectors of conv2d_kernel.h (dvec),
  * defined where a file has set those up (conv2d_generic.h, conv2d_avx2.h,
  * conv2d_avx512.h) before conv2d_internal.h includes this one; only inline
@@ -11,7 +11,18 @@
  * the input transform is u = B^T d B (16 values, position xi = 4 a + b), the
  * product m = sum over channels of u times the transformed weights, and the
  * output transform y = A^T m A (2x2). Tiles are numbered row by row, image
- * by image; each of the 16 values of a run of tiles is contiguous. */
+ * by image; each of the 16 values of a run of tiles is contiguous.
+ *
+ * F(4x4, 3x3) (g->m = 4) takes tiles of 4x4 outputs, (4i .. 4i+3, 4j ..
+ * 4j+3), from 6x6 windows at (4i - ph, 4j - pw), with the points 0, 1, -1,
+ * 2, -2 and infinity:
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0;
+ *          0 2 -1 -2 1 0; 0 4 0 -5 0 1],
+ *   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
+ *        1/24 -1/12 1/6; 0 0 1],
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]:
+ * 36 values per tile (xi = 6 a + b), 36 products per 16 outputs instead of
+ * 16 per 4, at a per-layer error 3-7 times torch's (bench/CONV2D.md). */
 #ifndef FASTCNN_CONV2D_WINOGRAD_KERNEL_H
 #define FASTCNN_CONV2D_WINOGRAD_KERNEL_H
 
@@ -22,9 +33,10 @@
 #define WINO_SEG 64
 
 /* One convolution as the transforms see it: C input planes (H, W), K output
- * planes (P, Q), top/left padding ph, pw, th x tw tiles per image. */
+ * planes (P, Q), top/left padding ph, pw, th x tw tiles of m x m outputs
+ * per image (m = 2 or 4). */
 typedef struct {
-    int64_t C, K, H, W, P, Q, ph, pw, th, tw;
+    int64_t C, K, H, W, P, Q, ph, pw, m, th, tw;
     int64_t clamp;      /* outputs clamped to [lo, hi] (conv2d_shape's clamp) */
     float lo, hi;
 } wino_geom;
@@ -197,12 +209,40 @@ static inline void wino_filter_vector(float *v, int64_t vs, const dvec f[3][3])
     }
 }
 
-/* v[xi vs + k] (16 rows, k < K) = G f G^T of the filters of K output
- * channels whose taps are f[r][t][k] = taps[(3 r + t, or 8 - that if
- * flipped) K + k]; the last partial vector through a padded copy. */
-static inline void wino_filters_seg(float *v, int64_t vs, const float *taps, int64_t K,
-                                    int flip)
+/* o = G (f0, f1, f2) of F(4x4, 3x3). */
+static inline void wino4_g(dvec o[6], dvec f0, dvec f1, dvec f2)
 {
+    dvec s = f0 + f2, q = (1.0f / 24) * f0 + (1.0f / 6) * f2;
+    o[0] = 0.25f * f0;
+    o[1] = (-1.0f / 6) * (s + f1);
+    o[2] = (-1.0f / 6) * (s - f1);
+    o[3] = q + (1.0f / 12) * f1;
+    o[4] = q - (1.0f / 12) * f1;
+    o[5] = f2;
+}
+
+/* v[xi vs + k .. + VL] (36 rows) = G f G^T of F(4x4, 3x3), as above. */
+static inline void wino4_filter_vector(float *v, int64_t vs, const dvec f[3][3])
+{
+    dvec gf[3][6];      /* G f, by column t */
+    for (int t = 0; t < 3; t++)
+        wino4_g(gf[t], f[0][t], f[1][t], f[2][t]);
+    for (int a = 0; a < 6; a++) {
+        dvec row[6];
+        wino4_g(row, gf[0][a], gf[1][a], gf[2][a]);
+        for (int b = 0; b < 6; b++)
+            *(dvec *)(v + (6 * a + b) * vs) = row[b];
+    }
+}
+
+/* v[xi vs + k] ((m + 2)^2 rows, k < K) = G f G^T (F(m x m, 3x3)) of the
+ * filters of K output channels whose taps are f[r][t][k] = taps[(3 r + t, or
+ * 8 - that if flipped) K + k]; the last partial vector through a padded
+ * copy. */
+static inline void wino_filters_seg(float *v, int64_t vs, const float *taps, int64_t K,
+                                    int flip, int m)
+{
+    int npos = (m + 2) * (m + 2);
     for (int64_t k = 0; k < K; k += DIRECT_VL) {
         dvec f[3][3];
         int64_t n = K - k < DIRECT_VL ? K - k : DIRECT_VL;
@@ -216,14 +256,182 @@ static inline void wino_filters_seg(float *v, int64_t vs, const float *taps, int
             for (int64_t i = 0; i < n; i++) lane[i] = src[i];
             memcpy(&f[rt / 3][rt % 3], lane, sizeof lane);
         }
-        if (n == DIRECT_VL) {
-            wino_filter_vector(v + k, vs, f);
-            continue;
+        float part[36][DIRECT_VL];
+        float *dst = n == DIRECT_VL ? v + k : part[0];
+        int64_t ds = n == DIRECT_VL ? vs : DIRECT_VL;
+        if (m == 4)
+            wino4_filter_vector(dst, ds, f);
+        else
+            wino_filter_vector(dst, ds, f);
+        if (n < DIRECT_VL)
+            for (int xi = 0; xi < npos; xi++)
+                memcpy(v + xi * vs + k, part[xi], (size_t)n * sizeof(float));
+    }
+}
+
+/* ---- F(4x4, 3x3) ---- */
+
+/* A vector of F(4x4, 3x3) tiles is taken as 4 chunks of VL / 4 tiles, each
+ * chunk within one row of tiles: a chunk's 4 (VL / 4) input columns are one
+ * load, its outputs one store. */
+#define WINO4_CHUNK (DIRECT_VL / 4)
+
+/* WINO4_SPLIT(rows, cols, W, p): p[r][l] (r < 4, the VL lanes l) = column
+ * cols[k] + 4 (l % WINO4_CHUNK) + r of the row rows[k], k = l / WINO4_CHUNK:
+ * zero outside [0, W) or where rows[k] is NULL; nothing outside it read. An
+ * including file may define it with loads and shuffles, else a plain loop. */
+#ifndef WINO4_SPLIT
+#define WINO4_SPLIT(rows, cols, W, p) wino4_split_lanes(rows, cols, W, p)
+static inline void wino4_split_lanes(const float *rows[4], const int64_t cols[4], int64_t W,
+                                     dvec p[4])
+{
+    float f[4][DIRECT_VL];
+    for (int r = 0; r < 4; r++)
+        for (int l = 0; l < DIRECT_VL; l++) {
+            int k = l / WINO4_CHUNK;
+            int64_t c = cols[k] + 4 * (l % WINO4_CHUNK) + r;
+            f[r][l] = rows[k] && c >= 0 && c < W ? rows[k][c] : 0.0f;
         }
-        float part[16][DIRECT_VL];
-        wino_filter_vector(part[0], DIRECT_VL, f);
-        for (int xi = 0; xi < 16; xi++)
-            memcpy(v + xi * vs + k, part[xi], (size_t)n * sizeof(float));
+    memcpy(p, f, sizeof f);
+}
+#endif
+
+/* WINO4_MERGE_STORE(dst, n, y): for each chunk k, the first n[k] (<= VL)
+ * floats of y[0][l], y[1][l], y[2][l], y[3][l] for its lanes l in order, to
+ * dst[k] (none where dst[k] is NULL). An including file may define it with
+ * shuffles and part stores, else a plain loop. */
+#ifndef WINO4_MERGE_STORE
+#define WINO4_MERGE_STORE(dst, n, y) wino4_merge_lanes(dst, n, y)
+static inline void wino4_merge_lanes(float *dst[4], const int64_t n[4], const dvec y[4])
+{
+    float f[4][DIRECT_VL];
+    memcpy(f, y, sizeof f);
+    for (int k = 0; k < 4; k++)
+        for (int64_t e = 0; dst[k] && e < n[k]; e++)
+            dst[k][e] = f[e % 4][k * WINO4_CHUNK + e / 4];
+}
+#endif
+
+/* The next vector of tiles from tile (i, j), of the `left` tiles to go: its
+ * count (<= VL), running on into the next rows where every chunk stays
+ * within one row (tw and j multiples of WINO4_CHUNK: small maps fill the
+ * vectors), else ending at the row's end; chunk k's first tile (ti[k],
+ * tj[k]), ti[k] = -1 past the count. */
+static inline int64_t wino4_vector(int64_t ti[4], int64_t tj[4], int64_t i, int64_t j,
+                                   int64_t left, const wino_geom *g)
+{
+    int span = g->tw % WINO4_CHUNK == 0 && j % WINO4_CHUNK == 0;
+    int64_t cnt = span || left < g->tw - j ? left : g->tw - j;
+    cnt = cnt < DIRECT_VL ? cnt : DIRECT_VL;
+    for (int k = 0; k < 4; k++) {
+        int64_t at = j + k * WINO4_CHUNK;
+        ti[k] = k * WINO4_CHUNK < cnt ? i + at / g->tw : -1;
+        tj[k] = at % g->tw;
+    }
+    return cnt;
+}
+
+/* o = B^T d of F(4x4, 3x3). */
+static inline void wino4_bt(dvec o[6], const dvec d[6])
+{
+    dvec t0 = d[4] - 4.0f * d[2], t1 = d[3] - 4.0f * d[1];
+    dvec t2 = d[4] - d[2], t3 = 2.0f * (d[3] - d[1]);
+    o[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    o[1] = t0 + t1;
+    o[2] = t0 - t1;
+    o[3] = t2 + t3;
+    o[4] = t2 - t3;
+    o[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+}
+
+/* o = A^T m of F(4x4, 3x3). */
+static inline void wino4_at(dvec o[4], const dvec m[6])
+{
+    dvec s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    o[0] = m[0] + s12 + s34;
+    o[1] = d12 + 2.0f * d34;
+    o[2] = s12 + 4.0f * s34;
+    o[3] = d12 + 8.0f * d34 + m[5];
+}
+
+/* u[xi us + t] (xi < 36, t < n) = B^T d B of F(4x4, 3x3) for the n tiles
+ * that follow tile (i0, j0) of one input plane x (H, W) in row-major order,
+ * a vector of tiles at a time (wino4_vector): tile j's window columns 4j +
+ * 0 .. 5 are the phases 0 .. 3 of the columns from 4j and 0, 1 of those
+ * from 4j + 4. */
+static inline void wino4_input_seg(float *restrict u, int64_t us, const float *x, int64_t i0,
+                                   int64_t j0, int64_t n, const wino_geom *g)
+{
+    for (int64_t i = i0, j = j0, t = 0; t < n;) {
+        int64_t ti[4], tj[4], cnt = wino4_vector(ti, tj, i, j, n - t, g);
+        dvec v[6][6];       /* d B: rows of the windows, columns transformed */
+        for (int r = 0; r < 6; r++) {
+            const float *rows[4];
+            int64_t cols[4], next[4];
+            for (int k = 0; k < 4; k++) {
+                int64_t h = 4 * ti[k] - g->ph + r;
+                rows[k] = ti[k] >= 0 && h >= 0 && h < g->H ? x + h * g->W : NULL;
+                cols[k] = 4 * tj[k] - g->pw;
+                next[k] = cols[k] + 4;
+            }
+            dvec d[8];
+            WINO4_SPLIT(rows, cols, g->W, d);
+            WINO4_SPLIT(rows, next, g->W, d + 4);
+            wino4_bt(v[r], d);
+        }
+        for (int b = 0; b < 6; b++) {
+            dvec col[6] = {v[0][b], v[1][b], v[2][b], v[3][b], v[4][b], v[5][b]}, o[6];
+            wino4_bt(o, col);
+            for (int a = 0; a < 6; a++) {
+                float *dst = u + (6 * a + b) * us + t;
+                if (cnt == DIRECT_VL)
+                    *(dvec *)dst = o[a];
+                else
+                    DIRECT_STORE_PART(dst, o[a], (int)cnt);
+            }
+        }
+        t += cnt, j += cnt, i += j / g->tw, j %= g->tw;
+    }
+}
+
+/* y = A^T m A + bias (clamped if g->clamp) of F(4x4, 3x3) for the n tiles
+ * that follow tile (i0, j0) of one output plane y (P, Q) in row-major order,
+ * from m[xi ms + t]; rows and columns past P, Q are not written. */
+static inline void wino4_output_seg(float *y, const float *restrict m, int64_t ms, int64_t i0,
+                                    int64_t j0, int64_t n, float bias, const wino_geom *g)
+{
+    for (int64_t i = i0, j = j0, t = 0; t < n;) {
+        int64_t ti[4], tj[4], cnt = wino4_vector(ti, tj, i, j, n - t, g);
+        dvec s[4][6];       /* A^T m: rows transformed */
+        for (int b = 0; b < 6; b++) {
+            dvec mv[6], o[4];
+            for (int a = 0; a < 6; a++) {
+                const float *src = m + (6 * a + b) * ms + t;
+                mv[a] = cnt == DIRECT_VL ? *(const dvec *)src : DIRECT_LOAD_PART(src, cnt);
+            }
+            wino4_at(o, mv);
+            for (int a = 0; a < 4; a++)
+                s[a][b] = o[a];
+        }
+        for (int a = 0; a < 4; a++) {
+            dvec o[4];
+            wino4_at(o, s[a]);
+            for (int b = 0; b < 4; b++) {
+                o[b] += bias;
+                if (g->clamp)
+                    o[b] = clamp_vec(o[b], g->lo, g->hi);
+            }
+            float *dst[4];
+            int64_t cols[4];
+            for (int k = 0; k < 4; k++) {
+                int64_t p = 4 * ti[k] + a, tiles = cnt - k * WINO4_CHUNK;
+                tiles = tiles < WINO4_CHUNK ? tiles : WINO4_CHUNK;
+                dst[k] = ti[k] >= 0 && p < g->P ? y + p * g->Q + 4 * tj[k] : NULL;
+                cols[k] = g->Q - 4 * tj[k] < 4 * tiles ? g->Q - 4 * tj[k] : 4 * tiles;
+            }
+            WINO4_MERGE_STORE(dst, cols, o);
+        }
+        t += cnt, j += cnt, i += j / g->tw, j %= g->tw;
     }
 }
 

@@ -279,8 +279,10 @@ def _set_depthwise_vectors(mode):
 
 def _set_winograd(mode):
     """Test hook: Winograd for 3x3 stride-1 convolutions is chosen by timing
-    (0), whenever it fits (1: forward, weight gradient, and backward data with
-    padding <= 2), or never (-1). Returns the old mode."""
+    (0), whenever it fits (1: F(2x2, 3x3) for the forward, weight gradient,
+    and backward data with padding <= 2; 2: the same with F(4x4, 3x3) for the
+    forward, which timing tries only for a frozen model's), or never (-1).
+    Returns the old mode."""
     return c.conv2d_set_winograd(int(mode))
 
 

@@ -20,10 +20,11 @@ from fastcnn import _native, models
 
 @contextlib.contextmanager
 def forced_path(path):
-    """Force the forward's convolution path: 'gemm', 'kvec', 'winograd', or
-    'timed' (each shape's paths timed on its first call)."""
+    """Force the forward's convolution path: 'gemm', 'kvec', 'winograd'
+    (F(2x2, 3x3)), 'winograd-4x4' (F(4x4, 3x3)), or 'timed' (each shape's
+    paths timed on its first call)."""
     modes = {"gemm": (-1, -1, -1), "kvec": (-1, 1, -1), "winograd": (-1, -1, 1),
-             "timed": (0, 0, 0)}[path]
+             "winograd-4x4": (-1, -1, 2), "timed": (0, 0, 0)}[path]
     old = (_native._set_direct(modes[0]), _native._set_kvec(modes[1]),
            _native._set_winograd(modes[2]))
     try:
@@ -71,7 +72,7 @@ SHAPES = [(16, 32, 3, 1, 1, 12), (16, 32, 3, 1, 3, 12), (24, 16, 1, 1, 1, 9),
 SHAPE_IDS = [f"{c}to{k}k{r}s{s}b{n}hw{h}" for c, k, r, s, n, h in SHAPES]
 
 
-@pytest.mark.parametrize("path", ["gemm", "kvec", "winograd", "timed"])
+@pytest.mark.parametrize("path", ["gemm", "kvec", "winograd", "winograd-4x4", "timed"])
 @pytest.mark.parametrize("C,K,k,stride,N,H", SHAPES, ids=SHAPE_IDS)
 def test_frozen_conv_matches_float64_on_every_path(C, K, k, stride, N, H, path, num_threads,
                                                    rng):
@@ -201,7 +202,7 @@ def test_frozen_first_calls_from_many_threads_agree(rng):
     model = conv_bn_relu(32, 64, 3, 1, True, rng)
     x = rng.standard_normal((1, 32, 12, 12)).astype(np.float32)
     want = fastcnn.freeze(model)(x)
-    for path in ("kvec", "winograd", "gemm"):
+    for path in ("kvec", "winograd", "winograd-4x4", "gemm"):
         with forced_path(path):
             frozen = fastcnn.freeze(model)
             outs, start = [None] * 6, threading.Barrier(6)
