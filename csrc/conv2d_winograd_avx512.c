@@ -6,19 +6,13 @@
 void conv2d_wino_input_avx512(float *u, int64_t us, const float *x, int64_t i0, int64_t j0,
                               int64_t n, const wino_geom *g)
 {
-    if (g->m == 4)
-        wino4_input_seg(u, us, x, i0, j0, n, g);
-    else
-        wino_input_seg(u, us, x, i0, j0, n, g);
+    wino_input_tiles(u, us, x, i0, j0, n, g);
 }
 
 void conv2d_wino_output_avx512(float *y, const float *m, int64_t ms, int64_t i0, int64_t j0,
                                int64_t n, float bias, const wino_geom *g)
 {
-    if (g->m == 4)
-        wino4_output_seg(y, m, ms, i0, j0, n, bias, g);
-    else
-        wino_output_seg(y, m, ms, i0, j0, n, bias, g);
+    wino_output_tiles(y, m, ms, i0, j0, n, bias, g);
 }
 
 void conv2d_wino_filters_avx512(float *v, int64_t vs, const float *taps, int64_t K, int flip,

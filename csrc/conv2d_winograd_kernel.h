@@ -435,6 +435,26 @@ static inline void wino4_output_seg(float *y, const float *restrict m, int64_t m
     }
 }
 
+/* The input and output transforms of either tile size (g->m), for each
+ * instruction set's entry points. */
+static inline void wino_input_tiles(float *restrict u, int64_t us, const float *x, int64_t i0,
+                                    int64_t j0, int64_t n, const wino_geom *g)
+{
+    if (g->m == 4)
+        wino4_input_seg(u, us, x, i0, j0, n, g);
+    else
+        wino_input_seg(u, us, x, i0, j0, n, g);
+}
+
+static inline void wino_output_tiles(float *y, const float *restrict m, int64_t ms, int64_t i0,
+                                     int64_t j0, int64_t n, float bias, const wino_geom *g)
+{
+    if (g->m == 4)
+        wino4_output_seg(y, m, ms, i0, j0, n, bias, g);
+    else
+        wino_output_seg(y, m, ms, i0, j0, n, bias, g);
+}
+
 #endif /* DIRECT_VBYTES */
 
 #endif /* FASTCNN_CONV2D_WINOGRAD_KERNEL_H */
