@@ -82,7 +82,7 @@ static int wide_kernel(int64_t K)
 }
 
 /* Positions of a tile's transforms: 16 for F(2x2, 3x3), 36 for F(4x4, 3x3). */
-static int positions(int m)
+static int64_t positions(int64_t m)
 {
     return (m + 2) * (m + 2);
 }
@@ -261,7 +261,7 @@ static int multiply_fused(const wino_call *w, float *T, const float *U, int64_t 
     int64_t C = g->C, K = g->K, kb = WINO_KB;
     while (kb > 16 && (K + kb - 1) / kb < nt)
         kb /= 2;
-    int64_t kblocks = (K + kb - 1) / kb, per = (9 + positions((int)g->m)) * C * kb;
+    int64_t kblocks = (K + kb - 1) / kb, per = (9 + positions(g->m)) * C * kb;
     int nth = nt < kblocks ? nt : (int)kblocks;
     float *scratch = conv2d_scratch_take(nth * per);
     if (!scratch)
@@ -313,7 +313,7 @@ static int multiply_block(const wino_call *w, float *M, float *T, const float *U
         return err;
     wino_phase ph = {w, M, T, NULL, U, 0, cnt, 0, 0, 0};
     /* each xi writes its own M[xi] (and T[xi]) */
-    fastcnn_parallel_for(positions((int)w->g->m), multiply_position, &ph, nt);
+    fastcnn_parallel_for(positions(w->g->m), multiply_position, &ph, nt);
     return atomic_load(&ph.err) ? FASTCNN_ENOMEM : FASTCNN_OK;
 }
 
@@ -345,13 +345,13 @@ static void output_block(const wino_call *w, const float *M, int64_t t0, int64_t
  * T (16, tb, K). */
 static int64_t block_floats(const wino_call *w)
 {
-    return positions((int)w->g->m) * (w->g->C + (w->narrow ? 2 : 1) * w->g->K) * w->tb;
+    return positions(w->g->m) * (w->g->C + (w->narrow ? 2 : 1) * w->g->K) * w->tb;
 }
 
 /* Tiles [t0, t0 + cnt) through the three phases, each on nt threads. */
 static int run_block(const wino_call *w, float *scratch, int64_t t0, int64_t cnt, int nt)
 {
-    int64_t npos = positions((int)w->g->m);
+    int64_t npos = positions(w->g->m);
     float *U = scratch, *M = U + npos * w->g->C * w->tb, *T = M + npos * w->g->K * w->tb;
     input_block(w, U, t0, cnt, nt);
     int err = multiply_block(w, M, T, U, cnt, nt);
@@ -365,7 +365,7 @@ static int run_block(const wino_call *w, float *scratch, int64_t t0, int64_t cnt
  * rounded up to 8. */
 static int64_t block_tiles(const wino_geom *g, int64_t T, int nt)
 {
-    int64_t most = WINO_BLOCK_BYTES / (positions((int)g->m) * (g->C + g->K) * (int64_t)sizeof(float));
+    int64_t most = WINO_BLOCK_BYTES / (positions(g->m) * (g->C + g->K) * (int64_t)sizeof(float));
     most = most > WINO_BLOCK ? WINO_BLOCK : most < 16 ? 16 : most / 8 * 8;
     int64_t blocks = (T + most - 1) / most;
     blocks = (blocks + nt - 1) / nt * nt;
@@ -448,7 +448,8 @@ static int convolve(float *y, const float *x, const float *w, const float *b,
                     const wino_geom *g, int64_t N, int flip, const conv2d_shape *s,
                     conv2d_prepared *prep, int nthreads)
 {
-    int m = (int)g->m, npos = positions(m);
+    int m = (int)g->m;
+    int64_t npos = positions(m);
     int64_t T = N * g->th * g->tw;
     int nt = fastcnn_threads_for(2 * npos * T * g->K * g->C, nthreads);
     wino_call call = {conv2d_kernels_for(fastcnn_isa()), g, x, w, NULL, b, y,
