@@ -715,11 +715,53 @@ static void avg_forward_chunk(void *ctx, int64_t nc, int slot)
     avg_plane(c->y + nc * PQ, c->x + nc * HW, c->s, c->flag);
 }
 
+/* One window covering each whole plane, no padding (global average pooling). */
+static int global_window(const pool2d_shape *s)
+{
+    return s->P == 1 && s->Q == 1 && s->R == s->H && s->S == s->W && s->ph == 0 && s->pw == 0;
+}
+
+/* The mean of x[0 .. n), summed in 8 interleaved partial sums (which the
+ * compiler keeps in vectors). */
+static float plane_mean(const float *x, int64_t n)
+{
+    float part[8] = {0.0f};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            part[j] += x[i + j];
+    for (; i < n; i++)
+        part[i % 8] += x[i];
+    for (int j = 0; j < 4; j++)
+        part[j] += part[j + 4];
+    return ((part[0] + part[2]) + (part[1] + part[3])) / (float)n;
+}
+
+/* Planes per work item of the global average (a plane is a few dozen floats). */
+#define GLOBAL_PLANES 64
+
+static void global_avg_chunk(void *ctx, int64_t it, int slot)
+{
+    const plane_call *c = ctx;
+    int64_t HW = c->s->H * c->s->W, planes = c->s->N * c->s->C;
+    int64_t end = (it + 1) * GLOBAL_PLANES < planes ? (it + 1) * GLOBAL_PLANES : planes;
+    (void)slot;
+    for (int64_t nc = it * GLOBAL_PLANES; nc < end; nc++)
+        c->y[nc] = plane_mean(c->x + nc * HW, HW);
+}
+
 /* y (N,C,P,Q); x (N,C,H,W) */
 void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int count_include_pad,
                        int nthreads)
 {
     plane_call c = {y, NULL, x, s, NULL, count_include_pad};
+    if (global_window(s)) {
+        int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
+        /* each item writes its own planes' means */
+        fastcnn_parallel_for((s->N * s->C + GLOBAL_PLANES - 1) / GLOBAL_PLANES, global_avg_chunk,
+                             &c, nt);
+        return;
+    }
     int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     /* each plane nc writes only its own y plane */
     fastcnn_parallel_for(s->N * s->C, avg_forward_chunk, &c, nt);

@@ -153,6 +153,21 @@ def test_avg_pool_matches_numpy(case, reference, count_include_pad, num_threads,
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 3, 5), (1, 70, 7, 7), (3, 50, 14, 9)],
+                         ids=str)
+def test_global_average_window_matches_numpy(shape, num_threads, rng):
+    """A window covering the whole plane (the global average's own loop),
+    over planes of fewer and more than 8 values and more than a work item's
+    64 planes."""
+    N, C, H, W = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    for count_include_pad in (True, False):
+        y = F.avg_pool2d(x, (H, W), count_include_pad=count_include_pad)
+        assert y.shape == (N, C, 1, 1)
+        np.testing.assert_allclose(y[:, :, 0, 0], x.astype(np.float64).mean(axis=(2, 3)),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_stride_defaults_to_kernel_size(rng):
     x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
     np.testing.assert_array_equal(F.max_pool2d(x, (3, 2)), F.max_pool2d(x, (3, 2), (3, 2)))
