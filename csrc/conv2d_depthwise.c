@@ -26,20 +26,22 @@ typedef struct {
     depthwise_wgrad_fn wgrad;
     depthwise_vectors_fn vectors;
     int64_t vl;                 /* channels per vector of `vectors` */
+    int64_t vectors_q1, vectors_q2; /* by shape, output rows up to these run in
+                                       channel vectors (stride 1, above 1) */
 } depthwise_kernels;
 
 static const depthwise_kernels depthwise_kernels_generic = {
     conv2d_depthwise_phases_generic, conv2d_depthwise_forward_generic, conv2d_depthwise_backward_data_generic,
-    conv2d_depthwise_wgrad_generic, conv2d_depthwise_vectors_generic, 4,
+    conv2d_depthwise_wgrad_generic, conv2d_depthwise_vectors_generic, 4, 6, 8,
 };
 #ifdef FASTCNN_X86_KERNELS
 static const depthwise_kernels depthwise_kernels_avx2 = {
     conv2d_depthwise_phases_avx2, conv2d_depthwise_forward_avx2, conv2d_depthwise_backward_data_avx2,
-    conv2d_depthwise_wgrad_avx2, conv2d_depthwise_vectors_avx2, 8,
+    conv2d_depthwise_wgrad_avx2, conv2d_depthwise_vectors_avx2, 8, 56, 32,
 };
 static const depthwise_kernels depthwise_kernels_avx512 = {
     conv2d_depthwise_phases_avx512, conv2d_depthwise_forward_avx512, conv2d_depthwise_backward_data_avx512,
-    conv2d_depthwise_wgrad_avx512, conv2d_depthwise_vectors_avx512, 16,
+    conv2d_depthwise_wgrad_avx512, conv2d_depthwise_vectors_avx512, 16, 24, 32,
 };
 #endif
 
@@ -350,12 +352,15 @@ static int run_forward(void *arg, int vectors)
     return run(&cc, f->s, f->nthreads);
 }
 
-/* By shape: channel vectors where a row would fill few of the row loops'
- * vectors (at stride 1 under 1.5, else 2, measured on AVX-512); a stride
- * above 1 also costs the row loops a phase split the channel vectors skip. */
+/* By shape (work too small to time): channel vectors where a row would fill
+ * few of the row loops' vectors; a stride above 1 also costs the row loops
+ * a phase split the channel vectors skip. The bounds were measured per
+ * instruction set in frozen models at batch 1 (bench/CONV2D.md): AVX-512
+ * rows of up to 1.5 vectors at stride 1, 2 above; AVX2 up to 7 and 4
+ * (its row loops fill 8 lanes, its transposes are cheaper). */
 static int vectors_by_shape(const conv2d_shape *s, const depthwise_kernels *kr)
 {
-    return s->sw == 1 ? 2 * s->Q <= 3 * kr->vl : s->Q <= 2 * kr->vl;
+    return s->Q <= (s->sw == 1 ? kr->vectors_q1 : kr->vectors_q2);
 }
 
 /* *vectors = whether f runs in channel vectors: when they fit, the way kept
