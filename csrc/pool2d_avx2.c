@@ -166,10 +166,70 @@ int64_t route_tiles_2x2_avx2(float *dx, const float *dy, const int32_t *am, cons
     return hits;
 }
 
-/* The header's values-only row of any window, compiled for AVX2. */
+/* m, or v in the lanes where v beats it (the header's POOL2D_BEAT). */
+static inline __m256 beat8(__m256 m, __m256 v)
+{
+    return _mm256_blendv_ps(m, v, beats(v, m));
+}
+
+/* The scans of n <= 8 windows 3 wide at stride 2 along one input row: lane k
+ * = the scan of r[2k], r[2k + 1], r[2k + 2] (read: r[0 .. 2n]). */
+static inline __m256 row_windows3(const float *r, int n)
+{
+    __m256 e, o, e2;
+    split16(&e, &o, r, n);
+    if (n == 8) {       /* r[2k + 2] = e's next lane; the last, r[16], loaded alone */
+        const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+        e2 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e, next), _mm256_broadcast_ss(r + 16),
+                             0x80);
+    } else {
+        __m256i in = lanes_below(n);
+        e2 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), r + 2,
+                                      _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14),
+                                      _mm256_castsi256_ps(in), 4);
+    }
+    return beat8(beat8(e, o), e2);
+}
+
+/* The n <= 8 floats at r (lanes past n zero). */
+static inline __m256 load_part8(const float *r, int n)
+{
+    return n == 8 ? _mm256_loadu_ps(r) : _mm256_maskload_ps(r, lanes_below(n));
+}
+
+/* The scans of n <= 8 windows 3 wide at stride 1 along one input row: lane k
+ * = the scan of r[k], r[k + 1], r[k + 2] (read: r[0 .. n + 2)). */
+static inline __m256 row_windows3s1(const float *r, int n)
+{
+    return beat8(beat8(load_part8(r, n), load_part8(r + 1, n)), load_part8(r + 2, n));
+}
+
+/* The header's max_values_cols for 3-wide windows at stride 2 (ResNet's
+ * stem pooling) or 1: 8 output columns at a time, each input row's windows
+ * scanned in registers (at stride 2 its even and odd columns split by
+ * shuffles), then the rows top to bottom: the header's order, so the same
+ * values bit for bit. */
+static void max_values_cols3(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                             int64_t dh, int64_t qa, int64_t qb, int64_t sw, int64_t pw)
+{
+    for (int64_t q = qa; q < qb; q += 8) {
+        int n = qb - q < 8 ? (int)(qb - q) : 8;
+        const float *c = x + sw * q - pw;
+        __m256 m = sw == 2 ? row_windows3(c + h0 * W, n) : row_windows3s1(c + h0 * W, n);
+        for (int64_t h = h0 + dh; h < h1; h += dh)
+            m = beat8(m, sw == 2 ? row_windows3(c + h * W, n) : row_windows3s1(c + h * W, n));
+        store_part8(y + q, m, n);
+    }
+}
+
+/* The header's values-only row of any window, compiled for AVX2; 3-wide
+ * windows at stride 1 and 2 in registers. */
 void max_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
                          int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
                          int64_t pw)
 {
-    max_values_row(y, x, W, h0, h1, dh, qa, qb, S, sw, dw, pw);
+    if (S == 3 && (sw == 1 || sw == 2) && dw == 1)
+        max_values_cols3(y, x, W, h0, h1, dh, qa, qb, sw, pw);
+    else
+        max_values_row(y, x, W, h0, h1, dh, qa, qb, S, sw, dw, pw);
 }
