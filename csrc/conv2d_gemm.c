@@ -9,6 +9,9 @@
  * where dy is gathered into (K, cnt PQ) for groups of more than one image,
  * and a 1x1, stride-1, unpadded image (alone in its group) uses x (C, HW)
  * itself as col. Single images take the bias in the GEMM (sgemm_bias).
+ * A single image on a small map whose PQ fills the GEMM tile's columns worse
+ * than K does (7x7: 49 of 64 columns) runs transposed: y^T (PQ, K) =
+ * col^T w^T, then transposed into y with the bias (and clamp).
  * With at least as many images as threads, threads take contiguous ranges
  * of images (own scratch, GEMMs on one thread); otherwise groups run one
  * after another and the GEMM and copies use every thread. Scratch comes
@@ -25,6 +28,21 @@ static int pointwise(const conv2d_shape *s)
 {
     return s->R == 1 && s->S == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0
         && s->P == s->H && s->Q == s->W;
+}
+
+/* Whether an image alone in its group runs as the transposed product y^T =
+ * col^T w^T: when the register tile's columns (NR) waste at least 1/8 more
+ * on PQ columns than on K (the rows, PQ there, cost what they compute: the
+ * kernels have a tile per row count). The transposition back costs about
+ * that. */
+static int transposed(const conv2d_shape *s)
+{
+    int mr, nr;
+    int64_t PQ = s->P * s->Q;
+    sgemm_tile(sgemm_packed_a_kernel(PQ, s->K), &mr, &nr);
+    int64_t as_is = s->K * ((PQ + nr - 1) / nr * nr);
+    int64_t turned = PQ * ((s->K + nr - 1) / nr * nr);
+    return 8 * as_is >= 9 * turned;
 }
 
 /* ---- image groups ----------------------------------------------------------- */
@@ -57,6 +75,7 @@ int64_t conv2d_set_group_columns(int64_t columns)
 typedef struct {
     int outer, inner;
     int64_t nb;
+    int turned;         /* forward: pointwise images one by one, transposed */
 } conv_plan;
 
 static conv_plan make_plan(const conv2d_shape *s, int nthreads)
@@ -64,7 +83,7 @@ static conv_plan make_plan(const conv2d_shape *s, int nthreads)
     int64_t PQ = s->P * s->Q, CRS = s->C * s->R * s->S;
     int64_t work = 2 * s->N * s->K * CRS * PQ;
     int nt = fastcnn_threads_for(work, nthreads);
-    conv_plan pl = {1, nt, 1};
+    conv_plan pl = {1, nt, 1, 0};
     if (nt > 1 && s->N >= nt) {
         pl.outer = nt;
         pl.inner = 1;
@@ -77,22 +96,23 @@ static conv_plan make_plan(const conv2d_shape *s, int nthreads)
     if (nb * CRS * PQ > GROUP_COL_MAX_FLOATS)
         nb = GROUP_COL_MAX_FLOATS / (CRS * PQ);
     pl.nb = nb < 1 ? 1 : nb > per_thread ? per_thread : nb;
+    pl.turned = pl.nb == 1 && transposed(s);  /* (run: forward only) */
     return pl;
 }
 
 /* Scratch floats for one thread: a group's im2col (CRS, nb PQ) unless the
  * input itself serves, then a group's gathered output or gradient (K, nb PQ)
- * unless groups are single images. */
+ * unless groups are single images, or a transposed output (PQ, K). */
 static int64_t scratch_floats(const conv2d_shape *s, const conv_plan *pl)
 {
     int64_t cols = pl->nb * s->P * s->Q;
     int64_t col = pointwise(s) && pl->nb == 1 ? 0 : s->C * s->R * s->S * cols;
-    return col + (pl->nb > 1 ? s->K * cols : 0);
+    return col + (pl->nb > 1 || pl->turned ? s->K * cols : 0);
 }
 
 static int64_t col_part(const conv2d_shape *s, const conv_plan *pl)
 {
-    return scratch_floats(s, pl) - (pl->nb > 1 ? s->K * pl->nb * s->P * s->Q : 0);
+    return scratch_floats(s, pl) - (pl->nb > 1 || pl->turned ? s->K * pl->nb * s->P * s->Q : 0);
 }
 
 /* ---- regrouping the output columns -------------------------------------- */
@@ -159,7 +179,8 @@ static void scatter_columns(float *stack, const float *cols, const float *b, int
 /* ---- one group of cnt images ---------------------------------------------- */
 
 /* The weights as the forward's GEMM reads them: w (K, CRS) itself, or
- * packed ahead for GEMM kernel number `kernel` (packed not NULL). */
+ * packed ahead for GEMM kernel number `kernel` (packed not NULL): as its A,
+ * or (the plan's `turned`) as the B of the transposed product. */
 typedef struct {
     const float *w, *packed;
     int kernel;
@@ -177,6 +198,57 @@ static int multiply(const gemm_weights *gw, const float *B, float *C, int64_t co
                             clamp, nthreads);
 }
 
+/* One transposition back, for fastcnn_parallel_for. */
+typedef struct {
+    float *y;
+    const float *yt, *b;
+    const conv2d_shape *s;
+} turn_call;
+
+/* Rows of y per work item of the transposition back. */
+#define TURN_ROWS 32
+
+/* Rows [it TURN_ROWS, +TURN_ROWS) of y (K, PQ) = those columns of yt (PQ, K),
+ * plus b[k] (b may be NULL), clamped if s->clamp. */
+static void turn_rows(void *ctx, int64_t it, int slot)
+{
+    const turn_call *c = ctx;
+    const conv2d_shape *s = c->s;
+    int64_t PQ = s->P * s->Q, k0 = it * TURN_ROWS;
+    int64_t k1 = k0 + TURN_ROWS < s->K ? k0 + TURN_ROWS : s->K;
+    (void)slot;
+    sgemm_transpose(c->y + k0 * PQ, PQ, c->yt + k0, s->K, PQ, k1 - k0);
+    for (int64_t k = k0; k < k1; k++) {
+        float *restrict row = c->y + k * PQ;
+        float add = c->b ? c->b[k] : 0.0f;
+        for (int64_t j = 0; j < PQ; j++) row[j] += add;
+        if (s->clamp)
+            for (int64_t j = 0; j < PQ; j++) {
+                float v = row[j] < s->lo ? s->lo : row[j];
+                row[j] = v > s->hi ? s->hi : v;
+            }
+    }
+}
+
+/* y (K, PQ) = (col^T (PQ, CRS) w^T (CRS, K))^T + b for one image, the
+ * product in yt (PQ, K). */
+static int forward_turned(float *y, const float *col, const gemm_weights *gw, const float *b,
+                          float *yt, const conv2d_shape *s, int nthreads)
+{
+    int64_t PQ = s->P * s->Q, CRS = s->C * s->R * s->S;
+    int err = gw->packed
+        ? sgemm_packed_b_bias_clamp(gw->packed, gw->kernel, 1, PQ, s->K, CRS, col, PQ, yt, s->K,
+                                    NULL, NULL, nthreads)
+        : sgemm(1, 1, PQ, s->K, CRS, 1.0f, col, PQ, gw->w, CRS, 0.0f, yt, s->K, nthreads);
+    if (err)
+        return err;
+    turn_call c = {y, yt, b, s};
+    /* each work item writes its own rows of y */
+    fastcnn_parallel_for((s->K + TURN_ROWS - 1) / TURN_ROWS, turn_rows, &c,
+                         fastcnn_threads_for(s->K * PQ, nthreads));
+    return FASTCNN_OK;
+}
+
 /* y (cnt, K, PQ) = w (K, CRS) im2col(x (cnt, C, H, W)) + b. */
 static int forward_group(float *y, const float *x, const gemm_weights *gw, const float *b,
                          int64_t cnt, float *scratch, const conv2d_shape *s,
@@ -188,6 +260,8 @@ static int forward_group(float *y, const float *x, const gemm_weights *gw, const
         conv2d_im2col(scratch, x, cnt, s, nthreads);
         B = scratch;
     }
+    if (pl->turned)
+        return forward_turned(y, B, gw, b, scratch + col_part(s, pl), s, nthreads);
     float clamp[2] = {s->lo, s->hi};
     if (cnt == 1)
         return multiply(gw, B, y, PQ, b, s->clamp ? clamp : NULL, s, nthreads);
@@ -331,6 +405,7 @@ static void image_range(void *ctx, int64_t t, int slot)
 static int run(const conv_call *cc, const conv2d_shape *s, int nthreads)
 {
     conv_plan pl = make_plan(s, nthreads);
+    pl.turned = pl.turned && cc->op == FORWARD;
     int64_t per = scratch_floats(s, &pl), wsz = s->K * s->C * s->R * s->S;
     int64_t parts = cc->op == BACKWARD_WEIGHT ? (pl.outer - 1) * wsz : 0;
     float *scratch = conv2d_scratch_take(pl.outer * per + parts);
@@ -355,14 +430,29 @@ static int prepare_packed(float *packed, const float *w, const conv2d_shape *s, 
     return FASTCNN_OK;
 }
 
+/* conv2d_prepare_fn of w^T (CRS, K) packed as a product's B: variant = the
+ * GEMM kernel's number */
+static int prepare_packed_t(float *packed, const float *w, const conv2d_shape *s, int64_t kernel,
+                            int nthreads)
+{
+    int64_t CRS = s->C * s->R * s->S;
+    sgemm_pack_b(packed, (int)kernel, 1, CRS, s->K, w, CRS, nthreads);
+    return FASTCNN_OK;
+}
+
 int conv2d_gemm_forward(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
 {
     conv_call cc = {FORWARD, y, x, w, b, NULL, {w, NULL, 0}};
-    if (prep) {     /* packed for the kernel of the plan's widest group */
-        conv_plan pl = make_plan(s, nthreads);
-        int64_t CRS = s->C * s->R * s->S;
-        cc.gw.kernel = sgemm_packed_a_kernel(s->K, pl.nb * s->P * s->Q);
+    conv_plan pl = make_plan(s, nthreads);
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
+    if (prep && pl.turned) {        /* w^T packed as the transposed product's B */
+        cc.gw.kernel = sgemm_packed_a_kernel(PQ, s->K);
+        cc.gw.packed = conv2d_prepared_get(prep, PREPARED_GEMM_T, w, s, cc.gw.kernel,
+                                           sgemm_packed_b_floats(cc.gw.kernel, CRS, s->K),
+                                           prepare_packed_t, nthreads);
+    } else if (prep) {              /* packed for the kernel of the plan's widest group */
+        cc.gw.kernel = sgemm_packed_a_kernel(s->K, pl.nb * PQ);
         cc.gw.packed = conv2d_prepared_get(prep, PREPARED_GEMM, w, s, cc.gw.kernel,
                                            sgemm_packed_a_floats(cc.gw.kernel, s->K, CRS),
                                            prepare_packed, nthreads);

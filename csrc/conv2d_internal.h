@@ -161,7 +161,7 @@ int conv2d_time_fastest(int n, int (*run)(void *arg, int i), void *arg, int *fas
 
 /* The kinds a conv2d_prepared keeps, one entry each. */
 enum {
-    PREPARED_GEMM, PREPARED_KVEC, PREPARED_WINO_NARROW, PREPARED_WINO_WIDE,
+    PREPARED_GEMM, PREPARED_GEMM_T, PREPARED_KVEC, PREPARED_WINO_NARROW, PREPARED_WINO_WIDE,
     PREPARED_WINO4_NARROW, PREPARED_WINO4_WIDE, PREPARED_KINDS
 };
 

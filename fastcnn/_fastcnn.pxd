@@ -203,6 +203,13 @@ cdef extern from "gemm.h" nogil:
     int sgemm_packed_bias_clamp(const float *packed, int kernel, int64_t M, int64_t N,
                                 int64_t K, const float *B, int64_t ldb, float *C, int64_t ldc,
                                 const float *bias, const float *clamp, int nthreads)
+    int64_t sgemm_packed_b_floats(int kernel, int64_t K, int64_t N)
+    void sgemm_pack_b(float *packed, int kernel, int transb, int64_t K, int64_t N,
+                      const float *B, int64_t ldb, int nthreads)
+    int sgemm_packed_b_bias_clamp(const float *packed, int kernel, int transa, int64_t M,
+                                  int64_t N, int64_t K, const float *A, int64_t lda, float *C,
+                                  int64_t ldc, const float *bias, const float *clamp,
+                                  int nthreads)
     void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                    float *C, int64_t ldc)

@@ -165,3 +165,39 @@ def _sgemm_packed(a, b, *, trans_a=False, bias=None, clamp=None, kernel=None):
     if rc != capi.FASTCNN_OK:
         raise MemoryError(f"sgemm could not allocate its buffers (M={M}, N={N}, K={K})")
     return out
+
+
+def _sgemm_packed_b(a, b, *, trans_a=False, trans_b=False, bias=None, clamp=None, kernel=None):
+    """Test hook: ``op(a) @ op(b) (+ bias per row, clamped to clamp = (lo, hi))``
+    with op(b) packed ahead (sgemm_pack_b, then sgemm_packed_b_bias_clamp) for
+    GEMM kernel number ``kernel`` (default: the one sgemm would pick). a, b:
+    float32 C-contiguous 2-D arrays."""
+    aa = np.ascontiguousarray(a, np.float32)
+    bb = np.ascontiguousarray(b, np.float32)
+    cdef int ta = bool(trans_a), tb = bool(trans_b)
+    cdef int64_t M = aa.shape[1] if ta else aa.shape[0]
+    cdef int64_t K = aa.shape[0] if ta else aa.shape[1]
+    cdef int64_t N = bb.shape[0] if tb else bb.shape[1]
+    if (bb.shape[1] if tb else bb.shape[0]) != K:
+        raise ValueError(f"op(a) (M, K) and op(b) (K, N) must match. Received: "
+                         f"a.shape={aa.shape}, b.shape={bb.shape}")
+    cdef int kr = capi.sgemm_packed_a_kernel(M, N) if kernel is None else int(kernel)
+    packed = np.empty(max(capi.sgemm_packed_b_floats(kr, K, N), 1), np.float32)
+    out = np.empty((M, N), np.float32)
+    ba = None if bias is None else np.ascontiguousarray(bias, np.float32)
+    ca = None if clamp is None else np.ascontiguousarray(clamp, np.float32)
+    cdef float *pp = fptr(packed)
+    cdef const float *pa = fptr(aa)
+    cdef const float *pb = fptr(bb)
+    cdef const float *pbias = fptr(ba) if ba is not None else NULL
+    cdef const float *pclamp = fptr(ca) if ca is not None else NULL
+    cdef float *pc = fptr(out)
+    cdef int64_t lda = aa.shape[1], ldb = bb.shape[1]
+    cdef int nt = get_num_threads(), rc
+    with nogil:
+        capi.sgemm_pack_b(pp, kr, tb, K, N, pb, ldb, nt)
+        rc = capi.sgemm_packed_b_bias_clamp(pp, kr, ta, M, N, K, pa, lda, pc, N, pbias, pclamp,
+                                            nt)
+    if rc != capi.FASTCNN_OK:
+        raise MemoryError(f"sgemm could not allocate its buffers (M={M}, N={N}, K={K})")
+    return out

@@ -596,6 +596,57 @@ def test_pointwise_gemm_with_fused_bias(case, num_threads, rng):
           x.shape[1])
 
 
+# A single image (alone in its group: batch 1, or an image per thread) on a
+# small map whose P Q fill the GEMM tile's columns worse than K does (7x7:
+# 49 of 64) runs transposed, y^T = col^T w^T, then transposed back with the
+# bias (and a fused clamp); with kept weights (a frozen model), w^T is packed
+# once. Which shapes turn depends on the tile (AVX2 16 columns, AVX-512 32 or
+# 48): these cover turned and not turned on each.
+TURNED_CASES = [
+    (1, 64, 7, 7, 16, 1, 1, 1, 0),            # pointwise: x is col
+    (3, 20, 7, 7, 32, 1, 1, 1, 0),            # images one by one (or grouped)
+    (1, 96, 5, 5, 48, 1, 1, 1, 0),            # 25 positions
+    (2, 7, 1, 33, 16, 1, 1, 1, 0),            # one row of 33
+    (1, 300, 7, 7, 320, 1, 1, 1, 0),          # MobileNetV2's last stage
+    (2, 24, 7, 7, 40, 1, 1, 1, 0),            # K not a multiple of any tile
+    (1, 40, 7, 7, 64, 3, 3, 1, 1),            # ResNet's last stage, 3x3: im2col first
+    (1, 24, 14, 13, 32, 3, 3, 2, 1),          # stride 2 to 7x7
+    (1, 9, 6, 9, 48, 2, 3, 1, (1, 0)),        # an even kernel, unequal padding
+]
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", TURNED_CASES, ids=case_id)
+def test_transposed_gemm_matches_numpy(case, bias, num_threads, rng):
+    """The GEMM path forced: a call's own weights (packed per call), and a
+    frozen conv + ReLU6 (w^T packed once, the clamp fused)."""
+    x, w, b, stride, padding = make(case, rng)
+    b = b if bias else None
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    pad = pads(H, W, R, S, stride, padding)
+    old = (_native._set_tune(False), _native._set_direct(-1), _native._set_kvec(-1),
+           _native._set_winograd(-1))
+    try:
+        y = F.conv2d(x, w, b, stride, padding)
+        conv = fastcnn.Conv2d(C, K, (R, S), stride, padding, bias=bias)
+        conv.weight.data[...] = w
+        if bias:
+            conv.bias.data[...] = b
+        frozen = fastcnn.freeze(fastcnn.Sequential([conv, fastcnn.ReLU6()]))
+        z = frozen(x)
+        z2 = frozen(x)
+    finally:
+        _native._set_tune(old[0])
+        _native._set_direct(old[1])
+        _native._set_kvec(old[2])
+        _native._set_winograd(old[3])
+    want = conv64(x, w, b, stride, pad)
+    close(y, want, C * R * S)
+    close(z, np.clip(want, 0.0, 6.0), C * R * S)
+    np.testing.assert_array_equal(z, z2)
+
+
 # ---- Winograd F(2x2, 3x3) and F(4x4, 3x3) (csrc/conv2d_winograd.c) ----------------
 
 # 3x3, stride 1: tiles of 2x2 (4x4) outputs in runs of at most 64 (a row of

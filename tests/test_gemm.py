@@ -268,7 +268,8 @@ def test_every_isa_path_in_a_subprocess(isa, tmp_path):
         pytest.skip(f"this CPU does not support {isa}")
     # the best path already ran in this process: there, only check the report
     select = ("forced" if isa == _native.cpu_isa()
-              else "(matches or leading or guard) and 2threads or agree or forced or nan")
+              else "(matches or leading or guard) and 2threads or agree or forced or nan"
+                   " or packed")
     done = run_python_args(["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", select],
                            cwd=tmp_path, timeout=600, FASTCNN_ISA=isa)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -311,3 +312,38 @@ def test_packed_a_every_kernel_of_the_instruction_set(rng):
     want, tol = expected(a, b, None, False, False, 1.0, 0.0)
     for kernel in (0, 1):
         assert np.all(np.abs(_native._sgemm_packed(a, b, kernel=kernel) - want) <= tol)
+
+
+# ---- B packed ahead (sgemm_pack_b + sgemm_packed_b_bias_clamp: a frozen pointwise
+# convolution's weights, as the right-hand operand of its transposed product) ----
+
+@pytest.mark.parametrize("tb", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("ta", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("M,N,K", PACKED, ids=[f"{m}x{n}x{k}" for m, n, k in PACKED])
+def test_packed_b_matches_float64(M, N, K, ta, tb, num_threads, rng):
+    a, b = operands(rng, M, N, K, ta, tb)
+    want, tol = expected(a, b, None, ta, tb, 1.0, 0.0)
+    got = _native._sgemm_packed_b(a, b, trans_a=ta, trans_b=tb)
+    err = np.abs(got - want)
+    assert np.all(err <= tol), f"M={M} N={N} K={K} ta={ta} tb={tb}: max err {err.max()}"
+
+
+@pytest.mark.parametrize("M,N,K", PACKED[1:5] + [(49, 320, 960)],
+                         ids=[f"{m}x{n}x{k}" for m, n, k in PACKED[1:5] + [(49, 320, 960)]])
+def test_packed_b_equals_sgemm_bitwise_with_bias_and_clamp(M, N, K, num_threads, rng):
+    """Same kernel, same blocks: the product with B packed ahead is bit for bit
+    sgemm's (B packed per call or read in place), bias and clamp included."""
+    a, b = operands(rng, M, N, K, False, False)
+    b[0, :3] = np.nan
+    bias = rng.standard_normal(M).astype(np.float32)
+    got = _native._sgemm_packed_b(a, b, bias=bias, clamp=(0.0, 6.0))
+    ref = _native.sgemm(a, b) + bias[:, None]
+    ref = np.where(np.isnan(ref), ref, np.clip(ref, np.float32(0), np.float32(6)))
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_packed_b_every_kernel_of_the_instruction_set(rng):
+    a, b = operands(rng, 45, 200, 300, False, False)
+    want, tol = expected(a, b, None, False, False, 1.0, 0.0)
+    for kernel in (0, 1):
+        assert np.all(np.abs(_native._sgemm_packed_b(a, b, kernel=kernel) - want) <= tol)

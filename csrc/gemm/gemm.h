@@ -45,6 +45,22 @@ int sgemm_packed_bias_clamp(const float *packed, int kernel, int64_t M, int64_t 
                             const float *B, int64_t ldb, float *C, int64_t ldc,
                             const float *bias, const float *clamp, int nthreads);
 
+/* op(B) packed ahead likewise (a frozen model's weights as the right-hand
+ * operand): sgemm_pack_b packs op(B) (K, N; stored as for sgemm) for kernel
+ * number `kernel` (sgemm_packed_a_kernel of the product's M x N) into packed
+ * (sgemm_packed_b_floats floats); sgemm_packed_b_bias_clamp is
+ * sgemm_bias_clamp with alpha 1, beta 0 and that packed B (same kernel, K and
+ * N), on that kernel. */
+int64_t sgemm_packed_b_floats(int kernel, int64_t K, int64_t N);
+void sgemm_pack_b(float *packed, int kernel, int transb, int64_t K, int64_t N, const float *B,
+                  int64_t ldb, int nthreads);
+int sgemm_packed_b_bias_clamp(const float *packed, int kernel, int transa, int64_t M, int64_t N,
+                              int64_t K, const float *A, int64_t lda, float *C, int64_t ldc,
+                              const float *bias, const float *clamp, int nthreads);
+
+/* The register tile (rows, columns of C) of GEMM kernel number `kernel`. */
+void sgemm_tile(int kernel, int *mr, int *nr);
+
 /* dst[c ldd + r] = src[r lds + c] for r < rows (<= ldd), c < cols: the
  * transposing copy that packs operands, in the instruction set's registers. */
 void sgemm_transpose(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,

@@ -121,6 +121,7 @@ typedef struct {
     const float *clamp;     /* {lo, hi}: C clamped after the last k block; or NULL */
     int64_t kc, mc, nc;     /* block sizes for this call */
     const float *packed_a;  /* op(A) packed whole by sgemm_pack_a, or NULL: pack per block */
+    const float *packed_b;  /* op(B) packed whole by sgemm_pack_b, or NULL: pack per block */
 } gemm_plan;
 
 /* One MR-row micro-panel of op(A): rows i0..i0+m, depth p0..p0+kc, as
@@ -207,6 +208,14 @@ static void pack_b_block(float *dst, const gemm_plan *p, int64_t p0, int64_t kc,
 static const float *packed_rows(const gemm_plan *p, int64_t i0, int64_t p0, int64_t kc)
 {
     return p->packed_a + p0 * round_up(p->M, p->kr->mr) + i0 * kc;
+}
+
+/* The packed columns j0.. (a multiple of NR) at depth p0 of a whole packed
+ * B: each kc block holds round_up(N, NR) columns, panel after panel (see
+ * sgemm_pack_b). */
+static const float *packed_cols(const gemm_plan *p, int64_t j0, int64_t p0, int64_t kc)
+{
+    return p->packed_b + p0 * round_up(p->N, p->kr->nr) + j0 * kc;
 }
 
 /* c (m, n) with row stride ldc clamped to [lo, hi] as hardtanh does (NaN passes). */
@@ -317,9 +326,10 @@ static void m_block_chunk(void *ctx, int64_t b, int slot)
 {
     gemm_run *r = ctx;
     const gemm_plan *p = r->p;
-    float *bp = r->shared + slot * r->bstride;
+    const float *bp = p->packed_b ? packed_cols(p, r->j0, r->p0, r->kc)
+                                  : r->shared + slot * r->bstride;
     if (r->bstride && r->b_step[slot] != r->step) {
-        pack_b_block(bp, p, r->p0, r->kc, r->j0, r->n);
+        pack_b_block((float *)bp, p, r->p0, r->kc, r->j0, r->n);
         r->b_step[slot] = r->step;
     }
     int64_t i0, i1;
@@ -345,7 +355,7 @@ static void run_split_m(gemm_run *r, int nt)
             r->kc = min64(p->kc, p->K - r->p0);
             r->beta = r->p0 == 0 ? p->beta : 1.0f;
             r->step++;
-            if (!p->direct_b && !r->bstride)
+            if (!p->direct_b && !p->packed_b && !r->bstride)
                 fastcnn_parallel_for(pack_b_chunks(r), pack_b_chunk, r, nt);
             fastcnn_parallel_for(r->nb, m_block_chunk, r, nt);
         }
@@ -372,7 +382,9 @@ static void n_block_chunk(void *ctx, int64_t b, int slot)
     const float *a = p->packed_a ? packed_rows(p, r->i0, r->p0, r->kc) : r->shared;
     int64_t j0, j1;
     share(p->N, p->kr->nr, b, r->nb, &j0, &j1);
-    if (!p->direct_b)
+    if (p->packed_b)
+        bp = (float *)packed_cols(p, j0, r->p0, r->kc);
+    else if (!p->direct_b)
         pack_b_block(bp, p, r->p0, r->kc, j0, j1 - j0);
     macro_kernel(p, a, bp, r->edge + slot * r->edge_stride, r->i0, r->m, j0, j1 - j0, r->p0,
                  r->kc, r->beta);
@@ -445,7 +457,7 @@ static gemm_plan plan_of(const gemm_kernel *kr, int transa, int transb, int64_t 
                          const float *clamp)
 {
     gemm_plan p = {kr, transa, transb, !transb && M <= DIRECT_B_MAX_ROWS, M, N, K, lda, ldb,
-                   ldc, alpha, beta, A, B, C, bias, clamp, 0, 0, 0, NULL};
+                   ldc, alpha, beta, A, B, C, bias, clamp, 0, 0, 0, NULL, NULL};
     p.kc = even_chunk(K, kr->kc, 1);
     p.mc = even_chunk(M, kr->mc, kr->mr);
     p.nc = even_chunk(N, kr->nc, kr->nr);
@@ -472,11 +484,12 @@ static int run_plan(const gemm_plan *pp, int nthreads)
     /* shared block, then per-thread blocks, then per-thread edge panels; no
      * A blocks when A comes packed */
     int64_t a_shared = p.packed_a ? 0 : p.mc * p.kc;
-    int private_b = !split_n && !p.direct_b && nt > 1
+    int own_b = !p.direct_b && !p.packed_b;     /* B packed in this call */
+    int private_b = !split_n && own_b && nt > 1
                     && p.kc * round_up(min64(N, p.nc), kr->nr) <= PRIVATE_B_MAX_FLOATS
                     && M >= nt * PRIVATE_B_MIN_PANELS * kr->mr;
-    int64_t shared = split_n ? a_shared : (p.direct_b ? 0 : p.nc * p.kc);
-    int64_t priv = split_n ? (p.direct_b ? 0 : share_max(N, kr->nr, nb) * p.kc)
+    int64_t shared = split_n ? a_shared : (own_b ? p.nc * p.kc : 0);
+    int64_t priv = split_n ? (own_b ? share_max(N, kr->nr, nb) * p.kc : 0)
                            : (p.packed_a ? 0 : share_max(M, kr->mr, nb) * p.kc);
     int64_t edge = round_up(p.kc * kr->nr, 16);
     shared = round_up(shared, 16);
@@ -572,4 +585,50 @@ int sgemm_packed_bias_clamp(const float *packed, int kernel, int64_t M, int64_t 
                           ldc, bias, clamp);
     p.packed_a = packed;
     return run_plan(&p, nthreads);
+}
+
+/* ---- B packed ahead ------------------------------------------------------------ */
+
+int64_t sgemm_packed_b_floats(int kernel, int64_t K, int64_t N)
+{
+    return round_up(N, kernel_at(kernel)->nr) * K;
+}
+
+void sgemm_pack_b(float *packed, int kernel, int transb, int64_t K, int64_t N, const float *B,
+                  int64_t ldb, int nthreads)
+{
+    gemm_plan p = plan_of(kernel_at(kernel), 0, transb, 1, N, K, 1.0f, NULL, 0, B, ldb, 0.0f,
+                          NULL, 0, NULL, NULL);
+    p.packed_b = packed;
+    int nr = p.kr->nr;
+    int64_t panels = ceil_div(N, nr);
+    int nt = fastcnn_threads_for(N * K, nthreads);
+    for (int64_t p0 = 0; p0 < K; p0 += p.kc) {
+        int64_t kc = min64(p.kc, K - p0);
+        /* each panel written by one iteration */
+        #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+        for (int64_t jp = 0; jp < panels; jp++)
+            pack_b_panel((float *)packed_cols(&p, jp * nr, p0, kc), &p, p0, kc, jp * nr,
+                         min64(nr, N - jp * nr));
+    }
+}
+
+int sgemm_packed_b_bias_clamp(const float *packed, int kernel, int transa, int64_t M, int64_t N,
+                              int64_t K, const float *A, int64_t lda, float *C, int64_t ldc,
+                              const float *bias, const float *clamp, int nthreads)
+{
+    if (M <= 0 || N <= 0 || K <= 0)     /* B is not read */
+        return sgemm_bias_clamp(transa, 0, M, N, K, 1.0f, A, lda, packed, 1, 0.0f, C, ldc, bias,
+                                clamp, nthreads);
+    gemm_plan p = plan_of(kernel_at(kernel), transa, 0, M, N, K, 1.0f, A, lda, NULL, N, 0.0f, C,
+                          ldc, bias, clamp);
+    p.packed_b = packed;
+    p.direct_b = 0;
+    return run_plan(&p, nthreads);
+}
+
+void sgemm_tile(int kernel, int *mr, int *nr)
+{
+    *mr = kernel_at(kernel)->mr;
+    *nr = kernel_at(kernel)->nr;
 }
