@@ -603,15 +603,16 @@ def test_pointwise_gemm_with_fused_bias(case, num_threads, rng):
 # once. Which shapes turn depends on the tile (AVX2 16 columns, AVX-512 32 or
 # 48): these cover turned and not turned on each.
 TURNED_CASES = [
-    (1, 64, 7, 7, 16, 1, 1, 1, 0),            # pointwise: x is col
-    (3, 20, 7, 7, 32, 1, 1, 1, 0),            # images one by one (or grouped)
-    (1, 96, 5, 5, 48, 1, 1, 1, 0),            # 25 positions
-    (2, 7, 1, 33, 16, 1, 1, 1, 0),            # one row of 33
+    (1, 300, 7, 7, 16, 1, 1, 1, 0),           # pointwise: x is col
+    (1, 64, 7, 7, 16, 1, 1, 1, 0),            # too shallow (C R S < 256): as it is
+    (3, 260, 7, 7, 32, 1, 1, 1, 0),           # images one by one (or grouped)
+    (1, 300, 5, 5, 48, 1, 1, 1, 0),           # 25 positions
+    (2, 270, 1, 33, 16, 1, 1, 1, 0),          # one row of 33
     (1, 300, 7, 7, 320, 1, 1, 1, 0),          # MobileNetV2's last stage
-    (2, 24, 7, 7, 40, 1, 1, 1, 0),            # K not a multiple of any tile
+    (2, 260, 7, 7, 40, 1, 1, 1, 0),           # K not a multiple of any tile
     (1, 40, 7, 7, 64, 3, 3, 1, 1),            # ResNet's last stage, 3x3: im2col first
-    (1, 24, 14, 13, 32, 3, 3, 2, 1),          # stride 2 to 7x7
-    (1, 9, 6, 9, 48, 2, 3, 1, (1, 0)),        # an even kernel, unequal padding
+    (1, 30, 14, 13, 32, 3, 3, 2, 1),          # stride 2 to 7x7
+    (1, 45, 6, 9, 48, 2, 3, 1, (1, 0)),       # an even kernel, unequal padding
 ]
 
 
