@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
+import contextlib
 import os
 import threading
 
@@ -491,23 +492,31 @@ SMALL_PLANE_CASES = [
 ]
 
 
+@contextlib.contextmanager
+def gemm_only():
+    """Every op on the im2col + GEMM path: no timing, no direct, channel-vector
+    or Winograd path."""
+    old = (_native._set_tune(False), _native._set_direct(-1), _native._set_kvec(-1),
+           _native._set_winograd(-1))
+    try:
+        yield
+    finally:
+        _native._set_tune(old[0])
+        _native._set_direct(old[1])
+        _native._set_kvec(old[2])
+        _native._set_winograd(old[3])
+
+
 @pytest.mark.parametrize("case", SMALL_PLANE_CASES, ids=case_id)
 def test_small_plane_gemm_matches_numpy(case, num_threads, rng):
     x, w, b, stride, padding = make(case, rng)
     N, C, H, W = x.shape
     K, _, R, S = w.shape
     pad = pads(H, W, R, S, stride, padding)
-    old = (_native._set_tune(False), _native._set_direct(-1), _native._set_kvec(-1),
-           _native._set_winograd(-1))
-    try:
+    with gemm_only():
         y = F.conv2d(x, w, b, stride, padding)
         dy = rng.standard_normal(y.shape).astype(np.float32)
         gx, gw, gb = F.conv2d_backward(dy, x, w, stride, padding)
-    finally:
-        _native._set_tune(old[0])
-        _native._set_direct(old[1])
-        _native._set_kvec(old[2])
-        _native._set_winograd(old[3])
     close(y, conv64(x, w, b, stride, pad), C * R * S)
     ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
     P, Q = y.shape[2:]
@@ -626,9 +635,7 @@ def test_transposed_gemm_matches_numpy(case, bias, num_threads, rng):
     N, C, H, W = x.shape
     K, _, R, S = w.shape
     pad = pads(H, W, R, S, stride, padding)
-    old = (_native._set_tune(False), _native._set_direct(-1), _native._set_kvec(-1),
-           _native._set_winograd(-1))
-    try:
+    with gemm_only():
         y = F.conv2d(x, w, b, stride, padding)
         conv = fastcnn.Conv2d(C, K, (R, S), stride, padding, bias=bias)
         conv.weight.data[...] = w
@@ -637,11 +644,6 @@ def test_transposed_gemm_matches_numpy(case, bias, num_threads, rng):
         frozen = fastcnn.freeze(fastcnn.Sequential([conv, fastcnn.ReLU6()]))
         z = frozen(x)
         z2 = frozen(x)
-    finally:
-        _native._set_tune(old[0])
-        _native._set_direct(old[1])
-        _native._set_kvec(old[2])
-        _native._set_winograd(old[3])
     want = conv64(x, w, b, stride, pad)
     close(y, want, C * R * S)
     close(z, np.clip(want, 0.0, 6.0), C * R * S)
