@@ -37,9 +37,41 @@ static inline __m256 finish(__m256 r, const gemm_epilogue *epi, int i)
     return r;
 }
 
+/* c (m, 8 nv) = acc, with the epilogue: the bias and clamp tests taken
+ * once for the tile, not per vector. */
 static inline __attribute__((always_inline)) void
-tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-     int64_t ldc, float alpha, float beta, int nr, const gemm_epilogue *epi)
+store_whole(__m256 acc[MR][NV], const int m, const int nv, float *c, int64_t ldc,
+            const gemm_epilogue *epi)
+{
+    const float *bias = epi ? epi->bias : NULL, *clamp = epi ? epi->clamp : NULL;
+    if (bias)
+#pragma GCC unroll 8
+        for (int i = 0; i < m; i++) {
+            __m256 bi = _mm256_broadcast_ss(bias + i);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                acc[i][v] = _mm256_add_ps(acc[i][v], bi);
+        }
+    if (clamp) {
+        __m256 lo = _mm256_broadcast_ss(clamp), hi = _mm256_broadcast_ss(clamp + 1);
+#pragma GCC unroll 8
+        for (int i = 0; i < m; i++)
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                acc[i][v] = _mm256_min_ps(hi, _mm256_max_ps(lo, acc[i][v]));
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            _mm256_storeu_ps(c + i * ldc + 8 * v, acc[i][v]);
+}
+
+/* The m x nr tile (m <= MR, nr <= 8 nv) in m x nv vectors: a last panel of
+ * at most 8 columns (a 7x7 map's 49 = 3 x 16 + 1) costs half the FMAs. */
+static inline __attribute__((always_inline)) void
+tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int64_t ldb,
+     float *c, int64_t ldc, float alpha, float beta, int nr, const gemm_epilogue *epi)
 {
     __m256 acc[MR][NV];
     /* the tile's rows of C (each may span two cache lines) start on their
@@ -47,43 +79,48 @@ tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float
 #pragma GCC unroll 8
     for (int i = 0; i < m; i++) {
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 8 * nv - 1), _MM_HINT_T0);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < m; i++)
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
+        for (int v = 0; v < nv; v++)
             acc[i][v] = _mm256_setzero_ps();
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; k++) {
         __m256 bv[NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
+        for (int v = 0; v < nv; v++)
             bv[v] = _mm256_loadu_ps(b + 8 * v);
 #pragma GCC unroll 8
         for (int i = 0; i < m; i++) {
             __m256 ai = _mm256_broadcast_ss(a + i);
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++)
+            for (int v = 0; v < nv; v++)
                 acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
         }
         a += MR;
         b += ldb;
     }
+    if (alpha == 1.0f && beta == 0.0f && nr == 8 * nv) {
+        /* the common tile (a whole one, C overwritten): no scaling, no masks */
+        store_whole(acc, m, nv, c, ldc, epi);
+        return;
+    }
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256i mask[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; v++)
+    for (int v = 0; v < nv; v++)
         mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8 * v), lane);
 #pragma GCC unroll 8
     for (int i = 0; i < m; i++) {
         float *ci = c + i * ldc;
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < nv; v++) {
             __m256 r = _mm256_mul_ps(acc[i][v], va);
             if (beta != 0.0f)
-                r = _mm256_fmadd_ps(vb, nr == NR ? _mm256_loadu_ps(ci + 8 * v)
+                r = _mm256_fmadd_ps(vb, nr - 8 * v >= 8 ? _mm256_loadu_ps(ci + 8 * v)
                                                  : _mm256_maskload_ps(ci + 8 * v, mask[v]), r);
             if (epi)
                 r = finish(r, epi, i);
@@ -92,7 +129,13 @@ tile(const int m, int64_t kc, const float *a, const float *b, int64_t ldb, float
     }
 }
 
-#define TILE_CASE(m) case m: tile(m, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi); break;
+#define TILE_CASE(m)                                                        \
+    case m:                                                                 \
+        if (nr <= 8)                                                        \
+            tile(m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);        \
+        else                                                                \
+            tile(m, NV, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);       \
+        break;
 
 static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
                     int64_t ldc, float alpha, float beta, int mr, int nr,
