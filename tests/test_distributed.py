@@ -9,7 +9,11 @@ or an ``mpiexec`` (``pip install "fastcnn[mpi]"`` brings both).
 The environment of the launched job (MPI_ENV) makes ``mpiexec -n 2``
 reliable in containers and CI: hydra (MPICH, Intel MPI) starts local ranks
 by fork instead of ssh; Open MPI is allowed to run as root and to place 2
-ranks on fewer cores; each rank computes on one thread.
+ranks on fewer cores; each rank computes on one thread. Every process
+(ranks and reference) picks its convolution paths by shape, not by timing
+(FASTCNN_CONV_TUNE=0): timed choices may differ between processes on a busy
+machine, and another path rounds otherwise (a 2-rank Adam run once ended
+1.2e-5 from its reference, against 4.5e-7 with the same paths).
 """
 import importlib.util
 import os
@@ -25,9 +29,10 @@ from subproc import run_command, run_python
 SCENARIOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi_scenarios.py")
 TIMEOUT = 240
 TOLERANCE = 1e-5
+SAME_PATHS = {"OMP_NUM_THREADS": "1", "FASTCNN_CONV_TUNE": "0"}
 MPI_ENV = {"HYDRA_LAUNCHER": "fork", "OMPI_ALLOW_RUN_AS_ROOT": "1",
            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_rmaps_base_oversubscribe": "1",
-           "OMP_NUM_THREADS": "1"}
+           **SAME_PATHS}
 
 
 def find_mpiexec():
@@ -58,7 +63,7 @@ def run_scenario(name, tmp_path):
     done = mpiexec([SCENARIOS, name, str(mpi_out)], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     ref = run_command([sys.executable, SCENARIOS, name, str(ref_out), "--reference"], tmp_path,
-                      timeout=TIMEOUT, OMP_NUM_THREADS="1")
+                      timeout=TIMEOUT, **SAME_PATHS)
     assert ref.returncode == 0, ref.stdout + ref.stderr
     with np.load(mpi_out) as a, np.load(ref_out) as b:
         return dict(a), dict(b)
@@ -135,7 +140,7 @@ def test_an_exception_on_one_rank_ends_the_job(tmp_path, scenario):
 def test_demo_on_two_ranks_reports_the_accuracy_of_one_process(tmp_path):
     args = ["-m", "fastcnn", "demo", "--epochs", "2", "--quiet"]
     two = mpiexec(args, tmp_path)
-    one = run_command([sys.executable, *args], tmp_path, timeout=TIMEOUT, OMP_NUM_THREADS="1")
+    one = run_command([sys.executable, *args], tmp_path, timeout=TIMEOUT, **SAME_PATHS)
     assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
     assert two.stdout.count("Test accuracy") == 1          # rank 0 alone prints
     # the same training within rounding (module docstring): a digit or two on
