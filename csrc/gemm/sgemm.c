@@ -124,8 +124,6 @@ typedef struct {
     const float *packed_b;  /* op(B) packed whole by sgemm_pack_b, or NULL: pack per block */
 } gemm_plan;
 
-/* One MR-row micro-panel of op(A): rows i0..i0+m, depth p0..p0+kc, as
- * dst[k*MR + i]; rows m..MR-1 zero. */
 /* dst[k mr + i] = src[k lda + i] for k < kc, i < m, zeros for i in [m, mr);
  * mr a constant where inlined, so that a whole row (m == mr) is copied in a
  * few vector moves rather than a loop of single floats. */
@@ -144,6 +142,8 @@ copy_a_rows(float *restrict dst, const float *restrict src, int64_t lda, int64_t
     }
 }
 
+/* One MR-row micro-panel of op(A): rows i0..i0+m, depth p0..p0+kc, as
+ * dst[k*MR + i]; rows m..MR-1 zero. */
 static void pack_a_panel(float *dst, const gemm_plan *p, int64_t i0, int64_t m,
                          int64_t p0, int64_t kc)
 {
