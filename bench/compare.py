@@ -160,6 +160,7 @@ GROUPS = {
     "merge": "-",
     "softmax": "-",
     "batchnorm": "each >= 2 (issue 9)",
+    "depthwise": "each >= 1.5 (issue 9)",
 }
 GEOMEAN_TARGET = {"conv fwd": 1.3, "conv fwd+bwd": 1.3}
 LARGE_PEAK = 0.85       # large conv shapes: fraction of peak
