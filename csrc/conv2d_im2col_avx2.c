@@ -61,6 +61,8 @@ void conv2d_col2im_tap_avx2(float *dxc, const float *in, int64_t cnt, int64_t xs
 {
     if (s->H * s->W <= 8 && s->P * s->Q <= 8)
         small_col2im(dxc, in, cnt, xstride, istride, r, t, s);
+    else if (s->sw == 1)
+        col2im_tap(dxc, in, cnt, xstride, istride, r, t, s);
     else
         conv2d_col2im_tap_generic(dxc, in, cnt, xstride, istride, r, t, s);
 }

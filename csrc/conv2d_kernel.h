@@ -126,7 +126,7 @@ void conv2d_im2col_tap_avx2(float *out, const float *xc, int64_t cnt, int64_t os
 /* col2im of kernel tap (r, t) for cnt images, any stride: the input plane
  * dxc (H, W), image i at dxc + i xstride, += the plane in (P, Q), image i at
  * in + i istride, scattered back through the tap (the portable one in
- * conv2d_im2col.c, which the others call for planes larger than a vector). */
+ * conv2d_im2col.c, which the others call at column strides above 1). */
 void conv2d_col2im_tap_generic(float *dxc, const float *in, int64_t cnt, int64_t xstride,
                                int64_t istride, int64_t r, int64_t t, const conv2d_shape *s);
 void conv2d_col2im_tap_avx512(float *dxc, const float *in, int64_t cnt, int64_t xstride,
@@ -739,6 +739,27 @@ static inline void im2col_tap(float *restrict out, const float *restrict xc, int
         for (; j + DIRECT_VL <= PQ; j += DIRECT_VL) *(dvec *)(o + j) = zero;
         for (; j < PQ; j++) o[j] = 0.0f;
     }
+}
+
+/* col2im of kernel tap (r, t) at column stride 1 (see
+ * conv2d_col2im_tap_generic): each output row's run of columns that land
+ * inside the input is added to its input row a vector at a time. */
+static inline void col2im_tap(float *restrict dxc, const float *restrict in, int64_t cnt,
+                              int64_t xstride, int64_t istride, int64_t r, int64_t t,
+                              const conv2d_shape *s)
+{
+    span ps = valid_span(r - s->ph, s->sh, s->H, s->P);
+    span qs = valid_span(t - s->pw, 1, s->W, s->Q);
+    const int64_t n = qs.hi - qs.lo;
+    for (int64_t i = 0; i < cnt && n > 0; i++)
+        for (int64_t p = ps.lo; p < ps.hi; p++) {
+            const float *restrict ip = in + i * istride + p * s->Q + qs.lo;
+            float *restrict dr = dxc + i * xstride + (p * s->sh - s->ph + r) * s->W + t - s->pw
+                               + qs.lo;
+            int64_t k = 0;
+            for (; k + DIRECT_VL <= n; k += DIRECT_VL) *(dvec *)(dr + k) += *(const dvec *)(ip + k);
+            for (; k < n; k++) dr[k] += ip[k];
+        }
 }
 #endif /* DIRECT_LOAD_RANGE */
 

@@ -507,8 +507,18 @@ def gemm_only():
         _native._set_winograd(old[3])
 
 
-@pytest.mark.parametrize("case", SMALL_PLANE_CASES, ids=case_id)
-def test_small_plane_gemm_matches_numpy(case, num_threads, rng):
+# col2im at column stride 1 adds whole vectors of each output row's run of
+# columns that land inside the input (a scalar tail after them): rows longer
+# than a vector, with and without padding, row strides; and the other cases.
+WIDE_COL2IM_CASES = [
+    (4, 6, 14, 14, 16, 5, 5, 1, 0),           # LeNet's second convolution
+    (2, 3, 9, 37, 4, 3, 5, (2, 1), (1, 2)),   # 33 and 35 columns: vectors and a tail
+    (2, 2, 6, 20, 3, 2, 7, 1, 3),             # padding wider than the tail
+]
+
+
+@pytest.mark.parametrize("case", SMALL_PLANE_CASES + WIDE_COL2IM_CASES + CASES, ids=case_id)
+def test_gemm_matches_numpy(case, num_threads, rng):
     x, w, b, stride, padding = make(case, rng)
     N, C, H, W = x.shape
     K, _, R, S = w.shape
@@ -522,6 +532,22 @@ def test_small_plane_gemm_matches_numpy(case, num_threads, rng):
     P, Q = y.shape[2:]
     close(gx, ex, K * R * S)
     close(gw, ew, N * P * Q)
+
+
+def test_gemm_backward_data_dilated(num_threads, rng):
+    x, w, _, _, _ = make((2, 3, 11, 23, 4, 3, 3, 1, 0), rng)
+    with gemm_only():
+        y = F.conv2d(x, w, None, 1, (2, 3), dilation=(2, 3))
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        gx = F.conv2d_backward(dy, x, w, 1, (2, 3), dilation=(2, 3))[0]
+    tx = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (2, 2), (3, 3)))
+    want = np.zeros_like(tx)
+    P, Q = y.shape[2:]
+    for r in range(3):
+        for t in range(3):
+            want[:, :, 2 * r:2 * r + P, 3 * t:3 * t + Q] += np.einsum(
+                "nkpq,kc->ncpq", dy.astype(np.float64), w[:, :, r, t].astype(np.float64))
+    close(gx, want[:, :, 2:-2, 3:-3], 4 * 9)
 
 
 # The forward's channel-vector kernel (K a multiple of the vector length:
