@@ -116,6 +116,35 @@ static void merge_row(float *y, const float *a, const float *b, int64_t n, int64
     }
 }
 
+/* One broadcasting merge, for fastcnn_parallel_for: rows of inner
+ * elements, each cut into chunks of MERGE_CHUNK. */
+typedef struct {
+    float *y;
+    const float *a, *b;
+    const merge_shape *s;
+    int64_t inner, chunks;
+    int mul;
+} broadcast_call;
+
+/* Work item `item`: its chunk of one row of y. */
+static void broadcast_item(void *ctx, int64_t item, int slot)
+{
+    const broadcast_call *c = ctx;
+    const merge_shape *s = c->s;
+    int last = s->ndim - 1;
+    int64_t r = item / c->chunks, j0 = (item % c->chunks) * MERGE_CHUNK;
+    int64_t n = c->inner - j0 < MERGE_CHUNK ? c->inner - j0 : MERGE_CHUNK;
+    int64_t oa, ob;
+    (void)slot;
+    row_offsets(s, r, &oa, &ob);
+    merge_row(c->y + r * c->inner + j0, c->a + oa + j0 * s->sa[last],
+              c->b + ob + j0 * s->sb[last], n, s->sa[last], s->sb[last], c->mul);
+}
+
+/* On fastcnn's pool, not an OpenMP team: residual networks run it between
+ * the pool's convolutions, and OpenMP workers that spin after it (the
+ * default wait policy, when a library loaded libgomp first) would take
+ * the core the pool's worker needs next. */
 static void merge_broadcast(float *y, const float *a, const float *b, const merge_shape *s,
                             int mul, int nthreads)
 {
@@ -123,18 +152,10 @@ static void merge_broadcast(float *y, const float *a, const float *b, const merg
     int64_t inner = s->n[last], rows = 1;
     for (int d = 0; d < last; d++)
         rows *= s->n[d];
-    int64_t chunks = (inner + MERGE_CHUNK - 1) / MERGE_CHUNK;
-    int nt = fastcnn_threads_for(rows * inner, nthreads);
+    broadcast_call c = {y, a, b, s, inner, (inner + MERGE_CHUNK - 1) / MERGE_CHUNK, mul};
     /* each work item writes its own part of one row of y */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t item = 0; item < rows * chunks; item++) {
-        int64_t r = item / chunks, j0 = (item % chunks) * MERGE_CHUNK;
-        int64_t n = inner - j0 < MERGE_CHUNK ? inner - j0 : MERGE_CHUNK;
-        int64_t oa, ob;
-        row_offsets(s, r, &oa, &ob);
-        merge_row(y + r * inner + j0, a + oa + j0 * s->sa[last], b + ob + j0 * s->sb[last], n,
-                  s->sa[last], s->sb[last], mul);
-    }
+    fastcnn_parallel_for(rows * c.chunks, broadcast_item, &c,
+                         fastcnn_threads_for(rows * inner, nthreads));
 }
 
 void add_broadcast(float *y, const float *a, const float *b, const merge_shape *s, int nthreads)
