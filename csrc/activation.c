@@ -100,34 +100,41 @@ static const activation_kernels *activation_kernels_for(int isa)
 
 #define SIGMOID_BLOCK 4096
 
-void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
+/* One sigmoid pass, for fastcnn_parallel_for: blocks of SIGMOID_BLOCK
+ * elements (backward: dy given). */
+typedef struct {
+    const activation_kernels *kr;
+    float *out;                 /* y or dx */
+    const float *in, *dy;       /* forward: x; backward: y and dy */
+    int64_t n;
+} sigmoid_call;
+
+static void sigmoid_block(void *ctx, int64_t b, int slot)
 {
-    const activation_kernels *kr = activation_kernels_for(fastcnn_isa());
-    int nt = fastcnn_threads_for(n * 16, nthreads);
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        kr->sigmoid_span(y, x, n);
+    const sigmoid_call *c = ctx;
+    int64_t lo = b * SIGMOID_BLOCK, hi = c->n - lo < SIGMOID_BLOCK ? c->n : lo + SIGMOID_BLOCK;
+    (void)slot;
+    if (!c->dy) {
+        c->kr->sigmoid_span(c->out + lo, c->in + lo, hi - lo);
         return;
     }
-    int64_t nb = (n + SIGMOID_BLOCK - 1) / SIGMOID_BLOCK;
-    /* each block of SIGMOID_BLOCK elements written by one iteration */
-    #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t lo = b * SIGMOID_BLOCK, len = n - lo < SIGMOID_BLOCK ? n - lo : SIGMOID_BLOCK;
-        kr->sigmoid_span(y + lo, x + lo, len);
-    }
+    #pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        c->out[i] = c->dy[i] * c->in[i] * (1.0f - c->in[i]);
+}
+
+void sigmoid_forward(float *y, const float *x, int64_t n, int nthreads)
+{
+    sigmoid_call c = {activation_kernels_for(fastcnn_isa()), y, x, NULL, n};
+    /* each block of SIGMOID_BLOCK elements written by one work item */
+    fastcnn_parallel_for((n + SIGMOID_BLOCK - 1) / SIGMOID_BLOCK, sigmoid_block, &c,
+                         fastcnn_threads_for(n * 16, nthreads));
 }
 
 void sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n, int nthreads)
 {
-    int nt = fastcnn_threads_for(n, nthreads);
-    if (nt == 1) {  /* no OpenMP call at all for small work */
-        #pragma omp simd
-        for (int64_t i = 0; i < n; i++)
-            dx[i] = dy[i] * y[i] * (1.0f - y[i]);
-        return;
-    }
-    /* each i written once */
-    #pragma omp parallel for simd num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+    sigmoid_call c = {NULL, dx, y, dy, n};
+    /* each block of SIGMOID_BLOCK elements written by one work item */
+    fastcnn_parallel_for((n + SIGMOID_BLOCK - 1) / SIGMOID_BLOCK, sigmoid_block, &c,
+                         fastcnn_threads_for(n, nthreads));
 }

@@ -425,18 +425,30 @@ void batchnorm2d_update_running(float *running_mean, float *running_var, const f
 /* Batch norm (eval) folded into the convolution before it: with
  * s = gamma / sqrt(var + eps), wf (K, CRS) = w * s[k] and
  * bf (K) = (b - mean) * s + beta. b, gamma, beta may be NULL (0, 1, 0). */
+typedef struct {
+    float *wf, *bf;
+    const float *w, *b, *gamma, *beta, *mean, *var;
+    int64_t CRS;
+    double eps;
+} fold_call;
+
+/* Output channel k's folded weights and bias. */
+static void fold_channel(void *ctx, int64_t k, int slot)
+{
+    const fold_call *f = ctx;
+    double s = (f->gamma ? f->gamma[k] : 1.0) / sqrt((double)f->var[k] + f->eps);
+    float sf = (float)s;
+    (void)slot;
+    for (int64_t j = 0; j < f->CRS; j++)
+        f->wf[k * f->CRS + j] = f->w[k * f->CRS + j] * sf;
+    f->bf[k] = (float)(((f->b ? f->b[k] : 0.0) - f->mean[k]) * s + (f->beta ? f->beta[k] : 0.0));
+}
+
 void batchnorm2d_fold(float *wf, float *bf, const float *w, const float *b, const float *gamma,
                       const float *beta, const float *mean, const float *var, int64_t K,
                       int64_t CRS, double eps, int nthreads)
 {
-    int nt = fastcnn_threads_for(K * CRS, nthreads);
-    /* each output channel's weights written by one thread */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t k = 0; k < K; k++) {
-        double s = (gamma ? gamma[k] : 1.0) / sqrt((double)var[k] + eps);
-        float sf = (float)s;
-        for (int64_t j = 0; j < CRS; j++)
-            wf[k * CRS + j] = w[k * CRS + j] * sf;
-        bf[k] = (float)(((b ? b[k] : 0.0) - mean[k]) * s + (beta ? beta[k] : 0.0));
-    }
+    fold_call f = {wf, bf, w, b, gamma, beta, mean, var, CRS, eps};
+    /* each output channel's weights written by one work item */
+    fastcnn_parallel_for(K, fold_channel, &f, fastcnn_threads_for(K * CRS, nthreads));
 }

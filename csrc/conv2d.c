@@ -36,6 +36,7 @@
  * other G runs the paths above once per group on the group's channels,
  * gathered into contiguous buffers.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -572,21 +573,34 @@ static void cut_filters(float *cut, float *w, const conv2d_shape *s, const conv2
 /* The cut kernel (K, C, t->R, t->S) at (r0, s0) of the weights (K, C, R, S)
  * of s: copied out of w (check: unless some weight is not finite; returns
  * 0 then), or (add) added into w. */
+typedef struct {
+    float *cut, *w;
+    const conv2d_shape *s, *t;
+    int64_t r0, s0;
+    int add, check;
+    atomic_int ok;              /* cleared by a chunk that finds a weight not finite */
+} cut_call;
+
+/* Chunk i: its own CUT_CHUNK filters. */
+static void cut_chunk(void *ctx, int64_t i, int slot)
+{
+    cut_call *c = ctx;
+    int64_t filters = c->s->K * c->s->C, RS = c->s->R * c->s->S;
+    int64_t f0 = i * CUT_CHUNK, f1 = f0 + CUT_CHUNK < filters ? f0 + CUT_CHUNK : filters;
+    (void)slot;
+    if (c->check && !all_finite(c->w + f0 * RS, (f1 - f0) * RS))
+        atomic_store_explicit(&c->ok, 0, memory_order_relaxed);
+    cut_filters(c->cut, c->w, c->s, c->t, c->r0, c->s0, f0, f1, c->add);
+}
+
 static int cut_weights(float *cut, float *w, const conv2d_shape *s, const conv2d_shape *t,
                        int64_t r0, int64_t s0, int add, int check, int nthreads)
 {
-    int64_t filters = s->K * s->C, RS = s->R * s->S;
-    int64_t chunks = (filters + CUT_CHUNK - 1) / CUT_CHUNK;
-    int nt = fastcnn_threads_for(filters * RS, nthreads), ok = 1;
-    /* each chunk writes its own filters */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(& : ok)
-    for (int64_t i = 0; i < chunks; i++) {
-        int64_t f0 = i * CUT_CHUNK, f1 = f0 + CUT_CHUNK < filters ? f0 + CUT_CHUNK : filters;
-        if (check)
-            ok &= all_finite(w + f0 * RS, (f1 - f0) * RS);
-        cut_filters(cut, w, s, t, r0, s0, f0, f1, add);
-    }
-    return ok;
+    int64_t filters = s->K * s->C;
+    cut_call c = {cut, w, s, t, r0, s0, add, check, 1};
+    fastcnn_parallel_for((filters + CUT_CHUNK - 1) / CUT_CHUNK, cut_chunk, &c,
+                         fastcnn_threads_for(filters * s->R * s->S, nthreads));
+    return atomic_load_explicit(&c.ok, memory_order_relaxed);
 }
 
 /* op on its chosen path, with the kernel cut to the taps that read the

@@ -15,19 +15,30 @@ void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wB, con
     kvec_block(y, xpad, wB, b, k0, kv, g);
 }
 
+/* One packing of the weight blocks, for fastcnn_parallel_for. */
+typedef struct {
+    float *wB;
+    const float *w;
+    int64_t CRS, kb;
+} pack_call;
+
+/* Block i of wB: rows i kb .. (i+1) kb - 1 of w transposed. */
+static void pack_block(void *ctx, int64_t i, int slot)
+{
+    const pack_call *p = ctx;
+    (void)slot;
+    sgemm_transpose(p->wB + i * p->CRS * p->kb, p->kb, p->w + i * p->kb * p->CRS, p->CRS, p->kb,
+                    p->CRS);
+}
+
 /* wB (K / kb, CRS, kb) = w (K, CRS), each block of kb rows transposed; the
  * blocks are packed in parallel. */
 static void pack_blocks(float *wB, const float *w, int64_t K, int64_t CRS, int64_t kb,
                         int nthreads)
 {
-    int64_t blocks = K / kb;
-    int nt = fastcnn_threads_for(K * CRS, nthreads);
-    if (nt > blocks)
-        nt = (int)blocks;
-    /* each block is written by one iteration */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < blocks; i++)
-        sgemm_transpose(wB + i * CRS * kb, kb, w + i * kb * CRS, CRS, kb, CRS);
+    pack_call p = {wB, w, CRS, kb};
+    /* each block is written by one work item */
+    fastcnn_parallel_for(K / kb, pack_block, &p, fastcnn_threads_for(K * CRS, nthreads));
 }
 
 /* conv2d_prepare_fn of the weight blocks: variant = rows per block */

@@ -115,6 +115,25 @@ static double softmax_rows(float *probs, const float *logits, const int64_t *lab
     return acc;
 }
 
+/* One cross-entropy forward, for fastcnn_parallel_for: chunks of `rows` rows. */
+typedef struct {
+    float *probs;
+    const float *logits;
+    const int64_t *labels;
+    int64_t N, L, rows;
+    double *partial;
+} forward_call;
+
+/* Chunk c: its rows of probs and its partial[c]. */
+static void forward_chunk(void *ctx, int64_t c, int slot)
+{
+    const forward_call *f = ctx;
+    (void)slot;
+    f->partial[c] = softmax_rows(f->probs, f->logits, f->labels, f->L, c * f->rows,
+                                 (c + 1) * f->rows < f->N ? (c + 1) * f->rows : f->N);
+}
+
+/* (Both passes run on fastcnn's pool, pool.c.) */
 double cross_entropy_forward(float *probs, const float *logits, const int64_t *labels,
                              int64_t N, int64_t L, int nthreads)
 {
@@ -122,38 +141,43 @@ double cross_entropy_forward(float *probs, const float *logits, const int64_t *l
     rows = rows < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : rows;
     int64_t nchunks = (N + rows - 1) / rows;
     double partial[MAX_CHUNKS];
-    int nt = fastcnn_threads_for(N * L * 8, nthreads);
-    if (nt == 1) {  /* no OpenMP call at all for small work (same chunks, same sums) */
-        for (int64_t c = 0; c < nchunks; c++)
-            partial[c] = softmax_rows(probs, logits, labels, L, c * rows,
-                                      (c + 1) * rows < N ? (c + 1) * rows : N);
-    } else {
-        /* each chunk writes its own rows of probs and its own partial[c] */
-        #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t c = 0; c < nchunks; c++)
-            partial[c] = softmax_rows(probs, logits, labels, L, c * rows,
-                                      (c + 1) * rows < N ? (c + 1) * rows : N);
-    }
+    forward_call f = {probs, logits, labels, N, L, rows, partial};
+    /* each chunk writes its own rows of probs and its own partial[c] (the
+     * same chunks and sums on any number of threads) */
+    fastcnn_parallel_for(nchunks, forward_chunk, &f, fastcnn_threads_for(N * L * 8, nthreads));
     double total = 0.0;
     for (int64_t c = 0; c < nchunks; c++)
         total += partial[c];
     return total / (double)N;
 }
 
+/* One cross-entropy backward, for fastcnn_parallel_for. */
+typedef struct {
+    float *dlogits;
+    const float *probs;
+    const int64_t *labels;
+    int64_t L;
+    float scale;
+} backward_call;
+
+/* Row i of dlogits; reading probs at the same index first makes
+ * dlogits == probs (in place) safe. */
+static void backward_row(void *ctx, int64_t i, int slot)
+{
+    const backward_call *b = ctx;
+    const float *p = b->probs + i * b->L;
+    float *d = b->dlogits + i * b->L;
+    int64_t y = b->labels[i];
+    (void)slot;
+    #pragma omp simd
+    for (int64_t j = 0; j < b->L; j++)
+        d[j] = (p[j] - (j == y ? 1.0f : 0.0f)) * b->scale;
+}
+
 void cross_entropy_backward(float *dlogits, const float *probs, const int64_t *labels,
                             int64_t N, int64_t L, float grad_loss, int nthreads)
 {
-    float scale = (float)((double)grad_loss / (double)N);
-    int nt = fastcnn_threads_for(N * L, nthreads);
-    /* each row of dlogits is written by one iteration; reading probs at the
-     * same index first makes dlogits == probs (in place) safe */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        const float *p = probs + i * L;
-        float *d = dlogits + i * L;
-        int64_t y = labels[i];
-        #pragma omp simd
-        for (int64_t j = 0; j < L; j++)
-            d[j] = (p[j] - (j == y ? 1.0f : 0.0f)) * scale;
-    }
+    backward_call b = {dlogits, probs, labels, L, (float)((double)grad_loss / (double)N)};
+    /* each row of dlogits is written by one work item */
+    fastcnn_parallel_for(N, backward_row, &b, fastcnn_threads_for(N * L, nthreads));
 }

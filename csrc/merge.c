@@ -1,7 +1,8 @@
 /* merge.c - merges of branches: the element-wise y = a + b and y = a * b
  * (same shapes, and numpy broadcasting with the reduction of the gradient to
  * each input's shape), the concatenation of tensors along a dim, and the
- * gradient accumulation y += x of a tensor read by several ops. */
+ * gradient accumulation y += x of a tensor read by several ops. Every loop
+ * runs on fastcnn's pool (pool.c), as the convolutions between them do. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,10 +142,6 @@ static void broadcast_item(void *ctx, int64_t item, int slot)
               c->b + ob + j0 * s->sb[last], n, s->sa[last], s->sb[last], c->mul);
 }
 
-/* On fastcnn's pool, not an OpenMP team: residual networks run it between
- * the pool's convolutions, and OpenMP workers that spin after it (the
- * default wait policy, when a library loaded libgomp first) would take
- * the core the pool's worker needs next. */
 static void merge_broadcast(float *y, const float *a, const float *b, const merge_shape *s,
                             int mul, int nthreads)
 {
@@ -251,6 +248,49 @@ static void row_add(float *out, const float *g, const float *v, int64_t n, int64
     }
 }
 
+/* One reduction of a merge's gradient, for fastcnn_parallel_for: dx has
+ * m elements, each a sum over `reduced` elements of dy (times other's). */
+typedef struct {
+    float *dx;
+    const float *dy, *other;
+    const merge_shape *s;
+    const int64_t *so;
+    const int *keep;
+    int64_t inner, oinc, reduced;
+} reduce_call;
+
+/* The last dim reduced: dx element j, a sum of row dots over the reduced dims. */
+static void reduce_element(void *ctx, int64_t j, int slot)
+{
+    const reduce_call *c = ctx;
+    int64_t ky, ko;
+    double sum = 0.0;
+    (void)slot;
+    sub_offsets(c->s, c->so, c->keep, 1, j, &ky, &ko);
+    for (int64_t r = 0; r < c->reduced / c->inner; r++) {
+        int64_t ry, ro;
+        sub_offsets(c->s, c->so, c->keep, 0, r * c->inner, &ry, &ro);
+        sum += row_dot(c->dy + ky + ry, c->other ? c->other + ko + ro : NULL, c->inner, c->oinc);
+    }
+    c->dx[j] = (float)sum;
+}
+
+/* The last dim kept: dx row k, a sum of dy rows over the reduced dims. */
+static void reduce_row(void *ctx, int64_t k, int slot)
+{
+    const reduce_call *c = ctx;
+    float *out = c->dx + k * c->inner;
+    int64_t ky, ko;
+    (void)slot;
+    sub_offsets(c->s, c->so, c->keep, 1, k * c->inner, &ky, &ko);
+    for (int64_t r = 0; r < c->reduced; r++) {
+        int64_t ry, ro;
+        sub_offsets(c->s, c->so, c->keep, 0, r, &ry, &ro);
+        row_add(out, c->dy + ky + ry, c->other ? c->other + ko + ro : NULL, c->inner, c->oinc,
+                r > 0);
+    }
+}
+
 void merge_reduce(float *dx, const float *dy, const float *other, const merge_shape *s,
                   const int64_t *sx, const int64_t *so, int nthreads)
 {
@@ -261,40 +301,13 @@ void merge_reduce(float *dx, const float *dy, const float *other, const merge_sh
         m *= keep[d] ? s->n[d] : 1;
         total *= s->n[d];
     }
-    int64_t reduced = total / m;
+    reduce_call c = {dx, dy, other, s, so, keep, s->n[last], other ? so[last] : 0, total / m};
     int nt = fastcnn_threads_for(total, nthreads);
-    if (!keep[last]) {
-        /* dx element j: a sum over the reduced dims, the last one contiguous */
-        int64_t inner = s->n[last], oinc = other ? so[last] : 0, outer = reduced / inner;
-        /* each j written by one thread */
-        #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-        for (int64_t j = 0; j < m; j++) {
-            int64_t ky, ko;
-            sub_offsets(s, so, keep, 1, j, &ky, &ko);
-            double sum = 0.0;
-            for (int64_t r = 0; r < outer; r++) {
-                int64_t ry, ro;
-                sub_offsets(s, so, keep, 0, r * inner, &ry, &ro);
-                sum += row_dot(dy + ky + ry, other ? other + ko + ro : NULL, inner, oinc);
-            }
-            dx[j] = (float)sum;
-        }
-        return;
-    }
-    /* the last dim kept: dx row = a sum of dy rows over the reduced dims */
-    int64_t inner = s->n[last], rows = m / inner, oinc = other ? so[last] : 0;
-    /* each dx row written by one thread */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t k = 0; k < rows; k++) {
-        float *out = dx + k * inner;
-        int64_t ky, ko;
-        sub_offsets(s, so, keep, 1, k * inner, &ky, &ko);
-        for (int64_t r = 0; r < reduced; r++) {
-            int64_t ry, ro;
-            sub_offsets(s, so, keep, 0, r, &ry, &ro);
-            row_add(out, dy + ky + ry, other ? other + ko + ro : NULL, inner, oinc, r > 0);
-        }
-    }
+    /* each element (last dim reduced) or row (kept) of dx written by one work item */
+    if (!keep[last])
+        fastcnn_parallel_for(m, reduce_element, &c, nt);
+    else
+        fastcnn_parallel_for(m / c.inner, reduce_row, &c, nt);
 }
 
 void merge_reduce_ref(float *dx, const float *dy, const float *other, const merge_shape *s,
@@ -320,41 +333,56 @@ void merge_reduce_ref(float *dx, const float *dy, const float *other, const merg
  * y (outer, sum of width[i]) = the rows of xs[i] (outer, width[i]) side by
  * side: a concatenation along one dim, with outer the product of the dims
  * before it and width[i] the input's extent along it times the dims after. */
-void cat_forward(float *y, const float *const *xs, const int64_t *width, int k, int64_t outer,
-                 int nthreads)
+/* One concatenation or its gradient, for fastcnn_parallel_for: work item
+ * (row r, input i). */
+typedef struct {
+    float *y;                       /* forward: y; backward: NULL */
+    const float *const *xs;
+    float *const *dxs;              /* backward: dxs; forward: NULL */
+    const float *dy;
+    const int64_t *width;
+    int64_t total;
+    int k;
+} cat_call;
+
+/* Item r k + i: row r of input i, copied to (forward) or from (backward)
+ * its piece of row r of y or dy; a NULL dxs[i] is skipped. */
+static void cat_item(void *ctx, int64_t item, int slot)
+{
+    const cat_call *c = ctx;
+    int64_t r = item / c->k, at = 0;
+    int i = (int)(item % c->k);
+    (void)slot;
+    for (int q = 0; q < i; q++)
+        at += c->width[q];
+    size_t bytes = (size_t)c->width[i] * sizeof(float);
+    if (c->y)
+        memcpy(c->y + r * c->total + at, c->xs[i] + r * c->width[i], bytes);
+    else if (c->dxs[i])
+        memcpy(c->dxs[i] + r * c->width[i], c->dy + r * c->total + at, bytes);
+}
+
+static int64_t widths_total(const int64_t *width, int k)
 {
     int64_t total = 0;
     for (int i = 0; i < k; i++)
         total += width[i];
-    int nt = fastcnn_threads_for(outer * total, nthreads);
+    return total;
+}
+
+void cat_forward(float *y, const float *const *xs, const int64_t *width, int k, int64_t outer,
+                 int nthreads)
+{
+    cat_call c = {y, xs, NULL, NULL, width, widths_total(width, k), k};
     /* each (row, input) pair writes its own piece of y */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t item = 0; item < outer * k; item++) {
-        int64_t r = item / k, at = 0;
-        int i = (int)(item % k);
-        for (int q = 0; q < i; q++)
-            at += width[q];
-        memcpy(y + r * total + at, xs[i] + r * width[i], (size_t)width[i] * sizeof(float));
-    }
+    fastcnn_parallel_for(outer * k, cat_item, &c, fastcnn_threads_for(outer * c.total, nthreads));
 }
 
 /* dxs[i] (outer, width[i]) = its piece of dy (outer, sum of width); a NULL dxs[i] is skipped. */
 void cat_backward(float *const *dxs, const float *dy, const int64_t *width, int k, int64_t outer,
                   int nthreads)
 {
-    int64_t total = 0;
-    for (int i = 0; i < k; i++)
-        total += width[i];
-    int nt = fastcnn_threads_for(outer * total, nthreads);
+    cat_call c = {NULL, NULL, dxs, dy, width, widths_total(width, k), k};
     /* each (row, input) pair writes its own row of one dxs[i] */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t item = 0; item < outer * k; item++) {
-        int64_t r = item / k, at = 0;
-        int i = (int)(item % k);
-        if (!dxs[i])
-            continue;
-        for (int q = 0; q < i; q++)
-            at += width[q];
-        memcpy(dxs[i] + r * width[i], dy + r * total + at, (size_t)width[i] * sizeof(float));
-    }
+    fastcnn_parallel_for(outer * k, cat_item, &c, fastcnn_threads_for(outer * c.total, nthreads));
 }

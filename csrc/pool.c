@@ -22,6 +22,12 @@
  * a model run (fastcnn_pool_rest) it sleeps at once, so that it takes no
  * core from whatever the process runs next.
  *
+ * An OpenMP region has a second cost where another library loaded libgomp
+ * before fastcnn (import torch): libgomp reads OMP_WAIT_POLICY once, so
+ * its workers then spin for milliseconds after each region, on the core
+ * the pool's worker needs for the next op (a frozen MobileNetV2 at 2
+ * threads ran 1.9x slower while its residual adds were OpenMP regions).
+ *
  * One caller at a time holds the pool; a concurrent caller (another Python
  * thread, or a chunk that starts a loop of its own) runs its loop serially.
  * A forked child never touches the pool (fastcnn_thread_limit gives it one

@@ -851,38 +851,61 @@ static void adaptive_avg_plane_backward(float *dx, const float *dy, const pool2d
     }
 }
 
+/* One adaptive pooling pass, for fastcnn_parallel_for: work item nc is plane
+ * (n, c), which writes only its own output plane. */
+typedef struct {
+    float *out;                 /* y or dx */
+    int32_t *argmax;            /* max forward: argmax; else NULL */
+    const float *in;            /* x or dy */
+    const pool2d_shape *s;
+    int op;                     /* ADAPTIVE_MAX, ADAPTIVE_AVG, ADAPTIVE_AVG_BACKWARD */
+} adaptive_call;
+
+enum { ADAPTIVE_MAX, ADAPTIVE_AVG, ADAPTIVE_AVG_BACKWARD };
+
+static void adaptive_plane(void *ctx, int64_t nc, int slot)
+{
+    const adaptive_call *a = ctx;
+    const pool2d_shape *s = a->s;
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    (void)slot;
+    if (a->op == ADAPTIVE_MAX)
+        adaptive_max_plane(a->out + nc * PQ, a->argmax + nc * PQ, a->in + nc * HW, s);
+    else if (a->op == ADAPTIVE_AVG)
+        adaptive_avg_plane(a->out + nc * PQ, a->in + nc * HW, s);
+    else
+        adaptive_avg_plane_backward(a->out + nc * HW, a->in + nc * PQ, s);
+}
+
+/* The planes of a on the pool. */
+static void adaptive_run(const adaptive_call *a, int nthreads)
+{
+    const pool2d_shape *s = a->s;
+    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
+    fastcnn_parallel_for(s->N * s->C, adaptive_plane, (void *)a,
+                         fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads));
+}
+
 /* y, argmax (N,C,P,Q); x (N,C,H,W). Only N, C, H, W, P, Q of s are used. */
 void adaptive_maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_shape *s,
                                 int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads);
-    /* each plane nc writes only its own y and argmax plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        adaptive_max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
+    adaptive_call a = {y, argmax, x, s, ADAPTIVE_MAX};
+    adaptive_run(&a, nthreads);
 }
 
 /* y (N,C,P,Q); x (N,C,H,W) */
 void adaptive_avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads);
-    /* each plane nc writes only its own y plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        adaptive_avg_plane(y + nc * PQ, x + nc * HW, s);
+    adaptive_call a = {y, NULL, x, s, ADAPTIVE_AVG};
+    adaptive_run(&a, nthreads);
 }
 
 /* dx (N,C,H,W); dy (N,C,P,Q) */
 void adaptive_avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int nthreads)
 {
-    int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    int nt = fastcnn_threads_for(s->N * s->C * (HW > PQ ? HW : PQ), nthreads);
-    /* each plane nc writes only its own dx plane */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t nc = 0; nc < s->N * s->C; nc++)
-        adaptive_avg_plane_backward(dx + nc * HW, dy + nc * PQ, s);
+    adaptive_call a = {dx, NULL, dy, s, ADAPTIVE_AVG_BACKWARD};
+    adaptive_run(&a, nthreads);
 }
 
 /* y (N,C,P,Q); x (N,C,H,W): adaptive_avgpool2d_forward's twin, sums in double. */

@@ -102,33 +102,47 @@ static inline int64_t block_len(int64_t inner, int64_t b)
     return left < SOFTMAX_BLOCK ? left : SOFTMAX_BLOCK;
 }
 
-/* y (outer, D, inner) = softmax (log_softmax with is_log) of x along D. */
+/* One softmax pass, for fastcnn_parallel_for: units (outer index o, inner
+ * block b), u = o nb + b. dy is NULL in the forward. */
+typedef struct {
+    const softmax_kernels *k;
+    float *out;                 /* y or dx */
+    const float *x, *dy;        /* forward: x; backward: y and dy */
+    int64_t D, inner, nb;
+    int is_log;
+} softmax_call;
+
+/* Unit u: only its own elements of y or dx. */
+static void softmax_unit(void *ctx, int64_t u, int slot)
+{
+    const softmax_call *c = ctx;
+    int64_t o = u / c->nb, off = o * c->D * c->inner + (u % c->nb) * SOFTMAX_BLOCK;
+    int64_t len = block_len(c->inner, u % c->nb);
+    (void)slot;
+    if (c->dy)
+        c->k->slab_backward(c->out + off, c->dy + off, c->x + off, c->D, c->inner, len,
+                            c->is_log);
+    else
+        c->k->slab(c->out + off, c->x + off, c->D, c->inner, len, c->is_log);
+}
+
+/* y (outer, D, inner) = softmax (log_softmax with is_log) of x along D, on
+ * fastcnn's pool (pool.c). */
 void softmax_forward(float *y, const float *x, int64_t outer, int64_t D, int64_t inner,
                      int is_log, int nthreads)
 {
-    const softmax_kernels *k = softmax_kernels_for(fastcnn_isa());
-    int64_t nb = blocks_of(inner);
-    int nt = fastcnn_threads_for(outer * D * inner * 8, nthreads);
-    /* each unit (outer index o, inner block b) writes only its own elements of y */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t u = 0; u < outer * nb; u++) {
-        int64_t o = u / nb, off = o * D * inner + (u % nb) * SOFTMAX_BLOCK;
-        k->slab(y + off, x + off, D, inner, block_len(inner, u % nb), is_log);
-    }
+    softmax_call c = {softmax_kernels_for(fastcnn_isa()), y, x, NULL, D, inner,
+                      blocks_of(inner), is_log};
+    fastcnn_parallel_for(outer * c.nb, softmax_unit, &c,
+                         fastcnn_threads_for(outer * D * inner * 8, nthreads));
 }
 
 /* dx (outer, D, inner) from dy and the forward's output y (outer, D, inner). */
 void softmax_backward(float *dx, const float *dy, const float *y, int64_t outer, int64_t D,
                       int64_t inner, int is_log, int nthreads)
 {
-    const softmax_kernels *k = softmax_kernels_for(fastcnn_isa());
-    int64_t nb = blocks_of(inner);
-    int nt = fastcnn_threads_for(outer * D * inner * 4, nthreads);
-    /* each unit (outer index o, inner block b) writes only its own elements of dx */
-    #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t u = 0; u < outer * nb; u++) {
-        int64_t o = u / nb, off = o * D * inner + (u % nb) * SOFTMAX_BLOCK;
-        k->slab_backward(dx + off, dy + off, y + off, D, inner, block_len(inner, u % nb),
-                         is_log);
-    }
+    softmax_call c = {softmax_kernels_for(fastcnn_isa()), dx, y, dy, D, inner,
+                      blocks_of(inner), is_log};
+    fastcnn_parallel_for(outer * c.nb, softmax_unit, &c,
+                         fastcnn_threads_for(outer * D * inner * 4, nthreads));
 }
