@@ -38,6 +38,10 @@ SHAPES = {
     "b1_56": (1, 64, 56, 64, 3, 1, 1),
     "dw_56": (32, 144, 56, 144, 3, 1, 1, 144),      # MobileNetV2 depthwise 3x3
     "dw_56_s2": (32, 144, 56, 144, 3, 2, 1, 144),
+    "cifarnet_1": (64, 3, 32, 32, 3, 1, 1),           # CIFAR-net's four convolutions
+    "cifarnet_2": (64, 32, 32, 32, 3, 1, 1),
+    "cifarnet_3": (64, 32, 16, 64, 3, 1, 1),
+    "cifarnet_4": (64, 64, 16, 64, 3, 1, 1),
 }
 LARGE = {"vgg_56", "res_28", "res_s2", "pw_14"}
 PEAK_PER_CORE = 269.0

@@ -28,6 +28,7 @@
 #ifndef FASTCNN_H
 #define FASTCNN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define FASTCNN_OK 0
@@ -49,6 +50,21 @@ int fastcnn_openmp_enabled(void);
 /* Aligned (64-byte) allocation for scratch buffers; NULL on failure. */
 void *fastcnn_alloc(int64_t bytes);
 void fastcnn_free(void *p);
+
+/* blocks.c ---------------------------------------------------------------- */
+
+/* Memory for the arrays fastcnn returns (numpy's allocator while fastcnn makes
+ * them): 64-byte aligned; freed blocks of 1 MiB or more are cached (up to
+ * FASTCNN_CACHE_MB, default 256) and reused for requests of their size class,
+ * so large outputs skip the kernel's page zeroing. NULL when out of memory. */
+void *fastcnn_block_get(size_t n);
+void fastcnn_block_put(void *p);
+/* realloc's contract: p kept and NULL returned on failure. */
+void *fastcnn_block_resize(void *p, size_t n);
+/* Frees the cached blocks; returns their bytes. */
+int64_t fastcnn_blocks_release(void);
+/* out: cached bytes, cached blocks, hits, misses, the cap in bytes. */
+void fastcnn_blocks_stats(int64_t out[5]);
 
 /* pool.c ------------------------------------------------------------------ */
 

@@ -17,6 +17,7 @@ from .frozen import freeze
 from .sequential import Sequential
 from .training import History
 from .optim import SGD, Adam, AdamW
+from ._native import empty_cache
 
 from . import _threadpoolctl
 from ._threadpoolctl import register_threadpoolctl
@@ -31,4 +32,4 @@ __all__ = ["functional", "datasets", "losses", "models", "optim", "get_num_threa
            "Tanh", "LeakyReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
            "Identity", "Dropout", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "GlobalAvgPool2d",
            "History", "load", "freeze", "cat", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
-           "register_threadpoolctl", "__version__", "Softmax", "LogSoftmax"]
+           "register_threadpoolctl", "empty_cache", "__version__", "Softmax", "LogSoftmax"]

@@ -70,7 +70,7 @@ def sigmoid_backward(grad_y, y, *, reference=False):
 
 def _activation_forward(x, int which, bint reference):
     xa = as_float32(x, "x")
-    y = np.empty_like(xa)
+    y = _empty(xa.shape)
     cdef float *py = fptr(y)
     cdef const float *px = fptr(xa)
     cdef int64_t n = xa.size
@@ -93,7 +93,7 @@ def _activation_backward(grad_y, y, int which, bint reference):
     dy = as_float32(grad_y, "grad_y")
     ya = as_float32(y, "y")
     check_shape(ya, dy.shape, "y")
-    dx = np.empty_like(dy)
+    dx = _empty(dy.shape)
     cdef float *pdx = fptr(dx)
     cdef const float *pdy = fptr(dy)
     cdef const float *pya = fptr(ya)

@@ -53,8 +53,8 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
     if return_stats and not training:
         raise ValueError("batch_norm2d returns the batch's statistics in training only. "
                          f"Received: return_stats={return_stats!r}, training={training!r}")
-    y = np.empty_like(xa)
-    mean, var, invstd = (np.empty(C, np.float32) for _ in range(3))
+    y = _empty(xa.shape)
+    mean, var, invstd = (_empty(C) for _ in range(3))
     cdef float *py = fptr(y)
     cdef const float *px = fptr(xa)
     cdef const float *pg = NULL if g is None else fptr(g)
@@ -121,9 +121,9 @@ def batch_norm2d_backward(grad_y, x, weight=None, eps=1e-5, *, need_grad_input=T
         mean, invstd = _batchnorm2d_vector(mean, C, "mean"), _batchnorm2d_vector(invstd, C,
                                                                                   "invstd")
     else:
-        mean, invstd = np.empty(C, np.float32), np.empty(C, np.float32)
-    var = np.empty(C, np.float32)
-    dx = np.empty_like(xa) if need_grad_input else None
+        mean, invstd = _empty(C), _empty(C)
+    var = _empty(C)
+    dx = _empty(xa.shape) if need_grad_input else None
     cdef double e = eps
     cdef int nt = get_num_threads()
     cdef float *pdx = NULL if dx is None else fptr(dx)
@@ -182,7 +182,7 @@ def batch_norm2d_fold(weight, bias, bn_weight, bn_bias, running_mean, running_va
     v = as_float32(running_var, "running_var")
     check_shape(m, (K,), "running_mean")
     check_shape(v, (K,), "running_var")
-    wf, bf = np.empty_like(w), np.empty(K, np.float32)
+    wf, bf = _empty(w.shape), _empty(K)
     cdef float *pwf = fptr(wf)
     cdef float *pbf = fptr(bf)
     cdef const float *pw = fptr(w)

@@ -68,7 +68,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
             raise ValueError(f"bias must have shape ({wa.shape[0]},), one value per output "
                              f"channel. Received: bias.shape={ba.shape}")
     N, K, P, Q = geo[0], geo[4], geo[11], geo[12]
-    y = np.empty((N, K, P, Q), dtype=np.float32)
+    y = _empty((N, K, P, Q))
     cdef c.conv2d_shape s = _conv2d_shape(geo)
     cdef float *py = fptr(y)
     cdef const float *px = fptr(xa)
@@ -137,7 +137,7 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1
                          f"{np.shape(grad_bias)}")
     gw = out_buffer(grad_weight, wa.shape, "grad_weight")
     gb = out_buffer(grad_bias, (wa.shape[0],), "grad_bias") if has_bias else None
-    gx = np.empty_like(xa) if need_grad_input else None
+    gx = _empty(xa.shape) if need_grad_input else None
     cdef c.conv2d_shape s = _conv2d_shape(geo)
     cdef float *pgx = fptr(gx) if gx is not None else NULL
     cdef float *pgw = fptr(gw)

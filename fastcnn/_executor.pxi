@@ -78,7 +78,7 @@ cdef class Frame:
         if self.ptr == NULL or self.par == NULL:
             raise MemoryError("fastcnn: out of memory for a frame")
         if arena_bytes:
-            self.arena = np.empty(arena_bytes + ARENA_ALIGN, np.uint8)
+            self.arena = _empty(arena_bytes + ARENA_ALIGN, np.uint8)
             base = <char *> cnp.PyArray_DATA(<cnp.ndarray> self.arena)
             base += (-<size_t> base) % ARENA_ALIGN
         for i in range(n):
@@ -385,7 +385,7 @@ cdef class Program:
     cdef object _result(self, Frame f, int slot, tuple shape, bint view, object src):
         if view:                    # nothing computed: a view of the caller's array
             return src.reshape(shape)
-        out = np.empty(shape, np.float32)
+        out = _empty(shape)
         cdef cnp.ndarray o = out
         cdef size_t nbytes = o.nbytes
         cdef void *dst = cnp.PyArray_DATA(o)

@@ -42,7 +42,7 @@ def linear(x, weight, bias=None, *, reference=False):
     if bias is not None:
         b = as_float32(bias, "bias")
         check_shape(b, (O,), "bias")
-    y = np.empty(_linear_lead(xa) + (O,), dtype=np.float32)
+    y = _empty(_linear_lead(xa) + (O,))
     cdef float *py = fptr(y)
     cdef const float *px = fptr(xa)
     cdef const float *pw = fptr(w)
@@ -102,7 +102,7 @@ def linear_backward(grad_y, x, weight, *, has_bias=True, need_grad_input=True,
                          f"{np.shape(grad_bias)}")
     gw = out_buffer(grad_weight, (O, F), "grad_weight")
     gb = out_buffer(grad_bias, (O,), "grad_bias") if has_bias else None
-    gx = np.empty_like(xa) if need_grad_input else None
+    gx = _empty(xa.shape) if need_grad_input else None
     cdef float *pgx = fptr(gx) if gx is not None else NULL
     cdef float *pgw = fptr(gw)
     cdef float *pgb = fptr(gb) if gb is not None else NULL

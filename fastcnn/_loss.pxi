@@ -34,7 +34,7 @@ def cross_entropy(logits, labels, *, reference=False):
         1.3862943611198906
     """
     z, lab = _loss_inputs(logits, labels)
-    probs = np.empty_like(z)
+    probs = _empty(z.shape)
     return _loss_forward(probs, z, lab, reference)
 
 
@@ -59,7 +59,7 @@ def cross_entropy_backward(logits, labels, *, grad_loss=1.0, reference=False):
     """
     z, lab = _loss_inputs(logits, labels)
     g = as_float(grad_loss, "grad_loss")
-    grad = np.empty_like(z)
+    grad = _empty(z.shape)
     _loss_forward(grad, z, lab, reference)
     _loss_backward_in_place(grad, lab, g, reference)
     return grad
@@ -83,7 +83,7 @@ def cross_entropy_with_grad(logits, labels, *, reference=False):
         >>> loss, grad = fastcnn.functional.cross_entropy_with_grad(scores, y)
     """
     z, lab = _loss_inputs(logits, labels)
-    grad = np.empty_like(z)
+    grad = _empty(z.shape)
     loss = _loss_forward(grad, z, lab, reference)
     _loss_backward_in_place(grad, lab, 1.0, reference)
     return loss, grad

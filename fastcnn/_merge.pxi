@@ -111,7 +111,7 @@ def cat(arrays, dim=1):
     """
     xs = [as_float32(x, f"arrays[{i}]") for i, x in enumerate(_merge_sequence(arrays))]
     shape, d = _merge_cat_shape([x.shape for x in xs], dim)
-    y = np.empty(shape, np.float32)
+    y = _empty(shape)
     outer, widths = _merge_cat_sizes([x.shape for x in xs], d)
     cdef int k = len(xs)
     cdef const float **px = <const float **> malloc(k * sizeof(float *))
@@ -146,7 +146,7 @@ def cat_backward(grad_y, sizes, dim=1):
         raise ValueError(f"cat_backward: sizes must be positive and sum to "
                          f"grad_y.shape[{d}]={g.shape[d]}. Received: sizes={sizes}")
     shapes = [g.shape[:d] + (s,) + g.shape[d + 1:] for s in sizes]
-    dxs = [np.empty(shape, np.float32) for shape in shapes]
+    dxs = [_empty(shape) for shape in shapes]
     outer, widths = _merge_cat_sizes(shapes, d)
     cdef int k = len(dxs)
     cdef float **px = <float **> malloc(k * sizeof(float *))
@@ -279,7 +279,7 @@ def _merge_cat_sizes(shapes, d):
 def _merge_binary(a, b, bint is_mul, bint reference):
     aa, ba = as_float32(a, "a"), as_float32(b, "b")
     out, n, sa, sb = _merge_plan(aa.shape, ba.shape, "mul" if is_mul else "add")
-    y = np.empty(out, np.float32)
+    y = _empty(out)
     cdef c.merge_shape s = _merge_struct(n, sa, sb)
     cdef float *py = fptr(y)
     cdef const float *pa = fptr(aa)
@@ -301,7 +301,7 @@ def _merge_reduce_to(g, other, shape, plan, int which, bint reference):
     """The gradient of input ``which`` (0: a, 1: b) of shape ``shape``: g (times
     ``other``, the other input, or None) summed over its broadcast dims."""
     out, n, sa, sb = plan
-    dx = np.empty(shape, np.float32)
+    dx = _empty(shape)
     cdef c.merge_shape s = _merge_struct(n, sa, sb)
     cdef int64_t sx[8]
     cdef int64_t so[8]
@@ -339,7 +339,7 @@ def dropout(x, p=0.5, training=True, *, generator=None, return_mask=False):
     xa = as_float32(x, "x")
     p = _dropout_p(p)           # checked in eval mode too, as torch does
     mask = dropout_mask(xa.shape, p, generator) if training else np.ones_like(xa)
-    y = np.empty_like(xa)
+    y = _empty(xa.shape)
     _merge_mul(y, xa, mask)
     return (y, mask) if return_mask else y
 
@@ -349,7 +349,7 @@ def dropout_backward(grad_y, mask):
     dy = as_float32(grad_y, "grad_y")
     m = as_float32(mask, "mask")
     check_shape(m, dy.shape, "mask")
-    dx = np.empty_like(dy)
+    dx = _empty(dy.shape)
     _merge_mul(dx, dy, m)
     return dx
 

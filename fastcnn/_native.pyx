@@ -5,6 +5,8 @@
 # It holds one binding file per op family, included here (fastcnn/_<family>.pxi):
 #   _cpu.pxi         isa, cpu_isa, openmp_enabled (csrc/cpu.c, threads.c, pool.c)
 #   _peak.pxi        fma_peak_gflops (csrc/peak.c; for the benchmarks)
+#   _blocks.pxi      _empty (the large arrays the bindings return, from csrc/blocks.c's
+#                    cache), empty_cache
 #   _gemm.pxi        sgemm (csrc/gemm/)
 #   _executor.pxi    Program, Frame, Step: the executor of compiled graphs
 #                    (fastcnn.compiler builds Programs); each family's file below
@@ -39,6 +41,7 @@ cnp.import_array()
 
 include "_cpu.pxi"
 include "_peak.pxi"
+include "_blocks.pxi"
 include "_gemm.pxi"
 include "_executor.pxi"
 include "_merge.pxi"

@@ -24,7 +24,7 @@ POINTWISE_KINDS = {
 def pointwise(kind, x, a=0.0, b=0.0):
     """``kind`` (a key of POINTWISE_KINDS) applied to x element-wise; a, b its parameters."""
     xa = as_float32(x, "x")
-    y = np.empty_like(xa)
+    y = _empty(xa.shape)
     _pointwise_run(kind, y, xa, None, a, b)
     return y
 
@@ -34,7 +34,7 @@ def pointwise_backward(kind, grad_y, x, a=0.0, b=0.0):
     xa = as_float32(x, "x")
     dy = as_float32(grad_y, "grad_y")
     check_shape(dy, xa.shape, "grad_y")
-    dx = np.empty_like(xa)
+    dx = _empty(xa.shape)
     _pointwise_run(kind, dx, xa, dy, a, b)
     return dx
 

@@ -120,7 +120,7 @@ def _softmax_forward(x, dim, bint is_log, bint reference):
     arr = np.asarray(x)
     outer, D, inner = _softmax_dims(arr.shape, dim)
     xa = as_float32(arr, "x")
-    y = np.empty_like(xa)
+    y = _empty(xa.shape)
     cdef float *py = fptr(y)
     cdef const float *px = fptr(xa)
     cdef int64_t o = outer, n = D, i = inner
@@ -138,7 +138,7 @@ def _softmax_backward(grad_y, y, dim, bint is_log, bint reference):
     ya = as_float32(y, "y")
     check_shape(ya, dy.shape, "y")
     outer, D, inner = _softmax_dims(dy.shape, dim, "grad_y")
-    dx = np.empty_like(dy)
+    dx = _empty(dy.shape)
     cdef float *pdx = fptr(dx)
     cdef const float *pdy = fptr(dy)
     cdef const float *pya = fptr(ya)
