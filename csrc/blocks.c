@@ -24,6 +24,7 @@
  *
  * Thread-safe: one mutex, held only to take or add a cache entry; a fork
  * waits for it, so the child's cache is whole. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #ifndef _WIN32
@@ -135,6 +136,8 @@ static char *new_block(size_t bytes)
 
 void *fastcnn_block_get(size_t n)
 {
+    if (n > SIZE_MAX / 2)           /* no such memory; and the rounding would wrap */
+        return NULL;
     size_t bytes = size_class(n);
     char *h = NULL;
     if (bytes >= BLOCK_MIN)

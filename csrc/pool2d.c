@@ -12,9 +12,10 @@
  * whose window lies inside the image (the interior) run through a loop with
  * a fixed window width and stride that the compiler vectorizes (stride 2 via
  * an even/odd split of the input row), the few border columns through the
- * plain per-window code the reference kernels use. In inference the max
- * needs no indices: 2x2 tiles and any other window run values-only loops
- * (pool2d_kernel.h, per instruction set), the same values bit for bit. The
+ * plain per-window code the reference kernels use. In inference (and
+ * whenever the caller asks for no indices) the max runs values-only loops:
+ * 2x2 tiles and any other window (pool2d_kernel.h, per instruction set), the
+ * same values bit for bit; the average's rows run there too. The
  * average's backward spreads each output row along one row, then adds it to
  * the input rows it covers; the max's backward writes tiled planes (2x2
  * stride 2 ...) without a scatter and scatters otherwise.
@@ -292,27 +293,6 @@ ALWAYS_INLINE void max_cols_s2(float *restrict y, int32_t *restrict am, const fl
     }
 }
 
-/* Running sum y (Q) of interior columns [qa, qb) over rows [h0, h1), in
- * sum_window's order, then divided by n. */
-ALWAYS_INLINE void sum_cols(float *restrict y, const float *restrict x, int64_t W, int64_t h0,
-                            int64_t h1, int64_t qa, int64_t qb, int64_t S, int64_t sw, int64_t pw,
-                            float n)
-{
-    for (int64_t q = qa; q < qb; q++)
-        y[q] = 0.0f;
-    for (int64_t h = h0; h < h1; h++) {
-        const float *row = x + h * W - pw;
-        for (int64_t q = qa; q < qb; q++) {
-            float acc = y[q];
-            for (int64_t j = 0; j < S; j++)
-                acc += row[q * sw + j];
-            y[q] = acc;
-        }
-    }
-    for (int64_t q = qa; q < qb; q++)
-        y[q] /= n;
-}
-
 /* c ((Q - 1) sw + S) = the row g (Q) of window gradients spread along one
  * row of the padded image: c[w] = sum of g[q] over the windows q covering
  * column w, q ascending (the two common cases without a read-modify-write
@@ -366,33 +346,6 @@ static void max_plane(float *y, int32_t *am, const float *x, const pool2d_shape 
             max_cols(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, s->S, s->sw, 1, s->pw);
         else
             max_cols(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, s->S, s->sw, s->dw, s->pw);
-    }
-}
-
-/* y (P, Q) = average pooling of the plane x (H, W). */
-static void avg_plane(float *y, const float *x, const pool2d_shape *s, int count_include_pad)
-{
-    int64_t qa, qb;
-    interior_cols(s, &qa, &qb);
-    for (int64_t p = 0; p < s->P; p++) {
-        int64_t h0 = avg_row_lo(s, p), h1 = avg_row_hi(s, p);
-        int64_t rows = row_count(s, p, count_include_pad);
-        float *yr = y + p * s->Q;
-        for (int64_t q = 0; q < s->Q; q++) {
-            if (q == qa)
-                q = qb;
-            if (q < s->Q) {
-                int64_t n = rows * col_count(s, q, count_include_pad);
-                yr[q] = sum_window(x, s->W, h0, h1, avg_col_lo(s, q), avg_col_hi(s, q)) / (float)n;
-            }
-        }
-        float n = (float)(rows * s->S);
-        if (s->S == 2 && s->sw == 2)
-            sum_cols(yr, x, s->W, h0, h1, qa, qb, 2, 2, s->pw, n);
-        else if (s->S == 3 && s->sw == 2)
-            sum_cols(yr, x, s->W, h0, h1, qa, qb, 3, 2, s->pw, n);
-        else
-            sum_cols(yr, x, s->W, h0, h1, qa, qb, s->S, s->sw, s->pw, n);
     }
 }
 
@@ -496,6 +449,10 @@ typedef struct {
     void (*max_values_row)(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
                            int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
                            int64_t pw);
+    /* y (.., Q) = one output row's interior columns [qa, qb) of an average
+     * (avg_values_row's arguments) */
+    void (*avg_values_row)(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                           int64_t qa, int64_t qb, int S, int64_t sw, int64_t pw, float n);
 } pool2d_kernels;
 
 static void max_tiles_2x2_generic(float *y, int32_t *am, const float *x, int64_t W, int64_t P,
@@ -522,15 +479,25 @@ static void max_values_row_generic(float *y, const float *x, int64_t W, int64_t 
     max_values_row(y, x, W, h0, h1, dh, qa, qb, S, sw, dw, pw);
 }
 
+static void avg_values_row_generic(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                                   int64_t qa, int64_t qb, int S, int64_t sw, int64_t pw, float n)
+{
+    avg_values_row(y, x, W, h0, h1, qa, qb, S, sw, pw, n);
+}
+
 static const pool2d_kernels pool2d_kernels_generic = {
     max_tiles_2x2_generic, max_values_2x2_generic, route_tiles_2x2_generic,
-    max_values_row_generic};
+    max_values_row_generic, avg_values_row_generic};
 #ifdef FASTCNN_X86_KERNELS
 static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2, max_values_2x2_avx2,
-                                                   route_tiles_2x2_avx2, max_values_row_avx2};
+                                                   route_tiles_2x2_avx2, max_values_row_avx2,
+                                                   avg_values_row_avx2};
+/* (the average's rows: the portable build, as before the AVX2 loop; an
+ * AVX-512 one waits for a machine to measure it on) */
 static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512, max_values_2x2_avx512,
                                                      route_tiles_2x2_avx512,
-                                                     max_values_row_avx512};
+                                                     max_values_row_avx512,
+                                                     avg_values_row_generic};
 #endif
 
 static const pool2d_kernels *pool2d_kernels_for(int isa)
@@ -568,7 +535,7 @@ typedef struct {
     int32_t *argmax;
     const float *x;
     const pool2d_shape *s;
-    const pool2d_kernels *k;    /* maxpool2d_forward: the 2x2 tile loop, or NULL */
+    const pool2d_kernels *k;    /* the ISA's loops (maxpool2d_forward: NULL unless 2x2 tiles) */
     int flag;                   /* avgpool2d_forward: count_include_pad; values only: tiles */
 } plane_call;
 
@@ -707,12 +674,35 @@ int64_t maxpool2d_relu_backward(float *dx, const float *dy, const int32_t *argma
     return max_backward(dx, dy, argmax, y, s, nthreads);
 }
 
+/* y (P, Q) = average pooling of the plane x (H, W). */
+static void avg_plane(float *y, const float *x, const pool2d_shape *s, int count_include_pad,
+                      const pool2d_kernels *k)
+{
+    int64_t qa, qb;
+    interior_cols(s, &qa, &qb);
+    for (int64_t p = 0; p < s->P; p++) {
+        int64_t h0 = avg_row_lo(s, p), h1 = avg_row_hi(s, p);
+        int64_t rows = row_count(s, p, count_include_pad);
+        float *yr = y + p * s->Q;
+        for (int64_t q = 0; q < s->Q; q++) {
+            if (q == qa)
+                q = qb;
+            if (q < s->Q) {
+                int64_t n = rows * col_count(s, q, count_include_pad);
+                yr[q] = sum_window(x, s->W, h0, h1, avg_col_lo(s, q), avg_col_hi(s, q)) / (float)n;
+            }
+        }
+        k->avg_values_row(yr, x, s->W, h0, h1, qa, qb, (int)s->S, s->sw, s->pw,
+                          (float)(rows * s->S));
+    }
+}
+
 static void avg_forward_chunk(void *ctx, int64_t nc, int slot)
 {
     const plane_call *c = ctx;
     int64_t HW = c->s->H * c->s->W, PQ = c->s->P * c->s->Q;
     (void)slot;
-    avg_plane(c->y + nc * PQ, c->x + nc * HW, c->s, c->flag);
+    avg_plane(c->y + nc * PQ, c->x + nc * HW, c->s, c->flag, c->k);
 }
 
 /* One window covering each whole plane, no padding (global average pooling). */
@@ -754,7 +744,7 @@ static void global_avg_chunk(void *ctx, int64_t it, int slot)
 void avgpool2d_forward(float *y, const float *x, const pool2d_shape *s, int count_include_pad,
                        int nthreads)
 {
-    plane_call c = {y, NULL, x, s, NULL, count_include_pad};
+    plane_call c = {y, NULL, x, s, pool2d_kernels_for(fastcnn_isa()), count_include_pad};
     if (global_window(s)) {
         int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
         /* each item writes its own planes' means */

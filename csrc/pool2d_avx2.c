@@ -172,23 +172,28 @@ static inline __m256 beat8(__m256 m, __m256 v)
     return _mm256_blendv_ps(m, v, beats(v, m));
 }
 
+/* Lane k = r[2k + 2], for k < n <= 8, given e (lane k = r[2k]); reads r[2 .. 2n]. */
+static inline __m256 next_evens(__m256 e, const float *r, int n)
+{
+    if (n == 8) {       /* e's next lane; the last, r[16], loaded alone */
+        const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+        return _mm256_blend_ps(_mm256_permutevar8x32_ps(e, next), _mm256_broadcast_ss(r + 16),
+                               0x80);
+    }
+    /* the even ones of r[2 .. 2n] (not a gather: slower) */
+    __m256 a = _mm256_maskload_ps(r + 2, lanes_below(2 * n - 1));
+    __m256 b = _mm256_maskload_ps(r + 10, lanes_below(2 * n - 9));
+    __m256 t = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
 /* The scans of n <= 8 windows 3 wide at stride 2 along one input row: lane k
  * = the scan of r[2k], r[2k + 1], r[2k + 2] (read: r[0 .. 2n]). */
 static inline __m256 row_windows3(const float *r, int n)
 {
-    __m256 e, o, e2;
+    __m256 e, o;
     split16(&e, &o, r, n);
-    if (n == 8) {       /* r[2k + 2] = e's next lane; the last, r[16], loaded alone */
-        const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
-        e2 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e, next), _mm256_broadcast_ss(r + 16),
-                             0x80);
-    } else {
-        __m256i in = lanes_below(n);
-        e2 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), r + 2,
-                                      _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14),
-                                      _mm256_castsi256_ps(in), 4);
-    }
-    return beat8(beat8(e, o), e2);
+    return beat8(beat8(e, o), next_evens(e, r, n));
 }
 
 /* The n <= 8 floats at r (lanes past n zero). */
@@ -232,4 +237,39 @@ void max_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_
         max_values_cols3(y, x, W, h0, h1, dh, qa, qb, sw, pw);
     else
         max_values_row(y, x, W, h0, h1, dh, qa, qb, S, sw, dw, pw);
+}
+
+/* The header's avg_values_cols for 2- or 3-wide windows at stride 2: 8
+ * output columns at a time, each input row's even and odd columns split by
+ * shuffles, the sums kept in registers and added in the header's order (row
+ * by row, left to right), so the same bits. (gcc builds the header's loop
+ * for AVX2 with a scalar insert per strided read: 2-3x slower than the
+ * portable build's.) */
+static void avg_cols_s2(float *y, const float *x, int64_t W, int64_t h0, int64_t h1, int64_t qa,
+                        int64_t qb, int S, int64_t pw, float n)
+{
+    for (int64_t q = qa; q < qb; q += 8) {
+        int m = qb - q < 8 ? (int)(qb - q) : 8;
+        const float *c = x + 2 * q - pw;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t h = h0; h < h1; h++) {
+            __m256 e, o;
+            split16(&e, &o, c + h * W, m);
+            acc = _mm256_add_ps(_mm256_add_ps(acc, e), o);
+            if (S == 3)
+                acc = _mm256_add_ps(acc, next_evens(e, c + h * W, m));
+        }
+        store_part8(y + q, _mm256_div_ps(acc, _mm256_set1_ps(n)), m);
+    }
+}
+
+/* The header's average row, compiled for AVX2; 2- and 3-wide windows at
+ * stride 2 in registers. */
+void avg_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_t h1, int64_t qa,
+                         int64_t qb, int S, int64_t sw, int64_t pw, float n)
+{
+    if ((S == 2 || S == 3) && sw == 2)
+        avg_cols_s2(y, x, W, h0, h1, qa, qb, S, pw, n);
+    else
+        avg_values_row(y, x, W, h0, h1, qa, qb, S, sw, pw, n);
 }

@@ -1,7 +1,7 @@
 /* pool2d_kernel.h - the 2x2 stride-2 max pooling of whole tiles (no padding,
  * H = 2P, W = 2Q: LeNet's and most CNNs' pooling), forward and backward, for
- * one plane, and the values-only rows of any max pooling window (inference)
- * (private to the pool2d family). Included by pool2d.c (portable build) and
+ * one plane, the values-only rows of any max pooling window (inference) and
+ * the rows of an average pooling (private to the pool2d family). Included by pool2d.c (portable build) and
  * by pool2d_avx2.c / pool2d_avx512.c, so each compiles the same loops with
  * its own instruction set; only inline code here.
  *
@@ -189,6 +189,42 @@ static inline void max_values_row(float *y, const float *x, int64_t W, int64_t h
         max_values_cols(y, x, W, h0, h1, dh, qa, qb, S, sw, dw, pw);
 }
 
+/* One output row of an average pooling, its interior columns [qa, qb): y[q]
+ * = the sum over rows [h0, h1) of x (.., W), columns q sw - pw + j (j < S)
+ * of each, row by row and in column order (the border windows' order),
+ * divided by n. Inlined with S and sw constant. */
+static inline __attribute__((always_inline)) void
+avg_values_cols(float *restrict y, const float *restrict x, int64_t W, int64_t h0, int64_t h1,
+                int64_t qa, int64_t qb, int S, int64_t sw, int64_t pw, float n)
+{
+    for (int64_t q = qa; q < qb; q++)
+        y[q] = 0.0f;
+    for (int64_t h = h0; h < h1; h++) {
+        const float *row = x + h * W - pw;
+        for (int64_t q = qa; q < qb; q++) {
+            float acc = y[q];
+            for (int j = 0; j < S; j++)
+                acc += row[q * sw + j];
+            y[q] = acc;
+        }
+    }
+    for (int64_t q = qa; q < qb; q++)
+        y[q] /= n;
+}
+
+/* avg_values_cols for the common windows (3 or 2 wide at stride 2) with
+ * those constant, else as given. */
+static inline void avg_values_row(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                                  int64_t qa, int64_t qb, int S, int64_t sw, int64_t pw, float n)
+{
+    if (S == 3 && sw == 2)
+        avg_values_cols(y, x, W, h0, h1, qa, qb, 3, 2, pw, n);
+    else if (S == 2 && sw == 2)
+        avg_values_cols(y, x, W, h0, h1, qa, qb, 2, 2, pw, n);
+    else
+        avg_values_cols(y, x, W, h0, h1, qa, qb, S, sw, pw, n);
+}
+
 /* The per-ISA copies (pool2d_avx2.c, pool2d_avx512.c). */
 void max_tiles_2x2_avx2(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q);
 void max_tiles_2x2_avx512(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q);
@@ -197,6 +233,8 @@ void max_values_2x2_avx512(float *y, const float *x, int64_t W, int64_t P, int64
 void max_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
                         int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
                         int64_t pw);
+void avg_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_t h1, int64_t qa,
+                         int64_t qb, int S, int64_t sw, int64_t pw, float n);
 void max_values_row_avx512(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
                           int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
                           int64_t pw);

@@ -131,6 +131,8 @@ def test_max_pool_matches_numpy(case, reference, num_threads, rng):
     assert y.dtype == np.float32 and idx.dtype == np.int32
     np.testing.assert_array_equal(y, want.astype(np.float32))
     np.testing.assert_array_equal(idx, want_idx)
+    # without indices: the values-only loops
+    np.testing.assert_array_equal(F.max_pool2d(x, k, s, p, reference=reference), y)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = F.max_pool2d_backward(dy, idx, x.shape, reference=reference)
     assert dx.dtype == np.float32 and dx.shape == x.shape
@@ -277,6 +279,7 @@ def test_ties_nan_and_inf_like_torch(reference, torch):
         yt, it = torch.nn.functional.max_pool2d(torch.tensor(x), k, s, p, return_indices=True)
         np.testing.assert_array_equal(y, yt.numpy())  # NaN compares equal to NaN here
         np.testing.assert_array_equal(idx, it.numpy())
+        np.testing.assert_array_equal(F.max_pool2d(x, k, s, p, reference=reference), y)
     # the stated rules, spelled out: first maximum, last NaN, first clipped position
     y, idx = F.max_pool2d(x, 2, return_indices=True, reference=reference)
     assert idx[0, 0, 0, 0] == 0
@@ -541,6 +544,7 @@ def test_ceil_mode_and_dilation_match_numpy(case, reference, num_threads, rng):
     y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True, reference=reference)
     np.testing.assert_array_equal(y, want.astype(np.float32))
     np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(F.max_pool2d(x, k, s, p, d, ceil, reference=reference), y)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     np.testing.assert_allclose(F.max_pool2d_backward(dy, idx, x.shape, reference=reference),
                                max_pool_backward64(dy, want_idx, x.shape), rtol=1e-6, atol=1e-6)
@@ -739,10 +743,10 @@ def test_inference_max_pooling_equals_the_functional_values(shape, k, s, p, num_
     x[-1, -1, 1, :4] = [-0.0, 0.0, -1.0, -1.0]
     x[0, 1, 2:4, 2:4] = np.nan
     layer = fastcnn.Sequential(fastcnn.MaxPool2d(k, s, p)).eval()
-    got = layer(x)
-    want = F.max_pool2d(x, k, s, p)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    want, _ = F.max_pool2d(x, k, s, p, return_indices=True)    # the loops with indices
+    for got in (layer(x), F.max_pool2d(x, k, s, p)):           # and those without
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
 # Run in a child per instruction set (FASTCNN_ISA is read once per process):
@@ -802,7 +806,8 @@ print("ok")
 # (values only: 3x3 stride 2 through its own AVX-512 loop, 3x3 stride 1 and 2
 # through AVX2's, the rest through
 # the vectorized rows of pool2d_kernel.h and the border windows one by one)
-# against the functional forward, byte for byte (the first maximum, the last
+# (and the functional forward without indices, the same loops) against the
+# functional forward with indices, byte for byte (the first maximum, the last
 # NaN, signed zeros), on random windows, strides, paddings, dilations and
 # ceil mode, and widths around the vector length and the row blocks.
 ANY_WINDOW_EXACT = """
@@ -824,9 +829,10 @@ for shape, k, s, p, d, ceil in cases:
     x = rng.integers(-2, 3, shape).astype(np.float32)    # many ties
     flat = x.reshape(-1)
     flat[rng.integers(0, flat.size, flat.size // 5)] = rng.choice(special, flat.size // 5)
-    want = F.max_pool2d(x, k, s, p, d, ceil)
-    got = fastcnn.Sequential(fastcnn.MaxPool2d(k, s, p, d, ceil)).eval()(x)
-    assert got.tobytes() == want.tobytes(), (shape, k, s, p, d, ceil, got, want)
+    want, _ = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)   # the loops with indices
+    for got in (fastcnn.Sequential(fastcnn.MaxPool2d(k, s, p, d, ceil)).eval()(x),
+                F.max_pool2d(x, k, s, p, d, ceil)):                     # and without
+        assert got.tobytes() == want.tobytes(), (shape, k, s, p, d, ceil, got, want)
 # ties that only the scan order settles: windows of -1, -0 and +0 (the first
 # zero wins) and NaNs of three payloads (the last NaN wins)
 nans = np.array([0x7FC00001, 0x7FC00002, 0x7FC00003], np.uint32).view(np.float32)
@@ -835,9 +841,9 @@ for shape, k, s, p in [((2, 3, 9, 45), 3, 1, 1), ((2, 3, 9, 45), 3, 2, 1), ((1, 
     x = rng.choice(np.array([-1.0, -0.0, 0.0], np.float32), shape)
     flat = x.reshape(-1)
     flat[rng.integers(0, flat.size, flat.size // 20)] = rng.choice(nans, flat.size // 20)
-    want = F.max_pool2d(x, k, s, p)
-    got = fastcnn.Sequential(fastcnn.MaxPool2d(k, s, p)).eval()(x)
-    assert got.tobytes() == want.tobytes(), (shape, k, s, p, got, want)
+    want, _ = F.max_pool2d(x, k, s, p, return_indices=True)
+    for got in (fastcnn.Sequential(fastcnn.MaxPool2d(k, s, p)).eval()(x), F.max_pool2d(x, k, s, p)):
+        assert got.tobytes() == want.tobytes(), (shape, k, s, p, got, want)
 print("ok")
 """
 
@@ -851,3 +857,41 @@ def test_max_pooling_loops_are_exact_on_every_isa(isa, script, tmp_path):
         pytest.skip(f"this CPU does not support {isa}")
     done = run_python(script, tmp_path, FASTCNN_ISA=isa)
     assert done.returncode == 0 and "ok" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+# In a child per instruction set: average pooling's outputs, forward and
+# backward, on random windows, strides, paddings and ceil mode and widths
+# around the vector lengths, as bytes: each ISA's loops add in the same order,
+# so every ISA gives the generic build's bits.
+AVG_BYTES = """
+import hashlib
+import numpy as np
+import fastcnn.functional as F
+rng = np.random.default_rng(2)
+digest = hashlib.sha256()
+cases = [((2, 3, 56, 56), 3, 2, 1, False), ((2, 3, 57, 41), 2, 2, 0, False),
+         ((1, 2, 9, 70), 3, 2, 0, True), ((1, 2, 9, 600), 3, 2, 1, False)]
+for _ in range(40):
+    k = int(rng.integers(1, 6))
+    cases.append(((1, 2, int(rng.integers(k + 2, 12)), int(rng.integers(k + 2, 70))), k,
+                  int(rng.integers(1, 4)), int(rng.integers(0, k // 2 + 1)),
+                  bool(rng.integers(0, 2))))
+for shape, k, s, p, ceil in cases:
+    x = rng.standard_normal(shape).astype(np.float32)
+    for incl in (True, False):
+        y = F.avg_pool2d(x, k, s, p, ceil, incl)
+        dx = F.avg_pool2d_backward(np.ones_like(y), shape, k, s, p, ceil, incl)
+        digest.update(y.tobytes() + dx.tobytes())
+print(digest.hexdigest())
+"""
+
+
+@pytest.mark.skipif(os.environ.get("FASTCNN_ISA") is not None,
+                    reason="already inside a forced-ISA run")
+def test_average_pooling_gives_the_same_bits_on_every_isa(tmp_path):
+    digests = {}
+    for isa in supported_isas():
+        done = run_python(AVG_BYTES, tmp_path, FASTCNN_ISA=isa)
+        assert done.returncode == 0, done.stderr[-3000:]
+        digests[isa] = done.stdout.strip()
+    assert len(set(digests.values())) == 1, digests
