@@ -103,6 +103,21 @@ static void interior_cols(const pool2d_shape *s, int64_t *qa, int64_t *qb)
 
 /* ---- one window (reference kernels and border columns) ------------------ */
 
+/* *m, *i = v, idx where v beats *m (v > *m, or v is NaN), by bit masks: gcc
+ * compiles selects on these comparisons into branches, which random data
+ * mispredicts (30% of a 3x3 stride-2 pooling's time went to its border
+ * column's windows on Zen 5). */
+static inline void take_masked(float *m, int64_t *i, float v, int64_t idx)
+{
+    uint32_t mb, vb, t = 0u - (uint32_t)((v > *m) | (v != v));
+    uint64_t t64 = (uint64_t)0 - (t & 1u);
+    memcpy(&mb, m, sizeof mb);
+    memcpy(&vb, &v, sizeof vb);
+    mb = (vb & t) | (mb & ~t);
+    memcpy(m, &mb, sizeof mb);
+    *i = (int64_t)(((uint64_t)idx & t64) | ((uint64_t)*i & ~t64));
+}
+
 /* y, am = max and its flat index over every dh-th row of [h0,h1) and every
  * dw-th column of [w0,w1) of the plane x (H, W), scanned as torch does. */
 static void max_window(float *y, int32_t *am, const float *x, int64_t W,
@@ -111,13 +126,8 @@ static void max_window(float *y, int32_t *am, const float *x, int64_t W,
     float m = -INFINITY;
     int64_t i = h0 * W + w0;
     for (int64_t h = h0; h < h1; h += dh)
-        for (int64_t w = w0; w < w1; w += dw) {
-            float v = x[h * W + w];
-            if (v > m || isnan(v)) {
-                m = v;
-                i = h * W + w;
-            }
-        }
+        for (int64_t w = w0; w < w1; w += dw)
+            take_masked(&m, &i, x[h * W + w], h * W + w);
     *y = m;
     *am = (int32_t)i;
 }
@@ -492,12 +502,10 @@ static const pool2d_kernels pool2d_kernels_generic = {
 static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2, max_values_2x2_avx2,
                                                    route_tiles_2x2_avx2, max_values_row_avx2,
                                                    avg_values_row_avx2};
-/* (the average's rows: the portable build, as before the AVX2 loop; an
- * AVX-512 one waits for a machine to measure it on) */
 static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512, max_values_2x2_avx512,
                                                      route_tiles_2x2_avx512,
                                                      max_values_row_avx512,
-                                                     avg_values_row_generic};
+                                                     avg_values_row_avx512};
 #endif
 
 static const pool2d_kernels *pool2d_kernels_for(int isa)

@@ -235,6 +235,8 @@ void max_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_
                         int64_t pw);
 void avg_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_t h1, int64_t qa,
                          int64_t qb, int S, int64_t sw, int64_t pw, float n);
+void avg_values_row_avx512(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
+                           int64_t qa, int64_t qb, int S, int64_t sw, int64_t pw, float n);
 void max_values_row_avx512(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
                           int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
                           int64_t pw);

@@ -113,9 +113,11 @@ def make(case, rng):
     return x, w, b, stride, padding
 
 
-def close(actual, expected, length, rtol=1e-4):
-    """float32 sums of `length` O(1) terms: relative error 1e-4 of their typical size."""
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=3e-5 * np.sqrt(length))
+def close(actual, expected, length, rtol=1e-4, scale=1.0):
+    """float32 sums of `length` O(1) terms: relative error 1e-4 of their typical size
+    (times `scale` for a method that scales the rounding, as F(4x4, 3x3) does)."""
+    np.testing.assert_allclose(actual, expected, rtol=scale * rtol,
+                               atol=scale * 3e-5 * np.sqrt(length))
 
 
 @pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
@@ -722,13 +724,17 @@ def test_winograd_matches_numpy(case, bias, winograd_mode, num_threads, rng):
     K, _, R, S = w.shape
     pad = pads(H, W, R, S, stride, padding)
     y = F.conv2d(x, w, b, stride, padding)
-    close(y, conv64(x, w, b, stride, pad), C * R * S)
+    # F(4x4, 3x3)'s transforms scale the rounding about tenfold (the test
+    # below): 2x1000x18x18 on AVX-512 (Zen 5) reached 2.3 times the plain
+    # tolerance, 1.7e-5 of the output's largest value
+    scale = 10.0 if winograd_mode == 2 else 1.0
+    close(y, conv64(x, w, b, stride, pad), C * R * S, scale=scale)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     gw0 = rng.standard_normal(w.shape).astype(np.float32)
     gw = gw0.copy()
     gx, _, gb = F.conv2d_backward(dy, x, w, stride, padding, grad_weight=gw)
     ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
-    close(gx, ex, K * R * S)
+    close(gx, ex, K * R * S, scale=scale)
     close(gw - gw0, ew, N * y.shape[2] * y.shape[3])     # added to the caller's gradient
 
 

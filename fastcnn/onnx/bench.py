@@ -93,16 +93,23 @@ def _measure(model, sess, rng, n, t, repeat, seconds):
     return row
 
 
+def _ms(seconds):
+    """Milliseconds, three significant digits at least (a small net's call
+    can take a few microseconds)."""
+    ms = 1e3 * seconds
+    return f"{ms:.2f}" if ms >= 1 else f"{ms:.3g}"
+
+
 def _format(rows, has_ort):
     head = f"{'threads':>7} {'batch':>5} {'fastcnn ms':>10} {'img/s':>8}"
     if has_ort:
         head += f" {'ORT ms':>9} {'img/s':>8} {'ORT/fastcnn':>11} {'max |diff|':>10}"
     lines = [head]
     for r in rows:
-        line = (f"{r['threads']:>7} {r['batch']:>5} {1e3 * r['fastcnn']:>10.2f} "
+        line = (f"{r['threads']:>7} {r['batch']:>5} {_ms(r['fastcnn']):>10} "
                 f"{r['batch'] / r['fastcnn']:>8.1f}")
         if has_ort:
-            line += (f" {1e3 * r['ort']:>9.2f} {r['batch'] / r['ort']:>8.1f} "
+            line += (f" {_ms(r['ort']):>9} {r['batch'] / r['ort']:>8.1f} "
                      f"{r['ort'] / r['fastcnn']:>10.2f}x {r['diff']:>10.2e}"
                      + ("" if r["agree"] else "  MISMATCH"))
         lines.append(line)
