@@ -23,9 +23,12 @@
  * layers: each tap's sums over all positions) stride 1 (conv2d_wgrad.c);
  * Winograd F(2x2, 3x3) runs 3x3 stride-1 forwards and backward data,
  * F(3x3, 2x2) their weight gradients, F(4x4, 3x3) a frozen model's forwards
- * (conv2d_winograd.c). Which of them runs a convolution, and on how many
- * threads, is timed on its shape's first call (see "path choice by
- * timing"); small convolutions go by the rules of "path choice by shape":
+ * (conv2d_winograd.c); maps no larger than the kernel run every op as one
+ * GEMM over whole images through a dense input-to-output matrix, without
+ * padding's products (conv2d_dense.c; finite values only: dense_usable).
+ * Which of them runs a convolution, and on how many threads, is timed on
+ * its shape's first call (see "path choice by timing"); small convolutions
+ * go by the rules of "path choice by shape":
  *   forward, stride 1 and C R S <= 75 (first layers): direct;
  *   forward, a kernel wider than 1x1 and at least KVEC_MIN_PQ output
  *     positions: channel-vector; backward data and weight likewise;
@@ -87,8 +90,9 @@ enum { FORWARD_PREPARED = BACKWARD_WEIGHT + 1 };
  * F(4x4, 3x3): forwards only, timed only for weights that do not change
  * (a frozen model's: its error is about ten times the other paths', so
  * training keeps their numbers). */
-enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO, PATH_WINO4 };
-#define MAX_CANDIDATES 5
+/* PATH_DENSE: conv2d_dense.c (every op), where the values allow (dense_usable). */
+enum { PATH_GEMM, PATH_DIRECT, PATH_KVEC, PATH_WINO, PATH_WINO4, PATH_DENSE };
+#define MAX_CANDIDATES 6
 
 /* Stride 1 and at most this C R S: the direct kernel beats im2col + GEMM.
  * (At stride 2 only timing chooses it: it won on batch-1 224x224 stems and
@@ -102,6 +106,7 @@ static int kvec_mode = 0;       /* 0: by shape, 1: whenever K fits the vectors, 
 /* 0: by timing, 1: F(2x2, 3x3) whenever it fits, 2: the same with
  * F(4x4, 3x3) for forwards, -1: never */
 static int wino_mode = 0;
+static int dense_mode = 0;      /* 0: by timing, 1: whenever it fits, -1: never */
 
 int conv2d_set_direct(int mode)
 {
@@ -121,6 +126,13 @@ int conv2d_set_winograd(int mode)
 {
     int old = wino_mode;
     wino_mode = mode;
+    return old;
+}
+
+int conv2d_set_dense(int mode)
+{
+    int old = dense_mode;
+    dense_mode = mode;
     return old;
 }
 
@@ -209,6 +221,8 @@ static int path_by_shape(int op, const conv2d_shape *s, int nthreads)
 {
     if (wino_mode > 0 && winograd_fits(op, s))
         return wino_mode == 2 && op == FORWARD ? PATH_WINO4 : PATH_WINO;
+    if (dense_mode > 0 && conv2d_dense_fits(s))
+        return PATH_DENSE;
     if (op == FORWARD)
         return use_direct(s) ? PATH_DIRECT : use_kvec(s) ? PATH_KVEC : PATH_GEMM;
     if (op == BACKWARD_DATA && direct_mode > 0 && backward_data_as_forward_fits(s))
@@ -229,6 +243,30 @@ typedef struct {
 } conv_call;
 
 static int run_path(int op, int path, const conv_call *c, int nt);
+static int all_finite(const float *v, int64_t n);
+
+/* Whether the dense path gives this call's results: the values a zero of
+ * its matrix multiplies are finite (conv2d_dense.c). Its forward also needs
+ * finite weights: PyTorch multiplies them by the padding. */
+static int dense_usable(int op, const conv_call *c)
+{
+    const conv2d_shape *s = c->s;
+    if (op == FORWARD)
+        return all_finite(c->x, s->N * s->C * s->H * s->W)
+            && all_finite(c->w, s->K * s->C * s->R * s->S);
+    return all_finite(c->dy, s->N * s->K * s->P * s->Q);
+}
+
+/* op on the dense path, or on the GEMM path where its values do not allow it. */
+static int run_dense(int op, const conv_call *c, int nt)
+{
+    const conv2d_shape *s = c->s;
+    if (!dense_usable(op, c))
+        return run_path(op, PATH_GEMM, c, nt);
+    return op == FORWARD ? conv2d_dense_forward(c->out, c->x, c->w, c->b, s, nt)
+         : op == BACKWARD_DATA ? conv2d_dense_backward_data(c->out, c->dy, c->w, s, nt)
+         : conv2d_dense_backward_weight(c->out, c->dy, c->x, s, nt);
+}
 
 /* Backward data as a forward convolution on `path` (direct or channel-vector;
  * stride 1, padding below the kernel size): dx is dy, padded by R-1-ph on
@@ -256,6 +294,8 @@ static int backward_data_as_forward(int path, const conv_call *c, int nt)
 static int run_path(int op, int path, const conv_call *c, int nt)
 {
     const conv2d_shape *s = c->s;
+    if (path == PATH_DENSE)
+        return run_dense(op, c, nt);
     if (op == FORWARD)
         return path == PATH_DIRECT ? conv2d_direct_forward(c->out, c->x, c->w, c->b, s, nt)
              : path == PATH_KVEC ? conv2d_kvec_forward(c->out, c->x, c->w, c->b, s, c->prep, nt)
@@ -314,7 +354,7 @@ static int timed(const conv2d_shape *s)
 {
     double flops = 2.0 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q;
     return conv2d_tuning() && direct_mode == 0 && kvec_mode == 0 && wino_mode == 0
-        && flops >= CONV2D_TUNE_MIN_FLOPS;
+        && dense_mode == 0 && flops >= CONV2D_TUNE_MIN_FLOPS;
 }
 
 static int add_path(int *paths, int n, int path)
@@ -332,6 +372,8 @@ static int candidates(int op, const conv2d_shape *s, int prepared, int *paths)
 {
     int n = add_path(paths, 0, PATH_GEMM);
     int64_t vl = kvec_length(), PQ = s->P * s->Q;
+    if (conv2d_dense_fits(s))
+        n = add_path(paths, n, PATH_DENSE);
     if (!undilated(s))
         return n;
     if (winograd_fits(op, s))

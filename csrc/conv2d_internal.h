@@ -16,6 +16,7 @@
  *   conv2d_depthwise.c  depthwise convolution (groups == C), any stride and dilation
  *   conv2d_winograd.c   Winograd F(2x2, 3x3): 3x3 stride-1 forward and backward data;
  *                       F(4x4, 3x3): forward
+ *   conv2d_dense.c    maps no larger than the kernel: one GEMM over whole images
  *   conv2d_<algorithm>_avx2.c / _avx512.c   the per-ISA inner loops
  *
  * Shapes follow conv2d_shape (fastcnn.h): x (N, C, H, W), w (K, C, R, S),
@@ -187,6 +188,16 @@ int conv2d_gemm_backward_data(float *dx, const float *dy, const float *w,
                               const conv2d_shape *s, int nthreads);
 int conv2d_gemm_backward_weight(float *dw, const float *dy, const float *x,
                                 const conv2d_shape *s, int nthreads);
+
+/* One GEMM over whole images for maps no larger than the kernel
+ * (conv2d_dense.c): fits, then the ops. */
+int conv2d_dense_fits(const conv2d_shape *s);
+int conv2d_dense_forward(float *y, const float *x, const float *w, const float *b,
+                         const conv2d_shape *s, int nthreads);
+int conv2d_dense_backward_data(float *dx, const float *dy, const float *w,
+                               const conv2d_shape *s, int nthreads);
+int conv2d_dense_backward_weight(float *dw, const float *dy, const float *x,
+                                 const conv2d_shape *s, int nthreads);
 
 /* Direct forward, stride 1 (conv2d_direct.c). */
 int conv2d_direct_forward(float *y, const float *x, const float *w, const float *b,

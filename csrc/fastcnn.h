@@ -264,6 +264,9 @@ int conv2d_set_depthwise_vectors(int mode);
  * fits (1; forward, weight gradient, and backward data with padding <= 2),
  * or never (-1). */
 int conv2d_set_winograd(int mode);
+/* Test hook: the dense path (maps no larger than the kernel, one GEMM over
+ * whole images) is chosen by timing (0), whenever it fits (1), or never (-1). */
+int conv2d_set_dense(int mode);
 /* Paths chosen by timing each shape's first call (1) or by shape only (0);
  * forgets the choices kept so far. Returns the old mode. The default is 1
  * unless the environment sets FASTCNN_CONV_TUNE=0. */

@@ -286,6 +286,13 @@ def _set_winograd(mode):
     return c.conv2d_set_winograd(int(mode))
 
 
+def _set_dense(mode):
+    """Test hook: the dense path (an input map no larger than the kernel:
+    one GEMM over whole images) is chosen by timing (0), whenever it fits
+    (1), or never (-1). Returns the old mode."""
+    return c.conv2d_set_dense(int(mode))
+
+
 def _set_tune(mode):
     """Test hook: each convolution shape's path is chosen by timing its first
     call (True) or by shape only (False); forgets the choices kept so far.

@@ -111,6 +111,7 @@ cdef extern from "fastcnn.h" nogil:
     int conv2d_set_kvec(int mode)
     int conv2d_set_depthwise_vectors(int mode)
     int conv2d_set_winograd(int mode)
+    int conv2d_set_dense(int mode)
     int conv2d_set_tune(int mode)
     void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                             const conv2d_shape *s)

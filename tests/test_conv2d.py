@@ -836,6 +836,74 @@ def test_cut_taps_still_carry_nan_and_inf(case, num_threads, rng):
     assert np.isnan(gw[2, :, 0, 0]).all()
 
 
+# ---- the dense path (csrc/conv2d_dense.c) -----------------------------------------
+
+# Maps no larger than the kernel, as one GEMM over whole images through the
+# dense matrix that maps an image's input to its output.
+DENSE_CASES = [
+    ((4, 5, 2, 2, 6, 3, 3, 1, 1), 1),         # ResNet's 2x2 maps under 3x3 kernels
+    ((3, 4, 3, 3, 5, 3, 3, 2, 1), 1),         # stride 2: 3x3 -> 2x2
+    ((2, 3, 2, 3, 4, 3, 3, 1, 2), 2),         # dilated, padding 2
+    ((5, 2, 1, 3, 3, 1, 3, 1, (0, 1)), 1),    # one row
+    ((3, 8, 2, 2, 8, 2, 2, 1, 0), 1),         # the kernel covers the map: 1x1 outputs
+    ((1, 3, 1, 1, 4, 3, 3, 1, 1), 1),         # a 1x1 map: cut to the centre, then dense
+    ((2, 300, 2, 2, 40, 3, 3, 1, 1), 1),      # many channels
+]
+
+
+@pytest.fixture
+def dense_forced():
+    old = _native._set_dense(1)
+    yield
+    _native._set_dense(old)
+
+
+@pytest.mark.parametrize("case, dilation", DENSE_CASES,
+                         ids=[f"{case_id(c)}-d{d}" for c, d in DENSE_CASES])
+def test_dense_matches_the_reference(case, dilation, dense_forced, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    C, R, S = w.shape[1:]
+    y = F.conv2d(x, w, b, stride, padding, dilation)
+    close(y, F.conv2d(x, w, b, stride, padding, dilation, reference=True), C * R * S)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gw0 = rng.standard_normal(w.shape).astype(np.float32)
+    gw = gw0.copy()
+    gx, _, gb = F.conv2d_backward(dy, x, w, stride, padding, dilation, grad_weight=gw)
+    rx, rw, rb = F.conv2d_backward(dy, x, w, stride, padding, dilation, reference=True)
+    close(gx, rx, w.shape[0] * R * S)
+    close(gw - gw0, rw, x.shape[0] * y.shape[2] * y.shape[3])     # added to the caller's
+    close(gb, rb, x.shape[0] * y.shape[2] * y.shape[3])
+
+
+def test_dense_leaves_values_that_are_not_finite_to_the_gemm_path(dense_forced, rng):
+    """The dense matrix's zeros would turn an infinite input, dy or weight
+    into NaN where the convolution adds nothing (or, for a weight on a tap
+    that reads padding, where PyTorch's zero padding gives NaN): such calls
+    run the GEMM path, and the results are finite exactly where float64 says."""
+    x, w, b, stride, padding = make((3, 4, 2, 2, 5, 3, 3, 1, 1), rng)
+    pad = (1, 1, 1, 1)
+    x[1, 2, 0, 0] = np.inf
+    y = F.conv2d(x, w, b, stride, padding)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(np.isfinite(y), np.isfinite(conv64(x, w, b, stride, pad)))
+    assert np.isfinite(y[[0, 2]]).all()
+    x[1, 2, 0, 0] = 1.0
+    w[2, 1, 0, 0] = np.nan          # reads padding for three of the four outputs
+    y = F.conv2d(x, w, b, stride, padding)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(conv64(x, w, b, stride, pad)))
+    assert np.isnan(y[:, 2]).all()
+    w[2, 1, 0, 0] = 0.5
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy[0, 3, 1, 1] = np.inf
+    gx, gw, _ = F.conv2d_backward(dy, x, w, stride, padding)
+    with np.errstate(invalid="ignore"):
+        ex, ew, _ = conv64_backward(dy, x, w, stride, pad)
+    np.testing.assert_array_equal(np.isfinite(gx), np.isfinite(ex))
+    np.testing.assert_array_equal(np.isfinite(gw), np.isfinite(ew))
+    assert np.isfinite(gx[1:]).all()
+
+
 # ---- paths chosen by timing (csrc/conv2d.c, csrc/conv2d_tune.c) ----------------
 
 # Large enough to be timed (at least 4 MFLOP), each with several paths to time.
