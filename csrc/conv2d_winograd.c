@@ -146,6 +146,17 @@ static void transform_filters(float *V, float *tmp, const float *w, int64_t K, i
 
 /* ---- blocks of tiles ---------------------------------------------------------- */
 
+/* Floats from one position's matrix of a block to the next: rows x tb, and
+ * a cache line more. Without it the 16 (or 36) matrices of U and M lie a
+ * multiple of 4 KiB apart whenever rows x tb is a multiple of 1024, and a
+ * transform's 16 streams of stores (or loads) all fall into the same set of
+ * L1 lines (12 ways on Zen 5), evicting each other's lines before they are
+ * complete. */
+static int64_t matrix_stride(int64_t rows, int64_t tb)
+{
+    return rows * tb + 16;
+}
+
 /* Tiles per block at most (the GEMMs' columns), and the bytes of one block's
  * U and M at most (so that they stay in the outer caches). */
 #define WINO_BLOCK 512
@@ -211,7 +222,7 @@ static void input_channel(void *ctx, int64_t c, int slot)
     const wino_phase *ph = ctx;
     const wino_call *w = ph->w;
     const wino_geom *g = w->g;
-    int64_t HW = g->H * g->W, us = g->C * w->tb;
+    int64_t HW = g->H * g->W, us = matrix_stride(g->C, w->tb);
     float *U = (float *)ph->U;
     (void)slot;
     for (int64_t off = 0; off < ph->cnt;) {
@@ -250,7 +261,8 @@ static void fused_kblock(void *ctx, int64_t i, int slot)
     for (int64_t c = 0; c < C; c++)
         w->kr->wino_filters(vb + c * n, C * n, taps + c * 9 * n, n, w->flip, m);
     for (int xi = 0; xi < positions(m); xi++)
-        if (sgemm(1, 0, ph->cnt, n, C, 1.0f, ph->U + xi * C * tb, tb, vb + xi * C * n, n, 0.0f,
+        if (sgemm(1, 0, ph->cnt, n, C, 1.0f, ph->U + xi * matrix_stride(C, tb), tb,
+                  vb + xi * C * n, n, 0.0f,
                   ph->T + xi * tb * K + k0, K, 1))
             atomic_store(&ph->err, 1);
 }
@@ -285,8 +297,8 @@ static void multiply_position(void *ctx, int64_t xi, int slot)
     const wino_call *w = ph->w;
     const wino_geom *g = w->g;
     int64_t tb = w->tb, cnt = ph->cnt;
-    const float *u = ph->U + xi * g->C * tb;
-    float *m = ph->M + xi * g->K * tb, *mt = ph->T + xi * tb * g->K;
+    const float *u = ph->U + xi * matrix_stride(g->C, tb);
+    float *m = ph->M + xi * matrix_stride(g->K, tb), *mt = ph->T + xi * tb * g->K;
     int kernel = wide_kernel(g->K), err = FASTCNN_OK;
     (void)slot;
     if (w->fused) {
@@ -323,7 +335,7 @@ static void output_channel(void *ctx, int64_t k, int slot)
     const wino_phase *ph = ctx;
     const wino_call *w = ph->w;
     const wino_geom *g = w->g;
-    int64_t PQ = g->P * g->Q, ms = g->K * w->tb;
+    int64_t PQ = g->P * g->Q, ms = matrix_stride(g->K, w->tb);
     (void)slot;
     for (int64_t off = 0; off < ph->cnt;) {
         tile_run r = run_at(g, ph->t0 + off, ph->t0 + ph->cnt);
@@ -341,18 +353,21 @@ static void output_block(const wino_call *w, const float *M, int64_t t0, int64_t
     fastcnn_parallel_for(w->g->K, output_channel, &ph, nt);
 }
 
-/* Scratch floats of one block: U (16, C, tb), M (16, K, tb) and, if narrow,
- * T (16, tb, K). */
+/* Scratch floats of one block: U (16, C, tb), M (16, K, tb) (matrix_stride
+ * apart) and, if narrow, T (16, tb, K). */
 static int64_t block_floats(const wino_call *w)
 {
-    return positions(w->g->m) * (w->g->C + (w->narrow ? 2 : 1) * w->g->K) * w->tb;
+    const wino_geom *g = w->g;
+    return positions(g->m) * (matrix_stride(g->C, w->tb) + matrix_stride(g->K, w->tb)
+                              + (w->narrow ? g->K * w->tb : 0));
 }
 
 /* Tiles [t0, t0 + cnt) through the three phases, each on nt threads. */
 static int run_block(const wino_call *w, float *scratch, int64_t t0, int64_t cnt, int nt)
 {
     int64_t npos = positions(w->g->m);
-    float *U = scratch, *M = U + npos * w->g->C * w->tb, *T = M + npos * w->g->K * w->tb;
+    float *U = scratch, *M = U + npos * matrix_stride(w->g->C, w->tb);
+    float *T = M + npos * matrix_stride(w->g->K, w->tb);
     input_block(w, U, t0, cnt, nt);
     int err = multiply_block(w, M, T, U, cnt, nt);
     if (!err)
@@ -513,7 +528,7 @@ static void grad_channel(void *ctx, int64_t k, int slot)
     const wgrad_phase *ph = ctx;
     const wino_call *w = ph->w;
     const wino_geom *g = w->g;
-    int64_t PQ = g->P * g->Q, es = g->K * w->tb;
+    int64_t PQ = g->P * g->Q, es = matrix_stride(g->K, w->tb);
     (void)slot;
     for (int64_t off = 0; off < ph->cnt;) {
         tile_run r = run_at(g, ph->t0 + off, ph->t0 + ph->cnt);
@@ -530,9 +545,9 @@ static void grad_position(void *ctx, int64_t xi, int slot)
     const wino_geom *g = ph->w->g;
     int64_t tb = ph->w->tb;
     (void)slot;
-    if (sgemm(0, 1, g->K, g->C, ph->cnt, 1.0f, ph->E + xi * g->K * tb, tb,
-              ph->U + xi * g->C * tb, tb, ph->first ? 0.0f : 1.0f, ph->MW + xi * g->K * g->C,
-              g->C, 1))
+    if (sgemm(0, 1, g->K, g->C, ph->cnt, 1.0f, ph->E + xi * matrix_stride(g->K, tb), tb,
+              ph->U + xi * matrix_stride(g->C, tb), tb, ph->first ? 0.0f : 1.0f,
+              ph->MW + xi * g->K * g->C, g->C, 1))
         atomic_store(&ph->err, 1);
 }
 
@@ -584,10 +599,11 @@ int conv2d_winograd_backward_weight(float *dw, const float *dy, const float *x,
     wino_call w = {conv2d_kernels_for(fastcnn_isa()), &g, x, NULL, NULL, NULL, NULL,
                    block_tiles(&g, T, 1), 0, 0, 0};
     int64_t blocks = (T + w.tb - 1) / w.tb;
-    float *scratch = conv2d_scratch_take(16 * KC + 16 * (s->C + s->K) * w.tb);
+    int64_t us = matrix_stride(s->C, w.tb), es = matrix_stride(s->K, w.tb);
+    float *scratch = conv2d_scratch_take(16 * (KC + us + es));
     if (!scratch)
         return FASTCNN_ENOMEM;
-    float *MW = scratch, *U = MW + 16 * KC, *E = U + 16 * s->C * w.tb;
+    float *MW = scratch, *U = MW + 16 * KC, *E = U + 16 * us;
     int err = FASTCNN_OK;
     /* blocks one after another, each phase on every thread; each xi's sums
      * in block order, so the result does not depend on the thread count */
