@@ -43,6 +43,37 @@ static inline void wino_split16(const float *row, int64_t c0, int64_t W, __m512 
         (ev) = (dvec)e_, (od) = (dvec)o_;                                       \
     } while (0)
 
+/* Winograd's column split for two rows of at most 8 tiles in one vector
+ * (conv2d_winograd_kernel.h): one masked load of 16 columns from each row
+ * (NULL: zeros), the even and odd floats of the first tw tiles of ra, then
+ * of rb, permuted out of the pair; idx = WINO_PAIR_INDEX(tw) picks them. */
+typedef __m512i wino_pair_index;
+static inline __m512i wino_pair_index16(int64_t tw)
+{
+    __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i twice = _mm512_add_epi32(lane, lane);
+    __mmask16 second = _mm512_cmpge_epi32_mask(lane, _mm512_set1_epi32((int)tw));
+    /* lane l: column 2 l of ra, or 2 (l - tw) of rb (index 16 on) */
+    return _mm512_mask_add_epi32(twice, second, twice, _mm512_set1_epi32(16 - 2 * (int)tw));
+}
+#define WINO_PAIR_INDEX(tw) wino_pair_index16(tw)
+
+static inline void wino_split_pair16(const float *ra, const float *rb, int64_t c0, int64_t W,
+                                     __m512i idx, __m512 *ev, __m512 *od)
+{
+    __mmask16 in = lane_range(-c0, W - c0);
+    __m512 a = ra ? _mm512_maskz_loadu_ps(in, ra + c0) : _mm512_setzero_ps();
+    __m512 b = rb ? _mm512_maskz_loadu_ps(in, rb + c0) : _mm512_setzero_ps();
+    *ev = _mm512_permutex2var_ps(a, idx, b);
+    *od = _mm512_permutex2var_ps(a, _mm512_add_epi32(idx, _mm512_set1_epi32(1)), b);
+}
+#define WINO_SPLIT_PAIR(ra, rb, c0, W, idx, ev, od)                             \
+    do {                                                                        \
+        __m512 e_, o_;                                                          \
+        wino_split_pair16(ra, rb, c0, W, idx, &e_, &o_);                        \
+        (ev) = (dvec)e_, (od) = (dvec)o_;                                       \
+    } while (0)
+
 /* The first n (<= 32) floats of ev and od interleaved, to dst. */
 static inline void wino_merge16(float *dst, __m512 ev, __m512 od, int64_t n)
 {
@@ -53,6 +84,22 @@ static inline void wino_merge16(float *dst, __m512 ev, __m512 od, int64_t n)
         _mm512_mask_storeu_ps(dst + 16, lane_range(0, n - 16), _mm512_permutex2var_ps(ev, hi, od));
 }
 #define WINO_MERGE_STORE(dst, ev, od, n) wino_merge16(dst, (__m512)(ev), (__m512)(od), n)
+
+/* The output side of WINO_SPLIT_PAIR: the first n (<= 16) floats of tiles
+ * 0 .. tw - 1 of ev and od interleaved to da, of tiles tw .. 2 tw - 1 to db
+ * (NULL: not stored). */
+static inline void wino_merge_pair16(float *da, float *db, __m512 ev, __m512 od, int64_t tw,
+                                     int64_t n)
+{
+    __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    __mmask16 keep = lane_range(0, n);
+    _mm512_mask_storeu_ps(da, keep, _mm512_permutex2var_ps(ev, lo, od));
+    if (db)
+        _mm512_mask_storeu_ps(db, keep, _mm512_permutex2var_ps(
+                                            ev, _mm512_add_epi32(lo, _mm512_set1_epi32((int)tw)), od));
+}
+#define WINO_MERGE_PAIR(da, db, ev, od, tw, n) \
+    wino_merge_pair16(da, db, (__m512)(ev), (__m512)(od), tw, n)
 
 /* F(4x4, 3x3)'s column split (conv2d_winograd_kernel.h): four masked
  * 16-column loads; phase r of tiles 0 .. 7 permuted out of the first two,

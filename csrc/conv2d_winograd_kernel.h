@@ -68,80 +68,154 @@ static inline void wino_split_lanes(const float *row, int64_t c0, int64_t W, dve
 }
 #endif
 
+/* Whether the tiles from tile j of row i of tiles on (left of them in the run)
+ * start two whole rows of tiles that fit one vector together. */
+static inline int wino_pair_fits(const wino_geom *g, int64_t i, int64_t j, int64_t left)
+{
+    return 2 * g->tw <= DIRECT_VL && j == 0 && left >= 2 * g->tw && i + 1 < g->th;
+}
+
+/* u[xi us + t + l] (xi < 16, l < cnt) = B^T d B of the vector of tiles whose
+ * window rows r are split into d[r] (columns 0 .. 3 of each tile). */
+static inline void wino_input_store(float *restrict u, int64_t us, int64_t t, int64_t cnt,
+                                    const dvec d[4][4])
+{
+    dvec v[4][4];       /* d B: rows of the window, columns transformed */
+    for (int r = 0; r < 4; r++) {
+        v[r][0] = d[r][0] - d[r][2];
+        v[r][1] = d[r][1] + d[r][2];
+        v[r][2] = d[r][2] - d[r][1];
+        v[r][3] = d[r][1] - d[r][3];
+    }
+    for (int b = 0; b < 4; b++) {
+        dvec col[4] = {v[0][b] - v[2][b], v[1][b] + v[2][b], v[2][b] - v[1][b],
+                       v[1][b] - v[3][b]};
+        for (int a = 0; a < 4; a++) {
+            float *dst = u + (4 * a + b) * us + t;
+            if (cnt == DIRECT_VL)
+                *(dvec *)dst = col[a];
+            else
+                DIRECT_STORE_PART(dst, col[a], (int)cnt);
+        }
+    }
+}
+
+#ifdef WINO_SPLIT_PAIR
+/* The tiles of rows i and i + 1 of tiles (tw <= VL / 2 each) in one vector
+ * (WINO_SPLIT_PAIR): a narrow map's window rows loaded, split, transformed
+ * and stored once for 2 tw tiles instead of once per row. */
+static inline void wino_input_pair(float *restrict u, int64_t us, int64_t t, const float *x,
+                                   int64_t i, wino_pair_index idx, const wino_geom *g)
+{
+    dvec d[4][4];
+    for (int r = 0; r < 4; r++) {
+        int64_t h = 2 * i - g->ph + r;
+        const float *ra = h >= 0 && h < g->H ? x + h * g->W : NULL;
+        const float *rb = h + 2 >= 0 && h + 2 < g->H ? x + (h + 2) * g->W : NULL;
+        WINO_SPLIT_PAIR(ra, rb, -g->pw, g->W, idx, d[r][0], d[r][1]);
+        WINO_SPLIT_PAIR(ra, rb, 2 - g->pw, g->W, idx, d[r][2], d[r][3]);
+    }
+    wino_input_store(u, us, t, 2 * g->tw, d);
+}
+#endif
+
 /* u[xi us + t] (xi < 16, t < n) = B^T d B of the n tiles that follow tile
  * (i0, j0) of one input plane x (H, W) in row-major order (rows of tiles
  * after the first start at j = 0): up to VL tiles of one row at a time, each
  * window row split into its even and odd columns (tile j's columns 2j +
- * 0 .. 3 are ev[j], od[j], ev[j + 1], od[j + 1]). */
+ * 0 .. 3 are ev[j], od[j], ev[j + 1], od[j + 1]); two whole rows of tiles
+ * at a time where they fit one vector and the instruction set pairs them. */
 static inline void wino_input_seg(float *restrict u, int64_t us, const float *x, int64_t i0,
                                   int64_t j0, int64_t n, const wino_geom *g)
 {
-    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0)
+#ifdef WINO_SPLIT_PAIR
+    wino_pair_index idx = WINO_PAIR_INDEX(g->tw);
+#endif
+    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0) {
+#ifdef WINO_SPLIT_PAIR
+        if (wino_pair_fits(g, i, j, n - t)) {
+            wino_input_pair(u, us, t, x, i, idx, g);
+            t += 2 * g->tw, i++;
+            continue;
+        }
+#endif
         for (int64_t end = t + (g->tw - j < n - t ? g->tw - j : n - t); t < end;) {
             int64_t cnt = end - t < DIRECT_VL ? end - t : DIRECT_VL, c0 = 2 * j - g->pw;
-            dvec v[4][4];       /* d B: rows of the window, columns transformed */
+            dvec d[4][4] = {{{0}}};
             for (int r = 0; r < 4; r++) {
                 int64_t h = 2 * i - g->ph + r;
-                dvec d0 = {0}, d1 = {0}, d2 = {0}, d3 = {0};
                 if (h >= 0 && h < g->H) {
-                    WINO_SPLIT(x + h * g->W, c0, g->W, d0, d1);
-                    WINO_SPLIT(x + h * g->W, c0 + 2, g->W, d2, d3);
-                }
-                v[r][0] = d0 - d2;
-                v[r][1] = d1 + d2;
-                v[r][2] = d2 - d1;
-                v[r][3] = d1 - d3;
-            }
-            for (int b = 0; b < 4; b++) {
-                dvec col[4] = {v[0][b] - v[2][b], v[1][b] + v[2][b], v[2][b] - v[1][b],
-                               v[1][b] - v[3][b]};
-                for (int a = 0; a < 4; a++) {
-                    float *dst = u + (4 * a + b) * us + t;
-                    if (cnt == DIRECT_VL)
-                        *(dvec *)dst = col[a];
-                    else
-                        DIRECT_STORE_PART(dst, col[a], (int)cnt);
+                    WINO_SPLIT(x + h * g->W, c0, g->W, d[r][0], d[r][1]);
+                    WINO_SPLIT(x + h * g->W, c0 + 2, g->W, d[r][2], d[r][3]);
                 }
             }
+            wino_input_store(u, us, t, cnt, d);
             t += cnt, j += cnt;
         }
+    }
+}
+
+/* v[xi vs + t + l] (xi < 16, l < cnt) = G' e G'^T of the vector of tiles whose
+ * dy blocks' rows a are split into e[a] (even, odd columns). */
+static inline void wino_grad_store(float *restrict v, int64_t vs, int64_t t, int64_t cnt,
+                                   const dvec e[2][2])
+{
+    dvec h[4][2];       /* G' e: rows transformed */
+    for (int b = 0; b < 2; b++) {
+        h[0][b] = e[0][b];
+        h[1][b] = 0.5f * (e[0][b] + e[1][b]);
+        h[2][b] = 0.5f * (e[0][b] - e[1][b]);
+        h[3][b] = -e[1][b];
+    }
+    for (int a = 0; a < 4; a++) {
+        dvec row[4] = {h[a][0], 0.5f * (h[a][0] + h[a][1]), 0.5f * (h[a][0] - h[a][1]),
+                       -h[a][1]};
+        for (int b = 0; b < 4; b++) {
+            float *dst = v + (4 * a + b) * vs + t;
+            if (cnt == DIRECT_VL)
+                *(dvec *)dst = row[b];
+            else
+                DIRECT_STORE_PART(dst, row[b], (int)cnt);
+        }
+    }
 }
 
 /* v[xi vs + t] (xi < 16, t < n <= WINO_SEG) = G' e G'^T of the 2x2 blocks e
  * of an output gradient plane dy (P, Q) at the n tiles that follow tile
  * (i0, j0) in row-major order (zero past P, Q), G' = [1 0; 1/2 1/2;
  * 1/2 -1/2; 0 -1]: the weight gradient's F(3x3, 2x2) with dy's block as
- * the filter and B^T of the forward (see conv2d_winograd.c). */
+ * the filter and B^T of the forward (see conv2d_winograd.c); two whole rows
+ * of tiles at a time as the input's. */
 static inline void wino_grad_seg(float *restrict v, int64_t vs, const float *dy, int64_t i0,
                                  int64_t j0, int64_t n, const wino_geom *g)
 {
-    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0)
+#ifdef WINO_SPLIT_PAIR
+    wino_pair_index idx = WINO_PAIR_INDEX(g->tw);
+#endif
+    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0) {
+#ifdef WINO_SPLIT_PAIR
+        if (wino_pair_fits(g, i, j, n - t)) {   /* as the input's */
+            dvec e[2][2];
+            for (int a = 0; a < 2; a++) {
+                const float *ra = dy + (2 * i + a) * g->Q;
+                const float *rb = 2 * i + 2 + a < g->P ? dy + (2 * i + 2 + a) * g->Q : NULL;
+                WINO_SPLIT_PAIR(ra, rb, 0, g->Q, idx, e[a][0], e[a][1]);
+            }
+            wino_grad_store(v, vs, t, 2 * g->tw, e);
+            t += 2 * g->tw, i++;
+            continue;
+        }
+#endif
         for (int64_t end = t + (g->tw - j < n - t ? g->tw - j : n - t); t < end;) {
             int64_t cnt = end - t < DIRECT_VL ? end - t : DIRECT_VL;
             dvec e[2][2] = {{{0}, {0}}, {{0}, {0}}};    /* [row a][even, odd column] */
             for (int a = 0; a < 2; a++)
                 if (2 * i + a < g->P)
                     WINO_SPLIT(dy + (2 * i + a) * g->Q, 2 * j, g->Q, e[a][0], e[a][1]);
-            dvec h[4][2];       /* G' e: rows transformed */
-            for (int b = 0; b < 2; b++) {
-                h[0][b] = e[0][b];
-                h[1][b] = 0.5f * (e[0][b] + e[1][b]);
-                h[2][b] = 0.5f * (e[0][b] - e[1][b]);
-                h[3][b] = -e[1][b];
-            }
-            for (int a = 0; a < 4; a++) {
-                dvec row[4] = {h[a][0], 0.5f * (h[a][0] + h[a][1]), 0.5f * (h[a][0] - h[a][1]),
-                               -h[a][1]};
-                for (int b = 0; b < 4; b++) {
-                    float *dst = v + (4 * a + b) * vs + t;
-                    if (cnt == DIRECT_VL)
-                        *(dvec *)dst = row[b];
-                    else
-                        DIRECT_STORE_PART(dst, row[b], (int)cnt);
-                }
-            }
+            wino_grad_store(v, vs, t, cnt, e);
             t += cnt, j += cnt;
         }
+    }
 }
 
 /* WINO_MERGE_STORE(dst, ev, od, n): the first n (<= 2 VL) floats of ev[0],
@@ -156,38 +230,67 @@ static inline void wino_merge_lanes(float *dst, dvec ev, dvec od, int64_t n)
 }
 #endif
 
+/* The rows A^T m of the vector of tiles at t (cnt lanes) of M. */
+static inline void wino_output_rows(dvec s[2][4], const float *restrict m, int64_t ms, int64_t t,
+                                    int64_t cnt)
+{
+    for (int b = 0; b < 4; b++) {
+        dvec mv[4];
+        for (int a = 0; a < 4; a++) {
+            const float *src = m + (4 * a + b) * ms + t;
+            mv[a] = cnt == DIRECT_VL ? *(const dvec *)src : DIRECT_LOAD_PART(src, cnt);
+        }
+        s[0][b] = mv[0] + mv[1] + mv[2];
+        s[1][b] = mv[1] - mv[2] - mv[3];
+    }
+}
+
+/* Output row a of tiles with rows s: (even, odd) columns, + bias, clamped. */
+static inline void wino_output_cols(dvec *y0, dvec *y1, const dvec s[2][4], int a, float bias,
+                                    const wino_geom *g)
+{
+    *y0 = s[a][0] + s[a][1] + s[a][2] + bias;
+    *y1 = s[a][1] - s[a][2] - s[a][3] + bias;
+    if (g->clamp) {
+        *y0 = clamp_vec(*y0, g->lo, g->hi);
+        *y1 = clamp_vec(*y1, g->lo, g->hi);
+    }
+}
+
 /* y = A^T m A + bias (clamped if g->clamp) for the n tiles that follow tile
  * (i0, j0) of one output plane y (P, Q) in row-major order, from m[xi ms +
  * t]; up to VL tiles of one row at a time; rows and columns past P, Q are
- * not written. */
+ * not written; two whole rows of tiles at a time as the input's. */
 static inline void wino_output_seg(float *y, const float *restrict m, int64_t ms, int64_t i0,
                                    int64_t j0, int64_t n, float bias, const wino_geom *g)
 {
-    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0)
+    for (int64_t i = i0, j = j0, t = 0; t < n; i++, j = 0) {
+#ifdef WINO_MERGE_PAIR
+        if (wino_pair_fits(g, i, j, n - t)) {   /* as the input's */
+            dvec s[2][4], y0, y1;
+            wino_output_rows(s, m, ms, t, 2 * g->tw);
+            for (int a = 0; a < 2; a++) {
+                wino_output_cols(&y0, &y1, s, a, bias, g);
+                float *yb = 2 * i + 2 + a < g->P ? y + (2 * i + 2 + a) * g->Q : NULL;
+                WINO_MERGE_PAIR(y + (2 * i + a) * g->Q, yb, y0, y1, g->tw,
+                                g->Q < 2 * g->tw ? g->Q : 2 * g->tw);
+            }
+            t += 2 * g->tw, i++;
+            continue;
+        }
+#endif
         for (int64_t end = t + (g->tw - j < n - t ? g->tw - j : n - t); t < end;) {
             int64_t cnt = end - t < DIRECT_VL ? end - t : DIRECT_VL;
-            dvec s[2][4];       /* A^T m: rows transformed */
-            for (int b = 0; b < 4; b++) {
-                dvec mv[4];
-                for (int a = 0; a < 4; a++) {
-                    const float *src = m + (4 * a + b) * ms + t;
-                    mv[a] = cnt == DIRECT_VL ? *(const dvec *)src : DIRECT_LOAD_PART(src, cnt);
-                }
-                s[0][b] = mv[0] + mv[1] + mv[2];
-                s[1][b] = mv[1] - mv[2] - mv[3];
-            }
+            dvec s[2][4], y0, y1;       /* A^T m: rows transformed */
+            wino_output_rows(s, m, ms, t, cnt);
             int64_t cols = g->Q - 2 * j < 2 * cnt ? g->Q - 2 * j : 2 * cnt;
             for (int a = 0; a < 2 && 2 * i + a < g->P; a++) {
-                dvec y0 = s[a][0] + s[a][1] + s[a][2] + bias;
-                dvec y1 = s[a][1] - s[a][2] - s[a][3] + bias;
-                if (g->clamp) {
-                    y0 = clamp_vec(y0, g->lo, g->hi);
-                    y1 = clamp_vec(y1, g->lo, g->hi);
-                }
+                wino_output_cols(&y0, &y1, s, a, bias, g);
                 WINO_MERGE_STORE(y + (2 * i + a) * g->Q + 2 * j, y0, y1, cols);
             }
             t += cnt, j += cnt;
         }
+    }
 }
 
 /* v[xi vs + k .. + VL] (16 rows) = G f G^T for the filters of DIRECT_VL

@@ -688,7 +688,9 @@ def test_transposed_gemm_matches_numpy(case, bias, num_threads, rng):
 # a frozen model's (tests/test_frozen.py). Its vectors of tiles run on across
 # rows of tiles where each chunk of VL / 4 tiles stays within one row (tiles
 # per row a multiple of 1, 2 or 4: generic, AVX2, AVX-512), else end at the
-# row's end.
+# row's end. On AVX-512, F(2x2, 3x3) takes two whole rows of tiles per vector
+# where a row has at most 8 tiles (a lone row where a run starts mid-row or
+# an odd row of tiles is left).
 WINO_CASES = [
     (2, 3, 9, 11, 5, 3, 3, 1, 1),             # odd P and Q: partial last tiles
     (1, 1, 1, 1, 3, 3, 3, 1, 1),              # a 1x1 image: one tile, mostly padding
@@ -703,6 +705,7 @@ WINO_CASES = [
     (2, 1000, 18, 18, 30, 3, 3, 1, 1),        # C + K > 1024: three narrow blocks of 56
     (3, 5, 15, 15, 9, 3, 3, 1, 1),            # 4x4: 4 tiles a row, the last partial
     (2, 4, 16, 32, 6, 3, 3, 1, 1),            # 4x4: 8 tiles a row
+    (3, 3, 13, 16, 5, 3, 3, 1, 1),            # 8 tiles a row, 7 rows: 3 pairs and one alone
 ]
 
 
