@@ -706,6 +706,8 @@ WINO_CASES = [
     (3, 5, 15, 15, 9, 3, 3, 1, 1),            # 4x4: 4 tiles a row, the last partial
     (2, 4, 16, 32, 6, 3, 3, 1, 1),            # 4x4: 8 tiles a row
     (3, 3, 13, 16, 5, 3, 3, 1, 1),            # 8 tiles a row, 7 rows: 3 pairs and one alone
+    (2, 3, 16, 4, 5, 3, 3, 1, 1),             # 2 tiles a row, 8 rows: 4 pairs
+    (2, 2, 21, 2, 3, 3, 3, 1, 1),             # 1 tile a row, 11 rows
 ]
 
 
