@@ -512,10 +512,15 @@ def gemm_only():
 # col2im at column stride 1 adds whole vectors of each output row's run of
 # columns that land inside the input (a scalar tail after them): rows longer
 # than a vector, with and without padding, row strides; and the other cases.
+# Column stride 2 (the portable loops): rows of 35 and 21 outputs, padding
+# on either side.
 WIDE_COL2IM_CASES = [
     (4, 6, 14, 14, 16, 5, 5, 1, 0),           # LeNet's second convolution
     (2, 3, 9, 37, 4, 3, 5, (2, 1), (1, 2)),   # 33 and 35 columns: vectors and a tail
     (2, 2, 6, 20, 3, 2, 7, 1, 3),             # padding wider than the tail
+    (2, 3, 9, 70, 4, 3, 3, 2, 1),             # stride 2: 35 outputs a row
+    (2, 2, 7, 41, 3, 3, 5, (1, 2), (1, 2)),   # column stride 2 only, 21 outputs a row
+    (1, 2, 5, 34, 2, 2, 4, 2, (0, 3)),        # even kernel, padding past the row end
 ]
 
 
