@@ -43,6 +43,48 @@ static inline void wino_split8(const float *row, int64_t c0, int64_t W, __m256 *
         (ev) = (dvec)e_, (od) = (dvec)o_;                                       \
     } while (0)
 
+/* Winograd's column split for two rows of at most 4 tiles in one vector
+ * (conv2d_winograd_kernel.h): one masked load of 8 columns from each row
+ * (NULL: zeros), the even and odd floats of ra's first tw tiles permuted to
+ * lanes 0 .. tw - 1, of rb's to lanes tw .. 2 tw - 1, and blended. */
+typedef struct {
+    __m256i a, b;       /* lane l: column 2 l of ra; 2 (l - tw) of rb */
+    __m256 second;      /* lanes tw on */
+} wino_pair_index;
+static inline wino_pair_index wino_pair_index8(int64_t tw)
+{
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), t = _mm256_set1_epi32((int)tw);
+    __m256i second = _mm256_cmpgt_epi32(lane, _mm256_sub_epi32(t, _mm256_set1_epi32(1)));
+    __m256i a = _mm256_add_epi32(lane, lane);
+    wino_pair_index ix = {a, _mm256_and_si256(_mm256_sub_epi32(a, _mm256_add_epi32(t, t)), second),
+                          _mm256_castsi256_ps(second)};
+    return ix;
+}
+#define WINO_PAIR_INDEX(tw) wino_pair_index8(tw)
+
+/* Lanes of a or b picked by the index pair (ia, ib) as ix.second says. */
+static inline __m256 pick_pair8(__m256 a, __m256 b, __m256i ia, __m256i ib, __m256 second)
+{
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(a, ia), _mm256_permutevar8x32_ps(b, ib),
+                            second);
+}
+
+static inline void wino_split_pair8(const float *ra, const float *rb, int64_t c0, int64_t W,
+                                    wino_pair_index ix, __m256 *ev, __m256 *od)
+{
+    __m256i in = lane_range(-c0, W - c0), one = _mm256_set1_epi32(1);
+    __m256 a = ra ? _mm256_maskload_ps(ra + c0, in) : _mm256_setzero_ps();
+    __m256 b = rb ? _mm256_maskload_ps(rb + c0, in) : _mm256_setzero_ps();
+    *ev = pick_pair8(a, b, ix.a, ix.b, ix.second);
+    *od = pick_pair8(a, b, _mm256_add_epi32(ix.a, one), _mm256_add_epi32(ix.b, one), ix.second);
+}
+#define WINO_SPLIT_PAIR(ra, rb, c0, W, idx, ev, od)                             \
+    do {                                                                        \
+        __m256 e_, o_;                                                          \
+        wino_split_pair8(ra, rb, c0, W, idx, &e_, &o_);                         \
+        (ev) = (dvec)e_, (od) = (dvec)o_;                                       \
+    } while (0)
+
 /* The first n (<= 16) floats of ev and od interleaved, to dst. */
 static inline void wino_merge8(float *dst, __m256 ev, __m256 od, int64_t n)
 {
@@ -52,6 +94,23 @@ static inline void wino_merge8(float *dst, __m256 ev, __m256 od, int64_t n)
         store_part8(dst + 8, _mm256_permute2f128_ps(a, b, 0x31), (int)(n - 8));
 }
 #define WINO_MERGE_STORE(dst, ev, od, n) wino_merge8(dst, (__m256)(ev), (__m256)(od), n)
+
+/* The output side of WINO_SPLIT_PAIR: the first n (<= 8) floats of tiles
+ * 0 .. tw - 1 of ev and od interleaved to da, of tiles tw .. 2 tw - 1 to db
+ * (NULL: not stored). */
+static inline void wino_merge_pair8(float *da, float *db, __m256 ev, __m256 od, int64_t tw,
+                                    int64_t n)
+{
+    __m256i half = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    __m256i from_b = _mm256_add_epi32(half, _mm256_set1_epi32((int)tw));
+    store_part8(da, _mm256_blend_ps(_mm256_permutevar8x32_ps(ev, half),
+                                    _mm256_permutevar8x32_ps(od, half), 0xaa), (int)n);
+    if (db)
+        store_part8(db, _mm256_blend_ps(_mm256_permutevar8x32_ps(ev, from_b),
+                                        _mm256_permutevar8x32_ps(od, from_b), 0xaa), (int)n);
+}
+#define WINO_MERGE_PAIR(da, db, ev, od, tw, n) \
+    wino_merge_pair8(da, db, (__m256)(ev), (__m256)(od), tw, n)
 
 /* Each 128-bit lane's 4 x 4 block of v[0 .. 3] transposed. */
 static inline void transpose_lanes4x4(__m256 v[4])
