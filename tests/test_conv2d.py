@@ -693,9 +693,9 @@ def test_transposed_gemm_matches_numpy(case, bias, num_threads, rng):
 # a frozen model's (tests/test_frozen.py). Its vectors of tiles run on across
 # rows of tiles where each chunk of VL / 4 tiles stays within one row (tiles
 # per row a multiple of 1, 2 or 4: generic, AVX2, AVX-512), else end at the
-# row's end. On AVX-512, F(2x2, 3x3) takes two whole rows of tiles per vector
-# where a row has at most 8 tiles (a lone row where a run starts mid-row or
-# an odd row of tiles is left).
+# row's end. F(2x2, 3x3) takes two whole rows of tiles per vector where a row
+# has at most half a vector of tiles (8 on AVX-512, 4 on AVX2; a lone row
+# where a run starts mid-row or an odd row of tiles is left).
 WINO_CASES = [
     (2, 3, 9, 11, 5, 3, 3, 1, 1),             # odd P and Q: partial last tiles
     (1, 1, 1, 1, 3, 3, 3, 1, 1),              # a 1x1 image: one tile, mostly padding
