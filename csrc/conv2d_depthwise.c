@@ -3,7 +3,8 @@
  * and weight gradient, any stride, padding and dilation. Threads split the
  * (image, channel) planes (the weight gradient: the channels); each thread
  * splits its plane into column phases and runs the row loops, both in its
- * instruction set's code (conv2d_depthwise_kernel.h). The forward with m = 1
+ * instruction set's code (conv2d_depthwise_kernel.h); the forward of 3x3
+ * filters at stride 2 along rows reads the plane itself. The forward with m = 1
  * and C a multiple of the vector length may instead run in channel vectors
  * (a vector's worth of channels of one image per task, transposed in and
  * out), which wins on short rows and strides above 1: timed against the row
@@ -22,26 +23,31 @@ DEPTHWISE_DEFINE(generic)
 typedef struct {
     depthwise_phases_fn phases;
     depthwise_forward_fn forward;
+    depthwise_forward_fn forward_s2;
     depthwise_backward_data_fn backward_data;
     depthwise_wgrad_fn wgrad;
     depthwise_vectors_fn vectors;
     int64_t vl;                 /* channels per vector of `vectors` */
-    int64_t vectors_q1, vectors_q2; /* by shape, output rows up to these run in
-                                       channel vectors (stride 1, above 1) */
+    /* by shape, output rows up to these run in channel vectors: stride 1,
+     * above 1, and 3x3 at stride 2 (whose row loops read the plane itself) */
+    int64_t vectors_q1, vectors_q2, vectors_q2_3x3;
 } depthwise_kernels;
 
 static const depthwise_kernels depthwise_kernels_generic = {
-    conv2d_depthwise_phases_generic, conv2d_depthwise_forward_generic, conv2d_depthwise_backward_data_generic,
-    conv2d_depthwise_wgrad_generic, conv2d_depthwise_vectors_generic, 4, 6, 8,
+    conv2d_depthwise_phases_generic, conv2d_depthwise_forward_generic,
+    conv2d_depthwise_forward_s2_generic, conv2d_depthwise_backward_data_generic,
+    conv2d_depthwise_wgrad_generic, conv2d_depthwise_vectors_generic, 4, 6, 8, 4,
 };
 #ifdef FASTCNN_X86_KERNELS
 static const depthwise_kernels depthwise_kernels_avx2 = {
-    conv2d_depthwise_phases_avx2, conv2d_depthwise_forward_avx2, conv2d_depthwise_backward_data_avx2,
-    conv2d_depthwise_wgrad_avx2, conv2d_depthwise_vectors_avx2, 8, 56, 32,
+    conv2d_depthwise_phases_avx2, conv2d_depthwise_forward_avx2,
+    conv2d_depthwise_forward_s2_avx2, conv2d_depthwise_backward_data_avx2,
+    conv2d_depthwise_wgrad_avx2, conv2d_depthwise_vectors_avx2, 8, 56, 32, 11,
 };
 static const depthwise_kernels depthwise_kernels_avx512 = {
-    conv2d_depthwise_phases_avx512, conv2d_depthwise_forward_avx512, conv2d_depthwise_backward_data_avx512,
-    conv2d_depthwise_wgrad_avx512, conv2d_depthwise_vectors_avx512, 16, 24, 32,
+    conv2d_depthwise_phases_avx512, conv2d_depthwise_forward_avx512,
+    conv2d_depthwise_forward_s2_avx512, conv2d_depthwise_backward_data_avx512,
+    conv2d_depthwise_wgrad_avx512, conv2d_depthwise_vectors_avx512, 16, 24, 32, 15,
 };
 #endif
 
@@ -171,11 +177,23 @@ typedef struct {
     const depthwise_kernels *kr;    /* this CPU's loops */
 } depthwise_call;
 
+/* Whether the forward's row loops read the plane itself (3x3 at stride 2
+ * along rows, no dilation along them), not its column phases. */
+static int reads_plane(const conv2d_shape *s)
+{
+    return s->R == 3 && s->S == 3 && s->sw == 2 && s->dw == 1;
+}
+
 /* Plane nc = (n, c) of the forward or backward data. */
 static void run_plane(const depthwise_call *cc, int64_t nc, thread_scratch *t,
                       const conv2d_shape *s, const depthwise_geom *g)
 {
     int64_t c = nc % s->C, HW = s->H * s->W, mPQ = g->m * s->P * s->Q, RS = s->R * s->S;
+    if (cc->op == FORWARD && reads_plane(s)) {
+        cc->kr->forward_s2(cc->out + nc * mPQ, cc->x + nc * HW, cc->w + c * g->m * RS,
+                           cc->b ? cc->b + c * g->m : NULL, g);
+        return;
+    }
     if (cc->op == FORWARD) {
         cc->kr->phases(t->xph, cc->x + nc * HW, g);
         cc->kr->forward(cc->out + nc * mPQ, t->xph, cc->w + c * g->m * RS,
@@ -354,13 +372,16 @@ static int run_forward(void *arg, int vectors)
 
 /* By shape (work too small to time): channel vectors where a row would fill
  * few of the row loops' vectors; a stride above 1 also costs the row loops
- * a phase split the channel vectors skip. The bounds were measured per
- * instruction set in frozen models at batch 1 (bench/CONV2D.md): AVX-512
- * rows of up to 1.5 vectors at stride 1, 2 above; AVX2 up to 7 and 4
- * (its row loops fill 8 lanes, its transposes are cheaper). */
+ * a phase split the channel vectors skip, except for 3x3 filters at stride
+ * 2. The bounds were measured per instruction set in frozen models at batch
+ * 1 (bench/CONV2D.md): AVX-512 rows of up to 1.5 vectors at stride 1, 2
+ * above; AVX2 up to 7 and 4 (its row loops fill 8 lanes, its transposes are
+ * cheaper). 3x3 at stride 2, by functional calls on 192 channels (Zen 5):
+ * AVX-512 rows of up to 15 outputs, AVX2 11, 16-byte vectors 4. */
 static int vectors_by_shape(const conv2d_shape *s, const depthwise_kernels *kr)
 {
-    return s->Q <= (s->sw == 1 ? kr->vectors_q1 : kr->vectors_q2);
+    return s->Q <= (s->sw == 1 ? kr->vectors_q1
+                    : reads_plane(s) ? kr->vectors_q2_3x3 : kr->vectors_q2);
 }
 
 /* *vectors = whether f runs in channel vectors: when they fit, the way kept
@@ -383,7 +404,7 @@ static int choose_forward(const forward_call *f, int *vectors)
     }
     if (!conv2d_tune_room())
         return FASTCNN_OK;
-    int err = conv2d_time_fastest(2, run_forward, (void *)f, vectors);
+    int err = conv2d_time_fastest(2, run_forward, NULL, (void *)f, vectors);
     if (!err)
         conv2d_tune_keep(&key, (conv2d_tune_choice){*vectors, 0});
     return err;

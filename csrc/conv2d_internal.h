@@ -150,10 +150,14 @@ int conv2d_tuning(void);
 #define CONV2D_TUNE_MAX_ROUNDS 16
 #define CONV2D_TUNE_MIN_SECONDS 0.006
 /* *fastest = the index of the fastest of n candidates (run(arg, i) runs
- * candidate i once and returns FASTCNN_OK or an error): a warm-up run of
- * each, then the best of each in interleaved rounds as above. Returns the
- * first error, if any. */
-int conv2d_time_fastest(int n, int (*run)(void *arg, int i), void *arg, int *fastest);
+ * candidate i once and returns FASTCNN_OK or an error; before(arg), unless
+ * NULL, runs untimed before each timed run): a warm-up run of each, then the
+ * best of each in interleaved rounds as above. Returns the first error, if
+ * any. */
+int conv2d_time_fastest(int n, int (*run)(void *arg, int i), void (*before)(void *arg),
+                        void *arg, int *fastest);
+/* Writes back and drops the cache lines of v[0 .. n) in every cache level. */
+void conv2d_evict(const float *v, int64_t n);
 /* The table's op for the depthwise forward's choice (conv2d_depthwise.c);
  * conv2d.c's ops are below it. */
 #define CONV2D_TUNE_DEPTHWISE 16
@@ -177,6 +181,8 @@ typedef int (*conv2d_prepare_fn)(float *data, const float *w, const conv2d_shape
 const float *conv2d_prepared_get(conv2d_prepared *p, int kind, const float *w,
                                  const conv2d_shape *s, int64_t variant, int64_t floats,
                                  conv2d_prepare_fn prepare, int nthreads);
+/* conv2d_evict of all p keeps (p may be NULL). */
+void conv2d_prepared_evict(conv2d_prepared *p);
 
 /* ---- the paths (each returns FASTCNN_OK or FASTCNN_ENOMEM) ------------------- */
 

@@ -20,6 +20,7 @@ typedef struct {
     const float *w;                 /* the weights it was derived from */
     int64_t K, C, R, S, variant;    /* their sizes, and the kind's variant */
     float *data;
+    int64_t floats;                 /* data's length */
 } prepared_entry;
 
 struct conv2d_prepared {
@@ -68,7 +69,7 @@ const float *conv2d_prepared_get(conv2d_prepared *p, int kind, const float *w,
         fastcnn_free(data);
         return NULL;
     }
-    *e = (prepared_entry){w, s->K, s->C, s->R, s->S, variant, data};
+    *e = (prepared_entry){w, s->K, s->C, s->R, s->S, variant, data, floats};
     prepared_entry *first = NULL;
     if (atomic_compare_exchange_strong_explicit(&p->slot[kind], &first, e, memory_order_acq_rel,
                                                 memory_order_acquire))
@@ -76,4 +77,13 @@ const float *conv2d_prepared_get(conv2d_prepared *p, int kind, const float *w,
     fastcnn_free(data);
     free(e);
     return made_from(first, w, s, variant) ? first->data : NULL;
+}
+
+void conv2d_prepared_evict(conv2d_prepared *p)
+{
+    for (int k = 0; p && k < PREPARED_KINDS; k++) {
+        prepared_entry *e = atomic_load_explicit(&p->slot[k], memory_order_acquire);
+        if (e)
+            conv2d_evict(e->data, e->floats);
+    }
 }

@@ -11,6 +11,9 @@
  * path from one call to the next. */
 #include <string.h>
 #include <time.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "conv2d_internal.h"
 
@@ -101,21 +104,38 @@ double conv2d_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Seconds of one run of candidate i (err set on failure). */
-static double one_run(int (*run)(void *, int), void *arg, int i, int *err)
+void conv2d_evict(const float *v, int64_t n)
 {
+#if defined(__x86_64__)
+    for (int64_t i = 0; i < n; i += 64 / (int64_t)sizeof(float))
+        _mm_clflush(v + i);
+    if (n > 0)
+        _mm_clflush(v + n - 1);
+    _mm_mfence();
+#else
+    (void)v, (void)n;
+#endif
+}
+
+/* Seconds of one run of candidate i after before(arg) (err set on failure). */
+static double one_run(int (*run)(void *, int), void (*before)(void *), void *arg, int i,
+                      int *err)
+{
+    if (before)
+        before(arg);
     double t0 = conv2d_seconds();
     *err = run(arg, i);
     return conv2d_seconds() - t0;
 }
 
-int conv2d_time_fastest(int n, int (*run)(void *arg, int i), void *arg, int *fastest)
+int conv2d_time_fastest(int n, int (*run)(void *arg, int i), void (*before)(void *arg),
+                        void *arg, int *fastest)
 {
     double best[CONV2D_TIMED_MAX];
     int err = FASTCNN_OK;
     n = n < CONV2D_TIMED_MAX ? n : CONV2D_TIMED_MAX;
     for (int i = 0; i < n && !err; i++) {
-        one_run(run, arg, i, &err);
+        one_run(run, before, arg, i, &err);
         best[i] = 1e300;
     }
     double spent = 0.0;
@@ -123,7 +143,7 @@ int conv2d_time_fastest(int n, int (*run)(void *arg, int i), void *arg, int *fas
         if (round >= CONV2D_TUNE_ROUNDS && spent >= n * CONV2D_TUNE_MIN_SECONDS)
             break;
         for (int i = 0; i < n && !err; i++) {
-            double t = one_run(run, arg, i, &err);
+            double t = one_run(run, before, arg, i, &err);
             best[i] = t < best[i] ? t : best[i];
             spent += t;
         }
