@@ -6,10 +6,48 @@
 #ifndef FASTCNN_LINEAR_KERNEL_H
 #define FASTCNN_LINEAR_KERNEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Rows up to which linear_forward uses linear_rows instead of sgemm. */
 #define LINEAR_FEW_ROWS 8
+
+#if defined(__AVX512F__)
+#define LINEAR_VL 16
+#elif defined(__AVX2__)
+#define LINEAR_VL 8
+#else
+#define LINEAR_VL 4
+#endif
+typedef float linear_vec __attribute__((vector_size(4 * LINEAR_VL), aligned(4), may_alias));
+
+/* s[0 .. 4) = the dot products of x (F) with the rows w0 .. w0 + 3F (F
+ * apart); next: the four rows after them, or NULL. While it streams its
+ * rows it prefetches next's at the same columns: a row of a few KiB ends
+ * before the hardware prefetchers are up to speed, so each group of rows
+ * would otherwise start from memory's latency. */
+static inline void linear_dot4(float s[4], const float *restrict x, const float *restrict w0,
+                               int64_t F, const float *next)
+{
+    linear_vec acc[4] = {{0}, {0}, {0}, {0}};
+    int64_t f = 0;
+    for (; f + LINEAR_VL <= F; f += LINEAR_VL) {
+        if (next && f % (64 / (int64_t)sizeof(float)) == 0)
+            for (int r = 0; r < 4; r++)
+                __builtin_prefetch(next + r * F + f);
+        const linear_vec xv = *(const linear_vec *)(x + f);
+        for (int r = 0; r < 4; r++)
+            acc[r] += xv * *(const linear_vec *)(w0 + r * F + f);
+    }
+    for (int r = 0; r < 4; r++) {
+        float t = 0.0f;
+        for (int64_t g = f; g < F; g++)
+            t += x[g] * w0[r * F + g];
+        for (int l = 0; l < LINEAR_VL; l++)
+            t += acc[r][l];
+        s[r] = t;
+    }
+}
 
 /* y (N,O) = x (N,F) w^T + b for the outputs [o0, o1); w (O,F), b (O) or NULL.
  * Four outputs at a time: four independent accumulator chains, their four
@@ -21,22 +59,13 @@ static inline void linear_rows(float *restrict y, const float *restrict x,
 {
     int64_t o = o0;
     for (; o + 4 <= o1; o += 4) {
-        const float *w0 = w + o * F, *w1 = w0 + F, *w2 = w1 + F, *w3 = w2 + F;
+        const float *next = o + 8 <= O ? w + (o + 4) * F : NULL;
         for (int64_t i = 0; i < N; i++) {
-            const float *xi = x + i * F;
-            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-            #pragma omp simd reduction(+ : a0, a1, a2, a3)
-            for (int64_t f = 0; f < F; f++) {
-                a0 += xi[f] * w0[f];
-                a1 += xi[f] * w1[f];
-                a2 += xi[f] * w2[f];
-                a3 += xi[f] * w3[f];
-            }
+            float a[4];
+            linear_dot4(a, x + i * F, w + o * F, F, i == 0 ? next : NULL);
             float *yi = y + i * O;
-            yi[o] = b ? a0 + b[o] : a0;
-            yi[o + 1] = b ? a1 + b[o + 1] : a1;
-            yi[o + 2] = b ? a2 + b[o + 2] : a2;
-            yi[o + 3] = b ? a3 + b[o + 3] : a3;
+            for (int r = 0; r < 4; r++)
+                yi[o + r] = b ? a[r] + b[o + r] : a[r];
         }
     }
     for (; o < o1; o++) {
