@@ -4,11 +4,12 @@
  * (image, channel) planes (the weight gradient: the channels); each thread
  * splits its plane into column phases and runs the row loops, both in its
  * instruction set's code (conv2d_depthwise_kernel.h); the forward of 3x3
- * filters at stride 2 along rows reads the plane itself. The forward with m = 1
- * and C a multiple of the vector length may instead run in channel vectors
- * (a vector's worth of channels of one image per task, transposed in and
- * out), which wins on short rows and strides above 1: timed against the row
- * loops on its first call where the work allows, else chosen by shape.
+ * filters at stride 1 or 2 along rows reads the plane itself. The forward
+ * with m = 1 and C a multiple of the vector length may instead run in
+ * channel vectors (a vector's worth of channels of one image per task,
+ * transposed in and out), which wins on short rows and strides above 1:
+ * timed against the row loops on its first call where the work allows,
+ * else chosen by shape.
  * Shapes: x (N, C, H, W), w (K, 1, R, S), y (N, K, P, Q); the forward
  * applies s->clamp (a fused hardtanh) as it stores. */
 #include <stdlib.h>
@@ -23,7 +24,7 @@ DEPTHWISE_DEFINE(generic)
 typedef struct {
     depthwise_phases_fn phases;
     depthwise_forward_fn forward;
-    depthwise_forward_fn forward_s2;
+    depthwise_forward_fn forward_3x3;
     depthwise_backward_data_fn backward_data;
     depthwise_wgrad_fn wgrad;
     depthwise_vectors_fn vectors;
@@ -35,18 +36,18 @@ typedef struct {
 
 static const depthwise_kernels depthwise_kernels_generic = {
     conv2d_depthwise_phases_generic, conv2d_depthwise_forward_generic,
-    conv2d_depthwise_forward_s2_generic, conv2d_depthwise_backward_data_generic,
+    conv2d_depthwise_forward_3x3_generic, conv2d_depthwise_backward_data_generic,
     conv2d_depthwise_wgrad_generic, conv2d_depthwise_vectors_generic, 4, 6, 8, 4,
 };
 #ifdef FASTCNN_X86_KERNELS
 static const depthwise_kernels depthwise_kernels_avx2 = {
     conv2d_depthwise_phases_avx2, conv2d_depthwise_forward_avx2,
-    conv2d_depthwise_forward_s2_avx2, conv2d_depthwise_backward_data_avx2,
+    conv2d_depthwise_forward_3x3_avx2, conv2d_depthwise_backward_data_avx2,
     conv2d_depthwise_wgrad_avx2, conv2d_depthwise_vectors_avx2, 8, 56, 32, 11,
 };
 static const depthwise_kernels depthwise_kernels_avx512 = {
     conv2d_depthwise_phases_avx512, conv2d_depthwise_forward_avx512,
-    conv2d_depthwise_forward_s2_avx512, conv2d_depthwise_backward_data_avx512,
+    conv2d_depthwise_forward_3x3_avx512, conv2d_depthwise_backward_data_avx512,
     conv2d_depthwise_wgrad_avx512, conv2d_depthwise_vectors_avx512, 16, 24, 32, 15,
 };
 #endif
@@ -177,11 +178,11 @@ typedef struct {
     const depthwise_kernels *kr;    /* this CPU's loops */
 } depthwise_call;
 
-/* Whether the forward's row loops read the plane itself (3x3 at stride 2
- * along rows, no dilation along them), not its column phases. */
+/* Whether the forward's row loops read the plane itself (3x3 at stride 1
+ * or 2 along rows, no dilation along them), not its column phases. */
 static int reads_plane(const conv2d_shape *s)
 {
-    return s->R == 3 && s->S == 3 && s->sw == 2 && s->dw == 1;
+    return s->R == 3 && s->S == 3 && (s->sw == 1 || s->sw == 2) && s->dw == 1;
 }
 
 /* Plane nc = (n, c) of the forward or backward data. */
@@ -190,8 +191,8 @@ static void run_plane(const depthwise_call *cc, int64_t nc, thread_scratch *t,
 {
     int64_t c = nc % s->C, HW = s->H * s->W, mPQ = g->m * s->P * s->Q, RS = s->R * s->S;
     if (cc->op == FORWARD && reads_plane(s)) {
-        cc->kr->forward_s2(cc->out + nc * mPQ, cc->x + nc * HW, cc->w + c * g->m * RS,
-                           cc->b ? cc->b + c * g->m : NULL, g);
+        cc->kr->forward_3x3(cc->out + nc * mPQ, cc->x + nc * HW, cc->w + c * g->m * RS,
+                            cc->b ? cc->b + c * g->m : NULL, g);
         return;
     }
     if (cc->op == FORWARD) {

@@ -12,7 +12,7 @@
  * phases: phase f holds the padded columns f, f + sw, f + 2 sw, ..., and
  * kernel tap t of output column q then reads column q + (t dw) / sw of phase
  * (t dw) mod sw: a contiguous run for any stride and dilation. (The forward
- * of 3x3 filters at stride 2 along rows skips the split: see below.)
+ * of 3x3 filters at stride 1 or 2 along rows skips it: see below.)
  *   xph (sw, Hp, Wq): phase f, row h, column j = padded input (h, j sw + f);
  *   Hp = (P-1) sh + (R-1) dh + 1 padded rows read; Wq floats per phase row,
  *   a multiple of 16 with room for a whole vector past every row's last
@@ -50,8 +50,9 @@ typedef struct {
 typedef void (*depthwise_phases_fn)(float *, const float *, const depthwise_geom *);
 typedef void (*depthwise_forward_fn)(float *, const float *, const float *, const float *,
                                      const depthwise_geom *);
-/*   forward_s2:    forward's y from the plane x (H, W) itself, no phases:
- *                  3x3 filters, stride 2 along rows, no dilation along them. */
+/*   forward_3x3:   forward's y from the plane x (H, W) itself, no phases:
+ *                  3x3 filters, stride 1 or 2 along rows, no dilation along
+ *                  them. */
 typedef void (*depthwise_backward_data_fn)(float *, const float *, const float *, float *,
                                            const depthwise_geom *);
 typedef void (*depthwise_wgrad_fn)(double *, const float *, const float *, float *, float *,
@@ -67,8 +68,8 @@ typedef void (*depthwise_vectors_fn)(float *, const float *, const float *, cons
     void conv2d_depthwise_phases_##isa(float *xph, const float *x, const depthwise_geom *g);  \
     void conv2d_depthwise_forward_##isa(float *y, const float *xph, const float *w,          \
                                         const float *b, const depthwise_geom *g);           \
-    void conv2d_depthwise_forward_s2_##isa(float *y, const float *x, const float *w,         \
-                                           const float *b, const depthwise_geom *g);        \
+    void conv2d_depthwise_forward_3x3_##isa(float *y, const float *x, const float *w,        \
+                                            const float *b, const depthwise_geom *g);       \
     void conv2d_depthwise_backward_data_##isa(float *dxph, const float *dy, const float *w,  \
                                               float *row, const depthwise_geom *g);          \
     void conv2d_depthwise_wgrad_##isa(double *dw, const float *dy, const float *xph,         \
@@ -225,17 +226,24 @@ static inline void dw_forward(float *y, const float *xph, const float *w, const 
         dw_forward_plane(y, xph, w, b, g->R, g->S, g);
 }
 
-/* ---- 3x3 at stride 2 along rows, from the plane itself ----
- * Output column q's taps read input columns 2 q - pw + (0, 1, 2): for a
- * vector of outputs from q0, the even lanes of the 2 VL input floats from
- * a0 = 2 q0 - pw, their odd lanes, and the even lanes one on. Three
- * loads, A = [a0, a0 + VL), B = [a0 + VL, a0 + 2 VL) and C = [a0 + VL + 1,
- * a0 + 2 VL + 1), and three two-source shuffles give them; no phase planes
- * are written and read back (at stride 2 that split took more time than the
+/* ---- 3x3 filters at stride 1 or 2 along rows, from the plane itself ----
+ * Output column q's taps read input columns SW q - pw + (0, 1, 2). For a
+ * vector of outputs from q0, a0 = SW q0 - pw:
+ *   stride 1: the runs of VL floats from a0, a0 + 1 and a0 + 2;
+ *   stride 2: the even lanes of the 2 VL floats from a0, their odd lanes,
+ *     and the even lanes one on: loads A = [a0, a0 + VL), B = [a0 + VL,
+ *     a0 + 2 VL) and C = [a0 + VL + 1, a0 + 2 VL + 1), three two-source
+ *     shuffles.
+ * No padded copy (stride 1) or phase split (stride 2) of the plane is
+ * written and read back (at stride 2 the split took more time than the
  * taps: 44% against 33% of MobileNetV2's 96 x 112 x 112 layer, AVX-512).
- * Lanes outside the row load as zeros (masked loads, at the row's ends
- * only), and taps on padding rows add w * 0: the sums are the row loops',
- * in their order. */
+ * Where a vector's loads would leave the row: the first vector at padding
+ * 1 loads from column 0 and moves a zero in (DW_PAD1); at stride 1 the
+ * last vector at padding 1, whose third tap would read one column past the
+ * row, moves a zero in at the top (DW_END1); elsewhere masked loads. Taps on
+ * padding rows add w * 0: the sums are the row loops', in their order. */
+
+enum { DW_IN, DW_PAD1, DW_END1, DW_MASKED };    /* how a vector's loads lie */
 
 /* the lanes [first, last) of the load from p (0 <= first, last <= VL) */
 typedef struct {
@@ -268,40 +276,83 @@ static inline dwvec dw_load_lanes(const float *p, dw_lanes l)
 #endif
 }
 
-/* How a vector's loads lie in the input row: all inside, or the first
- * vector's with padding 1 (its first tap column is -1), or reaching past an
- * end elsewhere (masked loads). */
-enum { DW_S2_INSIDE, DW_S2_PAD1, DW_S2_MASKED };
-
-/* tap[0 .. 3) = the three taps of the outputs of a vector whose first tap
- * reads column a0 of row xr (above); where = how its loads lie, l their
- * lanes (DW_S2_MASKED). DW_S2_PAD1 (a0 = -1) loads [0, 2 VL): the even lanes
- * are tap 1, the odd ones tap 2, and tap 0 the odd ones one lane on, after
- * a zero. */
-static inline __attribute__((always_inline)) void
-dw_s2_taps(dwvec tap[3], const float *xr, int64_t a0, const int where, const dw_lanes *l)
-{
 #if DW_VL == 16
-    const dwint even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-    const dwint odd = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
-    const dwint next = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 31};
-    const dwint back = {16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
+#define DW_EVEN {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}
+#define DW_ODD {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}
+#define DW_NEXT {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 31}
+#define DW_UP {16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
+#define DW_DOWN {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 #elif DW_VL == 8
-    const dwint even = {0, 2, 4, 6, 8, 10, 12, 14}, odd = {1, 3, 5, 7, 9, 11, 13, 15};
-    const dwint next = {1, 2, 3, 4, 5, 6, 7, 15}, back = {8, 0, 1, 2, 3, 4, 5, 6};
+#define DW_EVEN {0, 2, 4, 6, 8, 10, 12, 14}
+#define DW_ODD {1, 3, 5, 7, 9, 11, 13, 15}
+#define DW_NEXT {1, 2, 3, 4, 5, 6, 7, 15}
+#define DW_UP {8, 0, 1, 2, 3, 4, 5, 6}
+#define DW_DOWN {1, 2, 3, 4, 5, 6, 7, 8}
 #else
-    const dwint even = {0, 2, 4, 6}, odd = {1, 3, 5, 7}, next = {1, 2, 3, 7}, back = {4, 0, 1, 2};
+#define DW_EVEN {0, 2, 4, 6}
+#define DW_ODD {1, 3, 5, 7}
+#define DW_NEXT {1, 2, 3, 7}
+#define DW_UP {4, 0, 1, 2}
+#define DW_DOWN {1, 2, 3, 4}
 #endif
-    if (where == DW_S2_PAD1) {
-        const dwvec A = *(const dwvec *)xr, B = *(const dwvec *)(xr + DW_VL);
-        tap[1] = __builtin_shuffle(A, B, even);
-        tap[2] = __builtin_shuffle(A, B, odd);
-        tap[0] = __builtin_shuffle(tap[2], (dwvec){0}, back);
+
+/* where (above) the loads of the vector whose first tap reads column a0
+ * lie in a row of W columns */
+static inline int dw_where(int64_t a0, const int SW, int64_t W)
+{
+    const int64_t end = SW == 1 ? a0 + DW_VL + 1 : a0 + 2 * DW_VL;     /* last column read */
+    if (a0 >= 0 && end < W)
+        return DW_IN;
+    if (a0 == -1 && (SW == 1 ? end < W : end <= W))    /* stride 2 reads one column less */
+        return DW_PAD1;
+    if (SW == 1 && a0 >= 0 && end == W)
+        return DW_END1;
+    return DW_MASKED;
+}
+
+/* the lanes of the three loads of a DW_MASKED vector at a0 */
+static inline void dw_plane_lanes(dw_lanes l[3], int64_t a0, const int SW, int64_t W)
+{
+    for (int k = 0; k < 3; k++)
+        l[k] = dw_lanes_of(SW == 1 ? a0 + k : k ? a0 + DW_VL + k - 1 : a0, W);
+}
+
+/* tap[0 .. 3) = the three taps of a vector whose first tap reads column a0
+ * of row xr, its loads lying as `where` says (l: their lanes, DW_MASKED) */
+static inline __attribute__((always_inline)) void
+dw_plane_taps(dwvec tap[3], const float *xr, int64_t a0, const int SW, const int where,
+              const dw_lanes *l)
+{
+    const dwint even = DW_EVEN, odd = DW_ODD, next = DW_NEXT, up = DW_UP, down = DW_DOWN;
+    const dwvec zero = {0};
+    const float *p = xr + a0;
+    if (SW == 1) {
+        if (where == DW_PAD1) {
+            const dwvec A = *(const dwvec *)xr;
+            tap[0] = __builtin_shuffle(A, zero, up);
+            tap[1] = A;
+            tap[2] = *(const dwvec *)(xr + 1);
+        } else if (where == DW_END1) {
+            const dwvec B = *(const dwvec *)(p + 1);
+            tap[0] = *(const dwvec *)p;
+            tap[1] = B;
+            tap[2] = __builtin_shuffle(B, zero, down);
+        } else {
+            for (int k = 0; k < 3; k++)
+                tap[k] = where == DW_MASKED ? dw_load_lanes(p + k, l[k]) : *(const dwvec *)(p + k);
+        }
         return;
     }
-    const float *p = xr + a0;
     dwvec A, B, C;
-    if (where == DW_S2_MASKED) {
+    if (where == DW_PAD1) {
+        A = *(const dwvec *)xr;
+        B = *(const dwvec *)(xr + DW_VL);
+        tap[1] = __builtin_shuffle(A, B, even);
+        tap[2] = __builtin_shuffle(A, B, odd);
+        tap[0] = __builtin_shuffle(tap[2], zero, up);
+        return;
+    }
+    if (where == DW_MASKED) {
         A = dw_load_lanes(p, l[0]);
         B = dw_load_lanes(p + DW_VL, l[1]);
         C = dw_load_lanes(p + DW_VL + 1, l[2]);
@@ -316,35 +367,34 @@ dw_s2_taps(dwvec tap[3], const float *xr, int64_t a0, const int where, const dw_
 }
 
 /* Output rows p0 .. p0+rb-1, vectors at columns qs[0 .. nq) of y (P, Q) =
- * w (3, 3) * x + bias, stored as dw_forward_block stores. edge: DW_S2_INSIDE
- * (every vector's loads inside the rows), DW_S2_PAD1 (the first vector's
- * DW_S2_PAD1, the others inside) or DW_S2_MASKED (each masked); rows: some
- * tap row may be padding. rb, nq, edge and rows are constants at each call. */
+ * w (3, 3) * x + bias at stride SW along rows, stored as dw_forward_block
+ * stores; w0, w1: where the first and the second vector's loads lie; rows:
+ * some tap row may be padding. rb, nq, w0, w1, rows and SW are constants at
+ * each call. */
 static inline __attribute__((always_inline)) void
-dw_s2_block(float *restrict y, const float *restrict x, const float *restrict w, float bias,
-            int64_t p0, const int rb, const int64_t *qs, const int nq, const int edge,
-            const int rows, const depthwise_geom *g)
+dw_plane_block(float *restrict y, const float *restrict x, const float *restrict w, float bias,
+               int64_t p0, const int rb, const int64_t *qs, const int nq, const int w0,
+               const int w1, const int rows, const int SW, const depthwise_geom *g)
 {
     dwvec acc[DW_RB][DW_QB];
     dw_lanes lanes[DW_QB][3];
     for (int v = 0; v < nq; v++) {
-        const int64_t a0 = 2 * qs[v] - g->pw;
-        for (int k = 0; k < 3 && edge == DW_S2_MASKED; k++)
-            lanes[v][k] = dw_lanes_of(a0 + (k ? DW_VL + k - 1 : 0), g->W);
+        if ((v ? w1 : w0) == DW_MASKED)
+            dw_plane_lanes(lanes[v], SW * qs[v] - g->pw, SW, g->W);
         for (int i = 0; i < rb; i++) acc[i][v] = (dwvec){0} + bias;
     }
     for (int64_t r = 0; r < 3; r++) {
-        const float w0 = w[r * 3], w1 = w[r * 3 + 1], w2 = w[r * 3 + 2];
+        const float w_0 = w[r * 3], w_1 = w[r * 3 + 1], w_2 = w[r * 3 + 2];
         for (int i = 0; i < rb; i++) {
             const int64_t h = (p0 + i) * g->sh + r * g->dh - g->ph;
             for (int v = 0; v < nq; v++) {
                 dwvec tap[3] = {{0}, {0}, {0}};
-                const int where = edge == DW_S2_PAD1 && v > 0 ? DW_S2_INSIDE : edge;
                 if (!rows || (h >= 0 && h < g->H))
-                    dw_s2_taps(tap, x + h * g->W, 2 * qs[v] - g->pw, where, lanes[v]);
-                acc[i][v] += w0 * tap[0];
-                acc[i][v] += w1 * tap[1];
-                acc[i][v] += w2 * tap[2];
+                    dw_plane_taps(tap, x + h * g->W, SW * qs[v] - g->pw, SW, v ? w1 : w0,
+                                  lanes[v]);
+                acc[i][v] += w_0 * tap[0];
+                acc[i][v] += w_1 * tap[1];
+                acc[i][v] += w_2 * tap[2];
             }
         }
     }
@@ -362,56 +412,83 @@ dw_s2_block(float *restrict y, const float *restrict x, const float *restrict w,
 }
 
 /* Output rows p0 .. p0+rb-1 of y (P, Q), whole vectors placed as
- * dw_forward_rows places them, in pairs; rows as for dw_s2_block. */
+ * dw_forward_rows places them, in pairs. inner: blocks of DW_RB rows whose
+ * taps all read inside x, the vectors' loads as they lie; else (rb = 1,
+ * the rows at the ends) every load masked, tap rows checked. */
 static inline __attribute__((always_inline)) void
-dw_s2_rows(float *y, const float *x, const float *w, float bias, int64_t p0, const int rb,
-           const int rows, const depthwise_geom *g)
+dw_plane_rows(float *y, const float *x, const float *w, float bias, int64_t p0,
+              const int inner, const int SW, const depthwise_geom *g)
 {
     const int64_t Q = g->Q, last = Q > DW_VL ? Q - DW_VL : 0, nvec = (Q + DW_VL - 1) / DW_VL;
     for (int64_t k = 0; k < nvec; k += DW_QB) {
         const int nq = nvec - k < DW_QB ? (int)(nvec - k) : DW_QB;
         int64_t qs[DW_QB];
-        int where[DW_QB];
+        int at[DW_QB] = {DW_MASKED, DW_MASKED};
         for (int v = 0; v < nq; v++) {
             qs[v] = (k + v) * DW_VL < last ? (k + v) * DW_VL : last;
-            /* the loads read columns a0 .. a0 + 2 VL (DW_S2_PAD1: 0 .. 2 VL - 1) */
-            const int64_t a0 = 2 * qs[v] - g->pw;
-            where[v] = a0 >= 0 && a0 + 2 * DW_VL < g->W ? DW_S2_INSIDE
-                     : a0 == -1 && 2 * DW_VL <= g->W ? DW_S2_PAD1 : DW_S2_MASKED;
+            at[v] = dw_where(SW * qs[v] - g->pw, SW, g->W);
         }
-#define DW_BLOCK(n, e) dw_s2_block(y, x, w, bias, p0, rb, qs, n, e, rows, g)
-        if (nq == DW_QB && where[0] == DW_S2_INSIDE && where[1] == DW_S2_INSIDE)
-            DW_BLOCK(DW_QB, DW_S2_INSIDE);
-        else if (nq == DW_QB && where[0] == DW_S2_PAD1 && where[1] == DW_S2_INSIDE)
-            DW_BLOCK(DW_QB, DW_S2_PAD1);
-        else if (nq == DW_QB)
-            DW_BLOCK(DW_QB, DW_S2_MASKED);
+#define DW_BLOCK(n, a, b) dw_plane_block(y, x, w, bias, p0, DW_RB, qs, n, a, b, 0, SW, g)
+        if (!inner)
+            dw_plane_block(y, x, w, bias, p0, 1, qs, nq, DW_MASKED, DW_MASKED, 1, SW, g);
+        else if (nq == 1)
+            switch (at[0]) {
+            case DW_IN: DW_BLOCK(1, DW_IN, DW_IN); break;
+            case DW_PAD1: DW_BLOCK(1, DW_PAD1, DW_IN); break;
+            case DW_END1: DW_BLOCK(1, DW_END1, DW_IN); break;
+            default: DW_BLOCK(1, DW_MASKED, DW_IN); break;
+            }
+        else if (at[0] == DW_IN && at[1] == DW_IN)
+            DW_BLOCK(DW_QB, DW_IN, DW_IN);
+        else if (at[0] == DW_PAD1 && at[1] == DW_IN)
+            DW_BLOCK(DW_QB, DW_PAD1, DW_IN);
+        else if (at[0] == DW_IN && at[1] == DW_END1)
+            DW_BLOCK(DW_QB, DW_IN, DW_END1);
+        else if (at[0] == DW_PAD1 && at[1] == DW_END1)
+            DW_BLOCK(DW_QB, DW_PAD1, DW_END1);
         else
-            DW_BLOCK(1, DW_S2_MASKED);
+            DW_BLOCK(DW_QB, DW_MASKED, DW_MASKED);
 #undef DW_BLOCK
     }
 }
 
-/* y (m, P, Q) = w (m, 3, 3) * x (H, W) + b at stride 2 along rows (sw ==
- * 2, dil_w == 1): the output rows whose taps all read inside x in blocks of
- * DW_RB, the others one at a time. */
-static inline void dw_forward_s2(float *y, const float *x, const float *w, const float *b,
-                                 const depthwise_geom *g)
+/* y (P, Q) = w (3, 3) * x (H, W) + bias at stride SW along rows: the rows
+ * whose taps all read inside x in blocks of DW_RB (the last block moved up
+ * over rows already done, which it stores again with the same values,
+ * where fewer rows are left), the others one at a time. */
+static inline __attribute__((always_inline)) void
+dw_plane_3x3(float *y, const float *x, const float *w, float bias, const int SW,
+             const depthwise_geom *g)
 {
 #define DW_INSIDE(q) ((q) * g->sh - g->ph >= 0 && (q) * g->sh + 2 * g->dh - g->ph < g->H)
+    int64_t p = 0;
+    for (; p < g->P && !DW_INSIDE(p); p++)
+        dw_plane_rows(y, x, w, bias, p, 0, SW, g);
+    const int64_t first = p;
+    for (; p + DW_RB <= g->P && DW_INSIDE(p + DW_RB - 1); p += DW_RB)
+        dw_plane_rows(y, x, w, bias, p, 1, SW, g);
+    if (p > first && p < g->P && DW_INSIDE(g->P - 1)) {
+        dw_plane_rows(y, x, w, bias, g->P - DW_RB, 1, SW, g);
+        p = g->P;
+    }
+    for (; p < g->P; p++)
+        dw_plane_rows(y, x, w, bias, p, 0, SW, g);
+#undef DW_INSIDE
+}
+
+/* y (m, P, Q) = w (m, 3, 3) * x (H, W) + b at stride 1 or 2 along rows
+ * (g->sw), no dilation along them */
+static inline void dw_forward_3x3(float *y, const float *x, const float *w, const float *b,
+                                  const depthwise_geom *g)
+{
     for (int64_t j = 0; j < g->m; j++) {
         const float bias = b ? b[j] : 0.0f;
         float *yj = y + j * g->P * g->Q;
-        const float *wj = w + j * 9;
-        int64_t p = 0;
-        for (; p < g->P && !DW_INSIDE(p); p++)
-            dw_s2_rows(yj, x, wj, bias, p, 1, 1, g);
-        for (; p + DW_RB <= g->P && DW_INSIDE(p + DW_RB - 1); p += DW_RB)
-            dw_s2_rows(yj, x, wj, bias, p, DW_RB, 0, g);
-        for (; p < g->P; p++)
-            dw_s2_rows(yj, x, wj, bias, p, 1, 1, g);
+        if (g->sw == 1)
+            dw_plane_3x3(yj, x, w + j * 9, bias, 1, g);
+        else
+            dw_plane_3x3(yj, x, w + j * 9, bias, 2, g);
     }
-#undef DW_INSIDE
 }
 
 /* Input row xr (cols) split into its two phase rows: padded column c + pw
@@ -675,10 +752,10 @@ static inline void dw_vectors(float *y, const float *x, const float *wv, const f
     {                                                                                        \
         dw_forward(y, xph, w, b, g);                                                         \
     }                                                                                        \
-    void conv2d_depthwise_forward_s2_##isa(float *y, const float *x, const float *w,         \
-                                           const float *b, const depthwise_geom *g)         \
+    void conv2d_depthwise_forward_3x3_##isa(float *y, const float *x, const float *w,        \
+                                            const float *b, const depthwise_geom *g)        \
     {                                                                                        \
-        dw_forward_s2(y, x, w, b, g);                                                        \
+        dw_forward_3x3(y, x, w, b, g);                                                       \
     }                                                                                        \
     void conv2d_depthwise_backward_data_##isa(float *dxph, const float *dy, const float *w,  \
                                               float *row, const depthwise_geom *g)           \

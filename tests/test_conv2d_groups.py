@@ -129,11 +129,11 @@ def test_matches_numpy(case, reference, num_threads, rng):
 # The depthwise kernel's row paths (csrc/conv2d_depthwise_kernel.h), for
 # vectors of 4, 8 and 16 floats: rows shorter than a vector, exactly one, a
 # few with an overlapping last vector; 1-3 rows left after the blocks of 4;
-# 3x3 (unrolled) and other filters; stride 3; at stride 2 along rows, 3x3
-# filters read the plane itself (loads inside the row, the first vector's
-# at padding 1, masked loads at either end: even and odd widths, padding
-# 0-2, rows of 2-4 vectors, padding rows, row strides 1-3 and row
-# dilation), other filters the phase split.
+# 3x3 (unrolled) and other filters; stride 3; at strides 1 and 2 along
+# rows, 3x3 filters read the plane itself (loads inside the row, the first
+# vector's and at stride 1 the last vector's at padding 1, masked loads at
+# either end: even and odd widths, padding 0-2, rows of 1-7 vectors, padding
+# rows, row strides 1-3 and row dilation), other filters the phase split.
 DEPTHWISE_PATHS = [
     (1, 2, 5, 3, 2, 3, 3, 1, 1, 1, 2),              # Q 3: below every vector
     (1, 4, 13, 8, 4, 3, 3, 1, 1, 1, 4),             # Q 8, P 13 (one row after the blocks)
@@ -154,6 +154,10 @@ DEPTHWISE_PATHS = [
     (1, 2, 6, 32, 2, 3, 3, 2, 1, 1, 2),             # stride 2, 32 wide
     (1, 2, 10, 40, 4, 3, 3, (3, 2), 1, (2, 1), 2),  # row stride 3, row dilation 2, m 2
     (1, 2, 12, 64, 2, 3, 3, (1, 2), (2, 1), 1, 2),  # stride 1 x 2, two padding rows
+    (1, 2, 9, 112, 2, 3, 3, 1, 1, 1, 2),            # stride 1, 112 wide
+    (1, 2, 7, 50, 2, 3, 3, 1, 0, 1, 2),             # stride 1, no padding
+    (1, 2, 6, 40, 2, 3, 3, 1, 2, 1, 2),             # stride 1, padding 2
+    (1, 2, 10, 37, 4, 3, 3, (2, 1), 1, (2, 1), 2),  # row stride 2, row dilation 2, m 2
 ]
 
 
