@@ -613,22 +613,6 @@ static inline void dw_transpose_lanes(dwvec m[DW_VL])
 }
 #endif
 
-/* The first n < VL floats of src in the low lanes, zeros above (a masked
- * load where the instruction set has one: src + n may end the array). */
-static inline dwvec dw_load_part(const float *src, int64_t n)
-{
-#if DW_VL == 16 && defined(__AVX512F__)
-    return (dwvec)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), src);
-#elif DW_VL == 8 && defined(__AVX2__)
-    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return (dwvec)_mm256_maskload_ps(src, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane));
-#else
-    dwvec v = {0};
-    for (int64_t l = 0; l < n; l++) v[l] = src[l];
-    return v;
-#endif
-}
-
 /* xs (Hp, Wp, VL): padded position (h + ph, w + pw), lane l = x (l, h, w)
  * for the rows x cols of the planes that are read, VL consecutive positions
  * of the planes at a time (a chunk's runs along rows stored in turn); the
@@ -644,7 +628,7 @@ static inline void dw_vectors_in(float *restrict xs, const float *restrict x,
         if (cnt == DW_VL)
             for (int l = 0; l < DW_VL; l++) m[l] = *(const dwvec *)(x + l * HW + i0);
         else
-            for (int l = 0; l < DW_VL; l++) m[l] = dw_load_part(x + l * HW + i0, cnt);
+            for (int l = 0; l < DW_VL; l++) m[l] = dw_load_lanes(x + l * HW + i0, (dw_lanes){0, cnt});
         DW_TRANSPOSE(m);
         for (int64_t j = 0; j < cnt;) {
             const int64_t run = cnt - j < g->W - w ? cnt - j : g->W - w;
