@@ -445,24 +445,47 @@ static int prepare_packed_t(float *packed, const float *w, const conv2d_shape *s
     return FASTCNN_OK;
 }
 
+/* The weights as the forward's GEMMs read them (gw): kept packed in prep,
+ * or packed into *own (scratch, given back by the caller) when the call runs
+ * more than one GEMM on them, or w itself. */
+static int forward_weights(gemm_weights *gw, float **own, const float *w, const conv2d_shape *s,
+                           const conv_plan *pl, conv2d_prepared *prep, int nthreads)
+{
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
+    int64_t per_range = (s->N + pl->outer - 1) / pl->outer;
+    int64_t gemms = pl->outer * ((per_range + pl->nb - 1) / pl->nb);
+    int kernel = pl->turned ? sgemm_packed_a_kernel(PQ, s->K)       /* w^T as its B */
+                            : sgemm_packed_a_kernel(s->K, pl->nb * PQ); /* the widest group's */
+    int64_t floats = pl->turned ? sgemm_packed_b_floats(kernel, CRS, s->K)
+                                : sgemm_packed_a_floats(kernel, s->K, CRS);
+    conv2d_prepare_fn prepare = pl->turned ? prepare_packed_t : prepare_packed;
+    *gw = (gemm_weights){w, NULL, kernel};
+    *own = NULL;
+    if (prep)
+        gw->packed = conv2d_prepared_get(prep, pl->turned ? PREPARED_GEMM_T : PREPARED_GEMM, w, s,
+                                         kernel, floats, prepare, nthreads);
+    if (gw->packed || gemms < 2)
+        return FASTCNN_OK;
+    *own = conv2d_scratch_take(floats);
+    if (!*own)
+        return FASTCNN_ENOMEM;
+    prepare(*own, w, s, kernel, nthreads);
+    gw->packed = *own;
+    return FASTCNN_OK;
+}
+
 int conv2d_gemm_forward(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
 {
     conv_call cc = {FORWARD, y, x, w, b, NULL, {w, NULL, 0}};
     conv_plan pl = make_plan(s, nthreads);
-    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
-    if (prep && pl.turned) {        /* w^T packed as the transposed product's B */
-        cc.gw.kernel = sgemm_packed_a_kernel(PQ, s->K);
-        cc.gw.packed = conv2d_prepared_get(prep, PREPARED_GEMM_T, w, s, cc.gw.kernel,
-                                           sgemm_packed_b_floats(cc.gw.kernel, CRS, s->K),
-                                           prepare_packed_t, nthreads);
-    } else if (prep) {              /* packed for the kernel of the plan's widest group */
-        cc.gw.kernel = sgemm_packed_a_kernel(s->K, pl.nb * PQ);
-        cc.gw.packed = conv2d_prepared_get(prep, PREPARED_GEMM, w, s, cc.gw.kernel,
-                                           sgemm_packed_a_floats(cc.gw.kernel, s->K, CRS),
-                                           prepare_packed, nthreads);
-    }
-    return run(&cc, s, nthreads);
+    float *own;
+    int err = forward_weights(&cc.gw, &own, w, s, &pl, prep, nthreads);
+    if (!err)
+        err = run(&cc, s, nthreads);
+    if (own)
+        conv2d_scratch_give(own);
+    return err;
 }
 
 int conv2d_gemm_backward_data(float *dx, const float *dy, const float *w,
