@@ -10,6 +10,9 @@
  *   b  B micro-panel: element (k,j) at b[k*ldb + j]; all NR columns of each of
  *      the kc rows are readable (a packed, zero-padded panel has ldb = NR;
  *      a full panel of the caller's B is used in place with B's row stride),
+ *   bfar  lines the k loop prefetches into L2 as it goes, NR floats at
+ *      bfar + k*ldb in step k (B's lines still far away: rows further down
+ *      this panel, or the next panel of B in place; never dereferenced),
  *   c  element (i,j) at c[i*ldc + j]; only i < mr, j < nr is read or written.
  * 1 <= mr <= MR, 1 <= nr <= NR, kc >= 1. With an epilogue (bias, clamp) the
  * stored value is clamp(alpha a b + beta c + bias[i]), each step rounded as
@@ -29,8 +32,8 @@ typedef struct {
 
 /* epi: NULL, or the epilogue of the tile's final k block (bias from its first row). */
 typedef void (*gemm_ukernel)(int64_t kc, const float *a, const float *b, int64_t ldb,
-                             float *c, int64_t ldc, float alpha, float beta, int mr, int nr,
-                             const gemm_epilogue *epi);
+                             const float *bfar, float *c, int64_t ldc, float alpha, float beta,
+                             int mr, int nr, const gemm_epilogue *epi);
 
 /* Transposing copy used to pack the operand stored across the panel (A when
  * not transposed, B when transposed):

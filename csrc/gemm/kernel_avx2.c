@@ -20,11 +20,6 @@
 
 #include "kernel.h"
 
-/* Rows of B ahead that the k loop prefetches into L2, as in kernel_avx512.c:
- * with FASTCNN_ISA=avx2 on Zen 5, frozen ResNet-18 at batch 1, 1 thread,
- * 21.9-22.4 -> 19.5-19.7 ms, MobileNetV2 6.52-6.72 -> 6.37-6.56 ms; the
- * CIFAR-net train step and sgemm 1024 unchanged. */
-#define BPF_FAR 48
 #define MR 6
 #define NV 2            /* ymm vectors per row of the tile */
 #define NR (8 * NV)
@@ -76,7 +71,8 @@ store_whole(__m256 acc[MR][NV], const int m, const int nv, float *c, int64_t ldc
  * at most 8 columns (a 7x7 map's 49 = 3 x 16 + 1) costs half the FMAs. */
 static inline __attribute__((always_inline)) void
 tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int64_t ldb,
-     float *c, int64_t ldc, float alpha, float beta, int nr, const gemm_epilogue *epi)
+     const float *bfar, float *c, int64_t ldc, float alpha, float beta, int nr,
+     const gemm_epilogue *epi)
 {
     __m256 acc[MR][NV];
     /* the tile's rows of C (each may span two cache lines) start on their
@@ -94,7 +90,7 @@ tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int6
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; k++) {
         __m256 bv[NV];
-        _mm_prefetch((const char *)(b + BPF_FAR * ldb), _MM_HINT_T1);
+        _mm_prefetch((const char *)bfar, _MM_HINT_T1);
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
             bv[v] = _mm256_loadu_ps(b + 8 * v);
@@ -107,6 +103,7 @@ tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int6
         }
         a += MR;
         b += ldb;
+        bfar += ldb;
     }
     if (alpha == 1.0f && beta == 0.0f && nr == 8 * nv) {
         /* the common tile (a whole one, C overwritten): no scaling, no masks */
@@ -138,13 +135,13 @@ tile(const int m, const int nv, int64_t kc, const float *a, const float *b, int6
 #define TILE_CASE(m)                                                        \
     case m:                                                                 \
         if (nr <= 8)                                                        \
-            tile(m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);        \
+            tile(m, 1, kc, a, b, ldb, bfar, c, ldc, alpha, beta, nr, epi);  \
         else                                                                \
-            tile(m, NV, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);       \
+            tile(m, NV, kc, a, b, ldb, bfar, c, ldc, alpha, beta, nr, epi); \
         break;
 
-static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                    int64_t ldc, float alpha, float beta, int mr, int nr,
+static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, const float *bfar,
+                    float *c, int64_t ldc, float alpha, float beta, int mr, int nr,
                     const gemm_epilogue *epi)
 {
     switch (mr) {

@@ -16,8 +16,8 @@
  *   kc = 512: a deep k loop halves the passes over C compared with 256 (C
  *             traffic was the loss at 2048); the 14 x kc A micro-panel
  *             (28 KiB) fits L1, the kc x 32 B micro-panel (64 KiB) streams
- *             from L2 with software prefetch 8 rows ahead (and BPF_FAR
- *             rows ahead into L2);
+ *             from L2 with software prefetch 8 rows ahead (and the
+ *             driver's far stream, bfar, into L2);
  *   mc = 168: the packed mc x kc block of A is 336 KiB, a third of L2,
  *             leaving room for B micro-panels and C lines;
  *   nc = 4096: the packed kc x nc panel of B is 8 MiB of the 32 MiB L3,
@@ -34,14 +34,13 @@
 
 #include "kernel.h"
 
-/* Rows of B ahead that the k loop also prefetches into L2: where B comes
- * from memory (a network's weights at batch 1, read once per inference, as
- * the turned product's B) its micro-panels start from memory's latency,
- * which the 8 rows ahead into L1 do not cover. Frozen models at batch 1, 1
- * thread, Zen 5, alternating processes: ResNet-18 12.8-14.0 -> 11.7-11.9 ms,
- * MobileNetV2 interleaved with onnxruntime 4.58-4.75 -> 4.51-4.61 ms; 96
- * rows within 1% of 48; the CIFAR-net train step and sgemm 2048 unchanged. */
-#define BPF_FAR 48
+/* k steps of packed A ahead that the k loop also prefetches into L2: at
+ * batch 1 a network's weights are A (the out-channel rows) and come from
+ * memory, which 16 steps ahead into L1 do not cover. Frozen MobileNetV2,
+ * batch 1, interleaved with onnxruntime (Zen 5, 1 thread; means of two
+ * profiled runs each, sgemm.c's next-panel prefetch included): its three
+ * 160 -> 960 1x1 convolutions at 7x7 0.117-0.118 -> 0.100-0.101 ms. */
+#define APF_FAR 64
 #define MR 14           /* the 14 x 32 tile */
 #define NR 32
 #define MR8 8           /* the 8 x 48 tile */
@@ -66,7 +65,7 @@ static inline __m512 finish(__m512 r, const gemm_epilogue *epi, int i)
  * tile with mr_pack rows per packed k step of a. */
 static inline __attribute__((always_inline)) void
 tile(const int mr_pack, const int m, const int nv, int64_t kc, const float *a, const float *b,
-     int64_t ldb, float *c, int64_t ldc, float alpha, float beta, int nr,
+     int64_t ldb, const float *bfar, float *c, int64_t ldc, float alpha, float beta, int nr,
      const gemm_epilogue *epi)
 {
     __m512 acc[ACC_ROWS][ACC_VECS];
@@ -89,9 +88,10 @@ tile(const int mr_pack, const int m, const int nv, int64_t kc, const float *a, c
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
             _mm_prefetch((const char *)(b + 8 * ldb + 16 * v), _MM_HINT_T0);
-            _mm_prefetch((const char *)(b + BPF_FAR * ldb + 16 * v), _MM_HINT_T1);
+            _mm_prefetch((const char *)(bfar + 16 * v), _MM_HINT_T1);
         }
         _mm_prefetch((const char *)(a + 16 * mr_pack), _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + APF_FAR * mr_pack), _MM_HINT_T1);
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
             bv[v] = _mm512_loadu_ps(b + 16 * v);
@@ -104,6 +104,7 @@ tile(const int mr_pack, const int m, const int nv, int64_t kc, const float *a, c
         }
         a += mr_pack;
         b += ldb;
+        bfar += ldb;
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __mmask16 mask[ACC_VECS];
@@ -130,23 +131,23 @@ tile(const int mr_pack, const int m, const int nv, int64_t kc, const float *a, c
 #define TILE_CASE(m)                                                        \
     case m:                                                                 \
         if (nr > 16)                                                        \
-            tile(MR, m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
+            tile(MR, m, 2, kc, a, b, ldb, bfar, c, ldc, alpha, beta, nr, epi);   \
         else        /* an edge of at most 16 columns: half the FMAs */      \
-            tile(MR, m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
+            tile(MR, m, 1, kc, a, b, ldb, bfar, c, ldc, alpha, beta, nr, epi);   \
         break;
 
 #define TILE8_CASE(m)                                                       \
     case m:                                                                 \
         if (nr > 32)                                                        \
-            tile(MR8, m, 3, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
+            tile(MR8, m, 3, kc, a, b, ldb, bfar, c, ldc, alpha, beta, nr, epi);   \
         else if (nr > 16)                                                   \
-            tile(MR8, m, 2, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
+            tile(MR8, m, 2, kc, a, b, ldb, bfar, c, ldc, alpha, beta, nr, epi);   \
         else                                                                \
-            tile(MR8, m, 1, kc, a, b, ldb, c, ldc, alpha, beta, nr, epi);   \
+            tile(MR8, m, 1, kc, a, b, ldb, bfar, c, ldc, alpha, beta, nr, epi);   \
         break;
 
-static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                    int64_t ldc, float alpha, float beta, int mr, int nr,
+static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, const float *bfar,
+                    float *c, int64_t ldc, float alpha, float beta, int mr, int nr,
                     const gemm_epilogue *epi)
 {
     switch (mr) {
@@ -160,8 +161,8 @@ static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, flo
 /* The 8 x 48 tile: 24 accumulators, 3 B vectors and a broadcast per k step;
  * used when M is a multiple of 8 but not of 14 (out-channel counts 16, 64,
  * 128), where the 14-row tile would compute padding rows. */
-static void ukernel8(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                     int64_t ldc, float alpha, float beta, int mr, int nr,
+static void ukernel8(int64_t kc, const float *a, const float *b, int64_t ldb, const float *bfar,
+                     float *c, int64_t ldc, float alpha, float beta, int mr, int nr,
                      const gemm_epilogue *epi)
 {
     switch (mr) {

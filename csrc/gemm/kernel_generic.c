@@ -15,10 +15,11 @@
 #define MR 4
 #define NR 16
 
-static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                    int64_t ldc, float alpha, float beta, int mr, int nr,
+static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, const float *bfar,
+                    float *c, int64_t ldc, float alpha, float beta, int mr, int nr,
                     const gemm_epilogue *epi)
 {
+    (void)bfar;     /* no prefetch in portable C */
     float acc[MR][NR] = {{0.0f}};
     for (int64_t k = 0; k < kc; k++) {
         float bk[NR];               /* B's row in a local: 3.5x faster with gcc -O3 */
