@@ -17,6 +17,7 @@
  *   conv2d_winograd.c   Winograd F(2x2, 3x3): 3x3 stride-1 forward and backward data;
  *                       F(4x4, 3x3): forward
  *   conv2d_dense.c    maps no larger than the kernel: one GEMM over whole images
+ *   conv2d_chain.c    expand 1x1 -> depthwise -> project 1x1 by row strips (inference)
  *   conv2d_<algorithm>_avx2.c / _avx512.c   the per-ISA inner loops
  *
  * Shapes follow conv2d_shape (fastcnn.h): x (N, C, H, W), w (K, C, R, S),
@@ -167,7 +168,7 @@ void conv2d_evict(const float *v, int64_t n);
 /* The kinds a conv2d_prepared keeps, one entry each. */
 enum {
     PREPARED_GEMM, PREPARED_GEMM_T, PREPARED_KVEC, PREPARED_WINO_NARROW, PREPARED_WINO_WIDE,
-    PREPARED_WINO4_NARROW, PREPARED_WINO4_WIDE, PREPARED_KINDS
+    PREPARED_WINO4_NARROW, PREPARED_WINO4_WIDE, PREPARED_CHAIN, PREPARED_KINDS
 };
 
 /* Derive a kind's data (floats as the caller asked) from w of shape s. */

@@ -239,6 +239,26 @@ void conv2d_prepared_free(conv2d_prepared *p);
  * rounding, not bitwise. */
 int conv2d_forward_prepared(float *y, const float *x, const float *w, const float *b,
                             const conv2d_shape *s, conv2d_prepared *prep, int nthreads);
+/* One convolution of a chain: weights, bias (or NULL), its shape on the
+ * whole input, and its prepared weights (or NULL). */
+typedef struct {
+    const float *w, *b;
+    conv2d_shape s;
+    conv2d_prepared *prep;
+} conv2d_link;
+/* An inverted-residual chain: [expand 1x1] -> depthwise (groups == C,
+ * dilation 1) -> [project 1x1], at least one 1x1; each link's shape as the
+ * layer alone has it (clamp: its fused activation). */
+typedef struct {
+    conv2d_link expand, dw, project;
+    int has_expand, has_project;
+} conv2d_chain;
+/* y = the chain on x, by strips of output rows (conv2d_chain.c), with the
+ * values the links give layer by layer; inference only. */
+int conv2d_chain_forward(float *y, const float *x, const conv2d_chain *ch, int nthreads);
+/* Tuning and test hook: a chain's strips hold about `floats` floats of
+ * expanded rows (<= 0: the default). Returns the old value. */
+int64_t conv2d_set_chain_strip_floats(int64_t floats);
 /* dx (N,C,H,W) = gradient of the input from dy (N,K,P,Q) and w (K,C/G,R,S). */
 int conv2d_backward_data(float *dx, const float *dy, const float *w,
                          const conv2d_shape *s, int nthreads);

@@ -255,6 +255,13 @@ def _set_group_columns(columns):
     return c.conv2d_set_group_columns(int(columns))
 
 
+def _set_chain_strip_floats(floats):
+    """Test and tuning hook: a conv2d chain's strips (csrc/conv2d_chain.c)
+    hold about ``floats`` floats of expanded rows (<= 0 restores the
+    default). Returns the old value."""
+    return c.conv2d_set_chain_strip_floats(int(floats))
+
+
 def _set_direct(mode):
     """Test hook: the forward's direct first-layer kernel is used by shape
     (0), whenever the stride is 1 or 2 both ways (1), or never (-1). Returns
@@ -329,6 +336,22 @@ cdef int conv2d_step_backward(const void *a, void **ptr, float **par, int need_d
     return err
 
 
+ctypedef struct conv2d_chain_step_args:
+    int x, y, dx, dy            # step_slots
+    c.conv2d_chain ch
+
+
+cdef int conv2d_chain_step_forward(const void *a, void **ptr, float **par, int need_dx,
+                                   int nt) noexcept nogil:
+    cdef const conv2d_chain_step_args *p = <const conv2d_chain_step_args *> a
+    return c.conv2d_chain_forward(<float *> ptr[p.y], <float *> ptr[p.x], &p.ch, nt)
+
+
+cdef int conv2d_chain_step_backward(const void *a, void **ptr, float **par, int need_dx,
+                                    int nt) noexcept nogil:
+    return c.FASTCNN_ENOMEM     # never run: a chain is compiled for inference only
+
+
 cdef class PreparedWeights:
     """What the convolution paths derive from one weight array that never
     changes (csrc/conv2d_prepared.c), kept across calls and shared by a frozen
@@ -364,3 +387,32 @@ cdef class ConvStep(WeightStep):
         self.bshape = (self.a.s.K,)
         self.args, self.fwd, self.bwd = &self.a, conv2d_step_forward, conv2d_step_backward
         self.npar, self.has_params = 3, True
+
+
+cdef class ChainStep(Step):
+    """conv2d_chain (a frozen model's inference): [expand 1x1] -> depthwise ->
+    [project 1x1] by strips of output rows (csrc/conv2d_chain.c). Built from
+    the ConvSteps of its links (None where a link is absent), whose weights
+    never change: their pointers are taken once."""
+    cdef conv2d_chain_step_args a
+    cdef list links                     # the ConvSteps, which keep the arrays alive
+
+    def __init__(self, node, slots, expand, ConvStep dw, project):
+        super().__init__(node)
+        self.set_slots(<step_slots *> &self.a, slots)
+        self.links = [expand, dw, project]
+        self.a.ch.has_expand, self.a.ch.has_project = expand is not None, project is not None
+        if expand is not None:
+            _chain_link(&self.a.ch.expand, expand)
+        _chain_link(&self.a.ch.dw, dw)
+        if project is not None:
+            _chain_link(&self.a.ch.project, project)
+        self.args, self.fwd, self.bwd = &self.a, conv2d_chain_step_forward, \
+            conv2d_chain_step_backward
+
+
+cdef int _chain_link(c.conv2d_link *link, ConvStep conv) except -1:
+    link.s, link.prep = conv.a.s, conv.a.prep
+    link.w = _param_ptr(conv.weight.data, conv.wshape, False, "weight")
+    link.b = NULL if conv.bias is None else _param_ptr(conv.bias.data, conv.bshape, False, "bias")
+    return 0

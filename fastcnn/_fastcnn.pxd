@@ -102,6 +102,16 @@ cdef extern from "fastcnn.h" nogil:
     void conv2d_prepared_free(conv2d_prepared *p)
     int conv2d_forward_prepared(float *y, const float *x, const float *w, const float *b,
                                 const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
+    ctypedef struct conv2d_link:
+        const float *w
+        const float *b
+        conv2d_shape s
+        conv2d_prepared *prep
+    ctypedef struct conv2d_chain:
+        conv2d_link expand, dw, project
+        int has_expand, has_project
+    int conv2d_chain_forward(float *y, const float *x, const conv2d_chain *ch, int nthreads)
+    int64_t conv2d_set_chain_strip_floats(int64_t floats)
     int conv2d_backward_data(float *dx, const float *dy, const float *w,
                              const conv2d_shape *s, int nthreads)
     int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,

@@ -27,6 +27,13 @@ Passes are rewrites of the graph, each switchable (``passes=``):
   only input is a convolution's output, read by nothing else, becomes the
   convolution's epilogue: each tile of the output is clamped as it is
   written, while in cache, instead of in a pass of its own.
+- ``fuse_conv_chain`` (inference of a frozen model): a depthwise convolution
+  with the 1x1 convolution that alone makes its input (an inverted residual
+  block's expansion) and / or the 1x1 convolution that alone reads its output
+  (the projection) becomes one conv2d_chain step, run by strips of output
+  rows so that the expanded tensor stays in the core's cache; only where
+  that tensor is large (at least CHAIN_MIN_BYTES per image: MobileNetV2's
+  blocks down to 28x28 at 224x224).
 - ``in_place``: an op that may overwrite its input (an activation; the ReLU
   absorbed by a max pooling in training) takes its input's memory when
   nothing reads that input later, nor keeps it for backward; an activation's
@@ -44,6 +51,8 @@ slots are packed into one arena by size, largest first, each at the lowest
 offset free over its lifetime. The caller's input and output gradient are
 external slots: never written.
 """
+import math
+
 import numpy as np
 
 from . import _native as E
@@ -52,8 +61,8 @@ from .ops import OPS, Folded
 
 __all__ = ["PASSES", "compile_graph", "reference_run"]
 
-PASSES = ("fuse_relu_max_pool", "fold_batch_norm", "fuse_conv_activation", "in_place",
-          "reuse_memory")
+PASSES = ("fuse_relu_max_pool", "fold_batch_norm", "fuse_conv_activation", "fuse_conv_chain",
+          "in_place", "reuse_memory")
 
 
 def compile_graph(graph, training, passes=PASSES, frozen=None):
@@ -74,6 +83,8 @@ def compile_graph(graph, training, passes=PASSES, frozen=None):
         graph = fold_batch_norm(graph)
     if "fuse_conv_activation" in passes and not training:
         graph = fuse_conv_activation(graph)
+    if "fuse_conv_chain" in passes and frozen is not None:
+        graph = fuse_conv_chain(graph)
     if "fuse_relu_max_pool" in passes and not training:
         graph = fuse_relu_max_pool(graph)   # the ReLUs no convolution took
     return _Planner(graph, training, "in_place" in passes, "reuse_memory" in passes).program()
@@ -210,6 +221,66 @@ def fuse_conv_activation(graph):
         nodes[j] = nodes[j].replace(outputs=act.outputs, attrs=dict(nodes[j].attrs, clamp=clamp))
         nodes[i] = None
         producer[act.outputs[0]] = j     # an activation after this one finds the convolution
+    return graph.copy([n for n in nodes if n is not None])
+
+
+# The smallest depthwise input (per image) fuse_conv_chain fuses: half of a
+# 1 MiB L2. Below it the tensor stays in L2 between the layers anyway, and
+# the layers' own GEMMs, wider than a strip's, run faster.
+CHAIN_MIN_BYTES = 512 * 1024
+
+
+def _pointwise_conv(node):
+    """Whether node is a plain 1x1 convolution (stride 1, no padding, one group)."""
+    if node.op != "conv2d" or node.params["weight"].data.shape[2:] != (1, 1):
+        return False
+    a = node.attrs
+    return all(_pair(a.get(k, d)) == (d, d) for k, d in
+               (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)))
+
+
+def _depthwise_conv(node, shapes):
+    """Whether node is a depthwise convolution (one filter per channel,
+    dilation 1) whose input is large enough to run by strips."""
+    if node.op != "conv2d" or _pair(node.attrs.get("dilation", 1)) != (1, 1):
+        return False
+    x = shapes[node.inputs[0]]
+    w = node.params["weight"].data.shape
+    return node.attrs.get("groups", 1) == x[1] == w[0] and w[1] == 1 \
+        and 4 * math.prod(x[1:]) >= CHAIN_MIN_BYTES
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def fuse_conv_chain(graph):
+    """Each depthwise convolution (see CHAIN_MIN_BYTES) with the 1x1
+    convolution that only it reads (expand) and / or the one that alone reads
+    its output (project) becomes a conv2d_chain node (attr links)."""
+    producer = {t: i for i, node in enumerate(graph.nodes) for t in node.outputs}
+    consumers = graph.consumers()
+    nodes = list(graph.nodes)
+    for i, dw in enumerate(graph.nodes):
+        if not _depthwise_conv(dw, graph.shapes):
+            continue
+        x, y = dw.inputs[0], dw.outputs[0]
+        e = producer.get(x)
+        expand = nodes[e] if e is not None and nodes[e] is not None \
+            and _pointwise_conv(nodes[e]) and consumers[x] == [i] and x != graph.output else None
+        readers = consumers.get(y, [])
+        project = nodes[readers[0]] if len(readers) == 1 and y != graph.output \
+            and _pointwise_conv(nodes[readers[0]]) else None
+        if expand is None and project is None:
+            continue
+        first, last = expand or dw, project or dw
+        nodes[i] = dw.replace(op="conv2d_chain", inputs=first.inputs, outputs=last.outputs,
+                              attrs={"links": (expand, dw, project)}, params={})
+        if expand is not None:
+            nodes[e] = None
+        if project is not None:
+            nodes[readers[0]] = None
+            producer[last.outputs[0]] = i
     return graph.copy([n for n in nodes if n is not None])
 
 

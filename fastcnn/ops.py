@@ -32,6 +32,9 @@ cat        dim (a non-negative int; one or more inputs)
 conv2d_batch_norm2d  a conv2d and the batch_norm2d after it, folded (the
            compiler's fold_batch_norm pass, inference only): conv2d's attrs and
            bn_eps; params weight, bias, bn_weight, bn_bias, running_mean, running_var
+conv2d_chain  links: the conv2d nodes expand (1x1, or None), depthwise, project
+           (1x1, or None) run as one step by row strips (the compiler's
+           fuse_conv_chain pass, a frozen model's inference only)
 dropout    p (training only: its layer adds no node in inference)
 batch_norm2d eps, momentum (None: cumulative average), num_features; params weight,
            bias, running_mean, running_var, num_batches_tracked (see BatchNorm2dOp)
@@ -509,6 +512,40 @@ class Conv2dBatchNormOp(Conv2dOp):
         raise TypeError("a folded conv2d + batch_norm2d runs in inference only")
 
 
+class Conv2dChainOp(OpDef):
+    """An expand 1x1 convolution, a depthwise one and a project 1x1 one as one
+    step, run by strips of output rows (a frozen model's inference; the
+    compiler's fuse_conv_chain pass makes it). Attrs: ``links``, the three
+    conv2d nodes (expand or project may be None)."""
+    kind = "conv2d_chain"
+
+    def infer(self, attrs, params, x):
+        for link in attrs["links"]:
+            if link is not None:
+                x = _CONV.infer(link.attrs, link.params, x)
+        return x
+
+    def step(self, node, slots, x, y, training):
+        steps, none = [], {"x": -1, "y": -1, "dx": -1, "dy": -1}
+        for link in node.attrs["links"]:
+            out = x if link is None else _CONV.infer(link.attrs, link.params, x)
+            steps.append(None if link is None else _CONV.step(link, none, x, out, False))
+            x = out
+        return E.ChainStep(node, slots, *steps)
+
+    def forward(self, node, x, training):
+        for link in node.attrs["links"]:
+            if link is not None:
+                x = _CONV.forward(link, x, False)[0]
+        return x, None
+
+    def backward(self, node, saved, dy, need_dx):
+        raise TypeError("a conv2d chain runs in inference only")
+
+
+_CONV = Conv2dOp()
+
+
 class Folded:
     """Folded weights in the place of a Parameter (steps and reference_run
     read ``.data``)."""
@@ -567,5 +604,5 @@ OPS = {op.kind: op for op in (Conv2dOp(), LinearOp(), ReLUOp(), SigmoidOp(), Poi
                               MaxPool2dOp(), AvgPool2dOp(), AdaptiveMaxPool2dOp(),
                               AdaptiveAvgPool2dOp(), FlattenOp(), ReshapeOp(), BatchNorm2dOp(),
                               DropoutOp(), AddOp(), MulOp(), CatOp(), Conv2dBatchNormOp(),
-                              SoftmaxOp(),
+                              Conv2dChainOp(), SoftmaxOp(),
                               LayerOp())}
