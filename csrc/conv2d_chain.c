@@ -1,6 +1,6 @@
 /* conv2d_chain.c - an inverted-residual chain at inference, by row strips:
  *
- *   x (N, C, H, W) -> [expand 1x1] -> depthwise -> [project 1x1] -> y
+ *   x (N, C, H, W) -> expand 1x1 -> depthwise -> [project 1x1] -> y
  *
  * Run layer by layer at batch 1, the expanded tensor (MobileNetV2's first
  * blocks: 96 x 112 x 112, 4.8 MB) is written to L3 or memory by the
@@ -78,7 +78,7 @@ typedef struct {
     int err;
 } chain_call;
 
-/* The depthwise link's input channels (the expansion's output, or x's). */
+/* The depthwise link's channels (the expansion's output). */
 static int64_t mid_channels(const conv2d_chain *ch)
 {
     return ch->dw.s.C;
@@ -101,17 +101,11 @@ static void expand_rows(chain_call *c, float *e, int64_t n, int64_t first, int64
     }
     if (v1 <= v0)
         return;
-    float *dst = e + (v0 - first) * W;
-    if (!ch->has_expand) {
-        for (int64_t k = 0; k < mid; k++)
-            memcpy(dst + k * rows * W, c->x + (n * mid + k) * H * W + v0 * W,
-                   (size_t)((v1 - v0) * W) * sizeof(float));
-        return;
-    }
     const conv2d_link *l = &ch->expand;
     float clamp[2] = {l->s.lo, l->s.hi};
     int err = sgemm_packed_bias_clamp(c->pe, c->ke, mid, (v1 - v0) * W, l->s.C,
-                                      c->x + n * l->s.C * H * W + v0 * W, H * W, dst, rows * W,
+                                      c->x + n * l->s.C * H * W + v0 * W, H * W,
+                                      e + (v0 - first) * W, rows * W,
                                       l->b, l->s.clamp ? clamp : NULL, 1);
     if (err)
         __atomic_store_n(&c->err, err, __ATOMIC_RELAXED);
@@ -186,7 +180,7 @@ int conv2d_chain_forward(float *y, const float *x, const conv2d_chain *ch, int n
     const conv2d_shape *ds = &ch->dw.s;
     chain_call c = {y, x, ch, NULL, NULL, 0, 0, strip_rows(ds), 0, 1, 0, 0, NULL, 0};
     c.strips = (ds->P + c.rows - 1) / c.rows;
-    int64_t work = 2 * ds->N * ds->C * ds->H * ds->W * (ch->has_expand ? ch->expand.s.C : 1);
+    int64_t work = 2 * ds->N * ds->C * ds->H * ds->W * ch->expand.s.C;
     int nt = fastcnn_threads_for(work, nthreads);
     if (ds->N < nt)
         c.ranges = nt / ds->N < c.strips ? nt / ds->N : c.strips;
@@ -196,16 +190,15 @@ int conv2d_chain_forward(float *y, const float *x, const conv2d_chain *ch, int n
     c.ebuf = (ds->C * max_rows * ds->W + 15) / 16 * 16;
     c.dbuf = (ds->C * c.rows * ds->Q + 15) / 16 * 16;
     int64_t cols = c.rows * ds->Q;      /* the projection's columns per strip */
-    c.ke = ch->has_expand ? sgemm_packed_a_kernel(ch->expand.s.K, max_rows * ds->W) : 0;
+    c.ke = sgemm_packed_a_kernel(ch->expand.s.K, max_rows * ds->W);
     c.kp = ch->has_project ? sgemm_packed_a_kernel(ch->project.s.K, cols) : 0;
-    int64_t fe = ch->has_expand ? sgemm_packed_a_floats(c.ke, ch->expand.s.K, ch->expand.s.C) : 0;
+    int64_t fe = sgemm_packed_a_floats(c.ke, ch->expand.s.K, ch->expand.s.C);
     int64_t fp = ch->has_project ? sgemm_packed_a_floats(c.kp, ch->project.s.K, ds->C) : 0;
     c.scratch = conv2d_scratch_take(nt * (c.ebuf + c.dbuf) + fe + fp);
     if (!c.scratch)
         return FASTCNN_ENOMEM;
     float *own = c.scratch + nt * (c.ebuf + c.dbuf);
-    if (ch->has_expand)
-        c.pe = packed_weights(&ch->expand, c.ke, own);
+    c.pe = packed_weights(&ch->expand, c.ke, own);
     if (ch->has_project)
         c.pp = packed_weights(&ch->project, c.kp, own + fe);
     /* each range writes its own output rows */

@@ -246,12 +246,12 @@ typedef struct {
     conv2d_shape s;
     conv2d_prepared *prep;
 } conv2d_link;
-/* An inverted-residual chain: [expand 1x1] -> depthwise (groups == C,
- * dilation 1) -> [project 1x1], at least one 1x1; each link's shape as the
- * layer alone has it (clamp: its fused activation). */
+/* An inverted-residual chain: expand 1x1 -> depthwise (groups == C,
+ * dilation 1) -> [project 1x1]; each link's shape as the layer alone has it
+ * (clamp: its fused activation). */
 typedef struct {
     conv2d_link expand, dw, project;
-    int has_expand, has_project;
+    int has_project;
 } conv2d_chain;
 /* y = the chain on x, by strips of output rows (conv2d_chain.c), with the
  * values the links give layer by layer; inference only. */

@@ -390,20 +390,19 @@ cdef class ConvStep(WeightStep):
 
 
 cdef class ChainStep(Step):
-    """conv2d_chain (a frozen model's inference): [expand 1x1] -> depthwise ->
+    """conv2d_chain (a frozen model's inference): expand 1x1 -> depthwise ->
     [project 1x1] by strips of output rows (csrc/conv2d_chain.c). Built from
-    the ConvSteps of its links (None where a link is absent), whose weights
+    the ConvSteps of its links (project None when absent), whose weights
     never change: their pointers are taken once."""
     cdef conv2d_chain_step_args a
     cdef list links                     # the ConvSteps, which keep the arrays alive
 
-    def __init__(self, node, slots, expand, ConvStep dw, project):
+    def __init__(self, node, slots, ConvStep expand, ConvStep dw, project):
         super().__init__(node)
         self.set_slots(<step_slots *> &self.a, slots)
         self.links = [expand, dw, project]
-        self.a.ch.has_expand, self.a.ch.has_project = expand is not None, project is not None
-        if expand is not None:
-            _chain_link(&self.a.ch.expand, expand)
+        self.a.ch.has_project = project is not None
+        _chain_link(&self.a.ch.expand, expand)
         _chain_link(&self.a.ch.dw, dw)
         if project is not None:
             _chain_link(&self.a.ch.project, project)

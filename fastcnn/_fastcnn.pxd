@@ -109,7 +109,7 @@ cdef extern from "fastcnn.h" nogil:
         conv2d_prepared *prep
     ctypedef struct conv2d_chain:
         conv2d_link expand, dw, project
-        int has_expand, has_project
+        int has_project
     int conv2d_chain_forward(float *y, const float *x, const conv2d_chain *ch, int nthreads)
     int64_t conv2d_set_chain_strip_floats(int64_t floats)
     int conv2d_backward_data(float *dx, const float *dy, const float *w,

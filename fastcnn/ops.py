@@ -32,7 +32,7 @@ cat        dim (a non-negative int; one or more inputs)
 conv2d_batch_norm2d  a conv2d and the batch_norm2d after it, folded (the
            compiler's fold_batch_norm pass, inference only): conv2d's attrs and
            bn_eps; params weight, bias, bn_weight, bn_bias, running_mean, running_var
-conv2d_chain  links: the conv2d nodes expand (1x1, or None), depthwise, project
+conv2d_chain  links: the conv2d nodes expand (1x1), depthwise, project
            (1x1, or None) run as one step by row strips (the compiler's
            fuse_conv_chain pass, a frozen model's inference only)
 dropout    p (training only: its layer adds no node in inference)
@@ -516,7 +516,7 @@ class Conv2dChainOp(OpDef):
     """An expand 1x1 convolution, a depthwise one and a project 1x1 one as one
     step, run by strips of output rows (a frozen model's inference; the
     compiler's fuse_conv_chain pass makes it). Attrs: ``links``, the three
-    conv2d nodes (expand or project may be None)."""
+    conv2d nodes (project may be None)."""
     kind = "conv2d_chain"
 
     def infer(self, attrs, params, x):
