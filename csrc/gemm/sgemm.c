@@ -41,15 +41,19 @@
 #define PRIVATE_B_MAX_FLOATS (128 * 1024)
 #define PRIVATE_B_MIN_PANELS 4
 /* The micro-kernels prefetch a far stream of B's lines into L2 (bfar,
- * kernel.h): for a panel of B in place, the next panel, whose rows (as many
- * streams as K, too many for the hardware prefetchers) would otherwise come
- * from L3 or memory on demand; for others, the rows this far down the
- * panel: at batch 1 the weights are often the turned product's B and come
- * from memory. Zen 5, 1 thread: 16 x 32 x 12544 with B in place (MobileNetV2's
- * 32 -> 16 1x1 convolution at 112x112) 199-288 -> 107-148 us; rows ahead,
- * frozen ResNet-18 at batch 1 12.8-14.0 -> 11.7-11.9 ms (FASTCNN_ISA=avx2
- * 21.9-22.4 -> 19.5-19.7); 96 rows within 1% of 48. */
+ * kernel.h): for a panel of B in place, the panel BPF_PANELS on, whose rows
+ * (as many streams as K, too many for the hardware prefetchers) would
+ * otherwise come from L3 or memory on demand; for others, the rows BPF_FAR
+ * down the panel: at batch 1 the weights are often the turned product's B
+ * and come from memory. Zen 5, 1 thread, B in place, from L3, in us: 16 x
+ * 32 x 12544 (MobileNetV2's 32 -> 16 1x1 at 112x112) 177-258 without, 95-103
+ * the next panel, 75-85 two on (three or four alike); 24 x 144 x 3136
+ * 116-118 -> 102-104, 64 x 576 x 3136 1305-1354 -> 1119-1138 (one run
+ * 1336) from one panel to two on. Rows ahead: frozen ResNet-18 at batch 1
+ * 12.8-14.0 -> 11.7-11.9 ms (FASTCNN_ISA=avx2 21.9-22.4 -> 19.5-19.7); 96
+ * rows within 1% of 48. */
 #define BPF_FAR 48
+#define BPF_PANELS 2
 
 static inline float at(const float *X, int trans, int64_t ld, int64_t r, int64_t c)
 {
@@ -277,8 +281,8 @@ static void macro_kernel(const gemm_plan *p, const float *ap, const float *bp, f
             pack_b_panel(edge, p, p0, kc, j0 + jr, nb);
             b = edge;
         }
-        const float *bfar = p->direct_b && nb == nr && jr + 2 * nr <= n
-                            ? b + nr                    /* the next panel, in place */
+        const float *bfar = p->direct_b && nb == nr && jr + (BPF_PANELS + 1) * nr <= n
+                            ? b + BPF_PANELS * nr       /* a later panel, in place */
                             : b + BPF_FAR * ldb;        /* rows further down */
         for (int64_t ir = 0; ir < m; ir += mr) {
             float *c = p->C + (i0 + ir) * p->ldc + j0 + jr;
