@@ -69,7 +69,7 @@ typedef struct {
     float *y;
     const float *x;
     const conv2d_chain *ch;
-    const float *pe, *pp;       /* packed expand and project weights (or NULL) */
+    const float *pe, *pp;       /* packed expand and project weights (pp NULL: none) */
     int ke, kp;                 /* their GEMM kernels */
     int64_t rows;               /* output rows per strip */
     int64_t strips, ranges;     /* per image: strips, and ranges of them */
