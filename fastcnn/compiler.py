@@ -262,7 +262,7 @@ def fuse_conv_chain(graph):
     its output (project) if there is one, becomes a conv2d_chain node (attr
     links). A chain without an expansion would copy its input rows into the
     strips: frozen MobileNetV2's first block (depthwise 32 at 112x112, then
-    32 -> 16) took 0.30 ms chained so, 0.29-0.31 layer by layer."""
+    32 -> 16) took 0.30 ms chained so, 0.27-0.31 layer by layer."""
     producer = {t: i for i, node in enumerate(graph.nodes) for t in node.outputs}
     consumers = graph.consumers()
     nodes = list(graph.nodes)
