@@ -468,12 +468,32 @@ static int rounds_for(double seconds)
          : runs > CONV2D_TUNE_MAX_ROUNDS ? CONV2D_TUNE_MAX_ROUNDS : runs;
 }
 
+static int threads_taken;        /* test hook: thread counts taken as this (0: timed) */
+static int threads_chosen_count; /* thread counts chosen so far (test hook) */
+
+int conv2d_set_tune_threads(int n)
+{
+    int old = threads_taken;
+    threads_taken = n;
+    return old;
+}
+
+int conv2d_tune_threads_chosen(void)
+{
+    return __atomic_load_n(&threads_chosen_count, __ATOMIC_RELAXED);
+}
+
 /* The threads to run path on: of nthreads, nthreads/2, ..., 1, fewer only
  * while that is at least 3% faster. */
 static int time_threads(int op, const conv_call *c, int path, int nthreads, int *threads)
 {
     int err = 0;
     *threads = nthreads;
+    __atomic_add_fetch(&threads_chosen_count, 1, __ATOMIC_RELAXED);
+    if (threads_taken > 0) {
+        *threads = threads_taken < nthreads ? threads_taken : nthreads;
+        return FASTCNN_OK;
+    }
     if (nthreads == 1)
         return FASTCNN_OK;
     int runs = rounds_for(fastest_run(op, path, c, nthreads, 1, &err));
@@ -518,8 +538,9 @@ static int time_choice(int op, const conv_call *c, int nthreads, conv2d_tune_cho
 }
 
 /* The path and threads of this call: kept from an earlier call of the
- * shape, timed now, or by shape. The weight gradient accumulates, so its
- * timed runs write to a scratch dw. */
+ * shape, timed now, or by shape; fewer threads than nthreads are timed again
+ * now and then (conv2d_tune_retime_due). The weight gradient accumulates, so
+ * its timed runs write to a scratch dw. */
 static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
 {
     const conv2d_shape *s = c->s;
@@ -528,9 +549,10 @@ static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *
     if (!timed(s))
         return FASTCNN_OK;
     conv2d_tune_key key = conv2d_tune_key_of(tune_op(op, c), s, nthreads);
-    if (conv2d_tune_find(&key, ch))
+    int found = conv2d_tune_find(&key, ch);
+    if (found && (ch->threads == nthreads || !conv2d_tune_retime_due(&key)))
         return FASTCNN_OK;
-    if (!conv2d_tune_room()) {  /* a full table: the shape's kept path, else by shape */
+    if (!found && !conv2d_tune_room()) {  /* a full table: the shape's kept path, else by shape */
         conv2d_tune_key path_key = conv2d_tune_key_of(tune_op(op, c), s, 0);
         conv2d_tune_choice kept;
         if (conv2d_tune_find(&path_key, &kept))

@@ -133,7 +133,11 @@ typedef struct {
 conv2d_tune_key conv2d_tune_key_of(int op, const conv2d_shape *s, int nthreads);
 /* 1 and *out = the kept choice for k, or 0 if none is kept. */
 int conv2d_tune_find(const conv2d_tune_key *k, conv2d_tune_choice *out);
+/* Keep c for k; for a k kept already, its new thread count. */
 void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c);
+/* Counts a use of k's kept choice: 1 on its 4th, 64th and 1024th use
+ * (a thread count timed while another process held a core is timed again). */
+int conv2d_tune_retime_due(const conv2d_tune_key *k);
 /* Whether the table has room for more shapes (half its slots, so probes stay short). */
 int conv2d_tune_room(void);
 /* Forget every kept choice (test hook; no convolution may run meanwhile). */

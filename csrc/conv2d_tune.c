@@ -24,6 +24,7 @@ enum { SLOT_EMPTY, SLOT_WRITING, SLOT_READY };
 
 typedef struct {
     int state;
+    int uses;               /* conv2d_tune_retime_due's count */
     conv2d_tune_key key;
     conv2d_tune_choice choice;
 } tune_slot;
@@ -52,24 +53,38 @@ static uint64_t key_hash(const conv2d_tune_key *k)
     return h;
 }
 
-int conv2d_tune_find(const conv2d_tune_key *k, conv2d_tune_choice *out)
+/* The ready slot holding k, or NULL. */
+static tune_slot *slot_of(const conv2d_tune_key *k)
 {
     uint64_t h = key_hash(k);
     for (int i = 0; i < TUNE_SLOTS; i++) {
         tune_slot *e = &table[(h + (uint64_t)i) & (TUNE_SLOTS - 1)];
         int state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
         if (state == SLOT_EMPTY)
-            return 0;
-        if (state == SLOT_READY && memcmp(&e->key, k, sizeof *k) == 0) {
-            *out = e->choice;
-            return 1;
-        }
+            return NULL;
+        if (state == SLOT_READY && memcmp(&e->key, k, sizeof *k) == 0)
+            return e;
     }
-    return 0;
+    return NULL;
+}
+
+int conv2d_tune_find(const conv2d_tune_key *k, conv2d_tune_choice *out)
+{
+    tune_slot *e = slot_of(k);
+    if (!e)
+        return 0;
+    out->path = e->choice.path;
+    out->threads = __atomic_load_n(&e->choice.threads, __ATOMIC_RELAXED);
+    return 1;
 }
 
 void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c)
 {
+    tune_slot *kept_slot = slot_of(k);
+    if (kept_slot) {            /* timed again: a new thread count, the same path */
+        __atomic_store_n(&kept_slot->choice.threads, c.threads, __ATOMIC_RELAXED);
+        return;
+    }
     uint64_t h = key_hash(k);
     for (int i = 0; i < TUNE_SLOTS; i++) {
         tune_slot *e = &table[(h + (uint64_t)i) & (TUNE_SLOTS - 1)];
@@ -78,11 +93,21 @@ void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c)
                                         __ATOMIC_ACQUIRE)) {
             e->key = *k;
             e->choice = c;
+            e->uses = 0;
             __atomic_store_n(&e->state, SLOT_READY, __ATOMIC_RELEASE);
             __atomic_add_fetch(&kept, 1, __ATOMIC_RELAXED);
             return;
         }
     }
+}
+
+int conv2d_tune_retime_due(const conv2d_tune_key *k)
+{
+    tune_slot *e = slot_of(k);
+    if (!e || __atomic_load_n(&e->uses, __ATOMIC_RELAXED) > 1024)
+        return 0;
+    int uses = __atomic_add_fetch(&e->uses, 1, __ATOMIC_RELAXED);
+    return uses == 4 || uses == 64 || uses == 1024;
 }
 
 int conv2d_tune_room(void)

@@ -291,6 +291,11 @@ int conv2d_set_dense(int mode);
  * forgets the choices kept so far. Returns the old mode. The default is 1
  * unless the environment sets FASTCNN_CONV_TUNE=0. */
 int conv2d_set_tune(int mode);
+/* Test hook: timing keeps, for a shape and thread count, the threads it
+ * times (0) or min(n, the count) (n > 0). Returns the old n. */
+int conv2d_set_tune_threads(int n);
+/* Test hook: how many times a shape's threads were chosen (timed or taken). */
+int conv2d_tune_threads_chosen(void);
 void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s);
 void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,

@@ -307,6 +307,18 @@ def _set_tune(mode):
     return bool(c.conv2d_set_tune(1 if mode else 0))
 
 
+def _set_tune_threads(n):
+    """Test hook: for each shape and thread count, timing keeps the threads
+    it times (0) or min(n, the count) (n > 0). Returns the old n."""
+    return c.conv2d_set_tune_threads(int(n))
+
+
+def _tune_threads_chosen():
+    """Test hook: how many times a shape's threads were chosen so far (timed,
+    or taken from _set_tune_threads)."""
+    return c.conv2d_tune_threads_chosen()
+
+
 # ---- the executor's step (fastcnn/_executor.pxi) ---------------------------------
 
 ctypedef struct conv2d_step_args:
