@@ -5,6 +5,7 @@
  * (CRS, cnt PQ), so one GEMM spans cnt PQ columns (CRS = C R S, PQ = P Q):
  *   forward          y (K, cnt PQ)  = w (K, CRS) col, scattered to NCHW + b
  *   backward data    col            = w^T dy (K, cnt PQ), dx = col2im(col)
+ *                    (by blocks of channels where col is larger than L2)
  *   backward weight  dw (K, CRS)   += dy (K, cnt PQ) col^T,  db += sums of dy
  * where dy is gathered into (K, cnt PQ) for groups of more than one image,
  * and a 1x1, stride-1, unpadded image (alone in its group) uses x (C, HW)
@@ -277,6 +278,54 @@ static int forward_group(float *y, const float *x, const gemm_weights *gw, const
     return err;
 }
 
+/* A block of the backward data's col that col2im reads back from L2 (Zen 4
+ * and 5 have 1 MiB per core, Sapphire Rapids 2 MiB); blocks of fewer rows
+ * than BLOCK_MIN_ROWS make GEMMs too short to run fast. */
+#define COL_BLOCK_FLOATS (128 * 1024)
+#define BLOCK_MIN_ROWS 32
+
+static int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) {
+        int64_t t = a % b;
+        a = b, b = t;
+    }
+    return a;
+}
+
+/* Channels per block of the backward data, each block's GEMM followed by its
+ * col2im: a multiple of the channels whose R S rows fill 8-row GEMM tiles,
+ * their rows of col within COL_BLOCK_FLOATS; or C (the whole col at once)
+ * where no such block is large enough. */
+static int64_t block_channels(const conv2d_shape *s, int64_t cols)
+{
+    int64_t RS = s->R * s->S, unit = 8 / gcd64(RS, 8);
+    int64_t cb = COL_BLOCK_FLOATS / (RS * cols) / unit * unit;
+    return cb < unit || cb * RS < BLOCK_MIN_ROWS || cb > s->C ? s->C : cb;
+}
+
+/* dx (cnt, C, H, W) = col2im(w^T (CRS, K) B (K, cols)), by blocks of cb
+ * channels: B packed once (after the block in scratch), each block's rows of
+ * col computed then scattered while in L2. */
+static int backward_data_blocks(float *dx, const float *B, const float *w, int64_t cnt,
+                                int64_t cb, float *scratch, const conv2d_shape *s,
+                                int nthreads)
+{
+    int64_t RS = s->R * s->S, CRS = s->C * RS, cols = cnt * s->P * s->Q;
+    int kernel = sgemm_packed_a_kernel(cb * RS, cols);
+    float *packed = scratch + cb * RS * cols;
+    sgemm_pack_b(packed, kernel, 0, s->K, cols, B, cols, nthreads);
+    int err = FASTCNN_OK;
+    for (int64_t c0 = 0; c0 < s->C && !err; c0 += cb) {
+        int64_t nc = s->C - c0 < cb ? s->C - c0 : cb;
+        err = sgemm_packed_b_bias_clamp(packed, kernel, 1, nc * RS, cols, s->K, w + c0 * RS,
+                                        CRS, scratch, cols, NULL, NULL, nthreads);
+        if (!err)
+            conv2d_col2im(dx, scratch, cnt, c0, nc, s, nthreads);
+    }
+    return err;
+}
+
 /* dx (cnt, C, H, W) = col2im(w^T (CRS, K) dy (K, cnt PQ)). */
 static int backward_data_group(float *dx, const float *dy, const float *w, int64_t cnt,
                                float *scratch, const conv2d_shape *s, const conv_plan *pl,
@@ -290,9 +339,13 @@ static int backward_data_group(float *dx, const float *dy, const float *w, int64
         gather_columns(scratch + col_part(s, pl), dy, cnt, s, nthreads);
         B = scratch + col_part(s, pl);
     }
+    int64_t cb = block_channels(s, cols), RS = s->R * s->S;
+    int kernel = sgemm_packed_a_kernel(cb * RS, cols);
+    if (cb < s->C && cb * RS * cols + sgemm_packed_b_floats(kernel, s->K, cols) <= col_part(s, pl))
+        return backward_data_blocks(dx, B, w, cnt, cb, scratch, s, nthreads);
     int err = sgemm(1, 0, CRS, cols, s->K, 1.0f, w, CRS, B, cols, 0.0f, scratch, cols, nthreads);
     if (!err)
-        conv2d_col2im(dx, scratch, cnt, s, nthreads);
+        conv2d_col2im(dx, scratch, cnt, 0, s->C, s, nthreads);
     return err;
 }
 

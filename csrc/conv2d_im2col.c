@@ -46,6 +46,8 @@ typedef struct {
     const conv2d_shape *s;
     conv2d_im2col_tap_fn im2col;    /* the one in use, the other NULL */
     conv2d_col2im_tap_fn col2im;
+    conv2d_col2im_s2_fn col2im_s2;  /* col2im of whole channels (or NULL) */
+    int64_t c0;                     /* col2im: dx's channel of col's first rows */
 } cols_call;
 
 /* Row (c, r, t) of col. */
@@ -68,7 +70,7 @@ void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *
     /* the instruction set's masked vector copies for stride 1, else plain loops */
     conv2d_im2col_tap_fn tap = s->sw == 1 ? conv2d_kernels_for(fastcnn_isa())->im2col_tap
                                           : conv2d_im2col_tap_generic;
-    cols_call k = {col, x, cnt, s, tap, NULL};
+    cols_call k = {col, x, cnt, s, tap, NULL, NULL, 0};
     /* each row (c, r, t) of col is written by one work item */
     fastcnn_parallel_for(rows, im2col_row, &k,
                          fastcnn_threads_for(rows * cnt * s->P * s->Q, nthreads));
@@ -98,26 +100,33 @@ void conv2d_col2im_tap_generic(float *restrict dxc, const float *restrict in, in
         }
 }
 
-/* Channel c's planes of dx (in every image), from its rows of col. */
-static void col2im_channel(void *ctx, int64_t c, int slot)
+/* Channel c0 + j's planes of dx (in every image), from its rows of col. */
+static void col2im_channel(void *ctx, int64_t j, int slot)
 {
     const cols_call *k = ctx;
     const conv2d_shape *s = k->s;
     int64_t HW = s->H * s->W, PQ = s->P * s->Q, RS = s->R * s->S, CHW = s->C * HW;
+    float *dxc = k->out + (k->c0 + j) * HW;
+    const float *colc = k->in + j * RS * k->cnt * PQ;
     (void)slot;
+    if (k->col2im_s2) {
+        k->col2im_s2(dxc, colc, k->cnt, CHW, s);
+        return;
+    }
     for (int64_t i = 0; i < k->cnt; i++)
-        memset(k->out + i * CHW + c * HW, 0, (size_t)HW * sizeof(float));
+        memset(dxc + i * CHW, 0, (size_t)HW * sizeof(float));
     for (int64_t rt = 0; rt < RS; rt++)
-        k->col2im(k->out + c * HW, k->in + (c * RS + rt) * k->cnt * PQ, k->cnt, CHW, PQ,
+        k->col2im(dxc, colc + rt * k->cnt * PQ, k->cnt, CHW, PQ,
                   rt / s->S * s->dh, rt % s->S * s->dw, s);
 }
 
-/* dx (cnt, C, H, W) = col2im of col (CRS, cnt PQ), laid out as im2col's. */
-void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape *s,
-                   int nthreads)
+void conv2d_col2im(float *dx, const float *col, int64_t cnt, int64_t c0, int64_t nc,
+                   const conv2d_shape *s, int nthreads)
 {
-    cols_call k = {dx, col, cnt, s, NULL, conv2d_kernels_for(fastcnn_isa())->col2im_tap};
+    const conv2d_kernels *ks = conv2d_kernels_for(fastcnn_isa());
+    cols_call k = {dx, col, cnt, s, NULL, ks->col2im_tap,
+                   s->sw == 2 && s->R <= CONV2D_S2_MAX_R && s->S <= CONV2D_S2_MAX_R ? ks->col2im_s2 : NULL, c0};
     /* channel c owns its planes of dx (in every image) and reads only its rows of col */
-    fastcnn_parallel_for(s->C, col2im_channel, &k,
-                         fastcnn_threads_for(cnt * s->C * s->R * s->S * s->P * s->Q, nthreads));
+    fastcnn_parallel_for(nc, col2im_channel, &k,
+                         fastcnn_threads_for(cnt * nc * s->R * s->S * s->P * s->Q, nthreads));
 }

@@ -1,8 +1,8 @@
 /* conv2d_im2col_avx512.c - the stride-1 im2col of one kernel tap (masked loads):
  * conv2d_kernel.h's loop compiled for AVX-512 (set up by conv2d_avx512.h);
- * and col2im of one tap. Planes of at most 16 floats (ResNet's last stages:
- * 4x4, 2x2) are one permute per image each way instead of a loop over rows
- * of a few floats. */
+ * col2im of one tap; and col2im of a whole channel at column stride 2.
+ * Planes of at most 16 floats (ResNet's last stages: 4x4, 2x2) are one
+ * permute per image each way instead of a loop over rows of a few floats. */
 #include "conv2d_avx512.h"
 
 /* im2col_tap for H W <= 16 and P Q <= 16: each image's output plane is its
@@ -57,4 +57,68 @@ void conv2d_col2im_tap_avx512(float *dxc, const float *in, int64_t cnt, int64_t 
         col2im_tap(dxc, in, cnt, xstride, istride, r, t, s);
     else
         conv2d_col2im_tap_generic(dxc, in, cnt, xstride, istride, r, t, s);
+}
+
+/* Lane l of 16 columns whose first takes 2 q0 + par from a tap: q0 + (l + par) / 2,
+ * for the lanes where l + par is even (par 0 or 1). */
+static const int32_t S2_INDEX[2][16] = {
+    {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7},
+    {0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8},
+};
+static const __mmask16 S2_LANES[2] = {0x5555, 0xaaaa};
+
+/* Tap t's part of 16 columns of a dx row: its row of col read from off (a
+ * masked load, floats outside the row as zeros), permuted onto every other
+ * column. */
+typedef struct {
+    int64_t off[CONV2D_S2_MAX_R];
+    __mmask16 in[CONV2D_S2_MAX_R], lanes[CONV2D_S2_MAX_R];
+    __m512i idx[CONV2D_S2_MAX_R];
+} s2_taps;
+
+static void s2_taps_at(s2_taps *k, int64_t x0, int64_t row, const conv2d_shape *s)
+{
+    for (int64_t t = 0; t < s->S; t++) {
+        int64_t u = x0 + s->pw - t * s->dw;     /* 2 q of lane 0, plus its parity */
+        int64_t par = u & 1, q0 = (u - par) / 2;
+        k->off[t] = t * row + q0;
+        k->in[t] = lane_range(-q0, s->Q - q0);
+        k->lanes[t] = S2_LANES[par];
+        k->idx[t] = _mm512_loadu_si512(S2_INDEX[par]);
+    }
+}
+
+/* Columns [x0, x0 + 16) of dx row y of image i: the taps of the rows r of
+ * col whose output row lands on y, in the taps' order (r, then t: the
+ * one-tap-at-a-time sums, to the bit). */
+static __m512 s2_chunk(const float *colc, int64_t i, int64_t y, int64_t row, const s2_taps *k,
+                       const conv2d_shape *s)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t r = 0; r < s->R; r++) {
+        int64_t v = y + s->ph - r * s->dh;
+        if (v < 0 || v % s->sh != 0 || v / s->sh >= s->P)
+            continue;
+        const float *src = colc + r * s->S * row + i * s->P * s->Q + v / s->sh * s->Q;
+        for (int64_t t = 0; t < s->S; t++) {
+            __m512 x = _mm512_maskz_loadu_ps(k->in[t], src + k->off[t]);
+            acc = _mm512_add_ps(acc, _mm512_maskz_permutexvar_ps(k->lanes[t], k->idx[t], x));
+        }
+    }
+    return acc;
+}
+
+void conv2d_col2im_s2_avx512(float *dxc, const float *colc, int64_t cnt, int64_t xstride,
+                             const conv2d_shape *s)
+{
+    int64_t row = cnt * s->P * s->Q;
+    s2_taps k;
+    for (int64_t x0 = 0; x0 < s->W; x0 += 16) {
+        s2_taps_at(&k, x0, row, s);
+        __mmask16 out = lane_range(0, s->W - x0);
+        for (int64_t i = 0; i < cnt; i++)
+            for (int64_t y = 0; y < s->H; y++)
+                _mm512_mask_storeu_ps(dxc + i * xstride + y * s->W + x0, out,
+                                      s2_chunk(colc, i, y, row, &k, s));
+    }
 }

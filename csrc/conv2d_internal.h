@@ -39,6 +39,8 @@ typedef void (*conv2d_im2col_tap_fn)(float *, const float *, int64_t, int64_t, i
                                      int64_t, int64_t, const conv2d_shape *);
 typedef void (*conv2d_col2im_tap_fn)(float *, const float *, int64_t, int64_t, int64_t,
                                      int64_t, int64_t, const conv2d_shape *);
+typedef void (*conv2d_col2im_s2_fn)(float *, const float *, int64_t, int64_t,
+                                    const conv2d_shape *);
 typedef void (*conv2d_direct_block_fn)(float *, const float *, const float *, const float *,
                                        int64_t, int64_t, const direct_geom *);
 typedef void (*conv2d_kvec_block_fn)(float *, const float *, const float *, const float *,
@@ -57,6 +59,7 @@ typedef void (*conv2d_wino_grad_fn)(float *, int64_t, const float *, int64_t, in
 typedef struct {
     conv2d_im2col_tap_fn im2col_tap;        /* im2col of one tap; the ISA's for stride 1 */
     conv2d_col2im_tap_fn col2im_tap;        /* col2im of one tap, any stride */
+    conv2d_col2im_s2_fn col2im_s2;          /* col2im of a channel, column stride 2 (or NULL) */
     conv2d_direct_block_fn direct_block;    /* direct forward, one block of channels */
     int64_t direct_kb;                      /* output channels per direct block */
     conv2d_kvec_block_fn kvec_block;        /* channel-vector forward, one block */
@@ -108,11 +111,13 @@ static inline int64_t split_point(int64_t n, int64_t i, int64_t parts)
 void conv2d_pad_image(float *xpad, const float *x, const conv2d_shape *s, int64_t Hp,
                       int64_t Wp);
 
-/* col (CRS, cnt PQ) = im2col of cnt images x (cnt, C, H, W); dx (cnt, C, H, W)
- * = col2im of such a col (conv2d_im2col.c). */
+/* col (CRS, cnt PQ) = im2col of cnt images x (cnt, C, H, W); channels
+ * [c0, c0 + nc) of dx (cnt, C, H, W) = col2im of their rows of such a col
+ * (col: (nc R S, cnt PQ)) (conv2d_im2col.c). */
 void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *s,
                    int nthreads);
-void conv2d_col2im(float *dx, const float *col, int64_t cnt, const conv2d_shape *s,
+void conv2d_col2im(float *dx, const float *col, int64_t cnt, int64_t c0, int64_t nc,
+                   const conv2d_shape *s,
                    int nthreads);
 
 /* ---- timed path choices (conv2d_tune.c) ----------------------------------- */

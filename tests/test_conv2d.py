@@ -524,7 +524,24 @@ WIDE_COL2IM_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", SMALL_PLANE_CASES + WIDE_COL2IM_CASES + CASES, ids=case_id)
+# Column stride 2 with AVX-512: each channel's planes summed 16 columns at a
+# time from every tap; where its rows of col are larger than a block, the
+# backward data runs by blocks of channels (GEMM, then col2im): several
+# blocks and a shorter last one, a 1x1 kernel, 5x5 over rows of 45 (three
+# vectors), an even kernel, column stride 2 only, and 17 columns of taps
+# (by taps, one at a time).
+STRIDE2_COL2IM_CASES = [
+    (4, 40, 30, 30, 16, 3, 3, 2, 1),
+    (3, 24, 21, 37, 8, 1, 1, 2, 0),
+    (2, 16, 19, 45, 8, 5, 5, 2, 2),
+    (2, 8, 12, 12, 4, 4, 4, 2, (1, 2)),
+    (1, 8, 9, 33, 4, 3, 3, (1, 2), (1, 0)),
+    (1, 2, 5, 40, 2, 1, 17, 2, (0, 8)),
+]
+
+
+@pytest.mark.parametrize("case", SMALL_PLANE_CASES + WIDE_COL2IM_CASES + STRIDE2_COL2IM_CASES
+                         + CASES, ids=case_id)
 def test_gemm_matches_numpy(case, num_threads, rng):
     x, w, b, stride, padding = make(case, rng)
     N, C, H, W = x.shape
@@ -541,18 +558,20 @@ def test_gemm_matches_numpy(case, num_threads, rng):
     close(gw, ew, N * P * Q)
 
 
-def test_gemm_backward_data_dilated(num_threads, rng):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gemm_backward_data_dilated(stride, num_threads, rng):
     x, w, _, _, _ = make((2, 3, 11, 23, 4, 3, 3, 1, 0), rng)
     with gemm_only():
-        y = F.conv2d(x, w, None, 1, (2, 3), dilation=(2, 3))
+        y = F.conv2d(x, w, None, stride, (2, 3), dilation=(2, 3))
         dy = rng.standard_normal(y.shape).astype(np.float32)
-        gx = F.conv2d_backward(dy, x, w, 1, (2, 3), dilation=(2, 3))[0]
+        gx = F.conv2d_backward(dy, x, w, stride, (2, 3), dilation=(2, 3))[0]
     tx = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (2, 2), (3, 3)))
     want = np.zeros_like(tx)
     P, Q = y.shape[2:]
     for r in range(3):
         for t in range(3):
-            want[:, :, 2 * r:2 * r + P, 3 * t:3 * t + Q] += np.einsum(
+            want[:, :, 2 * r:2 * r + stride * (P - 1) + 1:stride,
+                 3 * t:3 * t + stride * (Q - 1) + 1:stride] += np.einsum(
                 "nkpq,kc->ncpq", dy.astype(np.float64), w[:, :, r, t].astype(np.float64))
     close(gx, want[:, :, 2:-2, 3:-3], 4 * 9)
 
