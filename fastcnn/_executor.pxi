@@ -160,11 +160,20 @@ cdef class WeightStep(Step):
 # on fewer (its work feeds them; timing would only delay its first call).
 cdef double THREADS_TIMED_MAX_S = 0.05
 cdef int THREADS_TIMED_ROUNDS = 3
-# A count of fewer threads than asked for is timed again on these calls with
-# that count: timed while another process held a core, the program would
-# otherwise keep one thread for good (a frozen ResNet-18 at batch 1 on 2
-# shared cores: 13.2 ms on the count chosen so, 7.5 on both).
-cdef tuple THREADS_RETIMED_AT = (4, 64, 1024)
+# A timed sample of a program faster than THREADS_SAMPLE_S is the mean of
+# enough runs to last that long (at most THREADS_SAMPLE_MAX_RUNS): one run of
+# LeNet-5 at batch 1 (9 us) is within the noise of the 5% rule, and 2 threads
+# chosen on it ran 10.4 us against 9.1 on one.
+cdef double THREADS_SAMPLE_S = 0.001
+cdef int THREADS_SAMPLE_MAX_RUNS = 200
+# A count of fewer threads than asked for is probed on these calls with that
+# count: the call runs on all the threads asked for, and if it is 5% faster
+# than the fastest call on the chosen count, the counts are timed again.
+# Timed while another process held a core, the program would otherwise keep
+# one thread for good (a frozen ResNet-18 at batch 1 on 2 shared cores: 13.2
+# ms on the count chosen so, 7.5 on both). A probe costs one call, where
+# timing again costs several samples: a latency spike on a fast program.
+cdef tuple THREADS_PROBED_AT = (8, 64, 1024)
 
 
 cdef class Program:
@@ -191,7 +200,10 @@ cdef class Program:
     cdef list idle                      # frames ready for reuse (inference)
     cdef readonly dict threads_chosen   # inference: threads asked for -> threads run on
     cdef readonly int threads_timed     # times _time_threads ran
-    cdef dict calls_with                # inference: threads asked for -> calls so far
+    cdef readonly dict threads_best     # inference: threads asked for -> fastest call on
+                                        # the chosen count since it was timed (seconds)
+    cdef dict calls_with                # inference: threads asked for -> calls with it
+    cdef bint watching                  # this call's time goes to _watch
 
     def __init__(self, graph, steps, offsets, arena_bytes, slots, bint training,
                  accumulate=None):
@@ -235,6 +247,7 @@ cdef class Program:
                 self.first_param = i
         self.idle = []
         self.threads_chosen = {}
+        self.threads_best = {}
         self.calls_with = {}
 
     def __dealloc__(self):
@@ -252,11 +265,17 @@ cdef class Program:
         (a fresh output array, the frame): in training the caller keeps the
         frame for backward; in inference it is back in the pool already."""
         cdef Frame f = self._frame()
+        cdef int asked = get_num_threads(), nt
+        cdef double t0
         f.x = x
         f.bind(self.x_slot, x)
         try:
-            self._run(f, False, 0, True, self._threads(f))
+            nt = self._threads(f, asked)
+            t0 = time.perf_counter()
+            self._run(f, False, 0, True, nt)
             out = self._result(f, self.y_slot, self.out_shape, self.y_is_x, x)
+            if self.watching:
+                self._watch(f, asked, nt, time.perf_counter() - t0)
         except BaseException:
             f.x = None
             raise
@@ -280,28 +299,49 @@ cdef class Program:
         finally:
             f.dy = None
 
-    cdef int _threads(self, Frame f) except -1:
+    cdef int _threads(self, Frame f, int asked) except -1:
         """The threads to run this call on: those asked for (fastcnn.get_num_threads),
         or, in inference, the fewer that ran the program faster when timed on its
         first call with that count (a small input cannot feed many threads, and
         waking them costs more than they save: batch-1 latency must not grow as
-        threads are added). Fewer than asked are timed again on the calls
-        THREADS_RETIMED_AT counts."""
-        cdef int asked = get_num_threads()
+        threads are added); the calls THREADS_PROBED_AT counts run on those
+        asked for (a probe, see _watch)."""
+        self.watching = False
         if self.training or asked == 1:
             return asked
-        cdef int calls = self.calls_with.get(asked, 0) + 1
-        self.calls_with[asked] = calls
         chosen = self.threads_chosen.get(asked)
-        if chosen is None or (chosen < asked and calls in THREADS_RETIMED_AT):
+        if chosen is None:
             chosen = self._time_threads(f, asked)
             self.threads_chosen[asked] = chosen
-        return chosen
+            self.threads_best[asked], self.calls_with[asked] = float("inf"), 1
+            self.watching = chosen < asked
+            return chosen
+        if chosen == asked:
+            return asked
+        cdef int calls = self.calls_with[asked]
+        if calls >= THREADS_PROBED_AT[len(THREADS_PROBED_AT) - 1]:      # probed for the last time
+            return chosen
+        calls += 1
+        self.calls_with[asked] = calls
+        self.watching = True
+        return asked if calls in THREADS_PROBED_AT else chosen
+
+    cdef int _watch(self, Frame f, int asked, int nt, double seconds) except -1:
+        """After a call asking for more threads than the chosen count: keep the
+        fastest call on that count; a probe on all the threads asked for that
+        ran 5% faster than it has the counts timed again."""
+        if nt != asked:
+            self.threads_best[asked] = min(self.threads_best[asked], seconds)
+        elif seconds < 0.95 * self.threads_best[asked]:
+            self.threads_chosen[asked] = self._time_threads(f, asked)
+            self.threads_best[asked] = float("inf")
+        return 0
 
     cdef int _time_threads(self, Frame f, int asked) except -1:
         """Of asked, asked/2, ..., 1 threads (halving), the count whose runs of
         this inference program were fastest (the best of THREADS_TIMED_ROUNDS
-        interleaved rounds, so that a disturbance hits every count alike);
+        interleaved rounds, so that a disturbance hits every count alike, of
+        samples lasting THREADS_SAMPLE_S or more);
         from one thread up, more only when at least 5% faster than the count
         chosen so far, so that within the timing's noise the latency never
         grows with the threads asked for. A program taking
@@ -313,28 +353,31 @@ cdef class Program:
         while nt >= 1:
             counts.append(nt)
             nt //= 2
-        best = [self._seconds(f, n, True) for n in counts]       # fills caches, tunes
+        best = [self._seconds(f, n, 1, True) for n in counts]    # fills caches, tunes
         if best[0] > THREADS_TIMED_MAX_S:
             return asked
+        cdef int runs = max(1, min(THREADS_SAMPLE_MAX_RUNS, int(THREADS_SAMPLE_S / min(best))))
         for _ in range(THREADS_TIMED_ROUNDS):
             for i, n in enumerate(counts):
-                best[i] = min(best[i], self._seconds(f, n, False))
+                best[i] = min(best[i], self._seconds(f, n, runs, False))
         cdef int chosen = len(counts) - 1             # one thread
         for i in range(len(counts) - 2, -1, -1):
             if best[i] < 0.95 * best[chosen]:
                 chosen = i
         return counts[chosen]
 
-    cdef double _seconds(self, Frame f, int nt, bint first) except -1.0:
-        """Seconds of one forward run on nt threads; the first for nt runs once
-        untimed before (it fills the caches and times the convolutions' paths
-        for nt)."""
+    cdef double _seconds(self, Frame f, int nt, int runs, bint first) except -1.0:
+        """Seconds per forward run on nt threads, of `runs` in a row; the first
+        for nt runs once untimed before (it fills the caches and times the
+        convolutions' paths for nt)."""
         cdef double t0
+        cdef int i
         if first:
             self._run(f, False, 0, True, nt)
         t0 = time.perf_counter()
-        self._run(f, False, 0, True, nt)
-        return time.perf_counter() - t0
+        for i in range(runs):
+            self._run(f, False, 0, True, nt)
+        return (time.perf_counter() - t0) / runs
 
     cdef int _run(self, Frame f, bint backward, int first, bint need_first, int nt) except -1:
         """Steps first..n-1 forward in order, or backward in reverse order (the

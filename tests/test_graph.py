@@ -582,23 +582,30 @@ def two_threads():
     fastcnn.set_num_threads(old)
 
 
-def test_fewer_threads_than_asked_are_timed_again(two_threads, rng):
+def test_fewer_threads_than_asked_are_probed(two_threads, rng):
     """A count below the one asked for (here planted, as a disturbed first
-    timing would leave it) is timed again on the 4th call with that count,
-    not before; the count asked for itself is never timed again."""
+    timing would leave it) is probed on the 8th, 64th and 1024th call: that
+    call runs on the threads asked for, and only if it beats the fastest call
+    on the chosen count by 5% (here planted too) are the counts timed again;
+    the count asked for itself is never probed."""
     model = cifar_net().eval()
     x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
     model(x)
     prog = model._runner().programs[0][1]
     assert prog.threads_timed == 1
     prog.threads_chosen[2] = 1
-    for _ in range(2):
+    for _ in range(6):                          # calls 2 to 7: on one thread
         model(x)
-    assert prog.threads_timed == 1
-    model(x)                                    # the 4th call
+    assert 0 < prog.threads_best[2] < 1 and prog.threads_timed == 1
+    prog.threads_best[2] = 10.0                 # the probe will be faster
+    model(x)                                    # the 8th call: a probe
     assert prog.threads_timed == 2
+    prog.threads_chosen[2], prog.threads_best[2] = 1, 0.0     # the probe will be slower
+    for _ in range(56):                         # calls 9 to 64
+        model(x)
+    assert prog.threads_timed == 2 and prog.threads_best[2] == 0.0
     prog.threads_chosen[2] = 2
-    for _ in range(300):
+    for _ in range(1000):
         model(x)
     assert prog.threads_timed == 2
 
