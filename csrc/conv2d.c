@@ -539,28 +539,12 @@ static int time_choice(int op, const conv_call *c, int nthreads, conv2d_tune_cho
     return err;
 }
 
-/* The path and threads of this call: kept from an earlier call of the
- * shape, timed now, or by shape; fewer threads than nthreads are timed again
- * now and then (conv2d_tune_retime_due). The weight gradient accumulates, so
- * its timed runs write to a scratch dw. */
-static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
+/* Time the path (unless kept) and the threads of this shape on nthreads now,
+ * and keep them. The weight gradient accumulates, so its timed runs write to
+ * a scratch dw. */
+static int time_now(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
 {
     const conv2d_shape *s = c->s;
-    nthreads = fastcnn_thread_limit(nthreads);
-    ch->path = path_by_shape(op, s, nthreads), ch->threads = nthreads;
-    if (!timed(s))
-        return FASTCNN_OK;
-    conv2d_tune_key key = conv2d_tune_key_of(tune_op(op, c), s, nthreads);
-    int found = conv2d_tune_find(&key, ch);
-    if (found && (ch->threads == nthreads || !conv2d_tune_retime_due(&key)))
-        return FASTCNN_OK;
-    if (!found && !conv2d_tune_room()) {  /* a full table: the shape's kept path, else by shape */
-        conv2d_tune_key path_key = conv2d_tune_key_of(tune_op(op, c), s, 0);
-        conv2d_tune_choice kept;
-        if (conv2d_tune_find(&path_key, &kept))
-            ch->path = kept.path;
-        return FASTCNN_OK;
-    }
     conv_call trial = *c;
     float *dw = NULL;
     if (op == BACKWARD_WEIGHT) {
@@ -574,12 +558,74 @@ static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *
     return err;
 }
 
+/* Kept threads fewer than those asked for are watched: a call on them is
+ * timed, the fastest kept (WATCH); the uses PROBED_AT counts run on all the
+ * threads asked for (PROBE), and a probe 5% faster than the fastest has the
+ * threads timed again (timed while another process held a core, a shape
+ * would otherwise keep one thread for good). A probe costs one call. */
+enum { RUN, WATCH, PROBE };
+#define PROBE_LAST 1024
+
+static int watch_of(const conv2d_tune_key *key)
+{
+    int use = conv2d_tune_use(key);
+    return use == 8 || use == 64 || use == PROBE_LAST ? PROBE
+         : use > 0 && use < PROBE_LAST ? WATCH : RUN;
+}
+
+/* The path and threads of this call (and whether it is watched): kept from
+ * an earlier call of the shape, timed now, or by shape. */
+static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch, int *watch)
+{
+    const conv2d_shape *s = c->s;
+    nthreads = fastcnn_thread_limit(nthreads);
+    ch->path = path_by_shape(op, s, nthreads), ch->threads = nthreads;
+    *watch = RUN;
+    if (!timed(s))
+        return FASTCNN_OK;
+    conv2d_tune_key key = conv2d_tune_key_of(tune_op(op, c), s, nthreads);
+    if (conv2d_tune_find(&key, ch)) {
+        *watch = ch->threads < nthreads ? watch_of(&key) : RUN;
+        return FASTCNN_OK;
+    }
+    if (!conv2d_tune_room()) {  /* a full table: the shape's kept path, else by shape */
+        conv2d_tune_key path_key = conv2d_tune_key_of(tune_op(op, c), s, 0);
+        conv2d_tune_choice kept;
+        if (conv2d_tune_find(&path_key, &kept))
+            ch->path = kept.path;
+        return FASTCNN_OK;
+    }
+    return time_now(op, c, nthreads, ch);
+}
+
+/* After a watched call that took `seconds`: keep the fastest, or, after a
+ * probe faster than it, time the threads again. */
+static int watched(int op, const conv_call *c, int nthreads, int watch, double seconds)
+{
+    conv2d_tune_key key = conv2d_tune_key_of(tune_op(op, c), c->s, nthreads);
+    if (watch == WATCH) {
+        conv2d_tune_seen(&key, seconds);
+        return FASTCNN_OK;
+    }
+    if (seconds >= 0.95 * conv2d_tune_best(&key))
+        return FASTCNN_OK;
+    conv2d_tune_choice ch;
+    return time_now(op, c, nthreads, &ch);
+}
+
 /* Run op on the path and threads chosen for it. */
 static int run_chosen(int op, const conv_call *c, int nthreads)
 {
     conv2d_tune_choice ch;
-    int err = choose(op, c, nthreads, &ch);
-    return err ? err : run_path(op, ch.path, c, ch.threads);
+    int watch;
+    int err = choose(op, c, nthreads, &ch, &watch);
+    if (err || watch == RUN)
+        return err ? err : run_path(op, ch.path, c, ch.threads);
+    nthreads = fastcnn_thread_limit(nthreads);
+    double t0 = conv2d_seconds();
+    err = run_path(op, ch.path, c, watch == PROBE ? nthreads : ch.threads);
+    double seconds = conv2d_seconds() - t0;
+    return err ? err : watched(op, c, nthreads, watch, seconds);
 }
 
 /* ---- taps that only read padding ---------------------------------------------- */

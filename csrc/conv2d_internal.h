@@ -140,9 +140,13 @@ conv2d_tune_key conv2d_tune_key_of(int op, const conv2d_shape *s, int nthreads);
 int conv2d_tune_find(const conv2d_tune_key *k, conv2d_tune_choice *out);
 /* Keep c for k; for a k kept already, its new thread count. */
 void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c);
-/* Counts a use of k's kept choice: 1 on its 4th, 64th and 1024th use
- * (a thread count timed while another process held a core is timed again). */
-int conv2d_tune_retime_due(const conv2d_tune_key *k);
+/* Counts a use of k's kept choice: its number (counting stops at 2^20), or
+ * 0 if none is kept. */
+int conv2d_tune_use(const conv2d_tune_key *k);
+/* The fastest call seen on k's kept choice since its threads were kept
+ * (seconds; FLT_MAX if none), and a call's time to keep the fastest of. */
+double conv2d_tune_best(const conv2d_tune_key *k);
+void conv2d_tune_seen(const conv2d_tune_key *k, double seconds);
 /* Whether the table has room for more shapes (half its slots, so probes stay short). */
 int conv2d_tune_room(void);
 /* Forget every kept choice (test hook; no convolution may run meanwhile). */

@@ -9,6 +9,7 @@
  * trust published entries. Once half the slots are taken, no more shapes
  * are timed (conv2d_tune_room): they go by shape, so a shape never changes
  * path from one call to the next. */
+#include <float.h>
 #include <string.h>
 #include <time.h>
 #if defined(__x86_64__)
@@ -19,12 +20,14 @@
 
 #define TUNE_SLOTS 8192     /* a power of two */
 #define CONV2D_TIMED_MAX 8  /* most candidates conv2d_time_fastest compares */
+#define TUNE_USES_MAX (1 << 20) /* conv2d_tune_use counts no further */
 
 enum { SLOT_EMPTY, SLOT_WRITING, SLOT_READY };
 
 typedef struct {
     int state;
-    int uses;               /* conv2d_tune_retime_due's count */
+    int uses;               /* conv2d_tune_use's count */
+    float best;             /* conv2d_tune_seen's fastest call, seconds */
     conv2d_tune_key key;
     conv2d_tune_choice choice;
 } tune_slot;
@@ -51,6 +54,20 @@ static uint64_t key_hash(const conv2d_tune_key *k)
     uint64_t h = 1469598103934665603ULL;        /* FNV-1a */
     for (size_t i = 0; i < sizeof *k; i++) h = (h ^ p[i]) * 1099511628211ULL;
     return h;
+}
+
+/* A slot's fastest call (several threads may see calls of one shape at once;
+ * the fastest of two at once may be lost, a call's time is a sample). */
+static float load_best(tune_slot *e)
+{
+    float v;
+    __atomic_load(&e->best, &v, __ATOMIC_RELAXED);
+    return v;
+}
+
+static void store_best(tune_slot *e, float v)
+{
+    __atomic_store(&e->best, &v, __ATOMIC_RELAXED);
 }
 
 /* The ready slot holding k, or NULL. */
@@ -83,6 +100,7 @@ void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c)
     tune_slot *kept_slot = slot_of(k);
     if (kept_slot) {            /* timed again: a new thread count, the same path */
         __atomic_store_n(&kept_slot->choice.threads, c.threads, __ATOMIC_RELAXED);
+        store_best(kept_slot, FLT_MAX);
         return;
     }
     uint64_t h = key_hash(k);
@@ -94,6 +112,7 @@ void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c)
             e->key = *k;
             e->choice = c;
             e->uses = 0;
+            store_best(e, FLT_MAX);
             __atomic_store_n(&e->state, SLOT_READY, __ATOMIC_RELEASE);
             __atomic_add_fetch(&kept, 1, __ATOMIC_RELAXED);
             return;
@@ -101,13 +120,32 @@ void conv2d_tune_keep(const conv2d_tune_key *k, conv2d_tune_choice c)
     }
 }
 
-int conv2d_tune_retime_due(const conv2d_tune_key *k)
+int conv2d_tune_use(const conv2d_tune_key *k)
 {
     tune_slot *e = slot_of(k);
-    if (!e || __atomic_load_n(&e->uses, __ATOMIC_RELAXED) > 1024)
+    if (!e)
         return 0;
-    int uses = __atomic_add_fetch(&e->uses, 1, __ATOMIC_RELAXED);
-    return uses == 4 || uses == 64 || uses == 1024;
+    int uses = __atomic_load_n(&e->uses, __ATOMIC_RELAXED);
+    return uses >= TUNE_USES_MAX ? uses : __atomic_add_fetch(&e->uses, 1, __ATOMIC_RELAXED);
+}
+
+void conv2d_tune_seen(const conv2d_tune_key *k, double seconds)
+{
+    tune_slot *e = slot_of(k);
+    if (e && seconds < load_best(e))
+        store_best(e, (float)seconds);
+}
+
+double conv2d_tune_best(const conv2d_tune_key *k)
+{
+    tune_slot *e = slot_of(k);
+    return e ? load_best(e) : FLT_MAX;
+}
+
+void conv2d_tune_set_best(double seconds)
+{
+    for (int i = 0; i < TUNE_SLOTS; i++)
+        store_best(&table[i], (float)seconds);
 }
 
 int conv2d_tune_room(void)

@@ -296,6 +296,8 @@ int conv2d_set_tune(int mode);
 int conv2d_set_tune_threads(int n);
 /* Test hook: how many times a shape's threads were chosen (timed or taken). */
 int conv2d_tune_threads_chosen(void);
+/* Test hook: every kept choice's fastest watched call, in seconds. */
+void conv2d_tune_set_best(double seconds);
 void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s);
 void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,

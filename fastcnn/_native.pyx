@@ -20,7 +20,7 @@
 #                    gelu and their backward (csrc/pointwise.c)
 #   _conv2d.pxi      conv2d, conv2d_backward; _geometry; test hooks _set_direct,
 #                    _set_group_columns, _set_kvec, _set_winograd, _set_tune,
-#                    _set_tune_threads, _tune_threads_chosen
+#                    _set_tune_threads, _tune_threads_chosen, _set_tune_best
 #                    (csrc/conv2d*.c)
 #   _pool2d.pxi      max_pool2d, avg_pool2d, adaptive_max_pool2d, adaptive_avg_pool2d
 #                    and their backward; _pool2d_shape;

@@ -989,26 +989,34 @@ def test_timed_forward_does_not_depend_on_the_thread_count(case, tuning, rng):
         np.testing.assert_array_equal(y, results[0])
 
 
-def test_fewer_threads_kept_for_a_shape_are_chosen_again(tuning, rng):
+def test_fewer_threads_kept_for_a_shape_are_probed(tuning, rng):
     """Threads fewer than asked for (here taken from the test hook, as a
-    timing disturbed by another process would leave them) are chosen again
-    on the shape's 4th use after its first call, not before, on the same
-    path; as many threads as asked for are kept for good."""
+    timing disturbed by another process would leave them) are probed on the
+    shape's 8th, 64th and 1024th use after its first call: that call runs on
+    the threads asked for, and only if it beats the fastest call on the kept
+    threads by 5% (planted here) are they chosen again, on the same path; as
+    many threads as asked for are never probed."""
     x, w, b, stride, padding = make(TIMED_CASES[0], rng)
     old = fastcnn.get_num_threads()
     old_taken = _native._set_tune_threads(1)
+    conv = lambda: F.conv2d(x, w, b, stride, padding)
     try:
         fastcnn.set_num_threads(2)
-        first = F.conv2d(x, w, b, stride, padding)      # timed: threads taken as 1
+        first = conv()                                  # timed: threads taken as 1
         chosen = _native._tune_threads_chosen()
-        for _ in range(3):
-            F.conv2d(x, w, b, stride, padding)
+        for _ in range(7):                              # uses 1 to 7
+            conv()
+        _native._set_tune_best(0.0)                     # the probe will be slower
+        np.testing.assert_array_equal(conv(), first)    # use 8: a probe
         assert _native._tune_threads_chosen() == chosen
+        for _ in range(55):                             # uses 9 to 63
+            conv()
+        _native._set_tune_best(1e9)                     # the probe will be faster
         _native._set_tune_threads(2)
-        np.testing.assert_array_equal(F.conv2d(x, w, b, stride, padding), first)
+        np.testing.assert_array_equal(conv(), first)    # use 64: a probe
         assert _native._tune_threads_chosen() == chosen + 1
-        for _ in range(100):
-            F.conv2d(x, w, b, stride, padding)
+        for _ in range(1000):                           # 2 threads kept: not probed
+            conv()
         assert _native._tune_threads_chosen() == chosen + 1
     finally:
         _native._set_tune_threads(old_taken)
