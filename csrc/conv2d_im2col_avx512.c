@@ -88,20 +88,17 @@ static void s2_taps_at(s2_taps *k, int64_t x0, int64_t row, const conv2d_shape *
     }
 }
 
-/* Columns [x0, x0 + 16) of dx row y of image i: the taps of the rows r of
- * col whose output row lands on y, in the taps' order (r, then t: the
- * one-tap-at-a-time sums, to the bit). */
-static __m512 s2_chunk(const float *colc, int64_t i, int64_t y, int64_t row, const s2_taps *k,
-                       const conv2d_shape *s)
+/* Columns [x0, x0 + 16) of a dx row: the taps of the rows of col that land
+ * on it (row r's at src[r], or src[r] NULL), in the taps' order (r, then t:
+ * the one-tap-at-a-time sums, to the bit). */
+static __m512 s2_chunk(const float *const *src, const s2_taps *k, const conv2d_shape *s)
 {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t r = 0; r < s->R; r++) {
-        int64_t v = y + s->ph - r * s->dh;
-        if (v < 0 || v % s->sh != 0 || v / s->sh >= s->P)
+        if (!src[r])
             continue;
-        const float *src = colc + r * s->S * row + i * s->P * s->Q + v / s->sh * s->Q;
         for (int64_t t = 0; t < s->S; t++) {
-            __m512 x = _mm512_maskz_loadu_ps(k->in[t], src + k->off[t]);
+            __m512 x = _mm512_maskz_loadu_ps(k->in[t], src[r] + k->off[t]);
             acc = _mm512_add_ps(acc, _mm512_maskz_permutexvar_ps(k->lanes[t], k->idx[t], x));
         }
     }
@@ -111,14 +108,24 @@ static __m512 s2_chunk(const float *colc, int64_t i, int64_t y, int64_t row, con
 void conv2d_col2im_s2_avx512(float *dxc, const float *colc, int64_t cnt, int64_t xstride,
                              const conv2d_shape *s)
 {
-    int64_t row = cnt * s->P * s->Q;
+    int64_t PQ = s->P * s->Q, row = cnt * PQ;
+    const float *src[CONV2D_S2_MAX_R];
     s2_taps k;
     for (int64_t x0 = 0; x0 < s->W; x0 += 16) {
         s2_taps_at(&k, x0, row, s);
         __mmask16 out = lane_range(0, s->W - x0);
-        for (int64_t i = 0; i < cnt; i++)
-            for (int64_t y = 0; y < s->H; y++)
+        for (int64_t y = 0; y < s->H; y++) {
+            for (int64_t r = 0; r < s->R; r++) {     /* the taps r whose output row lands on y */
+                int64_t v = y + s->ph - r * s->dh;
+                src[r] = v >= 0 && v % s->sh == 0 && v / s->sh < s->P
+                       ? colc + r * s->S * row + v / s->sh * s->Q : NULL;
+            }
+            for (int64_t i = 0; i < cnt; i++) {
                 _mm512_mask_storeu_ps(dxc + i * xstride + y * s->W + x0, out,
-                                      s2_chunk(colc, i, y, row, &k, s));
+                                      s2_chunk(src, &k, s));
+                for (int64_t r = 0; r < s->R; r++)
+                    src[r] = src[r] ? src[r] + PQ : NULL;
+            }
+        }
     }
 }
