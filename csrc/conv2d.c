@@ -566,9 +566,18 @@ static int time_now(int op, const conv_call *c, int nthreads, conv2d_tune_choice
 enum { RUN, WATCH, PROBE };
 #define PROBE_LAST 1024
 
+static int probe_all;   /* conv2d_tune_probe_all: every watched call probes */
+
+void conv2d_tune_probe_all(int on)
+{
+    __atomic_store_n(&probe_all, on, __ATOMIC_RELAXED);
+}
+
 static int watch_of(const conv2d_tune_key *key)
 {
     int use = conv2d_tune_use(key);
+    if (__atomic_load_n(&probe_all, __ATOMIC_RELAXED))
+        return PROBE;
     return use == 8 || use == 64 || use == PROBE_LAST ? PROBE
          : use > 0 && use < PROBE_LAST ? WATCH : RUN;
 }

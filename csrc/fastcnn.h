@@ -296,6 +296,11 @@ int conv2d_set_tune(int mode);
 int conv2d_set_tune_threads(int n);
 /* Test hook: how many times a shape's threads were chosen (timed or taken). */
 int conv2d_tune_threads_chosen(void);
+/* While on, every call of a shape whose kept threads are fewer than those
+ * asked for probes them (an inference program's probe: its convolutions
+ * run only a few calls on the threads it asks for, and with one thread each
+ * kept the program would not run faster on more). */
+void conv2d_tune_probe_all(int on);
 /* Test hook: every kept choice's fastest watched call, in seconds. */
 void conv2d_tune_set_best(double seconds);
 void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,

@@ -271,8 +271,15 @@ cdef class Program:
         f.bind(self.x_slot, x)
         try:
             nt = self._threads(f, asked)
+            probing = self.watching and nt == asked
             t0 = time.perf_counter()
-            self._run(f, False, 0, True, nt)
+            if probing:                 # its convolutions probe their kept threads too
+                c.conv2d_tune_probe_all(1)
+            try:
+                self._run(f, False, 0, True, nt)
+            finally:
+                if probing:
+                    c.conv2d_tune_probe_all(0)
             out = self._result(f, self.y_slot, self.out_shape, self.y_is_x, x)
             if self.watching:
                 self._watch(f, asked, nt, time.perf_counter() - t0)

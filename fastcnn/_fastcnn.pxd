@@ -126,6 +126,7 @@ cdef extern from "fastcnn.h" nogil:
     int conv2d_set_tune_threads(int n)
     int conv2d_tune_threads_chosen()
     void conv2d_tune_set_best(double seconds)
+    void conv2d_tune_probe_all(int on) nogil
     void conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                             const conv2d_shape *s)
     void conv2d_backward_data_ref(float *dx, const float *dy, const float *w,

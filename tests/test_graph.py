@@ -610,6 +610,32 @@ def test_fewer_threads_than_asked_are_probed(two_threads, rng):
     assert prog.threads_timed == 2
 
 
+def test_a_program_probe_probes_its_convolutions(two_threads, rng):
+    """A program left on one thread of two whose convolutions kept one thread
+    each (here both planted) would never run faster on two: its probe also
+    has every such convolution run on the threads asked for, and each that
+    beats its fastest call (planted) chooses its threads again."""
+    model = cifar_net().eval()
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    old = _native._set_tune(True), _native._set_tune_threads(1)     # choices forgotten
+    try:
+        model(x)                                # the convolutions keep one thread
+        _native._set_tune_threads(old[1])
+        prog = model._runner().programs[0][1]
+        prog.threads_chosen[2] = 1
+        for _ in range(6):                      # calls 2 to 7: one thread
+            model(x)
+        chosen = _native._tune_threads_chosen()
+        _native._set_tune_best(1e9)             # every convolution's probe will be faster
+        prog.threads_best[2] = 0.0              # the program's will not
+        model(x)                                # the 8th call: a probe
+        assert _native._tune_threads_chosen() > chosen
+        assert prog.threads_chosen[2] == 1
+    finally:
+        _native._set_tune_threads(old[1])
+        _native._set_tune(old[0])
+
+
 def test_training_programs_run_on_the_threads_asked_for(two_threads, rng):
     model = cifar_net().train()
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
