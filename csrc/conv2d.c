@@ -559,10 +559,11 @@ static int time_now(int op, const conv_call *c, int nthreads, conv2d_tune_choice
 }
 
 /* Kept threads fewer than those asked for are watched: a call on them is
- * timed, the fastest kept (WATCH); the uses PROBED_AT counts run on all the
- * threads asked for (PROBE), and a probe 5% faster than the fastest has the
- * threads timed again (timed while another process held a core, a shape
- * would otherwise keep one thread for good). A probe costs one call. */
+ * timed, the fastest kept (WATCH); the 8th, 64th and PROBE_LAST-th uses run
+ * on all the threads asked for (PROBE), and a probe 5% faster than the
+ * fastest has the threads timed again (timed while another process held a
+ * core, a shape would otherwise keep one thread for good). A probe costs one
+ * call. */
 enum { RUN, WATCH, PROBE };
 #define PROBE_LAST 1024
 

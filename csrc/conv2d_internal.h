@@ -117,8 +117,7 @@ void conv2d_pad_image(float *xpad, const float *x, const conv2d_shape *s, int64_
 void conv2d_im2col(float *col, const float *x, int64_t cnt, const conv2d_shape *s,
                    int nthreads);
 void conv2d_col2im(float *dx, const float *col, int64_t cnt, int64_t c0, int64_t nc,
-                   const conv2d_shape *s,
-                   int nthreads);
+                   const conv2d_shape *s, int nthreads);
 
 /* ---- timed path choices (conv2d_tune.c) ----------------------------------- */
 

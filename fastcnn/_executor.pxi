@@ -203,7 +203,6 @@ cdef class Program:
     cdef readonly dict threads_best     # inference: threads asked for -> fastest call on
                                         # the chosen count since it was timed (seconds)
     cdef dict calls_with                # inference: threads asked for -> calls with it
-    cdef bint watching                  # this call's time goes to _watch
 
     def __init__(self, graph, steps, offsets, arena_bytes, slots, bint training,
                  accumulate=None):
@@ -266,12 +265,13 @@ cdef class Program:
         frame for backward; in inference it is back in the pool already."""
         cdef Frame f = self._frame()
         cdef int asked = get_num_threads(), nt
+        cdef bint watch
         cdef double t0
         f.x = x
         f.bind(self.x_slot, x)
         try:
-            nt = self._threads(f, asked)
-            probing = self.watching and nt == asked
+            nt = self._threads(f, asked, &watch)
+            probing = watch and nt == asked
             t0 = time.perf_counter()
             if probing:                 # its convolutions probe their kept threads too
                 c.conv2d_tune_probe_all(1)
@@ -281,7 +281,7 @@ cdef class Program:
                 if probing:
                     c.conv2d_tune_probe_all(0)
             out = self._result(f, self.y_slot, self.out_shape, self.y_is_x, x)
-            if self.watching:
+            if watch:
                 self._watch(f, asked, nt, time.perf_counter() - t0)
         except BaseException:
             f.x = None
@@ -306,14 +306,14 @@ cdef class Program:
         finally:
             f.dy = None
 
-    cdef int _threads(self, Frame f, int asked) except -1:
+    cdef int _threads(self, Frame f, int asked, bint *watch) except -1:
         """The threads to run this call on: those asked for (fastcnn.get_num_threads),
         or, in inference, the fewer that ran the program faster when timed on its
         first call with that count (a small input cannot feed many threads, and
         waking them costs more than they save: batch-1 latency must not grow as
         threads are added); the calls THREADS_PROBED_AT counts run on those
-        asked for (a probe, see _watch)."""
-        self.watching = False
+        asked for (a probe). *watch: whether the call's time goes to _watch."""
+        watch[0] = False
         if self.training or asked == 1:
             return asked
         chosen = self.threads_chosen.get(asked)
@@ -321,7 +321,7 @@ cdef class Program:
             chosen = self._time_threads(f, asked)
             self.threads_chosen[asked] = chosen
             self.threads_best[asked], self.calls_with[asked] = float("inf"), 1
-            self.watching = chosen < asked
+            watch[0] = chosen < asked
             return chosen
         if chosen == asked:
             return asked
@@ -330,7 +330,7 @@ cdef class Program:
             return chosen
         calls += 1
         self.calls_with[asked] = calls
-        self.watching = True
+        watch[0] = True
         return asked if calls in THREADS_PROBED_AT else chosen
 
     cdef int _watch(self, Frame f, int asked, int nt, double seconds) except -1:
