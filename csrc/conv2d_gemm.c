@@ -305,14 +305,13 @@ static int64_t block_channels(const conv2d_shape *s, int64_t cols)
 }
 
 /* dx (cnt, C, H, W) = col2im(w^T (CRS, K) B (K, cols)), by blocks of cb
- * channels: B packed once (after the block in scratch), each block's rows of
- * col computed then scattered while in L2. */
+ * channels: B packed once for GEMM kernel number `kernel` (after the block in
+ * scratch), each block's rows of col computed then scattered while in L2. */
 static int backward_data_blocks(float *dx, const float *B, const float *w, int64_t cnt,
-                                int64_t cb, float *scratch, const conv2d_shape *s,
-                                int nthreads)
+                                int64_t cb, int kernel, float *scratch,
+                                const conv2d_shape *s, int nthreads)
 {
     int64_t RS = s->R * s->S, CRS = s->C * RS, cols = cnt * s->P * s->Q;
-    int kernel = sgemm_packed_a_kernel(cb * RS, cols);
     float *packed = scratch + cb * RS * cols;
     sgemm_pack_b(packed, kernel, 0, s->K, cols, B, cols, nthreads);
     int err = FASTCNN_OK;
@@ -342,7 +341,7 @@ static int backward_data_group(float *dx, const float *dy, const float *w, int64
     int64_t cb = block_channels(s, cols), RS = s->R * s->S;
     int kernel = sgemm_packed_a_kernel(cb * RS, cols);
     if (cb < s->C && cb * RS * cols + sgemm_packed_b_floats(kernel, s->K, cols) <= col_part(s, pl))
-        return backward_data_blocks(dx, B, w, cnt, cb, scratch, s, nthreads);
+        return backward_data_blocks(dx, B, w, cnt, cb, kernel, scratch, s, nthreads);
     int err = sgemm(1, 0, CRS, cols, s->K, 1.0f, w, CRS, B, cols, 0.0f, scratch, cols, nthreads);
     if (!err)
         conv2d_col2im(dx, scratch, cnt, 0, s->C, s, nthreads);

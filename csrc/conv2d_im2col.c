@@ -124,8 +124,8 @@ void conv2d_col2im(float *dx, const float *col, int64_t cnt, int64_t c0, int64_t
                    const conv2d_shape *s, int nthreads)
 {
     const conv2d_kernels *ks = conv2d_kernels_for(fastcnn_isa());
-    cols_call k = {dx, col, cnt, s, NULL, ks->col2im_tap,
-                   s->sw == 2 && s->R <= CONV2D_S2_MAX_R && s->S <= CONV2D_S2_MAX_R ? ks->col2im_s2 : NULL, c0};
+    int s2 = s->sw == 2 && s->R <= CONV2D_S2_MAX_R && s->S <= CONV2D_S2_MAX_R;
+    cols_call k = {dx, col, cnt, s, NULL, ks->col2im_tap, s2 ? ks->col2im_s2 : NULL, c0};
     /* channel c owns its planes of dx (in every image) and reads only its rows of col */
     fastcnn_parallel_for(nc, col2im_channel, &k,
                          fastcnn_threads_for(cnt * nc * s->R * s->S * s->P * s->Q, nthreads));
