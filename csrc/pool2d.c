@@ -359,27 +359,48 @@ static void max_plane(float *y, int32_t *am, const float *x, const pool2d_shape 
     }
 }
 
-/* dx (H, W) = gradient of avg_plane from dy (P, Q): per output row, its
- * window gradients g (Q) are spread along a row c ((Q - 1) sw + S), which is
- * added to each input row the windows cover. cols (Q): each window's width
- * in the divisor. */
+/* Spread rows a slot keeps for avg_plane_backward: at most this many
+ * windows cover one input row. */
+static int64_t avg_ring_rows(const pool2d_shape *s)
+{
+    return (s->R + s->sh - 1) / s->sh;
+}
+
+/* dx (H, W) = gradient of avg_plane from dy (P, Q), each row written once:
+ * output row p's window gradients g (Q), spread along a row of the padded
+ * image (cw = (Q - 1) sw + S floats, slot p % avg_ring_rows of the ring c),
+ * and input row h the sum of the spread rows whose windows cover it, p
+ * ascending (zeros where none does; + 0.0f: a -0 gradient gives +0, as
+ * torch's zeroed sum does). cols (Q): each window's width in the divisor. */
 static void avg_plane_backward(float *dx, const float *dy, const pool2d_shape *s,
                                const float *cols, float *g, float *c, int count_include_pad)
 {
-    int64_t W = s->W, pw = s->pw;
-    int64_t wn = (s->Q - 1) * s->sw + s->S - pw; /* columns the windows reach */
-    if (wn > W)
-        wn = W;
-    memset(dx, 0, (size_t)(s->H * W) * sizeof(float));
-    for (int64_t p = 0; p < s->P; p++) {
-        float rows = (float)row_count(s, p, count_include_pad);
-        const float *dyr = dy + p * s->Q;
-        for (int64_t q = 0; q < s->Q; q++)
-            g[q] = dyr[q] / (rows * cols[q]);
-        spread_row(c, g, s->Q, s->S, s->sw);
-        for (int64_t h = avg_row_lo(s, p); h < avg_row_hi(s, p); h++)
-            for (int64_t w = 0; w < wn; w++)
-                dx[h * W + w] += c[w + pw];
+    int64_t W = s->W, pw = s->pw, cw = (s->Q - 1) * s->sw + s->S, ring = avg_ring_rows(s);
+    int64_t wn = cw - pw < W ? cw - pw : W;    /* columns the windows reach */
+    int64_t p0 = 0, p1 = 0;     /* the windows covering row h: [p0, p1), spread */
+    for (int64_t h = 0; h < s->H; h++) {
+        float *restrict row = dx + h * W;
+        while (p0 < s->P && avg_row_hi(s, p0) <= h)
+            p0++;
+        for (; p1 < s->P && avg_row_lo(s, p1) <= h; p1++) {
+            float rows = (float)row_count(s, p1, count_include_pad);
+            for (int64_t q = 0; q < s->Q; q++)
+                g[q] = dy[p1 * s->Q + q] / (rows * cols[q]);
+            spread_row(c + p1 % ring * cw, g, s->Q, s->S, s->sw);
+        }
+        int64_t w = 0;
+        if (p0 < p1) {
+            const float *restrict c0 = c + p0 % ring * cw + pw;
+            for (; w < wn; w++)
+                row[w] = c0[w] + 0.0f;
+            for (int64_t p = p0 + 1; p < p1; p++) {
+                const float *restrict cp = c + p % ring * cw + pw;
+                for (int64_t v = 0; v < wn; v++)
+                    row[v] += cp[v];
+            }
+        }
+        for (; w < W; w++)
+            row[w] = 0.0f;
     }
 }
 
@@ -787,9 +808,10 @@ static void avg_backward_chunk(void *ctx, int64_t nc, int slot)
 int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int count_include_pad,
                        int nthreads)
 {
-    /* cols, then each slot's g and c, each on its own cache lines */
+    /* cols, then each slot's g and ring of spread rows c, each on its own
+     * cache lines */
     int64_t lead = (s->Q + 15) / 16 * 16;
-    int64_t per_slot = (s->Q + (s->Q - 1) * s->sw + s->S + 15) / 16 * 16;
+    int64_t per_slot = (s->Q + avg_ring_rows(s) * ((s->Q - 1) * s->sw + s->S) + 15) / 16 * 16;
     int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     float *cols = fastcnn_alloc((lead + nt * per_slot) * (int64_t)sizeof(float));
     if (cols == NULL)
