@@ -2,7 +2,8 @@
 fastcnn: medians of 25 calls (after 2 warm-up calls), ms, in this order:
 max_pool2d 3x3 s2 p1 (values), max_pool2d 2x2 (values), max_pool2d_backward
 2x2, max_pool2d 3x3 s2 p1 with indices, max_pool2d 2x2 with indices,
-avg_pool2d 3x3 s2 p1, avg_pool2d 2x2.
+avg_pool2d 3x3 s2 p1, avg_pool2d 2x2, avg_pool2d_backward 3x3 s2 p1,
+avg_pool2d_backward 2x2.
 
 Compare two builds by alternating processes, e.g. a worktree of the old
 commit built in place:
@@ -36,11 +37,14 @@ def main():
     x = np.random.default_rng(0).standard_normal((64, 64, 56, 56)).astype(np.float32)
     _, idx = F.max_pool2d(x, 2, return_indices=True)
     dy = np.ones(idx.shape, np.float32)
+    dy3 = np.ones(F.avg_pool2d(x, 3, 2, 1).shape, np.float32)
     calls = [lambda: F.max_pool2d(x, 3, 2, 1), lambda: F.max_pool2d(x, 2),
              lambda: F.max_pool2d_backward(dy, idx, x.shape),
              lambda: F.max_pool2d(x, 3, 2, 1, return_indices=True),
              lambda: F.max_pool2d(x, 2, return_indices=True),
-             lambda: F.avg_pool2d(x, 3, 2, 1), lambda: F.avg_pool2d(x, 2)]
+             lambda: F.avg_pool2d(x, 3, 2, 1), lambda: F.avg_pool2d(x, 2),
+             lambda: F.avg_pool2d_backward(dy3, x.shape, 3, 2, 1),
+             lambda: F.avg_pool2d_backward(dy, x.shape, 2)]
     print(" ".join(f"{median_ms(f):.2f}" for f in calls))
 
 
