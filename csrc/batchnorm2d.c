@@ -196,29 +196,47 @@ static void bn_channel_chunk(void *ctx, int64_t c, int slot)
     bn_channel(ctx, c);
 }
 
-/* every channel, its parts shared by nt threads (few channels) */
+/* One channel's parts, for fastcnn_parallel_for (bn_channels_split). */
+typedef struct {
+    const bn_job *j;
+    int64_t c;
+    double (*r)[3];
+    const float *coef;
+} bn_parts;
+
+/* part p's sums */
+static void reduce_part(void *ctx, int64_t p, int slot)
+{
+    const bn_parts *b = ctx;
+    (void)slot;
+    b->j->reduce(b->j, b->c, bn_part_start(&b->j->l, (int)p), bn_part_start(&b->j->l, (int)p + 1),
+                 b->r[p]);
+}
+
+/* part p's outputs */
+static void map_part(void *ctx, int64_t p, int slot)
+{
+    const bn_parts *b = ctx;
+    (void)slot;
+    b->j->map(b->j, b->c, bn_part_start(&b->j->l, (int)p), bn_part_start(&b->j->l, (int)p + 1),
+              b->coef);
+}
+
+/* every channel, its parts shared by nt threads (few channels); a part's
+ * outputs are mapped by the thread slot that summed it (the pool cuts both
+ * loops alike), so its values are in that core's cache */
 static void bn_channels_split(const bn_job *j, int nt)
 {
     double r[BN_PARTS][3];
     float coef[4];
-    const bn_layout *l = &j->l;
-    #pragma omp parallel num_threads(nt)
-    for (int64_t c = 0; c < l->C; c++) {
-        /* each part's sums written by one thread */
-        #pragma omp for schedule(static)
-        for (int p = 0; p < l->parts; p++)
-            if (j->reduce)
-                j->reduce(j, c, bn_part_start(l, p), bn_part_start(l, p + 1), r[p]);
-        #pragma omp single
-        j->finish(j, c, r, coef);
-        if (j->map) {
-            /* each part's outputs written by one thread, the one that summed it
-             * (same static schedule): its values are in that core's cache;
-             * nowait: the next channel's sums overwrite only r, read by finish */
-            #pragma omp for schedule(static) nowait
-            for (int p = 0; p < l->parts; p++)
-                j->map(j, c, bn_part_start(l, p), bn_part_start(l, p + 1), coef);
-        }
+    bn_parts b = {j, 0, r, coef};
+    for (b.c = 0; b.c < j->l.C; b.c++) {
+        /* each part's sums, then each part's outputs, written by one work item */
+        if (j->reduce)
+            fastcnn_parallel_for(j->l.parts, reduce_part, &b, nt);
+        j->finish(j, b.c, r, coef);
+        if (j->map)
+            fastcnn_parallel_for(j->l.parts, map_part, &b, nt);
     }
 }
 

@@ -23,15 +23,19 @@
  * core from whatever the process runs next.
  *
  * An OpenMP region has a second cost where another library loaded libgomp
- * before fastcnn (import torch): libgomp reads OMP_WAIT_POLICY once, so
- * its workers then spin for milliseconds after each region, on the core
- * the pool's worker needs for the next op (a frozen MobileNetV2 at 2
- * threads ran 1.9x slower while its residual adds were OpenMP regions).
+ * before fastcnn (import torch), or OMP_WAIT_POLICY is unset: its workers
+ * then spin for milliseconds after each region, on the core the pool's
+ * worker needs for the next op (a frozen MobileNetV2 at 2 threads ran 1.9x
+ * slower while its residual adds were OpenMP regions; a ResNet-18 train
+ * step 1.2x while the GEMM's packing ahead, run by Winograd's every call,
+ * was one). So no loop of the kernels is an OpenMP region; the workers are
+ * named POOL_THREAD_NAME, which tests/test_threads.py checks.
  *
  * One caller at a time holds the pool; a concurrent caller (another Python
  * thread, or a chunk that starts a loop of its own) runs its loop serially.
  * A forked child never touches the pool (fastcnn_thread_limit gives it one
  * thread). Without POSIX threads every loop runs serially. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -50,6 +54,7 @@
 #include "fastcnn.h"
 
 #define POOL_MAX_WORKERS 255
+#define POOL_THREAD_NAME "fastcnn-worker" /* as top -H and py-spy show it (Linux) */
 #define POOL_SPIN_NS 100000         /* an idle worker's spin before it sleeps */
 
 /* pool.job, one word so that a worker's join is one compare-and-swap that
@@ -181,6 +186,9 @@ static void *worker_main(void *arg)
 {
     worker_start w = *(worker_start *)arg;
     free(arg);
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), POOL_THREAD_NAME);
+#endif
     for (;;) {
         w.seen = await_job(w.seen);
         if (join(w.id)) {

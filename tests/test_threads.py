@@ -1,4 +1,6 @@
 """The thread-count setting and the OpenMP wait policy (fastcnn/_config.py, csrc/threads.c)."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,43 @@ def test_worker_pool_from_many_python_threads_at_once():
     for t in threads:
         t.join()
     assert results == [True] * 6
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names: Linux only")
+def test_every_loop_runs_on_the_pool_not_on_openmp_threads(tmp_path):
+    """The loops of the ops that pack GEMM operands ahead (Winograd in
+    training, the backward data's blocks, a frozen model's weights) and batch
+    norm's few channels run on fastcnn's named pool workers: an OpenMP region
+    would start libgomp threads, whose spinning after each region takes the
+    core the pool's worker needs (csrc/pool.c)."""
+    code = """if True:
+    import os
+    import numpy as np
+    import fastcnn
+    from fastcnn import _native, functional as F
+    def names():
+        out = {}
+        for t in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{t}/comm") as f:
+                out[t] = f.read().strip()
+        return out
+    before = names()
+    fastcnn.set_num_threads(2)
+    _native._set_winograd(1)
+    r = np.random.default_rng(0)
+    x = r.standard_normal((4, 64, 28, 28), dtype=np.float32)
+    w = r.standard_normal((64, 64, 3, 3), dtype=np.float32)
+    F.conv2d_backward(F.conv2d(x, w, None, 1, 1), x, w, 1, 1)
+    _native._set_winograd(0)
+    y = F.conv2d(x, w, None, 2, 1)
+    F.conv2d_backward(np.ones_like(y), x, w, 2, 1)
+    model = fastcnn.Sequential([fastcnn.Conv2d(64, 64, 3, padding=1), fastcnn.ReLU()])
+    fastcnn.freeze(model.eval())(x)
+    xb = r.standard_normal((8, 3, 64, 64), dtype=np.float32)
+    F.batch_norm2d(xb, np.zeros(3, np.float32), np.ones(3, np.float32), training=True)
+    new = sorted(n for t, n in names().items() if t not in before)
+    print(new)
+    assert new and set(new) == {"fastcnn-worker"}, new
+"""
+    done = run_python(code, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr

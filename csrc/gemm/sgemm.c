@@ -580,6 +580,35 @@ int sgemm_bias_clamp(int transa, int transb, int64_t M, int64_t N, int64_t K, fl
 
 /* ---- A packed ahead ------------------------------------------------------------ */
 
+/* One packing ahead of a whole operand, for fastcnn_parallel_for: chunk i
+ * packs micro-panel i % panels of depth block i / panels. */
+typedef struct {
+    const gemm_plan *p;
+    int64_t panels, blocks;
+} ahead_run;
+
+static void pack_a_ahead(void *ctx, int64_t i, int slot)
+{
+    const ahead_run *r = ctx;
+    const gemm_plan *p = r->p;
+    int64_t mr = p->kr->mr, ip = i % r->panels, p0 = i / r->panels * p->kc;
+    int64_t kc = min64(p->kc, p->K - p0);
+    (void)slot;
+    pack_a_panel((float *)packed_rows(p, ip * mr, p0, kc), p, ip * mr, min64(mr, p->M - ip * mr),
+                 p0, kc);
+}
+
+static void pack_b_ahead(void *ctx, int64_t i, int slot)
+{
+    const ahead_run *r = ctx;
+    const gemm_plan *p = r->p;
+    int64_t nr = p->kr->nr, jp = i % r->panels, p0 = i / r->panels * p->kc;
+    int64_t kc = min64(p->kc, p->K - p0);
+    (void)slot;
+    pack_b_panel((float *)packed_cols(p, jp * nr, p0, kc), p, p0, kc, jp * nr,
+                 min64(nr, p->N - jp * nr));
+}
+
 /* The instruction set's kernel number i (the default if there is none). */
 static const gemm_kernel *kernel_at(int i)
 {
@@ -607,17 +636,10 @@ void sgemm_pack_a(float *packed, int kernel, int transa, int64_t M, int64_t K, c
     gemm_plan p = plan_of(kernel_at(kernel), transa, 0, M, 1, K, 1.0f, A, lda, NULL, 0, 0.0f,
                           NULL, 0, NULL, NULL);
     p.packed_a = packed;
-    int mr = p.kr->mr;
-    int64_t panels = ceil_div(M, mr);
-    int nt = fastcnn_threads_for(M * K, nthreads);
-    for (int64_t p0 = 0; p0 < K; p0 += p.kc) {
-        int64_t kc = min64(p.kc, K - p0);
-        /* each panel written by one iteration */
-        #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-        for (int64_t ip = 0; ip < panels; ip++)
-            pack_a_panel((float *)packed_rows(&p, ip * mr, p0, kc), &p, ip * mr,
-                         min64(mr, M - ip * mr), p0, kc);
-    }
+    ahead_run r = {&p, ceil_div(M, p.kr->mr), ceil_div(K, p.kc)};
+    /* each (depth block, panel) written by one chunk */
+    fastcnn_parallel_for(r.panels * r.blocks, pack_a_ahead, &r,
+                         fastcnn_threads_for(M * K, nthreads));
 }
 
 int sgemm_packed_bias_clamp(const float *packed, int kernel, int64_t M, int64_t N, int64_t K,
@@ -646,17 +668,10 @@ void sgemm_pack_b(float *packed, int kernel, int transb, int64_t K, int64_t N, c
     gemm_plan p = plan_of(kernel_at(kernel), 0, transb, 1, N, K, 1.0f, NULL, 0, B, ldb, 0.0f,
                           NULL, 0, NULL, NULL);
     p.packed_b = packed;
-    int nr = p.kr->nr;
-    int64_t panels = ceil_div(N, nr);
-    int nt = fastcnn_threads_for(N * K, nthreads);
-    for (int64_t p0 = 0; p0 < K; p0 += p.kc) {
-        int64_t kc = min64(p.kc, K - p0);
-        /* each panel written by one iteration */
-        #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-        for (int64_t jp = 0; jp < panels; jp++)
-            pack_b_panel((float *)packed_cols(&p, jp * nr, p0, kc), &p, p0, kc, jp * nr,
-                         min64(nr, N - jp * nr));
-    }
+    ahead_run r = {&p, ceil_div(N, p.kr->nr), ceil_div(K, p.kc)};
+    /* each (depth block, panel) written by one chunk */
+    fastcnn_parallel_for(r.panels * r.blocks, pack_b_ahead, &r,
+                         fastcnn_threads_for(N * K, nthreads));
 }
 
 int sgemm_packed_b_bias_clamp(const float *packed, int kernel, int transa, int64_t M, int64_t N,
