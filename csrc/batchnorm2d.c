@@ -167,6 +167,10 @@ struct bn_job {
     void (*finish)(const bn_job *j, int64_t c, double (*r)[3], float coef[4]);
     /* units [u0, u1) of channel c mapped with coef; NULL: no map */
     void (*map)(const bn_job *j, int64_t c, int64_t u0, int64_t u1, const float coef[4]);
+    /* the same for planes of few values (bn_run_small): channels [c0, c1)
+     * reduced into r[c - c0], mapped with coef[c - c0] */
+    void (*reduce_few)(const bn_job *j, int64_t c0, int64_t c1, double (*r)[3]);
+    void (*map_few)(const bn_job *j, int64_t c0, int64_t c1, const float (*coef)[4]);
     float *out;                         /* y or dx */
     float *mean_out, *var_out, *invstd_out;     /* forward's statistics */
     float *dgamma, *dbeta;
@@ -267,11 +271,95 @@ static int bn_streams(const bn_layout *l)
     return l->N * l->C * l->HW * (int64_t)sizeof(float) > llc / 2;
 }
 
+/* Planes of fewer values than this take bn_run_few: a channel's values are
+ * then N runs of a few floats, a plane apart, whose per-channel calls and
+ * strided reads cost several times the arithmetic (64x512x1x1, the
+ * forward: 129 us, torch 18). */
+#define BN_FEW_HW 17
+#define BN_FEW_CHANNELS 16      /* channels per work item of bn_run_few */
+#define BN_FEW_VALUES (BN_FEW_CHANNELS * (BN_FEW_HW - 1))   /* floats of its slice of an image */
+#define BN_FEW_FLUSH 256        /* images summed per position in float, then in double */
+
+/* Over images [n0, min(n0 + BN_FEW_FLUSH, N)) of a slice of w floats (image
+ * n at a + n ld): acc[v] = the sum of a - sub[v]; with b (not NULL), the
+ * sum of b (a - sub[v]) instead, and bsum[v] the sum of b. */
+static void few_sums(float *restrict acc, float *restrict bsum, const float *a, const float *b,
+                     const float *restrict sub, int64_t n0, int64_t N, int64_t w, int64_t ld)
+{
+    int64_t n1 = n0 + BN_FEW_FLUSH < N ? n0 + BN_FEW_FLUSH : N;
+    for (int64_t v = 0; v < w; v++)
+        acc[v] = 0.0f;
+    if (bsum)
+        for (int64_t v = 0; v < w; v++)
+            bsum[v] = 0.0f;
+    for (int64_t n = n0; n < n1; n++) {
+        const float *restrict an = a + n * ld;
+        if (!b) {
+            for (int64_t v = 0; v < w; v++)
+                acc[v] += an[v] - sub[v];
+            continue;
+        }
+        const float *restrict bn = b + n * ld;
+        for (int64_t v = 0; v < w; v++) {
+            bsum[v] += bn[v];
+            acc[v] += bn[v] * (an[v] - sub[v]);
+        }
+    }
+}
+
+/* acc[v] = the sum of ((a - shift[v]) - mean[v])^2 over the images of few_sums */
+static void few_squares(float *restrict acc, const float *a, const float *restrict shift,
+                        const float *restrict mean, int64_t n0, int64_t N, int64_t w, int64_t ld)
+{
+    int64_t n1 = n0 + BN_FEW_FLUSH < N ? n0 + BN_FEW_FLUSH : N;
+    for (int64_t v = 0; v < w; v++)
+        acc[v] = 0.0f;
+    for (int64_t n = n0; n < n1; n++) {
+        const float *restrict an = a + n * ld;
+        for (int64_t v = 0; v < w; v++) {
+            float d = (an[v] - shift[v]) - mean[v];
+            acc[v] += d * d;
+        }
+    }
+}
+
+/* Work item i of bn_run_few: its channels' sums, coefficients and map. */
+static void few_chunk(void *ctx, int64_t i, int slot)
+{
+    const bn_job *j = ctx;
+    int64_t c0 = i * BN_FEW_CHANNELS, c1 = c0 + BN_FEW_CHANNELS < j->l.C ? c0 + BN_FEW_CHANNELS
+                                                                        : j->l.C;
+    double r[BN_FEW_CHANNELS][3];
+    float coef[BN_FEW_CHANNELS][4];
+    (void)slot;
+    if (j->reduce_few)
+        j->reduce_few(j, c0, c1, r);
+    for (int64_t c = c0; c < c1; c++)
+        j->finish(j, c, &r[c - c0], coef[c - c0]);
+    if (j->map_few)
+        j->map_few(j, c0, c1, (const float (*)[4])coef);
+}
+
+/* Planes of few values: chunks of channels, each read image by image (the
+ * chunk's slice of an image is contiguous), one part per channel summed in
+ * double in a fixed order (results independent of the thread count). */
+static void bn_run_few(const bn_job *j, int nt)
+{
+    bn_job one = *j;
+    one.l.parts = 1;
+    /* each chunk's channels written by one work item */
+    fastcnn_parallel_for((j->l.C + BN_FEW_CHANNELS - 1) / BN_FEW_CHANNELS, few_chunk, &one, nt);
+}
+
 static void bn_run(bn_job *j, int nthreads)
 {
     j->stream = j->map && bn_streams(&j->l);
     int64_t C = j->l.C;
     int nt = fastcnn_threads_for(j->l.N * C * j->l.HW, nthreads);
+    if (j->l.HW < BN_FEW_HW) {
+        bn_run_few(j, nt);
+        return;
+    }
     /* channels in whole to threads unless that leaves threads idle for long */
     if (nt > 1 && C % nt != 0 && C < 8 * nt && j->l.parts > 1) {
         bn_channels_split(j, nt);
@@ -334,6 +422,52 @@ static void moments_finish(const bn_job *j, int64_t c, double (*r)[3], float coe
     coef[1] = (j->beta ? j->beta[c] : 0.0f) - mean * coef[0];
 }
 
+/* r[c - c0] = the moments of channels [c0, c1) around moments_shift: the
+ * sum of x - shift, then the squared deviations from its mean ((x - shift)
+ * - mean, in float as bn_moments takes them), each summed per position in
+ * float over at most BN_FEW_FLUSH images, then per channel in double */
+static void moments_few(const bn_job *j, int64_t c0, int64_t c1, double (*r)[3])
+{
+    int64_t N = j->l.N, HW = j->l.HW, w = (c1 - c0) * HW;
+    const float *x = j->x + c0 * HW;
+    float shift[BN_FEW_VALUES], mean[BN_FEW_VALUES], acc[BN_FEW_VALUES];
+    double sum[BN_FEW_CHANNELS] = {0}, m2[BN_FEW_CHANNELS] = {0};
+    for (int64_t v = 0; v < w; v++)
+        shift[v] = moments_shift(j, c0 + v / HW);
+    for (int64_t n0 = 0; n0 < N; n0 += BN_FEW_FLUSH) {
+        few_sums(acc, NULL, x, NULL, shift, n0, N, w, j->l.C * HW);
+        for (int64_t v = 0; v < w; v++)
+            sum[v / HW] += acc[v];
+    }
+    for (int64_t v = 0; v < w; v++)
+        mean[v] = (float)(sum[v / HW] / (double)(N * HW));
+    for (int64_t n0 = 0; n0 < N; n0 += BN_FEW_FLUSH) {
+        few_squares(acc, x, shift, mean, n0, N, w, j->l.C * HW);
+        for (int64_t v = 0; v < w; v++)
+            m2[v / HW] += acc[v];
+    }
+    for (int64_t c = c0; c < c1; c++) {
+        r[c - c0][0] = (double)(N * HW);
+        r[c - c0][1] = sum[c - c0];
+        r[c - c0][2] = m2[c - c0];
+    }
+}
+
+/* y = x scale + shift for channels [c0, c1), coef[c - c0] = (scale, shift) */
+static void normalize_few(const bn_job *j, int64_t c0, int64_t c1, const float (*coef)[4])
+{
+    int64_t HW = j->l.HW, w = (c1 - c0) * HW, ld = j->l.C * HW;
+    float scale[BN_FEW_VALUES], shift[BN_FEW_VALUES];
+    for (int64_t v = 0; v < w; v++)
+        scale[v] = coef[v / HW][0], shift[v] = coef[v / HW][1];
+    for (int64_t n = 0; n < j->l.N; n++) {
+        const float *restrict x = j->x + n * ld + c0 * HW;
+        float *restrict y = j->out + n * ld + c0 * HW;
+        for (int64_t v = 0; v < w; v++)
+            y[v] = x[v] * scale[v] + shift[v];
+    }
+}
+
 static void normalize_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
                           const float coef[4])
 {
@@ -350,7 +484,8 @@ void batchnorm2d_forward_train(float *y, float *mean, float *var, float *invstd,
 {
     bn_job j = {.l = bn_layout_of(N, C, HW), .k = batchnorm2d_kernels_for(fastcnn_isa()),
                 .reduce = moments_reduce, .finish = moments_finish,
-                .map = y ? normalize_map : NULL, .out = y, .mean_out = mean, .var_out = var,
+                .map = y ? normalize_map : NULL, .reduce_few = moments_few,
+                .map_few = y ? normalize_few : NULL, .out = y, .mean_out = mean, .var_out = var,
                 .invstd_out = invstd, .x = x, .gamma = gamma, .beta = beta, .eps = eps};
     bn_run(&j, nthreads);
 }
@@ -368,7 +503,8 @@ void batchnorm2d_forward_eval(float *y, const float *x, const float *mean, const
                               int64_t HW, double eps, int nthreads)
 {
     bn_job j = {.l = bn_layout_of(N, C, HW), .k = batchnorm2d_kernels_for(fastcnn_isa()),
-                .finish = running_finish, .map = normalize_map, .out = y, .mean = mean,
+                .finish = running_finish, .map = normalize_map, .map_few = normalize_few,
+                .out = y, .mean = mean,
                 .var = var, .x = x, .gamma = gamma, .beta = beta, .eps = eps};
     bn_run(&j, nthreads);
 }
@@ -408,6 +544,43 @@ static void grad_finish(const bn_job *j, int64_t c, double (*r)[3], float coef[4
     coef[2] = (float)(is * sdyx / cnt);
 }
 
+/* r[c - c0] = (sum dy, sum dy (x - mean), -) of channels [c0, c1): summed per
+ * position in float over at most BN_FEW_FLUSH images, then per channel in
+ * double */
+static void grad_few(const bn_job *j, int64_t c0, int64_t c1, double (*r)[3])
+{
+    int64_t N = j->l.N, HW = j->l.HW, w = (c1 - c0) * HW;
+    float mean[BN_FEW_VALUES], sdyx[BN_FEW_VALUES], sdy[BN_FEW_VALUES];
+    for (int64_t v = 0; v < w; v++)
+        mean[v] = j->mean[c0 + v / HW];
+    for (int64_t c = c0; c < c1; c++)
+        r[c - c0][0] = r[c - c0][1] = r[c - c0][2] = 0.0;
+    for (int64_t n0 = 0; n0 < N; n0 += BN_FEW_FLUSH) {
+        few_sums(sdyx, sdy, j->x + c0 * HW, j->dy + c0 * HW, mean, n0, N, w, j->l.C * HW);
+        for (int64_t v = 0; v < w; v++) {
+            r[v / HW][0] += sdy[v];
+            r[v / HW][1] += sdyx[v];
+        }
+    }
+}
+
+/* dx = k (dy - a - b (x - mean)) for channels [c0, c1), coef[c - c0] = (k, a, b) */
+static void grad_input_few(const bn_job *j, int64_t c0, int64_t c1, const float (*coef)[4])
+{
+    int64_t HW = j->l.HW, w = (c1 - c0) * HW, ld = j->l.C * HW;
+    float k[BN_FEW_VALUES], a[BN_FEW_VALUES], b[BN_FEW_VALUES], m[BN_FEW_VALUES];
+    for (int64_t v = 0; v < w; v++) {
+        const float *cf = coef[v / HW];
+        k[v] = cf[0], a[v] = cf[1], b[v] = cf[2], m[v] = j->mean[c0 + v / HW];
+    }
+    for (int64_t n = 0; n < j->l.N; n++) {
+        const float *restrict dy = j->dy + n * ld + c0 * HW, *restrict x = j->x + n * ld + c0 * HW;
+        float *restrict dx = j->out + n * ld + c0 * HW;
+        for (int64_t v = 0; v < w; v++)
+            dx[v] = k[v] * (dy[v] - a[v] - b[v] * (x[v] - m[v]));
+    }
+}
+
 static void grad_input_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
                            const float coef[4])
 {
@@ -424,7 +597,8 @@ void batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *d
 {
     bn_job j = {.l = bn_layout_of(N, C, HW), .k = batchnorm2d_kernels_for(fastcnn_isa()),
                 .reduce = grad_reduce, .finish = grad_finish,
-                .map = dx ? grad_input_map : NULL, .out = dx, .dgamma = dgamma,
+                .map = dx ? grad_input_map : NULL, .reduce_few = grad_few,
+                .map_few = dx ? grad_input_few : NULL, .out = dx, .dgamma = dgamma,
                 .dbeta = dbeta, .mean = mean, .invstd = invstd, .x = x, .dy = dy,
                 .gamma = gamma};
     bn_run(&j, nthreads);

@@ -21,7 +21,12 @@ ODD_SHAPES = [(1, 3, 100, 100),   # N = 1, a plane of two blocks (8192 + 1808)
               (1, 1, 1, 3),       # one image, one channel
               (3, 300, 2, 5),     # large C, planes shorter than a vector
               (2, 3, 1, 1),       # HW = 1
-              (5, 17, 13, 11)]    # nothing a multiple of a vector width
+              (5, 17, 13, 11),    # nothing a multiple of a vector width
+              # planes of at most 16 values: chunks of 16 channels read image by
+              # image, summed per position in float over 256 images at a time
+              (300, 20, 3, 3),    # two flushes a chunk, a chunk of 4 channels
+              (2, 40, 4, 4),      # the largest such plane
+              (3, 33, 1, 2)]
 
 
 def np_batch_norm(x, w, b, eps):
@@ -171,13 +176,15 @@ def test_backward_matches_finite_differences(shape, rng):
     check_directional(lambda b_: forward(b_=b_), b, u, gb, rng, eps=1e-2)
 
 
-def test_a_large_mean_keeps_the_variance_and_a_constant_channel_is_exact(rng):
+@pytest.mark.parametrize("shape", [(8, 3, 40, 40), (600, 3, 2, 2)])
+def test_a_large_mean_keeps_the_variance_and_a_constant_channel_is_exact(shape, rng):
     """The moments are taken around the channel's first value: a mean 10^4
     times the spread keeps the variance's digits, and a constant channel gets
     exactly its value as mean (so its gradient is exactly the (dy - mean dy)
     invstd part; its output is 0 up to the rounding of torch's form
-    x * scale + (bias - mean * scale), scale = invstd = 316 here)."""
-    x = (1000.0 + 0.1 * rng.standard_normal((8, 3, 40, 40))).astype(np.float32)
+    x * scale + (bias - mean * scale), scale = invstd = 316 here). Large
+    planes and planes of few values (summed per position) alike."""
+    x = (1000.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
     x[:, 2] = 7.25
     y, mean, invstd = F.batch_norm2d(x, training=True, eps=1e-5, return_stats=True)
     ref, _, v = np_batch_norm(x, np.ones(3), np.zeros(3), 1e-5)
