@@ -35,6 +35,9 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* The loops of one instruction set (defined with its tables below). */
+typedef struct pool2d_kernels pool2d_kernels;
+
 /* ---- windows ------------------------------------------------------------ */
 
 /* First input coordinate of output coordinate o's window (k taps dil
@@ -332,33 +335,6 @@ static void spread_row(float *restrict c, const float *restrict g, int64_t Q, in
 
 /* ---- fast kernels: one plane ---------------------------------------------- */
 
-/* y, am (P, Q) = max pooling of the plane x (H, W). */
-static void max_plane(float *y, int32_t *am, const float *x, const pool2d_shape *s)
-{
-    int64_t qa, qb;
-    interior_cols(s, &qa, &qb);
-    for (int64_t p = 0; p < s->P; p++) {
-        int64_t h0 = row_lo(s, p), h1 = row_hi(s, p);
-        float *yr = y + p * s->Q;
-        int32_t *ar = am + p * s->Q;
-        for (int64_t q = 0; q < s->Q; q++) {
-            if (q == qa)
-                q = qb;
-            if (q < s->Q)
-                max_window(&yr[q], &ar[q], x, s->W, h0, h1, s->dh, col_lo(s, q), col_hi(s, q),
-                           s->dw);
-        }
-        if (s->S == 2 && s->sw == 2 && s->dw == 1 && s->dh == 1)
-            max_cols_s2(yr, ar, x, s->W, h0, h1, qa, qb, 2, s->pw);
-        else if (s->S == 3 && s->sw == 2 && s->dw == 1 && s->dh == 1)
-            max_cols_s2(yr, ar, x, s->W, h0, h1, qa, qb, 3, s->pw);
-        else if (s->dw == 1)
-            max_cols(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, s->S, s->sw, 1, s->pw);
-        else
-            max_cols(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, s->S, s->sw, s->dw, s->pw);
-    }
-}
-
 /* Spread rows a slot keeps for avg_plane_backward: at most this many
  * windows cover one input row. */
 static int64_t avg_ring_rows(const pool2d_shape *s)
@@ -465,7 +441,7 @@ static int64_t max_plane_backward(float *dx, const float *dy, const int32_t *am,
 }
 
 /* The pool2d family's loops of one instruction set (pool2d_kernel.h). */
-typedef struct {
+struct pool2d_kernels {
     /* y, am (P, Q) = the 2x2 forward tile loop over x (2P, W) */
     void (*max_tiles_2x2)(float *y, int32_t *am, const float *x, int64_t W, int64_t P,
                           int64_t Q);
@@ -484,7 +460,11 @@ typedef struct {
      * (avg_values_row's arguments) */
     void (*avg_values_row)(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
                            int64_t qa, int64_t qb, int S, int64_t sw, int64_t pw, float n);
-} pool2d_kernels;
+    /* y, am (.., Q) = one output row's interior columns [qa, qb), values and
+     * indices, of 3-wide windows at stride 2, undilated (max_cols_s2's) */
+    void (*max_indexed_3s2)(float *y, int32_t *am, const float *x, int64_t W, int64_t h0,
+                            int64_t h1, int64_t dh, int64_t qa, int64_t qb, int64_t pw);
+};
 
 static void max_tiles_2x2_generic(float *y, int32_t *am, const float *x, int64_t W, int64_t P,
                                   int64_t Q)
@@ -516,17 +496,28 @@ static void avg_values_row_generic(float *y, const float *x, int64_t W, int64_t 
     avg_values_row(y, x, W, h0, h1, qa, qb, S, sw, pw, n);
 }
 
+static void max_indexed_3s2_generic(float *y, int32_t *am, const float *x, int64_t W,
+                                    int64_t h0, int64_t h1, int64_t dh, int64_t qa, int64_t qb,
+                                    int64_t pw)
+{
+    if (dh == 1)
+        max_cols_s2(y, am, x, W, h0, h1, qa, qb, 3, pw);
+    else
+        max_cols(y, am, x, W, h0, h1, dh, qa, qb, 3, 2, 1, pw);
+}
+
 static const pool2d_kernels pool2d_kernels_generic = {
     max_tiles_2x2_generic, max_values_2x2_generic, route_tiles_2x2_generic,
-    max_values_row_generic, avg_values_row_generic};
+    max_values_row_generic, avg_values_row_generic, max_indexed_3s2_generic};
 #ifdef FASTCNN_X86_KERNELS
 static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2, max_values_2x2_avx2,
                                                    route_tiles_2x2_avx2, max_values_row_avx2,
-                                                   avg_values_row_avx2};
+                                                   avg_values_row_avx2, max_indexed_3s2_avx2};
 static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512, max_values_2x2_avx512,
                                                      route_tiles_2x2_avx512,
                                                      max_values_row_avx512,
-                                                     avg_values_row_avx512};
+                                                     avg_values_row_avx512,
+                                                     max_indexed_3s2_avx512};
 #endif
 
 static const pool2d_kernels *pool2d_kernels_for(int isa)
@@ -545,17 +536,48 @@ static int is_tiles(const pool2d_shape *s)
 
 /* ---- fast kernels ---------------------------------------------------------- */
 
-/* Plane nc of maxpool2d_forward; tiles: the ISA's table when the windows are
- * the tiles (is_tiles), else NULL. */
+/* y, am (P, Q) = max pooling of the plane x (H, W): the border columns
+ * window by window, the interior row by row (3-wide windows at stride 2,
+ * ResNet's, through the ISA's loop in k). */
+static void max_plane(float *y, int32_t *am, const float *x, const pool2d_shape *s,
+                      const pool2d_kernels *k)
+{
+    int64_t qa, qb;
+    interior_cols(s, &qa, &qb);
+    for (int64_t p = 0; p < s->P; p++) {
+        int64_t h0 = row_lo(s, p), h1 = row_hi(s, p);
+        float *yr = y + p * s->Q;
+        int32_t *ar = am + p * s->Q;
+        for (int64_t q = 0; q < s->Q; q++) {
+            if (q == qa)
+                q = qb;
+            if (q < s->Q)
+                max_window(&yr[q], &ar[q], x, s->W, h0, h1, s->dh, col_lo(s, q), col_hi(s, q),
+                           s->dw);
+        }
+        if (s->S == 3 && s->sw == 2 && s->dw == 1)
+            k->max_indexed_3s2(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, s->pw);
+        else if (s->S == 2 && s->sw == 2 && s->dw == 1 && s->dh == 1)
+            max_cols_s2(yr, ar, x, s->W, h0, h1, qa, qb, 2, s->pw);
+        else if (s->S == 3 && s->sw == 1 && s->dw == 1)
+            max_cols(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, 3, 1, 1, s->pw);
+        else if (s->dw == 1)
+            max_cols(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, s->S, s->sw, 1, s->pw);
+        else
+            max_cols(yr, ar, x, s->W, h0, h1, s->dh, qa, qb, s->S, s->sw, s->dw, s->pw);
+    }
+}
+
+/* Plane nc of maxpool2d_forward on the ISA's loops k: the 2x2 tile loop
+ * when the windows are the tiles (is_tiles), else max_plane. */
 static inline void max_forward_plane(float *y, int32_t *argmax, const float *x,
-                                     const pool2d_shape *s, int64_t nc,
-                                     const pool2d_kernels *tiles)
+                                     const pool2d_shape *s, int64_t nc, const pool2d_kernels *k)
 {
     int64_t HW = s->H * s->W, PQ = s->P * s->Q;
-    if (tiles)
-        tiles->max_tiles_2x2(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s->W, s->P, s->Q);
+    if (is_tiles(s))
+        k->max_tiles_2x2(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s->W, s->P, s->Q);
     else
-        max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s);
+        max_plane(y + nc * PQ, argmax + nc * PQ, x + nc * HW, s, k);
 }
 
 /* One forward call of a pooling over planes, for fastcnn_parallel_for. */
@@ -564,7 +586,7 @@ typedef struct {
     int32_t *argmax;
     const float *x;
     const pool2d_shape *s;
-    const pool2d_kernels *k;    /* the ISA's loops (maxpool2d_forward: NULL unless 2x2 tiles) */
+    const pool2d_kernels *k;    /* the ISA's loops */
     int flag;                   /* avgpool2d_forward: count_include_pad; values only: tiles */
 } plane_call;
 
@@ -580,8 +602,7 @@ void maxpool2d_forward(float *y, int32_t *argmax, const float *x, const pool2d_s
                        int nthreads)
 {
     int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
-    /* the 2x2 tile loop of the running ISA when the windows are the tiles */
-    plane_call c = {y, argmax, x, s, is_tiles(s) ? pool2d_kernels_for(fastcnn_isa()) : NULL, 0};
+    plane_call c = {y, argmax, x, s, pool2d_kernels_for(fastcnn_isa()), 0};
     /* each plane nc writes only its own y and argmax plane */
     fastcnn_parallel_for(s->N * s->C, max_forward_chunk, &c, nt);
 }

@@ -273,3 +273,51 @@ void avg_values_row_avx2(float *y, const float *x, int64_t W, int64_t h0, int64_
     else
         avg_values_row(y, x, W, h0, h1, qa, qb, S, sw, pw, n);
 }
+
+/* row_windows3 with the column (0, 1 or 2) of each lane's pick in *col. */
+static inline __m256 row_picks3(const float *r, int n, __m256i *col)
+{
+    __m256 e, o;
+    split16(&e, &o, r, n);
+    __m256 b1 = beats(o, e), w = _mm256_blendv_ps(e, o, b1);
+    __m256 e1 = next_evens(e, r, n), b2 = beats(e1, w);
+    /* b1's lanes are -1 where the odd column was taken: 0 - b1 is its column */
+    __m256i c1 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_castps_si256(b1));
+    *col = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(c1),
+                                                _mm256_castsi256_ps(_mm256_set1_epi32(2)), b2));
+    return _mm256_blendv_ps(w, e1, b2);
+}
+
+/* The indexed rows of max pooling by 3-wide windows at stride 2 (ResNet's
+ * stem pooling in training; pool2d.c's max_cols_s2): max_values_cols3 with each lane's flat index
+ * h W - pw + 2 q + its pick's column, replaced where a row's pick replaces
+ * the value (the row-major scan's pick: its first maximum or last NaN). */
+void max_indexed_3s2_avx2(float *y, int32_t *am, const float *x, int64_t W, int64_t h0,
+                          int64_t h1, int64_t dh, int64_t qa, int64_t qb, int64_t pw)
+{
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    for (int64_t q = qa; q < qb; q += 8) {
+        int n = qb - q < 8 ? (int)(qb - q) : 8;
+        const float *c = x + 2 * q - pw;
+        __m256i col, cols = _mm256_add_epi32(even, _mm256_set1_epi32((int32_t)(2 * q - pw)));
+        __m256 m = row_picks3(c + h0 * W, n, &col);
+        __m256i idx = _mm256_add_epi32(_mm256_add_epi32(cols, col),
+                                       _mm256_set1_epi32((int32_t)(h0 * W)));
+        for (int64_t h = h0 + dh; h < h1; h += dh) {
+            __m256 v = row_picks3(c + h * W, n, &col), b = beats(v, m);
+            __m256i at = _mm256_add_epi32(_mm256_add_epi32(cols, col),
+                                          _mm256_set1_epi32((int32_t)(h * W)));
+            m = _mm256_blendv_ps(m, v, b);
+            idx = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(idx),
+                                                       _mm256_castsi256_ps(at), b));
+        }
+        store_part8(y + q, m, n);
+        if (n == 8) {
+            _mm256_storeu_si256((__m256i *)(am + q), idx);
+            continue;
+        }
+        int32_t lanes[8];   /* no masked store (slow on AMD): the first n lanes by hand */
+        _mm256_storeu_si256((__m256i *)lanes, idx);
+        for (int j = 0; j < n; j++) am[q + j] = lanes[j];
+    }
+}

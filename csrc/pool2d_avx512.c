@@ -327,3 +327,44 @@ void avg_values_row_avx512(float *y, const float *x, int64_t W, int64_t h0, int6
     else
         avg_values_row(y, x, W, h0, h1, qa, qb, S, sw, pw, n);
 }
+
+/* windows3s2 with the column (0, 1 or 2) of each window's pick in *col. */
+static inline __m512 picks3s2(const float *r, int64_t q, int n, __m512i *col)
+{
+    __m512 ev, od, ev1;
+    columns3s2(&ev, &od, &ev1, r + 2 * q, n);
+    __mmask16 b1 = beats(od, ev);
+    __m512 w = _mm512_mask_blend_ps(b1, ev, od);
+    __mmask16 b2 = beats(ev1, w);
+    *col = _mm512_mask_blend_epi32(b2, _mm512_maskz_set1_epi32(b1, 1), _mm512_set1_epi32(2));
+    return _mm512_mask_blend_ps(b2, w, ev1);
+}
+
+/* The indexed rows of max pooling by 3-wide windows at stride 2 (ResNet's
+ * 3x3 stride-2 pooling in training; pool2d.c's max_cols_s2): values_3s2 with each lane's flat index
+ * h W - pw + 2 q + its pick's column, replaced where a row's pick replaces
+ * the value (the row-major scan's pick: its first maximum or last NaN). */
+void max_indexed_3s2_avx512(float *y, int32_t *am, const float *x, int64_t W, int64_t h0,
+                            int64_t h1, int64_t dh, int64_t qa, int64_t qb, int64_t pw)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    for (int64_t q = qa; q < qb; q += 16) {
+        int64_t s = chunk_start(q, qa, qb);
+        int n = chunk_width(s, qb);
+        __m512i col, cols = _mm512_add_epi32(even, _mm512_set1_epi32((int32_t)(2 * s - pw)));
+        __m512 acc = picks3s2(x + h0 * W - pw, s, n, &col);
+        __m512i idx = _mm512_add_epi32(_mm512_add_epi32(cols, col),
+                                       _mm512_set1_epi32((int32_t)(h0 * W)));
+        for (int64_t h = h0 + dh; h < h1; h += dh) {
+            __m512 v = picks3s2(x + h * W - pw, s, n, &col);
+            __mmask16 b = beats(v, acc);
+            acc = _mm512_mask_blend_ps(b, acc, v);
+            idx = _mm512_mask_blend_epi32(
+                b, idx, _mm512_add_epi32(_mm512_add_epi32(cols, col),
+                                         _mm512_set1_epi32((int32_t)(h * W))));
+        }
+        _mm512_mask_storeu_ps(y + s, first_lanes(n), acc);
+        _mm512_mask_storeu_epi32(am + s, first_lanes(n), idx);
+    }
+}

@@ -240,6 +240,10 @@ void avg_values_row_avx512(float *y, const float *x, int64_t W, int64_t h0, int6
 void max_values_row_avx512(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
                           int64_t dh, int64_t qa, int64_t qb, int S, int64_t sw, int64_t dw,
                           int64_t pw);
+void max_indexed_3s2_avx2(float *y, int32_t *am, const float *x, int64_t W, int64_t h0,
+                          int64_t h1, int64_t dh, int64_t qa, int64_t qb, int64_t pw);
+void max_indexed_3s2_avx512(float *y, int32_t *am, const float *x, int64_t W, int64_t h0,
+                            int64_t h1, int64_t dh, int64_t qa, int64_t qb, int64_t pw);
 int64_t route_tiles_2x2_avx2(float *dx, const float *dy, const int32_t *am, const float *mask,
                              int64_t P, int64_t Q);
 int64_t route_tiles_2x2_avx512(float *dx, const float *dy, const int32_t *am, const float *mask,
