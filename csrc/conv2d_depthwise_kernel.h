@@ -63,6 +63,12 @@ typedef void (*depthwise_wgrad_fn)(double *, const float *, const float *, float
  *                  padding positions hold zeros, ys (P Q, VL) scratch. */
 typedef void (*depthwise_vectors_fn)(float *, const float *, const float *, const float *,
                                      float *, float *, const depthwise_geom *);
+/*   wgrad_vectors: sums (R S, VL) = each tap's sum over the positions of
+ *                  dy (VL, P, Q) times x (VL, H, W) (the channels' weight
+ *                  gradient from this image); xs as for vectors, ds (P Q,
+ *                  VL) scratch. */
+typedef void (*depthwise_wgrad_vectors_fn)(float *, const float *, const float *, float *,
+                                           float *, const depthwise_geom *);
 
 #define DEPTHWISE_DECLARE(isa)                                                              \
     void conv2d_depthwise_phases_##isa(float *xph, const float *x, const depthwise_geom *g);  \
@@ -76,7 +82,9 @@ typedef void (*depthwise_vectors_fn)(float *, const float *, const float *, cons
                                       float *row, float *acc, const depthwise_geom *g);      \
     void conv2d_depthwise_vectors_##isa(float *y, const float *x, const float *wv,           \
                                         const float *b, float *xs, float *ys,               \
-                                        const depthwise_geom *g);
+                                        const depthwise_geom *g);                           \
+    void conv2d_depthwise_wgrad_vectors_##isa(float *sums, const float *dy, const float *x,  \
+                                              float *xs, float *ds, const depthwise_geom *g);
 DEPTHWISE_DECLARE(generic)
 DEPTHWISE_DECLARE(avx2)
 DEPTHWISE_DECLARE(avx512)
@@ -725,6 +733,58 @@ static inline void dw_vectors(float *y, const float *x, const float *wv, const f
     dw_vectors_out(y, ys, g);
 }
 
+/* ds (P Q, VL) = dy (VL, P Q) transposed, VL positions at a time (the
+ * inverse of dw_vectors_out). */
+static inline void dw_grads_in(float *restrict ds, const float *restrict dy,
+                               const depthwise_geom *g)
+{
+    const int64_t PQ = g->P * g->Q;
+    for (int64_t i0 = 0; i0 < PQ; i0 += DW_VL) {
+        const int64_t cnt = PQ - i0 < DW_VL ? PQ - i0 : DW_VL;
+        dwvec m[DW_VL] __attribute__((aligned(DEPTHWISE_VBYTES)));
+        for (int l = 0; l < DW_VL; l++)
+            m[l] = dw_load_lanes(dy + l * PQ + i0, (dw_lanes){0, cnt});
+        DW_TRANSPOSE(m);
+        for (int64_t j = 0; j < cnt; j++) *(dwvec *)(ds + (i0 + j) * DW_VL) = m[j];
+    }
+}
+
+/* sums (R S, VL) = each tap's sum over the positions (p, q), in order, of
+ * ds (p Q + q) times xs at the tap: one accumulator per tap. R, S, and SW
+ * and DW (the stride and dilation along rows; 0: g's) are constants at the
+ * common call sites. */
+static inline __attribute__((always_inline)) void
+dw_wgrad_sums(float *restrict sums, const float *restrict xs, const float *restrict ds,
+              const int64_t R, const int64_t S, const int64_t SW, const int64_t DW,
+              const depthwise_geom *g)
+{
+    const int64_t sw = SW ? SW : g->sw, dil = DW ? DW : g->dil_w;
+    dwvec acc[R * S];
+    for (int64_t i = 0; i < R * S; i++) acc[i] = (dwvec){0};
+    for (int64_t p = 0; p < g->P; p++)
+        for (int64_t q = 0; q < g->Q; q++) {
+            const dwvec d = *(const dwvec *)(ds + (p * g->Q + q) * DW_VL);
+            for (int64_t r = 0; r < R; r++) {
+                const dwvec *row = (const dwvec *)xs + (p * g->sh + r * g->dh) * g->Wp + q * sw;
+                for (int64_t t = 0; t < S; t++) acc[r * S + t] += d * row[t * dil];
+            }
+        }
+    for (int64_t i = 0; i < R * S; i++) *(dwvec *)(sums + i * DW_VL) = acc[i];
+}
+
+static inline void dw_wgrad_vectors(float *sums, const float *dy, const float *x, float *xs,
+                                    float *ds, const depthwise_geom *g)
+{
+    dw_vectors_in(xs, x, g);
+    dw_grads_in(ds, dy, g);
+    if (g->R == 3 && g->S == 3 && g->dil_w == 1 && g->sw == 1)
+        dw_wgrad_sums(sums, xs, ds, 3, 3, 1, 1, g);
+    else if (g->R == 3 && g->S == 3 && g->dil_w == 1 && g->sw == 2)
+        dw_wgrad_sums(sums, xs, ds, 3, 3, 2, 1, g);
+    else
+        dw_wgrad_sums(sums, xs, ds, g->R, g->S, 0, 0, g);
+}
+
 /* The entry points of one instruction set, named after `isa`. */
 #define DEPTHWISE_DEFINE(isa)                                                               \
     void conv2d_depthwise_phases_##isa(float *xph, const float *x, const depthwise_geom *g)   \
@@ -756,6 +816,11 @@ static inline void dw_vectors(float *y, const float *x, const float *wv, const f
                                         const depthwise_geom *g)                            \
     {                                                                                        \
         dw_vectors(y, x, wv, b, xs, ys, g);                                                  \
+    }                                                                                        \
+    void conv2d_depthwise_wgrad_vectors_##isa(float *sums, const float *dy, const float *x,  \
+                                              float *xs, float *ds, const depthwise_geom *g) \
+    {                                                                                        \
+        dw_wgrad_vectors(sums, dy, x, xs, ds, g);                                            \
     }
 
 #endif /* DEPTHWISE_VBYTES */

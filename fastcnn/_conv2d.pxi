@@ -279,8 +279,9 @@ def _set_kvec(mode):
 def _set_depthwise_vectors(mode):
     """Test hook: the depthwise forward runs in channel vectors where timing
     or the shape chooses them (0), whenever one output channel per input
-    channel and C a multiple of the vector length allow it (1), or never (-1).
-    Returns the old mode."""
+    channel and C a multiple of the vector length allow it (1), or never (-1);
+    the weight gradient runs in them whenever they fit unless -1. Returns the
+    old mode."""
     return c.conv2d_set_depthwise_vectors(int(mode))
 
 

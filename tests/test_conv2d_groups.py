@@ -179,7 +179,9 @@ def test_depthwise_paths_match_numpy(case, num_threads, rng):
 
 # The depthwise forward in channel vectors (conv2d_depthwise_kernel.h
 # dw_vectors_*), forced, against float64 and bit for bit against the row
-# loops; C a multiple of 16, so every vector length runs it: maps narrower
+# loops; the weight gradient in channel vectors (dw_wgrad_*, summed in
+# another order) against float64 and close to the row loops'; C a multiple
+# of 16, so every vector length runs them: maps narrower
 # than a vector of positions, position chunks that cross rows, blocks of 8
 # positions and 1-7 left, strides 1-3, 3x3 (unrolled) and other filters,
 # dilation, padding wider than the kernel, input rows and columns that no
@@ -210,17 +212,20 @@ def test_depthwise_vectors_match_numpy_and_the_row_loops(case, bias, num_threads
                                     dilation, groups).shape).astype(np.float32)
     old = fastcnn._native._set_depthwise_vectors(1)
     try:                        # backward data at stride 1 is a forward of dy
-        y, gx = F.conv2d(x, w, b, *args), F.conv2d_backward(dy, x, w, *args)[0]
+        y, (gx, gw, _) = F.conv2d(x, w, b, *args), F.conv2d_backward(dy, x, w, *args)
         fastcnn._native._set_depthwise_vectors(-1)
-        rows, rows_gx = F.conv2d(x, w, b, *args), F.conv2d_backward(dy, x, w, *args)[0]
+        rows, (rows_gx, rows_gw, _) = F.conv2d(x, w, b, *args), F.conv2d_backward(dy, x, w, *args)
     finally:
         fastcnn._native._set_depthwise_vectors(old)
     pad = pads(R, S, padding, dilation)
     close(y, conv64(x, w, np.zeros(K, np.float32) if b is None else b, stride, pad, dilation,
                     groups), R * S)
-    close(gx, conv64_backward(dy, x, w, stride, pad, dilation, groups)[0], R * S)
+    expect = conv64_backward(dy, x, w, stride, pad, dilation, groups)
+    close(gx, expect[0], R * S)
+    close(gw, expect[1], x.shape[0] * dy.shape[2] * dy.shape[3])
     np.testing.assert_array_equal(y, rows)
     np.testing.assert_array_equal(gx, rows_gx)
+    close(gw, rows_gw, x.shape[0] * dy.shape[2] * dy.shape[3])
 
 
 def test_accumulates_into_given_buffers_without_bias_or_grad_input(rng):
