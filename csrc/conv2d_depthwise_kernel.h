@@ -69,6 +69,10 @@ typedef void (*depthwise_vectors_fn)(float *, const float *, const float *, cons
  *                  VL) scratch. */
 typedef void (*depthwise_wgrad_vectors_fn)(float *, const float *, const float *, float *,
                                            float *, const depthwise_geom *);
+/*   backward_vectors: dx (VL, H, W) = dy (VL, P, Q) sent back through the taps
+ *                  wv (R S, VL); dxs (Hp, Wp, VL) and ds (P Q, VL) scratch. */
+typedef void (*depthwise_backward_vectors_fn)(float *, const float *, const float *, float *,
+                                              float *, const depthwise_geom *);
 
 #define DEPTHWISE_DECLARE(isa)                                                              \
     void conv2d_depthwise_phases_##isa(float *xph, const float *x, const depthwise_geom *g);  \
@@ -84,7 +88,10 @@ typedef void (*depthwise_wgrad_vectors_fn)(float *, const float *, const float *
                                         const float *b, float *xs, float *ys,               \
                                         const depthwise_geom *g);                           \
     void conv2d_depthwise_wgrad_vectors_##isa(float *sums, const float *dy, const float *x,  \
-                                              float *xs, float *ds, const depthwise_geom *g);
+                                              float *xs, float *ds, const depthwise_geom *g); \
+    void conv2d_depthwise_backward_vectors_##isa(float *dx, const float *dy, const float *wv, \
+                                                 float *dxs, float *ds,                      \
+                                                 const depthwise_geom *g);
 DEPTHWISE_DECLARE(generic)
 DEPTHWISE_DECLARE(avx2)
 DEPTHWISE_DECLARE(avx512)
@@ -785,6 +792,66 @@ static inline void dw_wgrad_vectors(float *sums, const float *dy, const float *x
         dw_wgrad_sums(sums, xs, ds, g->R, g->S, 0, 0, g);
 }
 
+/* dxs (Hp, Wp, VL) += each position's ds (p Q + q) times the taps wv at the
+ * padded positions they read (zeroed first by the caller). R, S, and SW and
+ * DW (the stride and dilation along rows; 0: g's) are constants at the
+ * common call sites. */
+static inline __attribute__((always_inline)) void
+dw_scatter_taps(float *restrict dxs, const float *restrict ds, const dwvec *wv, const int64_t R,
+                const int64_t S, const int64_t SW, const int64_t DW, const depthwise_geom *g)
+{
+    const int64_t sw = SW ? SW : g->sw, dil = DW ? DW : g->dil_w;
+    for (int64_t p = 0; p < g->P; p++)
+        for (int64_t q = 0; q < g->Q; q++) {
+            const dwvec d = *(const dwvec *)(ds + (p * g->Q + q) * DW_VL);
+            for (int64_t r = 0; r < R; r++) {
+                dwvec *row = (dwvec *)dxs + (p * g->sh + r * g->dh) * g->Wp + q * sw;
+                for (int64_t t = 0; t < S; t++) row[t * dil] += d * wv[r * S + t];
+            }
+        }
+}
+
+/* dx (VL, H, W) = dxs (Hp, Wp, VL) at (h + ph, w + pw) transposed, VL
+ * positions of the planes at a time; 0 where no tap reads (rows and
+ * columns past g's rows and cols). */
+static inline void dw_vectors_back(float *restrict dx, const float *restrict dxs,
+                                   const depthwise_geom *g)
+{
+    const int64_t HW = g->H * g->W;
+    int64_t h = 0, w = 0;
+    for (int64_t i0 = 0; i0 < HW; i0 += DW_VL) {
+        const int64_t cnt = HW - i0 < DW_VL ? HW - i0 : DW_VL;
+        dwvec m[DW_VL] __attribute__((aligned(DEPTHWISE_VBYTES)));
+        for (int64_t j = 0; j < DW_VL; j++) {
+            int read = j < cnt && h < g->rows && w < g->cols;
+            m[j] = read ? *(const dwvec *)(dxs + ((h + g->ph) * g->Wp + w + g->pw) * DW_VL)
+                        : (dwvec){0};
+            if (j < cnt && ++w == g->W)
+                w = 0, h++;
+        }
+        DW_TRANSPOSE(m);
+        for (int l = 0; l < DW_VL; l++) {
+            if (cnt == DW_VL)
+                *(dwvec *)(dx + l * HW + i0) = m[l];
+            else
+                dw_store_part(dx + l * HW + i0, m[l], cnt);
+        }
+    }
+}
+
+static inline void dw_backward_vectors(float *dx, const float *dy, const float *wv, float *dxs,
+                                       float *ds, const depthwise_geom *g)
+{
+    const dwvec *taps = (const dwvec *)wv;
+    memset(dxs, 0, (size_t)(g->Hp * g->Wp * DW_VL) * sizeof(float));
+    dw_grads_in(ds, dy, g);
+    if (g->R == 3 && g->S == 3 && g->dil_w == 1 && g->sw == 2)
+        dw_scatter_taps(dxs, ds, taps, 3, 3, 2, 1, g);
+    else
+        dw_scatter_taps(dxs, ds, taps, g->R, g->S, 0, 0, g);
+    dw_vectors_back(dx, dxs, g);
+}
+
 /* The entry points of one instruction set, named after `isa`. */
 #define DEPTHWISE_DEFINE(isa)                                                               \
     void conv2d_depthwise_phases_##isa(float *xph, const float *x, const depthwise_geom *g)   \
@@ -821,6 +888,12 @@ static inline void dw_wgrad_vectors(float *sums, const float *dy, const float *x
                                               float *xs, float *ds, const depthwise_geom *g) \
     {                                                                                        \
         dw_wgrad_vectors(sums, dy, x, xs, ds, g);                                            \
+    }                                                                                        \
+    void conv2d_depthwise_backward_vectors_##isa(float *dx, const float *dy, const float *wv, \
+                                                 float *dxs, float *ds,                      \
+                                                 const depthwise_geom *g)                    \
+    {                                                                                        \
+        dw_backward_vectors(dx, dy, wv, dxs, ds, g);                                         \
     }
 
 #endif /* DEPTHWISE_VBYTES */
