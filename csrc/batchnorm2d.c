@@ -15,9 +15,11 @@
  * BN_BLOCK floats (the plane in consecutive images, or a piece of one
  * plane), each summed in float vectors (batchnorm2d_kernel.h); consecutive
  * blocks form at most BN_PARTS parts, each accumulated in double; the parts
- * are combined in order. The moments are taken around the channel's first
- * value and combine by Chan's parallel update (count, sum, sum of squared
- * deviations), so a large mean does not cancel the variance's digits. */
+ * are combined in order. Planes of fewer than BN_FEW_HW values are summed
+ * per position over images instead (bn_run_few). The moments are taken
+ * around the channel's first value and combine by Chan's parallel update
+ * (count, sum, sum of squared deviations), so a large mean does not cancel
+ * the variance's digits. */
 #include <math.h>
 #include <stddef.h>
 
