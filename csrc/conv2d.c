@@ -333,6 +333,17 @@ static int run_path(int op, int path, const conv_call *c, int nt)
  * for first layers (C K at most this). */
 #define WGRAD_TAPS_TUNE_MAX_CK 256
 
+/* Fewer output channels than a vector (an RGB or few-class head): the
+ * channel-vector kernels do not run, and the GEMM path's product has fewer
+ * rows than its tile, after an im2col of every tap (64x256x28x28 -> 3, 7x7:
+ * forward 160 ms on the GEMM path, 15 direct, torch 52). The direct kernels
+ * read each input row once per block of output channels, so they are timed
+ * at any C R S. */
+static int few_outputs(const conv2d_shape *s)
+{
+    return s->K < kvec_length();
+}
+
 static int tune_mode = -1;      /* -1: FASTCNN_CONV_TUNE not read yet; 0 off, 1 on */
 
 int conv2d_tuning(void)
@@ -383,7 +394,7 @@ static int candidates(int op, const conv2d_shape *s, int prepared, int *paths)
     if (winograd_fits(op, s) && op == FORWARD && prepared)
         n = add_path(paths, n, PATH_WINO4);
     if (op == FORWARD) {
-        if (direct_stride(s) && s->C * s->R * s->S <= DIRECT_TUNE_MAX_CRS)
+        if (direct_stride(s) && (s->C * s->R * s->S <= DIRECT_TUNE_MAX_CRS || few_outputs(s)))
             n = add_path(paths, n, PATH_DIRECT);
         if (s->K % vl == 0 && PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
@@ -395,7 +406,7 @@ static int candidates(int op, const conv2d_shape *s, int prepared, int *paths)
     } else if (op == BACKWARD_WEIGHT) {
         if (s->K % vl == 0 && (s->S == 3 || s->S == 5) && PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
-        if (s->sh == 1 && s->sw == 1 && s->C * s->K <= WGRAD_TAPS_TUNE_MAX_CK)
+        if (s->sh == 1 && s->sw == 1 && (s->C * s->K <= WGRAD_TAPS_TUNE_MAX_CK || few_outputs(s)))
             n = add_path(paths, n, PATH_DIRECT);
     }
     return n;
