@@ -51,6 +51,7 @@ static const conv2d_kernels conv2d_kernels_generic = {
     conv2d_im2col_tap_generic, conv2d_col2im_tap_generic, NULL, conv2d_direct_block_generic,
     DIRECT_KB_GENERIC,
     conv2d_kvec_block_generic, conv2d_wgrad_image_generic, 4,   /* 16-byte vectors */
+    WGRAD_MAX_S_GENERIC,
     conv2d_wgrad_taps_generic,
     conv2d_wino_input_generic, conv2d_wino_output_generic, conv2d_wino_filters_generic,
     conv2d_wino_grad_generic,
@@ -59,7 +60,8 @@ static const conv2d_kernels conv2d_kernels_generic = {
 static const conv2d_kernels conv2d_kernels_avx2 = {
     conv2d_im2col_tap_avx2, conv2d_col2im_tap_avx2, NULL, conv2d_direct_block_avx2,
     DIRECT_KB_AVX2,
-    conv2d_kvec_block_avx2, conv2d_wgrad_image_avx2, 8, conv2d_wgrad_taps_avx2,
+    conv2d_kvec_block_avx2, conv2d_wgrad_image_avx2, 8, WGRAD_MAX_S_AVX2,
+    conv2d_wgrad_taps_avx2,
     conv2d_wino_input_avx2, conv2d_wino_output_avx2, conv2d_wino_filters_avx2,
     conv2d_wino_grad_avx2,
 };
@@ -67,7 +69,8 @@ static const conv2d_kernels conv2d_kernels_avx512 = {
     conv2d_im2col_tap_avx512, conv2d_col2im_tap_avx512, conv2d_col2im_s2_avx512,
     conv2d_direct_block_avx512,
     DIRECT_KB_AVX512,
-    conv2d_kvec_block_avx512, conv2d_wgrad_image_avx512, 16, conv2d_wgrad_taps_avx512,
+    conv2d_kvec_block_avx512, conv2d_wgrad_image_avx512, 16, WGRAD_MAX_S_AVX512,
+    conv2d_wgrad_taps_avx512,
     conv2d_wino_input_avx512, conv2d_wino_output_avx512, conv2d_wino_filters_avx512,
     conv2d_wino_grad_avx512,
 };
@@ -206,14 +209,21 @@ static int kvec_backward_data_fits(const conv2d_shape *s)
         && s->R * s->S > 1 && kvec_map_fits(s);
 }
 
-/* K a multiple of the vector length, S = 3 or 5, an image per thread
- * (threads split the images; with fewer, the GEMM path splits its product)
- * and a map of at least KVEC_MIN_PQ positions. */
+/* Kernel rows the channel-vector weight gradient takes: at most the ISA's
+ * widest (a tile holds a row's taps for two vectors of channels). */
+static int wgrad_row_fits(const conv2d_shape *s)
+{
+    return s->S <= conv2d_kernels_for(fastcnn_isa())->wgrad_max_s;
+}
+
+/* K a multiple of the vector length, rows of 2 taps or more that fit, an
+ * image per thread (threads split the images; with fewer, the GEMM path
+ * splits its product) and a map of at least KVEC_MIN_PQ positions. */
 static int wgrad_fits(const conv2d_shape *s, int nthreads)
 {
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
-    return kvec_mode >= 0 && undilated(s) && s->K % kvec_length() == 0
-        && (s->S == 3 || s->S == 5) && s->N >= nt && kvec_map_fits(s);
+    return kvec_mode >= 0 && undilated(s) && s->K % kvec_length() == 0 && s->S > 1
+        && wgrad_row_fits(s) && s->N >= nt && kvec_map_fits(s);
 }
 
 /* ---- path choice by timing -------------------------------------------------- */
@@ -404,7 +414,7 @@ static int candidates(int op, const conv2d_shape *s, int prepared, int *paths)
         if (s->C % vl == 0 && PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
     } else if (op == BACKWARD_WEIGHT) {
-        if (s->K % vl == 0 && (s->S == 3 || s->S == 5) && PQ >= KVEC_TUNE_MIN_PQ)
+        if (s->K % vl == 0 && wgrad_row_fits(s) && PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
         if (s->sh == 1 && s->sw == 1 && (s->C * s->K <= WGRAD_TAPS_TUNE_MAX_CK || few_outputs(s)))
             n = add_path(paths, n, PATH_DIRECT);

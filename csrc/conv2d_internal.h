@@ -65,6 +65,7 @@ typedef struct {
     conv2d_kvec_block_fn kvec_block;        /* channel-vector forward, one block */
     conv2d_wgrad_image_fn wgrad_image;      /* channel-vector weight gradient, one image */
     int64_t vl;                             /* floats per vector of kvec_block, wgrad_image */
+    int64_t wgrad_max_s;                    /* widest kernel rows (S) wgrad_image takes */
     conv2d_wgrad_taps_fn wgrad_taps;        /* position-vector weight gradient, one tap */
     conv2d_wino_input_fn wino_input;        /* Winograd input transform of a run of tiles */
     conv2d_wino_output_fn wino_output;      /* Winograd output transform of a run of tiles */

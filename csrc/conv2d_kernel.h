@@ -148,6 +148,12 @@ void conv2d_col2im_s2_avx512(float *dxc, const float *colc, int64_t cnt, int64_t
 #define DIRECT_KB_AVX2 4
 #define DIRECT_KB_GENERIC 4
 
+/* Widest kernel rows (S) of the channel-vector weight gradient for an
+ * instruction set (its WGRAD_MAX_S below). */
+#define WGRAD_MAX_S_AVX512 7
+#define WGRAD_MAX_S_AVX2 6
+#define WGRAD_MAX_S_GENERIC 6
+
 #ifdef DIRECT_VBYTES
 
 #define DIRECT_VL (DIRECT_VBYTES / 4)
@@ -589,7 +595,18 @@ wgrad_tile(const int kv, const int nr, const int S, float *dwT, const float *xpa
         r0 += nr;                                                                   \
     }
 
-/* conv2d_wgrad_image_* (above), for S = 3 or 5. */
+/* The widest kernel rows wgrad_image takes: a tile holds a row's S taps. */
+#define WGRAD_MAX_S (KVEC_MP < 7 ? KVEC_MP : 7)
+
+#define WGRAD_S_CASE(S)         \
+    case S:                     \
+        if (kv == 2)            \
+            WGRAD_NR(2, S)      \
+        else                    \
+            WGRAD_NR(1, S)      \
+        break;
+
+/* conv2d_wgrad_image_* (above), for 1 <= S <= WGRAD_MAX_S. */
 static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const float *dyT,
                                         const kvec_geom *g)
 {
@@ -597,16 +614,15 @@ static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const flo
     int kv = vecs % 2 == 0 ? 2 : 1;
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t k0 = 0; k0 < g->K; k0 += kv * DIRECT_VL)
-            for (int64_t r0 = 0; r0 < g->R;) {
-                if (kv == 2 && g->S == 3)
-                    WGRAD_NR(2, 3)
-                else if (kv == 2)
-                    WGRAD_NR(2, 5)
-                else if (g->S == 3)
-                    WGRAD_NR(1, 3)
-                else
-                    WGRAD_NR(1, 5)
-            }
+            for (int64_t r0 = 0; r0 < g->R;)
+                switch (g->S) {
+                WGRAD_S_CASE(1) WGRAD_S_CASE(2) WGRAD_S_CASE(3) WGRAD_S_CASE(4)
+                WGRAD_S_CASE(5) WGRAD_S_CASE(6)
+#if KVEC_MP >= 7
+                WGRAD_S_CASE(7)
+#endif
+                default: return;        /* not taken: conv2d.c checks S */
+                }
 }
 
 /* ---- position-vector weight gradient (first layers: few channels) ---- */

@@ -1,6 +1,6 @@
 /* conv2d_wgrad.c - the channel-vector weight gradient (conv2d.c chooses it
- * when K is a multiple of the vector length, S = 3 or 5 and there is an
- * image per thread) and the position-vector one for first layers (few
+ * when K is a multiple of the vector length, kernel rows of 2 to
+ * WGRAD_MAX_S taps and an image per thread, or by timing) and the position-vector one for first layers (few
  * channels, any K; by timing): in both, threads split the images, each
  * summing into its own transposed dw (the loops in conv2d_kernel.h,
  * compiled per instruction set). */
@@ -9,6 +9,8 @@
 #include "conv2d_generic.h"
 #include "conv2d_internal.h"
 #include "gemm.h"
+
+_Static_assert(WGRAD_MAX_S == WGRAD_MAX_S_GENERIC, "the kernel table's widest rows");
 
 /* The portable build of the channel-vector weight gradient of one image
  * (conv2d_kernel.h, conv2d_generic.h). */

@@ -3,6 +3,8 @@
  * for AVX2 (set up by conv2d_avx2.h). */
 #include "conv2d_avx2.h"
 
+_Static_assert(WGRAD_MAX_S == WGRAD_MAX_S_AVX2, "the kernel table's widest rows");
+
 void conv2d_wgrad_image_avx2(float *dwT, const float *xpad, const float *dyT,
                              const kvec_geom *g)
 {

@@ -3,6 +3,8 @@
  * for AVX-512 (set up by conv2d_avx512.h). */
 #include "conv2d_avx512.h"
 
+_Static_assert(WGRAD_MAX_S == WGRAD_MAX_S_AVX512, "the kernel table's widest rows");
+
 void conv2d_wgrad_image_avx512(float *dwT, const float *xpad, const float *dyT,
                                const kvec_geom *g)
 {
