@@ -216,14 +216,15 @@ static int wgrad_row_fits(const conv2d_shape *s)
     return s->S <= conv2d_kernels_for(fastcnn_isa())->wgrad_max_s;
 }
 
-/* K a multiple of the vector length, rows of 2 taps or more that fit, an
- * image per thread (threads split the images; with fewer, the GEMM path
- * splits its product) and a map of at least KVEC_MIN_PQ positions. */
+/* K a multiple of the vector length, rows that fit, of 2 taps or more
+ * unless forced, an image per thread (threads split the images; with fewer,
+ * the GEMM path splits its product) and a map of at least KVEC_MIN_PQ
+ * positions. */
 static int wgrad_fits(const conv2d_shape *s, int nthreads)
 {
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
-    return kvec_mode >= 0 && undilated(s) && s->K % kvec_length() == 0 && s->S > 1
-        && wgrad_row_fits(s) && s->N >= nt && kvec_map_fits(s);
+    return kvec_mode >= 0 && undilated(s) && s->K % kvec_length() == 0
+        && (s->S > 1 || kvec_mode > 0) && wgrad_row_fits(s) && s->N >= nt && kvec_map_fits(s);
 }
 
 /* ---- path choice by timing -------------------------------------------------- */

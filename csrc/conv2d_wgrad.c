@@ -1,9 +1,9 @@
 /* conv2d_wgrad.c - the channel-vector weight gradient (conv2d.c chooses it
  * when K is a multiple of the vector length, kernel rows of 2 to
- * WGRAD_MAX_S taps and an image per thread, or by timing) and the position-vector one for first layers (few
- * channels, any K; by timing): in both, threads split the images, each
- * summing into its own transposed dw (the loops in conv2d_kernel.h,
- * compiled per instruction set). */
+ * WGRAD_MAX_S taps and an image per thread, or by timing) and the
+ * position-vector one for first layers (few channels, any K; by timing):
+ * in both, threads split the images, each summing into its own transposed
+ * dw (the loops in conv2d_kernel.h, compiled per instruction set). */
 #include <string.h>
 
 #include "conv2d_generic.h"

@@ -598,7 +598,7 @@ KVEC_CASES = [
     (1, 4, 3, 9, 32, 3, 3, 1, 0),             # one output row of 7 on the wide grid
     (2, 3, 12, 13, 32, 7, 7, 1, 3),           # 7x7: weight gradient rows of 7 taps (AVX-512)
     (1, 2, 9, 10, 16, 5, 6, 2, 2),            # S = 6, stride 2
-    (2, 4, 10, 6, 16, 7, 1, 1, (3, 0)),       # 7x1 (Inception): rows of one tap
+    (2, 4, 10, 6, 16, 7, 1, 1, (3, 0)),       # 7x1 (Inception): rows of one tap (forced)
     # backward data too: C a multiple of the vector length, stride 1
     (2, 16, 9, 11, 32, 3, 3, 1, 1),
     (1, 32, 7, 30, 16, 5, 5, 1, 2),
@@ -622,8 +622,8 @@ def kvec_mode(request):
 @pytest.mark.parametrize("case", KVEC_CASES, ids=case_id)
 def test_kvec_matches_numpy(case, bias, kvec_mode, num_threads, rng):
     """Forward, and backward (data through the flipped kernel, weights through
-    the channel-vector gradient kernel where K fits and a kernel row of 2 to
-    7 taps (6 on AVX2) fits its tile)."""
+    the channel-vector gradient kernel where K fits and a kernel row of at
+    most 7 taps (6 on AVX2) fits its tile; rows of one tap when forced)."""
     x, w, b, stride, padding = make(case, rng)
     b = b if bias else None
     N, C, H, W = x.shape
