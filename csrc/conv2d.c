@@ -14,12 +14,12 @@
  * reached through conv2d_kernels_for): im2col + GEMM runs any shape
  * (conv2d_gemm.c); the direct kernel, output channels x row vectors in
  * registers, runs stride-1 forwards (conv2d_direct.c); the channel-vector
- * kernel, positions x channel vectors in registers, runs forwards with K a
- * multiple of the vector length (conv2d_kvec.c); both also run backward
- * data as the forward convolution of dy with the flipped kernel when the
- * stride is 1 and the padding smaller than the kernel (the channel-vector
- * one when C fits the vectors); the channel-vector weight gradient needs S
- * = 3 or 5 and K to fit the vectors, the position-vector one (first
+ * kernel, positions x channel vectors in registers, runs any forward (K
+ * not a multiple of the vector length: its last vector padded with zero
+ * channels) (conv2d_kvec.c); both also run backward data as the forward
+ * convolution of dy with the flipped kernel when the stride is 1 and the
+ * padding smaller than the kernel; the channel-vector weight gradient needs
+ * kernel rows of at most WGRAD_MAX_S taps, the position-vector one (first
  * layers: each tap's sums over all positions) stride 1 (conv2d_wgrad.c);
  * Winograd F(2x2, 3x3) runs 3x3 stride-1 forwards and backward data,
  * F(3x3, 2x2) their weight gradients, F(4x4, 3x3) a frozen model's forwards
@@ -30,8 +30,9 @@
  * its shape's first call (see "path choice by timing"); small convolutions
  * go by the rules of "path choice by shape":
  *   forward, stride 1 and C R S <= 75 (first layers): direct;
- *   forward, a kernel wider than 1x1 and at least KVEC_MIN_PQ output
- *     positions: channel-vector; backward data and weight likewise;
+ *   forward, K a multiple of the vector length, a kernel wider than 1x1
+ *     and at least KVEC_MIN_PQ output positions: channel-vector; backward
+ *     data and weight likewise;
  *   otherwise im2col + GEMM.
  * (Winograd only by timing.) Dilation > 1 takes the GEMM path (im2col reads
  * the dilated taps); the other kernels assume dilation 1.
@@ -184,12 +185,20 @@ static int kvec_map_fits(const conv2d_shape *s)
     return kvec_mode > 0 || s->P * s->Q >= KVEC_MIN_PQ;
 }
 
+/* Output channels the channel-vector kernels take: by shape a multiple of
+ * the vector length; forced (and timed), any number, the last vector
+ * padded with zero channels. */
+static int kvec_channels_fit(int64_t channels)
+{
+    return kvec_mode > 0 || channels % kvec_length() == 0;
+}
+
 /* By shape: K a multiple of the vector length, a kernel wider than 1x1
  * (a pointwise convolution is a plain GEMM, which the engine does faster)
  * and a map of at least KVEC_MIN_PQ positions. */
 static int use_kvec(const conv2d_shape *s)
 {
-    if (kvec_mode < 0 || s->K % kvec_length() || !undilated(s))
+    if (kvec_mode < 0 || !kvec_channels_fit(s->K) || !undilated(s))
         return 0;
     return kvec_mode > 0 || (s->R * s->S > 1 && kvec_map_fits(s));
 }
@@ -205,7 +214,7 @@ static int backward_data_as_forward_fits(const conv2d_shape *s)
  * a kernel wider than 1x1, a map of at least KVEC_MIN_PQ positions. */
 static int kvec_backward_data_fits(const conv2d_shape *s)
 {
-    return kvec_mode >= 0 && backward_data_as_forward_fits(s) && s->C % kvec_length() == 0
+    return kvec_mode >= 0 && backward_data_as_forward_fits(s) && kvec_channels_fit(s->C)
         && s->R * s->S > 1 && kvec_map_fits(s);
 }
 
@@ -223,7 +232,7 @@ static int wgrad_row_fits(const conv2d_shape *s)
 static int wgrad_fits(const conv2d_shape *s, int nthreads)
 {
     int nt = fastcnn_threads_for(2 * s->N * s->K * s->C * s->R * s->S * s->P * s->Q, nthreads);
-    return kvec_mode >= 0 && undilated(s) && s->K % kvec_length() == 0
+    return kvec_mode >= 0 && undilated(s) && kvec_channels_fit(s->K)
         && (s->S > 1 || kvec_mode > 0) && wgrad_row_fits(s) && s->N >= nt && kvec_map_fits(s);
 }
 
@@ -395,7 +404,7 @@ static int add_path(int *paths, int n, int path)
 static int candidates(int op, const conv2d_shape *s, int prepared, int *paths)
 {
     int n = add_path(paths, 0, PATH_GEMM);
-    int64_t vl = kvec_length(), PQ = s->P * s->Q;
+    int64_t PQ = s->P * s->Q;
     if (conv2d_dense_fits(s))
         n = add_path(paths, n, PATH_DENSE);
     if (!undilated(s))
@@ -407,15 +416,15 @@ static int candidates(int op, const conv2d_shape *s, int prepared, int *paths)
     if (op == FORWARD) {
         if (direct_stride(s) && (s->C * s->R * s->S <= DIRECT_TUNE_MAX_CRS || few_outputs(s)))
             n = add_path(paths, n, PATH_DIRECT);
-        if (s->K % vl == 0 && PQ >= KVEC_TUNE_MIN_PQ)
+        if (PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
     } else if (op == BACKWARD_DATA && backward_data_as_forward_fits(s)) {
         if (s->K * s->R * s->S <= DIRECT_TUNE_MAX_CRS)
             n = add_path(paths, n, PATH_DIRECT);
-        if (s->C % vl == 0 && PQ >= KVEC_TUNE_MIN_PQ)
+        if (PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
     } else if (op == BACKWARD_WEIGHT) {
-        if (s->K % vl == 0 && wgrad_row_fits(s) && PQ >= KVEC_TUNE_MIN_PQ)
+        if (wgrad_row_fits(s) && PQ >= KVEC_TUNE_MIN_PQ)
             n = add_path(paths, n, PATH_KVEC);
         if (s->sh == 1 && s->sw == 1 && (s->C * s->K <= WGRAD_TAPS_TUNE_MAX_CK || few_outputs(s)))
             n = add_path(paths, n, PATH_DIRECT);

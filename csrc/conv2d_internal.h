@@ -223,12 +223,12 @@ int conv2d_dense_backward_weight(float *dw, const float *dy, const float *x,
 int conv2d_direct_forward(float *y, const float *x, const float *w, const float *b,
                           const conv2d_shape *s, int nthreads);
 
-/* Channel-vector forward (K % vl == 0) (conv2d_kvec.c). The weight blocks
+/* Channel-vector forward, any K (conv2d_kvec.c). The weight blocks
  * come from prep where it keeps them (prep may be NULL). */
 int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s, conv2d_prepared *prep, int nthreads);
 
-/* Channel-vector weight gradient, dw += (K % vl == 0, S = 3 or 5) (conv2d_wgrad.c). */
+/* Channel-vector weight gradient, dw += (any K, S <= wgrad_max_s) (conv2d_wgrad.c). */
 int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
                                  const conv2d_shape *s, int nthreads);
 /* Position-vector weight gradient, dw += (stride 1, dilation 1) (conv2d_wgrad.c). */

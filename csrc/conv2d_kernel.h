@@ -68,16 +68,17 @@ void conv2d_direct_block_avx2(float *y, const float *xpad, const float *wB, cons
 void conv2d_direct_block_generic(float *y, const float *xpad, const float *wB, const float *b,
                                  int64_t k0, int64_t kn, const direct_geom *g);
 
-/* Channel-vector direct convolution (any stride; K a multiple of the
- * vector length): a tile keeps np output positions of one or two rows x kv
- * vectors of output channels in registers; per tap (c, r, t) it loads kv vectors of
- * the blocked weights wB (K / (kv VL), C R S, kv VL) (each block of kv VL
- * channels transposed, so a tile reads its weights in order) and broadcasts
- * np input values from the zero-padded image xpad (C, Hp, Wp),
+/* Channel-vector direct convolution (any stride, any K): a tile keeps np
+ * output positions of one or two rows x kv vectors of output channels in
+ * registers; per tap (c, r, t) it loads kv vectors of the blocked weights
+ * wB (ceil(K / (kv VL)), C R S, kv VL) (each block of kv VL channels
+ * transposed, so a tile reads its weights in order; zeros past K) and
+ * broadcasts np input values from the zero-padded image xpad (C, Hp, Wp),
  * Hp = (P-1) sh + R, Wp = (Q-1) sw + S. y (K, P, Q) of one image, channels
- * k0 .. k0 + kv VL. */
+ * k0 .. k0 + kv VL that are below K; b (as many floats as wB's blocks have
+ * channels) or NULL. */
 typedef struct {
-    int64_t C, K, R, S, sh, sw, P, Q, Hp, Wp;
+    int64_t C, K, R, S, sh, sw, P, Q, Hp, Wp;   /* weight gradient: K a multiple of VL */
     int64_t clamp;      /* forward outputs clamped to [lo, hi] (conv2d_shape's clamp) */
     float lo, hi;
 } kvec_geom;
@@ -89,8 +90,8 @@ void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wB, const 
 void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wB, const float *b,
                                int64_t k0, int kv, const kvec_geom *g);
 
-/* Channel-vector weight gradient of one image (K a multiple of the vector
- * length, S = 3 or 5): dwT (C R S, K) += sum over the positions (p, q) of
+/* Channel-vector weight gradient of one image (g->K a multiple of the
+ * vector length, 1 <= S <= WGRAD_MAX_S): dwT (C R S, K) += sum over the positions (p, q) of
  * xpad (c, p sh + r, q sw + t) dyT (p Q + q, K), with xpad the padded image
  * as above and dyT (P Q, K) the image's output gradient transposed. A tile
  * keeps up to KVEC_MP taps (whole kernel rows) x kv channel vectors in
@@ -441,7 +442,8 @@ kvec_tile(const int kv, const int nr, const int np, const int sw, const int wide
                         m[i] = clamp_vec(m[i], g->lo, g->hi);
                 }
                 KVEC_TRANSPOSE(m);
-                for (int l = 0; l < DIRECT_VL; l++) {
+                int64_t lanes = g->K - k0 - v * DIRECT_VL;  /* past K: zero weights */
+                for (int l = 0; l < DIRECT_VL && l < lanes; l++) {
                     float *yk = y + (k0 + v * DIRECT_VL + l) * PQ;
                     for (int j = 0; j < nrun; j++)
                         KVEC_STORE_RUN(yk + runs[j].at, m[l], runs[j].lo, runs[j].hi);

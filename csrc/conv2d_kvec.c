@@ -1,9 +1,12 @@
 /* conv2d_kvec.c - the channel-vector direct convolution (conv2d.c chooses
  * it when K is a multiple of the vector length and the kernel is wider than
- * 1x1): a tile keeps output positions x channel vectors in registers (the
+ * 1x1, or by timing at any K: the last block's channels past K are zero
+ * weights, computed and not stored): a tile keeps output positions x channel vectors in registers (the
  * loops in conv2d_kernel.h, compiled per instruction set). (conv2d.c also
  * runs backward data on it, as the forward convolution of dy with the
  * flipped kernel.) */
+#include <string.h>
+
 #include "conv2d_generic.h"
 #include "conv2d_internal.h"
 #include "gemm.h"
@@ -19,26 +22,30 @@ void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wB, con
 typedef struct {
     float *wB;
     const float *w;
-    int64_t CRS, kb;
+    int64_t K, CRS, kb;
 } pack_call;
 
-/* Block i of wB: rows i kb .. (i+1) kb - 1 of w transposed. */
+/* Block i of wB: rows i kb .. (i+1) kb - 1 of w transposed, zeros past K. */
 static void pack_block(void *ctx, int64_t i, int slot)
 {
     const pack_call *p = ctx;
+    float *dst = p->wB + i * p->CRS * p->kb;
+    int64_t rows = p->K - i * p->kb < p->kb ? p->K - i * p->kb : p->kb;
     (void)slot;
-    sgemm_transpose(p->wB + i * p->CRS * p->kb, p->kb, p->w + i * p->kb * p->CRS, p->CRS, p->kb,
-                    p->CRS);
+    if (rows < p->kb)
+        memset(dst, 0, (size_t)(p->CRS * p->kb) * sizeof(float));
+    sgemm_transpose(dst, p->kb, p->w + i * p->kb * p->CRS, p->CRS, rows, p->CRS);
 }
 
-/* wB (K / kb, CRS, kb) = w (K, CRS), each block of kb rows transposed; the
- * blocks are packed in parallel. */
+/* wB (ceil(K / kb), CRS, kb) = w (K, CRS), each block of kb rows
+ * transposed, zeros past K; the blocks are packed in parallel. */
 static void pack_blocks(float *wB, const float *w, int64_t K, int64_t CRS, int64_t kb,
                         int nthreads)
 {
-    pack_call p = {wB, w, CRS, kb};
+    pack_call p = {wB, w, K, CRS, kb};
     /* each block is written by one work item */
-    fastcnn_parallel_for(K / kb, pack_block, &p, fastcnn_threads_for(K * CRS, nthreads));
+    fastcnn_parallel_for((K + kb - 1) / kb, pack_block, &p,
+                         fastcnn_threads_for(K * CRS, nthreads));
 }
 
 /* conv2d_prepare_fn of the weight blocks: variant = rows per block */
@@ -76,7 +83,18 @@ static void kvec_item(void *ctx, int64_t it, int slot)
           r->g);
 }
 
-/* y (N, K, P, Q) = conv(x, w) + b by the channel-vector kernel (K % VL == 0). */
+/* b (K) in bias (Kp), zeros past K: the kernel loads the last block's bias as vectors. */
+static const float *padded_bias(float *bias, const float *b, int64_t K, int64_t Kp)
+{
+    if (!b || K == Kp)
+        return b;
+    memcpy(bias, b, (size_t)K * sizeof(float));
+    memset(bias + K, 0, (size_t)(Kp - K) * sizeof(float));
+    return bias;
+}
+
+/* y (N, K, P, Q) = conv(x, w) + b by the channel-vector kernel, in blocks
+ * of one or two vectors of channels (the last padded with zero weights). */
 int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b,
                         const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
 {
@@ -86,7 +104,7 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
     kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
                    (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S,
                    s->clamp, s->lo, s->hi};
-    int64_t vecs = s->K / vl;
+    int64_t vecs = (s->K + vl - 1) / vl, Kp = vecs * vl;
     int kv = vecs % 2 == 0 ? 2 : 1;
     int64_t blocks = vecs / kv, items = s->N * blocks, CRS = s->C * s->R * s->S;
     /* an image that is its own padded grid (no padding, every row and column
@@ -97,20 +115,20 @@ int conv2d_kvec_forward(float *y, const float *x, const float *w, const float *b
     int nt = fastcnn_threads_for(2 * s->N * s->K * CRS * s->P * s->Q, nthreads);
     if (nt > items)
         nt = (int)items;
-    const float *kept = conv2d_prepared_get(prep, PREPARED_KVEC, w, s, kv * vl, CRS * s->K,
+    const float *kept = conv2d_prepared_get(prep, PREPARED_KVEC, w, s, kv * vl, CRS * Kp,
                                             prepare_blocks, nthreads);
     /* per slot: the image its padded copy holds (int64, first: aligned), then
-     * the padded images, then the packed weights unless kept */
-    int64_t marks = (2 * nt + 15) / 16 * 16;
-    float *scratch = conv2d_scratch_take(marks + nt * per + (kept ? 0 : CRS * s->K));
+     * the padded images, the padded bias, then the packed weights unless kept */
+    int64_t marks = (2 * nt + 15) / 16 * 16, at = marks + nt * per;
+    float *scratch = conv2d_scratch_take(at + Kp + (kept ? 0 : CRS * Kp));
     if (!scratch)
         return FASTCNN_ENOMEM;
-    const float *wB = kept;
+    const float *wB = kept, *bias = padded_bias(scratch + at, b, s->K, Kp);
     if (!kept) {
-        pack_blocks(scratch + marks + nt * per, w, s->K, CRS, kv * vl, nthreads);
-        wB = scratch + marks + nt * per;
+        pack_blocks(scratch + at + Kp, w, s->K, CRS, kv * vl, nthreads);
+        wB = scratch + at + Kp;
     }
-    kvec_call r = {y, x, wB, b, s, &g, fn, blocks, kv, vl, per, xsz, ysz, in_place,
+    kvec_call r = {y, x, wB, bias, s, &g, fn, blocks, kv, vl, per, xsz, ysz, in_place,
                    scratch + marks, (int64_t *)scratch};
     for (int t = 0; t < nt; t++)
         r.padded[t] = -1;

@@ -1,6 +1,7 @@
 /* conv2d_wgrad.c - the channel-vector weight gradient (conv2d.c chooses it
  * when K is a multiple of the vector length, kernel rows of 2 to
- * WGRAD_MAX_S taps and an image per thread, or by timing) and the
+ * WGRAD_MAX_S taps and an image per thread, or by timing at any K: then
+ * dy is transposed with zero channels up to a multiple) and the
  * position-vector one for first layers (few channels, any K; by timing):
  * in both, threads split the images, each summing into its own transposed
  * dw (the loops in conv2d_kernel.h, compiled per instruction set). */
@@ -37,22 +38,23 @@ typedef struct {
     float *scratch;
     int64_t per;            /* floats of a range's scratch, its sums last */
     int nt;                 /* ranges */
+    int64_t Kp;             /* columns of the sums: K, or K padded to a vector multiple */
 } wgrad_run;
 
-/* Row k of dw += row k of every range's sums (CRS, K), in range order. */
+/* Row k of dw += row k of every range's sums (CRS, Kp), in range order. */
 static void add_sums_row(void *ctx, int64_t k, int slot)
 {
     const wgrad_run *r = ctx;
-    int64_t K = r->s->K, CRS = r->s->C * r->s->R * r->s->S;
+    int64_t Kp = r->Kp, CRS = r->s->C * r->s->R * r->s->S;
     (void)slot;
     for (int t = 0; t < r->nt; t++) {
-        const float *sums = r->scratch + (t + 1) * r->per - K * CRS;
-        for (int64_t i = 0; i < CRS; i++) r->dw[k * CRS + i] += sums[i * K + k];
+        const float *sums = r->scratch + (t + 1) * r->per - Kp * CRS;
+        for (int64_t i = 0; i < CRS; i++) r->dw[k * CRS + i] += sums[i * Kp + k];
     }
 }
 
-/* dw (K, CRS) += the sums of the nt ranges, each (CRS, K) in the last K CRS
- * of its `per` floats of scratch. */
+/* dw (K, CRS) += the sums of the nt ranges, each (CRS, Kp) in the last Kp
+ * CRS of its `per` floats of scratch. */
 static void add_thread_sums(const wgrad_run *r, int nthreads)
 {
     int64_t K = r->s->K, CRS = r->s->C * r->s->R * r->s->S;
@@ -69,31 +71,35 @@ static void kvec_range(void *ctx, int64_t t, int slot)
     const kvec_geom *g = r->geom;
     int64_t PQ = s->P * s->Q, xsz = s->C * s->H * s->W, ysz = s->K * PQ;
     float *xpad = r->scratch + t * r->per, *dyT = xpad + s->C * g->Hp * g->Wp;
-    float *dwT = dyT + PQ * s->K;
+    float *dwT = dyT + PQ * g->K;
     (void)slot;
-    memset(dwT, 0, (size_t)(s->K * s->C * s->R * s->S) * sizeof(float));
+    /* dyT's columns K .. Kp stay zero */
+    memset(dyT, 0, (size_t)((PQ + s->C * s->R * s->S) * g->K) * sizeof(float));
     for (int64_t n = split_point(s->N, t, r->nt); n < split_point(s->N, t + 1, r->nt); n++) {
         conv2d_pad_image(xpad, r->x + n * xsz, s, g->Hp, g->Wp);
-        sgemm_transpose(dyT, s->K, r->dy + n * ysz, PQ, s->K, PQ);   /* dyT (PQ, K) */
+        sgemm_transpose(dyT, g->K, r->dy + n * ysz, PQ, s->K, PQ);   /* dyT (PQ, Kp) */
         r->kr->wgrad_image(dwT, xpad, dyT, g);
     }
 }
 
 /* dw (K, C, R, S) += the weight gradient, by the channel-vector kernel:
  * threads take contiguous ranges of images, each summing into its own
- * dwT (CRS, K), added to dw at the end. */
+ * dwT (CRS, Kp), Kp = K rounded up to the vector length, added to dw at
+ * the end. */
 int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
                                  const conv2d_shape *s, int nthreads)
 {
-    kvec_geom g = {s->C, s->K, s->R, s->S, s->sh, s->sw, s->P, s->Q,
+    const conv2d_kernels *kr = conv2d_kernels_for(fastcnn_isa());
+    int64_t Kp = (s->K + kr->vl - 1) / kr->vl * kr->vl;
+    kvec_geom g = {s->C, Kp, s->R, s->S, s->sh, s->sw, s->P, s->Q,
                    (s->P - 1) * s->sh + s->R, (s->Q - 1) * s->sw + s->S};
-    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q, wsz = CRS * s->K;
-    int64_t per = s->C * g.Hp * g.Wp + PQ * s->K + wsz;
+    int64_t CRS = s->C * s->R * s->S, PQ = s->P * s->Q;
+    int64_t per = s->C * g.Hp * g.Wp + PQ * Kp + CRS * Kp;
     int nt = image_threads(s, nthreads);
     float *scratch = conv2d_scratch_take(nt * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    wgrad_run r = {dw, dy, x, s, &g, conv2d_kernels_for(fastcnn_isa()), scratch, per, nt};
+    wgrad_run r = {dw, dy, x, s, &g, kr, scratch, per, nt, Kp};
     /* range t: images [split_point(t), split_point(t+1)), its scratch */
     fastcnn_parallel_for(nt, kvec_range, &r, nt);
     add_thread_sums(&r, nthreads);
@@ -147,7 +153,7 @@ int conv2d_wgrad_taps_backward_weight(float *dw, const float *dy, const float *x
     float *scratch = conv2d_scratch_take(nt * per);
     if (!scratch)
         return FASTCNN_ENOMEM;
-    wgrad_run r = {dw, dy, x, s, &g, kr, scratch, per, nt};
+    wgrad_run r = {dw, dy, x, s, &g, kr, scratch, per, nt, s->K};
     /* range t: images [split_point(t), split_point(t+1)), its scratch */
     fastcnn_parallel_for(nt, taps_range, &r, nt);
     add_thread_sums(&r, nthreads);

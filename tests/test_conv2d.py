@@ -599,6 +599,10 @@ KVEC_CASES = [
     (2, 3, 12, 13, 32, 7, 7, 1, 3),           # 7x7: weight gradient rows of 7 taps (AVX-512)
     (1, 2, 9, 10, 16, 5, 6, 2, 2),            # S = 6, stride 2
     (2, 4, 10, 6, 16, 7, 1, 1, (3, 0)),       # 7x1 (Inception): rows of one tap (forced)
+    # K not a multiple of the vector length (forced): the last vector padded
+    (2, 5, 9, 11, 24, 3, 3, 1, 1),            # two vectors, the second partial (AVX-512)
+    (1, 3, 10, 7, 40, 5, 5, 1, 2),            # one vector a block, the last partial
+    (2, 4, 8, 9, 3, 3, 3, 2, 1),              # fewer channels than a vector, stride 2
     # backward data too: C a multiple of the vector length, stride 1
     (2, 16, 9, 11, 32, 3, 3, 1, 1),
     (1, 32, 7, 30, 16, 5, 5, 1, 2),
@@ -606,6 +610,7 @@ KVEC_CASES = [
     (2, 16, 5, 6, 48, 3, 3, 1, 0),            # 'valid': flipped padding R - 1
     (1, 16, 6, 7, 16, 4, 4, 1, "same"),       # even kernel: unequal flipped padding
     (3, 16, 5, 5, 32, 3, 5, 1, (2, 4)),       # padding = kernel - 1
+    (2, 20, 7, 9, 16, 3, 3, 1, 1),            # C not a multiple: dx's last vector padded
 ]
 
 
