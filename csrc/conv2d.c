@@ -53,7 +53,7 @@ static const conv2d_kernels conv2d_kernels_generic = {
     DIRECT_KB_GENERIC,
     conv2d_kvec_block_generic, conv2d_wgrad_image_generic, 4,   /* 16-byte vectors */
     WGRAD_MAX_S_GENERIC,
-    conv2d_wgrad_taps_generic,
+    conv2d_wgrad_row_generic,
     conv2d_wino_input_generic, conv2d_wino_output_generic, conv2d_wino_filters_generic,
     conv2d_wino_grad_generic,
 };
@@ -62,7 +62,7 @@ static const conv2d_kernels conv2d_kernels_avx2 = {
     conv2d_im2col_tap_avx2, conv2d_col2im_tap_avx2, NULL, conv2d_direct_block_avx2,
     DIRECT_KB_AVX2,
     conv2d_kvec_block_avx2, conv2d_wgrad_image_avx2, 8, WGRAD_MAX_S_AVX2,
-    conv2d_wgrad_taps_avx2,
+    conv2d_wgrad_row_avx2,
     conv2d_wino_input_avx2, conv2d_wino_output_avx2, conv2d_wino_filters_avx2,
     conv2d_wino_grad_avx2,
 };
@@ -71,7 +71,7 @@ static const conv2d_kernels conv2d_kernels_avx512 = {
     conv2d_direct_block_avx512,
     DIRECT_KB_AVX512,
     conv2d_kvec_block_avx512, conv2d_wgrad_image_avx512, 16, WGRAD_MAX_S_AVX512,
-    conv2d_wgrad_taps_avx512,
+    conv2d_wgrad_row_avx512,
     conv2d_wino_input_avx512, conv2d_wino_output_avx512, conv2d_wino_filters_avx512,
     conv2d_wino_grad_avx512,
 };

@@ -46,8 +46,9 @@ typedef void (*conv2d_direct_block_fn)(float *, const float *, const float *, co
 typedef void (*conv2d_kvec_block_fn)(float *, const float *, const float *, const float *,
                                      int64_t, int, const kvec_geom *);
 typedef void (*conv2d_wgrad_image_fn)(float *, const float *, const float *, const kvec_geom *);
-typedef void (*conv2d_wgrad_taps_fn)(float *, const float *, const float *, int64_t, int64_t,
-                                     int64_t, int64_t, int64_t, const direct_geom *);
+typedef void (*conv2d_wgrad_row_fn)(float *, int64_t, const float *, const float *, int64_t,
+                                    int64_t, int64_t, int, int64_t, int64_t,
+                                    const direct_geom *);
 typedef void (*conv2d_wino_input_fn)(float *, int64_t, const float *, int64_t, int64_t, int64_t,
                                      const wino_geom *);
 typedef void (*conv2d_wino_output_fn)(float *, const float *, int64_t, int64_t, int64_t, int64_t,
@@ -66,7 +67,7 @@ typedef struct {
     conv2d_wgrad_image_fn wgrad_image;      /* channel-vector weight gradient, one image */
     int64_t vl;                             /* floats per vector of kvec_block, wgrad_image */
     int64_t wgrad_max_s;                    /* widest kernel rows (S) wgrad_image takes */
-    conv2d_wgrad_taps_fn wgrad_taps;        /* position-vector weight gradient, one tap */
+    conv2d_wgrad_row_fn wgrad_row;          /* position-vector weight gradient, a row's taps */
     conv2d_wino_input_fn wino_input;        /* Winograd input transform of a run of tiles */
     conv2d_wino_output_fn wino_output;      /* Winograd output transform of a run of tiles */
     conv2d_wino_filters_fn wino_filters;    /* Winograd transform of filters' taps */

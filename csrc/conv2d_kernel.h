@@ -103,18 +103,21 @@ void conv2d_wgrad_image_avx2(float *dwT, const float *xpad, const float *dyT,
 void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
                                 const kvec_geom *g);
 
-/* Position-vector weight gradient of one tap and image (stride 1; first
- * layers, few channels): sums[k] (k < kn <= the ISA's DIRECT_KB) += the sum
- * over positions (p, q) of dy (k0 + k, p, q) xpad (c, p + r, q + t), xpad
- * (C, Hp, Wp) the zero-padded image (wgrad_taps below). */
-void conv2d_wgrad_taps_avx512(float *sums, const float *xpad, const float *dy, int64_t c,
-                              int64_t r, int64_t t, int64_t k0, int64_t kn,
+/* Position-vector weight gradient of one kernel row's taps and one image
+ * (stride 1; first layers, few channels): sums[t K + k] (t < ns <=
+ * WGRAD_ROW_NS_MAX, k < kn <= the ISA's DIRECT_KB) += the sum over positions
+ * (p, q) of dy (k0 + k, p, q) xpad (c, p + r, q + t0 + t), xpad (C, Hp, Wp)
+ * the zero-padded image (wgrad_row below). */
+#define WGRAD_ROW_NS_MAX 7        /* the widest tile */
+void conv2d_wgrad_row_avx512(float *sums, int64_t K, const float *xpad, const float *dy,
+                             int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
+                             const direct_geom *g);
+void conv2d_wgrad_row_avx2(float *sums, int64_t K, const float *xpad, const float *dy,
+                           int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
+                           const direct_geom *g);
+void conv2d_wgrad_row_generic(float *sums, int64_t K, const float *xpad, const float *dy,
+                              int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
                               const direct_geom *g);
-void conv2d_wgrad_taps_avx2(float *sums, const float *xpad, const float *dy, int64_t c,
-                            int64_t r, int64_t t, int64_t k0, int64_t kn, const direct_geom *g);
-void conv2d_wgrad_taps_generic(float *sums, const float *xpad, const float *dy, int64_t c,
-                               int64_t r, int64_t t, int64_t k0, int64_t kn,
-                               const direct_geom *g);
 
 /* im2col of kernel tap (r, t) for cnt images, column stride 1: out (P, Q),
  * image i at out + i ostride, from the input plane xc (H, W), image i at
@@ -629,71 +632,98 @@ static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const flo
 
 /* ---- position-vector weight gradient (first layers: few channels) ---- */
 
-/* sums[k] (k < kn <= DIRECT_KB) += one image's weight gradient of tap (c,
- * r, t) for output channel k0 + k, stride 1: dy (K, P, Q) times the
+/* Channels of a wgrad_row tile of ns taps: kn ns accumulators, kn vectors
+ * of dy and one of x in registers. */
+#define WGRAD_ROW_KN(ns) (DIRECT_ACC / ((ns) + 1) < DIRECT_KB ? DIRECT_ACC / ((ns) + 1) : DIRECT_KB)
+
+/* sums[t K + k] (t < ns, k < kn) += one image's weight gradient of tap (c,
+ * r, t0 + t) for output channel k0 + k, stride 1: dy (K, P, Q) times the
  * zero-padded image xpad (C, Hp, Wp) shifted by the tap, summed over the
- * positions in vectors along the rows (two accumulators per channel); a
- * row's last partial vector loads both factors' lanes past Q as zeros
- * (0 times a NaN would be NaN, and dy may end there). */
+ * positions in vectors along the rows. A vector of dy serves the row's ns
+ * taps, one of x the kn channels. A row's last partial vector loads both
+ * factors' lanes past Q as zeros (0 times a NaN would be NaN, and dy may
+ * end there). */
 static inline __attribute__((always_inline)) void
-wgrad_taps_kn(const int kn, float *sums, const float *xpad, const float *dy, int64_t c,
-              int64_t r, int64_t t, int64_t k0, const direct_geom *g)
+wgrad_row_tile(const int kn, const int ns, float *sums, int64_t K, const float *xpad,
+               const float *dy, int64_t c, int64_t r, int64_t t0, int64_t k0,
+               const direct_geom *g)
 {
     const int64_t PQ = g->P * g->Q, full = g->Q / DIRECT_VL * DIRECT_VL;
-    dvec acc[DIRECT_KB][2];
+    dvec acc[DIRECT_KB][WGRAD_ROW_NS_MAX], d[DIRECT_KB];
 #pragma GCC unroll 8
     for (int k = 0; k < kn; k++)
-        acc[k][0] = acc[k][1] = (dvec){0};
+#pragma GCC unroll 7
+        for (int t = 0; t < ns; t++)
+            acc[k][t] = (dvec){0};
     for (int64_t p = 0; p < g->P; p++) {
-        const float *xr = xpad + (c * g->Hp + p + r) * g->Wp + t;
+        const float *xr = xpad + (c * g->Hp + p + r) * g->Wp + t0;
         const float *dr = dy + k0 * PQ + p * g->Q;
-        int64_t q = 0;
-        for (; q + 2 * DIRECT_VL <= full; q += 2 * DIRECT_VL) {
-            dvec x0 = *(const dvec *)(xr + q), x1 = *(const dvec *)(xr + q + DIRECT_VL);
-#pragma GCC unroll 8
-            for (int k = 0; k < kn; k++) {
-                acc[k][0] += *(const dvec *)(dr + k * PQ + q) * x0;
-                acc[k][1] += *(const dvec *)(dr + k * PQ + q + DIRECT_VL) * x1;
-            }
-        }
-        if (q < full) {
-            dvec x0 = *(const dvec *)(xr + q);
-#pragma GCC unroll 8
-            for (int k = 0; k < kn; k++) acc[k][0] += *(const dvec *)(dr + k * PQ + q) * x0;
-            q += DIRECT_VL;
-        }
-        if (q < g->Q) {
-            dvec x1 = DIRECT_LOAD_PART(xr + q, g->Q - q);
+        for (int64_t q = 0; q < full; q += DIRECT_VL) {
 #pragma GCC unroll 8
             for (int k = 0; k < kn; k++)
-                acc[k][1] += DIRECT_LOAD_PART(dr + k * PQ + q, g->Q - q) * x1;
+                d[k] = *(const dvec *)(dr + k * PQ + q);
+#pragma GCC unroll 7
+            for (int t = 0; t < ns; t++) {
+                dvec xv = *(const dvec *)(xr + q + t);
+#pragma GCC unroll 8
+                for (int k = 0; k < kn; k++)
+                    acc[k][t] += d[k] * xv;
+            }
+        }
+        if (full < g->Q) {
+#pragma GCC unroll 8
+            for (int k = 0; k < kn; k++)
+                d[k] = DIRECT_LOAD_PART(dr + k * PQ + full, g->Q - full);
+#pragma GCC unroll 7
+            for (int t = 0; t < ns; t++) {
+                dvec xv = DIRECT_LOAD_PART(xr + full + t, g->Q - full);
+#pragma GCC unroll 8
+                for (int k = 0; k < kn; k++)
+                    acc[k][t] += d[k] * xv;
+            }
         }
     }
 #pragma GCC unroll 8
-    for (int k = 0; k < kn; k++) {
-        float v[DIRECT_VL];
-        dvec sum = acc[k][0] + acc[k][1];
-        memcpy(v, &sum, sizeof v);
-        for (int j = 0; j < DIRECT_VL; j++) sums[k] += v[j];
-    }
+    for (int k = 0; k < kn; k++)
+#pragma GCC unroll 7
+        for (int t = 0; t < ns; t++) {
+            float v[DIRECT_VL];
+            memcpy(v, &acc[k][t], sizeof v);
+            for (int j = 0; j < DIRECT_VL; j++) sums[t * K + k] += v[j];
+        }
 }
 
-/* conv2d_wgrad_taps_* (wgrad_taps_kn for kn channels, 1 <= kn <= DIRECT_KB). */
-static inline void wgrad_taps(float *sums, const float *xpad, const float *dy, int64_t c,
-                              int64_t r, int64_t t, int64_t k0, int64_t kn,
-                              const direct_geom *g)
+/* wgrad_row_tile for kn <= WGRAD_ROW_KN(ns) channels, in a switch on kn. */
+#define WGRAD_ROW_KN_CASE(ns, kn)                                                   \
+    case kn:                                                                        \
+        if ((kn) <= WGRAD_ROW_KN(ns))                                               \
+            wgrad_row_tile((kn) <= WGRAD_ROW_KN(ns) ? (kn) : 1, ns, sums, K, xpad, dy, c, r, \
+                           t0, k0, g);                                              \
+        break;
+
+#define WGRAD_ROW_NS_CASE(ns)                                                       \
+    case ns:                                                                        \
+        for (int64_t j = 0; j < kn; j += WGRAD_ROW_KN(ns), sums += WGRAD_ROW_KN(ns), \
+                     k0 += WGRAD_ROW_KN(ns))                                        \
+            switch (kn - j < WGRAD_ROW_KN(ns) ? kn - j : WGRAD_ROW_KN(ns)) {        \
+            WGRAD_ROW_KN_CASE(ns, 8) WGRAD_ROW_KN_CASE(ns, 7) WGRAD_ROW_KN_CASE(ns, 6) \
+            WGRAD_ROW_KN_CASE(ns, 5) WGRAD_ROW_KN_CASE(ns, 4) WGRAD_ROW_KN_CASE(ns, 3) \
+            WGRAD_ROW_KN_CASE(ns, 2) WGRAD_ROW_KN_CASE(ns, 1)                       \
+            default: break;                                                         \
+            }                                                                       \
+        break;
+
+/* conv2d_wgrad_row_* (above): taps t0 .. t0 + ns of kernel row r (1 <= ns
+ * <= WGRAD_ROW_NS_MAX), channels k0 .. k0 + kn (kn <= DIRECT_KB), in tiles of
+ * WGRAD_ROW_KN(ns) channels. */
+static inline void wgrad_row(float *sums, int64_t K, const float *xpad, const float *dy,
+                             int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
+                             const direct_geom *g)
 {
-    switch (kn) {
-#if DIRECT_KB >= 8
-    case 8: wgrad_taps_kn(8, sums, xpad, dy, c, r, t, k0, g); break;
-    case 7: wgrad_taps_kn(7, sums, xpad, dy, c, r, t, k0, g); break;
-    case 6: wgrad_taps_kn(6, sums, xpad, dy, c, r, t, k0, g); break;
-    case 5: wgrad_taps_kn(5, sums, xpad, dy, c, r, t, k0, g); break;
-#endif
-    case 4: wgrad_taps_kn(4, sums, xpad, dy, c, r, t, k0, g); break;
-    case 3: wgrad_taps_kn(3, sums, xpad, dy, c, r, t, k0, g); break;
-    case 2: wgrad_taps_kn(2, sums, xpad, dy, c, r, t, k0, g); break;
-    default: wgrad_taps_kn(1, sums, xpad, dy, c, r, t, k0, g); break;
+    switch (ns) {
+    WGRAD_ROW_NS_CASE(1) WGRAD_ROW_NS_CASE(2) WGRAD_ROW_NS_CASE(3) WGRAD_ROW_NS_CASE(4)
+    WGRAD_ROW_NS_CASE(5) WGRAD_ROW_NS_CASE(6) WGRAD_ROW_NS_CASE(7)
+    default: break;     /* not taken: the caller splits rows into at most WGRAD_ROW_NS_MAX */
     }
 }
 

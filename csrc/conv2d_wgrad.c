@@ -107,33 +107,38 @@ int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
     return FASTCNN_OK;
 }
 
-/* The portable build of the position-vector weight gradient of one tap
- * and image (conv2d_kernel.h, conv2d_generic.h). */
-void conv2d_wgrad_taps_generic(float *sums, const float *xpad, const float *dy, int64_t c,
-                               int64_t r, int64_t t, int64_t k0, int64_t kn,
-                               const direct_geom *g)
+/* The portable build of the position-vector weight gradient of a kernel
+ * row's taps and one image (conv2d_kernel.h, conv2d_generic.h). */
+void conv2d_wgrad_row_generic(float *sums, int64_t K, const float *xpad, const float *dy,
+                              int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
+                              const direct_geom *g)
 {
-    wgrad_taps(sums, xpad, dy, c, r, t, k0, kn, g);
+    wgrad_row(sums, K, xpad, dy, c, r, t0, ns, k0, kn, g);
 }
 
-/* Range t of the position-vector weight gradient: its images into its sums. */
+/* Range t of the position-vector weight gradient: its images into its sums
+ * (CRS, K), kernel rows in even pieces of at most WGRAD_ROW_NS_MAX taps. */
 static void taps_range(void *ctx, int64_t t, int slot)
 {
     const wgrad_run *r = ctx;
     const conv2d_shape *s = r->s;
     const direct_geom *g = r->geom;
-    int64_t kb = r->kr->direct_kb, RS = s->R * s->S, CRS = s->C * RS, wsz = s->K * CRS;
+    int64_t kb = r->kr->direct_kb, CRS = s->C * s->R * s->S, wsz = s->K * CRS;
     int64_t xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
+    int64_t pieces = (s->S + WGRAD_ROW_NS_MAX - 1) / WGRAD_ROW_NS_MAX;
+    int64_t width = (s->S + pieces - 1) / pieces;
     float *xpad = r->scratch + t * r->per, *sums = xpad + r->per - wsz;
     (void)slot;
     memset(xpad, 0, (size_t)r->per * sizeof(float));
     for (int64_t n = split_point(s->N, t, r->nt); n < split_point(s->N, t + 1, r->nt); n++) {
         conv2d_pad_image(xpad, r->x + n * xsz, s, g->Hp, g->Wp);
         for (int64_t k0 = 0; k0 < s->K; k0 += kb)
-            for (int64_t tap = 0; tap < CRS; tap++)
-                r->kr->wgrad_taps(sums + tap * s->K + k0, xpad, r->dy + n * ysz, tap / RS,
-                                  tap / s->S % s->R, tap % s->S, k0,
-                                  s->K - k0 < kb ? s->K - k0 : kb, g);
+            for (int64_t row = 0; row < s->C * s->R; row++)
+                for (int64_t t0 = 0; t0 < s->S; t0 += width)
+                    r->kr->wgrad_row(sums + (row * s->S + t0) * s->K + k0, s->K, xpad,
+                                     r->dy + n * ysz, row / s->R, row % s->R, t0,
+                                     (int)(s->S - t0 < width ? s->S - t0 : width), k0,
+                                     s->K - k0 < kb ? s->K - k0 : kb, g);
     }
 }
 

@@ -389,6 +389,7 @@ DIRECT_CASES = [
     (2, 6, 14, 14, 16, 5, 5, 1, 0),           # lenet_c2: C R S = 150
     (2, 40, 9, 11, 3, 5, 5, 1, 2),            # few outputs, C R S = 1000 (an RGB head)
     (2, 2, 5, 9, 3, 2, 7, 1, (1, 3)),         # S = 7: the generic tap loop
+    (1, 2, 13, 14, 5, 3, 11, 1, (1, 5)),      # S = 11: weight gradient rows in two pieces
     (3, 1, 1, 1, 5, 1, 1, 1, 0),              # 1x1 image
     (2, 3, 37, 41, 32, 3, 3, 2, 1),           # stride 2: a MobileNet stem, odd sizes
     (1, 3, 30, 29, 10, 7, 7, 2, 3),           # a ResNet stem, K = 10
