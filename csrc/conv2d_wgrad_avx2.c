@@ -1,6 +1,6 @@
 /* conv2d_wgrad_avx2.c - the channel-vector weight gradient of one image
- * and the position-vector one of a tap: conv2d_kernel.h's loops compiled
- * for AVX2 (set up by conv2d_avx2.h). */
+ * and the position-vector one of a kernel row's taps: conv2d_kernel.h's
+ * loops compiled for AVX2 (set up by conv2d_avx2.h). */
 #include "conv2d_avx2.h"
 
 _Static_assert(WGRAD_MAX_S == WGRAD_MAX_S_AVX2, "the kernel table's widest rows");
