@@ -1,10 +1,10 @@
 /* conv2d_kvec.c - the channel-vector direct convolution (conv2d.c chooses
  * it when K is a multiple of the vector length and the kernel is wider than
  * 1x1, or by timing at any K: the last block's channels past K are zero
- * weights, computed and not stored): a tile keeps output positions x channel vectors in registers (the
- * loops in conv2d_kernel.h, compiled per instruction set). (conv2d.c also
- * runs backward data on it, as the forward convolution of dy with the
- * flipped kernel.) */
+ * weights, computed and not stored): a tile keeps output positions x
+ * channel vectors in registers (the loops in conv2d_kernel.h, compiled per
+ * instruction set). (conv2d.c also runs backward data on it, as the forward
+ * convolution of dy with the flipped kernel.) */
 #include <string.h>
 
 #include "conv2d_generic.h"
