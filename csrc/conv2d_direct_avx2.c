@@ -3,7 +3,8 @@
 #include "conv2d_avx2.h"
 
 void conv2d_direct_block_avx2(float *y, const float *xpad, const float *wB, const float *b,
-                              int64_t k0, int64_t kn, const direct_geom *g)
+                              int64_t k0, int64_t kn, int64_t p0, int64_t p1,
+                              const direct_geom *g)
 {
-    direct_block(y, xpad, wB, b, k0, kn, g);
+    direct_block(y, xpad, wB, b, k0, kn, p0, p1, g);
 }

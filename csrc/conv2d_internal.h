@@ -42,9 +42,9 @@ typedef void (*conv2d_col2im_tap_fn)(float *, const float *, int64_t, int64_t, i
 typedef void (*conv2d_col2im_s2_fn)(float *, const float *, int64_t, int64_t,
                                     const conv2d_shape *);
 typedef void (*conv2d_direct_block_fn)(float *, const float *, const float *, const float *,
-                                       int64_t, int64_t, const direct_geom *);
+                                       int64_t, int64_t, int64_t, int64_t, const direct_geom *);
 typedef void (*conv2d_kvec_block_fn)(float *, const float *, const float *, const float *,
-                                     int64_t, int, const kvec_geom *);
+                                     int64_t, int, int64_t, int64_t, const kvec_geom *);
 typedef void (*conv2d_wgrad_image_fn)(float *, const float *, const float *, const kvec_geom *);
 typedef void (*conv2d_wgrad_row_fn)(float *, int64_t, const float *, const float *, int64_t,
                                     int64_t, int64_t, int, int64_t, int64_t,
@@ -112,6 +112,13 @@ static inline int64_t split_point(int64_t n, int64_t i, int64_t parts)
  * zero elsewhere (conv2d_direct.c). */
 void conv2d_pad_image(float *xpad, const float *x, const conv2d_shape *s, int64_t Hp,
                       int64_t Wp);
+
+/* Output rows per part of P rows when the direct and channel-vector
+ * forwards have `items` (image, channel block) items for nt threads: all P
+ * unless there are fewer items than threads (a batch-1 call), then parts of
+ * an even number of rows, at least 2, so that every thread has one
+ * (conv2d_direct.c). */
+int64_t conv2d_part_rows(int64_t P, int64_t items, int nt);
 
 /* col (CRS, cnt PQ) = im2col of cnt images x (cnt, C, H, W); channels
  * [c0, c0 + nc) of dx (cnt, C, H, W) = col2im of their rows of such a col

@@ -62,11 +62,14 @@ typedef struct {
 #define DIRECT_WP_ALIGN 16
 
 void conv2d_direct_block_avx512(float *y, const float *xpad, const float *wB, const float *b,
-                                int64_t k0, int64_t kn, const direct_geom *g);
+                                int64_t k0, int64_t kn, int64_t p0, int64_t p1,
+                                const direct_geom *g);
 void conv2d_direct_block_avx2(float *y, const float *xpad, const float *wB, const float *b,
-                              int64_t k0, int64_t kn, const direct_geom *g);
+                              int64_t k0, int64_t kn, int64_t p0, int64_t p1,
+                              const direct_geom *g);
 void conv2d_direct_block_generic(float *y, const float *xpad, const float *wB, const float *b,
-                                 int64_t k0, int64_t kn, const direct_geom *g);
+                                 int64_t k0, int64_t kn, int64_t p0, int64_t p1,
+                                 const direct_geom *g);
 
 /* Channel-vector direct convolution (any stride, any K): a tile keeps np
  * output positions of one or two rows x kv vectors of output channels in
@@ -84,11 +87,11 @@ typedef struct {
 } kvec_geom;
 
 void conv2d_kvec_block_avx512(float *y, const float *xpad, const float *wB, const float *b,
-                              int64_t k0, int kv, const kvec_geom *g);
+                              int64_t k0, int kv, int64_t p0, int64_t p1, const kvec_geom *g);
 void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wB, const float *b,
-                            int64_t k0, int kv, const kvec_geom *g);
+                            int64_t k0, int kv, int64_t p0, int64_t p1, const kvec_geom *g);
 void conv2d_kvec_block_generic(float *y, const float *xpad, const float *wB, const float *b,
-                               int64_t k0, int kv, const kvec_geom *g);
+                               int64_t k0, int kv, int64_t p0, int64_t p1, const kvec_geom *g);
 
 /* Channel-vector weight gradient of one image (g->K a multiple of the
  * vector length, 1 <= S <= WGRAD_MAX_S): dwT (C R S, K) += sum over the positions (p, q) of
@@ -291,18 +294,19 @@ direct_tile(const int kn, const int nv, const int taps, const int stride, float 
         }                                                                           \
         break;
 
-/* Channels k0..k0+kn (kn <= DIRECT_KB) of one image, every row and column:
- * each row in the fewest tiles of at most DIRECT_NVMAX vectors, evened out
+/* Channels k0..k0+kn (kn <= DIRECT_KB) of one image, output rows p0 .. p1 - 1,
+ * every column: each row in the fewest tiles of at most DIRECT_NVMAX vectors, evened out
  * (a row of 4 vectors is 2 + 2, not 3 + 1: a one-vector tile keeps too few
  * accumulators to cover the multiply-add latency; 3x32x32 -> 32 at batch
  * 256: 48 -> 57 GFLOP/s on Zen 3). */
 static inline void direct_block(float *y, const float *xpad, const float *wB, const float *b,
-                                int64_t k0, int64_t kn, const direct_geom *g)
+                                int64_t k0, int64_t kn, int64_t p0, int64_t p1,
+                                const direct_geom *g)
 {
     int64_t vecs = (g->Q + DIRECT_VL - 1) / DIRECT_VL;
     int64_t tiles = (vecs + DIRECT_NVMAX - 1) / DIRECT_NVMAX;
     int64_t even = (vecs + tiles - 1) / tiles;
-    for (int64_t p = 0; p < g->P; p++)
+    for (int64_t p = p0; p < p1; p++)
         for (int64_t q0 = 0; q0 < g->Q; q0 += even * DIRECT_VL) {
             int64_t rest = (g->Q - q0 + DIRECT_VL - 1) / DIRECT_VL;
             int nv = rest < even ? (int)rest : (int)even;
@@ -479,14 +483,15 @@ static inline int kvec_wide(const kvec_geom *g, int kv)
     return kv == 2 && g->sh == 1 && g->sw == 1 && tiles * KVEC_MP * 10 > 11 * g->Wp;
 }
 
-/* All positions of one image for channels k0 .. k0 + 2 VL on the grid of
- * padded-width rows, in tiles of KVEC_MP positions. */
+/* Output rows p0 .. p1 - 1 of one image for channels k0 .. k0 + 2 VL on the
+ * grid of padded-width rows, in tiles of KVEC_MP positions. */
 static inline KVEC_OPT void kvec_block_wide(float *y, const float *xpad, const float *wB,
-                                            const float *b, int64_t k0, const kvec_geom *g)
+                                            const float *b, int64_t k0, int64_t p0, int64_t p1,
+                                            const kvec_geom *g)
 {
-    int64_t total = (g->P - 1) * g->Wp + g->Q;
-    for (int64_t j0 = 0; j0 < total; j0 += KVEC_MP) {
-        int np = (int)(total - j0 < KVEC_MP ? total - j0 : KVEC_MP);
+    int64_t end = (p1 - 1) * g->Wp + g->Q;
+    for (int64_t j0 = p0 * g->Wp; j0 < end; j0 += KVEC_MP) {
+        int np = (int)(end - j0 < KVEC_MP ? end - j0 : KVEC_MP);
         switch (np) {
 #if KVEC_MP >= 14
         KVEC_WIDE_CASE(14) KVEC_WIDE_CASE(13) KVEC_WIDE_CASE(12) KVEC_WIDE_CASE(11)
@@ -509,22 +514,22 @@ static inline KVEC_OPT void kvec_block_wide(float *y, const float *xpad, const f
             KVEC_SW(1, 1, np)                                                       \
         break;
 
-/* All positions of one image for channels k0 .. k0 + kv VL (kv 1 or 2):
- * each row in the fewest tiles of at most KVEC_MP positions, evened out;
- * with one channel vector, two rows per tile; narrow maps on the grid of
- * padded-width rows (kvec_wide). */
+/* Output rows p0 .. p1 - 1 of one image for channels k0 .. k0 + kv VL (kv 1
+ * or 2): each row in the fewest tiles of at most KVEC_MP positions, evened
+ * out; with one channel vector, two rows per tile; narrow maps on the grid
+ * of padded-width rows (kvec_wide). */
 static inline KVEC_OPT void kvec_block(float *y, const float *xpad, const float *wB,
-                                       const float *b, int64_t k0, int kv,
-                                       const kvec_geom *g)
+                                       const float *b, int64_t k0, int kv, int64_t p0,
+                                       int64_t p1, const kvec_geom *g)
 {
     if (kvec_wide(g, kv)) {
-        kvec_block_wide(y, xpad, wB, b, k0, g);
+        kvec_block_wide(y, xpad, wB, b, k0, p0, p1, g);
         return;
     }
     int64_t tiles = (g->Q + KVEC_MP - 1) / KVEC_MP;
     int64_t width = (g->Q + tiles - 1) / tiles;
-    for (int64_t p = 0; p < g->P;) {
-        int nr = kv == 1 && p + 1 < g->P ? 2 : 1;
+    for (int64_t p = p0; p < p1;) {
+        int nr = kv == 1 && p + 1 < p1 ? 2 : 1;
         for (int64_t q0 = 0; q0 < g->Q; q0 += width) {
             int np = (int)(g->Q - q0 < width ? g->Q - q0 : width);
             switch (np) {

@@ -3,7 +3,7 @@
 #include "conv2d_avx2.h"
 
 void conv2d_kvec_block_avx2(float *y, const float *xpad, const float *wB, const float *b,
-                            int64_t k0, int kv, const kvec_geom *g)
+                            int64_t k0, int kv, int64_t p0, int64_t p1, const kvec_geom *g)
 {
-    kvec_block(y, xpad, wB, b, k0, kv, g);
+    kvec_block(y, xpad, wB, b, k0, kv, p0, p1, g);
 }

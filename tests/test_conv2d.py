@@ -645,6 +645,41 @@ def test_kvec_matches_numpy(case, bias, kvec_mode, num_threads, rng):
     close(gb, eb, N * y.shape[2] * y.shape[3])
 
 
+# Batch 1 on more threads than (image, channel block) items: each block's
+# output rows are split into parts of at least 2 rows, from one padded copy
+# of each image made beforehand (8 threads here, whatever the cores); on the
+# channel-vector and the direct kernel.
+MANY_THREADS_CASES = [
+    (1, 3, 20, 22, 32, 3, 3, 1, 1),           # one block of two vectors: 8 parts of 2 or 3
+    (1, 4, 23, 17, 16, 3, 3, 2, 1),           # one vector, stride 2: pairs of rows per part
+    (1, 5, 9, 9, 32, 3, 3, 1, 1),             # a narrow map: parts of the wide grid
+    (1, 6, 12, 10, 64, 5, 5, 1, 2),           # two blocks: 4 parts each
+    (1, 3, 31, 29, 24, 7, 7, 2, 3),           # K padded to a vector, a stem-like 7x7 s2
+    (2, 3, 5, 40, 16, 3, 3, 1, 1),            # two images: a padded copy of each
+    (1, 3, 9, 12, 16, 3, 3, 1, 0),            # 'valid': read in place (channel-vector)
+    (1, 8, 6, 6, 32, 1, 1, 1, 0),             # pointwise
+]
+
+
+@pytest.mark.parametrize("path", ["kvec", "direct"])
+@pytest.mark.parametrize("case", MANY_THREADS_CASES, ids=case_id)
+def test_forward_splits_rows_across_threads(case, path, rng):
+    x, w, b, stride, padding = make(case, rng)
+    H, W = x.shape[2:]
+    R, S = w.shape[2:]
+    direct = path == "direct"
+    old = (fastcnn.get_num_threads(), _native._set_kvec(-1 if direct else 1),
+           _native._set_direct(1 if direct else -1))
+    try:
+        fastcnn.set_num_threads(8)
+        y = F.conv2d(x, w, b, stride, padding)
+    finally:
+        fastcnn.set_num_threads(old[0])
+        _native._set_kvec(old[1])
+        _native._set_direct(old[2])
+    close(y, conv64(x, w, b, stride, pads(H, W, R, S, stride, padding)), x.shape[1] * R * S)
+
+
 def test_kvec_and_gemm_forward_agree(rng):
     """The channel-vector kernel and im2col + GEMM give the same outputs."""
     x, w, b, stride, padding = make((3, 5, 15, 17, 32, 3, 3, 1, 1), rng)
@@ -776,6 +811,27 @@ def test_winograd_matches_numpy(case, bias, winograd_mode, num_threads, rng):
     ex, ew, eb = conv64_backward(dy, x, w, stride, pad)
     close(gx, ex, K * R * S, scale=scale)
     close(gw - gw0, ew, N * y.shape[2] * y.shape[3])     # added to the caller's gradient
+
+
+@pytest.mark.parametrize("threads", [8, 16])
+@pytest.mark.parametrize("mode", [1, 2], ids=["2x2", "4x4"])
+def test_winograd_blocks_of_any_tile_count_on_many_threads(mode, threads, rng):
+    """Batch 1 with as many threads as blocks of tiles but not of 8-tile
+    blocks (196 tiles on 8 or 16 threads: blocks of 25 or 13): each thread
+    takes whole blocks of that many tiles, forward and backward data."""
+    x, w, b, stride, padding = make((1, 6, 28 * mode, 28 * mode, 10, 3, 3, 1, 1), rng)
+    dy = rng.standard_normal((1, 10, 28 * mode, 28 * mode)).astype(np.float32)
+    old = fastcnn.get_num_threads(), _native._set_winograd(mode)
+    try:
+        fastcnn.set_num_threads(threads)
+        y = F.conv2d(x, w, b, stride, padding)
+        gx = F.conv2d_backward(dy, x, w, stride, padding)[0]
+    finally:
+        fastcnn.set_num_threads(old[0])
+        _native._set_winograd(old[1])
+    close(y, conv64(x, w, b, stride, (1, 1, 1, 1)), 6 * 9, scale=10.0 if mode == 2 else 1.0)
+    close(gx, conv64_backward(dy, x, w, stride, (1, 1, 1, 1))[0], 10 * 9,
+          scale=10.0 if mode == 2 else 1.0)
 
 
 @pytest.mark.parametrize("mode, bound", [(-1, 2e-6), (1, 2e-6), (2, 2e-5)],
