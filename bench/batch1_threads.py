@@ -18,17 +18,15 @@ Prints [name, batch, threads, chain, fastcnn ms, onnxruntime ms].
 """
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
-import _path
-
-_path.prefer_checkout()
+# idle threads asleep, as in the reports (before fastcnn loads: harness imports
+# it, this checkout's in-place build first)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from harness import median_ms  # noqa: E402
 
 SHAPES = [   # (C, K, kernel, stride, input size)
     (3, 64, 7, 2, 224), (64, 64, 3, 1, 56), (64, 128, 3, 2, 56), (128, 128, 3, 1, 28),
@@ -37,17 +35,6 @@ SHAPES = [   # (C, K, kernel, stride, input size)
 HOOKS = ("_set_direct", "_set_kvec", "_set_winograd", "_set_dense")
 FORCED = {"direct": ("_set_direct", 1), "kvec": ("_set_kvec", 1),
           "wino2": ("_set_winograd", 1), "wino4": ("_set_winograd", 2)}
-
-
-def median_ms(f, n=9):
-    for _ in range(3):
-        f()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def force(path):
@@ -77,7 +64,7 @@ def shapes(threads):
             row = []
             for t in threads:
                 fastcnn.set_num_threads(t)
-                row.append(median_ms(lambda: frozen(x)))
+                row.append(median_ms(lambda: frozen(x), 9))
             print(f"| {C} {K} {k} {s} {H} | {path} | " + " | ".join(f"{v:.3f}" for v in row)
                   + f" | {max(row) / min(row):.1f} |", flush=True)
 

@@ -181,6 +181,19 @@ class Timing:
     rounds: int
 
 
+def median_ms(fn, n, warmup=3):
+    """Median of n timed calls of fn, in ms, after `warmup` untimed calls (the
+    probe scripts' quick timing; reports use :func:`measure`)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
 def _time_calls(fn, n):
     t0 = time.perf_counter()
     for _ in range(n):
