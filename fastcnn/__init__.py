@@ -14,6 +14,7 @@ from .module import Module
 from .graph import cat
 from .saving import load
 from .frozen import freeze
+from .profiler import Profile, profile
 from .sequential import Sequential
 from .training import History
 from .optim import SGD, Adam, AdamW
@@ -32,4 +33,4 @@ __all__ = ["functional", "datasets", "losses", "models", "optim", "get_num_threa
            "Tanh", "LeakyReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
            "Identity", "Dropout", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "GlobalAvgPool2d",
            "History", "load", "freeze", "cat", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
-           "register_threadpoolctl", "empty_cache", "__version__", "Softmax", "LogSoftmax"]
+           "register_threadpoolctl", "empty_cache", "profile", "Profile", "__version__", "Softmax", "LogSoftmax"]

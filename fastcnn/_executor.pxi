@@ -22,6 +22,7 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from . cimport _fastcnn as c
 from ._config import get_num_threads
@@ -29,6 +30,23 @@ from ._config import get_num_threads
 # Slot offsets are multiples of this (a cache line, and any vector's alignment).
 ARENA_ALIGN = 64
 _MAX_IDLE_FRAMES = 8
+
+# The fastcnn.profiler.Profile that programs' forward and backward calls
+# report their steps' times to, or None (fastcnn.profile sets it).
+cdef object _profiler = None
+
+
+def _set_profiler(profiler):
+    """Make `profiler` (None: none) receive every step's time; returns the previous one."""
+    global _profiler
+    previous, _profiler = _profiler, profiler
+    return previous
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec + 1e-9 * t.tv_nsec
 
 
 cdef float *_param_ptr(object a, tuple shape, bint writeable, str what) except NULL:
@@ -276,7 +294,7 @@ cdef class Program:
             if probing:                 # its convolutions probe their kept threads too
                 c.conv2d_tune_probe_all(1)
             try:
-                self._run(f, False, 0, True, nt)
+                self._run(f, False, 0, True, nt, _profiler)
             finally:
                 if probing:
                     c.conv2d_tune_probe_all(0)
@@ -299,7 +317,7 @@ cdef class Program:
         f.bind(self.dy_slot, dy)
         try:
             self._run(f, True, 0 if need_grad_input else self.first_param, need_grad_input,
-                      get_num_threads())
+                      get_num_threads(), _profiler)
             if not need_grad_input:
                 return None
             return self._result(f, self.dx_slot, self.in_shape, self.dx_is_dy, dy)
@@ -380,26 +398,33 @@ cdef class Program:
         cdef double t0
         cdef int i
         if first:
-            self._run(f, False, 0, True, nt)
+            self._run(f, False, 0, True, nt, None)
         t0 = time.perf_counter()
         for i in range(runs):
-            self._run(f, False, 0, True, nt)
+            self._run(f, False, 0, True, nt, None)
         return (time.perf_counter() - t0) / runs
 
-    cdef int _run(self, Frame f, bint backward, int first, bint need_first, int nt) except -1:
+    cdef int _run(self, Frame f, bint backward, int first, bint need_first, int nt,
+                  object profiler) except -1:
         """Steps first..n-1 forward in order, or backward in reverse order (the
         input gradient of step `first` only if need_first), on nt threads. Each
         stretch of native steps runs without the GIL, released once: their
-        parameter pointers are fetched before it."""
+        parameter pointers are fetched before it. A profiler (not None) gets
+        each step's seconds afterwards (its accumulations included)."""
         cdef int m = self.n - first
         cdef int j = 0, jj, end, i, failed
         cdef int need = need_first
         cdef step_fn fn
         cdef Step s
         cdef list steps = self.steps
+        stamps = None if profiler is None else np.zeros(m + 1)
+        cdef double *stamp = NULL if stamps is None else \
+            <double *> cnp.PyArray_DATA(<cnp.ndarray> stamps)
         while j < m:
             s = steps[self._at(j, first, backward)]
             if s.fwd == NULL:                       # a step that runs Python code
+                if stamp != NULL:
+                    stamp[j] = _now()
                 if backward:
                     s.backward(f, need_first or j < m - 1, nt)
                     if need_first or j < m - 1:
@@ -407,6 +432,8 @@ cdef class Program:
                 else:
                     s.forward(f, nt)
                 j += 1
+                if stamp != NULL:
+                    stamp[j] = _now()
                 continue
             end = j
             while end < m:
@@ -417,6 +444,8 @@ cdef class Program:
                 end += 1
             failed = -1
             with nogil:
+                if stamp != NULL:
+                    stamp[j] = _now()
                 for jj in range(j, end):
                     i = self._at(jj, first, backward)
                     fn = self.bwd[i] if backward else self.fwd[i]
@@ -426,11 +455,17 @@ cdef class Program:
                         break
                     if backward and (need or i > first):
                         self._accumulate(f, i, nt)
+                    if stamp != NULL:
+                        stamp[jj + 1] = _now()
             if failed >= 0:
                 s = steps[failed]
                 raise MemoryError(f"{s.what}: out of memory for its scratch buffers")
             j = end
         c.fastcnn_pool_rest()       # no loop follows soon: idle workers sleep now
+        if stamp != NULL:
+            for j in range(m):
+                s = steps[self._at(j, first, backward)]
+                profiler._add(s.node, self.graph, backward, stamp[j + 1] - stamp[j])
         return 0
 
     cdef void _accumulate(self, Frame f, int i, int nt) noexcept nogil:

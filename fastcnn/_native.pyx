@@ -9,7 +9,8 @@
 #                    cache), empty_cache
 #   _gemm.pxi        sgemm (csrc/gemm/)
 #   _executor.pxi    Program, Frame, Step: the executor of compiled graphs
-#                    (fastcnn.compiler builds Programs); each family's file below
+#                    (fastcnn.compiler builds Programs); _set_profiler (fastcnn.profile
+#                    times each step through it); each family's file below
 #                    ends with its op's Step (ConvStep, PoolStep, ...)
 #   _merge.pxi       add, mul, cat and their backward: merges of branches with
 #                    broadcasting, concatenation (csrc/merge.c)

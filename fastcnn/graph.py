@@ -129,6 +129,7 @@ class Graph:
         self.nodes = []
         self.input, self.output = 0, 0
         self._scope = []
+        self._naming = []       # per Module being traced: id(child layer) -> attribute name
 
     def input_value(self):
         return Value(self, self.input, self.shapes[self.input])
@@ -149,6 +150,17 @@ class Graph:
     def scope(self, name):
         """Context naming the nodes added inside it (nested: ``"layer1.0"``)."""
         return _Scope(self, str(name))
+
+    def naming(self, children):
+        """Context in which a Module's forward is traced: its ``children``
+        ([(name, layer)]) called in it get their names as scopes (layer_scope)."""
+        return _Naming(self, {id(layer): name for name, layer in children})
+
+    def layer_scope(self, layer):
+        """The scope of a layer called on a symbolic tensor: its attribute name
+        in the Module being traced (none outside a Module, or for a layer that
+        is not one of its attributes)."""
+        return self.scope(self._naming[-1].get(id(layer), "") if self._naming else "")
 
     def consumers(self):
         """tensor id -> indices of the nodes that read it."""
@@ -183,3 +195,14 @@ class _Scope:
     def __exit__(self, *exc):
         if self.name:
             self.graph._scope.pop()
+
+
+class _Naming:
+    def __init__(self, graph, names):
+        self.graph, self.names = graph, names
+
+    def __enter__(self):
+        self.graph._naming.append(self.names)
+
+    def __exit__(self, *exc):
+        self.graph._naming.pop()

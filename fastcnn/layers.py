@@ -149,7 +149,8 @@ class Layer:
 
     def __call__(self, x):
         if isinstance(x, Value):
-            return trace_layer(self, x)
+            with x.graph.layer_scope(self):
+                return trace_layer(self, x)
         return self.forward(x)
 
     def forward(self, x):

@@ -52,7 +52,8 @@ class Module(Layer, Training, StateDict):
 
     def __call__(self, x):
         if isinstance(x, Value):
-            return self.trace(x)
+            with x.graph.layer_scope(self):
+                return self.trace(x)
         return self._runner().forward(self, x)
 
     def forward(self, x):
@@ -60,7 +61,8 @@ class Module(Layer, Training, StateDict):
         raise NotImplementedError(f"{type(self).__name__} must define forward(x)")
 
     def trace(self, x):
-        y = self.forward(x)
+        with x.graph.naming(self.children()):
+            y = self.forward(x)
         if not isinstance(y, Value) or y.graph is not x.graph:
             raise TypeError(f"{type(self).__name__}.forward must return the result of layers "
                             f"applied to its input. Received: {type(y).__name__}")

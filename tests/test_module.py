@@ -107,6 +107,14 @@ def test_module_matches_torch_forward_backward_and_training(torch, num_threads, 
         assert loss == pytest.approx(tloss.item(), rel=1e-4, abs=1e-5)
 
 
+def test_graph_nodes_are_named_by_attribute_paths():
+    names = [(n.op, n.name) for n in trace(Net(), (1, 1, 8, 8)).nodes]
+    assert names[:4] == [("conv2d", "stem"), ("relu", "relu"), ("conv2d", "layer1.0.conv1"),
+                         ("relu", "layer1.0.relu")]
+    assert ("add", "layer1.1") in names and ("conv2d", "layer1.1.conv2") in names
+    assert names[-1] == ("linear", "fc")
+
+
 def test_module_graph_runs_exactly_as_its_reference_walk(rng):
     model = Net()
     x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
