@@ -2,7 +2,10 @@
 batch-256 inference and batch-64 training rows, profiled node by node with
 fastcnn.profile at each thread count (fastcnn alone in the process).
 
-Per row: the wall time of a call, the graph's nodes' time and what is outside
+The machine's own scaling comes first: its measured FP32 peak
+(fastcnn._native.fma_peak_gflops) at each thread count, the ceiling of a
+compute-bound row's speedup. Per row: the wall time of a call, the graph's
+nodes' time and what is outside
 the graph (loss, optimizer update, zeroing the gradients, copies, Python),
 then the nodes grouped by op and output shape, slowest on the most threads
 first, as ms per call at each thread count and the speedup from the first
@@ -10,6 +13,10 @@ count to the last: of the call with the median wall time of --calls calls of
 a warm model.
 
     python bench/profile_scaling.py [--threads 1,16] [--calls 5] [--only REGEX] [--top 12]
+                                    [--gemm-split MODE]
+
+--gemm-split sets sgemm's test hook (_native._set_gemm_split: 0 by cost, 4
+without grids, ...) for an A/B of how its products are cut among threads.
 """
 import argparse
 import re
@@ -119,10 +126,17 @@ def main(argv=None):
     p.add_argument("--calls", type=int, default=5)
     p.add_argument("--only", help="regular expression on the row titles")
     p.add_argument("--top", type=int, default=12, help="op and shape groups shown per row")
+    p.add_argument("--gemm-split", type=int, default=0)
     args = p.parse_args(argv)
+    from fastcnn import _native
+    _native._set_gemm_split(args.gemm_split)
     threads = [int(t) for t in args.threads.split(",")]
     out = [f"Produced by `python bench/profile_scaling.py --threads {args.threads} "
-           f"--calls {args.calls}`", ""]
+           f"--calls {args.calls} --gemm-split {args.gemm_split}`", ""]
+    peaks = [_native.fma_peak_gflops(t) for t in threads]
+    out += [f"FP32 peak at {args.threads} threads: "
+            + " / ".join(f"{g:.0f}" for g in peaks)
+            + f" GFLOP/s ({peaks[-1] / peaks[0]:.2f}x from {threads[0]} to {threads[-1]})", ""]
     for title, factory, name, n in ROWS:
         if args.only and not re.search(args.only, title):
             continue

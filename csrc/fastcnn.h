@@ -160,6 +160,8 @@ void pointwise_backward(int kind, float *dx, const float *dy, const float *x, in
 /* y = a + b, y = a * b (y may be a or b); y += x. Every buffer is (n). */
 void add_forward(float *y, const float *a, const float *b, int64_t n, int nthreads);
 void add_accumulate(float *y, const float *x, int64_t n, int nthreads);
+/* y = x, (n) each, on the worker threads (an add's gradient to an input). */
+void copy_floats(float *y, const float *x, int64_t n, int nthreads);
 void add_forward_ref(float *y, const float *a, const float *b, int64_t n);
 void add_accumulate_ref(float *y, const float *x, int64_t n);
 void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthreads);
@@ -439,6 +441,9 @@ void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_a
                const float *grad, int64_t n, double lr, double beta1, double beta2,
                double eps, double weight_decay, int decoupled, int maximize, int64_t step,
                int nthreads);
+/* grad (n) = 0 on the worker threads (an optimizer's zero_grad: tens of MB
+ * for a ResNet, one core's memset too slow on many). */
+void zero_grad(float *grad, int64_t n, int nthreads);
 void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, double lr,
                   double momentum, double dampening, double weight_decay, int nesterov,
                   int maximize, int first_step);

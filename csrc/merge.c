@@ -67,6 +67,20 @@ void add_accumulate(float *y, const float *x, int64_t n, int nthreads)
     add_forward(y, y, x, n, nthreads);
 }
 
+/* y[lo, hi) = x[lo, hi), for fastcnn_parallel_spans. */
+static void copy_span(void *ctx, int64_t lo, int64_t hi)
+{
+    const element_call *e = ctx;
+    memcpy(e->y + lo, e->a + lo, (size_t)(hi - lo) * sizeof(float));
+}
+
+void copy_floats(float *y, const float *x, int64_t n, int nthreads)
+{
+    element_call e = {y, x, NULL};
+    /* each span writes its own elements */
+    fastcnn_parallel_spans(n, ELEMENT_SPAN, copy_span, &e, fastcnn_threads_for(n, nthreads));
+}
+
 /* y may be a or b (in place) */
 void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
 {

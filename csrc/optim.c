@@ -5,6 +5,7 @@
  * OPTIM_SPAN elements by the worker threads (pool.c). The _ref twins are plain
  * loops that follow torch's single-tensor code op by op. */
 #include <math.h>
+#include <string.h>
 
 #include "dispatch.h"
 #include "fastcnn.h"
@@ -137,6 +138,18 @@ void adam_step(float *param, float *exp_avg, float *exp_avg_sq, float *max_exp_a
                     max_exp_avg_sq, grad, NULL, &k};
     /* each span writes its own elements */
     fastcnn_parallel_spans(n, OPTIM_SPAN, optim_span, &o, fastcnn_threads_for(n, nthreads));
+}
+
+/* grad[lo, hi) = 0, for fastcnn_parallel_spans. */
+static void zero_span(void *ctx, int64_t lo, int64_t hi)
+{
+    memset((float *)ctx + lo, 0, (size_t)(hi - lo) * sizeof(float));
+}
+
+void zero_grad(float *grad, int64_t n, int nthreads)
+{
+    /* each span writes its own elements */
+    fastcnn_parallel_spans(n, OPTIM_SPAN, zero_span, grad, fastcnn_threads_for(n, nthreads));
 }
 
 void sgd_step_ref(float *param, float *buf, const float *grad, int64_t n, double lr,

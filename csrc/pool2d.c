@@ -836,9 +836,32 @@ static void avg_backward_chunk(void *ctx, int64_t nc, int slot)
                        g + s->Q, c->count_include_pad);
 }
 
+/* The global average's gradient: each of a chunk's GLOBAL_PLANES planes
+ * dy / (H W) everywhere (+ 0.0f: a -0 gives +0, as the spread does). */
+static void global_avg_backward_chunk(void *ctx, int64_t it, int slot)
+{
+    const avg_backward_call *c = ctx;
+    int64_t HW = c->s->H * c->s->W, planes = c->s->N * c->s->C;
+    int64_t end = (it + 1) * GLOBAL_PLANES < planes ? (it + 1) * GLOBAL_PLANES : planes;
+    (void)slot;
+    for (int64_t nc = it * GLOBAL_PLANES; nc < end; nc++) {
+        float g = c->dy[nc] / (float)HW + 0.0f;
+        for (int64_t i = 0; i < HW; i++)
+            c->dx[nc * HW + i] = g;
+    }
+}
+
 int avgpool2d_backward(float *dx, const float *dy, const pool2d_shape *s, int count_include_pad,
                        int nthreads)
 {
+    if (global_window(s)) {
+        avg_backward_call c = {dx, dy, NULL, NULL, 0, s, count_include_pad};
+        /* each item writes its own planes */
+        fastcnn_parallel_for((s->N * s->C + GLOBAL_PLANES - 1) / GLOBAL_PLANES,
+                             global_avg_backward_chunk, &c,
+                             fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads));
+        return FASTCNN_OK;
+    }
     /* cols, then each slot's g and ring of spread rows c, each on its own
      * cache lines */
     int64_t lead = (s->Q + 15) / 16 * 16;

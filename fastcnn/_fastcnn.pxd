@@ -55,6 +55,7 @@ cdef extern from "fastcnn.h" nogil:
 
     void add_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
     void add_accumulate(float *y, const float *x, int64_t n, int nthreads)
+    void copy_floats(float *y, const float *x, int64_t n, int nthreads)
     void add_forward_ref(float *y, const float *a, const float *b, int64_t n)
     void add_accumulate_ref(float *y, const float *x, int64_t n)
     void mul_forward(float *y, const float *a, const float *b, int64_t n, int nthreads)
@@ -194,6 +195,7 @@ cdef extern from "fastcnn.h" nogil:
     void softmax_backward_ref(float *dx, const float *dy, const float *y, int64_t outer,
                               int64_t D, int64_t inner, int is_log)
 
+    void zero_grad(float *grad, int64_t n, int nthreads)
     void sgd_step(float *param, float *buf, const float *grad, int64_t n, double lr,
                   double momentum, double dampening, double weight_decay, int nesterov,
                   int maximize, int first_step, int nthreads)
@@ -230,6 +232,7 @@ cdef extern from "gemm.h" nogil:
                                   int64_t N, int64_t K, const float *A, int64_t lda, float *C,
                                   int64_t ldc, const float *bias, const float *clamp,
                                   int nthreads)
+    int sgemm_set_split(int mode)
     void sgemm_ref(int transa, int transb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                    float *C, int64_t ldc)

@@ -132,6 +132,14 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     return out
 
 
+def _set_gemm_split(mode):
+    """Test hook: sgemm cuts C among its threads by its cost model (0), along
+    M (1), along N (2), along both where a grid fits the threads (3), or
+    along M or N as the cost model would without grids (4). Returns the old
+    mode."""
+    return capi.sgemm_set_split(int(mode))
+
+
 def _sgemm_packed(a, b, *, trans_a=False, bias=None, clamp=None, kernel=None):
     """Test hook: ``op(a) @ b (+ bias per row, clamped to clamp = (lo, hi))``
     with op(a) packed ahead (sgemm_pack_a, then sgemm_packed_bias_clamp) for

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
 
 from . cimport _fastcnn as c
 from ._fastcnn cimport fptr
@@ -428,7 +427,7 @@ cdef void merge_step_grad(void *dx, void *dy, void *other, const c.merge_shape *
     if other != NULL:                       # x has y's shape: an element-wise product
         c.merge_reduce(<float *> dx, <const float *> dy, <const float *> other, s, sx, so, nt)
     elif dx != dy:
-        memcpy(dx, dy, n * sizeof(float))
+        c.copy_floats(<float *> dx, <const float *> dy, n, nt)
 
 
 cdef class MergeStep(Step):

@@ -7,7 +7,7 @@
 #   _peak.pxi        fma_peak_gflops (csrc/peak.c; for the benchmarks)
 #   _blocks.pxi      _empty (the large arrays the bindings return, from csrc/blocks.c's
 #                    cache), empty_cache
-#   _gemm.pxi        sgemm (csrc/gemm/)
+#   _gemm.pxi        sgemm; test hooks _set_gemm_split, _sgemm_packed, _sgemm_packed_b (csrc/gemm/)
 #   _executor.pxi    Program, Frame, Step: the executor of compiled graphs
 #                    (fastcnn.compiler builds Programs); _set_profiler (fastcnn.profile
 #                    times each step through it); each family's file below
@@ -29,7 +29,7 @@
 #   _linear.pxi      linear, linear_backward (csrc/linear.c)
 #   _loss.pxi        cross_entropy, cross_entropy_backward, cross_entropy_with_grad
 #                    (csrc/loss.c)
-#   _optim.pxi       sgd_update, adam_update (csrc/optim.c)
+#   _optim.pxi       sgd_update, adam_update, zero_grad_ (csrc/optim.c)
 #   _softmax.pxi     softmax, log_softmax and their backward (csrc/softmax.c)
 #
 # All files share one module namespace: private helpers carry their family's

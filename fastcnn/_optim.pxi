@@ -174,6 +174,17 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 
                         nt)
 
 
+def zero_grad_(grad):
+    """grad[...] = 0 in place on fastcnn's threads (an optimizer's zero_grad).
+    grad: a writeable C-contiguous float32 numpy array."""
+    _optim_writeable_float32(grad, "grad")
+    cdef float *pg = fptr(grad)
+    cdef int64_t n = grad.size
+    cdef int nt = get_num_threads()
+    with nogil:
+        c.zero_grad(pg, n, nt)
+
+
 def _optim_writeable_float32(a, name):
     if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous \
             or not a.flags.writeable:

@@ -5,7 +5,7 @@ An optimizer keeps all its parameters in one contiguous buffer (each
 ``Parameter.data`` and ``.grad`` becomes a view of it), so that a step is a
 single call of the fused native update (:func:`fastcnn.functional.sgd_update`,
 :func:`fastcnn.functional.adam_update`) over every parameter at once, and
-``zero_grad`` a single fill. If a parameter's ``data`` or ``grad`` is replaced
+``zero_grad`` a single fill on fastcnn's threads. If a parameter's ``data`` or ``grad`` is replaced
 by another array, the optimizer notices and re-packs (state is kept).
 """
 import bisect
@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from . import functional as F
+from ._native import zero_grad_
 from ._checks import as_float, as_int, nonnegative_float, positive_int
 from .layers import Parameter
 
@@ -78,7 +79,7 @@ class Optimizer:
 
     def zero_grad(self):
         """Set every parameter's gradient to zero."""
-        self._flat()[1].fill(0.0)
+        zero_grad_(self._flat()[1])
 
     def step(self):
         """Update every parameter from its ``.grad``."""

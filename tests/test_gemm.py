@@ -201,6 +201,33 @@ def test_one_and_two_threads_agree_bitwise(rng):
         fastcnn.set_num_threads(old)
 
 
+# Shapes whose C splits along M, N or both on 4 to 16 threads (the grid where
+# neither 1-D cut feeds the threads evenly: a linear layer's 256 x 256 x 4096,
+# small maps' dense convolutions at batch 256; more rows than one block).
+SPLITS = [(256, 256, 1000), (256, 1024, 600), (37, 500, 70), (1000, 64, 300), (5, 90, 40),
+          (600, 4100, 20)]
+
+
+@pytest.mark.parametrize("threads", [4, 6, 16])
+@pytest.mark.parametrize("mode", [0, 1, 2, 3, 4], ids=["cost", "M", "N", "grid", "1-D"])
+def test_every_split_on_many_threads_matches_float64(mode, threads, rng):
+    old, old_mode = fastcnn.get_num_threads(), _native._set_gemm_split(mode)
+    try:
+        fastcnn.set_num_threads(threads)
+        for (M, N, K), (ta, tb) in itertools.product(SPLITS, TRANS):
+            check(rng, M, N, K, ta, tb, beta=0.5)
+        a, b = operands(rng, 256, 300, 200, False, False)
+        bias = rng.standard_normal(256).astype(np.float32)
+        want = _native.sgemm(a, b) + bias[:, None]
+        np.testing.assert_allclose(_native._sgemm_packed(a, b, bias=bias), want,
+                                   rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(_native._sgemm_packed_b(a, b, bias=bias), want,
+                                   rtol=1e-5, atol=1e-4)
+    finally:
+        fastcnn.set_num_threads(old)
+        _native._set_gemm_split(old_mode)
+
+
 def test_concurrent_python_threads(num_threads, rng):
     """Several Python threads calling sgemm at once (the GIL is released)."""
     jobs = [operands(rng, 150 + 7 * i, 200 - 5 * i, 90 + 11 * i, i % 2 == 1, i % 3 == 0)

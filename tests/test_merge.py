@@ -352,6 +352,41 @@ def test_merge_graphs_run_exactly_as_their_reference_walk(model, passes, num_thr
                     np.testing.assert_array_equal(a.grad, b)
 
 
+class Residual(fastcnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = fastcnn.Conv2d(16, 16, 3, padding=1)
+        self.relu = fastcnn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(x)) + x
+
+
+def test_add_gradient_to_each_input_on_many_threads(rng):
+    """The add's gradient copied to both inputs (spans of 16384 on 8
+    threads) and summed into the block input's: as the reference walk."""
+    from fastcnn.compiler import compile_graph, reference_run
+    from fastcnn.runner import trace
+    model = Residual()
+    x = rng.standard_normal((5, 16, 20, 21)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    graph = trace(model, x.shape)
+    old = fastcnn.get_num_threads()
+    try:
+        fastcnn.set_num_threads(8)
+        ref_out, ref_dx = reference_run(graph, x, dy, True)
+        ref_grads = [p.grad.copy() for p in model.parameters()]
+        model.zero_grad()
+        prog = compile_graph(graph, True, ())
+        out, frame = prog.forward(x)
+        np.testing.assert_array_equal(out, ref_out)
+        np.testing.assert_array_equal(prog.backward(frame, dy, True), ref_dx)
+    finally:
+        fastcnn.set_num_threads(old)
+    for a, b in zip(model.parameters(), ref_grads):
+        np.testing.assert_array_equal(a.grad, b)
+
+
 def test_traced_merges_check_their_operands(rng):
     class AddsArray(fastcnn.Module):
         def forward(self, x):

@@ -109,6 +109,24 @@ def test_adam_state_survives_a_repack(torch, rng):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_zero_grad_clears_every_gradient_on_many_threads(rng):
+    params = [Parameter(rng.standard_normal(s).astype(np.float32))
+              for s in [(300, 400), (7,), (64, 64, 3, 3)]]     # spans of 16384 and a tail
+    data = [p.data.copy() for p in params]
+    opt = fastcnn.SGD(params, lr=0.1)
+    old = fastcnn.get_num_threads()
+    try:
+        fastcnn.set_num_threads(16)
+        for p in params:
+            p.grad[...] = rng.standard_normal(p.shape)
+        opt.zero_grad()
+    finally:
+        fastcnn.set_num_threads(old)
+    for p, d in zip(params, data):
+        assert not np.any(p.grad) and not np.any(np.signbit(p.grad))
+        np.testing.assert_array_equal(p.data, d)
+
+
 def test_shared_parameters_are_updated_once(rng):
     p = Parameter(np.ones(3, np.float32))
     opt = fastcnn.SGD([p, p], lr=1.0)

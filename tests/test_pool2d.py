@@ -170,6 +170,25 @@ def test_global_average_window_matches_numpy(shape, num_threads, rng):
                                    rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 50, 1, 1), (1, 70, 7, 7), (2, 65, 2, 3)],
+                         ids=str)
+def test_global_average_backward_is_the_reference_bit_for_bit(shape, rng):
+    """The global average's gradient (its own loop over work items of 64
+    planes) on 16 threads: dy / (H W) over every plane, -0 giving +0."""
+    N, C, H, W = shape
+    dy = rng.standard_normal((N, C, 1, 1)).astype(np.float32)
+    dy.flat[0] = -0.0
+    old = fastcnn.get_num_threads()
+    try:
+        fastcnn.set_num_threads(16)
+        dx = F.avg_pool2d_backward(dy, shape, (H, W))
+    finally:
+        fastcnn.set_num_threads(old)
+    np.testing.assert_array_equal(dx, F.avg_pool2d_backward(dy, shape, (H, W), reference=True))
+    np.testing.assert_array_equal(dx, np.broadcast_to(dy / np.float32(H * W), shape))
+    assert not np.any(np.signbit(dx[0, 0]))
+
+
 def test_stride_defaults_to_kernel_size(rng):
     x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
     np.testing.assert_array_equal(F.max_pool2d(x, (3, 2)), F.max_pool2d(x, (3, 2), (3, 2)))

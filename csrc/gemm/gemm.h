@@ -58,6 +58,11 @@ int sgemm_packed_b_bias_clamp(const float *packed, int kernel, int transa, int64
                               int64_t K, const float *A, int64_t lda, float *C, int64_t ldc,
                               const float *bias, const float *clamp, int nthreads);
 
+/* Test hook: how C is cut among the threads: 0 by cost, 1 along M, 2 along
+ * N, 3 along both where a grid fits the threads, 4 along M or N as the cost
+ * would without grids. Returns the old mode. */
+int sgemm_set_split(int mode);
+
 /* The register tile (rows, columns of C) of GEMM kernel number `kernel`. */
 void sgemm_tile(int kernel, int *mr, int *nr);
 

@@ -15,7 +15,10 @@
  * Threads: C is cut along M (each thread packs A for the row blocks it
  * takes; all share one B panel, packed together, or each packs its own when
  * it is small) or, when N has more MR x NR tiles to share out evenly, along
- * N (each thread packs B for its column blocks; all share one A block).
+ * N (each thread packs B for its column blocks; all share one A block), or,
+ * on 4 threads or more where neither cut gives each thread a block that
+ * reuses what it reads, along both (a grid of blocks of C over the shared B
+ * panel: split_2d).
  * Blocks, a multiple of the thread count, are handed out by
  * fastcnn_parallel_for (pool.c): one loop per packing of a shared panel, one
  * per step over the blocks of C, each joined by the workers that are awake,
@@ -54,6 +57,12 @@
  * rows within 1% of 48. */
 #define BPF_FAR 48
 #define BPF_PANELS 2
+/* The cost of a thread's block of C, rows x cols per step of k, in
+ * multiply-adds: rows cols of them, and its A rows and B columns read from
+ * the shared caches, each weighted as SPLIT_READ_WEIGHT multiply-adds (a
+ * core does ~90 multiply-adds per ns at AVX-512 and reads ~5 floats per ns
+ * from L3). Chooses the 2-D split over a 1-D one that costs 8/7 of it. */
+#define SPLIT_READ_WEIGHT 16
 
 static inline float at(const float *X, int trans, int64_t ld, int64_t r, int64_t c)
 {
@@ -322,7 +331,8 @@ static int64_t block_count(int64_t total, int64_t block, int64_t units, int nt)
  * one over the blocks of C; a thread's scratch is at its slot. */
 typedef struct {
     const gemm_plan *p;
-    int64_t nb;                     /* blocks of C per step */
+    int64_t nb;                     /* blocks of C per step: row (or column) blocks ... */
+    int64_t nbn;                    /* ... times these column blocks of the panel (split_2d) */
     float *shared, *priv, *edge;    /* shared block; per-slot blocks and edge panels */
     int64_t priv_stride, edge_stride;
     int64_t bstride;                /* > 0: each slot packs its own B at shared + slot bstride */
@@ -357,27 +367,29 @@ static void pack_b_chunk(void *ctx, int64_t chunk, int slot)
                  min64(nr, r->n - chunk * nr));
 }
 
-/* Split M: chunk b computes row block b of C (each block writes its own rows),
- * packing the slot's own B first when the run keeps one per slot. */
+/* Split M: chunk b computes row block b / nbn of C, columns b % nbn of the
+ * panel (each chunk writes its own part of C), packing the slot's own B
+ * first when the run keeps one per slot (then nbn is 1). */
 static void m_block_chunk(void *ctx, int64_t b, int slot)
 {
     gemm_run *r = ctx;
     const gemm_plan *p = r->p;
-    const float *bp = p->packed_b ? packed_cols(p, r->j0, r->p0, r->kc)
-                                  : r->shared + slot * r->bstride;
+    int64_t i0, i1, c0, c1;
+    share(p->M, p->kr->mr, b / r->nbn, r->nb, &i0, &i1);
+    share(r->n, p->kr->nr, b % r->nbn, r->nbn, &c0, &c1);
+    const float *bp = p->packed_b ? packed_cols(p, r->j0 + c0, r->p0, r->kc)
+                                  : r->shared + slot * r->bstride + c0 * r->kc;
     if (r->bstride && r->b_step[slot] != r->step) {
         pack_b_block((float *)bp, p, r->p0, r->kc, r->j0, r->n);
         r->b_step[slot] = r->step;
     }
-    int64_t i0, i1;
-    share(p->M, p->kr->mr, b, r->nb, &i0, &i1);
     const float *a = r->priv + slot * r->priv_stride;
     if (p->packed_a)
         a = packed_rows(p, i0, r->p0, r->kc);
     else
         pack_a_block((float *)a, p, i0, i1 - i0, r->p0, r->kc);
-    macro_kernel(p, a, bp, r->edge + slot * r->edge_stride, i0, i1 - i0, r->j0, r->n, r->p0,
-                 r->kc, r->beta);
+    macro_kernel(p, a, bp, r->edge + slot * r->edge_stride, i0, i1 - i0, r->j0 + c0, c1 - c0,
+                 r->p0, r->kc, r->beta);
 }
 
 /* Split M: row blocks of C handed out to the threads; each packs A for its
@@ -394,7 +406,7 @@ static void run_split_m(gemm_run *r, int nt)
             r->step++;
             if (!p->direct_b && !p->packed_b && !r->bstride)
                 fastcnn_parallel_for(pack_b_chunks(r), pack_b_chunk, r, nt);
-            fastcnn_parallel_for(r->nb, m_block_chunk, r, nt);
+            fastcnn_parallel_for(r->nb * r->nbn, m_block_chunk, r, nt);
         }
     }
 }
@@ -465,6 +477,48 @@ static int64_t tiles_per_thread(int64_t tiles, int nt)
     return ceil_div(tiles, nt);
 }
 
+/* Cost of one thread's blocks of C: `blocks` of rows x cols (SPLIT_READ_WEIGHT). */
+static int64_t split_cost(int64_t blocks, int64_t rows, int64_t cols)
+{
+    return blocks * (rows * cols + SPLIT_READ_WEIGHT * (rows + cols));
+}
+
+/* Test hook (sgemm_set_split): 0 the cost's choice, 1 along M, 2 along N,
+ * 3 along both (the grid of split_2d's shape for nt, if any), 4 the 1-D
+ * choice alone (M or N, never a grid). */
+static int split_forced;
+
+int sgemm_set_split(int mode)
+{
+    int old = split_forced;
+    split_forced = mode;
+    return old;
+}
+
+/* The 2-D split for nt threads: *cols_blocks column blocks of each B panel
+ * (and a multiple of nt / *cols_blocks row blocks), the factor pair of nt
+ * (both at least 2) whose busiest thread costs least; returns that cost, or
+ * -1 where no pair fits (nt < 4, or too few tiles). */
+static int64_t split_2d(const gemm_plan *p, int nt, int64_t *cols_blocks)
+{
+    const gemm_kernel *kr = p->kr;
+    int64_t tm = ceil_div(p->M, kr->mr), panel = min64(p->N, p->nc);
+    int64_t best = -1;
+    for (int a = 2; a <= nt / 2; a++) {
+        int b = nt / a;
+        if (a * b != nt || a > tm || b > ceil_div(panel, kr->nr))
+            continue;
+        int64_t nbm = block_count(p->M, p->mc, tm, a);
+        int64_t cost = split_cost(ceil_div(nbm, a) * ceil_div(p->N, p->nc),
+                                  share_max(p->M, kr->mr, nbm), share_max(panel, kr->nr, b));
+        if (best < 0 || cost < best) {
+            best = cost;
+            *cols_blocks = b;
+        }
+    }
+    return best;
+}
+
 void sgemm_transpose(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
                      int64_t cols)
 {
@@ -525,13 +579,29 @@ static int run_plan(const gemm_plan *pp, int nthreads)
     int64_t most_m = min64(M, tiles_per_thread(tm, nt) * kr->mr);  /* busiest thread */
     int split_n = nt > 1 && (p.packed_a ? N * most_m >= M * most_n
                              : 9 * tiles_per_thread(tn, nt) * tm < 8 * tiles_per_thread(tm, nt) * tn);
-    int64_t nb = split_n ? block_count(N, p.nc, tn, nt) : block_count(M, p.mc, tm, nt);
+    if (split_forced == 1 || split_forced == 2)
+        split_n = split_forced == 2;
+    /* a split along both dimensions where it costs 7/8 of the 1-D one or less */
+    int64_t nbn = 1, nbm_1d = block_count(M, p.mc, tm, nt), nbn_1d = block_count(N, p.nc, tn, nt);
+    int64_t cost_1d = split_n
+        ? split_cost(ceil_div(nbn_1d, nt) * ceil_div(M, p.mc), min64(M, p.mc),
+                     share_max(N, kr->nr, nbn_1d))
+        : split_cost(ceil_div(nbm_1d, nt) * ceil_div(N, p.nc), share_max(M, kr->mr, nbm_1d),
+                     min64(N, p.nc));
+    int64_t cost_2d = split_forced == 1 || split_forced == 2 || split_forced == 4
+                      ? -1 : split_2d(&p, nt, &nbn);
+    int grid = cost_2d >= 0 && (split_forced == 3 || 8 * cost_2d <= 7 * cost_1d);
+    if (grid)
+        split_n = 0;
+    else
+        nbn = 1;
+    int64_t nb = split_n ? nbn_1d : grid ? block_count(M, p.mc, tm, nt / (int)nbn) : nbm_1d;
 
     /* shared block, then per-thread blocks, then per-thread edge panels; no
      * A blocks when A comes packed */
     int64_t a_shared = p.packed_a ? 0 : p.mc * p.kc;
     int own_b = !p.direct_b && !p.packed_b;     /* B packed in this call */
-    int private_b = !split_n && own_b && nt > 1
+    int private_b = !split_n && !grid && own_b && nt > 1
                     && p.kc * round_up(min64(N, p.nc), kr->nr) <= PRIVATE_B_MAX_FLOATS
                     && M >= nt * PRIVATE_B_MIN_PANELS * kr->mr;
     int64_t shared = split_n ? a_shared : (own_b ? p.nc * p.kc : 0);
@@ -546,8 +616,8 @@ static int run_plan(const gemm_plan *pp, int nthreads)
                                + nt * (int64_t)sizeof(int64_t));
     if (buf == NULL)
         return FASTCNN_ENOMEM;
-    gemm_run r = {&p, nb, buf, buf + shared, buf + shared + nt * priv, priv, edge, bstride, 0,
-                  (int64_t *)(buf + shared + nt * (priv + edge))};
+    gemm_run r = {&p, nb, nbn, buf, buf + shared, buf + shared + nt * priv, priv, edge, bstride,
+                  0, (int64_t *)(buf + shared + nt * (priv + edge))};
     for (int t = 0; t < nt; t++)
         r.b_step[t] = -1;
     if (split_n)
