@@ -2,7 +2,7 @@
 stops scaling. Run on the 16-core machine, one prepared script per session.
 
     python bench/batch1_threads.py shapes [--threads 16,8,4,1]
-    python bench/batch1_threads.py models NAME:BATCH:THREADS:CHAIN ...
+    python bench/batch1_threads.py models NAME:BATCH:THREADS:CHAIN[:SPLIT] ...
 
 shapes: each distinct convolution of ResNet-18 at 3x224x224, batch 1, as a
 frozen one-layer model (weights prepared once, as in a frozen network), on
@@ -13,7 +13,8 @@ listed): median ms of 9 calls per thread count, and the best / worst ratio.
 models: NAME (resnet18 or mobilenet_v2) frozen at BATCH on THREADS, each in
 a fresh process, beside onnxruntime running its torch twin's export on as
 many threads; CHAIN 1 first runs 3 calls on 1 thread (the convolutions'
-paths are then timed at 1 thread, as in a report that runs 1 thread first).
+paths are then timed at 1 thread, as in a report that runs 1 thread first);
+SPLIT sets sgemm's test hook _set_gemm_split (0 by cost, 4 without grids).
 Prints [name, batch, threads, chain, fastcnn ms, onnxruntime ms].
 """
 import json
@@ -82,13 +83,14 @@ def twins(name):
     return fm, tm
 
 
-def model(name, batch, threads, chain):
+def model(name, batch, threads, chain, split=0):
     import fastcnn
     import onnxruntime as ort
     import torch
     import models
     import scaling
     torch.set_num_threads(threads)
+    fastcnn._native._set_gemm_split(split)
     fm, tm = twins(name)
     frozen = fastcnn.freeze(fm)
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
@@ -113,7 +115,7 @@ def main(argv):
         for spec in argv[1:]:
             subprocess.run([sys.executable, __file__, "model"] + spec.split(":"), timeout=120)
     elif argv[0] == "model":
-        model(argv[1], int(argv[2]), int(argv[3]), argv[4] == "1")
+        model(argv[1], int(argv[2]), int(argv[3]), argv[4] == "1", *map(int, argv[5:6]))
     else:
         sys.exit(__doc__)
 
