@@ -14,6 +14,7 @@ its activation fused shows as one convolution node. Work outside the graph
 Timing costs two clock reads per step; nothing is timed outside the block.
 """
 import contextlib
+import threading
 
 from . import _native
 
@@ -25,12 +26,15 @@ class Profile:
 
     def __init__(self):
         self._rows = {}     # (name, op, output shape) -> [forward calls, s, backward calls, s]
+        self._lock = threading.Lock()   # calls from several threads add to one row
 
     def _add(self, node, graph, backward, seconds):
         shape = graph.shapes[node.outputs[0]] if node.outputs else ()
-        row = self._rows.setdefault((node.name or node.op, node.op, tuple(shape)), [0, 0.0, 0, 0.0])
-        row[2 * bool(backward)] += 1
-        row[2 * bool(backward) + 1] += seconds
+        with self._lock:
+            row = self._rows.setdefault((node.name or node.op, node.op, tuple(shape)),
+                                        [0, 0.0, 0, 0.0])
+            row[2 * bool(backward)] += 1
+            row[2 * bool(backward) + 1] += seconds
 
     def rows(self):
         """One dict per node, slowest first: name, op, shape (of its output),

@@ -77,6 +77,16 @@ def test_thread_count_timing_of_a_first_call_is_not_counted(x):
     assert {r["forward_calls"] for r in prof.rows()} == {1}
 
 
+def test_calls_from_several_threads_all_count(x):
+    from concurrent.futures import ThreadPoolExecutor
+    model = fastcnn.freeze(lenet().eval())
+    model.predict(x)
+    with fastcnn.profile() as prof:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: model.predict(x), range(40)))
+    assert {r["forward_calls"] for r in prof.rows()} == {40}
+
+
 def test_module_rows_carry_the_nested_attribute_names(rng):
     model = fastcnn.models.resnet20(num_classes=10).eval()
     with fastcnn.profile() as prof:
