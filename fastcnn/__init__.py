@@ -33,4 +33,5 @@ __all__ = ["functional", "datasets", "losses", "models", "optim", "get_num_threa
            "Tanh", "LeakyReLU", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "SiLU", "GELU",
            "Identity", "Dropout", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "GlobalAvgPool2d",
            "History", "load", "freeze", "cat", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW",
-           "register_threadpoolctl", "empty_cache", "profile", "Profile", "__version__", "Softmax", "LogSoftmax"]
+           "register_threadpoolctl", "empty_cache", "profile", "Profile", "__version__",
+           "Softmax", "LogSoftmax"]

@@ -5,8 +5,9 @@ An optimizer keeps all its parameters in one contiguous buffer (each
 ``Parameter.data`` and ``.grad`` becomes a view of it), so that a step is a
 single call of the fused native update (:func:`fastcnn.functional.sgd_update`,
 :func:`fastcnn.functional.adam_update`) over every parameter at once, and
-``zero_grad`` a single fill on fastcnn's threads. If a parameter's ``data`` or ``grad`` is replaced
-by another array, the optimizer notices and re-packs (state is kept).
+``zero_grad`` a single fill on fastcnn's threads. If a parameter's ``data``
+or ``grad`` is replaced by another array, the optimizer notices and re-packs
+(state is kept).
 """
 import bisect
 import math

@@ -16,9 +16,9 @@
  * takes; all share one B panel, packed together, or each packs its own when
  * it is small) or, when N has more MR x NR tiles to share out evenly, along
  * N (each thread packs B for its column blocks; all share one A block), or,
- * on 4 threads or more where neither cut gives each thread a block that
- * reuses what it reads, along both (a grid of blocks of C over the shared B
- * panel: split_2d).
+ * on 4 threads or more where A is packed in the call and the cut along M
+ * would leave each thread a thin block that streams the whole B panel, along
+ * both (a grid of blocks of C over the shared B panel: split_2d).
  * Blocks, a multiple of the thread count, are handed out by
  * fastcnn_parallel_for (pool.c): one loop per packing of a shared panel, one
  * per step over the blocks of C, each joined by the workers that are awake,
