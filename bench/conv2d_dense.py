@@ -6,32 +6,22 @@ the time of the backward with the input gradient minus the time without it.
     python bench/conv2d_dense.py [--threads 1] [--repeats 21]
 """
 import argparse
-import time
+from functools import partial
 
 import numpy as np
 
-import _path
-
-_path.prefer_checkout()
-
-import fastcnn  # noqa: E402
-from fastcnn import _native  # noqa: E402
-from fastcnn import functional as F  # noqa: E402
+from harness import median_ms as _median_ms   # this checkout's in-place build first
+import fastcnn
+from fastcnn import _native
+from fastcnn import functional as F
 
 # (C, K, input size, stride) of 3x3 convolutions with padding 1
 SHAPES = [(256, 256, 2, 1), (256, 512, 2, 2), (512, 512, 1, 1), (128, 256, 4, 2),
           (128, 128, 4, 1)]
 
 
-def median_ms(f, repeats):
-    f()
-    f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+# the probes' median of `repeats` timed calls after two untimed ones
+median_ms = partial(_median_ms, warmup=2)
 
 
 def ops(C, K, H, stride, repeats, rng):
