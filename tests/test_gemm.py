@@ -87,6 +87,26 @@ def test_every_column_count_of_an_edge_tile(num_threads, rng):
             assert np.all(wide[:, N:] == 7.0), f"N={N} beta={beta}: a store past the row"
 
 
+@pytest.mark.parametrize("M", [13, 40, 70])
+def test_narrow_edge_columns_equal_whole_tiles_bitwise(M, num_threads, rng):
+    """The last few columns of a tile (N = 49 = 48 + 1 or 32 + 16 + 1, 196 =
+    6 x 32 + 4) go down the rows (AVX-512): bit for bit what the same columns
+    give inside a wider product whose tiles are whole, alpha, beta, and (A
+    packed) bias and clamp included. M = 40 and 70 take the 8 x 48 tile."""
+    for N in (1, 4, 8, 17, 20, 24, 49, 196):
+        a, b = operands(rng, M, N + 48, 70, False, False)
+        narrow_b = np.ascontiguousarray(b[:, :N])
+        c0 = rng.standard_normal((M, N + 48)).astype(np.float32)
+        for alpha, beta in ((1.0, 0.0), (0.5, 1.5)):
+            wide = _native.sgemm(a, b, c0.copy(), alpha=alpha, beta=beta)
+            narrow = _native.sgemm(a, narrow_b, c0[:, :N].copy(), alpha=alpha, beta=beta)
+            np.testing.assert_array_equal(narrow, wide[:, :N], err_msg=f"N={N}")
+        bias = rng.standard_normal(M).astype(np.float32)
+        wide = _native._sgemm_packed(a, b, bias=bias, clamp=(-1.0, 6.0))
+        narrow = _native._sgemm_packed(a, narrow_b, bias=bias, clamp=(-1.0, 6.0))
+        np.testing.assert_array_equal(narrow, wide[:, :N], err_msg=f"N={N}, bias and clamp")
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0, -2.0])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
 @pytest.mark.parametrize("M,N,K", [(3, 5, 2), (40, 70, 300), (129, 33, 17)])
