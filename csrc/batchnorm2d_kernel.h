@@ -27,12 +27,15 @@ typedef struct {
     /* *sdy = sum dy, *sdyx = sum dy (x - m) */
     void (*grad_sums)(float *sdy, float *sdyx, const float *dy, const float *x, int64_t rows,
                       int64_t n, int64_t ld, float m);
-    /* y = x scale + shift; stream: non-temporal stores (y bypasses the cache) */
+    /* y = x scale + shift; stream: non-temporal stores (y bypasses the cache),
+     * ordered before other threads read y only by a later fence() */
     void (*affine)(float *y, const float *x, int64_t rows, int64_t n, int64_t ld, float scale,
                    float shift, int stream);
     /* dx = k (dy - a - b (x - m)); stream as for affine */
     void (*grad_input)(float *dx, const float *dy, const float *x, int64_t rows, int64_t n,
                        int64_t ld, float m, float k, float a, float b, int stream);
+    /* orders the non-temporal stores before this call ahead of later stores */
+    void (*fence)(void);
 } batchnorm2d_kernels;
 
 extern const batchnorm2d_kernels batchnorm2d_kernels_generic;
@@ -274,7 +277,6 @@ static void bn_affine(float *y, const float *x, int64_t rows, int64_t n, int64_t
     if (stream) {
         for (int64_t r = 0; r < rows; r++)
             bn_affine_stream(y + r * ld, x + r * ld, n, s, b);
-        bn_fence();
         return;
     }
     int64_t r = 0;
@@ -322,7 +324,6 @@ static void bn_grad_input(float *dx, const float *dy, const float *x, int64_t ro
     if (stream) {
         for (int64_t r = 0; r < rows; r++)
             bn_grad_input_stream(dx + r * ld, dy + r * ld, x + r * ld, n, c);
-        bn_fence();
         return;
     }
     int64_t r = 0;
@@ -343,6 +344,6 @@ static void bn_grad_input(float *dx, const float *dy, const float *x, int64_t ro
 
 #define BATCHNORM2D_DEFINE(isa)                                                            \
     const batchnorm2d_kernels batchnorm2d_kernels_##isa = {bn_moments, bn_grad_sums,        \
-                                                           bn_affine, bn_grad_input};
+                                                           bn_affine, bn_grad_input, bn_fence};
 
 #endif /* BN_VBYTES */
