@@ -48,6 +48,7 @@ typedef struct {
     int kc;         /* depth of a block */
     int mc;         /* rows of a packed mc x kc block of A, kept in L2 */
     int nc;         /* columns of a packed kc x nc panel of B, kept in L3 */
+    int direct_rows;    /* up to this many rows of C, B is read in place (sgemm.c) */
     gemm_ukernel ukernel;
     gemm_transpose transpose;
 } gemm_kernel;

@@ -302,7 +302,8 @@ static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, in
     }
 }
 
-const gemm_kernel gemm_kernel_avx512 = {"avx512", MR, NR, 512, 168, 4096, ukernel,
+/* B in place up to 256 rows of C (measured in sgemm.c) */
+const gemm_kernel gemm_kernel_avx512 = {"avx512", MR, NR, 512, 168, 4096, 256, ukernel,
                                         transpose};
-const gemm_kernel gemm_kernel_avx512_8x48 = {"avx512_8x48", MR8, NR8, 512, 168, 4080, ukernel8,
-                                             transpose};
+const gemm_kernel gemm_kernel_avx512_8x48 = {"avx512_8x48", MR8, NR8, 512, 168, 4080, 256,
+                                             ukernel8, transpose};

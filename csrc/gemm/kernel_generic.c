@@ -47,5 +47,5 @@ static void ukernel(int64_t kc, const float *a, const float *b, int64_t ldb, con
         }
 }
 
-const gemm_kernel gemm_kernel_generic = {"generic", MR, NR, 256, 128, 4096, ukernel,
+const gemm_kernel gemm_kernel_generic = {"generic", MR, NR, 256, 128, 4096, 64, ukernel,
                                          gemm_transpose_scalar};

@@ -34,13 +34,15 @@
 #include "gemm.h"
 #include "kernel.h"
 
-/* Up to this many rows of C, or this depth of the product, B is used in
- * place rather than packed. Depth: Zen 4, 1 thread, interleaved with the
- * build that packed it, in GFLOP/s: 144 x 24 x 3136 (MobileNetV2's 24 ->
- * 144 at 56x56) 78 -> 84, 192 x 32 x 784 84 -> 89, 256 x 64 x 3136 90 -> 94,
- * 384 x 64 x 196 88 -> 90; a frozen MobileNetV2 at batch 1 2-3% faster;
- * convolutions of the suite within 1% (LeNet's second, backward, 3% faster). */
-#define DIRECT_B_MAX_ROWS 64
+/* Up to the kernel's direct_rows rows of C (kernel.h), or this depth of
+ * the product, B is used in place rather than packed: the copy costs the
+ * more, the fewer rows of C share it, and a panel of few rows stays in L1
+ * over the row tiles packed or not. AVX-512's 256 rows, on Zen 4,
+ * interleaved with the build that packed B above 64 rows, GFLOP/s on 1
+ * thread: 96 x 576 x 196 (MobileNetV2's 576 -> 96 at 14x14) 98 -> 107, 128
+ * x 1152 x 784 94 -> 108, 128 x 128 x 12544 83 -> 95, 192 x 576 x 784 102 ->
+ * 107, 256 x 256 x 3136 99.5 -> 105; 2 threads: 3-17% faster; rows 320-384
+ * 0-2% faster, 512 and more 1-2% slower. Depth: 144 x 24 x 3136 78 -> 84. */
 #define DIRECT_B_MAX_DEPTH 64
 /* Split along M, each thread packs a B panel of its own when the panel is
  * at most this many floats and each thread has at least this many MR-row
@@ -561,7 +563,7 @@ static gemm_plan plan_of(const gemm_kernel *kr, int transa, int transb, int64_t 
                          int64_t ldb, float beta, float *C, int64_t ldc, const float *bias,
                          const float *clamp)
 {
-    int direct_b = !transb && (M <= DIRECT_B_MAX_ROWS || K <= DIRECT_B_MAX_DEPTH);
+    int direct_b = !transb && (M <= kr->direct_rows || K <= DIRECT_B_MAX_DEPTH);
     gemm_plan p = {kr, transa, transb, direct_b, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C,
                    bias, clamp, 0, 0, 0, NULL, NULL};
     p.kc = even_chunk(K, kr->kc, 1);
