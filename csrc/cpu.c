@@ -55,11 +55,12 @@ int fastcnn_isa(void)
     return isa;
 }
 
-/* Size in bytes of the highest-level data (or unified) cache that Linux
- * describes in sysfs for cpu 0 (what lscpu reports), or 0 if none. The C
- * library's sysconf is not used: on AMD it reports the L3 of the whole
- * socket (256 MiB on a 32 MiB-per-CCX EPYC). */
-static int64_t sysfs_llc_bytes(void)
+/* Size in bytes of the data (or unified) cache of level `want` that Linux
+ * describes in sysfs for cpu 0 (what lscpu reports; want 0: the highest
+ * level there is), or 0 if none. The C library's sysconf is not used: on
+ * AMD it reports the L3 of the whole socket (256 MiB on a 32 MiB-per-CCX
+ * EPYC). */
+static int64_t sysfs_cache_bytes(int want)
 {
     int64_t best = 0;
     int best_level = 0;
@@ -83,7 +84,8 @@ static int64_t sysfs_llc_bytes(void)
         ok = ok && f && fscanf(f, "%ldK", &kib) == 1;
         if (f)
             fclose(f);
-        if (ok && strcmp(type, "Instruction") != 0 && level > best_level && kib > 0) {
+        if (ok && strcmp(type, "Instruction") != 0 && (want ? level == want : level > best_level)
+            && kib > 0) {
             best_level = level;
             best = (int64_t)kib << 10;
         }
@@ -96,8 +98,20 @@ int64_t fastcnn_llc_bytes(void)
     static _Atomic int64_t resolved = 0;
     int64_t b = atomic_load_explicit(&resolved, memory_order_relaxed);
     if (b == 0) {
-        b = sysfs_llc_bytes();
+        b = sysfs_cache_bytes(0);
         b = b > 0 ? b : (int64_t)8 << 20;
+        atomic_store_explicit(&resolved, b, memory_order_relaxed);
+    }
+    return b;
+}
+
+int64_t fastcnn_l2_bytes(void)
+{
+    static _Atomic int64_t resolved = 0;
+    int64_t b = atomic_load_explicit(&resolved, memory_order_relaxed);
+    if (b == 0) {
+        b = sysfs_cache_bytes(2);
+        b = b > 0 ? b : (int64_t)512 << 10;
         atomic_store_explicit(&resolved, b, memory_order_relaxed);
     }
     return b;

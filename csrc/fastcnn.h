@@ -102,6 +102,9 @@ int fastcnn_cpu_isa(void);
 /* Bytes of the last-level data cache (Linux sysfs, as lscpu shows it); 8 MiB
  * where the system does not say. Read once, on first call. */
 int64_t fastcnn_llc_bytes(void);
+/* Bytes of one core's L2 cache (sysfs); 512 KiB where the system does not
+ * say. Read once, on first call. */
+int64_t fastcnn_l2_bytes(void);
 
 /* batchnorm2d.c --------------------------------------------------------------- */
 
