@@ -93,26 +93,27 @@ static int64_t sysfs_cache_bytes(int want)
     return best;
 }
 
+/* *resolved: the size of the cache of `level` (sysfs_cache_bytes), or
+ * fallback where the system does not say, read on the first call. */
+static int64_t cache_bytes_once(_Atomic int64_t *resolved, int level, int64_t fallback)
+{
+    int64_t b = atomic_load_explicit(resolved, memory_order_relaxed);
+    if (b == 0) {
+        b = sysfs_cache_bytes(level);
+        b = b > 0 ? b : fallback;
+        atomic_store_explicit(resolved, b, memory_order_relaxed);
+    }
+    return b;
+}
+
 int64_t fastcnn_llc_bytes(void)
 {
     static _Atomic int64_t resolved = 0;
-    int64_t b = atomic_load_explicit(&resolved, memory_order_relaxed);
-    if (b == 0) {
-        b = sysfs_cache_bytes(0);
-        b = b > 0 ? b : (int64_t)8 << 20;
-        atomic_store_explicit(&resolved, b, memory_order_relaxed);
-    }
-    return b;
+    return cache_bytes_once(&resolved, 0, (int64_t)8 << 20);
 }
 
 int64_t fastcnn_l2_bytes(void)
 {
     static _Atomic int64_t resolved = 0;
-    int64_t b = atomic_load_explicit(&resolved, memory_order_relaxed);
-    if (b == 0) {
-        b = sysfs_cache_bytes(2);
-        b = b > 0 ? b : (int64_t)512 << 10;
-        atomic_store_explicit(&resolved, b, memory_order_relaxed);
-    }
-    return b;
+    return cache_bytes_once(&resolved, 2, (int64_t)512 << 10);
 }
