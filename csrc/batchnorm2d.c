@@ -181,7 +181,6 @@ struct bn_job {
     const float *x, *dy, *gamma, *beta;
     double eps;
     int stream;                         /* map's output by non-temporal stores */
-    int prefetch;                       /* streamed maps prefetch the next channel */
 };
 
 /* channel c whole, by the calling thread */
@@ -278,35 +277,24 @@ static int bn_streams(const bn_layout *l)
     return l->N * l->C * l->HW * (int64_t)sizeof(float) > llc / 2;
 }
 
-/* After a streamed map's unit u of units [u0, u1) of channel c (mapped
- * last first): the next channel's unit as far from u0 as u is from u1 - 1,
- * its x and dy (if any) prefetched into L2, where that channel's sums (the
- * same thread's next work, as a rule) find it. The map's reads hit the cache
- * and its stores go around it, so the memory's read side is otherwise idle
- * while they drain. Only where a channel's inputs fit in L2 (bn_prefetches):
- * there the prefetched lines replace the units already mapped. Zen 4,
+/* Floats from a value of channel c to the same value of the next channel,
+ * whose inputs a streamed map of c prefetches into L2 as it goes (0: none):
+ * that channel's sums (the same thread's next work, as a rule) find them
+ * there. The map's reads hit the cache and its stores go around it, so the
+ * memory's read side is otherwise idle while they drain. Only where a
+ * channel's inputs fit in L2: there the prefetched lines replace the ones
+ * just mapped. Prefetched with the map's loads, a line per vector (a burst
+ * of a unit's lines after its map gained a third as much). Zen 4,
  * interleaved with the build without, 1 / 2 threads: backward 32x64x56x56
- * 5-7% / 7-17% faster, 8x256x56x56 4% (1 thread), forward 32x64x56x56 1-6%
- * / 5-8%; prefetches into L1 or non-temporal ones 2-12% slower; with a
- * channel larger than L2 (16x32x112x112 backward, 1.6 MB) 4-5% slower. */
-static int bn_prefetches(const bn_job *j)
+ * 19-21% / 21-31% faster, 8x256x56x56 36% / 29%, forward 32x64x56x56 6% /
+ * 17%; prefetches into L1 or non-temporal ones were slower than none.
+ * Where a channel exceeds L2 (16x32x112x112 backward, 1.6 MB a channel)
+ * they gained 0-2% (the burst lost 4-5%): not issued there. */
+static int64_t bn_next(const bn_job *j, int64_t c)
 {
     int64_t inputs = j->dy ? 2 : 1;
-    return j->stream && j->l.N * j->l.HW * inputs * (int64_t)sizeof(float) <= fastcnn_l2_bytes();
-}
-
-static void prefetch_next(const bn_job *j, int64_t c, int64_t u, int64_t u0, int64_t u1)
-{
-    if (!j->prefetch || c + 1 >= j->l.C)
-        return;
-    int64_t rows, len, off = bn_unit(&j->l, c + 1, u0 + (u1 - 1 - u), &rows, &len);
-    int64_t ld = j->l.C * j->l.HW;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t i = 0; i < len; i += 64 / (int64_t)sizeof(float)) {
-            __builtin_prefetch(j->x + off + r * ld + i, 0, 2);
-            if (j->dy)
-                __builtin_prefetch(j->dy + off + r * ld + i, 0, 2);
-        }
+    int fits = j->l.N * j->l.HW * inputs * (int64_t)sizeof(float) <= fastcnn_l2_bytes();
+    return j->stream && fits && c + 1 < j->l.C ? j->l.HW : 0;
 }
 
 /* Planes of fewer values than this take bn_run_few: a channel's values are
@@ -392,7 +380,6 @@ static void bn_run_few(const bn_job *j, int nt)
 static void bn_run(bn_job *j, int nthreads)
 {
     j->stream = j->map && bn_streams(&j->l);
-    j->prefetch = bn_prefetches(j);
     int64_t C = j->l.C;
     int nt = fastcnn_threads_for(j->l.N * C * j->l.HW, nthreads);
     if (j->l.HW < BN_FEW_HW) {
@@ -510,11 +497,11 @@ static void normalize_few(const bn_job *j, int64_t c0, int64_t c1, const float (
 static void normalize_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
                           const float coef[4])
 {
+    int64_t next = bn_next(j, c);
     for (int64_t u = u1 - 1; u >= u0; u--) {    /* last summed first: still cached */
         int64_t rows, len, off = bn_unit(&j->l, c, u, &rows, &len);
         j->k->affine(j->out + off, j->x + off, rows, len, j->l.C * j->l.HW, coef[0], coef[1],
-                     j->stream);
-        prefetch_next(j, c, u, u0, u1);
+                     j->stream, next);
     }
     if (j->stream)
         j->k->fence();
@@ -626,11 +613,11 @@ static void grad_input_few(const bn_job *j, int64_t c0, int64_t c1, const float 
 static void grad_input_map(const bn_job *j, int64_t c, int64_t u0, int64_t u1,
                            const float coef[4])
 {
+    int64_t next = bn_next(j, c);
     for (int64_t u = u1 - 1; u >= u0; u--) {    /* last summed first: still cached */
         int64_t rows, len, off = bn_unit(&j->l, c, u, &rows, &len);
         j->k->grad_input(j->out + off, j->dy + off, j->x + off, rows, len, j->l.C * j->l.HW,
-                         j->mean[c], coef[0], coef[1], coef[2], j->stream);
-        prefetch_next(j, c, u, u0, u1);
+                         j->mean[c], coef[0], coef[1], coef[2], j->stream, next);
     }
     if (j->stream)
         j->k->fence();

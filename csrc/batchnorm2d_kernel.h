@@ -28,12 +28,15 @@ typedef struct {
     void (*grad_sums)(float *sdy, float *sdyx, const float *dy, const float *x, int64_t rows,
                       int64_t n, int64_t ld, float m);
     /* y = x scale + shift; stream: non-temporal stores (y bypasses the cache),
-     * ordered before other threads read y only by a later fence() */
+     * ordered before other threads read y only by a later fence(), and
+     * then, with next != 0, the values next floats on from the inputs
+     * (the next channel's) prefetched into L2 as it goes */
     void (*affine)(float *y, const float *x, int64_t rows, int64_t n, int64_t ld, float scale,
-                   float shift, int stream);
-    /* dx = k (dy - a - b (x - m)); stream as for affine */
+                   float shift, int stream, int64_t next);
+    /* dx = k (dy - a - b (x - m)); stream and next as for affine */
     void (*grad_input)(float *dx, const float *dy, const float *x, int64_t rows, int64_t n,
-                       int64_t ld, float m, float k, float a, float b, int stream);
+                       int64_t ld, float m, float k, float a, float b, int stream,
+                       int64_t next);
     /* orders the non-temporal stores before this call ahead of later stores */
     void (*fence)(void);
 } batchnorm2d_kernels;
@@ -261,22 +264,31 @@ static inline void bn_affine_run(float *y, const float *x, int64_t n, bnvec s, b
 }
 
 /* bn_affine_run with non-temporal stores from y's first aligned vector on */
-static void bn_affine_stream(float *y, const float *x, int64_t n, bnvec s, bnvec b)
+/* prefetched into L2: p's line, where next (floats on) is not 0 */
+static inline void bn_prefetch_next(const float *p, int64_t next)
+{
+    if (next)
+        __builtin_prefetch(p + next, 0, 2);
+}
+
+static void bn_affine_stream(float *y, const float *x, int64_t n, bnvec s, bnvec b, int64_t next)
 {
     int64_t i = bn_head(y, n);
     bn_affine_run(y, x, i, s, b);
-    for (; i + BN_VL <= n; i += BN_VL)
+    for (; i + BN_VL <= n; i += BN_VL) {
+        bn_prefetch_next(x + i, next);
         bn_stream(y + i, bn_load(x + i) * s + b);
+    }
     bn_affine_run(y + i, x + i, n - i, s, b);
 }
 
 static void bn_affine(float *y, const float *x, int64_t rows, int64_t n, int64_t ld,
-                      float scale, float shift, int stream)
+                      float scale, float shift, int stream, int64_t next)
 {
     bnvec s = bn_splat(scale), b = bn_splat(shift);
     if (stream) {
         for (int64_t r = 0; r < rows; r++)
-            bn_affine_stream(y + r * ld, x + r * ld, n, s, b);
+            bn_affine_stream(y + r * ld, x + r * ld, n, s, b, next);
         return;
     }
     int64_t r = 0;
@@ -308,22 +320,26 @@ static inline void bn_grad_input_run(float *dx, const float *dy, const float *x,
 
 /* bn_grad_input_run with non-temporal stores from dx's first aligned vector on */
 static void bn_grad_input_stream(float *dx, const float *dy, const float *x, int64_t n,
-                                 const bnvec *c)
+                                 const bnvec *c, int64_t next)
 {
     int64_t i = bn_head(dx, n);
     bn_grad_input_run(dx, dy, x, i, c);
-    for (; i + BN_VL <= n; i += BN_VL)
+    for (; i + BN_VL <= n; i += BN_VL) {
+        bn_prefetch_next(x + i, next);
+        bn_prefetch_next(dy + i, next);
         bn_stream(dx + i, c[1] * ((bn_load(dy + i) - c[2]) - c[3] * (bn_load(x + i) - c[0])));
+    }
     bn_grad_input_run(dx + i, dy + i, x + i, n - i, c);
 }
 
 static void bn_grad_input(float *dx, const float *dy, const float *x, int64_t rows, int64_t n,
-                          int64_t ld, float m, float k, float a, float b, int stream)
+                          int64_t ld, float m, float k, float a, float b, int stream,
+                          int64_t next)
 {
     const bnvec c[4] = {bn_splat(m), bn_splat(k), bn_splat(a), bn_splat(b)};
     if (stream) {
         for (int64_t r = 0; r < rows; r++)
-            bn_grad_input_stream(dx + r * ld, dy + r * ld, x + r * ld, n, c);
+            bn_grad_input_stream(dx + r * ld, dy + r * ld, x + r * ld, n, c, next);
         return;
     }
     int64_t r = 0;
