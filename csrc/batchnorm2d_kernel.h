@@ -263,7 +263,6 @@ static inline void bn_affine_run(float *y, const float *x, int64_t n, bnvec s, b
         y[i] = x[i] * s[0] + b[0];
 }
 
-/* bn_affine_run with non-temporal stores from y's first aligned vector on */
 /* prefetched into L2: p's line, where next (floats on) is not 0 */
 static inline void bn_prefetch_next(const float *p, int64_t next)
 {
@@ -271,6 +270,8 @@ static inline void bn_prefetch_next(const float *p, int64_t next)
         __builtin_prefetch(p + next, 0, 2);
 }
 
+/* bn_affine_run with non-temporal stores from y's first aligned vector on,
+ * prefetching the values next floats on from x */
 static void bn_affine_stream(float *y, const float *x, int64_t n, bnvec s, bnvec b, int64_t next)
 {
     int64_t i = bn_head(y, n);
@@ -318,7 +319,8 @@ static inline void bn_grad_input_run(float *dx, const float *dy, const float *x,
         dx[i] = c[1][0] * ((dy[i] - c[2][0]) - c[3][0] * (x[i] - c[0][0]));
 }
 
-/* bn_grad_input_run with non-temporal stores from dx's first aligned vector on */
+/* bn_grad_input_run with non-temporal stores from dx's first aligned vector on,
+ * prefetching the values next floats on from dy and x */
 static void bn_grad_input_stream(float *dx, const float *dy, const float *x, int64_t n,
                                  const bnvec *c, int64_t next)
 {

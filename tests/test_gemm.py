@@ -17,7 +17,8 @@ from subproc import run_python_args, supported_isas
 TRANS = list(itertools.product([False, True], repeat=2))
 TRANS_IDS = ["NN", "NT", "TN", "TT"]
 # Micro-tiles are 14x32 (AVX-512), 6x16 (AVX2), 4x16 (generic); kc = 256,
-# mc = 336/168/128, nc = 4096; B is used in place up to 256 rows or depth 64.
+# mc = 336/168/128, nc = 4096; B is used in place up to 256 rows (AVX-512; 64
+# otherwise) or depth 64.
 SMALL = [1, 2, 7, 15, 16, 17, 31, 33]
 LARGE = [(255, 257, 1000), (1000, 31, 255), (257, 1000, 17), (2, 1000, 257),
          (1000, 2, 33), (17, 255, 1000), (65, 33, 513), (337, 100, 300),
