@@ -251,15 +251,19 @@ def cnn_onnx_file(name, torch, size=224):
     return _onnx_files[name, size]
 
 
-def ort_session(ort, model, threads):
+def ort_session(ort, model, threads, profile_prefix=None):
     """An onnxruntime CPU session on ``model`` (path or bytes) with ``threads``
     intra-op threads and one inter-op thread, at onnxruntime's other defaults,
     except that under OMP_WAIT_POLICY=PASSIVE (the report's default mode: idle
     threads asleep on every side) its own pool's threads sleep too
     (session.intra_op.allow_spinning=0): spinning, they take a core from the
-    other side's next call in the alternating rounds."""
+    other side's next call in the alternating rounds. With profile_prefix,
+    onnxruntime's profiler writes its node times to a file of that prefix."""
     import os
     opts = ort.SessionOptions()
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
