@@ -49,7 +49,8 @@
 /* ---- the kernels of each instruction set ------------------------------------ */
 
 static const conv2d_kernels conv2d_kernels_generic = {
-    conv2d_im2col_tap_generic, conv2d_col2im_tap_generic, NULL, conv2d_direct_block_generic,
+    conv2d_im2col_tap_generic, conv2d_col2im_tap_generic, NULL, NULL,
+    conv2d_direct_block_generic,
     DIRECT_KB_GENERIC,
     conv2d_kvec_block_generic, conv2d_wgrad_image_generic, 4,   /* 16-byte vectors */
     WGRAD_MAX_S_GENERIC,
@@ -59,7 +60,8 @@ static const conv2d_kernels conv2d_kernels_generic = {
 };
 #ifdef FASTCNN_X86_KERNELS
 static const conv2d_kernels conv2d_kernels_avx2 = {
-    conv2d_im2col_tap_avx2, conv2d_col2im_tap_avx2, NULL, conv2d_direct_block_avx2,
+    conv2d_im2col_tap_avx2, conv2d_col2im_tap_avx2, NULL, NULL,
+    conv2d_direct_block_avx2,
     DIRECT_KB_AVX2,
     conv2d_kvec_block_avx2, conv2d_wgrad_image_avx2, 8, WGRAD_MAX_S_AVX2,
     conv2d_wgrad_row_avx2,
@@ -67,7 +69,8 @@ static const conv2d_kernels conv2d_kernels_avx2 = {
     conv2d_wino_grad_avx2,
 };
 static const conv2d_kernels conv2d_kernels_avx512 = {
-    conv2d_im2col_tap_avx512, conv2d_col2im_tap_avx512, conv2d_col2im_s2_avx512,
+    conv2d_im2col_tap_avx512, conv2d_col2im_tap_avx512, conv2d_col2im_s1_avx512,
+    conv2d_col2im_s2_avx512,
     conv2d_direct_block_avx512,
     DIRECT_KB_AVX512,
     conv2d_kvec_block_avx512, conv2d_wgrad_image_avx512, 16, WGRAD_MAX_S_AVX512,

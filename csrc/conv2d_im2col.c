@@ -46,7 +46,7 @@ typedef struct {
     const conv2d_shape *s;
     conv2d_im2col_tap_fn im2col;    /* the one in use, the other NULL */
     conv2d_col2im_tap_fn col2im;
-    conv2d_col2im_s2_fn col2im_s2;  /* col2im of whole channels (or NULL) */
+    conv2d_col2im_channel_fn whole; /* col2im of whole channels (or NULL: tap by tap) */
     int64_t c0;                     /* col2im: dx's channel of col's first rows */
 } cols_call;
 
@@ -109,8 +109,8 @@ static void col2im_channel(void *ctx, int64_t j, int slot)
     float *dxc = k->out + (k->c0 + j) * HW;
     const float *colc = k->in + j * RS * k->cnt * PQ;
     (void)slot;
-    if (k->col2im_s2) {
-        k->col2im_s2(dxc, colc, k->cnt, CHW, s);
+    if (k->whole) {
+        k->whole(dxc, colc, k->cnt, CHW, s);
         return;
     }
     for (int64_t i = 0; i < k->cnt; i++)
@@ -120,12 +120,26 @@ static void col2im_channel(void *ctx, int64_t j, int slot)
                   rt / s->S * s->dh, rt % s->S * s->dw, s);
 }
 
+static int col2im_taps;     /* test hook: tap by tap only */
+
+int conv2d_set_col2im_taps(int on)
+{
+    int old = col2im_taps;
+    col2im_taps = on != 0;
+    return old;
+}
+
 void conv2d_col2im(float *dx, const float *col, int64_t cnt, int64_t c0, int64_t nc,
                    const conv2d_shape *s, int nthreads)
 {
     const conv2d_kernels *ks = conv2d_kernels_for(fastcnn_isa());
-    int s2 = s->sw == 2 && s->R <= CONV2D_S2_MAX_R && s->S <= CONV2D_S2_MAX_R;
-    cols_call k = {dx, col, cnt, s, NULL, ks->col2im_tap, s2 ? ks->col2im_s2 : NULL, c0};
+    /* whole channels at column stride 1 or 2, but planes of a vector or less
+     * one tap at a time (a permute per image) */
+    int fits = !col2im_taps && s->R <= CONV2D_COL2IM_MAX_R && s->S <= CONV2D_COL2IM_MAX_R;
+    int small = s->H * s->W <= ks->vl && s->P * s->Q <= ks->vl;
+    conv2d_col2im_channel_fn whole = !fits ? NULL : s->sw == 2 ? ks->col2im_s2
+                                   : s->sw == 1 && !small ? ks->col2im_s1 : NULL;
+    cols_call k = {dx, col, cnt, s, NULL, ks->col2im_tap, whole, c0};
     /* channel c owns its planes of dx (in every image) and reads only its rows of col */
     fastcnn_parallel_for(nc, col2im_channel, &k,
                          fastcnn_threads_for(cnt * nc * s->R * s->S * s->P * s->Q, nthreads));

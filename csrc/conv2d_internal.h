@@ -39,8 +39,8 @@ typedef void (*conv2d_im2col_tap_fn)(float *, const float *, int64_t, int64_t, i
                                      int64_t, int64_t, const conv2d_shape *);
 typedef void (*conv2d_col2im_tap_fn)(float *, const float *, int64_t, int64_t, int64_t,
                                      int64_t, int64_t, const conv2d_shape *);
-typedef void (*conv2d_col2im_s2_fn)(float *, const float *, int64_t, int64_t,
-                                    const conv2d_shape *);
+typedef void (*conv2d_col2im_channel_fn)(float *, const float *, int64_t, int64_t,
+                                         const conv2d_shape *);
 typedef void (*conv2d_direct_block_fn)(float *, const float *, const float *, const float *,
                                        int64_t, int64_t, int64_t, int64_t, const direct_geom *);
 typedef void (*conv2d_kvec_block_fn)(float *, const float *, const float *, const float *,
@@ -60,7 +60,8 @@ typedef void (*conv2d_wino_grad_fn)(float *, int64_t, const float *, int64_t, in
 typedef struct {
     conv2d_im2col_tap_fn im2col_tap;        /* im2col of one tap; the ISA's for stride 1 */
     conv2d_col2im_tap_fn col2im_tap;        /* col2im of one tap, any stride */
-    conv2d_col2im_s2_fn col2im_s2;          /* col2im of a channel, column stride 2 (or NULL) */
+    conv2d_col2im_channel_fn col2im_s1;     /* col2im of a channel, column stride 1 (or NULL) */
+    conv2d_col2im_channel_fn col2im_s2;     /* col2im of a channel, column stride 2 (or NULL) */
     conv2d_direct_block_fn direct_block;    /* direct forward, one block of channels */
     int64_t direct_kb;                      /* output channels per direct block */
     conv2d_kvec_block_fn kvec_block;        /* channel-vector forward, one block */

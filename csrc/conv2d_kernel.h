@@ -141,13 +141,17 @@ void conv2d_col2im_tap_avx512(float *dxc, const float *in, int64_t cnt, int64_t 
 void conv2d_col2im_tap_avx2(float *dxc, const float *in, int64_t cnt, int64_t xstride,
                             int64_t istride, int64_t r, int64_t t, const conv2d_shape *s);
 
-/* col2im of one channel at column stride 2, every tap at once: the planes
- * dxc (H, W), image i at dxc + i xstride, = the sums of the channel's rows
- * of col scattered back (tap (r, t)'s row at colc + (r S + t) cnt P Q, image
- * i at + i P Q), each float of dx written once (AVX-512 only; kernels of
- * at most CONV2D_S2_MAX_R rows and columns). */
-#define CONV2D_S2_MAX_R 16
+/* col2im of one channel, every tap at once: the planes dxc (H, W), image i
+ * at dxc + i xstride, = the sums of the channel's rows of col scattered back
+ * (tap (r, t)'s row at colc + (r S + t) cnt P Q, image i at + i P Q), each
+ * float of dx written once; kernels of at most CONV2D_COL2IM_MAX_R rows and
+ * columns. AVX-512 only: at column stride 2, and at column stride 1 (planes
+ * wider than a vector; with AVX2, the masked loads lost to col2im_tap on
+ * Zen 4). */
+#define CONV2D_COL2IM_MAX_R 16
 void conv2d_col2im_s2_avx512(float *dxc, const float *colc, int64_t cnt, int64_t xstride,
+                             const conv2d_shape *s);
+void conv2d_col2im_s1_avx512(float *dxc, const float *colc, int64_t cnt, int64_t xstride,
                              const conv2d_shape *s);
 
 /* Output channels per block (the largest kn a tile takes) for an instruction set. */

@@ -274,6 +274,10 @@ int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x
 /* Tuning and test hook: images are grouped so that one GEMM spans about
  * `columns` output positions (<= 0: the default). Returns the old value. */
 int64_t conv2d_set_group_columns(int64_t columns);
+/* Test hook: col2im (backward data on the GEMM path) scatters one kernel tap
+ * at a time (on = 1) instead of a whole channel at once where its
+ * instruction set can (0). Returns the old setting. */
+int conv2d_set_col2im_taps(int on);
 /* Test hook: the forward's direct kernel for first layers (stride 1) is used
  * by shape (mode 0), whenever the stride is 1 (1), or never (-1). Returns
  * the old mode. */

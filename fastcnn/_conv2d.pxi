@@ -255,6 +255,13 @@ def _set_group_columns(columns):
     return c.conv2d_set_group_columns(int(columns))
 
 
+def _set_col2im_taps(on):
+    """Test hook: col2im (backward data on the GEMM path) scatters one
+    kernel tap at a time (True) instead of a whole channel at once where the
+    instruction set can (False). Returns the old setting."""
+    return bool(c.conv2d_set_col2im_taps(1 if on else 0))
+
+
 def _set_chain_strip_floats(floats):
     """Test and tuning hook: a conv2d chain's strips (csrc/conv2d_chain.c)
     hold about ``floats`` floats of expanded rows (<= 0 restores the

@@ -118,6 +118,7 @@ cdef extern from "fastcnn.h" nogil:
     int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,
                                const conv2d_shape *s, int nthreads)
     int64_t conv2d_set_group_columns(int64_t columns)
+    int conv2d_set_col2im_taps(int on)
     int conv2d_set_direct(int mode)
     int conv2d_set_kvec(int mode)
     int conv2d_set_depthwise_vectors(int mode)

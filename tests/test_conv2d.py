@@ -578,6 +578,33 @@ def test_gemm_backward_data_dilated(stride, num_threads, rng):
     close(gx, want[:, :, 2:-2, 3:-3], 4 * 9)
 
 
+# col2im of a whole channel at once (AVX-512: column stride 1 on planes
+# wider than a vector, column stride 2) sums each dx float's taps in the
+# order the tap-by-tap col2im adds them: the same bits. Images 4 at a time and
+# the rest one by one (N = 6), dilation, rows of 1, 2 and 3 vectors.
+WHOLE_COL2IM_CASES = WIDE_COL2IM_CASES + STRIDE2_COL2IM_CASES + [
+    (6, 3, 14, 14, 5, 5, 5, 1, 2),
+    (6, 2, 9, 33, 3, 3, 3, (2, 1), (0, 1)),
+    (5, 2, 5, 5, 3, 3, 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dilation", [1, (1, 2)])
+@pytest.mark.parametrize("case", WHOLE_COL2IM_CASES, ids=case_id)
+def test_col2im_whole_channels_agree_with_taps_bitwise(case, dilation, num_threads, rng):
+    x, w, _, stride, padding = make(case, rng)
+    with gemm_only():
+        y = F.conv2d(x, w, None, stride, padding, dilation)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        whole = F.conv2d_backward(dy, x, w, stride, padding, dilation)[0]
+        old = _native._set_col2im_taps(True)
+        try:
+            taps = F.conv2d_backward(dy, x, w, stride, padding, dilation)[0]
+        finally:
+            _native._set_col2im_taps(old)
+    np.testing.assert_array_equal(whole.view(np.int32), taps.view(np.int32))
+
+
 # The forward's channel-vector kernel (K a multiple of the vector length:
 # 16, 8 or 4 floats): tiles of up to 14 positions of a row (or two rows when
 # K is one vector) x 1 or 2 channel vectors; strides 1, 2 compiled in, others
