@@ -451,6 +451,10 @@ struct pool2d_kernels {
      * masked); returns the hits */
     int64_t (*route_tiles_2x2)(float *dx, const float *dy, const int32_t *am, const float *mask,
                                int64_t P, int64_t Q);
+    /* the same for at most ROUTE_SMALL_TILES tiles, dx flat through tile_of
+     * (or NULL: route_tiles_2x2 for every plane) */
+    int64_t (*route_small_2x2)(float *dx, const float *dy, const int32_t *am, const float *mask,
+                               const int32_t *tile_of, int64_t P, int64_t Q);
     /* y (.., Q) = one output row's interior columns [qa, qb), values only,
      * any window (max_values_row's arguments) */
     void (*max_values_row)(float *y, const float *x, int64_t W, int64_t h0, int64_t h1,
@@ -507,14 +511,16 @@ static void max_indexed_3s2_generic(float *y, int32_t *am, const float *x, int64
 }
 
 static const pool2d_kernels pool2d_kernels_generic = {
-    max_tiles_2x2_generic, max_values_2x2_generic, route_tiles_2x2_generic,
+    max_tiles_2x2_generic, max_values_2x2_generic, route_tiles_2x2_generic, NULL,
     max_values_row_generic, avg_values_row_generic, max_indexed_3s2_generic};
 #ifdef FASTCNN_X86_KERNELS
 static const pool2d_kernels pool2d_kernels_avx2 = {max_tiles_2x2_avx2, max_values_2x2_avx2,
-                                                   route_tiles_2x2_avx2, max_values_row_avx2,
+                                                   route_tiles_2x2_avx2, NULL,
+                                                   max_values_row_avx2,
                                                    avg_values_row_avx2, max_indexed_3s2_avx2};
 static const pool2d_kernels pool2d_kernels_avx512 = {max_tiles_2x2_avx512, max_values_2x2_avx512,
                                                      route_tiles_2x2_avx512,
+                                                     route_small_2x2_avx512,
                                                      max_values_row_avx512,
                                                      avg_values_row_avx512,
                                                      max_indexed_3s2_avx512};
@@ -651,21 +657,32 @@ void maxpool2d_forward_inference(float *y, const float *x, const pool2d_shape *s
     fastcnn_parallel_for(s->N * s->C, max_values_chunk, &c, nt);
 }
 
+typedef struct {
+    float *dx;
+    const float *dy, *mask;
+    const int32_t *argmax;
+    const pool2d_shape *s;
+    int tiles;
+    const int32_t *tile_of;     /* tiles of a small plane: each dx float's (or NULL) */
+    atomic_llong bad;
+} max_backward_call;
+
 /* Plane nc of max_backward; returns its number of skipped indices. */
-static inline int64_t max_backward_plane(float *dx, const float *dy, const int32_t *argmax,
-                                         const float *mask, const pool2d_shape *s, int64_t nc,
-                                         int tiles)
+static inline int64_t max_backward_plane(const max_backward_call *c, int64_t nc)
 {
+    const pool2d_shape *s = c->s;
+    const pool2d_kernels *k = pool2d_kernels_for(fastcnn_isa());
     int64_t HW = s->H * s->W, PQ = s->P * s->Q, bad = 0;
-    float *d = dx + nc * HW;
-    const float *m = mask ? mask + nc * HW : NULL;
-    if (!tiles)
-        bad = max_plane_backward(d, dy + nc * PQ, argmax + nc * PQ, s);
-    else if (pool2d_kernels_for(fastcnn_isa())->route_tiles_2x2(d, dy + nc * PQ, argmax + nc * PQ,
-                                                                 m, s->P, s->Q) == PQ)
+    float *d = c->dx + nc * HW;
+    const float *dy = c->dy + nc * PQ, *m = c->mask ? c->mask + nc * HW : NULL;
+    const int32_t *am = c->argmax + nc * PQ;
+    if (!c->tiles)
+        bad = max_plane_backward(d, dy, am, s);
+    else if ((c->tile_of ? k->route_small_2x2(d, dy, am, m, c->tile_of, s->P, s->Q)
+                         : k->route_tiles_2x2(d, dy, am, m, s->P, s->Q)) == PQ)
         return 0;
     else    /* an index outside its tile (overlapping windows...): scatter */
-        bad = scatter_plane(d, dy + nc * PQ, argmax + nc * PQ, HW, PQ);
+        bad = scatter_plane(d, dy, am, HW, PQ);
     if (m)
         for (int64_t i = 0; i < HW; i++) {
             float v = d[i];  /* loaded unconditionally: a select, not a branch */
@@ -674,19 +691,10 @@ static inline int64_t max_backward_plane(float *dx, const float *dy, const int32
     return bad;
 }
 
-typedef struct {
-    float *dx;
-    const float *dy, *mask;
-    const int32_t *argmax;
-    const pool2d_shape *s;
-    int tiles;
-    atomic_llong bad;
-} max_backward_call;
-
 static void max_backward_chunk(void *ctx, int64_t nc, int slot)
 {
     max_backward_call *c = ctx;
-    int64_t bad = max_backward_plane(c->dx, c->dy, c->argmax, c->mask, c->s, nc, c->tiles);
+    int64_t bad = max_backward_plane(c, nc);
     (void)slot;
     if (bad)
         atomic_fetch_add(&c->bad, bad);
@@ -701,7 +709,13 @@ static int64_t max_backward(float *dx, const float *dy, const int32_t *argmax, c
     int nt = fastcnn_threads_for(s->N * s->C * s->H * s->W, nthreads);
     /* the gradient of 2x2 tiles (whatever the windows were: an index outside
      * its tile sends the plane to the general path) */
-    max_backward_call c = {dx, dy, mask, argmax, s, s->H == 2 * s->P && s->W == 2 * s->Q, 0};
+    int tiles = s->H == 2 * s->P && s->W == 2 * s->Q;
+    int32_t tile_of[4 * ROUTE_SMALL_TILES];
+    int small = tiles && s->P * s->Q <= ROUTE_SMALL_TILES
+             && pool2d_kernels_for(fastcnn_isa())->route_small_2x2;
+    for (int64_t i = 0; small && i < s->H * s->W; i++)
+        tile_of[i] = (int32_t)(i / s->W / 2 * s->Q + i % s->W / 2);
+    max_backward_call c = {dx, dy, mask, argmax, s, tiles, small ? tile_of : NULL, 0};
     /* each plane nc writes only its own dx plane */
     fastcnn_parallel_for(s->N * s->C, max_backward_chunk, &c, nt);
     return atomic_load(&c.bad);

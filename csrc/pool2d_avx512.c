@@ -225,6 +225,31 @@ int64_t route_tiles_2x2_avx512(float *dx, const float *dy, const int32_t *am, co
     return hits;
 }
 
+int64_t route_small_2x2_avx512(float *dx, const float *dy, const int32_t *am, const float *mask,
+                               const int32_t *tile_of, int64_t P, int64_t Q)
+{
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int PQ = (int)(P * Q), HW = 4 * PQ, hits = 0;
+    __mmask16 lo = first_lanes(PQ), hi = PQ > 16 ? first_lanes(PQ - 16) : 0;
+    __m512 g0 = _mm512_add_ps(_mm512_maskz_loadu_ps(lo, dy), _mm512_setzero_ps()); /* -0 -> +0 */
+    __m512 g1 = _mm512_add_ps(_mm512_maskz_loadu_ps(hi, dy + 16), _mm512_setzero_ps());
+    __m512i a0 = _mm512_maskz_loadu_epi32(lo, am), a1 = _mm512_maskz_loadu_epi32(hi, am + 16);
+    for (int i = 0; i < HW; i += 16) {
+        __mmask16 in = first_lanes(HW - i);
+        __m512i tile = _mm512_maskz_loadu_epi32(in, tile_of + i);
+        __m512i at = _mm512_add_epi32(_mm512_set1_epi32(i), lane);
+        __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(
+            in, _mm512_permutex2var_epi32(a0, tile, a1), at);
+        hits += __builtin_popcount(hit);
+        if (mask)   /* a ReLU's output: only where it is > 0 */
+            hit &= _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(in, mask + i), _mm512_setzero_ps(),
+                                      _CMP_GT_OQ);
+        _mm512_mask_storeu_ps(dx + i, in,
+                              _mm512_maskz_mov_ps(hit, _mm512_permutex2var_ps(g0, tile, g1)));
+    }
+    return hits;
+}
+
 /* The columns of 16 (or n < 16: the rest zero) windows 3 wide at stride 2
  * from c: *ev, *od, *ev1 lane k = c[2k], c[2k + 1], c[2k + 2]; columns
  * c[0 .. 2n] read and no further. */

@@ -249,4 +249,13 @@ int64_t route_tiles_2x2_avx2(float *dx, const float *dy, const int32_t *am, cons
 int64_t route_tiles_2x2_avx512(float *dx, const float *dy, const int32_t *am, const float *mask,
                                int64_t P, int64_t Q);
 
+/* route_tiles_2x2 for planes of at most ROUTE_SMALL_TILES tiles (LeNet's
+ * 5x5 after 10x10, CIFAR-net's 4x4): dx runs flat, 16 floats at a time,
+ * each taking its tile's (tile_of[i], 2P 2Q entries) gradient and index
+ * from the plane's dy and am held in two vectors; the same values, and the
+ * hits counted over the whole plane. AVX-512 only. */
+#define ROUTE_SMALL_TILES 32
+int64_t route_small_2x2_avx512(float *dx, const float *dy, const int32_t *am, const float *mask,
+                               const int32_t *tile_of, int64_t P, int64_t Q);
+
 #endif

@@ -448,18 +448,21 @@ def test_negative_zero_gradient_gives_positive_zero_like_torch(reference, rng):
     assert np.all(dx == 0) and not np.any(np.signbit(dx))
 
 
-@pytest.mark.parametrize("row", [0, 3, 6], ids=["first_row", "middle_row", "last_row"])
-def test_max_backward_overlapping_windows_on_tile_sized_planes(row, num_threads, rng):
+@pytest.mark.parametrize("at", ["first", "middle", "last"])
+@pytest.mark.parametrize("shape", [(2, 3, 14, 10), (2, 3, 10, 10)], ids=["7x5", "5x5"])
+def test_max_backward_overlapping_windows_on_tile_sized_planes(shape, at, num_threads, rng):
     """3x3 stride 2 padding 1 on H = 2P, W = 2Q (odd P, Q): the planes look
     tiled, but indices leave their tiles; the fast path stops routing at the
-    first row of tiles with a miss (here forced into `row` of plane (1, 2))
-    and scatters, with or without the fused ReLU mask."""
-    shape = (2, 3, 14, 10)
+    first row of tiles with a miss (here forced into the first, middle or
+    last row of plane (1, 2); 5x5 tiles are routed as one flat plane) and
+    scatters, with or without the fused ReLU mask."""
     x = distinct(shape, rng)
     _, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
-    assert idx.shape[2:] == (7, 5)
-    idx[:, :, :, :] = 2 * np.arange(7)[:, None] * 10 + 2 * np.arange(5)  # all in their tiles
-    idx[1, 2, row, 4] = 2 * row * 10 + 7  # one index left of its tile
+    P, Q, W = shape[2] // 2, shape[3] // 2, shape[3]
+    assert idx.shape[2:] == (P, Q)
+    row = {"first": 0, "middle": P // 2, "last": P - 1}[at]
+    idx[:, :, :, :] = 2 * np.arange(P)[:, None] * W + 2 * np.arange(Q)  # all in their tiles
+    idx[1, 2, row, Q - 1] = 2 * row * W + 2 * Q - 3  # one index left of its tile
     dy = rng.standard_normal(idx.shape).astype(np.float32)
     _, real = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     for i in (idx, real):
