@@ -107,18 +107,19 @@ void conv2d_wgrad_image_generic(float *dwT, const float *xpad, const float *dyT,
                                 const kvec_geom *g);
 
 /* Position-vector weight gradient of one kernel row's taps and one image
- * (stride 1; first layers, few channels): sums[t K + k] (t < ns <=
- * WGRAD_ROW_NS_MAX, k < kn <= the ISA's DIRECT_KB) += the sum over positions
- * (p, q) of dy (k0 + k, p, q) xpad (c, p + r, q + t0 + t), xpad (C, Hp, Wp)
- * the zero-padded image (wgrad_row below). */
+ * (stride 1; first layers, few channels): the vector vsums[t K + k] (t < ns
+ * <= WGRAD_ROW_NS_MAX, k < kn <= the ISA's DIRECT_KB; vectors of the ISA's
+ * kernel table's vl floats) += the lanes' sums over positions (p, q) of dy
+ * (k0 + k, p, q) xpad (c, p + r, q + t0 + t), xpad (C, Hp, Wp) the
+ * zero-padded image (wgrad_row below); the caller adds the lanes up once. */
 #define WGRAD_ROW_NS_MAX 7        /* the widest tile */
-void conv2d_wgrad_row_avx512(float *sums, int64_t K, const float *xpad, const float *dy,
+void conv2d_wgrad_row_avx512(float *vsums, int64_t K, const float *xpad, const float *dy,
                              int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
                              const direct_geom *g);
-void conv2d_wgrad_row_avx2(float *sums, int64_t K, const float *xpad, const float *dy,
+void conv2d_wgrad_row_avx2(float *vsums, int64_t K, const float *xpad, const float *dy,
                            int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
                            const direct_geom *g);
-void conv2d_wgrad_row_generic(float *sums, int64_t K, const float *xpad, const float *dy,
+void conv2d_wgrad_row_generic(float *vsums, int64_t K, const float *xpad, const float *dy,
                               int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
                               const direct_geom *g);
 
@@ -645,15 +646,16 @@ static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const flo
  * of dy and one of x in registers. */
 #define WGRAD_ROW_KN(ns) (DIRECT_ACC / ((ns) + 1) < DIRECT_KB ? DIRECT_ACC / ((ns) + 1) : DIRECT_KB)
 
-/* sums[t K + k] (t < ns, k < kn) += one image's weight gradient of tap (c,
- * r, t0 + t) for output channel k0 + k, stride 1: dy (K, P, Q) times the
- * zero-padded image xpad (C, Hp, Wp) shifted by the tap, summed over the
+/* vsums[t K + k] (t < ns, k < kn; vectors) += one image's weight gradient
+ * of tap (c, r, t0 + t) for output channel k0 + k, by lanes (a horizontal
+ * sum per call took a fifth of LeNet-5's first layer), stride 1: dy (K, P,
+ * Q) times the zero-padded image xpad (C, Hp, Wp) shifted by the tap, summed over the
  * positions in vectors along the rows. A vector of dy serves the row's ns
  * taps, one of x the kn channels. A row's last partial vector loads both
  * factors' lanes past Q as zeros (0 times a NaN would be NaN, and dy may
  * end there). */
 static inline __attribute__((always_inline)) void
-wgrad_row_tile(const int kn, const int ns, float *sums, int64_t K, const float *xpad,
+wgrad_row_tile(const int kn, const int ns, float *vsums, int64_t K, const float *xpad,
                const float *dy, int64_t c, int64_t r, int64_t t0, int64_t k0,
                const direct_geom *g)
 {
@@ -695,25 +697,22 @@ wgrad_row_tile(const int kn, const int ns, float *sums, int64_t K, const float *
 #pragma GCC unroll 8
     for (int k = 0; k < kn; k++)
 #pragma GCC unroll 7
-        for (int t = 0; t < ns; t++) {
-            float v[DIRECT_VL];
-            memcpy(v, &acc[k][t], sizeof v);
-            for (int j = 0; j < DIRECT_VL; j++) sums[t * K + k] += v[j];
-        }
+        for (int t = 0; t < ns; t++)
+            *(dvec *)(vsums + (t * K + k) * DIRECT_VL) += acc[k][t];
 }
 
 /* wgrad_row_tile for kn <= WGRAD_ROW_KN(ns) channels, in a switch on kn. */
 #define WGRAD_ROW_KN_CASE(ns, kn)                                                   \
     case kn:                                                                        \
         if ((kn) <= WGRAD_ROW_KN(ns))                                               \
-            wgrad_row_tile((kn) <= WGRAD_ROW_KN(ns) ? (kn) : 1, ns, sums, K, xpad, dy, c, r, \
+            wgrad_row_tile((kn) <= WGRAD_ROW_KN(ns) ? (kn) : 1, ns, vsums, K, xpad, dy, c, r, \
                            t0, k0, g);                                              \
         break;
 
 #define WGRAD_ROW_NS_CASE(ns)                                                       \
     case ns:                                                                        \
-        for (int64_t j = 0; j < kn; j += WGRAD_ROW_KN(ns), sums += WGRAD_ROW_KN(ns), \
-                     k0 += WGRAD_ROW_KN(ns))                                        \
+        for (int64_t j = 0; j < kn; j += WGRAD_ROW_KN(ns),                          \
+                     vsums += WGRAD_ROW_KN(ns) * DIRECT_VL, k0 += WGRAD_ROW_KN(ns))  \
             switch (kn - j < WGRAD_ROW_KN(ns) ? kn - j : WGRAD_ROW_KN(ns)) {        \
             WGRAD_ROW_KN_CASE(ns, 8) WGRAD_ROW_KN_CASE(ns, 7) WGRAD_ROW_KN_CASE(ns, 6) \
             WGRAD_ROW_KN_CASE(ns, 5) WGRAD_ROW_KN_CASE(ns, 4) WGRAD_ROW_KN_CASE(ns, 3) \
@@ -725,7 +724,7 @@ wgrad_row_tile(const int kn, const int ns, float *sums, int64_t K, const float *
 /* conv2d_wgrad_row_* (above): taps t0 .. t0 + ns of kernel row r (1 <= ns
  * <= WGRAD_ROW_NS_MAX), channels k0 .. k0 + kn (kn <= DIRECT_KB), in tiles of
  * WGRAD_ROW_KN(ns) channels. */
-static inline void wgrad_row(float *sums, int64_t K, const float *xpad, const float *dy,
+static inline void wgrad_row(float *vsums, int64_t K, const float *xpad, const float *dy,
                              int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
                              const direct_geom *g)
 {

@@ -109,25 +109,27 @@ int conv2d_wgrad_backward_weight(float *dw, const float *dy, const float *x,
 
 /* The portable build of the position-vector weight gradient of a kernel
  * row's taps and one image (conv2d_kernel.h, conv2d_generic.h). */
-void conv2d_wgrad_row_generic(float *sums, int64_t K, const float *xpad, const float *dy,
+void conv2d_wgrad_row_generic(float *vsums, int64_t K, const float *xpad, const float *dy,
                               int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
                               const direct_geom *g)
 {
-    wgrad_row(sums, K, xpad, dy, c, r, t0, ns, k0, kn, g);
+    wgrad_row(vsums, K, xpad, dy, c, r, t0, ns, k0, kn, g);
 }
 
-/* Range t of the position-vector weight gradient: its images into its sums
- * (CRS, K), kernel rows in even pieces of at most WGRAD_ROW_NS_MAX taps. */
+/* Range t of the position-vector weight gradient: its images into its
+ * vector sums (CRS, K, vl), kernel rows in even pieces of at most
+ * WGRAD_ROW_NS_MAX taps; then their lanes added up into its sums (CRS, K). */
 static void taps_range(void *ctx, int64_t t, int slot)
 {
     const wgrad_run *r = ctx;
     const conv2d_shape *s = r->s;
     const direct_geom *g = r->geom;
-    int64_t kb = r->kr->direct_kb, CRS = s->C * s->R * s->S, wsz = s->K * CRS;
+    int64_t kb = r->kr->direct_kb, vl = r->kr->vl, CRS = s->C * s->R * s->S, wsz = s->K * CRS;
     int64_t xsz = s->C * s->H * s->W, ysz = s->K * s->P * s->Q;
     int64_t pieces = (s->S + WGRAD_ROW_NS_MAX - 1) / WGRAD_ROW_NS_MAX;
     int64_t width = (s->S + pieces - 1) / pieces;
     float *xpad = r->scratch + t * r->per, *sums = xpad + r->per - wsz;
+    float *vsums = sums - wsz * vl;
     (void)slot;
     memset(xpad, 0, (size_t)r->per * sizeof(float));
     for (int64_t n = split_point(s->N, t, r->nt); n < split_point(s->N, t + 1, r->nt); n++) {
@@ -135,11 +137,13 @@ static void taps_range(void *ctx, int64_t t, int slot)
         for (int64_t k0 = 0; k0 < s->K; k0 += kb)
             for (int64_t row = 0; row < s->C * s->R; row++)
                 for (int64_t t0 = 0; t0 < s->S; t0 += width)
-                    r->kr->wgrad_row(sums + (row * s->S + t0) * s->K + k0, s->K, xpad,
+                    r->kr->wgrad_row(vsums + ((row * s->S + t0) * s->K + k0) * vl, s->K, xpad,
                                      r->dy + n * ysz, row / s->R, row % s->R, t0,
                                      (int)(s->S - t0 < width ? s->S - t0 : width), k0,
                                      s->K - k0 < kb ? s->K - k0 : kb, g);
     }
+    for (int64_t i = 0; i < wsz; i++)
+        for (int64_t j = 0; j < vl; j++) sums[i] += vsums[i * vl + j];
 }
 
 /* dw (K, C, R, S) += the weight gradient, by the position-vector kernel
@@ -153,7 +157,8 @@ int conv2d_wgrad_taps_backward_weight(float *dw, const float *dy, const float *x
     const conv2d_kernels *kr = conv2d_kernels_for(fastcnn_isa());
     direct_geom g = {s->C, s->K, s->R, s->S, s->P, s->Q, s->P + s->R - 1, s->Q + s->S - 1,
                      0, 0.0f, 0.0f};
-    int64_t wsz = s->K * s->C * s->R * s->S, per = s->C * g.Hp * g.Wp + wsz;
+    int64_t wsz = s->K * s->C * s->R * s->S;
+    int64_t per = s->C * g.Hp * g.Wp + wsz * kr->vl + wsz;     /* xpad, vector sums, sums */
     int nt = image_threads(s, nthreads);
     float *scratch = conv2d_scratch_take(nt * per);
     if (!scratch)

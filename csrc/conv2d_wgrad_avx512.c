@@ -11,9 +11,9 @@ void conv2d_wgrad_image_avx512(float *dwT, const float *xpad, const float *dyT,
     wgrad_image(dwT, xpad, dyT, g);
 }
 
-void conv2d_wgrad_row_avx512(float *sums, int64_t K, const float *xpad, const float *dy,
+void conv2d_wgrad_row_avx512(float *vsums, int64_t K, const float *xpad, const float *dy,
                              int64_t c, int64_t r, int64_t t0, int ns, int64_t k0, int64_t kn,
                              const direct_geom *g)
 {
-    wgrad_row(sums, K, xpad, dy, c, r, t0, ns, k0, kn, g);
+    wgrad_row(vsums, K, xpad, dy, c, r, t0, ns, k0, kn, g);
 }
