@@ -642,6 +642,16 @@ static inline KVEC_OPT void wgrad_image(float *dwT, const float *xpad, const flo
 
 /* ---- position-vector weight gradient (first layers: few channels) ---- */
 
+/* KEEP_IN_REGISTER(v): v is loaded into a register once. Without it gcc
+ * folds a dy vector's load into each of the ns FMAs that read it
+ * (AVX-512: 6 channels x 3 taps, 18 loads where 6 do), and the tile below
+ * ran 1.6x slower on CIFAR-net's first layer (bench/CONV2D.md). */
+#if defined(__x86_64__) || defined(__i386__)
+#define KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define KEEP_IN_REGISTER(v) ((void)0)
+#endif
+
 /* Channels of a wgrad_row tile of ns taps: kn ns accumulators, kn vectors
  * of dy and one of x in registers. */
 #define WGRAD_ROW_KN(ns) (DIRECT_ACC / ((ns) + 1) < DIRECT_KB ? DIRECT_ACC / ((ns) + 1) : DIRECT_KB)
@@ -671,8 +681,10 @@ wgrad_row_tile(const int kn, const int ns, float *vsums, int64_t K, const float 
         const float *dr = dy + k0 * PQ + p * g->Q;
         for (int64_t q = 0; q < full; q += DIRECT_VL) {
 #pragma GCC unroll 8
-            for (int k = 0; k < kn; k++)
+            for (int k = 0; k < kn; k++) {
                 d[k] = *(const dvec *)(dr + k * PQ + q);
+                KEEP_IN_REGISTER(d[k]);
+            }
 #pragma GCC unroll 7
             for (int t = 0; t < ns; t++) {
                 dvec xv = *(const dvec *)(xr + q + t);
