@@ -551,24 +551,30 @@ static int tune_op(int op, const conv_call *c)
 }
 
 /* Time what is not kept yet: the shape's path (key nthreads 0), then its
- * threads for nthreads. */
-static int time_choice(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
+ * threads for nthreads (again: once more, after a probe). Where another
+ * thread timed the shape at the same time and kept its choice first, that
+ * choice stays and this call takes it: a shape runs one path, and its
+ * weight gradient one thread count, from its first call on. */
+static int time_choice(int op, const conv_call *c, int nthreads, int again,
+                       conv2d_tune_choice *ch)
 {
     conv2d_tune_key path_key = conv2d_tune_key_of(tune_op(op, c), c->s, 0);
     conv2d_tune_key key = conv2d_tune_key_of(tune_op(op, c), c->s, nthreads);
     conv2d_tune_choice kept;
     int err = FASTCNN_OK;
-    if (conv2d_tune_find(&path_key, &kept)) {
-        ch->path = kept.path;
-    } else {
-        err = time_paths(op, c, nthreads, &ch->path);
-        kept.path = ch->path, kept.threads = 0;
+    if (!conv2d_tune_find(&path_key, &kept)) {
+        err = time_paths(op, c, nthreads, &kept.path);
+        kept.threads = 0;
         if (!err)
             conv2d_tune_keep(&path_key, kept);
+        conv2d_tune_find(&path_key, &kept);
     }
+    ch->path = kept.path;
     if (!err)
         err = time_threads(op, c, ch->path, nthreads, &ch->threads);
-    if (!err)
+    if (!err && !again && conv2d_tune_find(&key, &kept))
+        *ch = kept;
+    else if (!err)
         conv2d_tune_keep(&key, *ch);
     return err;
 }
@@ -576,7 +582,8 @@ static int time_choice(int op, const conv_call *c, int nthreads, conv2d_tune_cho
 /* Time the path (unless kept) and the threads of this shape on nthreads now,
  * and keep them. The weight gradient accumulates, so its timed runs write to
  * a scratch dw. */
-static int time_now(int op, const conv_call *c, int nthreads, conv2d_tune_choice *ch)
+static int time_now(int op, const conv_call *c, int nthreads, int again,
+                    conv2d_tune_choice *ch)
 {
     const conv2d_shape *s = c->s;
     conv_call trial = *c;
@@ -587,7 +594,7 @@ static int time_now(int op, const conv_call *c, int nthreads, conv2d_tune_choice
             return FASTCNN_ENOMEM;
         trial.out = dw;
     }
-    int err = time_choice(op, &trial, nthreads, ch);
+    int err = time_choice(op, &trial, nthreads, again, ch);
     free(dw);
     return err;
 }
@@ -597,7 +604,10 @@ static int time_now(int op, const conv_call *c, int nthreads, conv2d_tune_choice
  * on all the threads asked for (PROBE), and a probe 5% faster than the
  * fastest has the threads timed again (timed while another process held a
  * core, a shape would otherwise keep one thread for good). A probe costs one
- * call. */
+ * call. Not the weight gradient's: every path splits its sums by thread, so
+ * its bits follow the threads it runs on, and a shape's calls in a process
+ * give the same bits (its forward and backward data are the same bits on
+ * any threads). */
 enum { RUN, WATCH, PROBE };
 #define PROBE_LAST 1024
 
@@ -629,7 +639,7 @@ static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *
         return FASTCNN_OK;
     conv2d_tune_key key = conv2d_tune_key_of(tune_op(op, c), s, nthreads);
     if (conv2d_tune_find(&key, ch)) {
-        *watch = ch->threads < nthreads ? watch_of(&key) : RUN;
+        *watch = ch->threads < nthreads && op != BACKWARD_WEIGHT ? watch_of(&key) : RUN;
         return FASTCNN_OK;
     }
     if (!conv2d_tune_room()) {  /* a full table: the shape's kept path, else by shape */
@@ -639,7 +649,7 @@ static int choose(int op, const conv_call *c, int nthreads, conv2d_tune_choice *
             ch->path = kept.path;
         return FASTCNN_OK;
     }
-    return time_now(op, c, nthreads, ch);
+    return time_now(op, c, nthreads, 0, ch);
 }
 
 /* After a watched call that took `seconds`: keep the fastest, or, after a
@@ -654,7 +664,7 @@ static int watched(int op, const conv_call *c, int nthreads, int watch, double s
     if (seconds >= 0.95 * conv2d_tune_best(&key))
         return FASTCNN_OK;
     conv2d_tune_choice ch;
-    return time_now(op, c, nthreads, &ch);
+    return time_now(op, c, nthreads, 1, &ch);
 }
 
 /* Run op on the path and threads chosen for it. */

@@ -1117,14 +1117,46 @@ def test_fewer_threads_kept_for_a_shape_are_probed(tuning, rng):
         fastcnn.set_num_threads(old)
 
 
+def test_a_weight_gradient_keeps_its_threads(tuning, rng):
+    """The weight gradient splits its sums by thread, so its bits follow the
+    threads it runs on: threads fewer than asked for kept for it are never
+    probed, and every call gives the first call's bits. Backward data, the
+    same bits on any threads, is still probed (its threads timed again)."""
+    x = rng.standard_normal((8, 16, 24, 24)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((8, 16, 24, 24)).astype(np.float32)
+    old = fastcnn.get_num_threads()
+    old_taken = _native._set_tune_threads(1)
+    backward = lambda: F.conv2d_backward(dy, x, w, 1, 1)
+    try:
+        fastcnn.set_num_threads(2)
+        first = backward()                      # timed: threads taken as 1
+        chosen = _native._tune_threads_chosen()
+        for use in range(1, 40):
+            if use == 8:                        # a probe, planted to be faster
+                _native._set_tune_best(1e9)
+            gx, gw, gb = backward()
+            np.testing.assert_array_equal(gw, first[1], err_msg=f"use {use}")
+            np.testing.assert_array_equal(gx, first[0], err_msg=f"use {use}")
+        assert _native._tune_threads_chosen() == chosen + 1    # backward data's, on use 8
+    finally:
+        _native._set_tune_threads(old_taken)
+        fastcnn.set_num_threads(old)
+
+
 def test_threads_timing_one_shape_at_once_agree(tuning, rng):
+    """Threads whose first calls of a shape time it at once each end on the
+    choice kept first: their results are the bits of every later call."""
     x, w, b, stride, padding = make(TIMED_CASES[0], rng)
     expected = conv64(x, w, b, stride, pads(24, 24, 3, 3, stride, padding))
+    dy = rng.standard_normal(expected.shape).astype(np.float32)
+    call = lambda: (F.conv2d(x, w, b, stride, padding),
+                    *F.conv2d_backward(dy, x, w, stride, padding))
     results, errors = [None] * 6, []
 
     def run(i):
         try:
-            results[i] = F.conv2d(x, w, b, stride, padding)
+            results[i] = call()
         except Exception as e:          # surfaced below
             errors.append(e)
 
@@ -1134,8 +1166,11 @@ def test_threads_timing_one_shape_at_once_agree(tuning, rng):
     for t in threads:
         t.join()
     assert not errors
-    for y in results:
-        close(y, expected, 16 * 9)
+    later = call()
+    for got in results:
+        close(got[0], expected, 16 * 9)
+        for g, want in zip(got, later):
+            np.testing.assert_array_equal(g, want)
 
 
 def test_timing_turned_off_by_the_environment(tmp_path):
