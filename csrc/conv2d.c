@@ -947,30 +947,43 @@ static double row_sum(const float *v, int64_t n)
     return acc;
 }
 
+/* Channels of db per work item of bias_grad: their rows of an image are
+ * read in one run (channel by channel, a 14x14 map's rows are 784 bytes
+ * apart from the next image's by K maps, too short for the hardware
+ * prefetcher: pw_14's bias gradient, 32x256x14x14, took 0.7 ms). */
+#define BIAS_GRAD_BLOCK 64
+
 typedef struct {
     float *db;
     const float *dy;
     const conv2d_shape *s;
+    int64_t block;
 } bias_grad_call;
 
-/* db[k] += sum of dy[:, k] (each k written by one work item). */
-static void bias_grad_channel(void *ctx, int64_t k, int slot)
+/* db[k] += sum of dy[:, k] over the images in order, for the channels k of
+ * block t (each written by one work item). */
+static void bias_grad_block(void *ctx, int64_t t, int slot)
 {
     const bias_grad_call *b = ctx;
     const conv2d_shape *s = b->s;
-    int64_t PQ = s->P * s->Q;
-    double acc = 0.0;
+    int64_t PQ = s->P * s->Q, k0 = t * b->block;
+    int64_t kn = s->K - k0 < b->block ? s->K - k0 : b->block;
+    double acc[BIAS_GRAD_BLOCK] = {0.0};
     (void)slot;
-    for (int64_t n = 0; n < s->N; n++) acc += row_sum(b->dy + (n * s->K + k) * PQ, PQ);
-    b->db[k] += (float)acc;
+    for (int64_t n = 0; n < s->N; n++)
+        for (int64_t k = 0; k < kn; k++) acc[k] += row_sum(b->dy + (n * s->K + k0 + k) * PQ, PQ);
+    for (int64_t k = 0; k < kn; k++) b->db[k0 + k] += (float)acc[k];
 }
 
-/* db (K) += sum of dy (N, K, PQ) over N and PQ. */
+/* db (K) += sum of dy (N, K, PQ) over N and PQ; blocks of channels small
+ * enough to give each thread several. */
 static void bias_grad(float *db, const float *dy, const conv2d_shape *s, int nthreads)
 {
-    bias_grad_call b = {db, dy, s};
-    fastcnn_parallel_for(s->K, bias_grad_channel, &b,
-                         fastcnn_threads_for(s->N * s->K * s->P * s->Q, nthreads));
+    int nt = fastcnn_threads_for(s->N * s->K * s->P * s->Q, nthreads);
+    int64_t block = s->K / (4 * nt);
+    block = block < 1 ? 1 : block > BIAS_GRAD_BLOCK ? BIAS_GRAD_BLOCK : block;
+    bias_grad_call b = {db, dy, s, block};
+    fastcnn_parallel_for((s->K + block - 1) / block, bias_grad_block, &b, nt);
 }
 
 int conv2d_backward_weight(float *dw, float *db, const float *dy, const float *x,

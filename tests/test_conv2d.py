@@ -163,6 +163,27 @@ def test_without_bias_and_without_grad_input(reference, num_threads, rng):
     close(gw, conv64_backward(dy, x, w, stride, pad)[1], dy[0, 0].size * 3)
 
 
+@pytest.mark.parametrize("K", [1, 7, 64, 130, 300])
+def test_bias_gradient_over_blocks_of_channels(K, rng):
+    """db sums each channel over the images in order, in blocks of channels
+    per work item: it matches float64 and is the same bits on 1 and 2
+    threads, with K below, at and past a block, and not a multiple of it."""
+    N, P = 5, 6
+    dy = (rng.standard_normal((N, K, P, P)) + 3.0).astype(np.float32)
+    x = rng.standard_normal((N, 2, P, P)).astype(np.float32)
+    w = rng.standard_normal((K, 2, 1, 1)).astype(np.float32)
+    old = fastcnn.get_num_threads()
+    try:
+        got = []
+        for n in (1, 2):
+            fastcnn.set_num_threads(n)
+            got.append(F.conv2d_backward(dy, x, w, need_grad_input=False)[2])
+    finally:
+        fastcnn.set_num_threads(old)
+    np.testing.assert_array_equal(got[0], got[1])
+    close(got[0], dy.astype(np.float64).sum(axis=(0, 2, 3)), N * P * P)
+
+
 @pytest.mark.parametrize("reference", [False, True], ids=["fast", "ref"])
 def test_accumulates_into_given_buffers(reference, num_threads, rng):
     x, w, b, stride, padding = make((4, 3, 10, 10, 6, 3, 3, 1, 1), rng)
