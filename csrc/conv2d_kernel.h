@@ -391,8 +391,9 @@ static inline int kvec_runs(kvec_run *runs, int wide, int64_t p, int64_t q0, int
  * start: its rows of K channels (a plane apart) miss the cache otherwise,
  * and the masked stores wait on them, a larger share of a 1x1 tile (C
  * multiply-adds per output) than of a 3x3 one. AVX-512, 1 thread, kvec
- * forced, in one process: pw_14's forward 8.45 -> 8.11 ms; 3x3 tiles
- * 0.996-1.02x, but with AVX2 0.95-0.96x (into L1: 0.98-0.99x and 0.95). */
+ * forced, in one process: pw_14's forward 8.45 -> 8.11 ms. 3x3 tiles are
+ * left out: 0.996-1.02x with AVX-512, 0.95-0.96x with AVX2 (where an A/A
+ * run of one build against its copy spread 0.97-1.00). */
 static inline __attribute__((always_inline)) void
 kvec_prefetch_rows(float *y, int64_t k0, int kv, int nr, int np, int64_t p, int64_t q0,
                    const kvec_geom *g)
