@@ -48,13 +48,13 @@ static const depthwise_kernels depthwise_kernels_avx2 = {
     conv2d_depthwise_phases_avx2, conv2d_depthwise_forward_avx2,
     conv2d_depthwise_forward_3x3_avx2, conv2d_depthwise_backward_data_avx2,
     conv2d_depthwise_wgrad_avx2, conv2d_depthwise_vectors_avx2,
-    conv2d_depthwise_wgrad_vectors_avx2, conv2d_depthwise_backward_vectors_avx2, 8, 56, 32, 11,
+    conv2d_depthwise_wgrad_vectors_avx2, conv2d_depthwise_backward_vectors_avx2, 8, 56, 32, 28,
 };
 static const depthwise_kernels depthwise_kernels_avx512 = {
     conv2d_depthwise_phases_avx512, conv2d_depthwise_forward_avx512,
     conv2d_depthwise_forward_3x3_avx512, conv2d_depthwise_backward_data_avx512,
     conv2d_depthwise_wgrad_avx512, conv2d_depthwise_vectors_avx512,
-    conv2d_depthwise_wgrad_vectors_avx512, conv2d_depthwise_backward_vectors_avx512, 16, 24, 32, 15,
+    conv2d_depthwise_wgrad_vectors_avx512, conv2d_depthwise_backward_vectors_avx512, 16, 56, 32, 24,
 };
 #endif
 
@@ -295,8 +295,9 @@ static int vectors_fit(const conv2d_shape *s, const depthwise_kernels *kr)
 /* wv (C / vl, R S, vl) = w (C, R S), each vl channels' taps as vectors. */
 static void tap_vectors(float *wv, const float *w, int64_t C, int64_t RS, int64_t vl)
 {
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t t = 0; t < RS; t++) wv[((c / vl) * RS + t) * vl + c % vl] = w[c * RS + t];
+    for (int64_t c0 = 0; c0 < C; c0 += vl)
+        for (int64_t t = 0; t < RS; t++)
+            for (int64_t l = 0; l < vl; l++) wv[(c0 * RS + t * vl) + l] = w[(c0 + l) * RS + t];
 }
 
 /* One forward call in channel vectors, for fastcnn_parallel_for. */
@@ -377,17 +378,31 @@ static int run_forward(void *arg, int vectors)
     return run(&cc, f->s, f->nthreads);
 }
 
+/* Whether 16-float channel vectors gather from planes a multiple of 4 KiB
+ * apart: their transposes then load (or store) 16 lines of one L1 set at
+ * once, more than its ways. Zen 4, 1 thread, forward in vectors against the
+ * row loops: 192 x 32 x 32 at stride 1 0.65x, at stride 2 0.52x, 32 x 64 x 64
+ * 0.71x (28 x 28 and 40 x 40 on either side: 1.11x and 1.29x; with AVX2's 8
+ * planes, 32 x 32 1.17x). */
+static int planes_alias(const conv2d_shape *s, const depthwise_kernels *kr)
+{
+    return kr->vl >= 16 && ((s->H * s->W) % 1024 == 0 || (s->P * s->Q) % 1024 == 0);
+}
+
 /* By shape (work too small to time): channel vectors where a row would fill
  * few of the row loops' vectors; a stride above 1 also costs the row loops
  * a phase split the channel vectors skip, except for 3x3 filters at stride
- * 2. The bounds were measured per instruction set in frozen models at batch
- * 1 (bench/CONV2D.md): AVX-512 rows of up to 1.5 vectors at stride 1, 2
- * above; AVX2 up to 7 and 4 (its row loops fill 8 lanes, its transposes are
- * cheaper). 3x3 at stride 2, by functional calls on 192 channels (Zen 5):
- * AVX-512 rows of up to 15 outputs, AVX2 11, 16-byte vectors 4. */
+ * 2. Bounds per instruction set (bench/CONV2D.md): in frozen models at batch
+ * 1 on Zen 5 and Zen 3, stride above 1 (not 3x3): AVX-512 rows of up to 2
+ * vectors, AVX2 4; by functional calls on 32 and 192 channels on Zen 4,
+ * after the transposes kept their vectors in registers (2026-12-05):
+ * stride 1, AVX-512 up to 56 outputs (1.14x at 56, 0.97x at 80), AVX2 56
+ * (ahead at every width to 112); 3x3 at stride 2, AVX-512 up to 24 (1.01-1.07x
+ * there, 0.87-0.94x at 28), AVX2 28 (1.18x there); 16-byte vectors 6 and 4. */
 static int vectors_by_shape(const conv2d_shape *s, const depthwise_kernels *kr)
 {
-    return s->Q <= (s->sw == 1 ? kr->vectors_q1
+    return !planes_alias(s, kr)
+        && s->Q <= (s->sw == 1 ? kr->vectors_q1
                     : reads_plane(s) ? kr->vectors_q2_3x3 : kr->vectors_q2);
 }
 

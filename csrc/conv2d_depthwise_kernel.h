@@ -635,24 +635,27 @@ static inline void dw_transpose_lanes(dwvec m[DW_VL])
 static inline void dw_vectors_in(float *restrict xs, const float *restrict x,
                                  const depthwise_geom *g)
 {
-    const int64_t HW = g->H * g->W, n = g->rows * g->W;
-    int64_t h = 0, w = 0;
+    /* g's fields in locals: the vector stores may alias them */
+    const int64_t HW = g->H * g->W, W = g->W, cols = g->cols, n = g->rows * W;
+    float *restrict dst = xs + (g->ph * g->Wp + g->pw) * DW_VL;     /* position (0, 0) */
+    const int64_t skip = (g->Wp - W) * DW_VL;     /* a row's end to the next row's start */
+    int64_t w = 0;
     for (int64_t i0 = 0; i0 < n; i0 += DW_VL) {
         const int64_t cnt = n - i0 < DW_VL ? n - i0 : DW_VL;
         dwvec m[DW_VL] __attribute__((aligned(DEPTHWISE_VBYTES)));
+        const float *src = x + i0;
         if (cnt == DW_VL)
-            for (int l = 0; l < DW_VL; l++) m[l] = *(const dwvec *)(x + l * HW + i0);
+            for (int l = 0; l < DW_VL; l++, src += HW) m[l] = *(const dwvec *)src;
         else
-            for (int l = 0; l < DW_VL; l++) m[l] = dw_load_lanes(x + l * HW + i0, (dw_lanes){0, cnt});
+            for (int l = 0; l < DW_VL; l++, src += HW) m[l] = dw_load_lanes(src, (dw_lanes){0, cnt});
         DW_TRANSPOSE(m);
-        for (int64_t j = 0; j < cnt;) {
-            const int64_t run = cnt - j < g->W - w ? cnt - j : g->W - w;
-            const int64_t keep = w >= g->cols ? 0 : run < g->cols - w ? run : g->cols - w;
-            dwvec *dst = (dwvec *)(xs + ((h + g->ph) * g->Wp + w + g->pw) * DW_VL);
-            for (int64_t k = 0; k < keep; k++) dst[k] = m[j + k];
-            j += run, w += run;
-            if (w == g->W)
-                w = 0, h++;
+#pragma GCC unroll 16
+        for (int j = 0; j < DW_VL; j++) {   /* unrolled: m stays in registers */
+            if (j < cnt && w < cols)
+                *(dwvec *)dst = m[j];
+            dst += DW_VL;
+            if (++w == W)
+                w = 0, dst += skip;
         }
     }
 }
@@ -715,11 +718,12 @@ static inline void dw_vectors_out(float *restrict y, const float *restrict ys,
         for (int j = 0; j < DW_VL; j++)
             m[j] = *(const dwvec *)(ys + (i0 + (j < cnt ? j : 0)) * DW_VL);
         DW_TRANSPOSE(m);
-        for (int l = 0; l < DW_VL; l++) {
+        float *dst = y + i0;
+        for (int l = 0; l < DW_VL; l++, dst += PQ) {
             if (cnt == DW_VL)
-                *(dwvec *)(y + l * PQ + i0) = m[l];
+                *(dwvec *)dst = m[l];
             else
-                dw_store_part(y + l * PQ + i0, m[l], cnt);
+                dw_store_part(dst, m[l], cnt);
         }
     }
 }
@@ -749,10 +753,17 @@ static inline void dw_grads_in(float *restrict ds, const float *restrict dy,
     for (int64_t i0 = 0; i0 < PQ; i0 += DW_VL) {
         const int64_t cnt = PQ - i0 < DW_VL ? PQ - i0 : DW_VL;
         dwvec m[DW_VL] __attribute__((aligned(DEPTHWISE_VBYTES)));
-        for (int l = 0; l < DW_VL; l++)
-            m[l] = dw_load_lanes(dy + l * PQ + i0, (dw_lanes){0, cnt});
+        const float *src = dy + i0;
+        if (cnt == DW_VL)
+            for (int l = 0; l < DW_VL; l++, src += PQ) m[l] = *(const dwvec *)src;
+        else
+            for (int l = 0; l < DW_VL; l++, src += PQ) m[l] = dw_load_lanes(src, (dw_lanes){0, cnt});
         DW_TRANSPOSE(m);
-        for (int64_t j = 0; j < cnt; j++) *(dwvec *)(ds + (i0 + j) * DW_VL) = m[j];
+        dwvec *dst = (dwvec *)(ds + i0 * DW_VL);
+#pragma GCC unroll 16
+        for (int j = 0; j < DW_VL; j++)     /* unrolled: m stays in registers */
+            if (j < cnt)
+                dst[j] = m[j];
     }
 }
 
@@ -817,24 +828,28 @@ dw_scatter_taps(float *restrict dxs, const float *restrict ds, const dwvec *wv, 
 static inline void dw_vectors_back(float *restrict dx, const float *restrict dxs,
                                    const depthwise_geom *g)
 {
-    const int64_t HW = g->H * g->W;
+    /* g's fields in locals: the vector stores may alias them */
+    const int64_t HW = g->H * g->W, W = g->W, rows = g->rows, cols = g->cols;
+    const float *src = dxs + (g->ph * g->Wp + g->pw) * DW_VL;     /* position (0, 0) */
+    const int64_t skip = (g->Wp - W) * DW_VL;     /* a row's end to the next row's start */
     int64_t h = 0, w = 0;
     for (int64_t i0 = 0; i0 < HW; i0 += DW_VL) {
         const int64_t cnt = HW - i0 < DW_VL ? HW - i0 : DW_VL;
         dwvec m[DW_VL] __attribute__((aligned(DEPTHWISE_VBYTES)));
-        for (int64_t j = 0; j < DW_VL; j++) {
-            int read = j < cnt && h < g->rows && w < g->cols;
-            m[j] = read ? *(const dwvec *)(dxs + ((h + g->ph) * g->Wp + w + g->pw) * DW_VL)
-                        : (dwvec){0};
-            if (j < cnt && ++w == g->W)
-                w = 0, h++;
+#pragma GCC unroll 16
+        for (int j = 0; j < DW_VL; j++) {   /* unrolled: m stays in registers */
+            m[j] = j < cnt && h < rows && w < cols ? *(const dwvec *)src : (dwvec){0};
+            src += DW_VL;
+            if (++w == W)
+                w = 0, h++, src += skip;
         }
         DW_TRANSPOSE(m);
-        for (int l = 0; l < DW_VL; l++) {
+        float *dst = dx + i0;
+        for (int l = 0; l < DW_VL; l++, dst += HW) {
             if (cnt == DW_VL)
-                *(dwvec *)(dx + l * HW + i0) = m[l];
+                *(dwvec *)dst = m[l];
             else
-                dw_store_part(dx + l * HW + i0, m[l], cnt);
+                dw_store_part(dst, m[l], cnt);
         }
     }
 }
