@@ -600,15 +600,17 @@ static int time_now(int op, const conv_call *c, int nthreads, int again,
 }
 
 /* Kept threads fewer than those asked for are watched: a call on them is
- * timed, the fastest kept (WATCH); the 8th, 64th and PROBE_LAST-th uses run
- * on all the threads asked for (PROBE), and a probe 5% faster than the
- * fastest has the threads timed again (timed while another process held a
- * core, a shape would otherwise keep one thread for good). A probe costs one
- * call. Not the weight gradient's: every path splits its sums by thread, so
+ * timed, the fastest kept (WATCH); the uses that are powers of two from
+ * PROBE_FIRST to PROBE_LAST run on all the threads asked for (PROBE), and a
+ * probe 5% faster than the fastest has the threads timed again (timed while
+ * another process held a core, a shape would otherwise keep one thread for
+ * good; a probe disturbed as well gets the next power of two). A probe costs
+ * one call. Not the weight gradient's: every path splits its sums by thread, so
  * its bits follow the threads it runs on, and a shape's calls in a process
  * give the same bits (its forward and backward data are the same bits on
  * any threads). */
 enum { RUN, WATCH, PROBE };
+#define PROBE_FIRST 4
 #define PROBE_LAST 1024
 
 static int probe_all;   /* conv2d_tune_probe_all: every watched call probes */
@@ -623,8 +625,8 @@ static int watch_of(const conv2d_tune_key *key)
     int use = conv2d_tune_use(key);
     if (__atomic_load_n(&probe_all, __ATOMIC_RELAXED))
         return PROBE;
-    return use == 8 || use == 64 || use == PROBE_LAST ? PROBE
-         : use > 0 && use < PROBE_LAST ? WATCH : RUN;
+    int probe = use >= PROBE_FIRST && use <= PROBE_LAST && (use & (use - 1)) == 0;
+    return probe ? PROBE : use > 0 && use < PROBE_LAST ? WATCH : RUN;
 }
 
 /* The path and threads of this call (and whether it is watched): kept from

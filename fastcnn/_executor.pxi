@@ -185,13 +185,18 @@ cdef int THREADS_TIMED_ROUNDS = 3
 cdef double THREADS_SAMPLE_S = 0.001
 cdef int THREADS_SAMPLE_MAX_RUNS = 200
 # A count of fewer threads than asked for is probed on these calls with that
-# count: the call runs on all the threads asked for, and if it is 5% faster
-# than the fastest call on the chosen count, the counts are timed again.
-# Timed while another process held a core, the program would otherwise keep
-# one thread for good (a frozen ResNet-18 at batch 1 on 2 shared cores: 13.2
-# ms on the count chosen so, 7.5 on both). A probe costs one call, where
-# timing again costs several samples: a latency spike on a fast program.
-cdef tuple THREADS_PROBED_AT = (8, 64, 1024)
+# count (the powers of two from 4 to 1024): the call runs on all the threads
+# asked for, and if it is 5% faster than the fastest call on the chosen
+# count, the counts are timed again. Timed while another process held a
+# core, the program would otherwise keep one thread for good (a frozen
+# ResNet-18 at batch 1 on 2 shared cores: 13.2 ms on the count chosen so,
+# 7.5 on both); a probe disturbed as well gets the next one (on a busy
+# 2-core VM, a benchmark row of 13 calls of ResNet-18 at batch 1 on 2
+# threads, whose only probe was then the 8th call, ran at its 1-thread
+# speed: 22.8 ms, 13.6 in reruns). A probe costs one call,
+# where timing again costs several samples: a latency spike on a fast
+# program.
+cdef tuple THREADS_PROBED_AT = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 cdef class Program:

@@ -1107,10 +1107,11 @@ def test_timed_forward_does_not_depend_on_the_thread_count(case, tuning, rng):
 def test_fewer_threads_kept_for_a_shape_are_probed(tuning, rng):
     """Threads fewer than asked for (here taken from the test hook, as a
     timing disturbed by another process would leave them) are probed on the
-    shape's 8th, 64th and 1024th use after its first call: that call runs on
-    the threads asked for, and only if it beats the fastest call on the kept
-    threads by 5% (planted here) are they chosen again, on the same path; as
-    many threads as asked for are never probed."""
+    shape's uses after its first call that are powers of two from 4 to 1024:
+    such a call runs on the threads asked for, and only if it beats the
+    fastest call on the kept threads by 5% (planted here before every call;
+    not for the 4th) are they chosen again, on the same path; as many
+    threads as asked for are never probed."""
     x, w, b, stride, padding = make(TIMED_CASES[0], rng)
     old = fastcnn.get_num_threads()
     old_taken = _native._set_tune_threads(1)
@@ -1119,20 +1120,20 @@ def test_fewer_threads_kept_for_a_shape_are_probed(tuning, rng):
         fastcnn.set_num_threads(2)
         first = conv()                                  # timed: threads taken as 1
         chosen = _native._tune_threads_chosen()
-        for _ in range(7):                              # uses 1 to 7
-            conv()
-        _native._set_tune_best(0.0)                     # the probe will be slower
-        np.testing.assert_array_equal(conv(), first)    # use 8: a probe
-        assert _native._tune_threads_chosen() == chosen
-        for _ in range(55):                             # uses 9 to 63
-            conv()
-        _native._set_tune_best(1e9)                     # the probe will be faster
-        _native._set_tune_threads(2)
-        np.testing.assert_array_equal(conv(), first)    # use 64: a probe
-        assert _native._tune_threads_chosen() == chosen + 1
+        timed_again = []
+        for use in range(1, 65):
+            if use == 64:
+                _native._set_tune_threads(2)            # its timing keeps 2 threads
+            _native._set_tune_best(0.0 if use == 4 else 1e9)    # a probe: slower / faster
+            np.testing.assert_array_equal(conv(), first)
+            if _native._tune_threads_chosen() > chosen:
+                timed_again.append(use)
+                chosen = _native._tune_threads_chosen()
+        assert timed_again == [8, 16, 32, 64]
         for _ in range(1000):                           # 2 threads kept: not probed
+            _native._set_tune_best(1e9)
             conv()
-        assert _native._tune_threads_chosen() == chosen + 1
+        assert _native._tune_threads_chosen() == chosen
     finally:
         _native._set_tune_threads(old_taken)
         fastcnn.set_num_threads(old)
@@ -1154,8 +1155,7 @@ def test_a_weight_gradient_keeps_its_threads(tuning, rng):
         first = backward()                      # timed: threads taken as 1
         chosen = _native._tune_threads_chosen()
         for use in range(1, 40):
-            if use == 8:                        # a probe, planted to be faster
-                _native._set_tune_best(1e9)
+            _native._set_tune_best(1e9 if use == 8 else 0.0)    # only use 8's probe is faster
             gx, gw, gb = backward()
             np.testing.assert_array_equal(gw, first[1], err_msg=f"use {use}")
             np.testing.assert_array_equal(gx, first[0], err_msg=f"use {use}")

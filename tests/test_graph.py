@@ -583,31 +583,30 @@ def two_threads():
 
 
 def test_fewer_threads_than_asked_are_probed(two_threads, rng):
-    """A count below the one asked for (here planted, as a disturbed first
-    timing would leave it) is probed on the 8th, 64th and 1024th call: that
-    call runs on the threads asked for, and only if it beats the fastest call
-    on the chosen count by 5% (here planted too) are the counts timed again;
+    """A count below the one asked for (here planted before every call, as a
+    disturbed first timing would leave it) is probed on the calls that are
+    powers of two from the 4th to the 1024th: such a call runs on the
+    threads asked for, and only if it beats the fastest call on the chosen
+    count by 5% (here planted too: not the 4th's) are the counts timed again;
     the count asked for itself is never probed."""
     model = cifar_net().eval()
     x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
     model(x)
     prog = model._runner().programs[0][1]
     assert prog.threads_timed == 1
-    prog.threads_chosen[2] = 1
-    for _ in range(6):                          # calls 2 to 7: on one thread
+    timed_again = []
+    for call in range(2, 65):
+        prog.threads_chosen[2] = 1
+        prog.threads_best[2] = 0.0 if call == 4 else 10.0     # a probe: slower / faster
+        timed = prog.threads_timed
         model(x)
-    assert 0 < prog.threads_best[2] < 1 and prog.threads_timed == 1
-    prog.threads_best[2] = 10.0                 # the probe will be faster
-    model(x)                                    # the 8th call: a probe
-    assert prog.threads_timed == 2
-    prog.threads_chosen[2], prog.threads_best[2] = 1, 0.0     # the probe will be slower
-    for _ in range(56):                         # calls 9 to 64
-        model(x)
-    assert prog.threads_timed == 2 and prog.threads_best[2] == 0.0
-    prog.threads_chosen[2] = 2
+        if prog.threads_timed > timed:
+            timed_again.append(call)
+    assert timed_again == [8, 16, 32, 64]
+    prog.threads_chosen[2], timed = 2, prog.threads_timed
     for _ in range(1000):
         model(x)
-    assert prog.threads_timed == 2
+    assert prog.threads_timed == timed
 
 
 def test_a_program_probe_probes_its_convolutions(two_threads, rng):
@@ -622,8 +621,9 @@ def test_a_program_probe_probes_its_convolutions(two_threads, rng):
         model(x)                                # the convolutions keep one thread
         _native._set_tune_threads(old[1])
         prog = model._runner().programs[0][1]
-        prog.threads_chosen[2] = 1
-        for _ in range(6):                      # calls 2 to 7: one thread
+        for _ in range(6):                      # calls 2 to 7: one thread, probes slower
+            prog.threads_chosen[2], prog.threads_best[2] = 1, 0.0
+            _native._set_tune_best(0.0)
             model(x)
         chosen = _native._tune_threads_chosen()
         _native._set_tune_best(1e9)             # every convolution's probe will be faster
