@@ -108,7 +108,9 @@ static void sum_columns(float *db, const float *dy, int64_t N, int64_t O, int nt
                          fastcnn_threads_for(N * O, nthreads));
 }
 
-/* Outputs per block of linear_few_rows: a block's weight rows stream once. */
+/* Outputs per block of linear_few_rows: a block's weight rows stream once.
+ * A multiple of 8: an output falls in a group of 8, 4 or 1 rows of
+ * linear_rows (csrc/linear_kernel.h) the same on any thread count. */
 #define FEW_ROWS_BLOCK 16
 
 /* The linear family's loops of one instruction set (linear_kernel.h). */
