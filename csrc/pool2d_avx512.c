@@ -88,18 +88,28 @@ static inline void load_tiles16(__m512 t[4], const float *r0, const float *r1, i
     split32(&t[2], &t[3], r1 + 2 * q, n);
 }
 
+/* Tiles whose 32 floats from row r1 at column 2q lie inside the plane ending
+ * at end: loaded whole (16), whatever their outputs n, the lanes past them
+ * computed and not stored; else n (masked loads). A plane's rows but its
+ * last are followed by more of it: on LeNet-5's 28- and 10-wide maps the
+ * masked loads of narrow rows were most of the pooling's time. */
+static inline int tiles_loaded(const float *r1, int64_t q, const float *end, int n)
+{
+    return r1 + 2 * q + 32 <= end ? 16 : n;
+}
+
 /* 16 (or n < 16: masked) outputs of max_tiles_2x2 from rows r0, r1 at column
- * 2q; b0, b1 the flat indices of the rows' first elements. A tree (each
- * row's pair, then the rows) that gives the header's sequential scan's
- * results: the first maximum, or the last NaN. */
+ * 2q, ln tiles loaded (tiles_loaded); b0, b1 the flat indices of the rows'
+ * first elements. A tree (each row's pair, then the rows) that gives the
+ * header's sequential scan's results: the first maximum, or the last NaN. */
 static inline void tiles16(float *y, int32_t *am, const float *r0, const float *r1,
-                           int32_t b0, int32_t b1, int64_t q, int n)
+                           int32_t b0, int32_t b1, int64_t q, int n, int ln)
 {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
                                            28, 30);
     const __m512i one = _mm512_set1_epi32(1);
     __m512 t[4];
-    load_tiles16(t, r0, r1, q, n);
+    load_tiles16(t, r0, r1, q, ln);
     __mmask16 tb = beats(t[1], t[0]), td = beats(t[3], t[2]), out = first_lanes(n);
     __m512 top = _mm512_mask_blend_ps(tb, t[0], t[1]);
     __m512 bottom = _mm512_mask_blend_ps(td, t[2], t[3]);
@@ -114,11 +124,11 @@ static inline void tiles16(float *y, int32_t *am, const float *r0, const float *
 }
 
 /* tiles16's values alone (inference), lane-wise in split32_shuffled's order. */
-static inline void values16(float *y, const float *r0, const float *r1, int64_t q, int n)
+static inline void values16(float *y, const float *r0, const float *r1, int64_t q, int n, int ln)
 {
     __m512 t[4];
-    split32_shuffled(&t[0], &t[1], r0 + 2 * q, n);
-    split32_shuffled(&t[2], &t[3], r1 + 2 * q, n);
+    split32_shuffled(&t[0], &t[1], r0 + 2 * q, ln);
+    split32_shuffled(&t[2], &t[3], r1 + 2 * q, ln);
     __m512 top = _mm512_mask_blend_ps(beats(t[1], t[0]), t[0], t[1]);
     __m512 bottom = _mm512_mask_blend_ps(beats(t[3], t[2]), t[2], t[3]);
     __m512 m = _mm512_mask_blend_ps(beats(bottom, top), top, bottom);
@@ -127,12 +137,14 @@ static inline void values16(float *y, const float *r0, const float *r1, int64_t 
 
 void max_tiles_2x2_avx512(float *y, int32_t *am, const float *x, int64_t W, int64_t P, int64_t Q)
 {
+    const float *end = x + 2 * P * W;
     for (int64_t p = 0; p < P; p++) {
         const float *r0 = x + 2 * p * W, *r1 = r0 + W;
         int32_t b0 = (int32_t)(2 * p * W), b1 = b0 + (int32_t)W;
         for (int64_t q = 0; q < Q; q += 16) {
             int64_t s = chunk_start(q, 0, Q);
-            tiles16(y + p * Q, am + p * Q, r0, r1, b0, b1, s, chunk_width(s, Q));
+            int n = chunk_width(s, Q);
+            tiles16(y + p * Q, am + p * Q, r0, r1, b0, b1, s, n, tiles_loaded(r1, s, end, n));
         }
     }
 }
@@ -142,11 +154,13 @@ void max_tiles_2x2_avx512(float *y, int32_t *am, const float *x, int64_t W, int6
  * outputs: 55% of a LeNet-5 inference at batch 256.) */
 void max_values_2x2_avx512(float *y, const float *x, int64_t W, int64_t P, int64_t Q)
 {
+    const float *end = x + 2 * P * W;
     for (int64_t p = 0; p < P; p++) {
         const float *r0 = x + 2 * p * W, *r1 = r0 + W;
         for (int64_t q = 0; q < Q; q += 16) {
             int64_t s = chunk_start(q, 0, Q);
-            values16(y + p * Q, r0, r1, s, chunk_width(s, Q));
+            int n = chunk_width(s, Q);
+            values16(y + p * Q, r0, r1, s, n, tiles_loaded(r1, s, end, n));
         }
     }
 }
