@@ -520,7 +520,12 @@ int conv2d_tune_threads_chosen(void)
 }
 
 /* The threads to run path on: of nthreads, nthreads/2, ..., 1, fewer only
- * while that is at least 3% faster. */
+ * while that is at least 3% faster than the count before it. Each pair of
+ * counts is timed in interleaved runs, so that a disturbance (another
+ * process, or another library's threads still waking or spinning down
+ * after its call) hits both alike, as a compiled program's counts are
+ * timed (one count after the other, a burst on the machine while the first
+ * count ran made the second look faster). */
 static int time_threads(int op, const conv_call *c, int path, int nthreads, int *threads)
 {
     int err = 0;
@@ -533,13 +538,18 @@ static int time_threads(int op, const conv_call *c, int path, int nthreads, int 
     if (nthreads == 1)
         return FASTCNN_OK;
     int runs = rounds_for(fastest_run(op, path, c, nthreads, 1, &err));
-    double best = fastest_run(op, path, c, nthreads, runs, &err);
     for (int nt = nthreads / 2; nt >= 1 && !err; nt /= 2) {
         fastest_run(op, path, c, nt, 1, &err);
-        double t = fastest_run(op, path, c, nt, runs, &err);
-        if (t > 0.97 * best)
+        double more = 1e300, fewer = 1e300;
+        for (int i = 0; i < runs && !err; i++) {
+            double t = fastest_run(op, path, c, *threads, 1, &err);
+            more = t < more ? t : more;
+            t = fastest_run(op, path, c, nt, 1, &err);
+            fewer = t < fewer ? t : fewer;
+        }
+        if (fewer > 0.97 * more)
             break;
-        *threads = nt, best = t;
+        *threads = nt;
     }
     return err;
 }
