@@ -613,7 +613,9 @@ def test_a_program_probe_probes_its_convolutions(two_threads, rng):
     """A program left on one thread of two whose convolutions kept one thread
     each (here both planted) would never run faster on two: its probe also
     has every such convolution run on the threads asked for, and each that
-    beats its fastest call (planted) chooses its threads again."""
+    beats its fastest call (planted) chooses its threads again. That probe
+    took the convolutions' timing too: it gives no verdict on the program's
+    threads; the next probe does."""
     model = cifar_net().eval()
     x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
     old = _native._set_tune(True), _native._set_tune_threads(1)     # choices forgotten
@@ -625,12 +627,19 @@ def test_a_program_probe_probes_its_convolutions(two_threads, rng):
             prog.threads_chosen[2], prog.threads_best[2] = 1, 0.0
             _native._set_tune_best(0.0)
             model(x)
-        chosen = _native._tune_threads_chosen()
+        chosen, timed = _native._tune_threads_chosen(), prog.threads_timed
         _native._set_tune_best(1e9)             # every convolution's probe will be faster
-        prog.threads_best[2] = 0.0              # the program's will not
+        prog.threads_best[2] = 10.0             # and so would the program's
         model(x)                                # the 8th call: a probe
         assert _native._tune_threads_chosen() > chosen
-        assert prog.threads_chosen[2] == 1
+        assert prog.threads_chosen[2] == 1 and prog.threads_timed == timed    # no verdict
+        for _ in range(7):                      # calls 9 to 15
+            prog.threads_chosen[2] = 1
+            model(x)
+        _native._set_tune_best(0.0)             # no convolution times its threads again
+        chosen, prog.threads_best[2] = _native._tune_threads_chosen(), 10.0
+        model(x)                                # the 16th call: a probe with a verdict
+        assert _native._tune_threads_chosen() == chosen and prog.threads_timed == timed + 1
     finally:
         _native._set_tune_threads(old[1])
         _native._set_tune(old[0])
