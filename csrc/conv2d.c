@@ -524,8 +524,8 @@ int conv2d_tune_threads_chosen(void)
  * counts is timed in interleaved runs, so that a disturbance (another
  * process, or another library's threads still waking or spinning down
  * after its call) hits both alike, as a compiled program's counts are
- * timed (one count after the other, a burst on the machine while the first
- * count ran made the second look faster). */
+ * timed (one count after the other, a disturbance during the first count's
+ * runs alone favours the second). */
 static int time_threads(int op, const conv_call *c, int path, int nthreads, int *threads)
 {
     int err = 0;
