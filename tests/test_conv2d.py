@@ -751,6 +751,23 @@ def test_pointwise_gemm_with_fused_bias(case, num_threads, rng):
           x.shape[1])
 
 
+# The backward data of pointwise images one GEMM each, at least two on a
+# thread, packs w^T once for the call: rows not a multiple of the tile
+# (37), depth over several k blocks (700 output channels), 49 columns.
+@pytest.mark.parametrize("case", [(4, 37, 4, 5, 700, 1, 1, 1, 0), (5, 130, 7, 7, 96, 1, 1, 1, 0)],
+                         ids=case_id)
+def test_pointwise_backward_data_with_weights_packed_once(case, num_threads, rng):
+    """Same bits as one image per call (each GEMM packing its own w^T)."""
+    x, w, _, stride, padding = make(case, rng)
+    dy = rng.standard_normal((x.shape[0], w.shape[0]) + x.shape[2:]).astype(np.float32)
+    with gemm_only():
+        gx = F.conv2d_backward(dy, x, w, has_bias=False)[0]
+        one_by_one = [F.conv2d_backward(dy[n:n + 1], x[n:n + 1], w, has_bias=False)[0]
+                      for n in range(x.shape[0])]
+    np.testing.assert_array_equal(gx, np.concatenate(one_by_one))
+    close(gx, conv64_backward(dy, x, w, 1, (0, 0, 0, 0))[0], w.shape[0])
+
+
 # A single image (alone in its group: batch 1, or an image per thread) on a
 # small map whose P Q fill the GEMM tile's columns worse than K does (7x7:
 # 49 of 64) runs transposed, y^T = col^T w^T, then transposed back with the
