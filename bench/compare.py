@@ -170,13 +170,15 @@ MEMORY_STEPS = 20
 
 # --- running ---------------------------------------------------------------------
 
-def run_case(case, threads, settings):
-    """Build, check and time one case at one thread count -> result dict."""
+def run_case(case, threads, settings, time_pair=None):
+    """Build, check and time one case at one thread count -> result dict;
+    time_pair(pair, settings) -> harness.Timing times it (default: the two
+    sides interleaved, harness.measure)."""
     with harness.use_threads(threads):
         try:
             pair = case.build(threads)
             pair.check()
-            t = harness.measure(pair, **settings)
+            t = (time_pair or measure)(pair, settings)
         except harness.Pending as e:
             return {"status": "pending", "reason": str(e)}
         except harness.MissingPeer as e:
@@ -187,6 +189,44 @@ def run_case(case, threads, settings):
             pair = None
             gc.collect()
     return {"status": "ok", "fastcnn": t.fastcnn, "peer": t.peer, "rounds": t.rounds}
+
+
+def measure(pair, settings):
+    return harness.measure(pair, **settings)
+
+
+def pair_row(thread_counts):
+    """The row label of fastcnn alone at the smallest and the largest thread
+    count, interleaved (run_thread_pair)."""
+    return f"{thread_counts[0]}-{thread_counts[-1]}"
+
+
+def thread_pair_rows(cases, args):
+    """The rows that run_thread_pair times: the cases whose speedup target is
+    1.0 (batch-1 inference), where they run at more than one thread count."""
+    return [(c.key, pair_row(args.threads)) for c in cases
+            if len(row_threads(c, args)) > 1 and speedup_target(c, args.threads) == 1.0]
+
+
+def run_thread_pair(case, label, settings):
+    """fastcnn's side of a case alone, at the two thread counts of ``label``,
+    interleaved in one process -> result dict ("fastcnn": the time at the
+    smaller count, "peer": at the larger). Batch-1 inference must never get
+    slower as threads are added; its rows at each count run minutes apart,
+    and on a shared machine the drift between them is as large as the
+    difference sought (LeNet-5 at batch 1: 15.5 against 16.2 us from the rows,
+    15.4 against 15.4 interleaved)."""
+    few, many = (int(n) for n in label.split("-"))
+
+    def alone(pair, settings):
+        def on(n):
+            def call():
+                harness.fastcnn.set_num_threads(n)
+                return pair.fastcnn()
+            return call
+        return measure(harness.Pair(on(few), on(many), lambda: None), settings)
+
+    return run_case(case, many, settings, alone)
 
 
 def settings_for(case, mode):
@@ -225,7 +265,7 @@ def run_children(cases, args, drop=()):
     Returns {(key, threads): result}, the child's BLAS description and the
     OpenMP runtimes it had loaded at its end."""
     env = child_env(args, drop)
-    todo = [(c.key, t) for c in cases for t in row_threads(c, args)]
+    todo = [(c.key, t) for c in cases for t in row_threads(c, args)] + thread_pair_rows(cases, args)
     results, blas, openmp = {}, None, None
     while todo:
         with tempfile.TemporaryDirectory() as tmp:
@@ -282,7 +322,9 @@ def child_main(args):
         for key, t in rows:
             emit(event="start", row=[key, t])
             t0 = time.perf_counter()
-            r = run_case(by_key[key], t, settings_for(by_key[key], args.mode))
+            settings = settings_for(by_key[key], args.mode)
+            r = (run_thread_pair(by_key[key], t, settings) if isinstance(t, str)
+                 else run_case(by_key[key], t, settings))
             emit(event="result", row=[key, t], result=r)
             _progress(by_key[key], t, r, time.perf_counter() - t0)
         emit(event="openmp", openmp=openmp_runtimes())
@@ -442,9 +484,14 @@ def peak_misses(case, r, peak):
 
 
 def speedup(case, results, thread_counts):
-    """fastcnn's time at the smallest thread count over the largest, or None."""
+    """fastcnn's time at the smallest thread count over the largest, or None:
+    from its interleaved run (run_thread_pair) where it has one, else from the
+    rows at each count."""
     if len(thread_counts) < 2 or case.group == "memory":
         return None
+    paired = results.get((case.key, pair_row(thread_counts)))
+    if paired and paired["status"] == "ok":
+        return paired["fastcnn"] / paired["peer"]
     a, b = (results.get((case.key, t)) for t in (thread_counts[0], thread_counts[-1]))
     if not a or not b or a["status"] != "ok" or b["status"] != "ok":
         return None
@@ -713,7 +760,10 @@ def report(args, results, machine, elapsed, memory_case):
         f"first at least {SETTINGS[args.mode]['min_sample'] * 1e3:.0f} ms of repeated calls; "
         "\"rounds\" gives their number per thread count); rate is fastcnn's "
         "GFLOP/s and its percent of the measured peak at that thread count, or images per second "
-        "for model rows. 2T/1T is fastcnn's speedup from 1 to 2 threads. Heavy rows (ResNet-18 "
+        "for model rows. 2T/1T is fastcnn's speedup from 1 to 2 threads; for batch-1 inference "
+        "rows (their target: never slower with more threads) it is timed apart, fastcnn alone "
+        "at both thread counts in interleaved rounds in one process, as the rows at each count "
+        "run minutes apart. Heavy rows (ResNet-18 "
         "and MobileNetV2) get fewer rounds" + (", at the largest thread count only" if args.quick
                                             else "") + ".", "",
         "## Summary", "",
@@ -861,7 +911,10 @@ PROGRESS_LINE = re.compile(r"\[\d+\.\d s\]$")
 
 
 def _progress(case, t, r, seconds):
-    print(f"{case.group:>12} | {case.key:<48} {t}T  {_short(r)}  [{seconds:.1f} s]",
+    short = _short(r)
+    if isinstance(t, str) and r["status"] == "ok":
+        short = f"speedup {r['fastcnn'] / r['peer']:.2f}  ({r['rounds']} rounds)"
+    print(f"{case.group:>12} | {case.key:<48} {t}T  {short}  [{seconds:.1f} s]",
           file=sys.stderr)
 
 

@@ -95,6 +95,42 @@ def test_misses_list_each_row_against_its_own_target():
     assert out["cells"] == ["2.50 (miss)", "1.60", "1.40"]
 
 
+def test_batch_one_speedup_comes_from_fastcnn_alone_interleaved():
+    out = run_in_bench("""if True:
+        import json, compare, harness
+        Case = harness.Case
+        b1 = Case("inference", "LeNet-5 inference b1", "onnxruntime", None, items=1, target=1.0)
+        heavy_b1 = Case("inference 3x224x224", "ResNet-18 b1", "onnxruntime", None, items=1,
+                        target=1.0, heavy=True)
+        b32 = Case("inference", "LeNet-5 inference b32", "onnxruntime", None, items=32,
+                   target=1.0)
+        def ok(peer, ours):
+            return {"status": "ok", "peer": peer, "fastcnn": ours, "rounds": 3}
+        rows = {(b1.key, 1): ok(2.0, 1.0), (b1.key, 2): ok(2.0, 1.25)}
+        paired = dict(rows)
+        paired[b1.key, "1-2"] = ok(0.99, 1.0)     # 1 thread 1.0, 2 threads 0.99
+        failed = dict(rows)
+        failed[b1.key, "1-2"] = {"status": "failed", "reason": "x"}
+        cases = [b1, heavy_b1, b32]
+        print(json.dumps({
+            "rows": compare.speedup(b1, rows, [1, 2]),
+            "paired": compare.speedup(b1, paired, [1, 2]),
+            "failed": compare.speedup(b1, failed, [1, 2]),
+            "misses": compare.misses({"inference": [b1]}, paired, [1, 2], {1: 1.0, 2: 2.0}),
+            "full": compare.thread_pair_rows(cases, compare.parse_args([])),
+            "quick": compare.thread_pair_rows(cases, compare.parse_args(["--quick"])),
+            "one": compare.thread_pair_rows(cases, compare.parse_args(["--threads", "2"]))}))
+    """)
+    assert out["rows"] == 0.8
+    assert out["paired"] == pytest.approx(1 / 0.99)
+    assert out["failed"] == 0.8
+    assert out["misses"] == []
+    assert out["full"] == [["LeNet-5 inference b1 vs onnxruntime", "1-2"],
+                           ["ResNet-18 b1 vs onnxruntime", "1-2"]]
+    assert out["quick"] == [["LeNet-5 inference b1 vs onnxruntime", "1-2"]]
+    assert out["one"] == []
+
+
 def test_heavy_rows_get_fewer_rounds_and_quick_mode_one_thread_count():
     out = run_in_bench("""if True:
         import json, compare, harness
