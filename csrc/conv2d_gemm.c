@@ -9,7 +9,8 @@
  *   backward weight  dw (K, CRS)   += dy (K, cnt PQ) col^T,  db += sums of dy
  * where dy is gathered into (K, cnt PQ) for groups of more than one image,
  * and a 1x1, stride-1, unpadded image (alone in its group) uses x (C, HW)
- * itself as col. Single images take the bias in the GEMM (sgemm_bias).
+ * itself as col (its backward data reads w^T packed once per call where a
+ * thread runs several). Single images take the bias in the GEMM (sgemm_bias).
  * A single image on a small map whose PQ fills the GEMM tile's columns worse
  * than K does (7x7: 49 of 64 columns) runs transposed: y^T (PQ, K) =
  * col^T w^T, then transposed into y with the bias (and clamp).
@@ -75,6 +76,13 @@ int64_t conv2d_set_group_columns(int64_t columns)
     return old;
 }
 
+/* Whether s's images run one GEMM each: pointwise on a map of at least
+ * POINTWISE_ALONE_PQ positions (and the default group width). */
+int conv2d_gemm_alone(const conv2d_shape *s)
+{
+    return pointwise(s) && group_columns == GROUP_COLUMNS && s->P * s->Q >= POINTWISE_ALONE_PQ;
+}
+
 /* How a call is split: `outer` threads take contiguous ranges of images
  * (each running GEMMs on one thread), or outer = 1 and the GEMM and the
  * copies inside a group use `inner` threads. Groups hold at most nb images. */
@@ -84,7 +92,7 @@ typedef struct {
     int turned;         /* forward: pointwise images one by one, transposed */
 } conv_plan;
 
-static conv_plan make_plan(const conv2d_shape *s, int nthreads)
+static conv_plan make_plan(const conv2d_shape *s, int grouped, int nthreads)
 {
     int64_t PQ = s->P * s->Q, CRS = s->C * s->R * s->S;
     int64_t work = 2 * s->N * s->K * CRS * PQ;
@@ -96,9 +104,9 @@ static conv_plan make_plan(const conv2d_shape *s, int nthreads)
     }
     int64_t per_thread = (s->N + pl.outer - 1) / pl.outer;
     /* a pointwise image is its own im2col: alone, it needs no copies in or
-     * out, unless its map is too small to make a GEMM of one image fast */
-    int64_t nb = pointwise(s) && group_columns == GROUP_COLUMNS && PQ >= POINTWISE_ALONE_PQ
-                 ? 1 : group_columns / PQ;
+     * out, unless its map is too small to make a GEMM of one image fast (or
+     * its weight gradient's products, PQ deep, run faster grouped) */
+    int64_t nb = conv2d_gemm_alone(s) && !grouped ? 1 : group_columns / PQ;
     if (nb * CRS * PQ > GROUP_COL_MAX_FLOATS)
         nb = GROUP_COL_MAX_FLOATS / (CRS * PQ);
     pl.nb = nb < 1 ? 1 : nb > per_thread ? per_thread : nb;
@@ -381,6 +389,7 @@ typedef struct {
     const float *x, *w, *b;
     const float *dy;
     gemm_weights gw;        /* w as the forward's, or w^T as the backward data's, GEMMs read it */
+    int grouped;            /* weight gradient: pointwise images grouped (make_plan) */
 } conv_call;
 
 /* Run the groups of images [lo, hi) of one thread (or of the whole call). */
@@ -466,7 +475,7 @@ static void image_range(void *ctx, int64_t t, int slot)
  * the sums do not depend on which thread ran a range). */
 static int run(const conv_call *cc, const conv2d_shape *s, int nthreads)
 {
-    conv_plan pl = make_plan(s, nthreads);
+    conv_plan pl = make_plan(s, cc->grouped, nthreads);
     pl.turned = pl.turned && cc->op == FORWARD;
     int64_t per = scratch_floats(s, &pl), wsz = s->K * s->C * s->R * s->S;
     int64_t parts = cc->op == BACKWARD_WEIGHT ? (pl.outer - 1) * wsz : 0;
@@ -535,7 +544,7 @@ int conv2d_gemm_forward(float *y, const float *x, const float *w, const float *b
                         const conv2d_shape *s, conv2d_prepared *prep, int nthreads)
 {
     conv_call cc = {FORWARD, y, x, w, b, NULL, {w, NULL, 0}};
-    conv_plan pl = make_plan(s, nthreads);
+    conv_plan pl = make_plan(s, 0, nthreads);
     float *own;
     int err = forward_weights(&cc.gw, &own, w, s, &pl, prep, nthreads);
     if (!err)
@@ -571,7 +580,7 @@ int conv2d_gemm_backward_data(float *dx, const float *dy, const float *w,
                               const conv2d_shape *s, int nthreads)
 {
     conv_call cc = {BACKWARD_DATA, dx, NULL, w, NULL, dy, {w, NULL, 0}};
-    conv_plan pl = make_plan(s, nthreads);
+    conv_plan pl = make_plan(s, 0, nthreads);
     float *own;
     int err = backward_data_weights(&cc.gw, &own, w, s, &pl, nthreads);
     if (!err)
@@ -582,8 +591,8 @@ int conv2d_gemm_backward_data(float *dx, const float *dy, const float *w,
 }
 
 int conv2d_gemm_backward_weight(float *dw, const float *dy, const float *x,
-                                const conv2d_shape *s, int nthreads)
+                                const conv2d_shape *s, int grouped, int nthreads)
 {
-    conv_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy};
+    conv_call cc = {BACKWARD_WEIGHT, dw, x, NULL, NULL, dy, {NULL, NULL, 0}, grouped};
     return run(&cc, s, nthreads);
 }

@@ -215,8 +215,13 @@ int conv2d_gemm_forward(float *y, const float *x, const float *w, const float *b
                         const conv2d_shape *s, conv2d_prepared *prep, int nthreads);
 int conv2d_gemm_backward_data(float *dx, const float *dy, const float *w,
                               const conv2d_shape *s, int nthreads);
+/* grouped: pointwise images grouped into products nb images deep, as smaller
+ * maps' are, not one GEMM each (conv2d_gemm_alone). */
 int conv2d_gemm_backward_weight(float *dw, const float *dy, const float *x,
-                                const conv2d_shape *s, int nthreads);
+                                const conv2d_shape *s, int grouped, int nthreads);
+/* Whether the GEMM path runs s's images one GEMM each (pointwise, maps of
+ * POINTWISE_ALONE_PQ positions or more), and so could group them instead. */
+int conv2d_gemm_alone(const conv2d_shape *s);
 
 /* One GEMM over whole images for maps no larger than the kernel
  * (conv2d_dense.c): fits, then the ops. */

@@ -296,6 +296,11 @@ int conv2d_set_winograd(int mode);
 /* Test hook: the dense path (maps no larger than the kernel, one GEMM over
  * whole images) is chosen by timing (0), whenever it fits (1), or never (-1). */
 int conv2d_set_dense(int mode);
+/* Test hook: a pointwise weight gradient on the GEMM path takes its images one
+ * GEMM each (those of 16 positions or more) or grouped into deeper products,
+ * by timing (0), grouped whenever that is the other choice (1), or never
+ * grouped (-1). */
+int conv2d_set_grouped_wgrad(int mode);
 /* Paths chosen by timing each shape's first call (1) or by shape only (0);
  * forgets the choices kept so far. Returns the old mode. The default is 1
  * unless the environment sets FASTCNN_CONV_TUNE=0. */

@@ -308,6 +308,14 @@ def _set_dense(mode):
     return c.conv2d_set_dense(int(mode))
 
 
+def _set_grouped_wgrad(mode):
+    """Test hook: a pointwise weight gradient on the GEMM path runs its
+    images one GEMM each (maps of 16 positions or more) or grouped into deeper
+    products, by timing (0), grouped (1), or one each (-1). Returns the old
+    mode."""
+    return c.conv2d_set_grouped_wgrad(int(mode))
+
+
 def _set_tune(mode):
     """Test hook: each convolution shape's path is chosen by timing its first
     call (True) or by shape only (False); forgets the choices kept so far.

@@ -124,6 +124,7 @@ cdef extern from "fastcnn.h" nogil:
     int conv2d_set_depthwise_vectors(int mode)
     int conv2d_set_winograd(int mode)
     int conv2d_set_dense(int mode)
+    int conv2d_set_grouped_wgrad(int mode)
     int conv2d_set_tune(int mode)
     int conv2d_set_tune_threads(int n)
     int conv2d_tune_threads_chosen()

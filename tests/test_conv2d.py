@@ -768,6 +768,31 @@ def test_pointwise_backward_data_with_weights_packed_once(case, num_threads, rng
     close(gx, conv64_backward(dy, x, w, 1, (0, 0, 0, 0))[0], w.shape[0])
 
 
+# The weight gradient of pointwise images that the GEMM path runs one GEMM
+# each (16 positions or more) grouped into deeper products instead (timing
+# chooses between the two): images split unevenly among the groups and the
+# threads (7), several groups of few columns, one image (nothing to group).
+@pytest.fixture(params=[1, -1], ids=["grouped", "one-each"])
+def grouped_wgrad(request):
+    old = _native._set_grouped_wgrad(request.param)
+    yield request.param
+    _native._set_grouped_wgrad(old)
+
+
+@pytest.mark.parametrize("case", [(7, 37, 4, 5, 70, 1, 1, 1, 0), (5, 300, 7, 7, 24, 1, 1, 1, 0),
+                                  (1, 9, 6, 6, 40, 1, 1, 1, 0)], ids=case_id)
+def test_pointwise_weight_gradient_grouped_or_one_each(case, grouped_wgrad, num_threads, rng):
+    x, w, b, stride, padding = make(case, rng)
+    dy = rng.standard_normal((x.shape[0], w.shape[0]) + x.shape[2:]).astype(np.float32)
+    with gemm_only():
+        gx, gw, gb = F.conv2d_backward(dy, x, w)
+    ex, ew, eb = conv64_backward(dy, x, w, 1, (0, 0, 0, 0))
+    positions = x.shape[0] * x.shape[2] * x.shape[3]
+    close(gw, ew, positions)
+    close(gb, eb, positions)
+    close(gx, ex, w.shape[0])
+
+
 # A single image (alone in its group: batch 1, or an image per thread) on a
 # small map whose P Q fill the GEMM tile's columns worse than K does (7x7:
 # 49 of 64) runs transposed, y^T = col^T w^T, then transposed back with the
@@ -1072,6 +1097,7 @@ TIMED_CASES = [
     (2, 16, 24, 24, 16, 3, 3, 1, 1),          # forward: direct, channel-vector, GEMM
     (1, 128, 7, 7, 64, 3, 3, 1, 1),           # a small map, many channels
     (3, 8, 30, 30, 24, 5, 5, 2, 2),           # stride 2, S = 5
+    (4, 128, 6, 6, 256, 1, 1, 1, 0),          # pointwise: weight gradient grouped or not
 ]
 
 
