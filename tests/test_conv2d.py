@@ -770,8 +770,9 @@ def test_pointwise_backward_data_with_weights_packed_once(case, num_threads, rng
 
 # The weight gradient of pointwise images that the GEMM path runs one GEMM
 # each (16 positions or more) grouped into deeper products instead (timing
-# chooses between the two): images split unevenly among the groups and the
-# threads (7), several groups of few columns, one image (nothing to group).
+# chooses between the two): 7 images split unevenly between the threads,
+# channels not a multiple of any tile, 49 positions, one image (nothing to
+# group).
 @pytest.fixture(params=[1, -1], ids=["grouped", "one-each"])
 def grouped_wgrad(request):
     old = _native._set_grouped_wgrad(request.param)
