@@ -81,15 +81,6 @@ def build_ping_pong(folder):
     return exe
 
 
-def sample(fn, calls):
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
     row = sys.argv[2] if len(sys.argv) > 2 else "ResNet-18 b1 (fastcnn.models)"
@@ -101,7 +92,8 @@ def main():
         pair.check()
         end = time.time() + seconds
         while time.time() < end:
-            ours, theirs = sample(pair.fastcnn, 6), sample(pair.peer, 6)
+            ours = harness.median_ms(pair.fastcnn, 6, warmup=0)
+            theirs = harness.median_ms(pair.peer, 6, warmup=0)
             ns = float(subprocess.run([ping_pong], capture_output=True, text=True).stdout)
             samples.append((ns, ours, theirs))
     print(f"{row}, 2 threads, {len(samples)} samples of 6 calls a side over {seconds:.0f} s")
