@@ -547,11 +547,12 @@ def speedup_cell(case, results, thread_counts):
     s = speedup(case, results, thread_counts)
     if s is None:
         return ""
-    a, b = (results[case.key, t] for t in (thread_counts[0], thread_counts[-1]))
+    a, b = (results.get((case.key, t)) for t in (thread_counts[0], thread_counts[-1]))
     text = f"{s:.2f}" + (" (miss)" if speedup_misses(case, s, thread_counts) else "")
     # More threads should never be much slower: if they are, others' work got in the way.
+    rows = a and b and a["status"] == b["status"] == "ok"   # (s may come from the pair alone)
     slow = [side if side == "fastcnn" else case.peer for side in ("fastcnn", "peer")
-            if b[side] > 2 * a[side]]
+            if rows and b[side] > 2 * a[side]]
     if slow:
         text += f" ({', '.join(slow)} >2x slower with more threads: disturbed?)"
     return text

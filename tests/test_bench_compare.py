@@ -111,8 +111,10 @@ def test_batch_one_speedup_comes_from_fastcnn_alone_interleaved():
         paired[b1.key, "1-2"] = ok(0.99, 1.0)     # 1 thread 1.0, 2 threads 0.99
         failed = dict(rows)
         failed[b1.key, "1-2"] = {"status": "failed", "reason": "x"}
+        pair_only = {(b1.key, 1): {"status": "failed", "reason": "x"}, (b1.key, "1-2"): ok(1.0, 1.1)}
         cases = [b1, heavy_b1, b32]
         print(json.dumps({
+            "cells": [compare.speedup_cell(b1, r, [1, 2]) for r in (rows, paired, pair_only)],
             "rows": compare.speedup(b1, rows, [1, 2]),
             "paired": compare.speedup(b1, paired, [1, 2]),
             "failed": compare.speedup(b1, failed, [1, 2]),
@@ -121,6 +123,7 @@ def test_batch_one_speedup_comes_from_fastcnn_alone_interleaved():
             "quick": compare.thread_pair_rows(cases, compare.parse_args(["--quick"])),
             "one": compare.thread_pair_rows(cases, compare.parse_args(["--threads", "2"]))}))
     """)
+    assert out["cells"] == ["0.80 (miss)", "1.01", "1.10"]
     assert out["rows"] == 0.8
     assert out["paired"] == pytest.approx(1 / 0.99)
     assert out["failed"] == 0.8
